@@ -1,0 +1,233 @@
+"""The hazmat layer: thin, typed wrappers over `cryptography` and libsodium (PyNaCl).
+
+Everything above this module (ratchet, handshake, sender keys, franking, attachments) uses these
+functions and never a primitive library directly, so each primitive choice is made once, here.
+Errors are `tidings.errors` exceptions; no function here logs or keeps state.
+
+Choices, measured on the project machine (see docs/performance.md):
+- Ed25519 through libsodium: verification is about twice as fast as through OpenSSL, and the
+  signatures are identical (Ed25519 is deterministic).
+- X25519 key generation through libsodium (`crypto_scalarmult_base`); X25519 agreement through
+  libsodium as well, refusing the all-zero output.
+- AES-256-CBC / AES-256-CTR, HKDF and ML-KEM-768 through `cryptography`; HMAC-SHA256 through the
+  standard library's C implementation (`hmac.digest`), which is the cheapest per call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+import nacl.bindings as _sodium
+import nacl.exceptions as _sodium_errors
+from cryptography.exceptions import InvalidTag as _InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import mlkem
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from tidings.errors import DecryptionError, InvalidKeyError, InvalidSignatureError
+
+KEY_LEN = 32
+X25519_KEY_LEN = 32
+ED25519_PUBLIC_KEY_LEN = 32
+ED25519_SEED_LEN = 32
+ED25519_SIGNATURE_LEN = 64
+MLKEM768_SEED_LEN = 64
+MLKEM768_PUBLIC_KEY_LEN = 1184
+MLKEM768_CIPHERTEXT_LEN = 1088
+MLKEM768_SHARED_SECRET_LEN = 32
+AES_BLOCK_LEN = 16
+HMAC_SHA256_LEN = 32
+
+_ZERO32 = bytes(32)
+
+__all__ = [
+    "aes256_cbc_decrypt",
+    "aes256_cbc_encrypt",
+    "constant_time_equal",
+    "ed25519_expand",
+    "ed25519_generate",
+    "ed25519_public",
+    "ed25519_sign",
+    "ed25519_verify",
+    "hkdf_sha256",
+    "hmac_sha256",
+    "mlkem768_decapsulate",
+    "mlkem768_encapsulate",
+    "mlkem768_generate",
+    "mlkem768_public",
+    "random_bytes",
+    "sha256",
+    "x25519",
+    "x25519_generate",
+    "x25519_public",
+]
+
+
+def random_bytes(n: int) -> bytes:
+    """Return ``n`` bytes from the operating system's CSPRNG."""
+    return os.urandom(n)
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256 of ``data`` under ``key`` (32 bytes out)."""
+    return hmac.digest(key, data, "sha256")
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """Compare two MACs / digests without leaking where they differ."""
+    return hmac.compare_digest(a, b)
+
+
+def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 HKDF-SHA256 (extract then expand) of ``length`` bytes."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def _pkcs7_pad(data: bytes) -> bytes:
+    n = AES_BLOCK_LEN - len(data) % AES_BLOCK_LEN
+    return data + bytes((n,)) * n
+
+
+def aes256_cbc_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
+    """AES-256-CBC with PKCS#7 padding. The caller authenticates the result."""
+    enc = Cipher(algorithms.AES256(key), modes.CBC(iv)).encryptor()
+    return enc.update(_pkcs7_pad(plaintext)) + enc.finalize()
+
+
+def aes256_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
+    """Inverse of `aes256_cbc_encrypt`. Call only after the MAC has verified.
+
+    Raises:
+        DecryptionError: the length is not whole blocks or the padding is malformed.
+    """
+    if not ciphertext or len(ciphertext) % AES_BLOCK_LEN:
+        raise DecryptionError("ciphertext is not a whole number of blocks")
+    dec = Cipher(algorithms.AES256(key), modes.CBC(iv)).decryptor()
+    padded = dec.update(ciphertext) + dec.finalize()
+    n = padded[-1]
+    # The MAC has already authenticated these bytes, so a padding check here cannot become a
+    # padding oracle; it only catches a sender that produced garbage.
+    if not 1 <= n <= AES_BLOCK_LEN or padded[-n:] != bytes((n,)) * n:
+        raise DecryptionError("bad padding")
+    return padded[:-n]
+
+
+# --- X25519 ---------------------------------------------------------------------------------
+
+
+def x25519_generate() -> tuple[bytes, bytes]:
+    """Return a fresh (private, public) X25519 key pair as raw 32-byte strings."""
+    private = os.urandom(X25519_KEY_LEN)
+    return private, _sodium.crypto_scalarmult_base(private)
+
+
+def x25519_public(private: bytes) -> bytes:
+    """The public key of a raw X25519 private key (clamping is applied by X25519 itself)."""
+    if len(private) != X25519_KEY_LEN:
+        raise InvalidKeyError("X25519 private key must be 32 bytes")
+    return bytes(_sodium.crypto_scalarmult_base(private))
+
+
+def x25519(private: bytes, public: bytes) -> bytes:
+    """X25519 agreement. Raises `InvalidKeyError` on a bad length or an all-zero output."""
+    if len(private) != X25519_KEY_LEN or len(public) != X25519_KEY_LEN:
+        raise InvalidKeyError("X25519 keys must be 32 bytes")
+    try:
+        out = bytes(_sodium.crypto_scalarmult(private, public))
+    except _sodium_errors.RuntimeError as exc:  # libsodium refuses low-order points
+        raise InvalidKeyError("X25519 agreement with a low-order public key") from exc
+    if hmac.compare_digest(out, _ZERO32):
+        raise InvalidKeyError("X25519 agreement produced the all-zero secret")
+    return out
+
+
+# --- Ed25519 --------------------------------------------------------------------------------
+
+
+def ed25519_generate() -> tuple[bytes, bytes]:
+    """Return a fresh (seed, public) Ed25519 key pair; the 32-byte seed is the private key."""
+    seed = os.urandom(ED25519_SEED_LEN)
+    return seed, ed25519_public(seed)
+
+
+def ed25519_public(seed: bytes) -> bytes:
+    if len(seed) != ED25519_SEED_LEN:
+        raise InvalidKeyError("Ed25519 seed must be 32 bytes")
+    public, _ = _sodium.crypto_sign_seed_keypair(seed)
+    return bytes(public)
+
+
+def ed25519_expand(seed: bytes) -> bytes:
+    """The 64-byte libsodium signing key for ``seed``; cache it where one key signs often."""
+    if len(seed) != ED25519_SEED_LEN:
+        raise InvalidKeyError("Ed25519 seed must be 32 bytes")
+    _, secret = _sodium.crypto_sign_seed_keypair(seed)
+    return bytes(secret)
+
+
+def ed25519_sign(signing_key: bytes, message: bytes) -> bytes:
+    """Sign ``message``. ``signing_key`` is a 32-byte seed or its 64-byte expansion."""
+    if len(signing_key) == ED25519_SEED_LEN:
+        signing_key = ed25519_expand(signing_key)
+    elif len(signing_key) != 2 * ED25519_SEED_LEN:
+        raise InvalidKeyError("Ed25519 signing key must be 32 or 64 bytes")
+    return bytes(_sodium.crypto_sign(message, signing_key)[:ED25519_SIGNATURE_LEN])
+
+
+def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> None:
+    """Verify an Ed25519 signature. Raises `InvalidSignatureError` if it does not verify."""
+    if len(public) != ED25519_PUBLIC_KEY_LEN or len(signature) != ED25519_SIGNATURE_LEN:
+        raise InvalidSignatureError("malformed Ed25519 key or signature")
+    try:
+        _sodium.crypto_sign_open(signature + message, public)
+    except (_sodium_errors.BadSignatureError, _sodium_errors.RuntimeError, ValueError) as exc:
+        raise InvalidSignatureError("signature does not verify") from exc
+
+
+# --- ML-KEM-768 -----------------------------------------------------------------------------
+
+
+def mlkem768_generate() -> tuple[bytes, bytes]:
+    """Return a fresh (seed, public) ML-KEM-768 pair; the 64-byte seed is the private key."""
+    seed = os.urandom(MLKEM768_SEED_LEN)
+    return seed, mlkem768_public(seed)
+
+
+def _mlkem_private(seed: bytes) -> mlkem.MLKEM768PrivateKey:
+    if len(seed) != MLKEM768_SEED_LEN:
+        raise InvalidKeyError("ML-KEM-768 seed must be 64 bytes")
+    return mlkem.MLKEM768PrivateKey.from_seed_bytes(seed)
+
+
+def mlkem768_public(seed: bytes) -> bytes:
+    return _mlkem_private(seed).public_key().public_bytes_raw()
+
+
+def mlkem768_encapsulate(public: bytes) -> tuple[bytes, bytes]:
+    """Encapsulate to ``public``; return (shared secret, ciphertext)."""
+    if len(public) != MLKEM768_PUBLIC_KEY_LEN:
+        raise InvalidKeyError("ML-KEM-768 public key must be 1184 bytes")
+    try:
+        key = mlkem.MLKEM768PublicKey.from_public_bytes(public)
+    except ValueError as exc:
+        raise InvalidKeyError("ML-KEM-768 public key is malformed") from exc
+    shared, ciphertext = key.encapsulate()
+    return bytes(shared), bytes(ciphertext)
+
+
+def mlkem768_decapsulate(seed: bytes, ciphertext: bytes) -> bytes:
+    """Decapsulate ``ciphertext``. ML-KEM never fails on a wrong ciphertext (implicit
+    rejection): it returns an unrelated secret, and the handshake's first MAC then fails."""
+    if len(ciphertext) != MLKEM768_CIPHERTEXT_LEN:
+        raise InvalidKeyError("ML-KEM-768 ciphertext must be 1088 bytes")
+    try:
+        return bytes(_mlkem_private(seed).decapsulate(ciphertext))
+    except (ValueError, _InvalidTag) as exc:
+        raise InvalidKeyError("ML-KEM-768 ciphertext is malformed") from exc
