@@ -1,0 +1,73 @@
+"""Server configuration: defaults, then a TOML file, then `TIDINGS_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from tidings.errors import TidingsError
+
+
+class ConfigError(TidingsError):
+    """The server configuration is invalid."""
+
+    code = "invalid_config"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything a server node needs to start. Embedded (SQLite) mode is the default."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("var")
+    log_level: str = "info"
+
+    @classmethod
+    def load(cls, path: Path | None = None, env: dict[str, str] | None = None) -> ServerConfig:
+        """Build the configuration from an optional TOML file and environment overrides.
+
+        Raises:
+            ConfigError: the file is unreadable or not TOML, or a value has the wrong type.
+        """
+        config = cls()
+        if path is not None:
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from None
+            config = config._merged(data.get("server", data), source=str(path))
+        environ = os.environ if env is None else env
+        overrides = {
+            f.name: environ[f"TIDINGS_{f.name.upper()}"]
+            for f in fields(cls)
+            if f"TIDINGS_{f.name.upper()}" in environ
+        }
+        return config._merged(overrides, source="environment")
+
+    def with_overrides(self, **values: object) -> ServerConfig:
+        """This configuration with command-line ``values`` applied (``None`` means unset)."""
+        return self._merged({k: v for k, v in values.items() if v is not None}, source="options")
+
+    def _merged(self, values: Mapping[str, object], *, source: str) -> ServerConfig:
+        known = {f.name: f for f in fields(self)}
+        changes: dict[str, object] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"unknown setting {key!r} in {source}")
+            current = getattr(self, key)
+            try:
+                if isinstance(current, bool):
+                    changes[key] = str(value).lower() in {"1", "true", "yes", "on"}
+                elif isinstance(current, int):
+                    changes[key] = int(str(value))
+                elif isinstance(current, Path):
+                    changes[key] = Path(str(value))
+                else:
+                    changes[key] = str(value)
+            except ValueError:
+                raise ConfigError(f"setting {key!r} in {source} must be a number") from None
+        return replace(self, **changes)  # type: ignore[arg-type]
