@@ -142,3 +142,15 @@ class AttachmentError(CryptoError):
     """An attachment ciphertext does not match its digest, or does not open under its key."""
 
     code = "attachment_integrity"
+
+
+class UntrustedIdentityError(ProtocolError):
+    """A remote identity key is not the one expected for that device (changed or substituted)."""
+
+    code = "untrusted_identity"
+
+
+class ChainExhaustedError(ProtocolError):
+    """The sending chain has used every message number a ratchet header can carry."""
+
+    code = "chain_exhausted"
