@@ -10,7 +10,9 @@ Choices, measured on the project machine (see docs/performance.md):
 - X25519 key generation through libsodium (`crypto_scalarmult_base`); X25519 agreement through
   libsodium as well, refusing the all-zero output.
 - AES-256-CBC / AES-256-CTR, HKDF and ML-KEM-768 through `cryptography`; HMAC-SHA256 through the
-  standard library's C implementation (`hmac.digest`), which is the cheapest per call.
+  standard library's C implementation (`hmac.digest`), the cheapest library call per MAC.
+  (A hand-written HMAC/HKDF over `hashlib` was measured and rejected: at best 5% faster per
+  ratchet message, not worth home-made primitives; docs/performance.md.)
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ HMAC_SHA256_LEN = 32
 _ZERO32 = bytes(32)
 
 __all__ = [
+    "Aes256CtrStream",
+    "Sha256Stream",
     "aes256_cbc_decrypt",
     "aes256_cbc_encrypt",
     "constant_time_equal",
@@ -60,6 +64,7 @@ __all__ = [
     "mlkem768_public",
     "random_bytes",
     "sha256",
+    "sha512",
     "x25519",
     "x25519_generate",
     "x25519_public",
@@ -231,3 +236,53 @@ def mlkem768_decapsulate(seed: bytes, ciphertext: bytes) -> bytes:
         return bytes(_mlkem_private(seed).decapsulate(ciphertext))
     except (ValueError, _InvalidTag) as exc:
         raise InvalidKeyError("ML-KEM-768 ciphertext is malformed") from exc
+
+
+# --- streaming AES-256-CTR, SHA-256 and one-shot SHA-512 (attachments, safety numbers) -------
+
+
+class Aes256CtrStream:
+    """AES-256-CTR over a sequence of `update` calls, as one continuous keystream.
+
+    The 16-byte ``initial_counter_block`` is the first counter block; it is incremented as a
+    128-bit big-endian integer per block, and partial blocks carry over between calls, so
+    ``update(a) + update(b) == update(a + b)``. Encryption and decryption are the same
+    operation. CTR is malleable: the caller authenticates the ciphertext (encrypt-then-MAC) and
+    decrypts only what has verified.
+    """
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, key: bytes, initial_counter_block: bytes) -> None:
+        if len(key) != KEY_LEN:
+            raise InvalidKeyError("AES-256 key must be 32 bytes")
+        if len(initial_counter_block) != AES_BLOCK_LEN:
+            raise InvalidKeyError("AES-CTR counter block must be 16 bytes")
+        self._ctx = Cipher(algorithms.AES256(key), modes.CTR(initial_counter_block)).encryptor()
+
+    def update(self, data: bytes | bytearray | memoryview) -> bytes:
+        """XOR the next ``len(data)`` keystream bytes into ``data``."""
+        return self._ctx.update(data)
+
+    def __repr__(self) -> str:
+        return "Aes256CtrStream(<key hidden>)"
+
+
+class Sha256Stream:
+    """Incremental SHA-256 (for digests of data that is never held in memory at once)."""
+
+    __slots__ = ("_h",)
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._h.update(data)
+
+    def digest(self) -> bytes:
+        return self._h.digest()
+
+
+def sha512(data: bytes) -> bytes:
+    """SHA-512 of ``data`` (64 bytes out)."""
+    return hashlib.sha512(data).digest()
