@@ -1,6 +1,6 @@
 """Generate tests/vectors/franking_kat.json: known answers for Tidings franking v1.
 
-An independent transcription of docs/_sections/60_franking.md using only the standard library
+An independent transcription of docs/protocol.md using only the standard library
 (`hmac`, `hashlib`, `struct`) and a hand-written protobuf encoder for the two messages involved.
 It deliberately imports nothing from `tidings`, so the vectors check the implementation rather
 than restate it.
@@ -179,7 +179,7 @@ def main() -> None:
         )
     doc = {
         "description": (
-            "Known-answer vectors for Tidings franking v1 (docs/_sections/60_franking.md). "
+            "Known-answer vectors for Tidings franking v1 (docs/protocol.md). "
             "'messages' is one direct conversation alice<->bob in server-timestamp order, "
             "chained by previous_commitment per sender. All byte strings are hex."
         ),

@@ -1,7 +1,7 @@
 """Generate tests/vectors/pqxdh_kat.json -- independently of the `tidings` package.
 
 Every value is computed with direct `cryptography` calls (X25519, Ed25519, ML-KEM-768, HKDF)
-from the byte layouts in docs/_sections/handshake.md, so the known-answer test checks the
+from the byte layouts in docs/protocol.md, so the known-answer test checks the
 implementation against the specification, not against itself. The private inputs are fixed
 (derived from labels by SHA-256/SHA-512); the ML-KEM ciphertexts and shared secrets come from a
 real, random encapsulation and are stored: re-running this script changes them (and only them).

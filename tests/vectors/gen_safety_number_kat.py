@@ -1,6 +1,6 @@
 """Generate tests/vectors/safety_number_kat.json: known answers for Tidings safety numbers v1.
 
-An independent transcription of docs/_sections/80_safety_numbers.md using only `hashlib` and
+An independent transcription of docs/protocol.md using only `hashlib` and
 `struct`; it imports nothing from `tidings`.
 
 Run from the repository root:  .venv/bin/python tests/vectors/gen_safety_number_kat.py
@@ -60,7 +60,7 @@ def main() -> None:
     doc = {
         "description": (
             "Known-answer vectors for Tidings safety numbers v1 "
-            "(docs/_sections/80_safety_numbers.md). 'qr_payload_a' is what a displays "
+            "(docs/protocol.md). 'qr_payload_a' is what a displays "
             "(a's half first). All byte strings are hex."
         ),
         "generated_by": (

@@ -1,6 +1,6 @@
 """Generate tests/vectors/sender_keys_kat.json: known answers for Tidings sender keys v1.
 
-An independent, straight-line transcription of docs/_sections/sender_keys.md. It uses only the
+An independent, straight-line transcription of docs/protocol.md. It uses only the
 standard library (hashlib, hmac, struct) and `cryptography` (HKDF, AES-256-CBC, PKCS#7 padding,
 Ed25519 through OpenSSL), hand-encodes the protobuf messages, and deliberately imports nothing
 from `tidings` (nor PyNaCl, which the implementation signs with), so the vectors check the
@@ -153,7 +153,7 @@ def generate() -> dict[str, Any]:
 
     return {
         "description": (
-            "Known-answer vectors for Tidings sender keys v1 (docs/_sections/sender_keys.md). "
+            "Known-answer vectors for Tidings sender keys v1 (docs/protocol.md). "
             "An OwnSenderKey built from 'inputs' at iteration 0 must produce 'messages' in "
             "order, byte for byte; a RemoteSenderKey created from 'encoded_distribution' must "
             "decrypt them. 'chain' lists the chain key and message key of each iteration. "

@@ -1,6 +1,6 @@
 """Attachment encryption: streaming, chunked, key-committing encrypt-then-MAC.
 
-Format (docs/_sections/70_attachments.md is the normative text)::
+Format (docs/protocol.md is the normative text)::
 
     header = "TDAT" || u8(1) || u32(chunk_size) || nonce (32) || key_commitment (32)   -- 73 bytes
     okm    = HKDF-SHA256(IKM = attachment key, salt = nonce, info = "Tidings_Attachment_v1", 96)

@@ -1,6 +1,6 @@
 """Message franking (Tidings franking v1): verifiable abuse reports on end-to-end encrypted chat.
 
-Roles and the bytes each one handles (docs/_sections/60_franking.md is the normative text):
+Roles and the bytes each one handles (docs/protocol.md is the normative text):
 
 - **Sender** (`frank`): draws a fresh 32-byte franking key per message and computes
   ``commitment = HMAC-SHA256(franking_key, content)`` over the *exact serialized Content bytes*.
@@ -340,7 +340,7 @@ class FrankingTagInput:
 
 
 def franking_tag_input_bytes(tag_input: FrankingTagInput) -> bytes:
-    """The exact bytes the server MACs (docs/_sections/60_franking.md, "Server tag")::
+    """The exact bytes the server MACs (docs/protocol.md, "Server tag")::
 
         "Tidings_FrankingTag_v1"
         || u16(32) || commitment
@@ -468,7 +468,7 @@ class ReportItem:
         )
 
     def encode(self) -> bytes:
-        """Fixed-layout serialization (docs/_sections/60_franking.md, "Report item encoding")."""
+        """Fixed-layout serialization (docs/protocol.md, "Report item encoding")."""
         return b"".join(
             (
                 u8(REPORT_ITEM_FORMAT),

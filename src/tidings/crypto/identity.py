@@ -2,7 +2,7 @@
 
 Tidings does not use XEdDSA: an identity is a *pair* of independent keys, one per purpose, so no
 key is ever used with two algorithms. The public identity is the pair, always handled as one
-65-byte string (docs/_sections/handshake.md, "Identity key encoding")::
+65-byte string (docs/protocol.md, "Identity key encoding")::
 
     IdentityKey.encode() = 0x01 || Ed25519 public key (32) || X25519 public key (32)
 

@@ -1,6 +1,6 @@
 """The Tidings PQXDH handshake (Signal PQXDH revision 3, with Tidings' parameters).
 
-Parameters (docs/_sections/handshake.md, "PQXDH"): curve X25519, hash SHA-256, KEM ML-KEM-768,
+Parameters (docs/protocol.md, "PQXDH"): curve X25519, hash SHA-256, KEM ML-KEM-768,
 ``info = "Tidings_PQXDH_X25519_SHA-256_ML-KEM-768_v1"``; identity keys are an Ed25519/X25519 pair
 (no XEdDSA), ``Encode(IK)`` is the 65-byte `IdentityKey.encode()`.
 

@@ -1,6 +1,6 @@
 """Prekeys: the keys a device publishes so that others can start sessions while it is offline.
 
-Three kinds (docs/_sections/handshake.md, "Prekeys"):
+Three kinds (docs/protocol.md, "Prekeys"):
 
 - the *signed prekey* (X25519), signed by the identity Ed25519 key, rotated periodically; it is
   also the responder's first Double Ratchet key;
@@ -86,7 +86,7 @@ _SIG = primitives.ED25519_SIGNATURE_LEN
 _KEM_PUB = primitives.MLKEM768_PUBLIC_KEY_LEN
 _KEM_SEED = primitives.MLKEM768_SEED_LEN
 
-# Record sizes of the private serialization (docs/_sections/handshake.md).
+# Record sizes of the private serialization (docs/protocol.md).
 _SPK_RECORD = 4 + 8 + _X + _X + _SIG  # id, created_ms, private, public, signature
 _LR_RECORD = 4 + 8 + _KEM_SEED + _KEM_PUB + _SIG  # id, created_ms, seed, public, signature
 _OTPK_RECORD = 4 + _X + _X  # id, private, public
@@ -824,7 +824,7 @@ class DevicePrekeys:
     # -- serialization -----------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The private serialization (format 0x01; layout in docs/_sections/handshake.md).
+        """The private serialization (format 0x01; layout in docs/protocol.md).
 
         Secret: store it only inside the device's encrypted store.
         """

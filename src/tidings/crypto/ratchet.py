@@ -17,7 +17,7 @@ Cryptographic functions (PROTOCOL.md, "Double Ratchet (Tidings DR v1)"):
 - ENCRYPT / DECRYPT: `tidings.crypto.symmetric.seal` / `open_sealed` with
   ``Tidings_DR_MessageKeys_v1``; the associated data is ``ad || header.encode()``.
 
-Limits and the exact rules this module applies (also in docs/_sections/ratchet.md):
+Limits and the exact rules this module applies (also in docs/protocol.md):
 
 - `MAX_SKIP`: one gap (in the current chain, or at the end of the previous chain during a DH ratchet
   step) may skip at most 1000 message keys; a larger gap raises `TooManySkippedMessagesError`.

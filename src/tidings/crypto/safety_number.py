@@ -1,6 +1,6 @@
 """Safety numbers: the per-conversation fingerprint two people compare to verify each other.
 
-Follows Signal's numeric fingerprint scheme (docs/_sections/80_safety_numbers.md is normative)::
+Follows Signal's numeric fingerprint scheme (docs/protocol.md is normative)::
 
     h_0     = u16(SAFETY_NUMBER_VERSION) || identity_key (65) || UTF-8(account name)
     h_{i+1} = SHA-512(h_i || identity_key)              for i = 0 .. ITERATIONS-1

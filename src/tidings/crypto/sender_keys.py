@@ -1,4 +1,4 @@
-"""Sender keys: the group-message encryption of Tidings (docs/_sections/40_sender_keys.md).
+"""Sender keys: the group-message encryption of Tidings (docs/protocol.md).
 
 A sender device encrypts a group message once, with a symmetric chain it shares with every member
 device, and signs it with an Ed25519 key only it holds. Members get the chain (a
@@ -73,7 +73,7 @@ RandomSource = Callable[[int], bytes]
 """Called with ``n``, returns ``n`` random bytes. Tests inject fixed bytes; production passes
 nothing and gets `primitives.random_bytes` (the OS CSPRNG)."""
 
-# --- constants (docs/_sections/40_sender_keys.md) ---------------------------------------------
+# --- constants (docs/protocol.md) ---------------------------------------------
 
 SENDER_KEY_VERSION = limits.PROTOCOL_VERSION
 """Version byte of the signing layout; equals the ``version`` field of the wire messages."""
