@@ -56,6 +56,7 @@ from tidings.errors import (
     TruncatedError,
     UnsupportedVersionError,
 )
+from tidings.wire import binary
 
 __all__ = [
     "DR_ROOT_INFO",
@@ -515,7 +516,7 @@ class DoubleRatchet:
         data = bytes(data)
         if len(data) > _MAX_STATE_LEN:
             raise OversizedError("ratchet state is longer than any valid state")
-        reader = _Reader(data)
+        reader = binary.Reader(data, "ratchet state")
         if reader.take(len(STATE_MAGIC)) != STATE_MAGIC:
             raise DecodeError("not a Tidings ratchet state")
         version, flags = reader.take(2)
@@ -580,23 +581,3 @@ class DoubleRatchet:
             f"skipped_keys={len(self._skipped)}, receiving_chains={len(self._chains)}, "
             f"can_send={self._cks is not None})"
         )
-
-
-class _Reader:
-    __slots__ = ("_data", "_pos")
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def take(self, n: int) -> bytes:
-        end = self._pos + n
-        if end > len(self._data):
-            raise TruncatedError("ratchet state ends early")
-        chunk = self._data[self._pos : end]
-        self._pos = end
-        return chunk
-
-    @property
-    def remaining(self) -> int:
-        return len(self._data) - self._pos

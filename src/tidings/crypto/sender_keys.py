@@ -44,11 +44,10 @@ from tidings.errors import (
     OutOfWindowError,
     ProtocolError,
     TooManySkippedMessagesError,
-    TruncatedError,
     UnknownSenderKeyError,
     UnsupportedVersionError,
 )
-from tidings.wire import codec, limits
+from tidings.wire import binary, codec, limits
 from tidings.wire import tidings_pb2 as pb
 
 __all__ = [
@@ -158,60 +157,31 @@ def _check_account(account: str, device: int) -> None:
 # --- serialization helpers ---------------------------------------------------------------------
 
 
-class _Reader:
-    """Bounds-checked reader over untrusted bytes; raises only `tidings.errors` exceptions."""
+def _reader(data: object, kind: int, what: str) -> binary.Reader:
+    """A reader positioned after the two header bytes (format version, kind) of ``what``."""
+    if not isinstance(data, _BYTES_LIKE):
+        raise DecodeError(f"{what} is not bytes")
+    reader = binary.Reader(bytes(data), what)
+    if (fmt := reader.u8()) != STATE_FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"{what} format {fmt} is not supported "
+            f"(this implementation reads {STATE_FORMAT_VERSION})"
+        )
+    if reader.u8() != kind:
+        raise DecodeError(f"input is not a serialized {what}")
+    return reader
 
-    __slots__ = ("_data", "_pos")
 
-    def __init__(self, data: object, kind: int, what: str) -> None:
-        if not isinstance(data, _BYTES_LIKE):
-            raise DecodeError(f"{what} is not bytes")
-        self._data = bytes(data)
-        self._pos = 0
-        if len(self._data) < 2:
-            raise TruncatedError(f"{what} ends before its header")
-        if self._data[0] != STATE_FORMAT_VERSION:
-            raise UnsupportedVersionError(
-                f"{what} format {self._data[0]} is not supported "
-                f"(this implementation reads {STATE_FORMAT_VERSION})"
-            )
-        if self._data[1] != kind:
-            raise DecodeError(f"input is not a serialized {what}")
-        self._pos = 2
-
-    def take(self, n: int) -> bytes:
-        end = self._pos + n
-        if end > len(self._data):
-            raise TruncatedError("sender-key state ends early")
-        out = self._data[self._pos : end]
-        self._pos = end
-        return out
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        value: int = _U16.unpack(self.take(2))[0]
-        return value
-
-    def u32(self) -> int:
-        value: int = _U32.unpack(self.take(4))[0]
-        return value
-
-    def account(self) -> tuple[str, int]:
-        raw = self.take(self.u16())
-        try:
-            account = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DecodeError("account name is not UTF-8") from exc
-        device = self.u32()
-        if not 1 <= len(account) <= limits.MAX_IDENTIFIER_CHARS:
-            raise DecodeError("account name is empty or too long")
-        return account, device
-
-    def finish(self) -> None:
-        if self._pos != len(self._data):
-            raise DecodeError("trailing bytes after sender-key state")
+def _read_account(reader: binary.Reader) -> tuple[str, int]:
+    raw = reader.var16()
+    try:
+        account = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError("account name is not UTF-8") from exc
+    device = reader.u32()
+    if not 1 <= len(account) <= limits.MAX_IDENTIFIER_CHARS:
+        raise DecodeError("account name is empty or too long")
+    return account, device
 
 
 def _account_bytes(account: str, device: int) -> bytes:
@@ -388,13 +358,13 @@ class OwnSenderKey:
             TruncatedError: the input ends early.
             DecodeError: not bytes, wrong kind, or trailing bytes.
         """
-        reader = _Reader(data, _KIND_OWN, "own sender key")
+        reader = _reader(data, _KIND_OWN, "own sender key")
         key = cls._read(reader)
         reader.finish()
         return key
 
     @classmethod
-    def _read(cls, reader: _Reader) -> OwnSenderKey:
+    def _read(cls, reader: binary.Reader) -> OwnSenderKey:
         distribution_id = reader.take(DISTRIBUTION_ID_LEN)
         chain_id = reader.u32()
         iteration = reader.u32()
@@ -454,7 +424,7 @@ class _ChainState:
         return b"".join(parts)
 
     @classmethod
-    def read(cls, reader: _Reader, distribution_id: bytes) -> _ChainState:
+    def read(cls, reader: binary.Reader, distribution_id: bytes) -> _ChainState:
         chain_id = reader.u32()
         iteration = reader.u32()
         floor = reader.u32()
@@ -661,13 +631,13 @@ class RemoteSenderKey:
             TruncatedError: the input ends early.
             DecodeError: not bytes, wrong kind, a broken invariant, or trailing bytes.
         """
-        reader = _Reader(data, _KIND_REMOTE, "remote sender key")
+        reader = _reader(data, _KIND_REMOTE, "remote sender key")
         key = cls._read(reader)
         reader.finish()
         return key
 
     @classmethod
-    def _read(cls, reader: _Reader) -> RemoteSenderKey:
+    def _read(cls, reader: binary.Reader) -> RemoteSenderKey:
         distribution_id = reader.take(DISTRIBUTION_ID_LEN)
         count = reader.u8()
         if not 1 <= count <= MAX_SENDER_KEY_STATES:
@@ -839,18 +809,18 @@ class GroupSenderKeys:
                 ascending order, or trailing bytes. (The encoding is canonical: a state has
                 exactly one.)
         """
-        reader = _Reader(data, _KIND_GROUP, "group sender keys")
+        reader = _reader(data, _KIND_GROUP, "group sender keys")
         own = OwnSenderKey.from_bytes(reader.take(_OWN_LEN))
         shared: list[Device] = []
         for _ in range(reader.u32()):
-            entry = reader.account()
+            entry = _read_account(reader)
             if shared and not shared[-1] < entry:
                 raise DecodeError("devices are not in canonical (sorted, unique) order")
             shared.append(entry)
         remote: dict[Device, RemoteSenderKey] = {}
         previous: Device | None = None
         for _ in range(reader.u32()):
-            entry = reader.account()
+            entry = _read_account(reader)
             if previous is not None and not previous < entry:
                 raise DecodeError("devices are not in canonical (sorted, unique) order")
             previous = entry
