@@ -6,27 +6,143 @@ needs by dependency injection.
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tidings import __version__
 from tidings.errors import TidingsError
 from tidings.server.api import build_router
 from tidings.server.config import ServerConfig
+from tidings.server.errors import body_for, headers_for, status_for
+from tidings.server.hub import LocalHub, RedisHub
+from tidings.server.metrics import Metrics
+from tidings.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from tidings.server.routes import accounts, attachments, keys, messages, websocket
+from tidings.server.state import ServerState, load_franking_key
+from tidings.storage.database import Database, sqlite_url
+from tidings.storage.messaging import MessagingStore
+
+log = logging.getLogger("tidings.app")
+
+MAX_JSON_BODY = 2 * 1024 * 1024
+"""Largest request body outside attachment uploads (a send to 1000 devices fits)."""
+
+PURGE_INTERVAL_S = 60.0
+
+
+def build_state(config: ServerConfig) -> ServerState:
+    """Everything the routes use, unstarted (no connections yet)."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    attachments_dir = config.data_dir / "attachments"
+    attachments_dir.mkdir(exist_ok=True)
+    db = Database(config.database_url or sqlite_url(config.data_dir))
+    hub: LocalHub = RedisHub(config.redis_url) if config.redis_url else LocalHub()
+    limiter: RateLimiter = (
+        RedisRateLimiter(config.redis_url) if config.redis_url else MemoryRateLimiter()
+    )
+    return ServerState(
+        config=config,
+        db=db,
+        store=MessagingStore(db),
+        hub=hub,
+        limiter=limiter,
+        metrics=Metrics(),
+        franking_key=load_franking_key(
+            config.franking_key_file or config.data_dir / "franking.key"
+        ),
+        attachments_dir=attachments_dir,
+    )
+
+
+async def _purge_forever(state: ServerState) -> None:
+    while True:
+        await asyncio.sleep(PURGE_INTERVAL_S)
+        try:
+            _, files = await state.store.purge_expired(state.clock())
+            for attachment_id in files:
+                (state.attachments_dir / attachment_id).unlink(missing_ok=True)
+        except Exception as exc:  # the next round retries; expiry is not urgent
+            log.warning("purge failed: %s", type(exc).__name__)
 
 
 def create_app(config: ServerConfig) -> FastAPI:
-    """Build the ASGI app for ``config``; creates the data directory if it is missing."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    app = FastAPI(title="Tidings", version=__version__)
-    app.state.config = config
+    """Build the ASGI app for ``config``; the database is migrated when the app starts."""
+    state = build_state(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await state.db.migrate()
+        await state.hub.start()
+        purge = asyncio.create_task(_purge_forever(state))
+        try:
+            yield
+        finally:
+            # Every acknowledged send is already committed; stopping loses nothing.
+            purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purge
+            await state.hub.stop()
+            await state.limiter.close()
+            await state.db.close()
+
+    app = FastAPI(title="Tidings", version=__version__, lifespan=lifespan)
+    app.state.tidings = state
     app.include_router(build_router())
+    for module in (accounts, keys, messages, websocket, attachments):
+        app.include_router(module.router)
 
     @app.exception_handler(TidingsError)
     async def _typed_error(_: Request, exc: TidingsError) -> JSONResponse:
         # The message is written to be safe to show: it never carries content or keys.
+        state.metrics.errors.labels(code=exc.code).inc()
         return JSONResponse(
-            status_code=400, content={"error": {"code": exc.code, "message": exc.message}}
+            status_code=status_for(exc), content=body_for(exc), headers=headers_for(exc)
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        state.metrics.errors.labels(code="malformed").inc()
+        where = ".".join(str(p) for p in exc.errors()[0].get("loc", ())) if exc.errors() else ""
+        return JSONResponse(
+            status_code=400,
+            content={"error": {"code": "malformed", "message": f"invalid request body at {where}"}},
+        )
+
+    @app.middleware("http")
+    async def _limits_and_metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        is_upload = request.url.path == "/v1/attachments"
+        if (
+            not is_upload
+            and length is not None
+            and length.isdigit()
+            and int(length) > MAX_JSON_BODY
+        ):
+            response: Response = JSONResponse(
+                status_code=413,
+                content={"error": {"code": "oversized", "message": "request body too large"}},
+            )
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        state.metrics.requests.labels(route=template, status=str(response.status_code)).inc()
+        state.metrics.latency.labels(route=template).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    async def _metrics() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -154,3 +154,241 @@ class ChainExhaustedError(ProtocolError):
     """The sending chain has used every message number a ratchet header can carry."""
 
     code = "chain_exhausted"
+
+
+# --- trust & safety (provider side) ---------------------------------------------------------
+
+
+class SafetyError(TidingsError):
+    """A trust & safety operation was refused."""
+
+    code = "safety_error"
+
+
+class SafetyInputError(SafetyError):
+    """A trust & safety request is malformed or names something it may not (bad argument)."""
+
+    code = "invalid_safety_input"
+
+
+class NotFoundError(SafetyError):
+    """The case, report, evidence, staff account or other record does not exist."""
+
+    code = "not_found"
+
+
+class ConflictError(SafetyError):
+    """The record already exists or was changed concurrently; reload and retry."""
+
+    code = "conflict"
+
+
+class ReportRefusedError(SafetyError):
+    """The report was refused; nothing about it was stored."""
+
+    code = "report_refused"
+
+
+class InvalidReportError(ReportRefusedError):
+    """The report is malformed (no items, bad index, bad attachment reference, too large)."""
+
+    code = "invalid_report"
+
+
+class ReporterNotRecipientError(ReportRefusedError):
+    """The reporting account and device are not the recipient named in a reported item's tag."""
+
+    code = "reporter_not_recipient"
+
+
+class ReportReplayError(ReportRefusedError):
+    """This exact report was already received."""
+
+    code = "report_replayed"
+
+
+class MessageAlreadyReportedError(ReportReplayError):
+    """The reporter has already reported this message."""
+
+    code = "message_already_reported"
+
+
+class AttachmentKeyMismatchError(AttachmentError):
+    """The revealed attachment key is not the key in the franked message's attachment pointer."""
+
+    code = "attachment_key_mismatch"
+
+
+class AttachmentUnavailableError(AttachmentError):
+    """The server no longer holds the reported attachment's ciphertext."""
+
+    code = "attachment_unavailable"
+
+
+class UnknownKeyIdError(CryptoError):
+    """A server key id (franking or evidence key ring) is not in the key ring."""
+
+    code = "unknown_key_id"
+
+
+class EvidenceExpiredError(SafetyError):
+    """The evidence is past its retention period and can no longer be opened."""
+
+    code = "evidence_expired"
+
+
+class AuthenticationError(SafetyError):
+    """Staff sign-in failed: unknown account, wrong password or code, or invalid session."""
+
+    code = "authentication_failed"
+
+
+class LoginThrottledError(AuthenticationError):
+    """Too many failed sign-ins; try again later."""
+
+    code = "login_throttled"
+
+
+class SessionExpiredError(AuthenticationError):
+    """The staff session has expired or was revoked; sign in again."""
+
+    code = "session_expired"
+
+
+class PermissionDeniedError(SafetyError):
+    """The staff member's role does not allow this action."""
+
+    code = "permission_denied"
+
+
+class ChildSafetyPermissionError(PermissionDeniedError):
+    """The action touches child-safety material and the staff member lacks that permission."""
+
+    code = "child_safety_permission_required"
+
+
+class CaseLockedError(SafetyError):
+    """The case is locked by another staff member, or the caller does not hold its lock."""
+
+    code = "case_locked"
+
+
+class InvalidCaseStateError(SafetyError):
+    """The case (or appeal) is not in a state that allows this action."""
+
+    code = "invalid_case_state"
+
+
+class InvalidDecisionError(SafetyError):
+    """A decision lacks its policy or reason, names an unknown policy, or has a bad period."""
+
+    code = "invalid_decision"
+
+
+class SameReviewerError(SafetyError):
+    """This step must be taken by a different staff member than the one who made the decision."""
+
+    code = "same_reviewer_not_allowed"
+
+
+class AuditChainError(SafetyError):
+    """The audit log's hash chain does not verify (an entry was edited, removed or reordered)."""
+
+    code = "audit_chain_broken"
+
+
+# --- messaging server -----------------------------------------------------------------------
+
+
+class RequestError(TidingsError):
+    """A request to the messaging server cannot be served as asked."""
+
+    code = "bad_request"
+
+
+class UnauthorizedError(RequestError):
+    """The request carries no valid device credentials."""
+
+    code = "unauthorized"
+
+
+class ForbiddenError(RequestError):
+    """The authenticated device may not do this (for example, act on another account)."""
+
+    code = "forbidden"
+
+
+class UsernameTakenError(RequestError):
+    """The username is already registered (or reserved after a ban)."""
+
+    code = "username_taken"
+
+
+class UnknownAccountError(RequestError):
+    """No account with that username exists."""
+
+    code = "unknown_account"
+
+
+class UnknownDeviceError(RequestError):
+    """The account has no device with that id."""
+
+    code = "unknown_device"
+
+
+class LastDeviceError(RequestError):
+    """The last device of an account cannot be removed; delete the account instead."""
+
+    code = "last_device"
+
+
+class ProvisioningCodeError(RequestError):
+    """The provisioning code is unknown, already used or expired."""
+
+    code = "invalid_provisioning_code"
+
+
+class MismatchedDevicesError(RequestError):
+    """The message list does not name exactly the recipient's current devices."""
+
+    code = "mismatched_devices"
+
+    def __init__(self, missing: list[int], extra: list[int]) -> None:
+        super().__init__(
+            f"device list mismatch: {len(missing)} missing, {len(extra)} extra"
+        )
+        self.missing = missing
+        self.extra = extra
+
+
+class StaleDevicesError(RequestError):
+    """Some devices re-registered: their registration ids are not the current ones."""
+
+    code = "stale_devices"
+
+    def __init__(self, stale: list[int]) -> None:
+        super().__init__(f"{len(stale)} device(s) re-registered; fetch their keys again")
+        self.stale = stale
+
+
+class QueueFullError(RequestError):
+    """A recipient device's queue is at its limit; try again later."""
+
+    code = "queue_full"
+
+
+class RateLimitedError(RequestError):
+    """Too many requests of this kind; retry after the given number of seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many requests; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class AttachmentTooLargeError(OversizedError):
+    """The attachment exceeds the server's size limit."""
+
+    code = "attachment_too_large"
+

@@ -25,6 +25,25 @@ class ServerConfig:
     port: int = 8080
     data_dir: Path = Path("var")
     log_level: str = "info"
+    database_url: str = ""
+    """Empty: embedded SQLite in ``data_dir``. Else e.g. postgresql://host/db (cluster mode)."""
+    redis_url: str = ""
+    """Empty: single node. Else redis://host:6379/0 for cross-node delivery and rate limits."""
+    node_name: str = "node-1"
+    queue_limit: int = 10_000
+    """Envelopes kept per device before sends to it get 507 queue_full."""
+    message_ttl_s: int = 30 * 24 * 3600
+    attachment_max_bytes: int = 100 * 1024 * 1024 + 4 * 1024 * 1024
+    """Ciphertext limit: 100 MiB of plaintext plus the chunk tags and header."""
+    attachment_ttl_s: int = 30 * 24 * 3600
+    rate_registrations_per_hour: int = 20
+    """Per client address."""
+    rate_prekey_fetches_per_minute: int = 120
+    """Per account."""
+    rate_sends_per_minute: int = 600
+    """Per account."""
+    franking_key_file: Path | None = None
+    """Default ``<data_dir>/franking.key``, created on first start (mode 0600)."""
 
     @classmethod
     def load(cls, path: Path | None = None, env: dict[str, str] | None = None) -> ServerConfig:
@@ -60,7 +79,9 @@ class ServerConfig:
                 raise ConfigError(f"unknown setting {key!r} in {source}")
             current = getattr(self, key)
             try:
-                if isinstance(current, bool):
+                if key == "franking_key_file":
+                    changes[key] = Path(str(value)) if value else None
+                elif isinstance(current, bool):
                     changes[key] = str(value).lower() in {"1", "true", "yes", "on"}
                 elif isinstance(current, int):
                     changes[key] = int(str(value))

@@ -1,0 +1,70 @@
+"""Device authentication: HTTP Basic with user ``<username>.<device_id>`` and password
+``b64url(secret)``. The server keeps only SHA-256(secret): the secret is 32 random bytes, so a
+slow password hash would add nothing but cost. Comparison is constant-time."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.datastructures import Headers
+
+from tidings.errors import DecodeError, UnauthorizedError
+from tidings.server.state import ServerState, StateDep
+from tidings.wire.base64url import b64d
+
+SECRET_LEN = 32
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedDevice:
+    account_id: int
+    username: str
+    device_id: int
+    registration_id: int
+
+
+def credential_hash(secret: bytes) -> bytes:
+    return hashlib.sha256(secret).digest()
+
+
+def _parse(headers: Headers) -> tuple[str, int, bytes]:
+    header = headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        raise UnauthorizedError("device credentials are required (HTTP Basic)")
+    try:
+        user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        username, _, device = user.rpartition(".")
+        secret = b64d(password, what="secret", max_len=SECRET_LEN)
+        device_id = int(device)
+    except (binascii.Error, UnicodeDecodeError, ValueError, DecodeError):
+        raise UnauthorizedError("malformed credentials") from None
+    if not username or len(secret) != SECRET_LEN:
+        raise UnauthorizedError("malformed credentials")
+    return username, device_id, secret
+
+
+async def authenticate(headers: Headers, state: ServerState) -> AuthenticatedDevice:
+    """Raises `UnauthorizedError` for missing, malformed or wrong credentials (one message for
+    all three cases after parsing, so the answer does not reveal which accounts exist)."""
+    username, device_id, secret = _parse(headers)
+    record = await state.store.device(username, device_id)
+    expected = record.credential_hash if record is not None else bytes(32)
+    if not hmac.compare_digest(expected, credential_hash(secret)) or record is None:
+        raise UnauthorizedError("unknown device or wrong secret")
+    return AuthenticatedDevice(record.account_id, username, device_id, record.registration_id)
+
+
+async def authenticated_device(request: Request, state: StateDep) -> AuthenticatedDevice:
+    """FastAPI dependency for device-authenticated routes."""
+    return await authenticate(request.headers, state)
+
+
+DeviceDep = Annotated[AuthenticatedDevice, Depends(authenticated_device)]
+"""Route parameter type: the authenticated device."""

@@ -1,0 +1,1 @@
+"""Thin routers of the messaging API: parse, authorise, call the store, answer."""

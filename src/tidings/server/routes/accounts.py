@@ -1,0 +1,118 @@
+"""Accounts and devices: register, provisioning codes, link, list, rename, remove, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from fastapi import APIRouter, Request, Response
+
+from tidings.server.auth import DeviceDep
+from tidings.server.models import (
+    LinkRequest,
+    OwnDevice,
+    OwnDevices,
+    ProvisioningCode,
+    PublicDevice,
+    PublicDevices,
+    Registered,
+    Registration,
+    Rename,
+    check_username,
+)
+from tidings.server.state import StateDep, client_address
+from tidings.wire.base64url import b64e
+
+PROVISIONING_TTL_MS = 10 * 60 * 1000
+_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
+_CODE_LEN = 10  # 50 bits, single use, 10 minutes
+
+
+def _code_hash(code: str) -> bytes:
+    return hashlib.sha256(code.strip().upper().replace("-", "").encode()).digest()
+
+
+router = APIRouter(prefix="/v1", tags=["accounts"])
+
+
+@router.post("/accounts", status_code=201, response_model=Registered)
+async def register(body: Registration, request: Request, state: StateDep) -> Registered:
+    await state.limiter.hit(
+        "register", client_address(request), state.config.rate_registrations_per_hour, 3600
+    )
+    username = check_username(body.username)
+    device = body.device.to_new_device()
+    await state.store.create_account(username, device, state.clock())
+    return Registered(username=username, device_id=1)
+
+
+@router.delete("/accounts/me", status_code=204)
+async def delete_account(auth: DeviceDep, state: StateDep) -> Response:
+    attachment_ids = await state.store.delete_account(auth.account_id)
+    for attachment_id in attachment_ids:
+        (state.attachments_dir / attachment_id).unlink(missing_ok=True)
+    return Response(status_code=204)
+
+
+@router.post("/devices/provisioning", status_code=201, response_model=ProvisioningCode)
+async def provisioning_code(auth: DeviceDep, state: StateDep) -> ProvisioningCode:
+    code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(_CODE_LEN))
+    expires = state.clock() + PROVISIONING_TTL_MS
+    await state.store.add_provisioning_code(auth.account_id, _code_hash(code), expires)
+    return ProvisioningCode(code=f"{code[:5]}-{code[5:]}", expires_at_ms=expires)
+
+
+@router.post("/devices/link", status_code=201, response_model=Registered)
+async def link(body: LinkRequest, request: Request, state: StateDep) -> Registered:
+    await state.limiter.hit(
+        "register", client_address(request), state.config.rate_registrations_per_hour, 3600
+    )
+    device = body.device.to_new_device()
+    _, device_id = await state.store.link_device(
+        check_username(body.username), _code_hash(body.code), device, state.clock()
+    )
+    return Registered(username=body.username, device_id=device_id)
+
+
+@router.get("/devices", response_model=OwnDevices)
+async def own_devices(auth: DeviceDep, state: StateDep) -> OwnDevices:
+    records = await state.store.devices(auth.account_id)
+    return OwnDevices(
+        devices=[
+            OwnDevice(
+                device_id=d.device_id,
+                name=d.name,
+                created_at_ms=d.created_at_ms,
+                last_seen_ms=d.last_seen_ms,
+            )
+            for d in records
+        ]
+    )
+
+
+@router.patch("/devices/{device_id}", status_code=204)
+async def rename_device(device_id: int, body: Rename, auth: DeviceDep, state: StateDep) -> Response:
+    await state.store.rename_device(auth.account_id, device_id, body.name)
+    return Response(status_code=204)
+
+
+@router.delete("/devices/{device_id}", status_code=204)
+async def remove_device(device_id: int, auth: DeviceDep, state: StateDep) -> Response:
+    await state.store.remove_device(auth.account_id, device_id)
+    return Response(status_code=204)
+
+
+@router.get("/accounts/{username}/devices", response_model=PublicDevices)
+async def account_devices(username: str, auth: DeviceDep, state: StateDep) -> PublicDevices:
+    account_id = await state.store.account_id(username)
+    records = await state.store.devices(account_id)
+    return PublicDevices(
+        devices=[
+            PublicDevice(
+                device_id=d.device_id,
+                registration_id=d.registration_id,
+                identity_key=b64e(d.identity_key),
+            )
+            for d in records
+        ]
+    )

@@ -1,0 +1,63 @@
+"""Attachments: the ciphertext streamed to disk with a size limit, an unguessable id, download
+until expiry. The server never sees the key or the plaintext."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+
+from tidings.errors import AttachmentTooLargeError, DecodeError, UnknownAccountError
+from tidings.server.auth import DeviceDep
+from tidings.server.models import AttachmentCreated
+from tidings.server.state import StateDep
+
+router = APIRouter(prefix="/v1/attachments", tags=["attachments"])
+
+_ID_BYTES = 32  # 256-bit ids: the id is the capability to download
+
+
+@router.post("", status_code=201, response_model=AttachmentCreated)
+async def upload(request: Request, auth: DeviceDep, state: StateDep) -> AttachmentCreated:
+    limit = state.config.attachment_max_bytes
+    try:
+        declared = int(request.headers["content-length"])
+    except (KeyError, ValueError):
+        raise DecodeError("Content-Length is required") from None
+    if declared > limit:
+        raise AttachmentTooLargeError(f"attachments are limited to {limit} bytes")
+    attachment_id = secrets.token_urlsafe(_ID_BYTES)
+    path = state.attachments_dir / attachment_id
+    partial = path.with_suffix(".part")
+    size = 0
+    try:
+        with open(partial, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > min(limit, declared):
+                    raise AttachmentTooLargeError(f"attachments are limited to {limit} bytes")
+                out.write(chunk)
+        if size != declared:
+            raise DecodeError("the body is shorter than its Content-Length")
+        os.replace(partial, path)
+    except BaseException:
+        # A client that vanished mid-upload, or an oversized body: leave nothing behind.
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        raise
+    now = state.clock()
+    expires = now + state.config.attachment_ttl_s * 1000
+    await state.store.add_attachment(attachment_id, auth.account_id, size, now, expires)
+    return AttachmentCreated(id=attachment_id, expires_at_ms=expires)
+
+
+@router.get("/{attachment_id}")
+async def download(attachment_id: str, auth: DeviceDep, state: StateDep) -> FileResponse:
+    size = await state.store.attachment(attachment_id, state.clock())
+    path = state.attachments_dir / attachment_id
+    if size is None or not path.is_file() or "/" in attachment_id:
+        raise UnknownAccountError("no such attachment (or it expired)")
+    return FileResponse(path, media_type="application/octet-stream")

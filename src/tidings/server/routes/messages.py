@@ -1,0 +1,106 @@
+"""Messages: multi-device send (device-list check, franking tag, durable store before the
+answer, push hint), pull and acknowledge."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import APIRouter, Response
+from google.protobuf.message import Message
+
+from tidings.crypto.franking import FrankingTagInput, compute_franking_tag
+from tidings.errors import DecodeError, MismatchedDevicesError, StaleDevicesError
+from tidings.server.auth import DeviceDep
+from tidings.server.models import Pending, SendRequest, SendResult
+from tidings.server.state import StateDep
+from tidings.storage.messaging import OutgoingEnvelope
+from tidings.wire import codec
+from tidings.wire import tidings_pb2 as pb
+from tidings.wire.base64url import b64d, b64e
+from tidings.wire.limits import MAX_ENVELOPE_BYTES, PROTOCOL_VERSION
+
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+MESSAGE_ID_LEN = 16
+PAGE = 100
+
+_BODY_KINDS: dict[int, type[Message]] = {
+    pb.Envelope.PREKEY: pb.PrekeyMessage,
+    pb.Envelope.RATCHET: pb.RatchetMessage,
+    pb.Envelope.SENDER_KEY: pb.SenderKeyMessage,
+}
+
+
+@router.put("/{username}", response_model=SendResult)
+async def send(username: str, body: SendRequest, auth: DeviceDep, state: StateDep) -> SendResult:
+    """Send one message to every device of ``username`` (for one's own account: every device
+    but the sending one).
+
+    Raises: MismatchedDevicesError (409), StaleDevicesError (410), DecodeError (400),
+    QueueFullError (507), RateLimitedError (429), UnknownAccountError (404).
+    """
+    await state.limiter.hit("send", str(auth.account_id), state.config.rate_sends_per_minute, 60)
+    account_id = await state.store.account_id(username)
+    current = {d.device_id: d.registration_id for d in await state.store.devices(account_id)}
+    if account_id == auth.account_id:
+        current.pop(auth.device_id, None)
+    given = {m.device_id: m for m in body.messages}
+    if len(given) != len(body.messages):
+        raise DecodeError("a device is named twice")
+    missing, extra = sorted(current.keys() - given.keys()), sorted(given.keys() - current.keys())
+    if missing or extra or not current:
+        raise MismatchedDevicesError(missing, extra)
+    stale = sorted(d for d, m in given.items() if m.registration_id != current[d])
+    if stale:
+        raise StaleDevicesError(stale)
+
+    timestamp = state.clock()
+    envelopes, ids = [], []
+    for m in body.messages:
+        commitment = b64d(m.commitment, what="commitment", max_len=32)
+        payload = b64d(m.body, what="body", max_len=MAX_ENVELOPE_BYTES)
+        codec.decode(_BODY_KINDS[m.type], payload)  # refuse garbage before storing it
+        message_id = os.urandom(MESSAGE_ID_LEN)
+        envelope = pb.Envelope(
+            version=PROTOCOL_VERSION,
+            type=m.type,  # type: ignore[arg-type]
+            sender=auth.username,
+            sender_device=auth.device_id,
+            recipient=username,
+            recipient_device=m.device_id,
+            server_timestamp_ms=timestamp,
+            message_id=message_id,
+            commitment=commitment,
+            body=payload,
+        )
+        # FrankingTagInput checks the commitment length and names (DecodeError).
+        envelope.franking_tag = compute_franking_tag(
+            state.franking_key, FrankingTagInput.from_envelope(envelope)
+        )
+        envelopes.append(OutgoingEnvelope(m.device_id, message_id, codec.encode(envelope)))
+        ids.append(b64e(message_id))
+    await state.store.enqueue(
+        account_id,
+        envelopes,
+        now_ms=timestamp,
+        expires_at_ms=timestamp + state.config.message_ttl_s * 1000,
+        queue_limit=state.config.queue_limit,
+    )
+    state.metrics.envelopes_queued.inc(len(envelopes))
+    for e in envelopes:
+        await state.hub.notify(account_id, e.device_id)
+    return SendResult(server_timestamp_ms=timestamp, message_ids=ids)
+
+
+@router.get("", response_model=Pending)
+async def pending(auth: DeviceDep, state: StateDep) -> Pending:
+    queued = await state.store.pending(auth.account_id, auth.device_id, limit=PAGE + 1)
+    return Pending(envelopes=[b64e(q.envelope) for q in queued[:PAGE]], more=len(queued) > PAGE)
+
+
+@router.delete("/{message_id}", status_code=204)
+async def acknowledge(message_id: str, auth: DeviceDep, state: StateDep) -> Response:
+    raw = b64d(message_id, what="message id", max_len=MESSAGE_ID_LEN)
+    if await state.store.acknowledge(auth.account_id, auth.device_id, raw):
+        state.metrics.envelopes_delivered.inc()
+    return Response(status_code=204)

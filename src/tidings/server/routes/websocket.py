@@ -1,0 +1,94 @@
+"""WebSocket delivery: the device's backlog oldest first, `queue_empty`, then new envelopes as
+hints arrive (or every `POLL_INTERVAL_S` without one). Envelopes are deleted only on ack;
+whatever is unacknowledged when the socket drops is sent again on the next connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from tidings.errors import TidingsError
+from tidings.server.auth import AuthenticatedDevice, authenticate
+from tidings.server.hub import POLL_INTERVAL_S
+from tidings.server.state import ServerState, get_state
+from tidings.wire.base64url import b64d, b64e
+
+log = logging.getLogger("tidings.server.websocket")
+router = APIRouter(tags=["delivery"])
+
+MAX_CLIENT_FRAME = 256
+_PAGE = 100
+
+
+@router.websocket("/v1/websocket")
+async def websocket(ws: WebSocket) -> None:
+    state = get_state(ws)
+    try:
+        auth = await authenticate(ws.headers, state)
+    except TidingsError:
+        await ws.close(code=4401, reason="unauthorized")  # before accept: an HTTP 403
+        return
+    await ws.accept()
+    state.metrics.websockets.inc()
+    acks = asyncio.create_task(_read_acks(ws, auth, state))
+    try:
+        await _deliver(ws, auth, state, acks)
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the device went away; its unacknowledged envelopes wait in the queue
+    finally:
+        acks.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await acks
+        state.metrics.websockets.dec()
+
+
+async def _deliver(
+    ws: WebSocket, auth: AuthenticatedDevice, state: ServerState, acks: asyncio.Task[None]
+) -> None:
+    last_seq = 0
+    announced_empty = False
+    async with state.hub.subscribe(auth.account_id, auth.device_id) as wake:
+        while not acks.done():
+            wake.clear()
+            batch = await state.store.pending(
+                auth.account_id, auth.device_id, after_seq=last_seq, limit=_PAGE
+            )
+            for item in batch:
+                await ws.send_text(
+                    json.dumps({"type": "envelope", "envelope": b64e(item.envelope)})
+                )
+                last_seq = item.seq
+            if len(batch) == _PAGE:
+                continue
+            if not announced_empty:
+                await ws.send_text('{"type": "queue_empty"}')
+                announced_empty = True
+            waiter = asyncio.create_task(wake.wait())
+            done, _ = await asyncio.wait(
+                {waiter, acks}, timeout=POLL_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if waiter not in done:
+                waiter.cancel()
+
+
+async def _read_acks(ws: WebSocket, auth: AuthenticatedDevice, state: ServerState) -> None:
+    while True:
+        text = await ws.receive_text()
+        try:
+            if len(text) > MAX_CLIENT_FRAME:
+                raise ValueError("frame too long")
+            frame = json.loads(text)
+            if frame.get("type") != "ack":
+                raise ValueError("unknown frame type")
+            message_id = b64d(frame["message_id"], what="message id", max_len=16)
+        except (ValueError, KeyError, TypeError, AttributeError, TidingsError):
+            await ws.send_text(
+                json.dumps({"type": "error", "code": "malformed", "message": "bad frame"})
+            )
+            continue
+        if await state.store.acknowledge(auth.account_id, auth.device_id, message_id):
+            state.metrics.envelopes_delivered.inc()

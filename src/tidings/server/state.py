@@ -1,0 +1,71 @@
+"""Everything a request handler needs, built once per app by `tidings.app.create_app` and
+handed to routes by dependency injection (`get_state`), never through module globals."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
+
+from tidings.server.config import ServerConfig
+from tidings.server.hub import LocalHub
+from tidings.server.metrics import Metrics
+from tidings.server.ratelimit import RateLimiter
+from tidings.storage.database import Database
+from tidings.storage.messaging import MessagingStore
+
+FRANKING_KEY_LEN = 32
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class ServerState:
+    config: ServerConfig
+    db: Database
+    store: MessagingStore
+    hub: LocalHub
+    limiter: RateLimiter
+    metrics: Metrics
+    franking_key: bytes = field(repr=False)
+    attachments_dir: Path
+    clock: Callable[[], int] = now_ms
+
+
+def get_state(request: HTTPConnection) -> ServerState:
+    state: ServerState = request.app.state.tidings
+    return state
+
+
+StateDep = Annotated["ServerState", Depends(get_state)]
+"""Route parameter type: the app's `ServerState`."""
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def load_franking_key(path: Path) -> bytes:
+    """The server franking key, created on first start with mode 0600.
+
+    Raises:
+        OSError: the file cannot be created or read.
+        ValueError: the file exists but does not hold exactly 32 bytes.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(os.urandom(FRANKING_KEY_LEN))
+    key = path.read_bytes()
+    if len(key) != FRANKING_KEY_LEN:
+        raise ValueError(f"{path} must hold exactly {FRANKING_KEY_LEN} bytes")
+    return key

@@ -1,0 +1,98 @@
+"""The database handle: an async SQLAlchemy engine for SQLite (embedded, WAL) or PostgreSQL,
+and the Alembic migrations that bring its schema to the current version."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The embedded default: ``<data_dir>/tidings.db``."""
+    return f"sqlite+aiosqlite:///{(data_dir / 'tidings.db').resolve()}"
+
+
+def async_url(url: str) -> str:
+    """Accept the plain ``postgresql://`` / ``sqlite:///`` spellings operators write."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.split(":///", 1)[1]
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers proceed during a write; NORMAL sync is durable across process crashes
+    # in WAL mode; foreign keys make device/account deletion cascade to keys and queues.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Database:
+    """One engine per process.
+
+    `write()` yields a connection inside a read-write transaction, `read()` one for reads. On
+    SQLite the writers of this process take turns on an asyncio lock: SQLite has one writer at a
+    time anyway, and a deferred transaction that upgrades from read to write under contention
+    fails with "database is locked" instead of waiting (busy_timeout does not cover that case).
+    PostgreSQL writers run concurrently and rely on row locks.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = async_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        if self.is_sqlite:
+            self.engine: AsyncEngine = create_async_engine(self.url)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_async_engine(
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        if self._write_lock is None:
+            async with self.engine.begin() as connection:
+                yield connection
+            return
+        async with self._write_lock, self.engine.begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as connection:
+            yield connection
+
+    async def migrate(self, schema: str | None = None) -> None:
+        """Apply every pending migration (idempotent). ``schema`` selects a PostgreSQL
+        schema (tests isolate runs this way)."""
+
+        def upgrade(connection: Connection) -> None:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+        async with self.engine.begin() as connection:
+            if schema is not None:
+                await connection.exec_driver_sql(f'SET search_path TO "{schema}"')
+            await connection.run_sync(upgrade)
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,555 @@
+"""The messaging store: accounts, devices, public prekeys, the durable per-device queue,
+provisioning codes and attachment metadata. Every method is one transaction: it either
+completes or changes nothing.
+
+The durable queue is the single source of truth for delivery (as in Signal-Server and Synapse):
+an envelope is acknowledged to its sender only once it is committed here, pushed as a hint,
+and deleted only when the recipient device acknowledges it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Table, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.errors import (
+    LastDeviceError,
+    ProvisioningCodeError,
+    QueueFullError,
+    UnknownAccountError,
+    UnknownDeviceError,
+    UsernameTakenError,
+)
+from tidings.storage.database import Database
+from tidings.storage.schema import (
+    accounts,
+    attachments,
+    devices,
+    kem_prekeys,
+    messages,
+    one_time_prekeys,
+    provisioning_codes,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    """A device as registered or linked: public keys and the hash of its secret."""
+
+    name: str
+    registration_id: int
+    identity_key: bytes
+    credential_hash: bytes
+    signed_prekey: bytes  # encoded pb.SignedPrekey
+    last_resort_kem_prekey: bytes  # encoded pb.KemPrekey
+    one_time_prekeys: Sequence[tuple[int, bytes]]  # (key id, encoded pb.OneTimePrekey)
+    kem_prekeys: Sequence[tuple[int, bytes]]  # (key id, encoded pb.KemPrekey)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    account_id: int
+    username: str
+    device_id: int
+    name: str
+    registration_id: int
+    identity_key: bytes
+    credential_hash: bytes
+    created_at_ms: int
+    last_seen_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBundle:
+    """The public keys of one device for a session start, with claimed one-time keys."""
+
+    device_id: int
+    registration_id: int
+    identity_key: bytes
+    signed_prekey: bytes
+    kem_prekey: bytes  # a claimed one-time KEM prekey, or the last-resort one
+    one_time_prekey: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEnvelope:
+    seq: int
+    message_id: bytes
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEnvelope:
+    device_id: int
+    message_id: bytes
+    envelope: bytes
+
+
+_DEVICE_COLUMNS = (
+    devices.c.account_id,
+    accounts.c.username,
+    devices.c.device_id,
+    devices.c.name,
+    devices.c.registration_id,
+    devices.c.identity_key,
+    devices.c.credential_hash,
+    devices.c.created_at_ms,
+    devices.c.last_seen_ms,
+)
+
+
+def _device(row: object) -> DeviceRecord:
+    return DeviceRecord(*row)  # type: ignore[misc]
+
+
+class MessagingStore:
+    """Async repository over `Database`; methods raise `tidings.errors` types only."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- accounts and devices -----------------------------------------------------------
+
+    async def create_account(self, username: str, device: NewDevice, now_ms: int) -> int:
+        """Create ``username`` with ``device`` as device 1; returns the account id.
+
+        Raises:
+            UsernameTakenError: the name exists.
+        """
+        try:
+            async with self.db.write() as conn:
+                result = await conn.execute(
+                    insert(accounts).values(
+                        username=username, created_at_ms=now_ms, next_device_id=2
+                    )
+                )
+                account_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+                await self._insert_device(conn, account_id, 1, device, now_ms)
+        except IntegrityError:
+            raise UsernameTakenError(f"the username {username!r} is taken") from None
+        return account_id
+
+    async def add_device(self, account_id: int, device: NewDevice, now_ms: int) -> int:
+        """Link ``device`` to the account; returns its new device id (ids are never reused)."""
+        async with self.db.write() as conn:
+            device_id = (
+                await conn.execute(
+                    update(accounts)
+                    .where(accounts.c.id == account_id)
+                    .values(next_device_id=accounts.c.next_device_id + 1)
+                    .returning(accounts.c.next_device_id - 1)
+                )
+            ).scalar_one()
+            await self._insert_device(conn, account_id, int(device_id), device, now_ms)
+        return int(device_id)
+
+    async def _insert_device(
+        self, conn: AsyncConnection, account_id: int, device_id: int, d: NewDevice, now_ms: int
+    ) -> None:
+        await conn.execute(
+            insert(devices).values(
+                account_id=account_id,
+                device_id=device_id,
+                name=d.name,
+                registration_id=d.registration_id,
+                identity_key=d.identity_key,
+                credential_hash=d.credential_hash,
+                signed_prekey=d.signed_prekey,
+                last_resort_kem_prekey=d.last_resort_kem_prekey,
+                created_at_ms=now_ms,
+                last_seen_ms=now_ms,
+            )
+        )
+        await self._insert_prekeys(conn, account_id, device_id, d.one_time_prekeys, d.kem_prekeys)
+
+    async def _insert_prekeys(
+        self,
+        conn: AsyncConnection,
+        account_id: int,
+        device_id: int,
+        one_time: Sequence[tuple[int, bytes]],
+        kem: Sequence[tuple[int, bytes]],
+    ) -> None:
+        for table, keys in ((one_time_prekeys, one_time), (kem_prekeys, kem)):
+            if keys:
+                await conn.execute(
+                    insert(table),
+                    [
+                        {"account_id": account_id, "device_id": device_id, "key_id": k, "prekey": v}
+                        for k, v in keys
+                    ],
+                )
+
+    async def device(self, username: str, device_id: int) -> DeviceRecord | None:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(*_DEVICE_COLUMNS)
+                    .join(accounts, accounts.c.id == devices.c.account_id)
+                    .where(accounts.c.username == username, devices.c.device_id == device_id)
+                )
+            ).first()
+        return None if row is None else _device(row)
+
+    async def account_id(self, username: str) -> int:
+        """Raises `UnknownAccountError`."""
+        async with self.db.read() as conn:
+            found = (
+                await conn.execute(select(accounts.c.id).where(accounts.c.username == username))
+            ).scalar_one_or_none()
+        if found is None:
+            raise UnknownAccountError("no such account")
+        return int(found)
+
+    async def devices(self, account_id: int) -> list[DeviceRecord]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(*_DEVICE_COLUMNS)
+                .join(accounts, accounts.c.id == devices.c.account_id)
+                .where(devices.c.account_id == account_id)
+                .order_by(devices.c.device_id)
+            )
+            return [_device(r) for r in rows]
+
+    async def touch(self, account_id: int, device_id: int, now_ms: int) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(devices)
+                .where(devices.c.account_id == account_id, devices.c.device_id == device_id)
+                .values(last_seen_ms=now_ms)
+            )
+
+    async def rename_device(self, account_id: int, device_id: int, name: str) -> None:
+        """Raises `UnknownDeviceError`."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(devices)
+                .where(devices.c.account_id == account_id, devices.c.device_id == device_id)
+                .values(name=name)
+            )
+            if result.rowcount == 0:
+                raise UnknownDeviceError("no such device")
+
+    async def remove_device(self, account_id: int, device_id: int) -> None:
+        """Remove a device with its keys and queue.
+
+        Raises:
+            UnknownDeviceError: no such device.
+            LastDeviceError: it is the account's only device.
+        """
+        async with self.db.write() as conn:
+            count = (
+                await conn.execute(select(func.count()).where(devices.c.account_id == account_id))
+            ).scalar_one()
+            where = and_(devices.c.account_id == account_id, devices.c.device_id == device_id)
+            exists = (await conn.execute(select(devices.c.device_id).where(where))).first()
+            if exists is None:
+                raise UnknownDeviceError("no such device")
+            if count <= 1:
+                raise LastDeviceError("cannot remove the last device; delete the account")
+            await conn.execute(delete(devices).where(where))
+
+    async def delete_account(self, account_id: int) -> list[str]:
+        """Delete the account and everything hanging off it; returns its attachment ids (the
+        caller deletes their files)."""
+        async with self.db.write() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        select(attachments.c.id).where(attachments.c.account_id == account_id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            await conn.execute(delete(accounts).where(accounts.c.id == account_id))
+        return list(ids)
+
+    # -- provisioning ---------------------------------------------------------------------
+
+    async def add_provisioning_code(
+        self, account_id: int, code_hash: bytes, expires_ms: int
+    ) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                insert(provisioning_codes).values(
+                    code_hash=code_hash, account_id=account_id, expires_at_ms=expires_ms
+                )
+            )
+
+    async def link_device(
+        self, username: str, code_hash: bytes, device: NewDevice, now_ms: int
+    ) -> tuple[int, int]:
+        """Consume a provisioning code of ``username`` and add ``device``, atomically.
+
+        Raises:
+            ProvisioningCodeError: unknown, used, expired, or for another account.
+        """
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(
+                    delete(provisioning_codes)
+                    .where(provisioning_codes.c.code_hash == code_hash)
+                    .returning(provisioning_codes.c.account_id, provisioning_codes.c.expires_at_ms)
+                )
+            ).first()
+            owner = (
+                await conn.execute(select(accounts.c.id).where(accounts.c.username == username))
+            ).scalar_one_or_none()
+            if row is None or owner is None or row[0] != owner or row[1] < now_ms:
+                raise ProvisioningCodeError("the code is unknown, used or expired")
+            device_id = (
+                await conn.execute(
+                    update(accounts)
+                    .where(accounts.c.id == owner)
+                    .values(next_device_id=accounts.c.next_device_id + 1)
+                    .returning(accounts.c.next_device_id - 1)
+                )
+            ).scalar_one()
+            await self._insert_device(conn, int(owner), int(device_id), device, now_ms)
+        return int(owner), int(device_id)
+
+    # -- prekeys ------------------------------------------------------------------------------
+
+    async def upload_prekeys(
+        self,
+        account_id: int,
+        device_id: int,
+        *,
+        signed_prekey: bytes | None,
+        last_resort_kem_prekey: bytes | None,
+        one_time: Sequence[tuple[int, bytes]],
+        kem: Sequence[tuple[int, bytes]],
+    ) -> None:
+        async with self.db.write() as conn:
+            values: dict[str, bytes] = {}
+            if signed_prekey is not None:
+                values["signed_prekey"] = signed_prekey
+            if last_resort_kem_prekey is not None:
+                values["last_resort_kem_prekey"] = last_resort_kem_prekey
+            if values:
+                await conn.execute(
+                    update(devices)
+                    .where(devices.c.account_id == account_id, devices.c.device_id == device_id)
+                    .values(**values)
+                )
+            # A re-uploaded key id replaces nothing: ids are unique per device.
+            for table, keys in ((one_time_prekeys, one_time), (kem_prekeys, kem)):
+                if keys:
+                    existing = set(
+                        (
+                            await conn.execute(
+                                select(table.c.key_id).where(
+                                    table.c.account_id == account_id,
+                                    table.c.device_id == device_id,
+                                    table.c.key_id.in_([k for k, _ in keys]),
+                                )
+                            )
+                        ).scalars()
+                    )
+                    fresh = [(k, v) for k, v in keys if k not in existing]
+                    await self._insert_prekeys(
+                        conn,
+                        account_id,
+                        device_id,
+                        fresh if table is one_time_prekeys else [],
+                        fresh if table is kem_prekeys else [],
+                    )
+
+    async def prekey_counts(self, account_id: int, device_id: int) -> tuple[int, int]:
+        async with self.db.read() as conn:
+            counts = []
+            for table in (one_time_prekeys, kem_prekeys):
+                counts.append(
+                    (
+                        await conn.execute(
+                            select(func.count()).where(
+                                table.c.account_id == account_id, table.c.device_id == device_id
+                            )
+                        )
+                    ).scalar_one()
+                )
+        return int(counts[0]), int(counts[1])
+
+    async def claim_bundles(self, account_id: int, device_id: int | None) -> list[ClaimedBundle]:
+        """The bundle of every device (or of ``device_id``), each claiming one one-time X25519
+        and one one-time KEM prekey. A claimed key is deleted in the same transaction, so two
+        concurrent claims never return the same key.
+
+        Raises:
+            UnknownDeviceError: ``device_id`` is given and not a device of the account.
+        """
+        async with self.db.write() as conn:
+            query = select(
+                devices.c.device_id,
+                devices.c.registration_id,
+                devices.c.identity_key,
+                devices.c.signed_prekey,
+                devices.c.last_resort_kem_prekey,
+            ).where(devices.c.account_id == account_id)
+            if device_id is not None:
+                query = query.where(devices.c.device_id == device_id)
+            rows = (await conn.execute(query.order_by(devices.c.device_id))).all()
+            if device_id is not None and not rows:
+                raise UnknownDeviceError("no such device")
+            bundles = []
+            for dev, registration_id, identity_key, signed, last_resort in rows:
+                one_time = await self._claim(conn, one_time_prekeys, account_id, dev)
+                kem = await self._claim(conn, kem_prekeys, account_id, dev)
+                bundles.append(
+                    ClaimedBundle(
+                        device_id=dev,
+                        registration_id=registration_id,
+                        identity_key=identity_key,
+                        signed_prekey=signed,
+                        kem_prekey=kem if kem is not None else last_resort,
+                        one_time_prekey=one_time,
+                    )
+                )
+        return bundles
+
+    async def _claim(
+        self, conn: AsyncConnection, table: Table, account_id: int, device_id: int
+    ) -> bytes | None:
+        oldest = (
+            select(table.c.id)
+            .where(table.c.account_id == account_id, table.c.device_id == device_id)
+            .order_by(table.c.id)
+            .limit(1)
+        )
+        if not self.db.is_sqlite:
+            # Concurrent claimers skip each other's locked rows instead of queueing on them.
+            oldest = oldest.with_for_update(skip_locked=True)
+        row = (
+            await conn.execute(
+                delete(table)
+                .where(table.c.id == oldest.scalar_subquery())
+                .returning(table.c.prekey)
+            )
+        ).first()
+        return None if row is None else bytes(row[0])
+
+    # -- messages -------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        account_id: int,
+        envelopes: Sequence[OutgoingEnvelope],
+        *,
+        now_ms: int,
+        expires_at_ms: int,
+        queue_limit: int,
+    ) -> None:
+        """Store every envelope durably, all or nothing.
+
+        Raises:
+            QueueFullError: a recipient device already holds ``queue_limit`` envelopes.
+        """
+        async with self.db.write() as conn:
+            for device_id in {e.device_id for e in envelopes}:
+                size = (
+                    await conn.execute(
+                        select(func.count()).where(
+                            messages.c.account_id == account_id,
+                            messages.c.device_id == device_id,
+                        )
+                    )
+                ).scalar_one()
+                if size >= queue_limit:
+                    raise QueueFullError("a recipient device's queue is full; try again later")
+            await conn.execute(
+                insert(messages),
+                [
+                    {
+                        "account_id": account_id,
+                        "device_id": e.device_id,
+                        "message_id": e.message_id,
+                        "envelope": e.envelope,
+                        "created_at_ms": now_ms,
+                        "expires_at_ms": expires_at_ms,
+                    }
+                    for e in envelopes
+                ],
+            )
+
+    async def pending(
+        self, account_id: int, device_id: int, *, after_seq: int = 0, limit: int = 100
+    ) -> list[QueuedEnvelope]:
+        """Queued envelopes of a device, oldest first, after ``after_seq``."""
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(messages.c.id, messages.c.message_id, messages.c.envelope)
+                .where(
+                    messages.c.account_id == account_id,
+                    messages.c.device_id == device_id,
+                    messages.c.id > after_seq,
+                )
+                .order_by(messages.c.id)
+                .limit(limit)
+            )
+            return [QueuedEnvelope(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+
+    async def acknowledge(self, account_id: int, device_id: int, message_id: bytes) -> bool:
+        """Delete an envelope the device has safely stored; idempotent."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                delete(messages).where(
+                    messages.c.account_id == account_id,
+                    messages.c.device_id == device_id,
+                    messages.c.message_id == message_id,
+                )
+            )
+        return bool(result.rowcount)
+
+    async def purge_expired(self, now_ms: int) -> tuple[int, list[str]]:
+        """Delete expired envelopes and attachment records; returns (envelopes deleted,
+        attachment ids whose files the caller removes)."""
+        async with self.db.write() as conn:
+            gone = await conn.execute(delete(messages).where(messages.c.expires_at_ms < now_ms))
+            ids = (
+                (
+                    await conn.execute(
+                        delete(attachments)
+                        .where(attachments.c.expires_at_ms < now_ms)
+                        .returning(attachments.c.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        return int(gone.rowcount), list(ids)
+
+    # -- attachments --------------------------------------------------------------------------
+
+    async def add_attachment(
+        self, attachment_id: str, account_id: int, size: int, now_ms: int, expires_ms: int
+    ) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                insert(attachments).values(
+                    id=attachment_id,
+                    account_id=account_id,
+                    size=size,
+                    complete=True,
+                    created_at_ms=now_ms,
+                    expires_at_ms=expires_ms,
+                )
+            )
+
+    async def attachment(self, attachment_id: str, now_ms: int) -> int | None:
+        """The size of a live attachment, or None."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(attachments.c.size).where(
+                        attachments.c.id == attachment_id,
+                        attachments.c.complete.is_(True),
+                        attachments.c.expires_at_ms >= now_ms,
+                    )
+                )
+            ).first()
+        return None if row is None else int(row[0])

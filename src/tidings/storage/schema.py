@@ -1,0 +1,130 @@
+"""The messaging schema (SQLAlchemy Core). Migrations in `migrations/versions` create it; this
+module is what the queries are written against, and a test checks the two agree.
+
+What is stored, and only this (the data inventory of the messaging side): account names,
+devices (name, registration id, public identity key, a SHA-256 of the device secret, times),
+public prekeys, queued envelopes (ciphertext plus routing, commitment and franking tag) until
+acknowledged or expired, provisioning-code hashes, and attachment ciphertext metadata. No
+plaintext, no private key, no device secret.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants a 64-bit identity.
+Id64 = BigInteger().with_variant(Integer(), "sqlite")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Id64, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("next_device_id", Integer, nullable=False, default=1),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("account_id", Id64, nullable=False),
+    Column("device_id", Integer, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("registration_id", BigInteger, nullable=False),
+    Column("identity_key", LargeBinary(65), nullable=False),
+    Column("credential_hash", LargeBinary(32), nullable=False),
+    Column("signed_prekey", LargeBinary, nullable=False),
+    Column("last_resort_kem_prekey", LargeBinary, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("account_id", "device_id"),
+    ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+)
+
+one_time_prekeys = Table(
+    "one_time_prekeys",
+    metadata,
+    Column("id", Id64, primary_key=True, autoincrement=True),
+    Column("account_id", Id64, nullable=False),
+    Column("device_id", Integer, nullable=False),
+    Column("key_id", BigInteger, nullable=False),
+    Column("prekey", LargeBinary, nullable=False),
+    UniqueConstraint("account_id", "device_id", "key_id"),
+    ForeignKeyConstraint(
+        ["account_id", "device_id"],
+        ["devices.account_id", "devices.device_id"],
+        ondelete="CASCADE",
+    ),
+)
+
+kem_prekeys = Table(
+    "kem_prekeys",
+    metadata,
+    Column("id", Id64, primary_key=True, autoincrement=True),
+    Column("account_id", Id64, nullable=False),
+    Column("device_id", Integer, nullable=False),
+    Column("key_id", BigInteger, nullable=False),
+    Column("prekey", LargeBinary, nullable=False),
+    UniqueConstraint("account_id", "device_id", "key_id"),
+    ForeignKeyConstraint(
+        ["account_id", "device_id"],
+        ["devices.account_id", "devices.device_id"],
+        ondelete="CASCADE",
+    ),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Id64, primary_key=True, autoincrement=True),
+    Column("account_id", Id64, nullable=False),
+    Column("device_id", Integer, nullable=False),
+    Column("message_id", LargeBinary(16), nullable=False, unique=True),
+    Column("envelope", LargeBinary, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    ForeignKeyConstraint(
+        ["account_id", "device_id"],
+        ["devices.account_id", "devices.device_id"],
+        ondelete="CASCADE",
+    ),
+    Index("ix_messages_queue", "account_id", "device_id", "id"),
+    Index("ix_messages_expiry", "expires_at_ms"),
+)
+
+provisioning_codes = Table(
+    "provisioning_codes",
+    metadata,
+    Column("code_hash", LargeBinary(32), primary_key=True),
+    Column("account_id", Id64, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+)
+
+attachments = Table(
+    "attachments",
+    metadata,
+    Column("id", String(43), primary_key=True),
+    Column("account_id", Id64, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("complete", Boolean, nullable=False, default=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+    Index("ix_attachments_expiry", "expires_at_ms"),
+)

@@ -1,0 +1,26 @@
+"""Base64url without padding: how binary values travel inside JSON (docs/api.md)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from tidings.errors import DecodeError
+
+
+def b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64d(text: str, *, what: str = "value", max_len: int | None = None) -> bytes:
+    """Decode base64url (padding optional).
+
+    Raises:
+        DecodeError: not base64url, or longer than ``max_len`` bytes once decoded.
+    """
+    if not isinstance(text, str) or (max_len is not None and len(text) > (max_len * 4 + 2) // 3):
+        raise DecodeError(f"{what} is not base64url of at most {max_len} bytes")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise DecodeError(f"{what} is not base64url") from None
