@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from tidings import __version__
 from tidings.errors import TidingsError
+
+if TYPE_CHECKING:
+    from tidings.client.sdk import Client, ReceiveEvent
+
+T = TypeVar("T")
 
 cli = typer.Typer(
     name="tidings",
@@ -62,6 +71,339 @@ def server(
     typer.echo(f"Tidings {__version__} listening on http://{cfg.host}:{cfg.port} "
                f"(data in {cfg.data_dir.resolve()}); health: /healthz", err=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
+
+
+# --- client commands --------------------------------------------------------------------------
+#
+# Every client command: works without a terminal (passphrase from TIDINGS_PASSPHRASE), prints
+# one line per result (or one JSON object / JSON line with --json), prints one-line actionable
+# errors and exits 1 on error, never a traceback. Nothing secret is printed.
+
+DEFAULT_PROFILE = Path("~/.tidings")
+PASSPHRASE_ENV = "TIDINGS_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+class _CliError(TidingsError):
+    """A command-line usage problem."""
+
+    code = "usage"
+
+
+@cli.callback()
+def _root(
+    ctx: typer.Context,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            "--profile",
+            envvar="TIDINGS_PROFILE",
+            help="Client profile directory (default ~/.tidings).",
+        ),
+    ] = None,
+) -> None:
+    """Tidings: end-to-end encrypted messaging with safety by design."""
+    ctx.obj = {"profile": (profile or DEFAULT_PROFILE).expanduser()}
+
+
+def _profile(ctx: typer.Context) -> Path:
+    obj = ctx.find_root().obj or {}
+    path: Path = obj.get("profile", DEFAULT_PROFILE.expanduser())
+    return path
+
+
+def _passphrase(confirm: bool = False) -> str:
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise _CliError(f"no passphrase: set {PASSPHRASE_ENV} or run in a terminal")
+    entered: str = typer.prompt("Profile passphrase", hide_input=True,
+                                confirmation_prompt=confirm)
+    return entered
+
+
+def _run(as_json: bool, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run one async command body; typed errors become a one-line message and exit code 1."""
+    try:
+        return asyncio.run(make())
+    except TidingsError as exc:
+        _fail(exc, as_json)
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130) from None
+    except Exception as exc:
+        # A bug, not bad input: still no traceback for the user, but say what kind it was.
+        _fail(_CliError(f"unexpected internal error ({exc.__class__.__name__})"), as_json)
+    raise AssertionError("unreachable")
+
+
+def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
+    typer.echo(json.dumps(data) if as_json else text)
+
+
+async def _open(ctx: typer.Context) -> Client:
+    from tidings.client.sdk import Client
+
+    return Client.open(_profile(ctx), _passphrase())
+
+
+@cli.command()
+def register(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="The account name to create.")],
+    server_url: Annotated[str, typer.Option("--server", help="Server base URL.")],
+    device_name: Annotated[str, typer.Option(help="A name for this device.")] = "primary",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an account and this device's keys (profile encrypted with your passphrase)."""
+    from tidings.client.sdk import Client
+
+    async def body() -> None:
+        client = await Client.register(
+            _profile(ctx), _passphrase(confirm=True), username, server_url,
+            device_name=device_name,
+        )
+        async with client:
+            a = client.account
+            _emit(as_json,
+                  {"username": a.username, "device_id": a.device_id, "server": a.server_url,
+                   "profile": str(_profile(ctx))},
+                  f"registered {a.username} (device {a.device_id}) on {a.server_url}; "
+                  f"profile in {_profile(ctx)}")
+
+    _run(as_json, body)
+
+
+@cli.command("link-code")
+def link_code(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """On an existing device: make a one-time code to link a new device (valid 10 minutes)."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            code, expires = await client.create_link_code()
+            _emit(as_json, {"code": code, "expires_at_ms": expires,
+                            "username": client.account.username},
+                  f"link code: {code} (on the new device: tidings --profile DIR link "
+                  f"{client.account.username} --code {code} --server {client.account.server_url})")
+
+    _run(as_json, body)
+
+
+@cli.command()
+def link(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="The existing account to join.")],
+    code: Annotated[str, typer.Option("--code", help="Code from `tidings link-code`.")],
+    server_url: Annotated[str, typer.Option("--server", help="Server base URL.")],
+    device_name: Annotated[str, typer.Option(help="A name for this device.")] = "linked",
+    as_json: JsonOpt = False,
+) -> None:
+    """Make this profile a new device of an existing account."""
+    from tidings.client.sdk import Client
+
+    async def body() -> None:
+        client = await Client.link(
+            _profile(ctx), _passphrase(confirm=True), username, code, server_url,
+            device_name=device_name,
+        )
+        async with client:
+            a = client.account
+            _emit(as_json, {"username": a.username, "device_id": a.device_id,
+                            "server": a.server_url, "profile": str(_profile(ctx))},
+                  f"linked as {a.username} device {a.device_id}")
+
+    _run(as_json, body)
+
+
+@cli.command()
+def send(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="Recipient account.")],
+    text: Annotated[str, typer.Argument(help="Message text.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a text message to every device of USERNAME (and a copy to your other devices)."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            sent = await client.send_text(username, text)
+            line = f"sent to {username} ({sent.devices} device(s))"
+            if sent.synced_devices:
+                line += f", synced to {sent.synced_devices} own device(s)"
+            if sent.sync_error:
+                line += f"; copy to own devices failed ({sent.sync_error})"
+            _emit(as_json, sent.to_dict(), line)
+
+    _run(as_json, body)
+
+
+@cli.command("send-file")
+def send_file(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="Recipient account.")],
+    path: Annotated[Path, typer.Argument(help="The file to send.")],
+    caption: Annotated[str, typer.Option(help="Text sent with the file.")] = "",
+    content_type: Annotated[str, typer.Option(help="MIME type.")] = "application/octet-stream",
+    as_json: JsonOpt = False,
+) -> None:
+    """Encrypt and send a file (the server stores only ciphertext)."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            sent = await client.send_file(username, path, caption=caption,
+                                          content_type=content_type)
+            _emit(as_json, sent.to_dict(),
+                  f"sent {path.name} to {username} ({sent.devices} device(s))")
+
+    _run(as_json, body)
+
+
+@cli.command()
+def download(
+    ctx: typer.Context,
+    message_id: Annotated[str, typer.Argument(help="Message id (from `messages --json`).")],
+    destination: Annotated[Path, typer.Argument(help="File or directory to write.")],
+    index: Annotated[int, typer.Option(help="Which attachment of the message.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download, verify and decrypt an attachment of a received message."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            written = await client.download_attachment(message_id, destination, index=index)
+            _emit(as_json, {"path": str(written)}, f"saved {written}")
+
+    _run(as_json, body)
+
+
+def _event_line(ev: ReceiveEvent) -> str:
+    who = f"{ev.sender}.{ev.sender_device}"
+    warn = f"warning: the safety number with {ev.sender} changed\n" if ev.identity_changed else ""
+    if ev.kind == "message" and ev.message is not None:
+        files = "".join(f" [file {a.file_name}, {a.size} bytes; message {ev.message.id}]"
+                        for a in ev.message.attachments)
+        return f"{warn}{who}: {ev.message.body}{files}"
+    if ev.kind == "sync" and ev.message is not None:
+        return f"(sent from device {ev.sender_device}) to {ev.message.peer}: {ev.message.body}"
+    if ev.kind == "receipt":
+        return f"{warn}{ev.sender}: {ev.code}"
+    if ev.kind == "rejected":
+        return f"refused a message from {who} ({ev.code})"
+    return f"{ev.kind} from {who}"
+
+
+@cli.command()
+def receive(
+    ctx: typer.Context,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep receiving.")] = False,
+    poll: Annotated[
+        bool, typer.Option("--poll", help="Use HTTP polling, not the WebSocket.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Receive queued messages (then exit, or keep listening with --follow).
+
+    With --json, prints one JSON object per event (one per line)."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+
+            def show(ev: ReceiveEvent) -> None:
+                if ev.kind not in ("duplicate", "ignored"):
+                    _emit(as_json, ev.to_dict(), _event_line(ev))
+
+            if poll and not follow:
+                for ev in await client.poll():
+                    show(ev)
+                return
+            if follow:
+                await client.listen(follow=True, on_event=show)
+                return
+            for ev in await client.listen():
+                show(ev)
+
+    _run(as_json, body)
+
+
+@cli.command()
+def messages(
+    ctx: typer.Context,
+    username: Annotated[str | None, typer.Argument(help="Only this conversation.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the local message history."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            history = client.messages(username)
+            if as_json:
+                typer.echo(json.dumps({"messages": [m.to_dict() for m in history]}))
+                return
+            for m in history:
+                arrow = f"-> {m.peer}" if m.direction == "out" else f"<- {m.sender}"
+                typer.echo(f"{arrow} [{m.status}] {m.body}")
+
+    _run(as_json, body)
+
+
+@cli.command("safety-number")
+def safety_number(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="The contact.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the safety numbers with USERNAME's devices, to compare out of band."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            safety = await client.safety_numbers(username)
+            lines = [f"{username} device {d.device_id}: {d.safety_number}"
+                     + (" (verified)" if d.verified else "") for d in safety.devices]
+            if safety.blocked:
+                lines.append(f"warning: {username}'s keys changed since you verified them; "
+                             f"compare again, then run `tidings verify {username}`")
+            elif safety.events:
+                lines.append(f"note: {username}'s devices changed "
+                             f"({', '.join(e.kind for e in safety.events)})")
+            _emit(as_json, safety.to_dict(), "\n".join(lines) or f"{username} has no devices")
+
+    _run(as_json, body)
+
+
+@cli.command()
+def verify(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="The contact you compared numbers with.")],
+    number: Annotated[
+        str | None, typer.Option("--number", help="The safety number you were shown.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark USERNAME verified (after comparing safety numbers); --number checks it first."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            safety = await client.verify(username, number)
+            _emit(as_json, safety.to_dict(),
+                  f"{username} verified ({len(safety.devices)} device(s))")
+
+    _run(as_json, body)
+
+
+@cli.command()
+def devices(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List this account's devices."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            listed = await client.devices()
+            me = client.account.device_id
+            lines = [f"device {d.get('device_id')}: {d.get('name', '')}"
+                     + (" (this device)" if d.get("device_id") == me else "") for d in listed]
+            _emit(as_json, {"devices": listed}, "\n".join(lines))
+
+    _run(as_json, body)
 
 
 def main() -> None:

@@ -1,0 +1,95 @@
+"""Typed errors of the client SDK, its local store and its transport.
+
+They extend `tidings.errors.TidingsError`, so the CLI prints every one of them as a one-line
+``error: <message>`` (or ``{"error": {"code", "message"}}`` with ``--json``) and never a
+traceback. Messages name the problem and, where useful, the next step; they never contain a
+passphrase, a key, a device secret or message content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tidings.errors import TidingsError
+
+
+class StoreError(TidingsError):
+    """The local store cannot be used."""
+
+    code = "store_error"
+
+
+class WrongPassphraseError(StoreError):
+    """The passphrase does not unlock this profile."""
+
+    code = "wrong_passphrase"
+
+
+class StoreTamperedError(StoreError):
+    """A row of the local store fails authentication (altered, swapped or corrupted on disk)."""
+
+    code = "store_tampered"
+
+
+class ProfileNotFoundError(StoreError):
+    """There is no Tidings profile in this directory (run `tidings register` or `link`)."""
+
+    code = "profile_not_found"
+
+
+class ProfileExistsError(StoreError):
+    """This directory already holds a Tidings profile."""
+
+    code = "profile_exists"
+
+
+class NotRegisteredError(StoreError):
+    """The profile has no registered account yet."""
+
+    code = "not_registered"
+
+
+class TransportError(TidingsError):
+    """The server could not be reached or answered something that is not the API."""
+
+    code = "network_error"
+
+
+class ServerError(TidingsError):
+    """The server refused a request with a typed error (``code`` is the server's code)."""
+
+    code = "server_error"
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class MismatchedDevicesError(ServerError):
+    """The device list of a send does not match the account's devices (409)."""
+
+    def __init__(self, message: str, missing: Sequence[int], extra: Sequence[int]) -> None:
+        super().__init__("mismatched_devices", message, 409)
+        self.missing = tuple(missing)
+        self.extra = tuple(extra)
+
+
+class StaleDevicesError(ServerError):
+    """Some devices of a send re-registered: their registration ids are stale (410)."""
+
+    def __init__(self, message: str, stale: Sequence[int]) -> None:
+        super().__init__("stale_devices", message, 410)
+        self.stale = tuple(stale)
+
+
+class UnknownContactError(TidingsError):
+    """There is no such account on the server."""
+
+    code = "unknown_account"
+
+
+class SendFailedError(TidingsError):
+    """The message could not be delivered after retrying (device lists kept changing)."""
+
+    code = "send_failed"

@@ -1,0 +1,123 @@
+"""The client commands of `tidings`, driven with Typer's CliRunner against a real server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from tidings.cli import cli
+
+runner = CliRunner()
+ENV = {"TIDINGS_PASSPHRASE": "cli passphrase"}
+
+
+def tidings(profile: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    return runner.invoke(cli, ["--profile", str(profile), *args], env=env or ENV)
+
+
+def ok_json(result: Any) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_cli_conversation(tmp_path: Path, server_url: str, names: Callable[[str], str]) -> None:
+    alice, bob = names("alice"), names("bob")
+    pa, pb2, pb = tmp_path / "alice", tmp_path / "bob2", tmp_path / "bob"
+    out = ok_json(tidings(pa, "register", alice, "--server", server_url, "--json"))
+    assert out["username"] == alice and out["device_id"] >= 1
+    ok_json(tidings(pb, "register", bob, "--server", server_url, "--json"))
+
+    sent = ok_json(tidings(pa, "send", bob, "hello from the cli", "--json"))
+    assert sent["devices"] == 1
+
+    result = tidings(pb, "receive", "--json")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [e["message"]["body"] for e in events if e["kind"] == "message"] == [
+        "hello from the cli"
+    ]
+
+    # Human-readable output, polling mode.
+    assert tidings(pb, "send", alice, "reply").exit_code == 0
+    result = tidings(pa, "receive", "--poll")
+    assert result.exit_code == 0 and f"{bob}.1: reply" in result.stdout
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text("attached text")
+    assert tidings(pa, "send-file", bob, str(doc), "--caption", "a file").exit_code == 0
+    events = [json.loads(x) for x in tidings(pb, "receive", "--json").stdout.splitlines()]
+    file_msg = next(e for e in events if e["kind"] == "message")
+    assert file_msg["message"]["attachments"][0]["file_name"] == "doc.txt"
+    message_id = file_msg["message"]["id"]
+    saved = ok_json(tidings(pb, "download", message_id, str(tmp_path), "--json"))
+    assert Path(saved["path"]).read_text() == "attached text"
+    assert tidings(pb, "send", alice, "reply").exit_code == 0
+    result = tidings(pa, "receive", "--poll")
+    assert result.exit_code == 0 and f"{bob}.1: reply" in result.stdout
+
+    history = ok_json(tidings(pa, "messages", bob, "--json"))["messages"]
+    assert [m["body"] for m in history] == ["hello from the cli", "reply", "a file", "reply"]
+
+    # Safety numbers and verification.
+    numbers = ok_json(tidings(pa, "safety-number", bob, "--json"))
+    number = numbers["devices"][0]["safety_number"]
+    theirs = ok_json(tidings(pb, "safety-number", alice, "--json"))
+    assert theirs["devices"][0]["safety_number"] == number
+    bad = tidings(pa, "verify", bob, "--number", "1" * 60, "--json")
+    assert bad.exit_code == 1
+    assert json.loads(bad.stdout)["error"]["code"] == "safety_number_mismatch"
+    verified = ok_json(tidings(pa, "verify", bob, "--number", number, "--json"))
+    assert verified["verified"] is True
+
+    # Linking a second device for Bob.
+    code = ok_json(tidings(pb, "link-code", "--json"))["code"]
+    linked = ok_json(tidings(pb2, "link", bob, "--code", code, "--server", server_url, "--json"))
+    assert linked["device_id"] != 1
+    devices = ok_json(tidings(pb, "devices", "--json"))["devices"]
+    assert len(devices) == 2
+
+    # Alice verified Bob: the new device blocks sending with an actionable one-line error.
+    blocked = tidings(pa, "send", bob, "blocked?")
+    assert blocked.exit_code == 1
+    assert blocked.stderr.count("\n") == 1 and "tidings verify" in blocked.stderr
+    assert "Traceback" not in blocked.output
+    assert tidings(pa, "verify", bob).exit_code == 0
+    assert ok_json(tidings(pa, "send", bob, "to both", "--json"))["devices"] == 2
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, server_url: str,
+                                 names: Callable[[str], str]) -> None:
+    profile = tmp_path / "p"
+    # No profile yet.
+    result = tidings(profile, "send", "someone", "hi")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no Tidings profile")
+    assert "Traceback" not in result.output
+    ok_json(tidings(profile, "register", names("carol"), "--server", server_url, "--json"))
+    # Wrong passphrase.
+    result = tidings(profile, "send", "someone", "hi", "--json",
+                     env={"TIDINGS_PASSPHRASE": "nope"})
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"]["code"] == "wrong_passphrase"
+    # No passphrase and no terminal.
+    result = runner.invoke(cli, ["--profile", str(profile), "receive"],
+                           env={"TIDINGS_PASSPHRASE": ""})
+    assert result.exit_code == 1 and "TIDINGS_PASSPHRASE" in result.stderr
+    # Unknown recipient.
+    result = tidings(profile, "send", names("nobody"), "hi", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"]["code"] == "unknown_account"
+    # Server unreachable.
+    other = tmp_path / "q"
+    result = tidings(other, "register", names("dave"), "--server", "http://127.0.0.1:9")
+    assert result.exit_code == 1 and result.stderr.startswith("error: cannot reach the server")
+    assert not (other / "tidings.db").exists()
+
+
+def test_version_still_works() -> None:
+    result = runner.invoke(cli, ["version", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["version"]
