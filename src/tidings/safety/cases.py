@@ -1,0 +1,1248 @@
+"""Cases, review, decisions, second review, appeals and enforcement records.
+
+A *case* groups every open report about one reported account (the *subject*): a further report
+about the same account joins the open case and raises its priority (more distinct reporters,
+more boost) instead of adding a new item to the queue; a more severe report re-routes the case
+(a child sexual exploitation report moves it into the child-safety queue at once) and tightens
+its SLA.
+
+Rules the `CaseService` enforces, on top of the permission matrix and queue access (child-safety
+clearance together with membership, `tidings.safety.staff.Principal.require_queue`):
+
+- exclusive locks: changing a case (decide, escalate, confirm, appeal decision) needs the
+  caller to hold its unexpired lock; the lock's remaining time is visible to everyone
+  (`lock_remaining_ms`); a lead may break a lock;
+- every decision names a known policy and a non-empty reason (`InvalidDecisionError`);
+- four eyes: BAN and ESCALATE_REFERRAL are proposals until a *different* staff member with
+  CONFIRM_DECISION confirms them (`SameReviewerError`); a reviewer may also escalate a case
+  for a second reviewer without proposing;
+- appeals are decided by someone other than the decision's author and confirmer;
+- `void_reporter` voids every report of a bad-faith reporter in one action, closing open cases
+  left without reports;
+- decisions produce `Enforcement` records (account, kind, until) for the messaging server to
+  apply; an overturned appeal revokes them.
+
+Time is passed in; ids come from an injectable source. Every state change is audited.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Protocol
+
+from tidings.errors import (
+    CaseLockedError,
+    ConflictError,
+    InvalidCaseStateError,
+    InvalidDecisionError,
+    NotFoundError,
+    PermissionDeniedError,
+    SafetyInputError,
+    SameReviewerError,
+)
+from tidings.safety.audit import AuditAction, AuditLog
+from tidings.safety.categories import (
+    CATEGORY_POLICIES,
+    Category,
+    Queue,
+    Router,
+    RoutingInput,
+    Severity,
+)
+from tidings.safety.reports import (
+    ReportedItemRecord,
+    ReportRecord,
+    ReportRepository,
+    ReportStatus,
+)
+from tidings.safety.staff import Permission, Principal
+
+__all__ = [
+    "DEFAULT_POLICIES",
+    "SECOND_REVIEW_KINDS",
+    "AppealRecord",
+    "AppealStatus",
+    "CaseRecord",
+    "CaseRepository",
+    "CaseService",
+    "CaseState",
+    "CaseSummary",
+    "CaseView",
+    "DecisionKind",
+    "DecisionOutcome",
+    "DecisionRecord",
+    "DecisionStatus",
+    "Enforcement",
+    "EnforcementKind",
+    "EnforcementRepository",
+    "InMemoryCaseRepository",
+    "InMemoryEnforcementRepository",
+    "NoteRecord",
+    "Policy",
+    "VoidResult",
+    "duplicate_boost",
+    "lock_remaining_ms",
+    "sla_remaining_ms",
+]
+
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+DEFAULT_LOCK_MS = 15 * MINUTE_MS
+MAX_LOCK_MS = 60 * MINUTE_MS
+APPEAL_WINDOW_MS = 180 * DAY_MS
+MAX_REASON_CHARS = 5000
+MAX_NOTE_CHARS = 10_000
+MAX_DUPLICATE_BOOST = 250
+
+
+class CaseState(StrEnum):
+    OPEN = "open"
+    PENDING_SECOND_REVIEW = "pending_second_review"
+    DISMISSED = "dismissed"
+    ACTIONED = "actioned"
+    REFERRED = "referred"  # confirmed ESCALATE_REFERRAL: legal prepares the referral
+    APPEALED = "appealed"
+    OVERTURNED = "overturned"
+    VOIDED = "voided"  # every report was voided (bad-faith reporter)
+
+
+OPEN_STATES = frozenset({CaseState.OPEN, CaseState.PENDING_SECOND_REVIEW})
+LOCKABLE_STATES = OPEN_STATES | {CaseState.APPEALED}
+
+
+class DecisionKind(StrEnum):
+    DISMISS = "dismiss"
+    WARN = "warn"
+    RESTRICT = "restrict"
+    SUSPEND = "suspend"
+    BAN = "ban"
+    ESCALATE_REFERRAL = "escalate_referral"
+
+
+SECOND_REVIEW_KINDS = frozenset({DecisionKind.BAN, DecisionKind.ESCALATE_REFERRAL})
+"""Decisions that take a second, different reviewer before they take effect."""
+
+
+class DecisionStatus(StrEnum):
+    PROPOSED = "proposed"
+    FINAL = "final"
+    REJECTED = "rejected"
+
+
+class EnforcementKind(StrEnum):
+    WARN = "warn"
+    RESTRICT = "restrict"
+    SUSPEND = "suspend"
+    BAN = "ban"
+
+
+_ENFORCEMENT_OF: Mapping[DecisionKind, EnforcementKind] = {
+    DecisionKind.WARN: EnforcementKind.WARN,
+    DecisionKind.RESTRICT: EnforcementKind.RESTRICT,
+    DecisionKind.SUSPEND: EnforcementKind.SUSPEND,
+    DecisionKind.BAN: EnforcementKind.BAN,
+    # Confirmed child exploitation is referred *and* the account is banned.
+    DecisionKind.ESCALATE_REFERRAL: EnforcementKind.BAN,
+}
+
+
+class AppealStatus(StrEnum):
+    OPEN = "open"
+    UPHELD = "upheld"
+    OVERTURNED = "overturned"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A published policy a decision cites."""
+
+    policy_id: str
+    title: str
+
+
+DEFAULT_POLICIES: Mapping[str, Policy] = {
+    p.policy_id: p
+    for p in (
+        Policy("CSE-1", "Child sexual exploitation and abuse"),
+        Policy("VIO-1", "Threats of violence"),
+        Policy("TER-1", "Terrorism and violent extremism"),
+        Policy("HAR-1", "Harassment and bullying"),
+        Policy("SH-1", "Suicide and self-harm"),
+        Policy("SPM-1", "Spam and platform manipulation"),
+        Policy("FRD-1", "Fraud and scams"),
+        Policy("GEN-1", "Other terms of service"),
+        Policy("NV-0", "No violation found"),
+    )
+}
+
+
+# --- records --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRecord:
+    """A case (a row). ``version`` is for optimistic concurrency."""
+
+    case_id: str
+    subject: str
+    queue_id: str
+    category: Category
+    severity: Severity
+    base_priority: int
+    priority: int
+    state: CaseState
+    created_ms: int
+    updated_ms: int
+    sla_due_ms: int
+    report_count: int
+    reporter_count: int
+    assignee: str | None = None
+    lock_holder: str | None = None
+    lock_expires_ms: int = 0
+    escalated_by: str | None = None
+    pending_decision_id: str | None = None
+    final_decision_id: str | None = None
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRecord:
+    note_id: str
+    case_id: str
+    author: str
+    created_ms: int
+    text: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    decision_id: str
+    case_id: str
+    subject: str
+    kind: DecisionKind
+    policy_id: str
+    reason: str = field(repr=False)
+    decided_by: str = ""
+    decided_ms: int = 0
+    until_ms: int | None = None
+    status: DecisionStatus = DecisionStatus.FINAL
+    second_reviewer: str | None = None
+    second_review_ms: int | None = None
+    second_review_reason: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AppealRecord:
+    appeal_id: str
+    decision_id: str
+    case_id: str
+    account: str
+    filed_ms: int
+    statement: str = field(repr=False)
+    status: AppealStatus = AppealStatus.OPEN
+    decided_by: str | None = None
+    decided_ms: int | None = None
+    reason: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Enforcement:
+    """What the messaging server applies to an account. ``until_ms`` None: no end (a ban or a
+    warning); ``revoked_ms`` set when an appeal overturned it."""
+
+    enforcement_id: str
+    account: str
+    kind: EnforcementKind
+    until_ms: int | None
+    decision_id: str
+    case_id: str
+    created_ms: int
+    revoked_ms: int | None = None
+
+    def active(self, now_ms: int) -> bool:
+        return self.revoked_ms is None and (self.until_ms is None or now_ms < self.until_ms)
+
+
+class CaseRepository(Protocol):
+    """Storage of cases, notes, decisions and appeals (SQL: one table each; a partial unique
+    index on ``case(subject) WHERE state IN ('open', 'pending_second_review')`` keeps one
+    open case per subject)."""
+
+    def add_case(self, case: CaseRecord) -> None: ...
+
+    def get_case(self, case_id: str) -> CaseRecord | None: ...
+
+    def update_case(self, case: CaseRecord, expected_version: int) -> None:
+        """Store if the stored version is ``expected_version``; else `ConflictError`."""
+        ...
+
+    def open_case_for_subject(self, subject: str) -> CaseRecord | None: ...
+
+    def cases_in_queue(self, queue_id: str, states: frozenset[CaseState]) -> list[CaseRecord]: ...
+
+    def add_note(self, note: NoteRecord) -> None: ...
+
+    def notes_for_case(self, case_id: str) -> list[NoteRecord]: ...
+
+    def add_decision(self, decision: DecisionRecord) -> None: ...
+
+    def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
+
+    def update_decision(self, decision: DecisionRecord) -> None: ...
+
+    def decisions_for_case(self, case_id: str) -> list[DecisionRecord]: ...
+
+    def add_appeal(self, appeal: AppealRecord) -> None: ...
+
+    def get_appeal(self, appeal_id: str) -> AppealRecord | None: ...
+
+    def update_appeal(self, appeal: AppealRecord) -> None: ...
+
+    def appeals_for_decision(self, decision_id: str) -> list[AppealRecord]: ...
+
+
+class EnforcementRepository(Protocol):
+    """Storage of enforcement records (SQL: one table, index on ``account``)."""
+
+    def add_enforcement(self, enforcement: Enforcement) -> None: ...
+
+    def enforcements_for_decision(self, decision_id: str) -> list[Enforcement]: ...
+
+    def enforcements_for_account(self, account: str) -> list[Enforcement]: ...
+
+    def revoke_enforcement(self, enforcement_id: str, revoked_ms: int) -> None: ...
+
+
+class InMemoryCaseRepository:
+    """`CaseRepository` in memory."""
+
+    def __init__(self) -> None:
+        self.cases: dict[str, CaseRecord] = {}
+        self.notes: list[NoteRecord] = []
+        self.decisions: dict[str, DecisionRecord] = {}
+        self.appeals: dict[str, AppealRecord] = {}
+        self._lock = threading.Lock()
+
+    def add_case(self, case: CaseRecord) -> None:
+        with self._lock:
+            if case.case_id in self.cases:
+                raise ConflictError("case id exists")
+            if case.state in OPEN_STATES and self.open_case_for_subject(case.subject):
+                raise ConflictError("an open case for this subject exists")
+            self.cases[case.case_id] = case
+
+    def get_case(self, case_id: str) -> CaseRecord | None:
+        return self.cases.get(case_id)
+
+    def update_case(self, case: CaseRecord, expected_version: int) -> None:
+        with self._lock:
+            current = self.cases.get(case.case_id)
+            if current is None or current.version != expected_version:
+                raise ConflictError("case changed concurrently")
+            self.cases[case.case_id] = case
+
+    def open_case_for_subject(self, subject: str) -> CaseRecord | None:
+        return next(
+            (c for c in self.cases.values() if c.subject == subject and c.state in OPEN_STATES),
+            None,
+        )
+
+    def cases_in_queue(self, queue_id: str, states: frozenset[CaseState]) -> list[CaseRecord]:
+        return [c for c in self.cases.values() if c.queue_id == queue_id and c.state in states]
+
+    def add_note(self, note: NoteRecord) -> None:
+        self.notes.append(note)
+
+    def notes_for_case(self, case_id: str) -> list[NoteRecord]:
+        return [n for n in self.notes if n.case_id == case_id]
+
+    def add_decision(self, decision: DecisionRecord) -> None:
+        self.decisions[decision.decision_id] = decision
+
+    def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        return self.decisions.get(decision_id)
+
+    def update_decision(self, decision: DecisionRecord) -> None:
+        self.decisions[decision.decision_id] = decision
+
+    def decisions_for_case(self, case_id: str) -> list[DecisionRecord]:
+        return [d for d in self.decisions.values() if d.case_id == case_id]
+
+    def add_appeal(self, appeal: AppealRecord) -> None:
+        self.appeals[appeal.appeal_id] = appeal
+
+    def get_appeal(self, appeal_id: str) -> AppealRecord | None:
+        return self.appeals.get(appeal_id)
+
+    def update_appeal(self, appeal: AppealRecord) -> None:
+        self.appeals[appeal.appeal_id] = appeal
+
+    def appeals_for_decision(self, decision_id: str) -> list[AppealRecord]:
+        return [a for a in self.appeals.values() if a.decision_id == decision_id]
+
+
+class InMemoryEnforcementRepository:
+    """`EnforcementRepository` in memory."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Enforcement] = {}
+
+    def add_enforcement(self, enforcement: Enforcement) -> None:
+        self.rows[enforcement.enforcement_id] = enforcement
+
+    def enforcements_for_decision(self, decision_id: str) -> list[Enforcement]:
+        return [e for e in self.rows.values() if e.decision_id == decision_id]
+
+    def enforcements_for_account(self, account: str) -> list[Enforcement]:
+        return [e for e in self.rows.values() if e.account == account]
+
+    def revoke_enforcement(self, enforcement_id: str, revoked_ms: int) -> None:
+        current = self.rows.get(enforcement_id)
+        if current is not None and current.revoked_ms is None:
+            self.rows[enforcement_id] = replace(current, revoked_ms=revoked_ms)
+
+
+# --- views and outcomes ---------------------------------------------------------------------
+
+
+def lock_remaining_ms(case: CaseRecord, now_ms: int) -> int:
+    """Milliseconds left on the case lock (0 if unlocked or expired) — the visible countdown."""
+    if case.lock_holder is None:
+        return 0
+    return max(0, case.lock_expires_ms - now_ms)
+
+
+def sla_remaining_ms(case: CaseRecord, now_ms: int) -> int:
+    """Milliseconds until the SLA deadline; negative once breached."""
+    return case.sla_due_ms - now_ms
+
+
+def duplicate_boost(report_count: int, reporter_count: int) -> int:
+    """Priority added by duplicate reports: +25 per additional distinct reporter, +5 per
+    further report from a reporter already counted, capped at `MAX_DUPLICATE_BOOST`. Distinct
+    reporters weigh more so one person cannot flood a case to the top."""
+    extra_reporters = max(0, reporter_count - 1)
+    repeats = max(0, report_count - reporter_count)
+    return min(25 * extra_reporters + 5 * repeats, MAX_DUPLICATE_BOOST)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseSummary:
+    case: CaseRecord
+    lock_remaining_ms: int
+    sla_remaining_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReportView:
+    report: ReportRecord
+    items: tuple[ReportedItemRecord, ...]
+
+    @property
+    def all_items_verified(self) -> bool:
+        return all(i.franking_verified and i.chain_verified for i in self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseView:
+    case: CaseRecord
+    lock_remaining_ms: int
+    sla_remaining_ms: int
+    reports: tuple[ReportView, ...]
+    notes: tuple[NoteRecord, ...]
+    decisions: tuple[DecisionRecord, ...]
+    enforcements: tuple[Enforcement, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionOutcome:
+    """The decision and what the server must apply (``enforcements``) or lift (``revoked``)."""
+
+    decision: DecisionRecord
+    enforcements: tuple[Enforcement, ...] = ()
+    revoked: tuple[Enforcement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VoidResult:
+    reports_voided: int
+    cases_closed: tuple[str, ...]
+    cases_updated: tuple[str, ...]
+
+
+def _default_id() -> str:
+    return os.urandom(12).hex()
+
+
+def _require_text(value: object, what: str, limit: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidDecisionError(f"a {what} is required")
+    if len(value) > limit:
+        raise InvalidDecisionError(f"the {what} is longer than {limit} characters")
+    return value.strip()
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+class CaseService:
+    """Case lifecycle over repositories. Implements `tidings.safety.reports.CaseSink`."""
+
+    def __init__(
+        self,
+        *,
+        cases: CaseRepository,
+        reports: ReportRepository,
+        enforcements: EnforcementRepository,
+        audit: AuditLog,
+        router: Router | None = None,
+        principals: Callable[[str], Principal],
+        policies: Mapping[str, Policy] = DEFAULT_POLICIES,
+        id_source: Callable[[], str] = _default_id,
+    ) -> None:
+        self._cases = cases
+        self._reports = reports
+        self._enforcements = enforcements
+        self._audit = audit
+        self._router = router or Router()
+        self._principals = principals
+        self._policies = policies
+        self._ids = id_source
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def queue(self, queue_id: str) -> Queue:
+        try:
+            return self._router.queues[queue_id]
+        except KeyError:
+            raise NotFoundError("no such queue") from None
+
+    def _get(self, case_id: str) -> CaseRecord:
+        case = self._cases.get_case(case_id)
+        if case is None:
+            raise NotFoundError("no such case")
+        return case
+
+    def _access(self, principal: Principal, case: CaseRecord, permission: Permission) -> None:
+        principal.require(permission)
+        principal.require_queue(self.queue(case.queue_id))
+
+    def _save(self, case: CaseRecord, now_ms: int, **changes: object) -> CaseRecord:
+        updated = replace(case, version=case.version + 1, updated_ms=now_ms, **changes)  # type: ignore[arg-type]
+        self._cases.update_case(updated, case.version)
+        return updated
+
+    def _require_lock(self, principal: Principal, case: CaseRecord, now_ms: int) -> None:
+        if case.lock_holder != principal.staff_id or case.lock_expires_ms <= now_ms:
+            raise CaseLockedError("claim the case (hold its lock) first")
+
+    def _audit_case(
+        self,
+        actor: str,
+        action: AuditAction,
+        case_id: str,
+        now_ms: int,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
+        self._audit.append(
+            actor=actor, action=action, target=f"case:{case_id}", now_ms=now_ms, details=details
+        )
+
+    def _reporters(self, case_id: str, extra: ReportRecord | None = None) -> tuple[int, int]:
+        reports = [
+            r for r in self._reports.reports_for_case(case_id) if r.status is ReportStatus.ACCEPTED
+        ]
+        if extra is not None and all(r.report_id != extra.report_id for r in reports):
+            reports.append(extra)
+        return len(reports), len({r.reporter for r in reports})
+
+    # --- intake (CaseSink) --------------------------------------------------------------------
+
+    def attach_report(self, report: ReportRecord, routing: RoutingInput, *, now_ms: int) -> str:
+        """Open a case for the report's subject, or join the open one (raising its priority,
+        re-routing it if the new report is more severe).
+
+        Raises:
+            ConflictError: concurrent changes kept winning (after retries).
+        """
+        prior = sum(
+            1
+            for e in self._enforcements.enforcements_for_account(report.subject)
+            if e.revoked_ms is None
+        )
+        decision = self._router.route(replace(routing, prior_enforcements=prior))
+        for _ in range(8):
+            case = self._cases.open_case_for_subject(report.subject)
+            if case is None:
+                case = CaseRecord(
+                    case_id="case_" + self._ids(),
+                    subject=report.subject,
+                    queue_id=decision.queue_id,
+                    category=routing.category,
+                    severity=decision.severity,
+                    base_priority=decision.priority,
+                    priority=decision.priority,
+                    state=CaseState.OPEN,
+                    created_ms=now_ms,
+                    updated_ms=now_ms,
+                    sla_due_ms=now_ms + decision.sla_ms,
+                    report_count=1,
+                    reporter_count=1,
+                )
+                try:
+                    self._cases.add_case(case)
+                except ConflictError:
+                    continue
+                self._audit_case(
+                    "system",
+                    AuditAction.CASE_OPEN,
+                    case.case_id,
+                    now_ms,
+                    {
+                        "queue": case.queue_id,
+                        "category": case.category.value,
+                        "report": report.report_id,
+                    },
+                )
+                return case.case_id
+            reports, reporters = self._reporters(case.case_id, report)
+            changes: dict[str, object] = {
+                "report_count": reports,
+                "reporter_count": reporters,
+                "sla_due_ms": min(case.sla_due_ms, now_ms + decision.sla_ms),
+            }
+            base = max(case.base_priority, decision.priority)
+            changes["base_priority"] = base
+            changes["priority"] = base + duplicate_boost(reports, reporters)
+            more_severe = (decision.severity, decision.priority) > (
+                case.severity,
+                CATEGORY_POLICIES[case.category].base_priority,
+            )
+            moved = more_severe and decision.queue_id != case.queue_id
+            if more_severe:
+                changes.update(category=routing.category, severity=decision.severity)
+            if moved:
+                # A case moving queue (e.g. into child safety) drops its lock and assignee:
+                # they were given access under the old queue's rules.
+                changes.update(
+                    queue_id=decision.queue_id, lock_holder=None, lock_expires_ms=0, assignee=None
+                )
+            try:
+                case = self._save(case, now_ms, **changes)
+            except ConflictError:
+                continue
+            self._audit_case(
+                "system",
+                AuditAction.CASE_UPDATE,
+                case.case_id,
+                now_ms,
+                {
+                    "report": report.report_id,
+                    "priority": case.priority,
+                    "queue": case.queue_id,
+                    "moved": moved,
+                },
+            )
+            return case.case_id
+        raise ConflictError("case changed concurrently; retry")
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def list_queue(self, principal: Principal, queue_id: str, *, now_ms: int) -> list[CaseSummary]:
+        """Open cases of a queue, most urgent first (priority, then SLA deadline).
+
+        Raises:
+            PermissionDeniedError / ChildSafetyPermissionError: no VIEW_QUEUE or no access.
+        """
+        principal.require(Permission.VIEW_QUEUE)
+        principal.require_queue(self.queue(queue_id))
+        cases = self._cases.cases_in_queue(queue_id, LOCKABLE_STATES)
+        cases.sort(key=lambda c: (-c.priority, c.sla_due_ms, c.created_ms))
+        return [
+            CaseSummary(c, lock_remaining_ms(c, now_ms), sla_remaining_ms(c, now_ms)) for c in cases
+        ]
+
+    def view_case(self, principal: Principal, case_id: str, *, now_ms: int) -> CaseView:
+        """Everything about a case except evidence content (which `EvidenceVault.open` gives,
+        audited). Viewing the metadata is itself audited (it is user data).
+
+        Raises:
+            NotFoundError, PermissionDeniedError, ChildSafetyPermissionError.
+        """
+        case = self._get(case_id)
+        self._access(principal, case, Permission.VIEW_QUEUE)
+        self._audit_case(principal.staff_id, AuditAction.CASE_VIEW, case_id, now_ms)
+        reports = tuple(
+            ReportView(r, tuple(self._reports.items_for_report(r.report_id)))
+            for r in self._reports.reports_for_case(case_id)
+        )
+        return CaseView(
+            case=case,
+            lock_remaining_ms=lock_remaining_ms(case, now_ms),
+            sla_remaining_ms=sla_remaining_ms(case, now_ms),
+            reports=reports,
+            notes=tuple(self._cases.notes_for_case(case_id)),
+            decisions=tuple(self._cases.decisions_for_case(case_id)),
+            enforcements=tuple(
+                e
+                for e in self._enforcements.enforcements_for_account(case.subject)
+                if e.case_id == case_id
+            ),
+        )
+
+    def queue_for_case(self, principal: Principal, case_id: str) -> Queue:
+        """The case's queue after checking the principal may access it (for the evidence
+        vault: ``vault.open(..., queue=cases.queue_for_case(p, case_id))``).
+
+        Raises:
+            NotFoundError, PermissionDeniedError, ChildSafetyPermissionError.
+        """
+        case = self._get(case_id)
+        queue = self.queue(case.queue_id)
+        principal.require_queue(queue)
+        return queue
+
+    # --- locks and assignment -----------------------------------------------------------------
+
+    def claim(
+        self, principal: Principal, case_id: str, *, now_ms: int, duration_ms: int = DEFAULT_LOCK_MS
+    ) -> CaseRecord:
+        """Take (or renew) the exclusive lock.
+
+        Raises:
+            CaseLockedError: another staff member holds an unexpired lock (the message says for
+                how long).
+            InvalidCaseStateError: the case is closed.
+            SafetyInputError: duration not in 1 ms .. 60 min.
+            PermissionDeniedError / ChildSafetyPermissionError.
+        """
+        if not 0 < duration_ms <= MAX_LOCK_MS:
+            raise SafetyInputError("lock duration must be between 1 ms and 60 minutes")
+        case = self._get(case_id)
+        self._access(principal, case, Permission.CLAIM_CASE)
+        if case.state not in LOCKABLE_STATES:
+            raise InvalidCaseStateError("the case is closed")
+        remaining = lock_remaining_ms(case, now_ms)
+        if remaining and case.lock_holder != principal.staff_id:
+            raise CaseLockedError(
+                f"locked by another staff member for {-(-remaining // 1000)} more seconds"
+            )
+        case = self._save(
+            case, now_ms, lock_holder=principal.staff_id, lock_expires_ms=now_ms + duration_ms
+        )
+        self._audit_case(
+            principal.staff_id,
+            AuditAction.CASE_LOCK,
+            case_id,
+            now_ms,
+            {"until_ms": case.lock_expires_ms},
+        )
+        return case
+
+    def release(self, principal: Principal, case_id: str, *, now_ms: int) -> CaseRecord:
+        """Release the lock: its holder, or anyone with BREAK_LOCK (a lead).
+
+        Raises:
+            CaseLockedError: someone else holds it and the caller cannot break locks.
+        """
+        case = self._get(case_id)
+        self._access(principal, case, Permission.CLAIM_CASE)
+        if case.lock_holder is None:
+            return case
+        if (
+            case.lock_holder != principal.staff_id
+            and lock_remaining_ms(case, now_ms)
+            and not principal.has(Permission.BREAK_LOCK)
+        ):
+            raise CaseLockedError("the lock belongs to another staff member")
+        previous = case.lock_holder
+        case = self._save(case, now_ms, lock_holder=None, lock_expires_ms=0)
+        self._audit_case(
+            principal.staff_id,
+            AuditAction.CASE_UNLOCK,
+            case_id,
+            now_ms,
+            {"previous_holder": previous},
+        )
+        return case
+
+    def assign(
+        self, principal: Principal, case_id: str, assignee_id: str, *, now_ms: int
+    ) -> CaseRecord:
+        """Assign a case to a staff member who can work its queue.
+
+        Raises:
+            PermissionDeniedError: actor lacks ASSIGN_CASE or queue access; the assignee
+                cannot claim cases or is not a member of the queue.
+            ChildSafetyPermissionError: a child-safety case and the assignee is not cleared.
+        """
+        case = self._get(case_id)
+        self._access(principal, case, Permission.ASSIGN_CASE)
+        assignee = self._principals(assignee_id)
+        assignee.require(Permission.CLAIM_CASE)
+        assignee.require_queue(self.queue(case.queue_id))
+        case = self._save(case, now_ms, assignee=assignee_id)
+        self._audit_case(
+            principal.staff_id, AuditAction.CASE_ASSIGN, case_id, now_ms, {"assignee": assignee_id}
+        )
+        return case
+
+    def add_note(self, principal: Principal, case_id: str, text: str, *, now_ms: int) -> NoteRecord:
+        """Add an internal note (the text is not copied into the audit log).
+
+        Raises:
+            SafetyInputError: empty or over-long text.  PermissionDeniedError etc.
+        """
+        case = self._get(case_id)
+        self._access(principal, case, Permission.ADD_NOTE)
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_NOTE_CHARS:
+            raise SafetyInputError(f"a note must have 1 to {MAX_NOTE_CHARS} characters")
+        note = NoteRecord("note_" + self._ids(), case_id, principal.staff_id, now_ms, text)
+        self._cases.add_note(note)
+        self._audit_case(
+            principal.staff_id, AuditAction.CASE_NOTE, case_id, now_ms, {"note": note.note_id}
+        )
+        return note
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    def _check_decision(
+        self, kind: DecisionKind, policy_id: str, reason: str, until_ms: int | None, now_ms: int
+    ) -> tuple[DecisionKind, str]:
+        try:
+            kind = DecisionKind(kind)
+        except ValueError:
+            raise InvalidDecisionError("unknown decision kind") from None
+        if not isinstance(policy_id, str) or policy_id not in self._policies:
+            raise InvalidDecisionError("a decision must name a known policy")
+        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        if kind is DecisionKind.SUSPEND:
+            if until_ms is None or until_ms <= now_ms:
+                raise InvalidDecisionError("a suspension needs an end in the future")
+        elif kind is DecisionKind.RESTRICT:
+            if until_ms is not None and until_ms <= now_ms:
+                raise InvalidDecisionError("a restriction's end must be in the future")
+        elif until_ms is not None:
+            raise InvalidDecisionError(f"a {kind.value} decision has no end time")
+        return kind, reason
+
+    def _enforce(self, decision: DecisionRecord, now_ms: int) -> tuple[Enforcement, ...]:
+        kind = _ENFORCEMENT_OF.get(decision.kind)
+        if kind is None:
+            return ()
+        enforcement = Enforcement(
+            enforcement_id="enf_" + self._ids(),
+            account=decision.subject,
+            kind=kind,
+            until_ms=decision.until_ms,
+            decision_id=decision.decision_id,
+            case_id=decision.case_id,
+            created_ms=now_ms,
+        )
+        self._enforcements.add_enforcement(enforcement)
+        return (enforcement,)
+
+    @staticmethod
+    def _final_state(kind: DecisionKind) -> CaseState:
+        if kind is DecisionKind.DISMISS:
+            return CaseState.DISMISSED
+        if kind is DecisionKind.ESCALATE_REFERRAL:
+            return CaseState.REFERRED
+        return CaseState.ACTIONED
+
+    def decide(
+        self,
+        principal: Principal,
+        case_id: str,
+        *,
+        kind: DecisionKind,
+        policy_id: str,
+        reason: str,
+        now_ms: int,
+        until_ms: int | None = None,
+    ) -> DecisionOutcome:
+        """Decide a case the caller holds the lock of.
+
+        On an OPEN case: DISMISS / WARN / RESTRICT / SUSPEND are final at once (enforcement
+        returned); BAN and ESCALATE_REFERRAL become proposals awaiting `confirm`. On a case
+        escalated for a second opinion: only someone with CONFIRM_DECISION other than the
+        escalator may decide, and the decision is final.
+
+        Raises:
+            InvalidDecisionError: unknown kind or policy, missing reason, bad ``until_ms``.
+            CaseLockedError: the caller does not hold the lock.
+            InvalidCaseStateError: the case is not open (or has a pending proposal).
+            SameReviewerError: deciding a case one escalated oneself.
+            PermissionDeniedError / ChildSafetyPermissionError.
+        """
+        case = self._get(case_id)
+        self._access(principal, case, Permission.DECIDE)
+        kind, reason = self._check_decision(kind, policy_id, reason, until_ms, now_ms)
+        self._require_lock(principal, case, now_ms)
+        second_opinion = case.state is CaseState.PENDING_SECOND_REVIEW
+        if second_opinion:
+            if case.pending_decision_id is not None:
+                raise InvalidCaseStateError("a proposed decision awaits confirmation")
+            principal.require(Permission.CONFIRM_DECISION)
+            if principal.staff_id == case.escalated_by:
+                raise SameReviewerError()
+        elif case.state is not CaseState.OPEN:
+            raise InvalidCaseStateError("the case is not open")
+        proposal = kind in SECOND_REVIEW_KINDS and not second_opinion
+        decision = DecisionRecord(
+            decision_id="dec_" + self._ids(),
+            case_id=case_id,
+            subject=case.subject,
+            kind=kind,
+            policy_id=policy_id,
+            reason=reason,
+            decided_by=principal.staff_id,
+            decided_ms=now_ms,
+            until_ms=until_ms,
+            status=DecisionStatus.PROPOSED if proposal else DecisionStatus.FINAL,
+            second_reviewer=principal.staff_id if second_opinion else None,
+            second_review_ms=now_ms if second_opinion else None,
+        )
+        self._cases.add_decision(decision)
+        if proposal:
+            self._save(
+                case,
+                now_ms,
+                state=CaseState.PENDING_SECOND_REVIEW,
+                pending_decision_id=decision.decision_id,
+                lock_holder=None,
+                lock_expires_ms=0,
+            )
+            enforcements: tuple[Enforcement, ...] = ()
+        else:
+            self._save(
+                case,
+                now_ms,
+                state=self._final_state(kind),
+                final_decision_id=decision.decision_id,
+                lock_holder=None,
+                lock_expires_ms=0,
+            )
+            enforcements = self._enforce(decision, now_ms)
+        self._audit_case(
+            principal.staff_id,
+            AuditAction.DECISION,
+            case_id,
+            now_ms,
+            {
+                "decision": decision.decision_id,
+                "kind": kind.value,
+                "policy": policy_id,
+                "status": decision.status.value,
+                "until_ms": until_ms,
+            },
+        )
+        return DecisionOutcome(decision, enforcements)
+
+    def escalate(
+        self, principal: Principal, case_id: str, *, reason: str, now_ms: int
+    ) -> CaseRecord:
+        """Ask for a second reviewer without proposing a decision.
+
+        Raises:
+            InvalidDecisionError: no reason.  CaseLockedError, InvalidCaseStateError, and
+            permission errors.
+        """
+        case = self._get(case_id)
+        self._access(principal, case, Permission.ESCALATE)
+        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        self._require_lock(principal, case, now_ms)
+        if case.state is not CaseState.OPEN:
+            raise InvalidCaseStateError("only an open case can be escalated")
+        case = self._save(
+            case,
+            now_ms,
+            state=CaseState.PENDING_SECOND_REVIEW,
+            escalated_by=principal.staff_id,
+            lock_holder=None,
+            lock_expires_ms=0,
+        )
+        note = NoteRecord(
+            "note_" + self._ids(),
+            case_id,
+            principal.staff_id,
+            now_ms,
+            f"Escalated for a second reviewer: {reason}",
+        )
+        self._cases.add_note(note)
+        self._audit_case(
+            principal.staff_id, AuditAction.CASE_ESCALATE, case_id, now_ms, {"note": note.note_id}
+        )
+        return case
+
+    def _pending(
+        self, principal: Principal, case_id: str, now_ms: int
+    ) -> tuple[CaseRecord, DecisionRecord]:
+        case = self._get(case_id)
+        self._access(principal, case, Permission.CONFIRM_DECISION)
+        if case.state is not CaseState.PENDING_SECOND_REVIEW or case.pending_decision_id is None:
+            raise InvalidCaseStateError("no proposed decision awaits confirmation")
+        self._require_lock(principal, case, now_ms)
+        decision = self._cases.get_decision(case.pending_decision_id)
+        if decision is None:
+            raise NotFoundError("the proposed decision is missing")
+        if decision.decided_by == principal.staff_id:
+            raise SameReviewerError()
+        return case, decision
+
+    def confirm(
+        self, principal: Principal, case_id: str, *, reason: str, now_ms: int
+    ) -> DecisionOutcome:
+        """Second reviewer confirms a proposed BAN / ESCALATE_REFERRAL: it becomes final and
+        its enforcement is returned.
+
+        Raises:
+            SameReviewerError: the proposer tries to confirm.  InvalidDecisionError: no
+            reason.  CaseLockedError, InvalidCaseStateError, permission errors.
+        """
+        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        case, decision = self._pending(principal, case_id, now_ms)
+        decision = replace(
+            decision,
+            status=DecisionStatus.FINAL,
+            second_reviewer=principal.staff_id,
+            second_review_ms=now_ms,
+            second_review_reason=reason,
+        )
+        self._cases.update_decision(decision)
+        self._save(
+            case,
+            now_ms,
+            state=self._final_state(decision.kind),
+            pending_decision_id=None,
+            final_decision_id=decision.decision_id,
+            lock_holder=None,
+            lock_expires_ms=0,
+        )
+        enforcements = self._enforce(decision, now_ms)
+        self._audit_case(
+            principal.staff_id,
+            AuditAction.DECISION_CONFIRM,
+            case_id,
+            now_ms,
+            {"decision": decision.decision_id, "kind": decision.kind.value},
+        )
+        return DecisionOutcome(decision, enforcements)
+
+    def reject(
+        self, principal: Principal, case_id: str, *, reason: str, now_ms: int
+    ) -> DecisionRecord:
+        """Second reviewer rejects a proposal: the case goes back to OPEN.
+
+        Raises: as `confirm`.
+        """
+        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        case, decision = self._pending(principal, case_id, now_ms)
+        decision = replace(
+            decision,
+            status=DecisionStatus.REJECTED,
+            second_reviewer=principal.staff_id,
+            second_review_ms=now_ms,
+            second_review_reason=reason,
+        )
+        self._cases.update_decision(decision)
+        self._save(
+            case,
+            now_ms,
+            state=CaseState.OPEN,
+            pending_decision_id=None,
+            lock_holder=None,
+            lock_expires_ms=0,
+        )
+        self._audit_case(
+            principal.staff_id,
+            AuditAction.DECISION_REJECT,
+            case_id,
+            now_ms,
+            {"decision": decision.decision_id},
+        )
+        return decision
+
+    # --- appeals ------------------------------------------------------------------------------
+
+    def file_appeal(
+        self, account: str, decision_id: str, *, statement: str, now_ms: int
+    ) -> AppealRecord:
+        """The enforced account appeals a final, enforcing decision (once, within 180 days).
+
+        Raises:
+            NotFoundError: no such decision.  PermissionDeniedError: not the decision's subject.
+            InvalidCaseStateError: not appealable (dismissal, not final, already appealed,
+            window passed).  SafetyInputError: over-long statement.
+        """
+        decision = self._cases.get_decision(decision_id)
+        if decision is None:
+            raise NotFoundError("no such decision")
+        if decision.subject != account:
+            raise PermissionDeniedError("only the affected account can appeal")
+        if decision.status is not DecisionStatus.FINAL or decision.kind is DecisionKind.DISMISS:
+            raise InvalidCaseStateError("this decision cannot be appealed")
+        if self._cases.appeals_for_decision(decision_id):
+            raise InvalidCaseStateError("this decision was already appealed")
+        if now_ms > decision.decided_ms + APPEAL_WINDOW_MS:
+            raise InvalidCaseStateError("the appeal window has closed")
+        if not isinstance(statement, str) or len(statement) > MAX_NOTE_CHARS:
+            raise SafetyInputError(f"the statement is longer than {MAX_NOTE_CHARS} characters")
+        case = self._get(decision.case_id)
+        appeal = AppealRecord(
+            "apl_" + self._ids(), decision_id, case.case_id, account, now_ms, statement
+        )
+        self._cases.add_appeal(appeal)
+        self._save(case, now_ms, state=CaseState.APPEALED)
+        self._audit.append(
+            actor=f"account:{account}",
+            action=AuditAction.APPEAL_FILED,
+            target=f"case:{case.case_id}",
+            now_ms=now_ms,
+            details={"appeal": appeal.appeal_id, "decision": decision_id},
+        )
+        return appeal
+
+    def decide_appeal(
+        self,
+        principal: Principal,
+        appeal_id: str,
+        *,
+        overturn: bool,
+        reason: str,
+        now_ms: int,
+    ) -> DecisionOutcome:
+        """Decide an appeal. The decider must differ from the decision's author and its second
+        reviewer, and hold the case lock. Overturning revokes the decision's enforcements
+        (returned in ``revoked`` for the server to lift).
+
+        Raises:
+            SameReviewerError, InvalidDecisionError (no reason), InvalidCaseStateError
+            (appeal not open), CaseLockedError, NotFoundError, permission errors.
+        """
+        appeal = self._cases.get_appeal(appeal_id)
+        if appeal is None:
+            raise NotFoundError("no such appeal")
+        case = self._get(appeal.case_id)
+        self._access(principal, case, Permission.DECIDE_APPEAL)
+        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        if appeal.status is not AppealStatus.OPEN or case.state is not CaseState.APPEALED:
+            raise InvalidCaseStateError("the appeal is not open")
+        decision = self._cases.get_decision(appeal.decision_id)
+        if decision is None:
+            raise NotFoundError("the appealed decision is missing")
+        if principal.staff_id in {decision.decided_by, decision.second_reviewer}:
+            raise SameReviewerError()
+        self._require_lock(principal, case, now_ms)
+        status = AppealStatus.OVERTURNED if overturn else AppealStatus.UPHELD
+        self._cases.update_appeal(
+            replace(
+                appeal,
+                status=status,
+                decided_by=principal.staff_id,
+                decided_ms=now_ms,
+                reason=reason,
+            )
+        )
+        revoked: list[Enforcement] = []
+        if overturn:
+            for enforcement in self._enforcements.enforcements_for_decision(decision.decision_id):
+                if enforcement.revoked_ms is None:
+                    self._enforcements.revoke_enforcement(enforcement.enforcement_id, now_ms)
+                    revoked.append(replace(enforcement, revoked_ms=now_ms))
+        self._save(
+            case,
+            now_ms,
+            state=CaseState.OVERTURNED if overturn else self._final_state(decision.kind),
+            lock_holder=None,
+            lock_expires_ms=0,
+        )
+        self._audit_case(
+            principal.staff_id,
+            AuditAction.APPEAL_DECIDED,
+            case.case_id,
+            now_ms,
+            {
+                "appeal": appeal_id,
+                "outcome": status.value,
+                "revoked": [e.enforcement_id for e in revoked],
+            },
+        )
+        return DecisionOutcome(decision, (), tuple(revoked))
+
+    # --- bad-faith reporters ------------------------------------------------------------------
+
+    def void_reporter(
+        self, principal: Principal, reporter: str, *, reason: str, now_ms: int
+    ) -> VoidResult:
+        """Void every report of ``reporter`` in one action. Open cases left with no accepted
+        report are closed as VOIDED; other open cases get their counts and priority
+        recomputed. Decided cases keep their decisions (the decision record stands on its
+        own reasons; a lead can reopen by other means).
+
+        Raises:
+            PermissionDeniedError: no VOID_REPORTER.  InvalidDecisionError: no reason.
+        """
+        principal.require(Permission.VOID_REPORTER)
+        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        voided = 0
+        touched: set[str] = set()
+        for report in self._reports.reports_by_reporter(reporter):
+            if report.status is ReportStatus.VOIDED:
+                continue
+            self._reports.update_report(
+                replace(report, status=ReportStatus.VOIDED, voided_ms=now_ms)
+            )
+            voided += 1
+            if report.case_id is not None:
+                touched.add(report.case_id)
+        closed: list[str] = []
+        updated: list[str] = []
+        for case_id in sorted(touched):
+            case = self._cases.get_case(case_id)
+            if case is None or case.state not in OPEN_STATES:
+                continue
+            reports, reporters = self._reporters(case_id)
+            if reports == 0:
+                self._save(
+                    case,
+                    now_ms,
+                    state=CaseState.VOIDED,
+                    report_count=0,
+                    reporter_count=0,
+                    lock_holder=None,
+                    lock_expires_ms=0,
+                )
+                closed.append(case_id)
+            else:
+                self._save(
+                    case,
+                    now_ms,
+                    report_count=reports,
+                    reporter_count=reporters,
+                    priority=case.base_priority + duplicate_boost(reports, reporters),
+                )
+                updated.append(case_id)
+        self._audit.append(
+            actor=principal.staff_id,
+            action=AuditAction.REPORTER_VOIDED,
+            target=f"account:{reporter}",
+            now_ms=now_ms,
+            details={
+                "reports": voided,
+                "closed": closed,
+                "updated": updated,
+                "reason": reason[:500],
+            },
+        )
+        return VoidResult(voided, tuple(closed), tuple(updated))
+
+    # --- enforcement --------------------------------------------------------------------------
+
+    def active_enforcements(self, account: str, *, now_ms: int) -> list[Enforcement]:
+        """What the messaging server must currently apply to ``account``."""
+        return [e for e in self._enforcements.enforcements_for_account(account) if e.active(now_ms)]

@@ -1,0 +1,309 @@
+"""Shared fixtures: a franking "server", chats that produce real franked report items, and a
+fully wired in-memory trust & safety world."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from argon2 import PasswordHasher
+
+from tidings.crypto import attachment, franking
+from tidings.crypto.franking import ReportItem
+from tidings.safety.audit import AuditLog, InMemoryAuditRepository
+from tidings.safety.cases import (
+    CaseService,
+    InMemoryCaseRepository,
+    InMemoryEnforcementRepository,
+)
+from tidings.safety.categories import QueueId
+from tidings.safety.evidence import EvidenceKeyRing, EvidenceVault, InMemoryEvidenceRepository
+from tidings.safety.reports import (
+    FrankingKey,
+    FrankingKeyRing,
+    InMemoryReportRepository,
+    ReportIntake,
+    ReportSubmission,
+)
+from tidings.safety.staff import (
+    InMemoryStaffRepository,
+    Principal,
+    Role,
+    StaffAccount,
+    StaffService,
+    TotpVerifier,
+)
+from tidings.wire import encode, pb
+
+T0 = 1_700_000_000_000
+OLD_KEY = os.urandom(32)
+NEW_KEY = os.urandom(32)
+ROTATED_AT = T0 + 1_000_000
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Sent:
+    """One message as every recipient device received it."""
+
+    items: dict[tuple[str, int], ReportItem]
+    commitment: bytes
+
+    def to(self, account: str, device: int = 1) -> ReportItem:
+        return self.items[(account, device)]
+
+
+@dataclass
+class Server:
+    """The server's side of franking: timestamps, message ids, tags (with key rotation)."""
+
+    clock: int = T0
+    attachments: dict[str, bytes] = field(default_factory=dict)
+
+    def key_at(self, timestamp: int) -> bytes:
+        return OLD_KEY if timestamp < ROTATED_AT else NEW_KEY
+
+    def fetch(self, attachment_id: str) -> bytes | None:
+        return self.attachments.get(attachment_id)
+
+
+@dataclass
+class Chat:
+    """A conversation (1:1 or group) whose messages are franked and tagged like the real thing
+    (frank -> commitment -> server tag -> ReportItem), without the ratchet in between (the
+    ratchet is covered by tests/crypto; franking does not depend on it)."""
+
+    server: Server
+    conversation_id: bytes
+    group_id: bytes | None = None
+    heads: dict[tuple[str, int], bytes] = field(default_factory=dict)
+
+    def send(
+        self,
+        sender: tuple[str, int],
+        recipients: list[tuple[str, int]],
+        text: str,
+        *,
+        attachments: tuple[pb.AttachmentPointer, ...] = (),
+        server_key: bytes | None = None,
+    ) -> Sent:
+        data = pb.DataMessage(body=text)
+        data.attachments.extend(attachments)
+        if self.group_id is not None:
+            data.group.CopyFrom(pb.GroupContext(group_id=self.group_id))
+        content = pb.Content(
+            version=1,
+            sent_at_ms=self.server.clock,
+            conversation_id=self.conversation_id,
+            previous_commitment=self.heads.get(sender, b""),
+            data=data,
+        )
+        franked = franking.frank(content)
+        self.heads[sender] = franked.commitment
+        items: dict[tuple[str, int], ReportItem] = {}
+        for recipient in recipients:
+            self.server.clock += 1
+            tag_input = franking.FrankingTagInput(
+                commitment=franked.commitment,
+                sender=sender[0],
+                sender_device=sender[1],
+                recipient=recipient[0],
+                recipient_device=recipient[1],
+                server_timestamp_ms=self.server.clock,
+                message_id=os.urandom(16),
+            )
+            key = server_key or self.server.key_at(self.server.clock)
+            items[recipient] = ReportItem(
+                content=franked.content,
+                franking_key=franked.franking_key,
+                commitment=franked.commitment,
+                franking_tag=franking.compute_franking_tag(key, tag_input),
+                sender=sender[0],
+                sender_device=sender[1],
+                recipient=recipient[0],
+                recipient_device=recipient[1],
+                server_timestamp_ms=self.server.clock,
+                message_id=tag_input.message_id,
+            )
+        return Sent(items, franked.commitment)
+
+    def upload(
+        self, plaintext: bytes, *, key: bytes | None = None, content_type: str = "image/png"
+    ) -> tuple[pb.AttachmentPointer, bytes]:
+        """Encrypt and store an attachment; return its pointer and key."""
+        key = key or attachment.generate_key()
+        ciphertext, digest = attachment.encrypt_bytes(key, plaintext, chunk_size=256)
+        attachment_id = os.urandom(8).hex()
+        self.server.attachments[attachment_id] = ciphertext
+        pointer = pb.AttachmentPointer(
+            id=attachment_id,
+            key=key,
+            digest=digest,
+            size=len(plaintext),
+            chunk_size=256,
+            content_type=content_type,
+        )
+        return pointer, key
+
+
+def direct_chat(server: Server, a: str, b: str) -> Chat:
+    return Chat(server, franking.direct_conversation_id(a, b))
+
+
+def group_chat(server: Server) -> Chat:
+    group_id = os.urandom(16)
+    return Chat(server, franking.group_conversation_id(group_id), group_id)
+
+
+def cheap_hasher() -> PasswordHasher:
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> str:
+        self.n += 1
+        return f"{self.n:04d}"
+
+
+@dataclass
+class World:
+    server: Server
+    audit_repo: InMemoryAuditRepository
+    audit: AuditLog
+    evidence_repo: InMemoryEvidenceRepository
+    report_repo: InMemoryReportRepository
+    case_repo: InMemoryCaseRepository
+    enforcement_repo: InMemoryEnforcementRepository
+    vault: EvidenceVault
+    staff: StaffService
+    staff_repo: InMemoryStaffRepository
+    cases: CaseService
+    intake: ReportIntake
+    admin: Principal
+    totp: TotpVerifier = field(default_factory=TotpVerifier)
+    now: int = T0 + 10_000_000
+
+    def submit(self, submission: ReportSubmission) -> str:
+        return self.intake.submit(submission, now_ms=self.now).case_id
+
+    def make_staff(
+        self, username: str, *roles: Role, child_safety: bool = False, queues: tuple[str, ...] = ()
+    ) -> Principal:
+        account = self.staff.create_staff(
+            self.admin,
+            username=username,
+            display_name=username,
+            roles=roles,
+            password=PASSWORD,
+            now_ms=self.now,
+        )
+        if child_safety:
+            self.staff.set_child_safety(self.admin, account.staff_id, True, now_ms=self.now)
+        for queue in queues:
+            self.staff.add_to_queue(self.admin, account.staff_id, queue, now_ms=self.now)
+        return self.staff.principal_for(account.staff_id)
+
+    def account(self, principal: Principal) -> StaffAccount:
+        account = self.staff_repo.get_staff(principal.staff_id)
+        assert account is not None
+        return account
+
+    def stored_nothing(self, audit_before: int) -> bool:
+        return (
+            not self.report_repo.reports
+            and not self.report_repo.replay
+            and not self.evidence_repo.rows
+            and not self.case_repo.cases
+            and len(self.audit_repo.rows) == audit_before
+        )
+
+
+ALL_QUEUES = tuple(q.value for q in QueueId if q is not QueueId.CHILD_SAFETY)
+
+
+def build_world(*, anchor_key: bytes | None = None) -> World:
+    server = Server()
+    audit_repo = InMemoryAuditRepository()
+    audit = AuditLog(audit_repo, anchor_key=anchor_key)
+    evidence_repo = InMemoryEvidenceRepository()
+    report_repo = InMemoryReportRepository(evidence_repo)
+    case_repo = InMemoryCaseRepository()
+    enforcement_repo = InMemoryEnforcementRepository()
+    vault = EvidenceVault(evidence_repo, EvidenceKeyRing({"ev1": os.urandom(32)}, "ev1"), audit)
+    staff_repo = InMemoryStaffRepository()
+    ids = Counter()
+    staff = StaffService(
+        staff_repo, audit, hasher=cheap_hasher(), id_source=lambda: "staff_" + ids()
+    )
+    admin_account = staff.bootstrap_admin("root", PASSWORD, now_ms=T0)
+    cases = CaseService(
+        cases=case_repo,
+        reports=report_repo,
+        enforcements=enforcement_repo,
+        audit=audit,
+        principals=staff.principal_for,
+    )
+    keys = FrankingKeyRing(
+        [
+            FrankingKey("f1", OLD_KEY, T0 - 1, ROTATED_AT),
+            FrankingKey("f2", NEW_KEY, ROTATED_AT, None),
+        ]
+    )
+    intake = ReportIntake(
+        franking_keys=keys,
+        fetcher=server,
+        reports=report_repo,
+        vault=vault,
+        cases=cases,
+        audit=audit,
+    )
+    return World(
+        server=server,
+        audit_repo=audit_repo,
+        audit=audit,
+        evidence_repo=evidence_repo,
+        report_repo=report_repo,
+        case_repo=case_repo,
+        enforcement_repo=enforcement_repo,
+        vault=vault,
+        staff=staff,
+        staff_repo=staff_repo,
+        cases=cases,
+        intake=intake,
+        admin=staff.principal_for(admin_account.staff_id),
+    )
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    yield build_world()
+
+
+def submission(
+    reporter: tuple[str, int],
+    items: list[ReportItem],
+    *,
+    reported: int = -1,
+    category: str = "harassment",
+    **kw: object,
+) -> ReportSubmission:
+    return ReportSubmission(
+        reporter=reporter[0],
+        reporter_device=reporter[1],
+        category=category,
+        items=tuple(items),
+        reported_index=reported % len(items) if items else 0,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def altered_content(item: ReportItem, text: str) -> bytes:
+    content = pb.Content()
+    content.ParseFromString(item.content)
+    content.data.body = text
+    return encode(content)
