@@ -16,11 +16,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidings import __version__
 from tidings.errors import TidingsError
 from tidings.server.api import build_router
-from tidings.server.config import ServerConfig
+from tidings.server.bodylimit import ChunkedBodyLimit
+from tidings.server.config import ConfigError, ServerConfig
 from tidings.server.errors import body_for, headers_for, status_for
 from tidings.server.hub import LocalHub, RedisHub
 from tidings.server.metrics import Metrics
@@ -31,6 +33,7 @@ from tidings.storage.database import Database, sqlite_url
 from tidings.storage.messaging import MessagingStore
 
 log = logging.getLogger("tidings.app")
+access_log = logging.getLogger("tidings.access")
 
 MAX_JSON_BODY = 2 * 1024 * 1024
 """Largest request body outside attachment uploads (a send to 1000 devices fits)."""
@@ -39,11 +42,26 @@ PURGE_INTERVAL_S = 60.0
 
 
 def build_state(config: ServerConfig) -> ServerState:
-    """Everything the routes use, unstarted (no connections yet)."""
+    """Everything the routes use, unstarted (no connections yet).
+
+    Raises:
+        ConfigError: cluster mode (``redis_url``) without a shared ``franking_key_file``:
+            every node must tag with the same key, or reports verified by another node fail;
+            or a ``database_schema`` that is not a plain identifier, or set for SQLite.
+    """
+    if config.redis_url and config.franking_key_file is None:
+        raise ConfigError(
+            "cluster mode (redis_url) needs franking_key_file: every node must share one key"
+        )
     config.data_dir.mkdir(parents=True, exist_ok=True)
     attachments_dir = config.data_dir / "attachments"
     attachments_dir.mkdir(exist_ok=True)
-    db = Database(config.database_url or sqlite_url(config.data_dir))
+    try:
+        db = Database(
+            config.database_url or sqlite_url(config.data_dir), schema=config.database_schema
+        )
+    except ValueError as exc:
+        raise ConfigError(f"database_schema: {exc}") from None
     hub: LocalHub = RedisHub(config.redis_url) if config.redis_url else LocalHub()
     limiter: RateLimiter = (
         RedisRateLimiter(config.redis_url) if config.redis_url else MemoryRateLimiter()
@@ -62,13 +80,20 @@ def build_state(config: ServerConfig) -> ServerState:
     )
 
 
+async def purge_expired(state: ServerState) -> int:
+    """One purge round: expired envelopes and attachments (records, then files). Returns how
+    many envelopes went. Reads already hide expired items; this reclaims the space."""
+    envelopes, files = await state.store.purge_expired(state.clock())
+    for attachment_id in files:
+        (state.attachments_dir / attachment_id).unlink(missing_ok=True)
+    return envelopes
+
+
 async def _purge_forever(state: ServerState) -> None:
     while True:
         await asyncio.sleep(PURGE_INTERVAL_S)
         try:
-            _, files = await state.store.purge_expired(state.clock())
-            for attachment_id in files:
-                (state.attachments_dir / attachment_id).unlink(missing_ok=True)
+            await purge_expired(state)
         except Exception as exc:  # the next round retries; expiry is not urgent
             log.warning("purge failed: %s", type(exc).__name__)
 
@@ -107,6 +132,28 @@ def create_app(config: ServerConfig) -> FastAPI:
             status_code=status_for(exc), content=body_for(exc), headers=headers_for(exc)
         )
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug or an outage (database down): the class name goes to the log, nothing of the
+        # request or the exception's text goes anywhere.
+        log.error("unhandled error", extra={"error": type(exc).__name__})
+        state.metrics.errors.labels(code="internal").inc()
+        return JSONResponse(
+            status_code=500,
+            content={"error": {"code": "internal", "message": "internal server error"}},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths and methods get the same error shape as everything else.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        state.metrics.errors.labels(code=code).inc()
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": {"code": code, "message": str(exc.detail)}},
+            headers=exc.headers,
+        )
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         state.metrics.errors.labels(code="malformed").inc()
@@ -137,9 +184,24 @@ def create_app(config: ServerConfig) -> FastAPI:
             response = await call_next(request)
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
+        elapsed = time.perf_counter() - started
         state.metrics.requests.labels(route=template, status=str(response.status_code)).inc()
-        state.metrics.latency.labels(route=template).observe(time.perf_counter() - started)
+        state.metrics.latency.labels(route=template).observe(elapsed)
+        # The route template, never the raw path: paths carry usernames and ids.
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "route": template,
+                "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 2),
+            },
+        )
         return response
+
+    app.add_middleware(
+        ChunkedBodyLimit, max_bytes=MAX_JSON_BODY, exempt={"/v1/attachments"}
+    )
 
     @app.get("/metrics", include_in_schema=False)
     async def _metrics() -> Response:

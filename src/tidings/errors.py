@@ -336,6 +336,12 @@ class UnknownDeviceError(RequestError):
     code = "unknown_device"
 
 
+class UnknownAttachmentError(RequestError):
+    """No attachment with that id (never uploaded, or expired and deleted)."""
+
+    code = "not_found"
+
+
 class LastDeviceError(RequestError):
     """The last device of an account cannot be removed; delete the account instead."""
 

@@ -19,6 +19,9 @@ from tidings.server.state import ServerState, StateDep
 from tidings.wire.base64url import b64d
 
 SECRET_LEN = 32
+LAST_SEEN_RESOLUTION_MS = 3600 * 1000
+"""``last_seen_ms`` moves at most once an hour: a write per request would serialise SQLite,
+and a coarse value is all the device list needs (and all the server should keep)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,9 @@ async def authenticate(headers: Headers, state: ServerState) -> AuthenticatedDev
     expected = record.credential_hash if record is not None else bytes(32)
     if not hmac.compare_digest(expected, credential_hash(secret)) or record is None:
         raise UnauthorizedError("unknown device or wrong secret")
+    now = state.clock()
+    if now - record.last_seen_ms >= LAST_SEEN_RESOLUTION_MS:
+        await state.store.touch(record.account_id, device_id, now)
     return AuthenticatedDevice(record.account_id, username, device_id, record.registration_id)
 
 

@@ -27,6 +27,8 @@ class ServerConfig:
     log_level: str = "info"
     database_url: str = ""
     """Empty: embedded SQLite in ``data_dir``. Else e.g. postgresql://host/db (cluster mode)."""
+    database_schema: str = ""
+    """PostgreSQL only: keep the tables in this schema (created if missing) instead of public."""
     redis_url: str = ""
     """Empty: single node. Else redis://host:6379/0 for cross-node delivery and rate limits."""
     node_name: str = "node-1"

@@ -17,6 +17,7 @@ _STATUS: list[tuple[type[e.TidingsError], int]] = [
     (e.AuthenticationError, 401),
     (e.UnknownAccountError, 404),
     (e.UnknownDeviceError, 404),
+    (e.UnknownAttachmentError, 404),
     (e.NotFoundError, 404),
     (e.UsernameTakenError, 409),
     (e.MismatchedDevicesError, 409),

@@ -76,6 +76,11 @@ class CheckedPrekeys:
         for text in upload.kem_prekeys:
             encoded = self._kem(text, identity, last_resort=False)
             self.kem.append((pb.KemPrekey.FromString(encoded).id, encoded))
+        for keys in (self.one_time, self.kem):
+            # Ids are unique per device in storage: a repeated id in one request is a client
+            # bug, answered as such rather than as a constraint violation.
+            if len({key_id for key_id, _ in keys}) != len(keys):
+                raise DecodeError("a prekey id appears twice in one upload")
 
     @staticmethod
     def _kem(text: str, identity: IdentityKey, *, last_resort: bool) -> bytes:

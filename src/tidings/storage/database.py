@@ -4,6 +4,7 @@ and the Alembic migrations that bring its schema to the current version."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK = 0x7469_6469  # "tidi": any constant shared by all nodes
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -40,6 +43,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # Acknowledged envelopes are overwritten, not left in free pages of the file.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -53,16 +58,32 @@ class Database:
     PostgreSQL writers run concurrently and rely on row locks.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, schema: str = "") -> None:
+        """``schema`` (PostgreSQL only) puts every table, and Alembic's version table, in that
+        schema instead of ``public``: several deployments or test runs can share a database.
+
+        Raises:
+            ValueError: ``schema`` is given for SQLite, or is not a plain identifier.
+        """
         self.url = async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        self.schema = schema
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        if schema and (self.is_sqlite or not _IDENTIFIER.fullmatch(schema)):
+            raise ValueError("database schema must be a plain identifier, PostgreSQL only")
         if self.is_sqlite:
             self.engine: AsyncEngine = create_async_engine(self.url)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
+            # search_path as a connection setting: every pooled connection sees the schema,
+            # not only the one that ran the migrations.
+            connect_args = {"server_settings": {"search_path": schema}} if schema else {}
             self.engine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                connect_args=connect_args,
             )
 
     @asynccontextmanager
@@ -79,9 +100,8 @@ class Database:
         async with self.engine.connect() as connection:
             yield connection
 
-    async def migrate(self, schema: str | None = None) -> None:
-        """Apply every pending migration (idempotent). ``schema`` selects a PostgreSQL
-        schema (tests isolate runs this way)."""
+    async def migrate(self) -> None:
+        """Apply every pending migration (idempotent; creates the schema if one is set)."""
 
         def upgrade(connection: Connection) -> None:
             config = Config()
@@ -90,8 +110,12 @@ class Database:
             command.upgrade(config, "head")
 
         async with self.engine.begin() as connection:
-            if schema is not None:
-                await connection.exec_driver_sql(f'SET search_path TO "{schema}"')
+            if not self.is_sqlite:
+                # Cluster nodes starting together would race on CREATE TABLE: one migrates,
+                # the others wait here and then find nothing left to do.
+                await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+            if self.schema:
+                await connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             await connection.run_sync(upgrade)
 
     async def close(self) -> None:

@@ -477,9 +477,15 @@ class MessagingStore:
             )
 
     async def pending(
-        self, account_id: int, device_id: int, *, after_seq: int = 0, limit: int = 100
+        self,
+        account_id: int,
+        device_id: int,
+        *,
+        now_ms: int,
+        after_seq: int = 0,
+        limit: int = 100,
     ) -> list[QueuedEnvelope]:
-        """Queued envelopes of a device, oldest first, after ``after_seq``."""
+        """Unexpired queued envelopes of a device, oldest first, after ``after_seq``."""
         async with self.db.read() as conn:
             rows = await conn.execute(
                 select(messages.c.id, messages.c.message_id, messages.c.envelope)
@@ -487,6 +493,8 @@ class MessagingStore:
                     messages.c.account_id == account_id,
                     messages.c.device_id == device_id,
                     messages.c.id > after_seq,
+                    # The purge runs only every minute: expired means gone from that instant.
+                    messages.c.expires_at_ms >= now_ms,
                 )
                 .order_by(messages.c.id)
                 .limit(limit)

@@ -105,6 +105,9 @@ messages = Table(
     ),
     Index("ix_messages_queue", "account_id", "device_id", "id"),
     Index("ix_messages_expiry", "expires_at_ms"),
+    # Queue positions must never be reused: a WebSocket resumes "after the last position it
+    # sent", and SQLite without AUTOINCREMENT hands a deleted top rowid out again.
+    sqlite_autoincrement=True,
 )
 
 provisioning_codes = Table(

@@ -21,6 +21,8 @@ def b64d(text: str, *, what: str = "value", max_len: int | None = None) -> bytes
     if not isinstance(text, str) or (max_len is not None and len(text) > (max_len * 4 + 2) // 3):
         raise DecodeError(f"{what} is not base64url of at most {max_len} bytes")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        # validate=True: the default silently drops characters outside the alphabet, which
+        # would turn garbage such as "%%%" into a valid (empty) value instead of an error.
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise DecodeError(f"{what} is not base64url") from None

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
-from tidings.errors import AttachmentTooLargeError, DecodeError, UnknownAccountError
+from tidings.errors import AttachmentTooLargeError, DecodeError, UnknownAttachmentError
 from tidings.server.auth import DeviceDep
 from tidings.server.models import AttachmentCreated
 from tidings.server.state import StateDep
@@ -18,6 +20,7 @@ from tidings.server.state import StateDep
 router = APIRouter(prefix="/v1/attachments", tags=["attachments"])
 
 _ID_BYTES = 32  # 256-bit ids: the id is the capability to download
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 @router.post("", status_code=201, response_model=AttachmentCreated)
@@ -39,7 +42,8 @@ async def upload(request: Request, auth: DeviceDep, state: StateDep) -> Attachme
                 size += len(chunk)
                 if size > min(limit, declared):
                     raise AttachmentTooLargeError(f"attachments are limited to {limit} bytes")
-                out.write(chunk)
+                # In a worker thread: a slow disk must not stall every other connection.
+                await anyio.to_thread.run_sync(out.write, chunk)
         if size != declared:
             raise DecodeError("the body is shorter than its Content-Length")
         os.replace(partial, path)
@@ -50,14 +54,22 @@ async def upload(request: Request, auth: DeviceDep, state: StateDep) -> Attachme
         raise
     now = state.clock()
     expires = now + state.config.attachment_ttl_s * 1000
-    await state.store.add_attachment(attachment_id, auth.account_id, size, now, expires)
+    try:
+        await state.store.add_attachment(attachment_id, auth.account_id, size, now, expires)
+    except BaseException:
+        path.unlink(missing_ok=True)  # no record, no file: nothing kept on failure
+        raise
     return AttachmentCreated(id=attachment_id, expires_at_ms=expires)
 
 
 @router.get("/{attachment_id}")
 async def download(attachment_id: str, auth: DeviceDep, state: StateDep) -> FileResponse:
+    # Ids are token_urlsafe: anything else (a path, a dot) cannot be one and never reaches
+    # the file system.
+    if not _ID_PATTERN.fullmatch(attachment_id):
+        raise UnknownAttachmentError("no such attachment (or it expired)")
     size = await state.store.attachment(attachment_id, state.clock())
     path = state.attachments_dir / attachment_id
-    if size is None or not path.is_file() or "/" in attachment_id:
-        raise UnknownAccountError("no such attachment (or it expired)")
+    if size is None or not path.is_file():
+        raise UnknownAttachmentError("no such attachment (or it expired)")
     return FileResponse(path, media_type="application/octet-stream")

@@ -94,13 +94,17 @@ async def send(username: str, body: SendRequest, auth: DeviceDep, state: StateDe
 
 @router.get("", response_model=Pending)
 async def pending(auth: DeviceDep, state: StateDep) -> Pending:
-    queued = await state.store.pending(auth.account_id, auth.device_id, limit=PAGE + 1)
+    queued = await state.store.pending(
+        auth.account_id, auth.device_id, now_ms=state.clock(), limit=PAGE + 1
+    )
     return Pending(envelopes=[b64e(q.envelope) for q in queued[:PAGE]], more=len(queued) > PAGE)
 
 
 @router.delete("/{message_id}", status_code=204)
 async def acknowledge(message_id: str, auth: DeviceDep, state: StateDep) -> Response:
     raw = b64d(message_id, what="message id", max_len=MESSAGE_ID_LEN)
+    if len(raw) != MESSAGE_ID_LEN:
+        raise DecodeError(f"a message id is {MESSAGE_ID_LEN} bytes")
     if await state.store.acknowledge(auth.account_id, auth.device_id, raw):
         state.metrics.envelopes_delivered.inc()
     return Response(status_code=204)

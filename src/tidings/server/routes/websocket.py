@@ -55,7 +55,11 @@ async def _deliver(
         while not acks.done():
             wake.clear()
             batch = await state.store.pending(
-                auth.account_id, auth.device_id, after_seq=last_seq, limit=_PAGE
+                auth.account_id,
+                auth.device_id,
+                now_ms=state.clock(),
+                after_seq=last_seq,
+                limit=_PAGE,
             )
             for item in batch:
                 await ws.send_text(

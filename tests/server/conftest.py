@@ -1,0 +1,190 @@
+"""Fixtures for the server tests: an app per test (fresh data directory), device kits, and
+the external services of cluster mode (PostgreSQL, Redis).
+
+External services: a test that needs one is skipped when it is unreachable, except under
+``CI=true``, where an unreachable service is a failure (CI must run every variant).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import secrets
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from tests.server.helpers import DeviceKit
+from tidings.app import create_app
+from tidings.server.config import ServerConfig
+
+PG_URL = os.environ.get("TIDINGS_TEST_PG", "postgresql://127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def require_service(name: str, reachable: bool, detail: str = "") -> None:
+    """Skip the test when ``name`` is unreachable; fail instead when ``CI=true``."""
+    if reachable:
+        return
+    message = f"{name} is unreachable{': ' + detail if detail else ''}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: every service variant must run)")
+    pytest.skip(message)
+
+
+def pg_admin(sql: str) -> str:
+    """Run one statement on the test database; returns '' or the error's class name."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    async def go() -> None:
+        conn = await asyncpg.connect(PG_URL, timeout=3)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def in_thread() -> str:
+        # A thread of its own: the caller may be inside a running event loop (async tests).
+        try:
+            asyncio.run(go())
+        except Exception as exc:  # any failure means "unreachable" to the caller
+            return type(exc).__name__
+        return ""
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(in_thread).result()
+
+
+@pytest.fixture(scope="session")
+def pg_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema for this test session, dropped at the end."""
+    schema = f"tidings_test_{secrets.token_hex(4)}"
+    error = pg_admin(f'CREATE SCHEMA "{schema}"')
+    require_service("PostgreSQL", not error, f"{PG_URL} ({error})")
+    yield schema
+    pg_admin(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    parsed = urllib.parse.urlsplit(REDIS_URL)
+    try:
+        address = (parsed.hostname or "127.0.0.1", parsed.port or 6379)
+        with socket.create_connection(address, timeout=2) as s:
+            s.sendall(b"PING\r\n")
+            ok = s.recv(16).startswith(b"+PONG")
+    except OSError:
+        ok = False
+    require_service("Redis", ok, REDIS_URL)
+    return REDIS_URL
+
+
+def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:
+    """Limits high enough that only the rate-limit tests ever meet them."""
+    base: dict[str, Any] = {
+        "data_dir": data_dir,
+        "rate_registrations_per_hour": 100_000,
+        "rate_prekey_fetches_per_minute": 100_000,
+        "rate_sends_per_minute": 100_000,
+    }
+    base.update(overrides)
+    return ServerConfig(**base)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ServerConfig:
+    return make_config(tmp_path / "data")
+
+
+@pytest.fixture
+def client(config: ServerConfig) -> Iterator[TestClient]:
+    """The app over HTTP in-process, lifespan (migrations) run."""
+    with TestClient(create_app(config), raise_server_exceptions=True) as c:
+        yield c
+
+
+@pytest.fixture
+def register(client: TestClient) -> Callable[..., DeviceKit]:
+    """Register a fresh account; returns its first device's kit (username and id set)."""
+    counter = iter(range(1_000_000))
+
+    def make(prefix: str = "user", **kit_args: Any) -> DeviceKit:
+        kit = DeviceKit(**kit_args)
+        username = f"{prefix}{next(counter)}"
+        response = client.post(
+            "/v1/accounts", json={"username": username, "device": kit.device_keys()}
+        )
+        assert response.status_code == 201, response.text
+        kit.username, kit.device_id = username, response.json()["device_id"]
+        return kit
+
+    return make
+
+
+@pytest.fixture
+def link(client: TestClient) -> Callable[..., DeviceKit]:
+    """Link a new device to the account of ``existing``; returns the new device's kit."""
+
+    def make(existing: DeviceKit, **kit_args: Any) -> DeviceKit:
+        code = client.post("/v1/devices/provisioning", headers=existing.auth).json()["code"]
+        kit = DeviceKit(**kit_args)
+        response = client.post(
+            "/v1/devices/link",
+            json={"username": existing.username, "code": code, "device": kit.device_keys()},
+        )
+        assert response.status_code == 201, response.text
+        kit.username, kit.device_id = existing.username, response.json()["device_id"]
+        return kit
+
+    return make
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """A real uvicorn server in a background thread (for WebSocket and cluster tests)."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/websocket"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(config), host="127.0.0.1", port=self.port, log_level="warning"
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(config: ServerConfig) -> Iterator[LiveServer]:
+    server = LiveServer(config).start()
+    yield server
+    server.stop()

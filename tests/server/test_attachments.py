@@ -1,0 +1,94 @@
+"""Attachments: streamed upload with Content-Length and a size limit, unguessable ids,
+download, expiry; nothing kept on any rejection."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from tests.server.conftest import make_config
+from tests.server.helpers import DeviceKit
+from tidings.app import create_app, purge_expired
+from tidings.server.config import ServerConfig
+
+Register = Callable[..., DeviceKit]
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+def stored_files(config: ServerConfig) -> list[Path]:
+    return list((config.data_dir / "attachments").iterdir())
+
+
+def test_upload_and_download(client: TestClient, register: Register, config: ServerConfig) -> None:
+    alice, bob = register("alice"), register("bob")
+    data = os.urandom(300_000)
+    created = client.post("/v1/attachments", content=data, headers={**alice.auth, **OCTETS})
+    assert created.status_code == 201, created.text
+    attachment_id = created.json()["id"]
+    assert len(attachment_id) == 43 and created.json()["expires_at_ms"] > 0
+    # Any authenticated device holding the id (the capability) can download it.
+    got = client.get(f"/v1/attachments/{attachment_id}", headers=bob.auth)
+    assert got.status_code == 200 and got.content == data
+    assert got.headers["content-type"] == "application/octet-stream"
+    assert client.get(f"/v1/attachments/{attachment_id}").status_code == 401
+    assert [p.name for p in stored_files(config)] == [attachment_id]
+
+
+def test_unknown_and_odd_ids_are_404(client: TestClient, register: Register) -> None:
+    alice = register("alice")
+    for attachment_id in ("A" * 43, "..", "..%2Ffranking.key", "x" * 44, "franking.key"):
+        response = client.get(f"/v1/attachments/{attachment_id}", headers=alice.auth)
+        assert response.status_code == 404, attachment_id
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def test_oversized_upload_is_413_and_leaves_nothing(tmp_path: Path) -> None:
+    config = make_config(tmp_path, attachment_max_bytes=1000)
+    with TestClient(create_app(config)) as client:
+        alice = DeviceKit()
+        client.post("/v1/accounts", json={"username": "alice", "device": alice.device_keys()})
+        alice.username, alice.device_id = "alice", 1
+        big = client.post("/v1/attachments", content=b"x" * 1001, headers={**alice.auth, **OCTETS})
+        assert big.status_code == 413 and big.json()["error"]["code"] == "attachment_too_large"
+        fits = client.post("/v1/attachments", content=b"x" * 1000, headers={**alice.auth, **OCTETS})
+        assert fits.status_code == 201
+        assert len(stored_files(config)) == 1
+
+
+def test_content_length_is_required(
+    client: TestClient, register: Register, config: ServerConfig
+) -> None:
+    alice = register("alice")
+
+    def chunks() -> Iterator[bytes]:  # a generator body is sent chunked, without a length
+        yield b"abc"
+        yield b"def"
+
+    response = client.post("/v1/attachments", content=chunks(), headers={**alice.auth, **OCTETS})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "malformed"
+    assert stored_files(config) == []
+    assert client.post("/v1/attachments", content=b"abc", headers=OCTETS).status_code == 401
+
+
+def test_expired_attachments_are_gone(
+    client: TestClient, register: Register, config: ServerConfig
+) -> None:
+    alice = register("alice")
+    state = client.app.state.tidings  # type: ignore[attr-defined]
+    real_clock = state.clock
+    state.clock = lambda: real_clock() - 31 * 24 * 3600 * 1000
+    old = client.post("/v1/attachments", content=b"old", headers={**alice.auth, **OCTETS}).json()[
+        "id"
+    ]
+    state.clock = real_clock
+    fresh = client.post("/v1/attachments", content=b"new", headers={**alice.auth, **OCTETS}).json()[
+        "id"
+    ]
+    assert client.get(f"/v1/attachments/{old}", headers=alice.auth).status_code == 404
+    # The periodic purge deletes the expired record and its file, and nothing else.
+    client.portal.call(purge_expired, state)  # type: ignore[union-attr]
+    assert [p.name for p in stored_files(config)] == [fresh]
+    assert client.get(f"/v1/attachments/{fresh}", headers=alice.auth).status_code == 200
