@@ -6,7 +6,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -17,6 +18,7 @@ from tidings.errors import TidingsError
 
 if TYPE_CHECKING:
     from tidings.client.sdk import Client, ReceiveEvent
+    from tidings.client.transport import Progress
 
 T = TypeVar("T")
 
@@ -61,6 +63,7 @@ def server(
 
     from tidings.app import create_app
     from tidings.server.config import ServerConfig
+    from tidings.server.logs import log_config
 
     try:
         cfg = ServerConfig.load(config).with_overrides(host=host, port=port, data_dir=data_dir)
@@ -70,7 +73,16 @@ def server(
     app = create_app(cfg)
     typer.echo(f"Tidings {__version__} listening on http://{cfg.host}:{cfg.port} "
                f"(data in {cfg.data_dir.resolve()}); health: /healthz", err=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
+    # JSON lines; uvicorn's access log is off because it prints raw paths (usernames, ids):
+    # tidings.access logs route templates instead.
+    uvicorn.run(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        log_config=log_config(cfg.log_level),
+        access_log=False,
+    )
 
 
 # --- client commands --------------------------------------------------------------------------
@@ -140,6 +152,27 @@ def _run(as_json: bool, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
     typer.echo(json.dumps(data) if as_json else text)
+
+
+@contextmanager
+def _progress(as_json: bool, label: str) -> Iterator[Progress | None]:
+    """A transfer progress bar on stderr; none with --json or when stderr is not a terminal
+    (scripts and pipes get clean output)."""
+    if as_json or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
+    from rich.progress import Progress as Bar
+
+    with Bar(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+             console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield update
 
 
 async def _open(ctx: typer.Context) -> Client:
@@ -251,8 +284,9 @@ def send_file(
 
     async def body() -> None:
         async with await _open(ctx) as client:
-            sent = await client.send_file(username, path, caption=caption,
-                                          content_type=content_type)
+            with _progress(as_json, f"uploading {path.name}") as progress:
+                sent = await client.send_file(username, path, caption=caption,
+                                              content_type=content_type, progress=progress)
             _emit(as_json, sent.to_dict(),
                   f"sent {path.name} to {username} ({sent.devices} device(s))")
 
@@ -271,7 +305,9 @@ def download(
 
     async def body() -> None:
         async with await _open(ctx) as client:
-            written = await client.download_attachment(message_id, destination, index=index)
+            with _progress(as_json, "downloading") as progress:
+                written = await client.download_attachment(message_id, destination,
+                                                           index=index, progress=progress)
             _emit(as_json, {"path": str(written)}, f"saved {written}")
 
     _run(as_json, body)
@@ -280,6 +316,14 @@ def download(
 def _event_line(ev: ReceiveEvent) -> str:
     who = f"{ev.sender}.{ev.sender_device}"
     warn = f"warning: the safety number with {ev.sender} changed\n" if ev.identity_changed else ""
+    if ev.message is not None and ev.message.group_id is not None:
+        where = f"[group {ev.message.group_id}]"
+        text = ev.message.body or ev.message.notice
+        if ev.message.body and ev.message.notice:
+            text = f"{ev.message.notice}: {ev.message.body}"
+        files = "".join(f" [file {a.file_name}, {a.size} bytes; message {ev.message.id}]"
+                        for a in ev.message.attachments)
+        return f"{warn}{where} {who}: {text}{files}"
     if ev.kind == "message" and ev.message is not None:
         files = "".join(f" [file {a.file_name}, {a.size} bytes; message {ev.message.id}]"
                         for a in ev.message.attachments)
@@ -310,7 +354,7 @@ def receive(
         async with await _open(ctx) as client:
 
             def show(ev: ReceiveEvent) -> None:
-                if ev.kind not in ("duplicate", "ignored"):
+                if ev.kind not in ("duplicate", "ignored", "key"):
                     _emit(as_json, ev.to_dict(), _event_line(ev))
 
             if poll and not follow:
@@ -329,7 +373,9 @@ def receive(
 @cli.command()
 def messages(
     ctx: typer.Context,
-    username: Annotated[str | None, typer.Argument(help="Only this conversation.")] = None,
+    username: Annotated[
+        str | None, typer.Argument(help="Only this conversation (an account or a group).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the local message history."""
@@ -337,12 +383,21 @@ def messages(
     async def body() -> None:
         async with await _open(ctx) as client:
             history = client.messages(username)
+            if username is not None and not history:
+                # Not a contact with history: maybe a group (id, id prefix or title).
+                from tidings.client.errors import UnknownGroupError
+
+                with suppress(UnknownGroupError):
+                    history = client.messages(client.group(username).peer)
             if as_json:
                 typer.echo(json.dumps({"messages": [m.to_dict() for m in history]}))
                 return
             for m in history:
                 arrow = f"-> {m.peer}" if m.direction == "out" else f"<- {m.sender}"
-                typer.echo(f"{arrow} [{m.status}] {m.body}")
+                if m.group_id is not None:
+                    arrow = f"[group {m.group_id}] {m.sender}.{m.sender_device}"
+                text = m.body if not m.notice else f"({m.notice}) {m.body}".rstrip()
+                typer.echo(f"{arrow} [{m.status}] {text}")
 
     _run(as_json, body)
 
@@ -404,6 +459,248 @@ def devices(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             _emit(as_json, {"devices": listed}, "\n".join(lines))
 
     _run(as_json, body)
+
+
+# --- groups -----------------------------------------------------------------------------------
+
+group_cli = typer.Typer(
+    name="group",
+    help="Group chats: create, change members, leave, send, list.",
+    no_args_is_help=True,
+)
+cli.add_typer(group_cli)
+
+GroupArg = Annotated[str, typer.Argument(help="Group id, unique id prefix or unique title.")]
+
+
+def _group_line(verb: str, result: Any) -> str:
+    line = f"{verb} {result.group.title} ({result.group.id}), {result.devices} device(s)"
+    if result.failed:
+        line += "; not reached: " + ", ".join(f"{a} ({c})" for a, c in result.failed.items())
+    return line
+
+
+@group_cli.command("create")
+def group_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The group's title.")],
+    members: Annotated[
+        list[str] | None, typer.Option("--member", "-m", help="A member account (repeat).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a group with you and the --member accounts."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            result = await client.create_group(name, list(members or []))
+            _emit(as_json, result.to_dict(), _group_line("created", result))
+
+    _run(as_json, body)
+
+
+@group_cli.command("add")
+def group_add(
+    ctx: typer.Context,
+    group: GroupArg,
+    users: Annotated[list[str], typer.Argument(help="Account(s) to add.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Add members to a group (they see messages from now on only)."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            result = await client.add_group_members(group, users)
+            _emit(as_json, result.to_dict(), _group_line("updated", result))
+
+    _run(as_json, body)
+
+
+@group_cli.command("remove")
+def group_remove(
+    ctx: typer.Context,
+    group: GroupArg,
+    users: Annotated[list[str], typer.Argument(help="Account(s) to remove.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove members from a group (keys rotate: they cannot read later messages)."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            result = await client.remove_group_members(group, users)
+            _emit(as_json, result.to_dict(), _group_line("updated", result))
+
+    _run(as_json, body)
+
+
+@group_cli.command("leave")
+def group_leave(ctx: typer.Context, group: GroupArg, as_json: JsonOpt = False) -> None:
+    """Leave a group (the history stays on this device)."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            result = await client.leave_group(group)
+            _emit(as_json, result.to_dict(), f"left {result.group.title}")
+
+    _run(as_json, body)
+
+
+@group_cli.command("send")
+def group_send(
+    ctx: typer.Context,
+    group: GroupArg,
+    text: Annotated[str, typer.Argument(help="Message text.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a text message to every member of a group."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            result = await client.send_group_text(group, text)
+            _emit(as_json, result.to_dict(), _group_line("sent to", result))
+
+    _run(as_json, body)
+
+
+@group_cli.command("send-file")
+def group_send_file(
+    ctx: typer.Context,
+    group: GroupArg,
+    path: Annotated[Path, typer.Argument(help="The file to send.")],
+    caption: Annotated[str, typer.Option(help="Text sent with the file.")] = "",
+    content_type: Annotated[str, typer.Option(help="MIME type.")] = "application/octet-stream",
+    as_json: JsonOpt = False,
+) -> None:
+    """Encrypt and send a file to a group."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            with _progress(as_json, f"uploading {path.name}") as progress:
+                result = await client.send_group_file(group, path, caption=caption,
+                                                      content_type=content_type,
+                                                      progress=progress)
+            _emit(as_json, result.to_dict(), _group_line(f"sent {path.name} to", result))
+
+    _run(as_json, body)
+
+
+@group_cli.command("list")
+def group_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the groups this device knows."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            groups = client.groups()
+            lines = [f"{g.id}  {g.title}  ({', '.join(g.members)})"
+                     + ("" if g.active else "  [left]") for g in groups]
+            _emit(as_json, {"groups": [g.to_dict() for g in groups]},
+                  "\n".join(lines) or "no groups")
+
+    _run(as_json, body)
+
+
+# --- reports, account status, appeals -----------------------------------------------------------
+
+
+@cli.command()
+def report(
+    ctx: typer.Context,
+    message_id: Annotated[str, typer.Argument(help="Message id (from `messages --json`).")],
+    reason: Annotated[
+        str,
+        typer.Option("--reason", help="child_sexual_exploitation, violent_threat, terrorism, "
+                     "harassment, self_harm, spam, fraud or other."),
+    ],
+    context: Annotated[
+        int, typer.Option("--context", help="Messages of context before and after (0-50).")
+    ] = 5,
+    note: Annotated[str | None, typer.Option("--note", help="A note for the reviewers.")] = None,
+    block: Annotated[bool, typer.Option("--block", help="Also block the sender.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Report a received message to the provider's trust & safety team.
+
+    The message is revealed to the provider with its franking proof, plus up to --context
+    messages around it from the same conversation; nothing else of your chats is."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            answer = await client.report(message_id, reason, context=context, note=note,
+                                         block=block)
+            _emit(as_json, answer,
+                  f"reported ({answer['items']} message(s) sent); report "
+                  f"{answer.get('report_id')}, case {answer.get('case_id')}"
+                  + ("; sender blocked" if block else ""))
+
+    _run(as_json, body)
+
+
+@cli.command()
+def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Show whether the provider took action on your account, and how to appeal."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            state = await client.account_status()
+            _emit(as_json, state, _status_text(state))
+
+    _run(as_json, body)
+
+
+def _status_text(state: dict[str, Any]) -> str:
+    kind = str(state.get("status", "unknown"))
+    if kind == "active":
+        return "your account is in good standing"
+    lines = [f"your account is {kind}"
+             + (f" until {_when(state['until_ms'])}" if state.get("until_ms") else "")]
+    if state.get("policy") or state.get("reason"):
+        lines.append(f"reason: {state.get('policy') or ''} {state.get('reason') or ''}".strip())
+    appeal_state = state.get("appeal")
+    if isinstance(appeal_state, dict):
+        outcome = appeal_state.get("outcome")
+        lines.append(f"appeal: {appeal_state.get('state')}"
+                     + (f" ({outcome})" if outcome else ""))
+    elif state.get("decision_id"):
+        lines.append(f"to appeal: tidings appeal {state['decision_id']} \"why this is wrong\"")
+    return "\n".join(lines)
+
+
+def _when(ms: object) -> str:
+    import datetime
+
+    if not isinstance(ms, int):
+        return str(ms)
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime(
+        "%Y-%m-%d %H:%M UTC")
+
+
+@cli.command()
+def appeal(
+    ctx: typer.Context,
+    decision_id: Annotated[str, typer.Argument(help="The decision (from `tidings status`).")],
+    text: Annotated[str, typer.Argument(help="Why the decision is wrong.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Appeal a decision the provider took on your account."""
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            answer = await client.appeal(decision_id, text)
+            _emit(as_json, answer, f"appeal {answer.get('appeal_id')} submitted")
+
+    _run(as_json, body)
+
+
+@cli.command()
+def chat(ctx: typer.Context) -> None:
+    """Open the interactive chat (terminal UI): conversations, messages, groups, files."""
+    from tidings.client.tui import ChatApp
+
+    async def body() -> None:
+        async with await _open(ctx) as client:
+            await ChatApp(client).run_async()
+
+    _run(False, body)
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    """(base URL, ASGI app) of one real server for the whole session."""
     from tidings.app import create_app
     from tidings.server.config import ServerConfig
 
@@ -41,9 +42,21 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}", app
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server_url(server_app: tuple[str, Any]) -> str:
+    return server_app[0]
+
+
+@pytest.fixture(scope="session")
+def franking_key(server_app: tuple[str, Any]) -> bytes:
+    """The server's franking key (to verify report items as the provider would)."""
+    key: bytes = server_app[1].state.tidings.franking_key
+    return key
 
 
 _counter = itertools.count()

@@ -121,3 +121,99 @@ def test_cli_errors_are_one_line(tmp_path: Path, server_url: str,
 def test_version_still_works() -> None:
     result = runner.invoke(cli, ["version", "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["version"]
+
+
+def events_of(result: Any) -> list[Any]:
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.strip().splitlines() if line]
+
+
+def test_cli_groups_and_reports(tmp_path: Path, server_url: str,
+                                names: Callable[[str], str]) -> None:
+    alice, bob, carol = names("alice"), names("bob"), names("carol")
+    pa, pb, pc = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for profile, name in ((pa, alice), (pb, bob), (pc, carol)):
+        ok_json(tidings(profile, "register", name, "--server", server_url, "--json"))
+
+    created = ok_json(tidings(pa, "group", "create", "Hikers", "--member", bob,
+                              "--member", carol, "--json"))
+    group_id = created["group"]["id"]
+    assert created["group"]["members"] == sorted([alice, bob, carol])
+    assert ok_json(tidings(pa, "group", "send", "Hikers", "meet at 9", "--json"))["devices"] == 2
+    got = events_of(tidings(pb, "receive", "--json"))
+    assert [e["message"]["body"] for e in got if e["kind"] == "message"] == ["", "meet at 9"]
+    listed = ok_json(tidings(pb, "group", "list", "--json"))["groups"]
+    assert [g["id"] for g in listed] == [group_id]
+    # Human output: one line per group, and group messages by id prefix.
+    result = tidings(pb, "group", "list")
+    assert result.exit_code == 0 and "Hikers" in result.stdout
+    result = tidings(pb, "group", "send", group_id[:6], "ok!")
+    assert result.exit_code == 0 and result.stdout.startswith("sent to Hikers")
+    history = ok_json(tidings(pb, "messages", "Hikers", "--json"))["messages"]
+    assert [m["body"] for m in history] == ["", "meet at 9", "ok!"]
+
+    # Membership: remove Carol, who then cannot send; Bob leaves.
+    assert tidings(pc, "receive").exit_code == 0
+    removed = ok_json(tidings(pa, "group", "remove", "Hikers", carol, "--json"))
+    assert carol not in removed["group"]["members"]
+    assert tidings(pc, "receive").exit_code == 0
+    refused = tidings(pc, "group", "send", "Hikers", "hello?", "--json")
+    assert refused.exit_code == 1
+    assert json.loads(refused.stdout)["error"]["code"] == "not_a_member"
+    assert tidings(pb, "receive").exit_code == 0
+    left = ok_json(tidings(pb, "group", "leave", "Hikers", "--json"))
+    assert left["group"]["active"] is False
+    again = tidings(pa, "group", "remove", "Hikers", names("nobody"))
+    assert again.exit_code == 1 and again.stderr.count("\n") == 1
+    unknown = tidings(pa, "group", "send", "No such group", "x", "--json")
+    assert json.loads(unknown.stdout)["error"]["code"] == "unknown_group"
+
+    # Reports: a bad category and an unknown message are one-line errors.
+    got = events_of(tidings(pa, "receive", "--json"))
+    message_id = next(e["message"]["id"] for e in got
+                      if e["kind"] == "message" and e["message"]["body"] == "ok!")
+    bad = tidings(pa, "report", message_id, "--reason", "rudeness", "--json")
+    assert bad.exit_code == 1
+    assert json.loads(bad.stdout)["error"]["code"] == "invalid_argument"
+    missing = tidings(pa, "report", "i:nothing", "--reason", "spam")
+    assert missing.exit_code == 1 and missing.stderr.startswith("error: only a message")
+    result = tidings(pa, "report", message_id, "--reason", "spam", "--context", "2",
+                     "--note", "unwanted", "--json")
+    if result.exit_code == 1:
+        # The server's trust & safety routes are not there yet: a clean one-line error.
+        assert json.loads(result.stdout)["error"]["code"] in ("not_found", "method_not_allowed")
+    else:
+        answer = json.loads(result.stdout)
+        assert answer["report_id"] and answer["items"] >= 1
+    result = tidings(pa, "status", "--json")
+    if result.exit_code == 0:
+        assert json.loads(result.stdout)["status"] == "active"
+        assert tidings(pa, "status").stdout.startswith("your account is in good standing")
+    else:
+        assert json.loads(result.stdout)["error"]["code"] in ("not_found", "method_not_allowed")
+    result = tidings(pa, "appeal", "no-such-decision", "please", "--json")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "error" in json.loads(result.stdout)
+
+
+def test_status_text_explains_enforcement_and_appeal() -> None:
+    from tidings.cli import _status_text
+
+    assert _status_text({"status": "active"}) == "your account is in good standing"
+    text = _status_text({"status": "suspended", "until_ms": 1_700_000_000_000,
+                         "policy": "harassment", "decision_id": "d1"})
+    assert text.splitlines() == [
+        "your account is suspended until 2023-11-14 22:13 UTC",
+        "reason: harassment",
+        'to appeal: tidings appeal d1 "why this is wrong"',
+    ]
+    text = _status_text({"status": "banned", "decision_id": "d1",
+                         "appeal": {"state": "decided", "outcome": "upheld"}})
+    assert text.splitlines()[-1] == "appeal: decided (upheld)"
+
+
+def test_chat_command_is_listed() -> None:
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for command in ("chat", "group", "report", "status", "appeal"):
+        assert command in result.stdout

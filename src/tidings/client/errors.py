@@ -93,3 +93,28 @@ class SendFailedError(TidingsError):
     """The message could not be delivered after retrying (device lists kept changing)."""
 
     code = "send_failed"
+
+
+class UnknownGroupError(TidingsError):
+    """No group of this device matches the name or id given (see `tidings group list`)."""
+
+    code = "unknown_group"
+
+
+class NotAGroupMemberError(TidingsError):
+    """This account is not (or no longer) a member of the group, or the user named is not."""
+
+    code = "not_a_member"
+
+
+class NotReportableError(TidingsError):
+    """The message cannot be reported: it was not received by this device, or its franking
+    material was not kept."""
+
+    code = "not_reportable"
+
+
+class InvalidArgumentError(TidingsError):
+    """A value given by the caller is not acceptable (unknown category, bad count...)."""
+
+    code = "invalid_argument"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -37,6 +37,9 @@ from tidings.client.errors import (
 
 DEFAULT_TIMEOUT = 20.0
 UPLOAD_CHUNK = 256 * 1024
+
+Progress = Callable[[int, int], None]
+"""Called with (bytes done, bytes total) as a transfer advances (total 0 when unknown)."""
 
 
 def b64e(data: bytes) -> str:
@@ -348,15 +351,21 @@ class Transport:
 
     # -- attachments -------------------------------------------------------------------------
 
-    async def upload_attachment(self, source: BinaryIO, length: int) -> str:
+    async def upload_attachment(
+        self, source: BinaryIO, length: int, *, progress: Progress | None = None
+    ) -> str:
         """``POST /v1/attachments`` streaming ``length`` bytes of ciphertext from ``source``;
-        returns the attachment id."""
+        returns the attachment id. ``progress`` sees (bytes sent, length) per chunk."""
         if self.credentials is None:
             raise TransportError("this device is not registered")
 
         async def chunks() -> AsyncIterator[bytes]:
+            done = 0
             while piece := source.read(UPLOAD_CHUNK):
                 yield piece
+                done += len(piece)
+                if progress is not None:
+                    progress(done, length)
 
         try:
             response = await self._http.post(
@@ -380,22 +389,59 @@ class Transport:
         except (ValueError, KeyError, TypeError):
             raise TransportError("the server's answer is not the API") from None
 
-    async def download_attachment(self, attachment_id: str) -> bytes:
-        """``GET /v1/attachments/{id}``: the ciphertext."""
+    async def download_attachment(
+        self, attachment_id: str, *, progress: Progress | None = None
+    ) -> bytes:
+        """``GET /v1/attachments/{id}``: the ciphertext, streamed; ``progress`` sees
+        (bytes received, Content-Length or 0)."""
         if self.credentials is None:
             raise TransportError("this device is not registered")
         try:
-            response = await self._http.get(
+            async with self._http.stream(
+                "GET",
                 f"/v1/attachments/{quote(attachment_id, safe='')}",
                 headers={"Authorization": self.credentials.authorization()},
-            )
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error_from_response(response)
+                try:
+                    total = int(response.headers.get("content-length", "0"))
+                except ValueError:
+                    total = 0
+                parts: list[bytes] = []
+                done = 0
+                async for piece in response.aiter_bytes(UPLOAD_CHUNK):
+                    parts.append(piece)
+                    done += len(piece)
+                    if progress is not None:
+                        progress(done, total)
+                return b"".join(parts)
         except httpx.HTTPError as exc:
             raise TransportError(
                 f"cannot reach the server at {self.base_url} ({exc.__class__.__name__})"
             ) from None
-        if response.status_code >= 400:
-            raise _error_from_response(response)
-        return response.content
+
+    # -- trust & safety ----------------------------------------------------------------------
+
+    async def post_report(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/reports`` (body as docs/api.md); returns ``{"report_id", "case_id"}``.
+
+        Raises:
+            ServerError: the report was refused, with the reason's code
+                (``commitment_mismatch``, ``broken_context_chain``, ``report_replayed``...).
+        """
+        return await self._request_obj("POST", "/v1/reports", json_body=body)
+
+    async def account_status(self) -> dict[str, Any]:
+        """``GET /v1/account/status``: enforcement state of this account and any appeal."""
+        return await self._request_obj("GET", "/v1/account/status")
+
+    async def post_appeal(self, decision_id: str, text: str) -> dict[str, Any]:
+        """``POST /v1/appeals``; returns ``{"appeal_id"}``."""
+        return await self._request_obj(
+            "POST", "/v1/appeals", json_body={"decision_id": decision_id, "text": text}
+        )
 
     # -- WebSocket ---------------------------------------------------------------------------
 

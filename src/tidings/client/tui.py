@@ -1,0 +1,327 @@
+"""`tidings chat`: a terminal chat on top of the SDK (Textual).
+
+Layout: a banner (hidden unless a contact's safety number changed), the conversation list
+(1:1 and groups, with unread counts) on the left, the open conversation and a composer on the
+right. The SDK's listen loop (WebSocket, reconnecting) runs in the background for the app's
+lifetime; every event re-renders what it touches.
+
+Composer: plain text is sent to the open conversation. Commands::
+
+    /to USER              open (or start) the conversation with USER
+    /group TITLE USER...  create a group with these members and open it
+    /file PATH            send a file to the open conversation
+    /save N [DIR]         save attachment N of the open conversation (numbers are shown)
+    /verify               mark the open contact verified (after comparing safety numbers)
+
+Concurrency: the listen loop and the user's sends are tasks of one event loop. The SDK keeps
+every state change inside a store transaction that never spans an await (the rule that also
+lets two processes share a profile), so the two interleave safely.
+
+Nothing here logs or displays keys or secrets; errors are shown as their one-line message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Footer, Input, Label, ListItem, ListView, Static
+
+from tidings.client.sdk import GROUP_PEER_PREFIX, Client, Message, ReceiveEvent
+from tidings.errors import TidingsError
+
+STATUS_MARKS = {"sent": "✓", "delivered": "✓✓", "read": "✓✓ read"}
+
+
+class ChatApp(App[None]):
+    """The chat UI of one SDK `Client` (which the caller opens and closes).
+
+    ``listen``: run the SDK listen loop in the background (tests may drive receiving
+    themselves). Attributes useful to tests: ``current`` (the open conversation's peer),
+    ``lines`` (the rendered lines of the open conversation), ``banner_text``.
+    """
+
+    CSS = """
+    #banner { background: $error; color: $text; padding: 0 1; display: none; }
+    #banner.shown { display: block; }
+    #conversations { width: 32; border-right: solid $primary; }
+    #pane { width: 1fr; }
+    #messages { height: 1fr; padding: 0 1; }
+    #status { height: 1; color: $text-muted; padding: 0 1; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit"),
+        Binding("ctrl+l", "focus_list", "Conversations"),
+    ]
+
+    def __init__(
+        self, client: Client, *, listen: bool = True, resync_interval: float = 3.0
+    ) -> None:
+        super().__init__()
+        self._resync_interval = resync_interval
+        self.client = client
+        self.current: str | None = None
+        self.lines: list[str] = []
+        self.banner_text = ""
+        self._listen = listen
+        self._peers: list[str] = []
+        self._extra_peers: list[str] = []  # conversations opened with /to before any message
+        self._attachments: list[tuple[str, int]] = []  # (message id, index) per shown number
+        self._changed: set[str] = set()  # contacts whose safety number changed
+        # The list is rebuilt from the listen loop and from user actions: one at a time, or
+        # a clear() could interleave with another rebuild's extend().
+        self._list_lock = asyncio.Lock()
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="banner")
+        with Horizontal():
+            yield ListView(id="conversations")
+            with Vertical(id="pane"):
+                with VerticalScroll(id="messages"):
+                    yield Static("", id="history")
+                yield Static("", id="status")
+                yield Input(placeholder="message, or /to USER, /file PATH, /verify ...",
+                            id="composer")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.title = f"Tidings — {self.client.account.username}"
+        self._load_trust_warnings()
+        await self.refresh_conversations()
+        if self._listen:
+            self.run_worker(self._listen_loop(), name="listen", exclusive=True, group="listen")
+            if self._resync_interval > 0:
+                self.run_worker(self._resync_loop(), name="resync", group="resync")
+
+    async def _listen_loop(self) -> None:
+        try:
+            await self.client.listen(follow=True, on_event=self._on_event, reconnect_delay=0.5)
+        except TidingsError as exc:
+            self.set_status(f"receiving stopped: {exc.message}")
+
+    async def _resync_loop(self) -> None:
+        # Safety net beside the WebSocket: an envelope the server fails to push (a lost hint,
+        # or a queue row the connection's cursor skipped) is fetched over HTTP. Envelopes are
+        # deduplicated by message id, so one seen both ways is processed once.
+        while True:
+            await asyncio.sleep(self._resync_interval)
+            try:
+                for event in await self.client.poll():
+                    self._on_event(event)
+            except TidingsError:
+                continue  # the listen loop reports connection problems
+
+    # -- conversations -------------------------------------------------------------------------
+
+    def _conversation_peers(self) -> list[str]:
+        latest: dict[str, int] = {}
+        for m in self.client.messages():
+            latest[m.peer] = max(latest.get(m.peer, 0), m.server_timestamp_ms)
+        for g in self.client.groups():
+            latest.setdefault(g.peer, 0)
+        for peer in self._extra_peers:
+            latest.setdefault(peer, 1 << 62)
+        return sorted(latest, key=lambda p: -latest[p])
+
+    def peer_label(self, peer: str) -> str:
+        if peer.startswith(GROUP_PEER_PREFIX):
+            try:
+                group = self.client.group(peer)
+                return f"# {group.title}" + ("" if group.active else " (left)")
+            except TidingsError:
+                return "# (unknown group)"
+        return peer + (" ⚠" if peer in self._changed else "")
+
+    async def refresh_conversations(self) -> None:
+        """Rebuild the conversation list (labels, unread counts), keeping the selection."""
+        async with self._list_lock:
+            unread = self.client.unread_counts()
+            peers = self._conversation_peers()
+            view = self.query_one("#conversations", ListView)
+            labels = []
+            for peer in peers:
+                count = unread.get(peer, 0) if peer != self.current else 0
+                labels.append(self.peer_label(peer) + (f" ({count})" if count else ""))
+            self._peers = peers
+            await view.clear()
+            await view.extend([ListItem(Label(text)) for text in labels])
+            if self.current in peers:
+                view.index = peers.index(self.current)
+
+    def conversation_labels(self) -> list[str]:
+        """The labels as shown (for tests and screen readers)."""
+        return [str(item.query_one(Label).content)
+                for item in self.query_one("#conversations", ListView).query(ListItem)]
+
+    async def on_list_view_selected(self, event: ListView.Selected) -> None:
+        index = event.list_view.index
+        if index is not None and 0 <= index < len(self._peers):
+            await self.open_conversation(self._peers[index])
+
+    async def open_conversation(self, peer: str) -> None:
+        """Show ``peer``'s conversation, mark it read (read receipts go out), focus the
+        composer."""
+        self.current = peer
+        if peer not in self._peers and peer not in self._extra_peers:
+            self._extra_peers.append(peer)
+        self.render_messages()
+        self.query_one("#composer", Input).focus()
+        await self._mark_read()
+        await self.refresh_conversations()
+
+    async def _mark_read(self) -> None:
+        if self.current is None:
+            return
+        try:
+            await self.client.mark_read(self.current)
+        except TidingsError as exc:
+            self.set_status(f"could not send read receipts: {exc.message}")
+
+    def action_focus_list(self) -> None:
+        self.query_one("#conversations", ListView).focus()
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def _line(self, m: Message) -> str:
+        who = "me" if m.direction == "out" else m.sender
+        if m.group_id is not None and m.direction == "in":
+            who = f"{m.sender}"
+        text = m.body
+        if m.notice:
+            text = f"— {m.notice} —" + (f" {m.body}" if m.body else "")
+        for index, a in enumerate(m.attachments):
+            self._attachments.append((m.id, index))
+            text += f" [file {len(self._attachments)}: {a.file_name}, {a.size} bytes]"
+        mark = f"  {STATUS_MARKS.get(m.status, '')}" if m.direction == "out" else ""
+        return f"{who}: {text}{mark}"
+
+    def render_messages(self) -> None:
+        """Render the open conversation into the message pane (and ``lines``)."""
+        self._attachments = []
+        if self.current is None:
+            self.lines = []
+        else:
+            history = sorted(self.client.messages(self.current),
+                             key=lambda m: m.server_timestamp_ms)
+            self.lines = [self._line(m) for m in history]
+        self.query_one("#history", Static).update("\n".join(self.lines) or "(no messages)")
+        self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#status", Static).update(text)
+
+    def _show_banner(self) -> None:
+        banner = self.query_one("#banner", Static)
+        if self._changed:
+            names = ", ".join(sorted(self._changed))
+            self.banner_text = (f"⚠ The safety number with {names} changed. Compare it "
+                                f"(`tidings safety-number`) and type /verify in the chat.")
+            banner.update(self.banner_text)
+            banner.add_class("shown")
+        else:
+            self.banner_text = ""
+            banner.remove_class("shown")
+
+    def _load_trust_warnings(self) -> None:
+        # Changes seen while the app was closed are kept as trust events by the SDK.
+        for peer in {m.peer for m in self.client.messages()}:
+            if not peer.startswith(GROUP_PEER_PREFIX) and self.client.trust_events(peer):
+                self._changed.add(peer)
+        self._show_banner()
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _on_event(self, event: ReceiveEvent) -> None:
+        # Called inside the SDK's listen loop: hand the event to the app's message loop and
+        # return at once, so receiving never waits on the screen (or on sends it triggers).
+        self.call_later(self._apply_event, event)
+
+    async def _apply_event(self, event: ReceiveEvent) -> None:
+        if event.identity_changed and event.sender != self.client.account.username:
+            self._changed.add(event.sender)
+            self._show_banner()
+        if event.kind == "rejected":
+            self.set_status(f"refused a message from {event.sender} ({event.code})")
+        if event.kind in ("message", "sync", "receipt"):
+            peer = event.message.peer if event.message is not None else None
+            if peer is not None and peer == self.current and event.kind == "message":
+                await self._mark_read()
+            if self.current is not None and (peer == self.current or event.kind == "receipt"):
+                self.render_messages()
+            await self.refresh_conversations()
+
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        event.input.value = ""
+        if not text:
+            return
+        try:
+            await self._command(text)
+        except TidingsError as exc:
+            self.set_status(f"error: {exc.message}")
+
+    async def _command(self, text: str) -> None:
+        if text.startswith("/to "):
+            await self.open_conversation(text[4:].strip())
+            return
+        if text.startswith("/group "):
+            title, *members = text[7:].split()
+            result = await self.client.create_group(title, members)
+            await self.open_conversation(result.group.peer)
+            return
+        if text == "/verify":
+            await self._verify()
+            return
+        if text.startswith("/save "):
+            await self._save(text[6:].split())
+            return
+        if self.current is None:
+            self.set_status("open a conversation first (select one, or /to USER)")
+            return
+        group = self.current.startswith(GROUP_PEER_PREFIX)
+        if text.startswith("/file "):
+            path = Path(text[6:].strip()).expanduser()
+            self.set_status(f"sending {path.name}...")
+            if group:
+                await self.client.send_group_file(self.current, path)
+            else:
+                await self.client.send_file(self.current, path)
+            self.set_status(f"sent {path.name}")
+        elif group:
+            result = await self.client.send_group_text(self.current, text)
+            if result.failed:
+                self.set_status("not reached: " + ", ".join(result.failed))
+        else:
+            await self.client.send_text(self.current, text)
+        self.render_messages()
+        await self.refresh_conversations()
+
+    async def _verify(self) -> None:
+        peer = self.current
+        if peer is None or peer.startswith(GROUP_PEER_PREFIX):
+            self.set_status("/verify works in a 1:1 conversation")
+            return
+        await self.client.verify(peer)
+        self._changed.discard(peer)
+        self._show_banner()
+        self.set_status(f"{peer} verified")
+        await self.refresh_conversations()
+
+    async def _save(self, args: list[str]) -> None:
+        try:
+            number = int(args[0])
+            message_id, index = self._attachments[number - 1]
+        except (ValueError, IndexError):
+            self.set_status("usage: /save N [DIR] with N a file number shown above")
+            return
+        directory = Path(args[1]).expanduser() if len(args) > 1 else Path.cwd()
+        written = await self.client.download_attachment(message_id, directory, index=index)
+        self.set_status(f"saved {written}")
+

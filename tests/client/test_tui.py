@@ -1,0 +1,110 @@
+"""`tidings chat` driven headless with Textual's pilot, against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.widgets import Input, ListView
+
+from tidings.client.sdk import Client
+from tidings.client.store import KdfParams
+from tidings.client.tui import ChatApp
+
+PASS = "tui passphrase"
+
+
+async def register(tmp_path: Path, profile: str, name: str, url: str) -> Client:
+    return await Client.register(
+        tmp_path / profile, PASS, name, url, kdf=KdfParams.fast_for_tests(), prekey_count=30
+    )
+
+
+async def wait_for(pilot: object, condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def test_chat_tui(tmp_path: Path, server_url: str, names: Callable[[str], str]) -> None:
+    async def main() -> None:
+        alice = await register(tmp_path, "alice", names("alice"), server_url)
+        bob = await register(tmp_path, "bob", names("bob"), server_url)
+        carol = await register(tmp_path, "carol", names("carol"), server_url)
+        a, b = alice.account.username, bob.account.username
+        await bob.send_text(a, "hi alice")
+        # A group too, so the list shows both kinds.
+        await carol.create_group("Picnic", [a])
+
+        app = ChatApp(alice)
+        async with app.run_test(size=(120, 40)) as pilot:
+            # The listen loop receives the queued message: the list shows it unread.
+            await wait_for(pilot, lambda: f"{b} (1)" in app.conversation_labels())
+            await wait_for(pilot, lambda: any(label.startswith("# Picnic")
+                                              for label in app.conversation_labels()))
+
+            # Select Bob's conversation with the keyboard.
+            view = app.query_one("#conversations", ListView)
+            view.focus()
+            view.index = app.conversation_labels().index(f"{b} (1)")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.current == b)
+            assert app.lines == [f"{b}: hi alice"]
+            assert f"{b} (1)" not in app.conversation_labels()  # read now
+
+            # Type and send a message; Bob's SDK receives it.
+            assert app.focused is app.query_one("#composer", Input)
+            await pilot.press(*"hello bob", "enter")
+            await wait_for(pilot, lambda: any(line.startswith("me: hello bob")
+                                              for line in app.lines))
+            events = await bob.poll()
+            assert [e.message.body for e in events
+                    if e.kind == "message" and e.message] == ["hello bob"]
+            # Bob's delivery receipt comes back: the pane shows it delivered.
+            await wait_for(pilot, lambda: "me: hello bob  ✓✓" in app.lines)
+
+            # A file from Bob appears with its number; /save writes it.
+            doc = tmp_path / "note.txt"
+            doc.write_text("file body")
+            await bob.send_file(a, doc, caption="see attached")
+            await wait_for(pilot, lambda: any("note.txt" in line for line in app.lines))
+            assert any(line.startswith(f"{b}: see attached [file 1: note.txt")
+                       for line in app.lines)
+            out = tmp_path / "saved"
+            out.mkdir()
+            await pilot.press(*f"/save 1 {out}", "enter")
+            await wait_for(pilot, lambda: (out / "note.txt").exists())
+            assert (out / "note.txt").read_text() == "file body"
+
+            # Bob re-registers (new account, same name, new keys) and writes again: the
+            # banner warns about the changed safety number.
+            assert app.banner_text == ""
+            await bob._transport.delete_account()
+            await bob.aclose()
+            bob = await register(tmp_path, "bob-new", b, server_url)
+            await bob.send_text(a, "it's me, new phone")
+            await wait_for(pilot, lambda: any("new phone" in line for line in app.lines))
+            await wait_for(pilot, lambda: b in app.banner_text)
+            assert "safety number" in app.banner_text
+            # /verify clears it.
+            await pilot.press(*"/verify", "enter")
+            await wait_for(pilot, lambda: app.banner_text == "")
+
+            # The group conversation: send into it; Carol receives.
+            view.focus()
+            view.index = next(i for i, label in enumerate(app.conversation_labels())
+                              if label.startswith("# Picnic"))
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: (app.current or "").startswith("group:"))
+            await pilot.press(*"bring cake", "enter")
+            await wait_for(pilot, lambda: any("bring cake" in line for line in app.lines))
+            events = await carol.poll()
+            assert "bring cake" in [e.message.body for e in events if e.message]
+            await pilot.press("ctrl+q")
+        for client in (alice, bob, carol):
+            await client.aclose()
+
+    asyncio.run(main())
