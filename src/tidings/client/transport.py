@@ -16,7 +16,6 @@ only in the Authorization header and never appears in an error message.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -34,6 +33,9 @@ from tidings.client.errors import (
     StaleDevicesError,
     TransportError,
 )
+from tidings.errors import DecodeError
+from tidings.wire.base64url import b64d as _b64d
+from tidings.wire.base64url import b64e as b64e
 
 DEFAULT_TIMEOUT = 20.0
 UPLOAD_CHUNK = 256 * 1024
@@ -42,18 +44,14 @@ Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes total) as a transfer advances (total 0 when unknown)."""
 
 
-def b64e(data: bytes) -> str:
-    """base64url without padding."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def b64d(text: object) -> bytes:
-    """Inverse of `b64e` (padding optional). Raises TransportError for anything else."""
+    """`tidings.wire.base64url.b64d` for values the server sent: anything malformed is the
+    server's fault, so it is a `TransportError` here."""
     if not isinstance(text, str):
         raise TransportError("the server sent a malformed binary value")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
+        return _b64d(text)
+    except DecodeError:
         raise TransportError("the server sent a malformed binary value") from None
 
 
