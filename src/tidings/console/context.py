@@ -1,0 +1,106 @@
+"""What the console needs from the safety layer, in one place.
+
+The console never reaches into repositories for anything the domain services already answer;
+it needs a few read-only lookups the services do not offer (staff names, the staff list,
+appeals of a decision, an account's enforcement history), which come from the repositories.
+
+`ConsoleContext.from_service` adapts a `tidings.safety.service.SafetyService` (or any object
+with the same attribute names) so `tidings.app` can pass whatever it built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tidings.safety.audit import AuditLog
+from tidings.safety.cases import (
+    DEFAULT_POLICIES,
+    CaseRepository,
+    CaseService,
+    Enforcement,
+    EnforcementRepository,
+    Policy,
+)
+from tidings.safety.categories import DEFAULT_QUEUES, Queue
+from tidings.safety.evidence import EvidenceVault
+from tidings.safety.staff import StaffAccount, StaffRepository, StaffService
+
+__all__ = ["ConsoleContext"]
+
+
+def _no_enforcements(_: str) -> list[Enforcement]:
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleContext:
+    """The safety services and lookups the console uses (all synchronous).
+
+    ``list_staff`` returns every staff account (the staff page); ``enforcement_history``
+    returns every enforcement of an account (the case page's account history).
+    """
+
+    staff: StaffService
+    cases: CaseService
+    vault: EvidenceVault
+    audit: AuditLog
+    staff_repo: StaffRepository
+    case_repo: CaseRepository
+    list_staff: Callable[[], Sequence[StaffAccount]]
+    enforcement_history: Callable[[str], Sequence[Enforcement]] = _no_enforcements
+    queues: Mapping[str, Queue] = field(default_factory=lambda: dict(DEFAULT_QUEUES))
+    policies: Mapping[str, Policy] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
+
+    @classmethod
+    def from_service(cls, service: object) -> ConsoleContext:
+        """A context from a `ConsoleContext` (returned as is) or a safety-service facade
+        exposing ``staff``, ``cases``, ``vault``, ``audit`` and the repositories
+        ``staff_repo`` / ``case_repo`` / ``enforcement_repo`` (``*_repository`` also accepted).
+
+        Raises:
+            TypeError: a required attribute is missing.
+        """
+        if isinstance(service, ConsoleContext):
+            return service
+
+        def attr(*names: str, required: bool = True) -> object:
+            for name in names:
+                value = getattr(service, name, None)
+                if value is not None:
+                    return value
+            if required:
+                raise TypeError(f"the safety service has no {names[0]!r}")
+            return None
+
+        staff_repo = attr("staff_repo", "staff_repository", "staff_repository_")
+        case_repo = attr("case_repo", "case_repository", "cases_repo")
+        enforcement_repo = attr("enforcement_repo", "enforcement_repository", required=False)
+        list_staff = attr("list_staff", required=False)
+        if list_staff is None:
+            list_staff = getattr(staff_repo, "list_staff", None) or getattr(
+                staff_repo, "all_staff", None
+            )
+        if list_staff is None:
+            raise TypeError("the safety service cannot list staff accounts")
+        history: Callable[[str], Sequence[Enforcement]] = _no_enforcements
+        if enforcement_repo is not None:
+            history = enforcement_repo.enforcements_for_account  # type: ignore[attr-defined]
+        queues = attr("queues", required=False)
+        policies = attr("policies", required=False)
+        return cls(
+            staff=attr("staff", "staff_service"),  # type: ignore[arg-type]
+            cases=attr("cases", "case_service"),  # type: ignore[arg-type]
+            vault=attr("vault", "evidence_vault"),  # type: ignore[arg-type]
+            audit=attr("audit", "audit_log"),  # type: ignore[arg-type]
+            staff_repo=staff_repo,  # type: ignore[arg-type]
+            case_repo=case_repo,  # type: ignore[arg-type]
+            list_staff=list_staff,  # type: ignore[arg-type]
+            enforcement_history=history,
+            queues=queues if isinstance(queues, Mapping) else dict(DEFAULT_QUEUES),
+            policies=policies if isinstance(policies, Mapping) else dict(DEFAULT_POLICIES),
+        )
+
+    @staticmethod
+    def in_memory_history(repo: EnforcementRepository) -> Callable[[str], Sequence[Enforcement]]:
+        return repo.enforcements_for_account

@@ -1,0 +1,205 @@
+"""The console in a real browser: Playwright (sync API) driving Debian's Chromium against a
+real uvicorn server. Sign in with TOTP, open a queue, open a case, reveal blurred media, decide
+(a ban confirmed by a second reviewer), see the enforcement and the audit entry; a role that may
+not do something is refused. Screenshots of the main pages go to ``screenshots/console/``.
+
+Skips when /usr/bin/chromium or Playwright is missing, except under CI=true where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from tests.safety.conftest import PASSWORD
+from tidings.console import build_console
+from tidings.safety.cases import EnforcementKind
+
+from .conftest import Seeded, seed
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[2] / "screenshots" / "console"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"browser tests cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[tuple[str, Seeded]]:
+    if not CHROMIUM.exists():
+        _unavailable("/usr/bin/chromium is not installed (apt-get install chromium)")
+    s = seed(time.time_ns() // 1_000_000)
+    s.clock.now = 0  # unused: the server runs on the real clock
+    console = build_console(s.context, secret=os.urandom(32), secure_cookies=False)
+    app = Starlette(routes=[Mount("/console", app=console)])
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/console", s
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed")
+    if not CHROMIUM.exists():
+        _unavailable("/usr/bin/chromium is not installed")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def sign_in(browser: Any, base: str, s: Seeded, username: str) -> Any:
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{base}/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{base}/login/totp")
+    account = s.account(username)
+    code = s.world.totp.code_at(account.totp_secret, s.world.totp.step(time.time_ns() // 10**6))
+    page.get_by_label("Authentication code").fill(code)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+    assert "/login" not in page.url, page.content()[-500:]
+    return page
+
+
+def media_filter(page: Any) -> str:
+    return str(page.eval_on_selector("img.evidence-media", "el => getComputedStyle(el).filter"))
+
+
+def test_review_reveal_ban_with_second_reviewer_and_audit(
+    live: tuple[str, Seeded], browser: Any
+) -> None:
+    base, s = live
+    # The sign-in page itself.
+    login_page = browser.new_page()
+    login_page.goto(f"{base}/login")
+    login_page.screenshot(path=str(SHOTS / "01-login.png"))
+    login_page.close()
+
+    rita = sign_in(browser, base, s, "rita")
+    assert rita.url.endswith("/console/queues")
+    assert rita.get_by_role("link", name="Harassment").is_visible()
+    assert rita.get_by_text("Child safety").count() == 0  # not cleared
+    rita.screenshot(path=str(SHOTS / "02-queues.png"), full_page=True)
+
+    rita.get_by_role("link", name="Harassment").click()
+    rita.wait_for_url(f"{base}/queues/harassment")
+    rita.screenshot(path=str(SHOTS / "03-queue.png"), full_page=True)
+    rita.get_by_role("link", name=s.harassment_case).click()
+    rita.wait_for_url(f"{base}/cases/{s.harassment_case}")
+    assert rita.get_by_text("I know where you live").is_visible()
+    assert rita.locator(".badge.ok", has_text="franking verified").count() == 3
+
+    # Media: blurred and greyscale by default; reveal, count the exposure, blur all again.
+    assert "blur" in media_filter(rita) and "grayscale" in media_filter(rita)
+    rita.screenshot(path=str(SHOTS / "04-case-blurred.png"), full_page=True)
+    rita.get_by_text("Reveal media").click()
+    rita.wait_for_function(
+        "() => !getComputedStyle(document.querySelector('img.evidence-media'))"
+        ".filter.includes('blur')"
+    )
+    assert "grayscale" in media_filter(rita)
+    rita.wait_for_function("() => document.getElementById('exposure-count').textContent === '1'")
+    rita.screenshot(path=str(SHOTS / "05-case-revealed.png"), full_page=True)
+    rita.keyboard.press("z")
+    assert "blur" in media_filter(rita)
+
+    # Keyboard: claim, choose "ban", then policy + reason; submit with Ctrl+Enter.
+    rita.locator("body").focus()
+    rita.keyboard.press("c")
+    rita.wait_for_url(f"{base}/cases/{s.harassment_case}?done=claimed")
+    rita.keyboard.press("b")
+    assert rita.locator("#kind-ban").is_checked()
+    rita.get_by_label("Policy").select_option("HAR-1")
+    rita.get_by_label("Reason (required", exact=False).fill("Repeated threats with an image.")
+    rita.screenshot(path=str(SHOTS / "06-decision-form.png"), full_page=True)
+    rita.keyboard.press("Control+Enter")
+    rita.wait_for_url(f"{base}/cases/{s.harassment_case}?done=proposed")
+    assert rita.get_by_text("Awaiting second review").is_visible()
+    assert not s.world.cases.active_enforcements("mallory", now_ms=time.time_ns() // 10**6)
+
+    # A reviewer may not confirm, nor manage staff: refused.
+    assert rita.get_by_role("button", name="Confirm ban").count() == 0
+    response = rita.goto(f"{base}/staff")
+    assert response is not None and response.status == 403
+    assert rita.get_by_role("heading", name="Not allowed").is_visible()
+    rita.screenshot(path=str(SHOTS / "07-refused.png"))
+
+    # The second reviewer (a lead) confirms.
+    lee = sign_in(browser, base, s, "lee")
+    lee.goto(f"{base}/cases/{s.harassment_case}")
+    lee.get_by_role("button", name="Claim case").click()
+    lee.wait_for_url(f"{base}/cases/{s.harassment_case}?done=claimed")
+    lee.get_by_label("Your reason (required)").fill("Agree: clear threats.")
+    lee.get_by_role("button", name="Confirm ban").click()
+    lee.wait_for_url(f"{base}/cases/{s.harassment_case}?done=confirmed")
+    # The enforcement is in effect, on the page and in the domain.
+    assert lee.locator("#hist-title + ol").get_by_text("active").is_visible()
+    [enforcement] = s.world.cases.active_enforcements("mallory", now_ms=time.time_ns() // 10**6)
+    assert enforcement.kind is EnforcementKind.BAN
+    lee.screenshot(path=str(SHOTS / "08-case-banned.png"), full_page=True)
+
+    # The audit log shows the confirmation, and the chain verifies.
+    lee.get_by_role("link", name="Audit log").click()
+    lee.wait_for_url(f"{base}/audit")
+    assert lee.locator("#chain-status").get_by_text("Chain verified").is_visible()
+    assert lee.get_by_text("case.decision_confirm").first.is_visible()
+    assert lee.get_by_text("evidence.view").first.is_visible()
+    lee.screenshot(path=str(SHOTS / "09-audit.png"), full_page=True)
+
+    # Staff management (admin); the admin cannot open the case.
+    root = sign_in(browser, base, s, "root")
+    root.goto(f"{base}/staff")
+    assert root.get_by_role("heading", name="Staff accounts").is_visible()
+    root.screenshot(path=str(SHOTS / "10-staff.png"), full_page=True)
+    response = root.goto(f"{base}/cases/{s.harassment_case}")
+    assert response is not None and response.status == 403
