@@ -70,6 +70,7 @@ class ChatApp(App[None]):
         self.banner_text = ""
         self._listen = listen
         self._peers: list[str] = []
+        self._labels: list[str] = []
         self._extra_peers: list[str] = []  # conversations opened with /to before any message
         self._attachments: list[tuple[str, int]] = []  # (message id, index) per shown number
         self._changed: set[str] = set()  # contacts whose safety number changed
@@ -150,15 +151,16 @@ class ChatApp(App[None]):
                 count = unread.get(peer, 0) if peer != self.current else 0
                 labels.append(self.peer_label(peer) + (f" ({count})" if count else ""))
             self._peers = peers
+            self._labels = labels
             await view.clear()
             await view.extend([ListItem(Label(text)) for text in labels])
             if self.current in peers:
                 view.index = peers.index(self.current)
 
     def conversation_labels(self) -> list[str]:
-        """The labels as shown (for tests and screen readers)."""
-        return [str(item.query_one(Label).content)
-                for item in self.query_one("#conversations", ListView).query(ListItem)]
+        """The labels as last rendered (for tests and screen readers). Read from the model,
+        not the widgets: a refresh may be mounting new list items at that moment."""
+        return list(self._labels)
 
     async def on_list_view_selected(self, event: ListView.Selected) -> None:
         index = event.list_view.index
