@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -19,8 +20,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidings import __version__
+from tidings.console import build_console
 from tidings.errors import TidingsError
+from tidings.safety import http as safety_http
+from tidings.safety.keyfile import load_anchor_key, load_evidence_keys
+from tidings.safety.reports import FrankingKey, FrankingKeyRing
+from tidings.safety.service import SafetyService
 from tidings.server.api import build_router
+from tidings.server.auth import authenticated_device, authenticated_device_any
 from tidings.server.bodylimit import ChunkedBodyLimit
 from tidings.server.config import ConfigError, ServerConfig
 from tidings.server.errors import body_for, headers_for, status_for
@@ -28,7 +35,7 @@ from tidings.server.hub import LocalHub, RedisHub
 from tidings.server.metrics import Metrics
 from tidings.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from tidings.server.routes import accounts, attachments, keys, messages, websocket
-from tidings.server.state import ServerState, load_franking_key
+from tidings.server.state import ServerState, load_franking_key, now_ms
 from tidings.storage.database import Database, sqlite_url
 from tidings.storage.messaging import MessagingStore
 
@@ -62,9 +69,12 @@ def build_state(config: ServerConfig) -> ServerState:
         )
     except ValueError as exc:
         raise ConfigError(f"database_schema: {exc}") from None
-    hub: LocalHub = RedisHub(config.redis_url) if config.redis_url else LocalHub()
+    prefix = config.redis_prefix
+    hub: LocalHub = RedisHub(config.redis_url, prefix=prefix) if config.redis_url else LocalHub()
     limiter: RateLimiter = (
-        RedisRateLimiter(config.redis_url) if config.redis_url else MemoryRateLimiter()
+        RedisRateLimiter(config.redis_url, prefix=prefix)
+        if config.redis_url
+        else MemoryRateLimiter()
     )
     return ServerState(
         config=config,
@@ -98,13 +108,84 @@ async def _purge_forever(state: ServerState) -> None:
             log.warning("purge failed: %s", type(exc).__name__)
 
 
+EVIDENCE_KEYS_FILE = "evidence.keys"
+AUDIT_ANCHOR_FILE = "audit_anchor.key"
+
+
+def build_safety(
+    config: ServerConfig,
+    *,
+    franking_key: bytes,
+    attachments_dir: Path,
+    clock: Callable[[], int] = now_ms,
+    on_enforcement: Callable[[str], None] | None = None,
+) -> SafetyService:
+    """The trust & safety service on the server's database (a synchronous engine beside the
+    server's async one), with the server franking key, the attachment directory, and the
+    evidence and audit-anchor keys from ``<data_dir>`` (created 0600 on first start; in cluster
+    mode every node must share these files, like the franking key)."""
+    return SafetyService.open(
+        config.database_url or sqlite_url(config.data_dir),
+        schema=config.database_schema,
+        franking_keys=FrankingKeyRing([FrankingKey("server", franking_key)]),
+        evidence_keys=load_evidence_keys(config.data_dir / EVIDENCE_KEYS_FILE),
+        fetcher=safety_http.DirectoryAttachmentFetcher(attachments_dir),
+        anchor_key=load_anchor_key(config.data_dir / AUDIT_ANCHOR_FILE),
+        clock=clock,
+        on_enforcement=on_enforcement,
+    )
+
+
+def open_safety(config: ServerConfig) -> SafetyService:
+    """The safety service alone (for `tidings admin` commands), migrated to the current
+    schema; no messaging server is started."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    service = build_safety(
+        config,
+        franking_key=load_franking_key(
+            config.franking_key_file or config.data_dir / "franking.key"
+        ),
+        attachments_dir=config.data_dir / "attachments",
+    )
+    service.migrate()
+    return service
+
+
+async def wake_account(state: ServerState, username: str) -> None:
+    """Wake every WebSocket of ``username`` (on every node, through the hub): each re-checks
+    the account's enforcement and closes if it is now banned or suspended."""
+    try:
+        account_id = await state.store.account_id(username)
+        devices = await state.store.devices(account_id)
+    except TidingsError:
+        return  # no such account (any more): nothing to wake
+    for device in devices:
+        await state.hub.notify(account_id, device.device_id)
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     """Build the ASGI app for ``config``; the database is migrated when the app starts."""
     state = build_state(config)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def on_enforcement(username: str) -> None:
+        # Called by the (synchronous) safety side, from a worker thread, right after an
+        # enforcement row is stored.
+        if loops and not loops[0].is_closed():
+            asyncio.run_coroutine_threadsafe(wake_account(state, username), loops[0])
+
+    safety = build_safety(
+        config,
+        franking_key=state.franking_key,
+        attachments_dir=state.attachments_dir,
+        clock=state.clock,
+        on_enforcement=on_enforcement,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await state.db.migrate()
+        loops.append(asyncio.get_running_loop())
         await state.hub.start()
         purge = asyncio.create_task(_purge_forever(state))
         try:
@@ -117,12 +198,23 @@ def create_app(config: ServerConfig) -> FastAPI:
             await state.hub.stop()
             await state.limiter.close()
             await state.db.close()
+            safety.close()
+            loops.clear()
 
     app = FastAPI(title="Tidings", version=__version__, lifespan=lifespan)
     app.state.tidings = state
+    app.state.safety = safety
     app.include_router(build_router())
     for module in (accounts, keys, messages, websocket, attachments):
         app.include_router(module.router)
+    app.include_router(
+        safety_http.build_router(
+            safety, authenticated_device, authenticate_any=authenticated_device_any
+        )
+    )
+    # The staff console over the same service (sign-in: password + TOTP; `tidings server`
+    # prints the first admin's credentials on an empty data directory).
+    app.mount("/console", build_console(safety, clock=state.clock))
 
     @app.exception_handler(TidingsError)
     async def _typed_error(_: Request, exc: TidingsError) -> JSONResponse:

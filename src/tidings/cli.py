@@ -71,6 +71,7 @@ def server(
         _fail(exc, as_json)
         return
     app = create_app(cfg)
+    _first_admin(app.state.safety, f"http://{cfg.host}:{cfg.port}/console")
     typer.echo(f"Tidings {__version__} listening on http://{cfg.host}:{cfg.port} "
                f"(data in {cfg.data_dir.resolve()}); health: /healthz", err=True)
     # JSON lines; uvicorn's access log is off because it prints raw paths (usernames, ids):
@@ -701,6 +702,218 @@ def chat(ctx: typer.Context) -> None:
             await ChatApp(client).run_async()
 
     _run(False, body)
+
+
+# --- operator commands: audit, admin -------------------------------------------------------------
+
+audit_cli = typer.Typer(help="Check the tamper-evident audit log.", no_args_is_help=True)
+admin_cli = typer.Typer(help="Operate the trust & safety side.", no_args_is_help=True)
+cli.add_typer(audit_cli, name="audit")
+cli.add_typer(admin_cli, name="admin")
+
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Server data directory (SQLite, key files).")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Server TOML configuration.")]
+DatabaseUrlOpt = Annotated[
+    str | None, typer.Option("--database-url", help="Database URL (overrides the data dir).")
+]
+
+
+def _first_admin(safety: Any, console_url: str) -> None:
+    """On an empty staff table, create the first admin and print how to sign in, once."""
+    safety.migrate()
+    first = safety.ensure_first_admin()
+    if first is None:
+        return
+    typer.echo(
+        "\n".join(
+            (
+                "",
+                "First start: created the console administrator (shown only this once).",
+                f"  console:     {console_url}",
+                f"  username:    {first.username}",
+                f"  password:    {first.password}",
+                f"  TOTP secret: {first.totp_secret}  (add it to an authenticator app)",
+                f"  TOTP URI:    {first.otpauth_uri}",
+                "Sign in, then create reviewer accounts (Staff page, or "
+                "`tidings admin create-staff`).",
+                "",
+            )
+        ),
+        err=True,
+    )
+
+
+def _server_config(
+    config: Path | None, data_dir: Path | None, database_url: str | None
+) -> Any:
+    from tidings.server.config import ServerConfig
+
+    return ServerConfig.load(config).with_overrides(data_dir=data_dir, database_url=database_url)
+
+
+@audit_cli.command("verify")
+def audit_verify(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    config: ConfigOpt = None,
+    anchor_key_file: Annotated[
+        Path | None,
+        typer.Option(help="Audit anchor key (default <data-dir>/audit_anchor.key if present)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify the audit log's hash chain (and anchors, with the key): exit 1 at the first bad
+    entry, naming its seq and why (edited, removed, reordered, inserted, ...)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tidings.safety.audit import verify_chain
+    from tidings.storage.database import sqlite_url
+    from tidings.storage.safety import SafetyDatabase, SqlAuditRepository
+
+    try:
+        cfg = _server_config(config, data_dir, database_url)
+        key_path = anchor_key_file or cfg.data_dir / "audit_anchor.key"
+        anchor = key_path.read_bytes() if key_path.is_file() else None
+        if anchor_key_file is not None and anchor is None:
+            raise _CliError(f"no anchor key file at {anchor_key_file}")
+        db = SafetyDatabase(
+            cfg.database_url or sqlite_url(cfg.data_dir), schema=cfg.database_schema
+        )
+        if db.is_sqlite and not cfg.database_url and not (cfg.data_dir / "tidings.db").exists():
+            raise _CliError(f"no database in {cfg.data_dir}")
+        try:
+            result = verify_chain(SqlAuditRepository(db).entries(), anchor_key=anchor)
+        finally:
+            db.dispose()
+    except TidingsError as exc:
+        _fail(exc, as_json)
+        return
+    except (SQLAlchemyError, ValueError, OSError) as exc:
+        _fail(_CliError(f"cannot read the audit log ({type(exc).__name__})"), as_json)
+        return
+    data = {
+        "ok": result.ok,
+        "checked": result.checked,
+        "anchored": anchor is not None,
+        "head_seq": result.head.seq if result.head else 0,
+        "head_hash": result.head.entry_hash.hex() if result.head else None,
+        "first_bad_seq": result.first_bad_seq,
+        "fault": result.fault.value if result.fault else None,
+        "detail": result.detail or None,
+    }
+    if result.ok:
+        head = ""
+        if result.head:
+            head = f", head seq {result.head.seq} {result.head.entry_hash.hex()[:16]}…"
+        note = "" if anchor is not None else " (anchors not checked: no anchor key)"
+        text = f"audit log intact: {result.checked} entries{head}{note}"
+        _emit(as_json, data, text)
+        return
+    text = (
+        f"audit log BROKEN at seq {result.first_bad_seq}: {data['fault']} — {result.detail} "
+        f"({result.checked} entries verified before it)"
+    )
+    if as_json:
+        typer.echo(json.dumps(data))
+    else:
+        typer.echo(text, err=True)
+    raise typer.Exit(code=1)
+
+
+@admin_cli.command("create-staff")
+def admin_create_staff(
+    username: Annotated[str, typer.Argument(help="Sign-in name (letters, digits, . _ -).")],
+    role: Annotated[
+        list[str], typer.Option("--role", help="reviewer, lead, legal or admin (repeatable).")
+    ],
+    child_safety: Annotated[
+        bool, typer.Option("--child-safety", help="Grant the child-safety clearance.")
+    ] = False,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", help="Queue membership (repeatable).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a staff account; prints its one-time password and TOTP enrolment URI once
+    (audited as the command-line operator)."""
+    from tidings.app import open_safety
+
+    try:
+        safety = open_safety(_server_config(config, data_dir, database_url))
+        try:
+            created = safety.create_staff(
+                safety.operator(),
+                username=username,
+                roles=role,
+                child_safety=child_safety,
+                queues=queue or (),
+            )
+        finally:
+            safety.close()
+    except TidingsError as exc:
+        _fail(exc, as_json)
+        return
+    account = created.account
+    roles = sorted(r.value for r in account.roles)
+    data = {
+        "staff_id": account.staff_id,
+        "username": account.username,
+        "roles": roles,
+        "child_safety": account.child_safety,
+        "password": created.password,
+        "totp_uri": created.otpauth_uri,
+    }
+    _emit(
+        as_json,
+        data,
+        f"created {account.username} ({', '.join(roles)}"
+        f"{', child safety' if account.child_safety else ''})\n"
+        f"  one-time password: {created.password}\n"
+        f"  TOTP URI:          {created.otpauth_uri}",
+    )
+
+
+@admin_cli.command("rotate-evidence-key")
+def admin_rotate_evidence_key(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a fresh evidence key, make it active, and re-encrypt every stored evidence record
+    under it (old keys stay in evidence.keys until you drop them). Restart running nodes (and
+    run this again) so they seal new evidence under the new key."""
+    from tidings.app import EVIDENCE_KEYS_FILE, open_safety
+    from tidings.safety.keyfile import rotate_evidence_key
+
+    try:
+        cfg = _server_config(config, data_dir, database_url)
+        key_id = rotate_evidence_key(cfg.data_dir / EVIDENCE_KEYS_FILE)
+        safety = open_safety(cfg)
+        try:
+            safety.audit.append(
+                actor="operator:cli",
+                action="key.rotation",
+                target=f"key:{key_id}",
+                now_ms=safety.clock(),
+                details={"kind": "evidence"},
+            )
+            done = safety.reencrypt_evidence(actor="operator:cli")
+        finally:
+            safety.close()
+    except TidingsError as exc:
+        _fail(exc, as_json)
+        return
+    _emit(
+        as_json,
+        {"active_key_id": key_id, "reencrypted": done},
+        f"evidence key {key_id} is active; {done} record(s) re-encrypted",
+    )
 
 
 def main() -> None:

@@ -398,3 +398,24 @@ class AttachmentTooLargeError(OversizedError):
 
     code = "attachment_too_large"
 
+
+
+# --- enforcement on the messaging API (trust & safety decisions) -----------------------------
+
+
+class AccountBannedError(ForbiddenError):
+    """This account is banned; only its status and appeals remain available."""
+
+    code = "account_banned"
+
+
+class AccountSuspendedError(ForbiddenError):
+    """This account is suspended; only its status and appeals remain available."""
+
+    code = "account_suspended"
+
+
+class AccountRestrictedError(ForbiddenError):
+    """This account is restricted and cannot start new conversations."""
+
+    code = "account_restricted"

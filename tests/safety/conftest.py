@@ -4,27 +4,39 @@ fully wired in-memory trust & safety world."""
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
+from sqlalchemy import select, update
 
 from tidings.crypto import attachment, franking
 from tidings.crypto.franking import ReportItem
-from tidings.safety.audit import AuditLog, InMemoryAuditRepository
+from tidings.safety.audit import AuditEntry, AuditLog, InMemoryAuditRepository
 from tidings.safety.cases import (
+    CaseRecord,
     CaseService,
     InMemoryCaseRepository,
     InMemoryEnforcementRepository,
 )
 from tidings.safety.categories import QueueId
-from tidings.safety.evidence import EvidenceKeyRing, EvidenceVault, InMemoryEvidenceRepository
+from tidings.safety.evidence import (
+    EvidenceKeyRing,
+    EvidenceRecord,
+    EvidenceVault,
+    InMemoryEvidenceRepository,
+)
 from tidings.safety.reports import (
     FrankingKey,
     FrankingKeyRing,
     InMemoryReportRepository,
     ReportIntake,
+    ReportRecord,
     ReportSubmission,
 )
 from tidings.safety.staff import (
@@ -35,6 +47,22 @@ from tidings.safety.staff import (
     StaffService,
     TotpVerifier,
 )
+from tidings.storage.safety import (
+    SafetyDatabase,
+    SqlAuditRepository,
+    SqlCaseRepository,
+    SqlEnforcementRepository,
+    SqlEvidenceRepository,
+    SqlReportRepository,
+    SqlStaffRepository,
+)
+from tidings.storage.safety_schema import (
+    safety_cases,
+    safety_evidence,
+    safety_report_replay,
+    safety_reports,
+)
+from tidings.storage.schema import metadata
 from tidings.wire import encode, pb
 
 T0 = 1_700_000_000_000
@@ -226,16 +254,25 @@ class World:
 ALL_QUEUES = tuple(q.value for q in QueueId if q is not QueueId.CHILD_SAFETY)
 
 
-def build_world(*, anchor_key: bytes | None = None) -> World:
+def build_world(*, anchor_key: bytes | None = None, db: SafetyDatabase | None = None) -> World:
+    """The wired world on in-memory repositories, or on the SQL ones over ``db``."""
     server = Server()
-    audit_repo = InMemoryAuditRepository()
+    if db is None:
+        audit_repo: Any = InMemoryAuditRepository()
+        evidence_repo: Any = InMemoryEvidenceRepository()
+        report_repo: Any = InMemoryReportRepository(evidence_repo)
+        case_repo: Any = InMemoryCaseRepository()
+        enforcement_repo: Any = InMemoryEnforcementRepository()
+        staff_repo: Any = InMemoryStaffRepository()
+    else:
+        audit_repo = AuditRows(db)
+        evidence_repo = EvidenceRows(db)
+        report_repo = ReportRows(db)
+        case_repo = CaseRows(db)
+        enforcement_repo = SqlEnforcementRepository(db)
+        staff_repo = SqlStaffRepository(db)
     audit = AuditLog(audit_repo, anchor_key=anchor_key)
-    evidence_repo = InMemoryEvidenceRepository()
-    report_repo = InMemoryReportRepository(evidence_repo)
-    case_repo = InMemoryCaseRepository()
-    enforcement_repo = InMemoryEnforcementRepository()
     vault = EvidenceVault(evidence_repo, EvidenceKeyRing({"ev1": os.urandom(32)}, "ev1"), audit)
-    staff_repo = InMemoryStaffRepository()
     ids = Counter()
     staff = StaffService(
         staff_repo, audit, hasher=cheap_hasher(), id_source=lambda: "staff_" + ids()
@@ -279,9 +316,163 @@ def build_world(*, anchor_key: bytes | None = None) -> World:
     )
 
 
+# --- SQL backends ---------------------------------------------------------------------------
+# Every test that takes the `world` fixture runs on the in-memory repositories, on the SQL
+# repositories over SQLite, and on the SQL repositories over PostgreSQL (a fresh schema per
+# session, tables emptied between tests, dropped at the end; skipped when PostgreSQL is
+# unreachable, except under CI=true where that is a failure). The subclasses below give the
+# SQL repositories the read views (``rows``, ``reports``...) the tests inspect and tamper with
+# (test code only: production repositories have no such views).
+
+PG_URL = os.environ.get("TIDINGS_TEST_PG", "postgresql://127.0.0.1:5432/test")
+
+
+def require_service(name: str, reachable: bool, detail: str = "") -> None:
+    if reachable:
+        return
+    message = f"{name} is unreachable{': ' + detail if detail else ''}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: every service variant must run)")
+    pytest.skip(message)
+
+
+class _WriteThrough(dict[str, Any]):
+    def __init__(self, data: dict[str, Any], on_set: Any) -> None:
+        super().__init__(data)
+        self._on_set = on_set
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._on_set(value)
+
+
+class AuditRows(SqlAuditRepository):
+    @property
+    def rows(self) -> list[AuditEntry]:
+        return list(self.entries())
+
+
+class EvidenceRows(SqlEvidenceRepository):
+    def __init__(self, db: SafetyDatabase) -> None:
+        super().__init__(db)
+        self.db = db
+
+    @property
+    def rows(self) -> dict[str, EvidenceRecord]:
+        with self.db.read() as c:
+            ids = [r.evidence_id for r in c.execute(select(safety_evidence.c.evidence_id))]
+        data = {i: self.get_evidence(i) for i in ids}
+        return _WriteThrough(data, self._tamper)
+
+    def _tamper(self, record: EvidenceRecord) -> None:
+        with self.db.write() as c:
+            c.execute(
+                update(safety_evidence)
+                .where(safety_evidence.c.evidence_id == record.evidence_id)
+                .values(
+                    report_id=record.report_id,
+                    kind=record.kind,
+                    key_id=record.key_id,
+                    nonce=record.nonce,
+                    ciphertext=record.ciphertext,
+                )
+            )
+
+
+class ReportRows(SqlReportRepository):
+    def __init__(self, db: SafetyDatabase) -> None:
+        super().__init__(db)
+        self.db = db
+
+    @property
+    def reports(self) -> dict[str, ReportRecord]:
+        with self.db.read() as c:
+            ids = [r.report_id for r in c.execute(select(safety_reports.c.report_id))]
+        return {i: r for i in ids if (r := self.get_report(i)) is not None}
+
+    @property
+    def replay(self) -> dict[str, str]:
+        with self.db.read() as c:
+            return {r.key: r.kind for r in c.execute(select(safety_report_replay))}
+
+
+class CaseRows(SqlCaseRepository):
+    def __init__(self, db: SafetyDatabase) -> None:
+        super().__init__(db)
+        self.db = db
+
+    @property
+    def cases(self) -> dict[str, CaseRecord]:
+        with self.db.read() as c:
+            ids = [r.case_id for r in c.execute(select(safety_cases.c.case_id))]
+        return {i: r for i in ids if (r := self.get_case(i)) is not None}
+
+
+SAFETY_TABLES = [t.name for t in metadata.sorted_tables if t.name.startswith("safety_")] + [
+    "account_enforcements"
+]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database migrated once; each test copies it (migrations per test would be slow)."""
+    path = tmp_path_factory.mktemp("safety-template") / "tidings.db"
+    db = SafetyDatabase(f"sqlite:///{path}")
+    db.migrate()
+    db.dispose()  # the last connection to close checkpoints the WAL into the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_safety_db() -> Iterator[SafetyDatabase]:
+    schema = f"tidings_safety_{secrets.token_hex(4)}"
+    try:
+        admin = SafetyDatabase(PG_URL)
+        with admin.write() as c:
+            c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        admin.dispose()
+    except Exception as exc:  # unreachable, no such database, refused
+        require_service("PostgreSQL", False, f"{PG_URL} ({type(exc).__name__})")
+    db = SafetyDatabase(PG_URL, schema=schema)
+    db.migrate()
+    yield db
+    db.dispose()
+    admin = SafetyDatabase(PG_URL)
+    with admin.write() as c:
+        c.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    admin.dispose()
+
+
+def backend_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SafetyDatabase | None]:
+    backend = request.param
+    if backend == "memory":
+        yield None
+    elif backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "tidings.db"
+        shutil.copy(template, path)
+        db = SafetyDatabase(f"sqlite:///{path}")
+        yield db
+        db.dispose()
+    else:
+        pg: SafetyDatabase = request.getfixturevalue("pg_safety_db")
+        with pg.write() as c:
+            c.exec_driver_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in SAFETY_TABLES))
+        yield pg
+
+
+BACKENDS = ["memory", "sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def safety_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SafetyDatabase | None]:
+    """None (in memory), or a clean SQL database (SQLite, PostgreSQL)."""
+    yield from backend_db(request, tmp_path)
+
+
 @pytest.fixture
-def world() -> Iterator[World]:
-    yield build_world()
+def world(safety_db: SafetyDatabase | None) -> Iterator[World]:
+    yield build_world(db=safety_db)
 
 
 def submission(

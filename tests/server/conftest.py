@@ -1,6 +1,11 @@
 """Fixtures for the server tests: an app per test (fresh data directory), device kits, and
 the external services of cluster mode (PostgreSQL, Redis).
 
+Route tests run on both storage backends: the `config` fixture (and so `client`, `register`,
+`link`, `live_server`) is parametrized over SQLite and PostgreSQL, each PostgreSQL test in a
+fresh schema of its own. A test that inspects the SQLite files themselves is marked
+``@pytest.mark.sqlite_only`` and runs on SQLite only.
+
 External services: a test that needs one is skipped when it is unreachable, except under
 ``CI=true``, where an unreachable service is a failure (CI must run every variant).
 """
@@ -12,6 +17,7 @@ import concurrent.futures
 import os
 import secrets
 import socket
+import sqlite3
 import threading
 import time
 import urllib.parse
@@ -41,27 +47,63 @@ def require_service(name: str, reachable: bool, detail: str = "") -> None:
     pytest.skip(message)
 
 
-def pg_admin(sql: str) -> str:
-    """Run one statement on the test database; returns '' or the error's class name."""
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: inspects SQLite files; skip the PostgreSQL variant"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the PostgreSQL variant of ``sqlite_only`` tests (it would test nothing)."""
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_pg = callspec is not None and callspec.params.get("config") == "postgresql"
+        (drop if on_pg and item.get_closest_marker("sqlite_only") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _pg_run(sql: str, schema: str | None = None) -> tuple[object, str]:
+    """Run one statement on the test database (in ``schema``); returns (first value of the
+    first row, '') or (None, the error's class name)."""
     import asyncpg  # type: ignore[import-untyped]
 
-    async def go() -> None:
-        conn = await asyncpg.connect(PG_URL, timeout=3)
+    async def go() -> object:
+        settings = {"search_path": schema} if schema else None
+        conn = await asyncpg.connect(PG_URL, timeout=3, server_settings=settings)
         try:
-            await conn.execute(sql)
+            return await conn.fetchval(sql)
         finally:
             await conn.close()
 
-    def in_thread() -> str:
+    def in_thread() -> tuple[object, str]:
         # A thread of its own: the caller may be inside a running event loop (async tests).
         try:
-            asyncio.run(go())
+            return asyncio.run(go()), ""
         except Exception as exc:  # any failure means "unreachable" to the caller
-            return type(exc).__name__
-        return ""
+            return None, type(exc).__name__
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(in_thread).result()
+
+
+def pg_admin(sql: str) -> str:
+    """Run one statement on the test database; returns '' or the error's class name."""
+    return _pg_run(sql)[1]
+
+
+def count_rows(config: ServerConfig, table: str) -> int:
+    """Rows in ``table`` of the server's database, whichever backend ``config`` names."""
+    if not config.database_url:
+        with sqlite3.connect(config.data_dir / "tidings.db") as db:
+            count: int = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            return count
+    value, error = _pg_run(f"SELECT count(*) FROM {table}", config.database_schema)
+    assert not error, error
+    assert isinstance(value, int)
+    return value
 
 
 @pytest.fixture(scope="session")
@@ -100,9 +142,16 @@ def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:
     return ServerConfig(**base)
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> ServerConfig:
-    return make_config(tmp_path / "data")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerConfig]:
+    """A node configuration on SQLite, or on PostgreSQL in a schema of this test's own."""
+    if request.param == "sqlite":
+        yield make_config(tmp_path / "data")
+        return
+    session_schema = request.getfixturevalue("pg_schema")
+    schema = f"{session_schema}_{secrets.token_hex(3)}"
+    yield make_config(tmp_path / "data", database_url=PG_URL, database_schema=schema)
+    pg_admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture
@@ -162,10 +211,9 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/websocket"
+        self.app = create_app(config)
         self.server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(config), host="127.0.0.1", port=self.port, log_level="warning"
-            )
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

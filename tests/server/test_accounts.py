@@ -4,13 +4,13 @@ renaming, removal, account deletion — success and failure paths (docs/api.md).
 from __future__ import annotations
 
 import base64
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.server.conftest import count_rows
 from tests.server.helpers import DeviceKit, basic_auth
 from tidings.server.config import ServerConfig
 from tidings.wire.base64url import b64e
@@ -20,9 +20,7 @@ Link = Callable[..., DeviceKit]
 
 
 def rows(config: ServerConfig, table: str) -> int:
-    with sqlite3.connect(config.data_dir / "tidings.db") as db:
-        count: int = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        return count
+    return count_rows(config, table)
 
 
 def error_code(response: object) -> str:

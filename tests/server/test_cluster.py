@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,8 +26,11 @@ from tidings.wire import tidings_pb2 as pb
 from tidings.wire.base64url import b64d, b64e
 
 
-def start_nodes(tmp_path: Path, pg_schema: str, redis_url: str) -> tuple[list[LiveServer], str]:
-    """Two nodes on one fresh schema; returns them and the schema (for clean-up)."""
+def start_nodes(
+    tmp_path: Path, pg_schema: str, redis_url: str, **overrides: Any
+) -> tuple[list[LiveServer], str]:
+    """Two nodes on one fresh schema and a Redis namespace of their own (other test runs may
+    share the Redis); returns them and the schema (for clean-up)."""
     key_file = tmp_path / "franking.key"
     key_file.write_bytes(os.urandom(32))
     key_file.chmod(0o600)
@@ -41,6 +45,8 @@ def start_nodes(tmp_path: Path, pg_schema: str, redis_url: str) -> tuple[list[Li
                 redis_url=redis_url,
                 franking_key_file=key_file,
                 node_name=name,
+                redis_prefix=f"tidings-test-{schema}",
+                **overrides,
             )
             started.append(LiveServer(config).start())
     except BaseException:
@@ -144,3 +150,92 @@ def test_without_redis_mail_is_late_but_not_lost(tmp_path: Path, pg_schema: str)
         asyncio.run(main())
     finally:
         stop_nodes(started, schema)
+
+
+def test_rate_limits_are_shared_across_nodes(
+    tmp_path: Path, pg_schema: str, redis_url: str
+) -> None:
+    """Per-account send limit 4/minute: two sends through each node use it up; the fifth,
+    through either node, is 429 with Retry-After and stores nothing."""
+    started, schema = start_nodes(tmp_path, pg_schema, redis_url, rate_sends_per_minute=4)
+    node_a, node_b = started
+
+    async def main() -> None:
+        async with (
+            httpx.AsyncClient(base_url=node_a.url) as http_a,
+            httpx.AsyncClient(base_url=node_b.url) as http_b,
+        ):
+            alice, bob = DeviceKit(one_time=1, kem=1), DeviceKit(one_time=1, kem=1)
+            for name, kit in (("alice", alice), ("bob", bob)):
+                body = {"username": name, "device": kit.device_keys()}
+                assert (await http_a.post("/v1/accounts", json=body)).status_code == 201
+                kit.username, kit.device_id = name, 1
+            codes = []
+            for http in (http_a, http_b, http_a, http_b, http_a, http_b):
+                sent = await http.put(
+                    "/v1/messages/bob", json={"messages": [outgoing(bob)]}, headers=alice.auth
+                )
+                codes.append(sent.status_code)
+                if sent.status_code == 429:
+                    assert sent.json()["error"]["code"] == "rate_limited"
+                    assert 1 <= int(sent.headers["Retry-After"]) <= 16  # one token per 15 s
+            assert codes == [200, 200, 200, 200, 429, 429]
+            pulled = await http_b.get("/v1/messages", headers=bob.auth)
+            assert len(pulled.json()["envelopes"]) == 4  # the refused sends stored nothing
+            # Another account has its own bucket.
+            other = await http_b.put(
+                "/v1/messages/alice", json={"messages": [outgoing(alice)]}, headers=bob.auth
+            )
+            assert other.status_code == 200
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop_nodes(started, schema)
+
+
+def test_hints_lost_mid_run_delay_delivery_but_lose_nothing(
+    nodes: tuple[LiveServer, LiveServer],
+) -> None:
+    """First a live push through Redis; then node A's hints go nowhere (as if its Redis link
+    died): the next message still reaches the device on node B from the durable queue, by the
+    periodic re-read, and nothing is lost or duplicated."""
+    node_a, node_b = nodes
+
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url=node_a.url) as http:
+            alice, bob = DeviceKit(one_time=1, kem=1), DeviceKit(one_time=1, kem=1)
+            for name, kit in (("alice", alice), ("bob", bob)):
+                body = {"username": name, "device": kit.device_keys()}
+                assert (await http.post("/v1/accounts", json=body)).status_code == 201
+                kit.username, kit.device_id = name, 1
+
+            async def send() -> str:
+                sent = await http.put(
+                    "/v1/messages/bob", json={"messages": [outgoing(bob)]}, headers=alice.auth
+                )
+                assert sent.status_code == 200, sent.text
+                message_id: str = sent.json()["message_ids"][0]
+                return message_id
+
+            async def next_id(ws: Any, timeout: float) -> str:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+                assert frame["type"] == "envelope"
+                return b64e(codec.decode(pb.Envelope, b64d(frame["envelope"])).message_id)
+
+            async with connect(node_b.ws_url, additional_headers=bob.auth) as ws:
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "queue_empty"}
+                started = time.monotonic()
+                first = await send()
+                assert await next_id(ws, 10) == first
+                assert time.monotonic() - started < POLL_INTERVAL_S / 2
+                # Node A now publishes where nobody listens: its hints are lost.
+                node_a.app.state.tidings.hub._channel = f"nowhere-{os.urandom(4).hex()}"
+                started = time.monotonic()
+                second = await send()
+                assert await next_id(ws, POLL_INTERVAL_S + 5) == second
+                assert time.monotonic() - started > 1.0  # it came by the poll, not a hint
+                with pytest.raises(TimeoutError):  # and only once
+                    await asyncio.wait_for(ws.recv(), 0.5)
+
+    asyncio.run(main())

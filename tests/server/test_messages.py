@@ -4,7 +4,6 @@ and acknowledge, queue limits, rate limits — and nothing stored on any rejecti
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.server.conftest import make_config
+from tests.server.conftest import count_rows, make_config
 from tests.server.helpers import DeviceKit, outgoing
 from tidings.app import create_app
 from tidings.crypto.franking import FrankingTagInput, verify_franking_tag
@@ -26,9 +25,7 @@ Link = Callable[..., DeviceKit]
 
 
 def queued(config: ServerConfig) -> int:
-    with sqlite3.connect(config.data_dir / "tidings.db") as db:
-        count: int = db.execute("SELECT count(*) FROM messages").fetchone()[0]
-        return count
+    return count_rows(config, "messages")
 
 
 def pull(client: TestClient, device: DeviceKit) -> list[pb.Envelope]:

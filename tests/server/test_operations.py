@@ -63,6 +63,7 @@ def test_prekey_fetch_rate_limit(tmp_path: Path) -> None:
         assert client.get("/v1/keys/count", headers=alice.auth).json()["one_time"] == 1
 
 
+@pytest.mark.sqlite_only  # scans the SQLite files in the data directory
 def test_nothing_secret_is_stored_logged_or_measured(
     client: TestClient, register: Register, config: ServerConfig, log_lines: io.StringIO
 ) -> None:

@@ -14,8 +14,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.datastructures import Headers
 
-from tidings.errors import DecodeError, UnauthorizedError
+from tidings.errors import (
+    AccountBannedError,
+    AccountSuspendedError,
+    DecodeError,
+    UnauthorizedError,
+)
 from tidings.server.state import ServerState, StateDep
+from tidings.storage.enforcement import BAN, RESTRICT, SUSPEND, active_enforcement
 from tidings.wire.base64url import b64d
 
 SECRET_LEN = 32
@@ -30,6 +36,14 @@ class AuthenticatedDevice:
     username: str
     device_id: int
     registration_id: int
+    enforcement: str | None = None
+    """The account's active trust & safety enforcement that limits the messaging API (``ban``,
+    ``suspend``, ``restrict``), or None. Banned and suspended accounts only get this far through
+    `authenticated_device_any` (account status and appeals)."""
+
+    @property
+    def restricted(self) -> bool:
+        return self.enforcement == RESTRICT
 
 
 def credential_hash(secret: bytes) -> bytes:
@@ -53,18 +67,36 @@ def _parse(headers: Headers) -> tuple[str, int, bytes]:
     return username, device_id, secret
 
 
-async def authenticate(headers: Headers, state: ServerState) -> AuthenticatedDevice:
+def refuse_if_blocked(enforcement: str | None) -> None:
+    """Raises `AccountBannedError` / `AccountSuspendedError` for a ban / suspension."""
+    if enforcement == BAN:
+        raise AccountBannedError()
+    if enforcement == SUSPEND:
+        raise AccountSuspendedError()
+
+
+async def authenticate(
+    headers: Headers, state: ServerState, *, allow_blocked: bool = False
+) -> AuthenticatedDevice:
     """Raises `UnauthorizedError` for missing, malformed or wrong credentials (one message for
-    all three cases after parsing, so the answer does not reveal which accounts exist)."""
+    all three cases after parsing, so the answer does not reveal which accounts exist), and,
+    unless ``allow_blocked``, `AccountBannedError` / `AccountSuspendedError` for an account under
+    a ban or suspension (checked on every request: a decision takes effect at once)."""
     username, device_id, secret = _parse(headers)
     record = await state.store.device(username, device_id)
     expected = record.credential_hash if record is not None else bytes(32)
     if not hmac.compare_digest(expected, credential_hash(secret)) or record is None:
         raise UnauthorizedError("unknown device or wrong secret")
     now = state.clock()
+    found = await active_enforcement(state.db, username, now)
+    enforcement = found.kind if found is not None else None
+    if not allow_blocked:
+        refuse_if_blocked(enforcement)
     if now - record.last_seen_ms >= LAST_SEEN_RESOLUTION_MS:
         await state.store.touch(record.account_id, device_id, now)
-    return AuthenticatedDevice(record.account_id, username, device_id, record.registration_id)
+    return AuthenticatedDevice(
+        record.account_id, username, device_id, record.registration_id, enforcement
+    )
 
 
 async def authenticated_device(request: Request, state: StateDep) -> AuthenticatedDevice:
@@ -72,5 +104,11 @@ async def authenticated_device(request: Request, state: StateDep) -> Authenticat
     return await authenticate(request.headers, state)
 
 
+async def authenticated_device_any(request: Request, state: StateDep) -> AuthenticatedDevice:
+    """As `authenticated_device`, but a banned or suspended account is let through: for the
+    routes that must stay open to it (``GET /v1/account/status``, ``POST /v1/appeals``)."""
+    return await authenticate(request.headers, state, allow_blocked=True)
+
+
 DeviceDep = Annotated[AuthenticatedDevice, Depends(authenticated_device)]
-"""Route parameter type: the authenticated device."""
+"""Route parameter type: the authenticated device (banned / suspended accounts refused)."""

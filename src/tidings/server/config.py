@@ -31,6 +31,9 @@ class ServerConfig:
     """PostgreSQL only: keep the tables in this schema (created if missing) instead of public."""
     redis_url: str = ""
     """Empty: single node. Else redis://host:6379/0 for cross-node delivery and rate limits."""
+    redis_prefix: str = "tidings"
+    """Namespace of this cluster's Redis channel and keys: clusters (or test runs) sharing one
+    Redis must differ here, or they wake each other's devices and share rate limits."""
     node_name: str = "node-1"
     queue_limit: int = 10_000
     """Envelopes kept per device before sends to it get 507 queue_full."""

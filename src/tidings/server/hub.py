@@ -19,8 +19,6 @@ log = logging.getLogger("tidings.server.hub")
 POLL_INTERVAL_S = 5.0
 """How often a connected device re-reads its queue without any hint (lost-hint safety net)."""
 
-_CHANNEL = "tidings:mail"
-
 
 class LocalHub:
     """In-process wake-ups keyed by (account id, device id)."""
@@ -44,6 +42,11 @@ class LocalHub:
         for event in self._waiters.get((account_id, device_id), ()):
             event.set()
 
+    def wake_all_local(self) -> None:
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+
     async def notify(self, account_id: int, device_id: int) -> None:
         self.wake_local(account_id, device_id)
 
@@ -57,10 +60,11 @@ class LocalHub:
 class RedisHub(LocalHub):
     """`LocalHub` plus Redis pub/sub between nodes."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, prefix: str = "tidings") -> None:
         super().__init__()
         import redis.asyncio as redis
 
+        self._channel = f"{prefix}:mail"
         self._redis = redis.from_url(url)
         self._task: asyncio.Task[None] | None = None
 
@@ -77,22 +81,37 @@ class RedisHub(LocalHub):
     async def notify(self, account_id: int, device_id: int) -> None:
         self.wake_local(account_id, device_id)
         try:
-            await self._redis.publish(_CHANNEL, f"{account_id}:{device_id}")
+            await self._redis.publish(self._channel, f"{account_id}:{device_id}")
         except Exception as exc:  # a lost hint only delays delivery
             log.warning("mail hint not published: %s", type(exc).__name__)
 
     async def _listen(self) -> None:
+        lost = False
         while True:
             try:
-                pubsub = self._redis.pubsub()
-                await pubsub.subscribe(_CHANNEL)
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    account, _, device = message["data"].decode().partition(":")
-                    self.wake_local(int(account), int(device))
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    if lost:
+                        # Hints published while we were away are gone: every device connected
+                        # here re-reads its queue now instead of at its next poll.
+                        self.wake_all_local()
+                        lost = False
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._on_hint(message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnect; polling covers the gap
+                lost = True
                 log.warning("redis pub/sub lost (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
+
+    def _on_hint(self, data: object) -> None:
+        try:
+            if not isinstance(data, bytes):
+                raise ValueError("not bytes")
+            account, _, device = data.decode().partition(":")
+            self.wake_local(int(account), int(device))
+        except (UnicodeDecodeError, ValueError):
+            # Not ours (or garbled): ignore it rather than dropping the subscription.
+            log.warning("ignored a malformed mail hint")

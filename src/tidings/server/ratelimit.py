@@ -91,9 +91,10 @@ class RedisRateLimiter:
     """Buckets in Redis, shared by every node. While Redis is unreachable each node limits on
     its own (`MemoryRateLimiter`): limits loosen by the node count, they never switch off."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, prefix: str = "tidings") -> None:
         import redis.asyncio as redis
 
+        self._prefix = prefix
         self._redis: Any = redis.from_url(url)
         self._script: Any = self._redis.register_script(_BUCKET_SCRIPT)
         self._fallback = MemoryRateLimiter()
@@ -102,7 +103,8 @@ class RedisRateLimiter:
         rate = limit / window_s
         try:
             allowed, retry = await self._script(
-                keys=[f"tidings:rl:{kind}:{key}"], args=[limit, repr(rate), repr(time.time())]
+                keys=[f"{self._prefix}:rl:{kind}:{key}"],
+                args=[limit, repr(rate), repr(time.time())],
             )
         except Exception as exc:  # keep limiting per node while Redis is down
             log.warning(

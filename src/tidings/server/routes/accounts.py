@@ -7,6 +7,7 @@ import secrets
 
 from fastapi import APIRouter, Request, Response
 
+from tidings.errors import UsernameTakenError
 from tidings.server.auth import DeviceDep
 from tidings.server.models import (
     LinkRequest,
@@ -21,6 +22,7 @@ from tidings.server.models import (
     check_username,
 )
 from tidings.server.state import StateDep, client_address
+from tidings.storage.enforcement import is_banned
 from tidings.wire.base64url import b64e
 
 PROVISIONING_TTL_MS = 10 * 60 * 1000
@@ -42,6 +44,9 @@ async def register(body: Registration, request: Request, state: StateDep) -> Reg
     )
     username = check_username(body.username)
     device = body.device.to_new_device()
+    if await is_banned(state.db, username, state.clock()):
+        # A banned username stays reserved, also after the account is gone.
+        raise UsernameTakenError()
     await state.store.create_account(username, device, state.clock())
     return Registered(username=username, device_id=1)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from tidings.crypto.identity import IdentityKey
+from tidings.errors import AccountRestrictedError
 from tidings.server.auth import DeviceDep
 from tidings.server.models import Bundles, CheckedPrekeys, DeviceBundle, PrekeyCount, PrekeyUpload
 from tidings.server.state import StateDep
@@ -43,6 +44,10 @@ async def count(auth: DeviceDep, state: StateDep) -> PrekeyCount:
 async def bundles(
     username: str, auth: DeviceDep, state: StateDep, device_id: int | None = None
 ) -> Bundles:
+    if auth.restricted and username != auth.username:
+        # A restricted account cannot start new chats. The server cannot see sessions, so it
+        # refuses every bundle fetch of another account (its own stay open for new devices).
+        raise AccountRestrictedError()
     await state.limiter.hit(
         "prekeys", str(auth.account_id), state.config.rate_prekey_fetches_per_minute, 60
     )

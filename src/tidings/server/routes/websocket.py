@@ -15,6 +15,7 @@ from tidings.errors import TidingsError
 from tidings.server.auth import AuthenticatedDevice, authenticate
 from tidings.server.hub import POLL_INTERVAL_S
 from tidings.server.state import ServerState, get_state
+from tidings.storage.enforcement import BAN, SUSPEND, active_enforcement
 from tidings.wire.base64url import b64d, b64e
 
 log = logging.getLogger("tidings.server.websocket")
@@ -54,6 +55,16 @@ async def _deliver(
     async with state.hub.subscribe(auth.account_id, auth.device_id) as wake:
         while not acks.done():
             wake.clear()
+            # Re-checked on every wake (a hint, or the poll): a ban or suspension decided
+            # meanwhile closes the connection (the safety side wakes the account's devices).
+            found = await active_enforcement(state.db, auth.username, state.clock())
+            if found is not None and found.kind in (BAN, SUSPEND):
+                code = "account_banned" if found.kind == BAN else "account_suspended"
+                await ws.send_text(
+                    json.dumps({"type": "error", "code": code, "message": "account " + code[8:]})
+                )
+                await ws.close(code=4403, reason=code)
+                return
             batch = await state.store.pending(
                 auth.account_id,
                 auth.device_id,

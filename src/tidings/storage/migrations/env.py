@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import tidings.storage.safety_schema  # noqa: F401 - registers the safety tables on metadata
 from tidings.storage.schema import metadata
 
 connection = context.config.attributes["connection"]

@@ -1,0 +1,165 @@
+"""The user-facing trust & safety routes (docs/api.md "Reports, enforcement and appeals"):
+``POST /v1/reports``, ``GET /v1/account/status``, ``POST /v1/appeals``.
+
+`build_router` takes the device-authentication dependencies from the composition root, so this
+module never imports the messaging server: ``authenticate`` refuses banned and suspended
+accounts (reports), ``authenticate_any`` lets them through (status and appeals stay open to
+them). Each returns an object with ``username`` and ``device_id``.
+
+The service is synchronous: every call runs in the thread pool. A refused report answers 400
+with the exact reason's code and stores nothing (`tidings.safety.reports`).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the route parameters' Annotated
+# dependencies (local to `build_router`) as objects, not strings.
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field, StrictBool, StrictInt
+from starlette.concurrency import run_in_threadpool
+
+from tidings.crypto.franking import MAX_CONTEXT_ITEMS, ReportItem
+from tidings.errors import InvalidReportError
+from tidings.safety.reports import (
+    MAX_COMMENT_CHARS,
+    MAX_REPORTED_ATTACHMENTS,
+    AttachmentReveal,
+    ReportSubmission,
+)
+from tidings.safety.service import SafetyService
+from tidings.wire.base64url import b64d
+
+__all__ = ["DirectoryAttachmentFetcher", "build_router"]
+
+_ATTACHMENT_ID = re.compile(r"[A-Za-z0-9_-]{43}")
+_MAX_ITEM_B64 = 96 * 1024  # one ReportItem (content is at most a few KiB of text + pointers)
+
+
+class DeviceIdentity(Protocol):
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def device_id(self) -> int: ...
+
+
+class DirectoryAttachmentFetcher:
+    """`tidings.safety.reports.AttachmentFetcher` over the server's attachment directory
+    (``<data_dir>/attachments/<id>``). Ids that are not 43 base64url characters are never
+    looked up (no path tricks)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+
+    def fetch(self, attachment_id: str) -> bytes | None:
+        if not isinstance(attachment_id, str) or not _ATTACHMENT_ID.fullmatch(attachment_id):
+            return None
+        try:
+            return (self._dir / attachment_id).read_bytes()
+        except OSError:
+            return None
+
+
+class RevealBody(BaseModel):
+    item: StrictInt
+    pointer: StrictInt
+    key: str = Field(max_length=128)
+
+
+class ReportBody(BaseModel):
+    category: str = Field(max_length=64)
+    note: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
+    items: list[str] = Field(min_length=1, max_length=MAX_CONTEXT_ITEMS)
+    reported_index: StrictInt
+    attachments: list[RevealBody] = Field(
+        default_factory=list, max_length=MAX_REPORTED_ATTACHMENTS
+    )
+    block: StrictBool = False  # the reporter's client blocks locally; the server ignores it
+
+
+class ReportAccepted(BaseModel):
+    report_id: str
+    case_id: str
+
+
+class AppealBody(BaseModel):
+    decision_id: str = Field(max_length=64)
+    text: str = Field(max_length=10_000)
+
+
+class AppealFiled(BaseModel):
+    appeal_id: str
+
+
+def decode_report(body: ReportBody, username: str, device_id: int) -> ReportSubmission:
+    """The `ReportSubmission` of a request body.
+
+    Raises:
+        DecodeError: an item or key is not valid base64url / not a valid `ReportItem`.
+        InvalidReportError: an item is far too large.
+    """
+    items = []
+    for text in body.items:
+        if len(text) > _MAX_ITEM_B64:
+            raise InvalidReportError("a report item is too large")
+        items.append(ReportItem.decode(b64d(text, what="report item")))
+    reveals = tuple(
+        AttachmentReveal(
+            item_index=r.item,
+            attachment_index=r.pointer,
+            key=b64d(r.key, what="attachment key", max_len=64),
+        )
+        for r in body.attachments
+    )
+    return ReportSubmission(
+        reporter=username,
+        reporter_device=device_id,
+        category=body.category,
+        items=tuple(items),
+        reported_index=body.reported_index,
+        attachments=reveals,
+        comment=body.note or "",
+    )
+
+
+def build_router(
+    service: SafetyService,
+    authenticate: Callable[..., Any],
+    *,
+    authenticate_any: Callable[..., Any] | None = None,
+) -> APIRouter:
+    """The router of the three user-facing safety routes.
+
+    ``authenticate``: FastAPI dependency for device authentication that refuses banned and
+    suspended accounts. ``authenticate_any``: the same, letting them through (for status and
+    appeals); defaults to ``authenticate``.
+    """
+    router = APIRouter(prefix="/v1", tags=["safety"])
+    Device = Annotated[Any, Depends(authenticate)]
+    AnyDevice = Annotated[Any, Depends(authenticate_any or authenticate)]
+
+    @router.post("/reports", status_code=201, response_model=ReportAccepted)
+    async def submit_report(body: ReportBody, device: Device) -> ReportAccepted:
+        who: DeviceIdentity = device
+        submission = decode_report(body, who.username, who.device_id)
+        receipt = await run_in_threadpool(service.submit_report, submission)
+        return ReportAccepted(report_id=receipt.report_id, case_id=receipt.case_id)
+
+    @router.get("/account/status")
+    async def account_status(device: AnyDevice) -> dict[str, Any]:
+        who: DeviceIdentity = device
+        status = await run_in_threadpool(service.account_status, who.username)
+        return status.to_json()
+
+    @router.post("/appeals", status_code=201, response_model=AppealFiled)
+    async def file_appeal(body: AppealBody, device: AnyDevice) -> AppealFiled:
+        who: DeviceIdentity = device
+        appeal = await run_in_threadpool(
+            service.file_appeal, who.username, body.decision_id, body.text
+        )
+        return AppealFiled(appeal_id=appeal.appeal_id)
+
+    return router

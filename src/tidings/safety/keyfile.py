@@ -1,0 +1,138 @@
+"""Key files of the safety side: the evidence key ring (``evidence.keys``) and the audit anchor
+key (``audit_anchor.key``), kept outside the database (a database dump alone opens no evidence
+and cannot re-anchor the audit log). Created with mode 0600 on first use.
+
+``evidence.keys`` is JSON ``{"active": "<id>", "keys": {"<id>": "<b64url 32 bytes>", ...}}``.
+Rotation (`rotate_evidence_key`) adds a key and makes it active; re-encrypt the stored evidence
+(`tidings.safety.service.SafetyService.reencrypt_evidence`, or `tidings admin
+rotate-evidence-key`, which does both), then old keys may be dropped with `drop_evidence_key`.
+In cluster mode every node must read the same files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from pathlib import Path
+
+from tidings.errors import InvalidKeyError, TidingsError
+from tidings.safety.evidence import EVIDENCE_KEY_LEN, EvidenceKeyRing
+from tidings.wire.base64url import b64d, b64e
+
+__all__ = [
+    "ANCHOR_KEY_LEN",
+    "drop_evidence_key",
+    "load_anchor_key",
+    "load_evidence_keys",
+    "rotate_evidence_key",
+]
+
+ANCHOR_KEY_LEN = 32
+
+
+def _write_private(path: Path, data: bytes, *, create_only: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically with mode 0600. ``create_only``: leave an existing
+    file alone (two nodes starting together both keep the first file written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if create_only:
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _new_key_id(existing: set[str]) -> str:
+    n = len(existing) + 1
+    while f"ev{n}" in existing:
+        n += 1
+    return f"ev{n}"
+
+
+def _read_ring(path: Path) -> tuple[str, dict[str, bytes]]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        active = data["active"]
+        keys = {
+            str(k): b64d(v, what="evidence key", max_len=EVIDENCE_KEY_LEN)
+            for k, v in data["keys"].items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError, TidingsError) as exc:
+        raise InvalidKeyError(f"{path} is not a valid evidence key file") from exc
+    if not isinstance(active, str):
+        raise InvalidKeyError(f"{path} is not a valid evidence key file")
+    return active, keys
+
+
+def _write_ring(
+    path: Path, active: str, keys: dict[str, bytes], *, create_only: bool = False
+) -> None:
+    body = {"active": active, "keys": {k: b64e(v) for k, v in sorted(keys.items())}}
+    _write_private(
+        path, (json.dumps(body, indent=1) + "\n").encode("utf-8"), create_only=create_only
+    )
+
+
+def load_evidence_keys(path: Path) -> EvidenceKeyRing:
+    """The evidence key ring in ``path``, created (one fresh key, mode 0600) if missing.
+
+    Raises:
+        InvalidKeyError: the file is malformed or a key is not 32 bytes.
+        OSError: the file cannot be read or created.
+    """
+    if not path.exists():
+        key_id = _new_key_id(set())
+        _write_ring(path, key_id, {key_id: os.urandom(EVIDENCE_KEY_LEN)}, create_only=True)
+    active, keys = _read_ring(path)
+    return EvidenceKeyRing(keys, active)
+
+
+def rotate_evidence_key(path: Path) -> str:
+    """Add a fresh key to the ring in ``path`` and make it active; returns its id. Old keys stay
+    (they still decrypt) until every record is re-encrypted.
+
+    Raises: as `load_evidence_keys`.
+    """
+    load_evidence_keys(path)
+    _, keys = _read_ring(path)
+    key_id = _new_key_id(set(keys))
+    keys[key_id] = os.urandom(EVIDENCE_KEY_LEN)
+    _write_ring(path, key_id, keys)
+    return key_id
+
+
+def drop_evidence_key(path: Path, key_id: str) -> None:
+    """Remove a (non-active) key from the ring. Only after re-encryption reported nothing left.
+
+    Raises:
+        InvalidKeyError: ``key_id`` is the active key or not in the ring.
+    """
+    active, keys = _read_ring(path)
+    if key_id == active or key_id not in keys:
+        raise InvalidKeyError("only a non-active key of the ring can be dropped")
+    del keys[key_id]
+    _write_ring(path, active, keys)
+
+
+def load_anchor_key(path: Path) -> bytes:
+    """The audit anchor key in ``path`` (32 random bytes, created with mode 0600 if missing).
+
+    Raises:
+        InvalidKeyError: the file does not hold exactly 32 bytes.  OSError.
+    """
+    if not path.exists():
+        _write_private(path, os.urandom(ANCHOR_KEY_LEN), create_only=True)
+    key = path.read_bytes()
+    if len(key) != ANCHOR_KEY_LEN:
+        raise InvalidKeyError(f"{path} must hold exactly {ANCHOR_KEY_LEN} bytes")
+    return key

@@ -1,0 +1,791 @@
+"""`SafetyService`: the one object the console, the user-facing safety routes and the CLI use.
+
+It wires the domain services (`StaffService`, `CaseService`, `EvidenceVault`, `AuditLog`,
+`ReportIntake`) over one set of repositories (SQL on a synchronous engine, or in memory), with
+the clock, the keys and the enforcement callback, and adds the few operations that span
+several services (case view with evidence metadata, evidence opening checked against the case,
+account status, first-admin bootstrap). Every method is synchronous: async callers run them in
+a thread pool.
+
+API summary (stable; the console codes against it)
+---------------------------------------------------
+Construction:
+  SafetyService.open(database_url, *, schema="", franking_keys, evidence_keys, fetcher,
+                     anchor_key=None, clock=now_ms, on_enforcement=None, hasher=None,
+                     router=None, policies=DEFAULT_POLICIES) -> SafetyService   (SQL)
+  SafetyService.in_memory(*, franking_keys, evidence_keys, fetcher, ...) -> SafetyService
+  SafetyService(repos: SafetyRepositories, *, ...same keywords...)
+  .migrate()  .close()
+Attributes (`tidings.console.context.ConsoleContext.from_service` reads these):
+  .staff  .cases  .vault  .audit  .intake        (domain services)
+  .staff_repo  .case_repo  .enforcement_repo  .report_repo  .evidence_repo  .audit_repo
+  .queues: Mapping[str, Queue]   .policies: Mapping[str, Policy]   .clock() -> ms
+  .list_staff() -> list[StaffAccount]     .enforcement_history(account) -> list[Enforcement]
+Users (behind POST /v1/reports, GET /v1/account/status, POST /v1/appeals):
+  submit_report(submission) -> ReportReceipt
+  account_status(username) -> AccountStatus            (.to_json() is the API body)
+  file_appeal(username, decision_id, text) -> AppealRecord
+Staff sign-in:
+  ensure_first_admin(username="admin") -> FirstAdmin | None   (only while no staff exist)
+  login(username, password, totp_code, *, source="") -> LoginResult
+  authenticate(token) -> Principal     session_remaining_ms(token) -> int     logout(token)
+  operator() -> Principal     (the command-line operator, an admin; actor "operator:cli")
+Staff management:
+  create_staff(actor, *, username, roles, password=None, display_name=None,
+               child_safety=False, queues=()) -> NewStaff  (one-time password, otpauth URI)
+  set_roles(actor, staff_id, roles)  set_child_safety(actor, staff_id, granted)
+  add_to_queue(actor, staff_id, queue_id)  remove_from_queue(actor, staff_id, queue_id)
+  disable_staff(actor, staff_id)  provisioning_uri(account) -> str
+Review:
+  queues_for(principal) -> list[Queue]
+  list_queue(principal, queue_id) -> list[CaseSummary]
+  open_appeals(principal) -> list[AppealRecord]     (appeals the principal may decide)
+  view_case(principal, case_id) -> CaseDetail        (audited; no content)
+  open_evidence(principal, case_id, evidence_id, *, purpose) -> OpenedEvidence  (audited)
+  claim(principal, case_id, *, duration_ms=DEFAULT_LOCK_MS)  release(principal, case_id)
+  assign(principal, case_id, assignee_id)  add_note(principal, case_id, text)
+  decide(principal, case_id, *, kind, policy_id, reason, until_ms=None) -> DecisionOutcome
+  confirm(principal, case_id, *, reason) -> DecisionOutcome
+  reject(principal, case_id, *, reason) -> DecisionRecord
+  escalate(principal, case_id, *, reason) -> CaseRecord
+  decide_appeal(principal, appeal_id, *, overturn, reason) -> DecisionOutcome
+  void_reporter(principal, reporter, *, reason) -> VoidResult
+Audit and keys:
+  audit_page(principal, *, before_seq=None, limit=100) -> list[AuditEntry]   (newest first)
+  verify_audit(principal=None, *, checkpoint=None) -> AuditVerification
+  reencrypt_evidence(*, actor="system", batch=100) -> int    purge_expired_evidence() -> int
+
+Enforcement: whichever path decides (these methods or the domain services directly, as the
+console does), an enforcement is written through the enforcement repository, which this facade
+wraps so ``on_enforcement(account)`` is called right after the row is stored: the composition
+root wires it to wake the account's WebSockets, which re-check and close.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from argon2 import PasswordHasher
+
+from tidings.errors import ConflictError, InvalidCaseStateError, NotFoundError, SafetyInputError
+from tidings.safety.audit import (
+    AuditAction,
+    AuditCheckpoint,
+    AuditEntry,
+    AuditLog,
+    AuditRepository,
+    AuditVerification,
+    InMemoryAuditRepository,
+)
+from tidings.safety.cases import (
+    DEFAULT_LOCK_MS,
+    DEFAULT_POLICIES,
+    AppealRecord,
+    AppealStatus,
+    CaseRecord,
+    CaseRepository,
+    CaseService,
+    CaseSummary,
+    CaseView,
+    DecisionKind,
+    DecisionOutcome,
+    DecisionRecord,
+    Enforcement,
+    EnforcementKind,
+    EnforcementRepository,
+    InMemoryCaseRepository,
+    InMemoryEnforcementRepository,
+    NoteRecord,
+    Policy,
+    VoidResult,
+)
+from tidings.safety.categories import Queue, Router
+from tidings.safety.evidence import (
+    EvidenceKeyRing,
+    EvidenceRecord,
+    EvidenceRepository,
+    EvidenceVault,
+    InMemoryEvidenceRepository,
+    OpenedEvidence,
+)
+from tidings.safety.reports import (
+    AttachmentFetcher,
+    FrankingKeyRing,
+    InMemoryReportRepository,
+    ReportIntake,
+    ReportReceipt,
+    ReportRepository,
+    ReportSubmission,
+)
+from tidings.safety.staff import (
+    InMemoryStaffRepository,
+    LoginResult,
+    Permission,
+    Principal,
+    Role,
+    StaffAccount,
+    StaffRepository,
+    StaffService,
+    permissions_for,
+)
+
+__all__ = [
+    "WARNING_VISIBLE_MS",
+    "AccountStatus",
+    "AppealState",
+    "CaseDetail",
+    "EvidenceMeta",
+    "FirstAdmin",
+    "NewStaff",
+    "SafetyRepositories",
+    "SafetyService",
+]
+
+log = logging.getLogger("tidings.safety")
+
+DAY_MS = 86_400_000
+WARNING_VISIBLE_MS = 30 * DAY_MS
+"""A warning shows in the account status for 30 days."""
+OPERATOR_ID = "operator:cli"
+_STATUS_OF: Mapping[EnforcementKind, str] = {
+    EnforcementKind.BAN: "banned",
+    EnforcementKind.SUSPEND: "suspended",
+    EnforcementKind.RESTRICT: "restricted",
+    EnforcementKind.WARN: "warned",
+}
+_SEVERITY: Mapping[EnforcementKind, int] = {
+    EnforcementKind.BAN: 4,
+    EnforcementKind.SUSPEND: 3,
+    EnforcementKind.RESTRICT: 2,
+    EnforcementKind.WARN: 1,
+}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppealState:
+    state: str  # "open" or "decided"
+    outcome: str | None = None  # "upheld" / "overturned" once decided
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state}
+        if self.outcome is not None:
+            out["outcome"] = self.outcome
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStatus:
+    """What ``GET /v1/account/status`` answers. ``reason`` is the title of the cited policy
+    (the statement the user is given), never the reviewer's internal reasoning."""
+
+    status: str  # active / warned / restricted / suspended / banned
+    until_ms: int | None = None
+    policy: str | None = None
+    reason: str | None = None
+    decision_id: str | None = None
+    appeal: AppealState | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status}
+        for key in ("until_ms", "policy", "reason", "decision_id"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.appeal is not None:
+            out["appeal"] = self.appeal.to_json()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceMeta:
+    """Evidence metadata for the case view (no content, no key material)."""
+
+    evidence_id: str
+    report_id: str
+    kind: str
+    plaintext_size: int
+    child_safety: bool
+    created_ms: int
+    retained_until_ms: int
+
+    @classmethod
+    def of(cls, record: EvidenceRecord) -> EvidenceMeta:
+        return cls(
+            evidence_id=record.evidence_id,
+            report_id=record.report_id,
+            kind=record.kind,
+            plaintext_size=record.plaintext_size,
+            child_safety=record.child_safety,
+            created_ms=record.created_ms,
+            retained_until_ms=record.retained_until_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CaseDetail:
+    """`CaseView` (reports with their per-item franking/chain verification flags, notes,
+    decisions, enforcements) plus evidence metadata per report and the case's appeals."""
+
+    view: CaseView
+    evidence: Mapping[str, tuple[EvidenceMeta, ...]]
+    appeals: tuple[AppealRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FirstAdmin:
+    """Credentials of the bootstrap admin, to print once."""
+
+    username: str
+    password: str = field(repr=False)
+    totp_secret: str = field(repr=False)
+    otpauth_uri: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NewStaff:
+    account: StaffAccount
+    password: str = field(repr=False)
+    otpauth_uri: str = field(repr=False)
+
+
+# --- repositories ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyRepositories:
+    audit: AuditRepository
+    staff: StaffRepository
+    reports: ReportRepository
+    evidence: EvidenceRepository
+    cases: CaseRepository
+    enforcements: EnforcementRepository
+    close: Callable[[], None] = lambda: None
+    migrate: Callable[[], None] = lambda: None
+
+    @classmethod
+    def in_memory(cls) -> SafetyRepositories:
+        evidence = InMemoryEvidenceRepository()
+        return cls(
+            audit=InMemoryAuditRepository(),
+            staff=InMemoryStaffRepository(),
+            reports=InMemoryReportRepository(evidence),
+            evidence=evidence,
+            cases=InMemoryCaseRepository(),
+            enforcements=InMemoryEnforcementRepository(),
+        )
+
+    @classmethod
+    def sql(cls, database_url: str, *, schema: str = "") -> SafetyRepositories:
+        """SQL repositories on a synchronous engine for ``database_url`` (any spelling the
+        server accepts). Raises ValueError for a bad ``schema``."""
+        from tidings.storage.safety import (
+            SafetyDatabase,
+            SqlAuditRepository,
+            SqlCaseRepository,
+            SqlEnforcementRepository,
+            SqlEvidenceRepository,
+            SqlReportRepository,
+            SqlStaffRepository,
+        )
+
+        db = SafetyDatabase(database_url, schema=schema)
+        return cls(
+            audit=SqlAuditRepository(db),
+            staff=SqlStaffRepository(db),
+            reports=SqlReportRepository(db),
+            evidence=SqlEvidenceRepository(db),
+            cases=SqlCaseRepository(db),
+            enforcements=SqlEnforcementRepository(db),
+            close=db.dispose,
+            migrate=db.migrate,
+        )
+
+
+class _NotifyingEnforcements:
+    """An `EnforcementRepository` that calls ``callback(account)`` after storing an
+    enforcement (the callback's failure is logged by class name and never undoes the row)."""
+
+    def __init__(self, inner: EnforcementRepository, callback: Callable[[str], None]) -> None:
+        self.inner = inner
+        self._callback = callback
+
+    def add_enforcement(self, enforcement: Enforcement) -> None:
+        self.inner.add_enforcement(enforcement)
+        try:
+            self._callback(enforcement.account)
+        except Exception as exc:  # the row is stored; the server re-checks within seconds
+            log.warning("enforcement callback failed: %s", type(exc).__name__)
+
+    def enforcements_for_decision(self, decision_id: str) -> list[Enforcement]:
+        return self.inner.enforcements_for_decision(decision_id)
+
+    def enforcements_for_account(self, account: str) -> list[Enforcement]:
+        return self.inner.enforcements_for_account(account)
+
+    def revoke_enforcement(self, enforcement_id: str, revoked_ms: int) -> None:
+        self.inner.revoke_enforcement(enforcement_id, revoked_ms)
+
+
+def _new_password() -> str:
+    return secrets.token_urlsafe(18)  # 24 characters, 144 bits
+
+
+# --- the facade -----------------------------------------------------------------------------
+
+
+class SafetyService:
+    """See the module docstring for the API summary."""
+
+    def __init__(
+        self,
+        repos: SafetyRepositories,
+        *,
+        franking_keys: FrankingKeyRing,
+        evidence_keys: EvidenceKeyRing,
+        fetcher: AttachmentFetcher,
+        anchor_key: bytes | None = None,
+        clock: Callable[[], int] = now_ms,
+        on_enforcement: Callable[[str], None] | None = None,
+        hasher: PasswordHasher | None = None,
+        router: Router | None = None,
+        policies: Mapping[str, Policy] = DEFAULT_POLICIES,
+    ) -> None:
+        self.repos = repos
+        self.clock = clock
+        self.router = router or Router()
+        self.queues: Mapping[str, Queue] = self.router.queues
+        self.policies: Mapping[str, Policy] = policies
+        self.audit_repo = repos.audit
+        self.staff_repo = repos.staff
+        self.report_repo = repos.reports
+        self.evidence_repo = repos.evidence
+        self.case_repo = repos.cases
+        self.enforcement_repo: EnforcementRepository = (
+            _NotifyingEnforcements(repos.enforcements, on_enforcement)
+            if on_enforcement is not None
+            else repos.enforcements
+        )
+        self.audit = AuditLog(repos.audit, anchor_key=anchor_key)
+        self.staff = StaffService(repos.staff, self.audit, queues=self.queues, hasher=hasher)
+        self.vault = EvidenceVault(repos.evidence, evidence_keys, self.audit)
+        self.cases = CaseService(
+            cases=repos.cases,
+            reports=repos.reports,
+            enforcements=self.enforcement_repo,
+            audit=self.audit,
+            router=self.router,
+            principals=self.staff.principal_for,
+            policies=policies,
+        )
+        self.intake = ReportIntake(
+            franking_keys=franking_keys,
+            fetcher=fetcher,
+            reports=repos.reports,
+            vault=self.vault,
+            cases=self.cases,
+            audit=self.audit,
+        )
+
+    def __repr__(self) -> str:
+        return f"SafetyService(audit={type(self.audit_repo).__name__})"
+
+    @classmethod
+    def open(cls, database_url: str, *, schema: str = "", **kwargs: Any) -> SafetyService:
+        """A service on SQL repositories (same keywords as the constructor)."""
+        return cls(SafetyRepositories.sql(database_url, schema=schema), **kwargs)
+
+    @classmethod
+    def in_memory(cls, **kwargs: Any) -> SafetyService:
+        return cls(SafetyRepositories.in_memory(), **kwargs)
+
+    def migrate(self) -> None:
+        """Bring the database schema to the current version (no-op in memory)."""
+        self.repos.migrate()
+
+    def close(self) -> None:
+        self.repos.close()
+
+    # --- lookups for the console ----------------------------------------------------------
+
+    def list_staff(self) -> list[StaffAccount]:
+        lister = getattr(self.staff_repo, "list_staff", None)
+        if lister is not None:
+            accounts: list[StaffAccount] = lister()
+            return accounts
+        staff = getattr(self.staff_repo, "_staff", {})
+        return sorted(staff.values(), key=lambda a: a.username)
+
+    def enforcement_history(self, account: str) -> list[Enforcement]:
+        return self.enforcement_repo.enforcements_for_account(account)
+
+    # --- users ----------------------------------------------------------------------------
+
+    def submit_report(self, submission: ReportSubmission) -> ReportReceipt:
+        """Verify, store (evidence encrypted) and route a report.
+
+        Raises: every refusal of `ReportIntake.submit`; nothing is stored on any of them.
+        """
+        return self.intake.submit(submission, now_ms=self.clock())
+
+    def _appeal_state(self, decision_id: str) -> AppealState | None:
+        appeals = self.case_repo.appeals_for_decision(decision_id)
+        if not appeals:
+            return None
+        appeal = appeals[-1]
+        if appeal.status is AppealStatus.OPEN:
+            return AppealState("open")
+        return AppealState("decided", appeal.status.value)
+
+    def _appeals_by(self, account: str) -> list[AppealRecord]:
+        finder = getattr(self.case_repo, "appeals_by_account", None)
+        if finder is not None:
+            found: list[AppealRecord] = finder(account)
+            return found
+        appeals = getattr(self.case_repo, "appeals", {})
+        return sorted(
+            (a for a in appeals.values() if a.account == account), key=lambda a: a.filed_ms
+        )
+
+    def account_status(self, username: str) -> AccountStatus:
+        """The account's most severe active enforcement (a warning shows for 30 days), the
+        decision and policy behind it, and the state of its appeal. With nothing active but an
+        appeal decided in the last 30 days (e.g. overturned), that appeal is shown."""
+        now = self.clock()
+        active = [
+            e
+            for e in self.enforcement_repo.enforcements_for_account(username)
+            if e.active(now)
+            and (e.kind is not EnforcementKind.WARN or now - e.created_ms < WARNING_VISIBLE_MS)
+        ]
+        if not active:
+            recent = [
+                a
+                for a in self._appeals_by(username)
+                if a.decided_ms is not None and now - a.decided_ms < WARNING_VISIBLE_MS
+            ]
+            if recent:
+                last = recent[-1]
+                return AccountStatus(
+                    "active",
+                    decision_id=last.decision_id,
+                    appeal=AppealState("decided", last.status.value),
+                )
+            return AccountStatus("active")
+        worst = max(active, key=lambda e: (_SEVERITY[e.kind], e.until_ms is None, e.until_ms or 0))
+        decision = self.case_repo.get_decision(worst.decision_id)
+        policy = decision.policy_id if decision is not None else None
+        known = self.policies.get(policy) if policy is not None else None
+        title = known.title if known is not None else None
+        return AccountStatus(
+            status=_STATUS_OF[worst.kind],
+            until_ms=worst.until_ms,
+            policy=policy,
+            reason=title,
+            decision_id=worst.decision_id,
+            appeal=self._appeal_state(worst.decision_id),
+        )
+
+    def file_appeal(self, username: str, decision_id: str, text: str) -> AppealRecord:
+        """Appeal a final enforcing decision about ``username``.
+
+        Raises:
+            SafetyInputError: empty or over-long text.  NotFoundError: no such decision.
+            PermissionDeniedError: not the decision's subject.  InvalidCaseStateError: not
+            appealable (already appealed, dismissal, window closed).
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise SafetyInputError("an appeal needs a statement")
+        if not isinstance(decision_id, str) or not decision_id or len(decision_id) > 64:
+            raise NotFoundError("no such decision")
+        try:
+            return self.cases.file_appeal(
+                username, decision_id, statement=text.strip(), now_ms=self.clock()
+            )
+        except ConflictError:
+            raise InvalidCaseStateError("this decision was already appealed") from None
+
+    # --- staff sign-in --------------------------------------------------------------------
+
+    def ensure_first_admin(self, username: str = "admin") -> FirstAdmin | None:
+        """Create the first admin (random password, fresh TOTP secret) if there are no staff
+        at all; None otherwise (also when another node won the race)."""
+        if self.staff_repo.count_staff() > 0:
+            return None
+        password = _new_password()
+        try:
+            account = self.staff.bootstrap_admin(username, password, now_ms=self.clock())
+        except ConflictError:
+            return None
+        return FirstAdmin(
+            username=account.username,
+            password=password,
+            totp_secret=account.totp_secret,
+            otpauth_uri=self.staff.provisioning_uri(account),
+        )
+
+    def login(
+        self, username: str, password: str, totp_code: str, *, source: str = ""
+    ) -> LoginResult:
+        return self.staff.login(username, password, totp_code, now_ms=self.clock(), source=source)
+
+    def authenticate(self, token: str) -> Principal:
+        return self.staff.authenticate(token, now_ms=self.clock())
+
+    def session_remaining_ms(self, token: str) -> int:
+        return self.staff.session_remaining_ms(token, now_ms=self.clock())
+
+    def logout(self, token: str) -> None:
+        self.staff.logout(token, now_ms=self.clock())
+
+    def operator(self) -> Principal:
+        """The operator at the command line: an admin's permissions (no queues, no evidence),
+        recorded in the audit log as ``operator:cli``."""
+        roles = frozenset({Role.ADMIN})
+        return Principal(
+            staff_id=OPERATOR_ID,
+            username="operator",
+            roles=roles,
+            permissions=permissions_for(roles, child_safety=False),
+            queues=frozenset(),
+        )
+
+    # --- staff management -----------------------------------------------------------------
+
+    def create_staff(
+        self,
+        actor: Principal,
+        *,
+        username: str,
+        roles: Iterable[Role | str],
+        password: str | None = None,
+        display_name: str | None = None,
+        child_safety: bool = False,
+        queues: Sequence[str] = (),
+    ) -> NewStaff:
+        """Create a staff account (a random one-time password unless given), optionally with
+        the child-safety clearance and queue memberships (each step audited).
+
+        Raises: as `StaffService.create_staff`, `set_child_safety`, `add_to_queue`.
+        """
+        try:
+            role_set = [Role(r) for r in roles]
+        except ValueError:
+            raise SafetyInputError("unknown role") from None
+        secret = password if password is not None else _new_password()
+        now = self.clock()
+        account = self.staff.create_staff(
+            actor,
+            username=username,
+            display_name=display_name or username,
+            roles=role_set,
+            password=secret,
+            now_ms=now,
+        )
+        if child_safety:
+            account = self.staff.set_child_safety(actor, account.staff_id, True, now_ms=now)
+        for queue_id in queues:
+            self.staff.add_to_queue(actor, account.staff_id, queue_id, now_ms=now)
+        return NewStaff(account, secret, self.staff.provisioning_uri(account))
+
+    def set_roles(self, actor: Principal, staff_id: str, roles: Iterable[Role]) -> StaffAccount:
+        return self.staff.set_roles(actor, staff_id, roles, now_ms=self.clock())
+
+    def set_child_safety(self, actor: Principal, staff_id: str, granted: bool) -> StaffAccount:
+        return self.staff.set_child_safety(actor, staff_id, granted, now_ms=self.clock())
+
+    def add_to_queue(self, actor: Principal, staff_id: str, queue_id: str) -> None:
+        self.staff.add_to_queue(actor, staff_id, queue_id, now_ms=self.clock())
+
+    def remove_from_queue(self, actor: Principal, staff_id: str, queue_id: str) -> None:
+        self.staff.remove_from_queue(actor, staff_id, queue_id, now_ms=self.clock())
+
+    def disable_staff(self, actor: Principal, staff_id: str) -> None:
+        self.staff.disable(actor, staff_id, now_ms=self.clock())
+
+    def provisioning_uri(self, account: StaffAccount) -> str:
+        return self.staff.provisioning_uri(account)
+
+    # --- review ---------------------------------------------------------------------------
+
+    def queues_for(self, principal: Principal) -> list[Queue]:
+        """The queues the principal may open (membership together with the clearance)."""
+        if not principal.has(Permission.VIEW_QUEUE):
+            return []
+        return [q for q in self.queues.values() if principal.can_access_queue(q)]
+
+    def list_queue(self, principal: Principal, queue_id: str) -> list[CaseSummary]:
+        return self.cases.list_queue(principal, queue_id, now_ms=self.clock())
+
+    def open_appeals(self, principal: Principal) -> list[AppealRecord]:
+        """Open appeals of cases in queues the principal can access (needs DECIDE_APPEAL)."""
+        principal.require(Permission.DECIDE_APPEAL)
+        finder = getattr(self.case_repo, "open_appeals", None)
+        if finder is not None:
+            appeals: list[AppealRecord] = finder()
+        else:
+            stored = getattr(self.case_repo, "appeals", {})
+            appeals = sorted(
+                (a for a in stored.values() if a.status is AppealStatus.OPEN),
+                key=lambda a: a.filed_ms,
+            )
+        out = []
+        for appeal in appeals:
+            case = self.case_repo.get_case(appeal.case_id)
+            queue = self.queues.get(case.queue_id) if case is not None else None
+            if queue is not None and principal.can_access_queue(queue):
+                out.append(appeal)
+        return out
+
+    def view_case(self, principal: Principal, case_id: str) -> CaseDetail:
+        """The case view (audited as CASE_VIEW) with evidence metadata per report."""
+        view = self.cases.view_case(principal, case_id, now_ms=self.clock())
+        evidence = {
+            r.report.report_id: tuple(
+                EvidenceMeta.of(e) for e in self.vault.records_for_report(r.report.report_id)
+            )
+            for r in view.reports
+        }
+        appeals = tuple(
+            a for d in view.decisions for a in self.case_repo.appeals_for_decision(d.decision_id)
+        )
+        return CaseDetail(view=view, evidence=evidence, appeals=appeals)
+
+    def open_evidence(
+        self, principal: Principal, case_id: str, evidence_id: str, *, purpose: str
+    ) -> OpenedEvidence:
+        """Decrypt one evidence record of ``case_id`` (audited first, EVIDENCE_VIEW).
+
+        Raises:
+            NotFoundError: no such evidence *in this case* (evidence of another case cannot be
+                opened through a case one has access to).
+            and every error of `EvidenceVault.open`.
+        """
+        record = self.evidence_repo.get_evidence(evidence_id)
+        report = self.report_repo.get_report(record.report_id) if record is not None else None
+        if report is None or report.case_id != case_id:
+            raise NotFoundError("no such evidence in this case")
+        queue = self.cases.queue_for_case(principal, case_id)
+        return self.vault.open(
+            evidence_id,
+            principal=principal,
+            queue=queue,
+            case_id=case_id,
+            purpose=purpose,
+            now_ms=self.clock(),
+        )
+
+    def claim(
+        self, principal: Principal, case_id: str, *, duration_ms: int = DEFAULT_LOCK_MS
+    ) -> CaseRecord:
+        return self.cases.claim(principal, case_id, now_ms=self.clock(), duration_ms=duration_ms)
+
+    def release(self, principal: Principal, case_id: str) -> CaseRecord:
+        return self.cases.release(principal, case_id, now_ms=self.clock())
+
+    def assign(self, principal: Principal, case_id: str, assignee_id: str) -> CaseRecord:
+        return self.cases.assign(principal, case_id, assignee_id, now_ms=self.clock())
+
+    def add_note(self, principal: Principal, case_id: str, text: str) -> NoteRecord:
+        return self.cases.add_note(principal, case_id, text, now_ms=self.clock())
+
+    def decide(
+        self,
+        principal: Principal,
+        case_id: str,
+        *,
+        kind: DecisionKind | str,
+        policy_id: str,
+        reason: str,
+        until_ms: int | None = None,
+    ) -> DecisionOutcome:
+        return self.cases.decide(
+            principal,
+            case_id,
+            kind=kind,  # type: ignore[arg-type]  # validated by CaseService
+            policy_id=policy_id,
+            reason=reason,
+            now_ms=self.clock(),
+            until_ms=until_ms,
+        )
+
+    def confirm(self, principal: Principal, case_id: str, *, reason: str) -> DecisionOutcome:
+        return self.cases.confirm(principal, case_id, reason=reason, now_ms=self.clock())
+
+    def reject(self, principal: Principal, case_id: str, *, reason: str) -> DecisionRecord:
+        return self.cases.reject(principal, case_id, reason=reason, now_ms=self.clock())
+
+    def escalate(self, principal: Principal, case_id: str, *, reason: str) -> CaseRecord:
+        return self.cases.escalate(principal, case_id, reason=reason, now_ms=self.clock())
+
+    def decide_appeal(
+        self, principal: Principal, appeal_id: str, *, overturn: bool, reason: str
+    ) -> DecisionOutcome:
+        return self.cases.decide_appeal(
+            principal, appeal_id, overturn=overturn, reason=reason, now_ms=self.clock()
+        )
+
+    def void_reporter(self, principal: Principal, reporter: str, *, reason: str) -> VoidResult:
+        return self.cases.void_reporter(principal, reporter, reason=reason, now_ms=self.clock())
+
+    # --- audit and keys -------------------------------------------------------------------
+
+    def audit_page(
+        self, principal: Principal, *, before_seq: int | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """Audit entries newest first (needs VIEW_AUDIT)."""
+        principal.require(Permission.VIEW_AUDIT)
+        limit = max(1, min(limit, 1000))
+        pager = getattr(self.audit_repo, "page", None)
+        if pager is not None:
+            page: list[AuditEntry] = pager(before_seq=before_seq, limit=limit)
+            return page
+        entries = [
+            e for e in self.audit_repo.entries() if before_seq is None or e.seq < before_seq
+        ]
+        return list(reversed(entries[-limit:]))
+
+    def verify_audit(
+        self, principal: Principal | None = None, *, checkpoint: AuditCheckpoint | None = None
+    ) -> AuditVerification:
+        """Verify the whole chain (with the anchor key when configured). With a principal
+        (the console), VIEW_AUDIT is required and the verification is itself audited."""
+        if principal is not None:
+            principal.require(Permission.VIEW_AUDIT)
+        result = self.audit.verify(checkpoint)
+        if principal is not None:
+            self.audit.append(
+                actor=principal.staff_id,
+                action=AuditAction.AUDIT_VERIFY,
+                target="audit:log",
+                now_ms=self.clock(),
+                details={
+                    "ok": result.ok,
+                    "checked": result.checked,
+                    "first_bad_seq": result.first_bad_seq,
+                },
+            )
+        return result
+
+    def reencrypt_evidence(self, *, actor: str = "system", batch: int = 100) -> int:
+        """Re-encrypt every evidence record not under the active key; returns how many."""
+        total = 0
+        while True:
+            done = self.vault.reencrypt(actor=actor, now_ms=self.clock(), batch=batch)
+            total += done
+            if done == 0:
+                return total
+
+    def purge_expired_evidence(self) -> int:
+        return self.vault.purge_expired(now_ms=self.clock())

@@ -1,0 +1,571 @@
+"""The trust & safety side through the real app (SQLite and PostgreSQL): messages franked by a
+sender, tagged by the real server, fetched by the recipient and reported over
+``POST /v1/reports``; every forgery refused with its code and nothing stored; a verified report
+opening a case; a ban taking effect at once on the messaging API (403, WebSocket closed,
+username reserved), visible in ``GET /v1/account/status`` and appealable; and
+``tidings audit verify`` catching tampering in the real database."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from starlette.websockets import WebSocketDisconnect
+from typer.testing import CliRunner
+
+from tests.safety.conftest import PG_URL, require_service
+from tests.server.helpers import DeviceKit, ratchet_body
+from tidings.app import create_app
+from tidings.cli import cli
+from tidings.crypto import attachment, franking
+from tidings.crypto.franking import ReportItem
+from tidings.safety.service import SafetyService
+from tidings.safety.staff import Principal, Role
+from tidings.server.config import ServerConfig
+from tidings.storage.database import sqlite_url
+from tidings.storage.safety import SafetyDatabase
+from tidings.storage.safety_schema import (
+    account_enforcements,
+    safety_audit_log,
+    safety_cases,
+    safety_evidence,
+    safety_report_replay,
+    safety_reports,
+)
+from tidings.wire import encode, pb
+from tidings.wire.base64url import b64e
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:
+    base: dict[str, Any] = {
+        "data_dir": data_dir,
+        "rate_registrations_per_hour": 100_000,
+        "rate_prekey_fetches_per_minute": 100_000,
+        "rate_sends_per_minute": 100_000,
+    }
+    base.update(overrides)
+    return ServerConfig(**base)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerConfig]:
+    if request.param == "sqlite":
+        yield make_config(tmp_path / "data")
+        return
+    schema = f"tidings_http_{secrets.token_hex(4)}"
+    try:
+        admin = SafetyDatabase(PG_URL)
+        with admin.write() as c:
+            c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        admin.dispose()
+    except Exception as exc:  # unreachable
+        require_service("PostgreSQL", False, f"{PG_URL} ({type(exc).__name__})")
+    yield make_config(tmp_path / "data", database_url=PG_URL, database_schema=schema)
+    admin = SafetyDatabase(PG_URL)
+    with admin.write() as c:
+        c.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    admin.dispose()
+
+
+@dataclass
+class Net:
+    """The app plus the test's users: register, send franked messages, report."""
+
+    client: TestClient
+    config: ServerConfig
+    heads: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
+    counter: int = 0
+
+    @property
+    def safety(self) -> SafetyService:
+        service: SafetyService = self.client.app.state.safety  # type: ignore[attr-defined]
+        return service
+
+    def register(self, prefix: str) -> DeviceKit:
+        self.counter += 1
+        kit = DeviceKit()
+        username = f"{prefix}{self.counter}"
+        r = self.client.post(
+            "/v1/accounts", json={"username": username, "device": kit.device_keys()}
+        )
+        assert r.status_code == 201, r.text
+        kit.username, kit.device_id = username, r.json()["device_id"]
+        return kit
+
+    def upload(self, sender: DeviceKit, plaintext: bytes) -> pb.AttachmentPointer:
+        key = attachment.generate_key()
+        ciphertext, digest = attachment.encrypt_bytes(key, plaintext, chunk_size=256)
+        r = self.client.post(
+            "/v1/attachments",
+            content=ciphertext,
+            headers={**sender.auth, "Content-Type": "application/octet-stream"},
+        )
+        assert r.status_code == 201, r.text
+        return pb.AttachmentPointer(
+            id=r.json()["id"],
+            key=key,
+            digest=digest,
+            size=len(plaintext),
+            chunk_size=256,
+            content_type="image/png",
+        )
+
+    def send(
+        self,
+        sender: DeviceKit,
+        recipient: DeviceKit,
+        text: str,
+        *,
+        attachments: tuple[pb.AttachmentPointer, ...] = (),
+        conversation: bytes | None = None,
+    ) -> ReportItem:
+        """Frank, send through the server (which tags), fetch as the recipient: the
+        recipient's `ReportItem` for the message."""
+        conv = conversation or franking.direct_conversation_id(sender.username, recipient.username)
+        data = pb.DataMessage(body=text)
+        data.attachments.extend(attachments)
+        content = pb.Content(
+            version=1,
+            sent_at_ms=1,
+            conversation_id=conv,
+            previous_commitment=self.heads.get((sender.username, conv), b""),
+            data=data,
+        )
+        franked = franking.frank(content)
+        self.heads[(sender.username, conv)] = franked.commitment
+        body = {
+            "messages": [
+                {
+                    "device_id": recipient.device_id,
+                    "registration_id": recipient.registration_id,
+                    "type": pb.Envelope.RATCHET,
+                    "body": b64e(ratchet_body()),
+                    "commitment": b64e(franked.commitment),
+                }
+            ]
+        }
+        r = self.client.put(f"/v1/messages/{recipient.username}", json=body, headers=sender.auth)
+        assert r.status_code == 200, r.text
+        message_id = r.json()["message_ids"][0]
+        envelopes = self.client.get("/v1/messages", headers=recipient.auth).json()["envelopes"]
+        for text_b64 in envelopes:
+            env = pb.Envelope.FromString(_b64d(text_b64))
+            if b64e(env.message_id) == message_id:
+                self.client.delete(f"/v1/messages/{message_id}", headers=recipient.auth)
+                return ReportItem(
+                    content=franked.content,
+                    franking_key=franked.franking_key,
+                    commitment=env.commitment,
+                    franking_tag=env.franking_tag,
+                    sender=env.sender,
+                    sender_device=env.sender_device,
+                    recipient=env.recipient,
+                    recipient_device=env.recipient_device,
+                    server_timestamp_ms=env.server_timestamp_ms,
+                    message_id=env.message_id,
+                )
+        raise AssertionError("the envelope did not arrive")
+
+    def report(
+        self,
+        reporter: DeviceKit,
+        items: list[ReportItem],
+        *,
+        reported: int = -1,
+        category: str = "harassment",
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> Any:
+        body = {
+            "category": category,
+            "note": "they keep doing this",
+            "items": [b64e(i.encode()) for i in items],
+            "reported_index": reported % len(items),
+            "attachments": attachments or [],
+            "block": False,
+        }
+        return self.client.post("/v1/reports", json=body, headers=reporter.auth)
+
+    def counts(self) -> dict[str, int]:
+        db = SafetyDatabase(
+            self.config.database_url or sqlite_url(self.config.data_dir),
+            schema=self.config.database_schema,
+        )
+        try:
+            with db.read() as c:
+                return {
+                    t.name: int(c.execute(select(func.count()).select_from(t)).scalar_one())
+                    for t in (
+                        safety_reports,
+                        safety_evidence,
+                        safety_report_replay,
+                        safety_cases,
+                        safety_audit_log,
+                    )
+                }
+        finally:
+            db.dispose()
+
+    def staff(self, username: str, role: Role, queues: tuple[str, ...]) -> Principal:
+        created = self.safety.create_staff(
+            self.safety.operator(), username=username, roles=[role], queues=queues
+        )
+        return self.safety.staff.principal_for(created.account.staff_id)
+
+
+def _b64d(text: str) -> bytes:
+    from tidings.wire.base64url import b64d
+
+    return b64d(text)
+
+
+@pytest.fixture
+def net(config: ServerConfig) -> Iterator[Net]:
+    with TestClient(create_app(config), raise_server_exceptions=True) as client:
+        yield Net(client, config)
+
+
+def altered(item: ReportItem, text: str) -> bytes:
+    content = pb.Content()
+    content.ParseFromString(item.content)
+    content.data.body = text
+    return encode(content)
+
+
+# --- reports --------------------------------------------------------------------------------
+
+
+def test_a_verified_report_is_stored_and_opens_a_case(net: Net) -> None:
+    alice, bob = net.register("alice"), net.register("bob")
+    items = [net.send(alice, bob, f"message {i}") for i in range(3)]
+    before = net.counts()
+    r = net.report(bob, items)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    after = net.counts()
+    assert after["safety_reports"] == before["safety_reports"] + 1
+    assert after["safety_cases"] == before["safety_cases"] + 1
+    assert after["safety_evidence"] == before["safety_evidence"] + 2  # messages + comment
+    report = net.safety.report_repo.get_report(body["report_id"])
+    assert report is not None and report.case_id == body["case_id"]
+    assert report.subject == alice.username and report.reporter == bob.username
+    case = net.safety.case_repo.get_case(body["case_id"])
+    assert case is not None and case.queue_id == "harassment"
+    flags = [(i.franking_verified, i.chain_verified) for i in
+             net.safety.report_repo.items_for_report(body["report_id"])]
+    assert flags == [(True, True)] * 3
+    # Evidence is stored encrypted: no message text in the database.
+    if not net.config.database_url:
+        raw = (net.config.data_dir / "tidings.db").read_bytes()
+        assert b"message 1" not in raw and b"they keep doing this" not in raw
+
+
+Forgery = Callable[[Net, DeviceKit, DeviceKit, DeviceKit], tuple[DeviceKit, list[ReportItem],
+                                                               list[dict[str, Any]]]]
+
+
+def _altered_text(net: Net, alice: DeviceKit, bob: DeviceKit, carol: DeviceKit) -> Any:
+    item = net.send(alice, bob, "I never said this")
+    return bob, [item.__class__(**{**_fields(item), "content": altered(item, "I said this")})], []
+
+
+def _swapped_franking_key(net: Net, alice: DeviceKit, bob: DeviceKit, carol: DeviceKit) -> Any:
+    item = net.send(alice, bob, "hello")
+    return bob, [item.__class__(**{**_fields(item), "franking_key": os.urandom(32)})], []
+
+
+def _tag_from_another_message(
+    net: Net, alice: DeviceKit, bob: DeviceKit, carol: DeviceKit
+) -> Any:
+    first, second = net.send(alice, bob, "one"), net.send(alice, bob, "two")
+    return bob, [second.__class__(**{**_fields(second), "franking_tag": first.franking_tag})], []
+
+
+def _reporter_not_recipient(net: Net, alice: DeviceKit, bob: DeviceKit, carol: DeviceKit) -> Any:
+    return carol, [net.send(alice, bob, "for bob only")], []
+
+
+def _context_from_another_conversation(
+    net: Net, alice: DeviceKit, bob: DeviceKit, carol: DeviceKit
+) -> Any:
+    # Bob got a message from Alice in their chat, and one from Carol in another chat; he
+    # presents Carol's message as context of Alice's.
+    other = net.send(carol, bob, "an unrelated chat")
+    reported = net.send(alice, bob, "the reported message")
+    return bob, [other, reported], []
+
+
+def _attachment_key_swap(net: Net, alice: DeviceKit, bob: DeviceKit, carol: DeviceKit) -> Any:
+    pointer = net.upload(alice, b"\x89PNG fake image bytes" * 20)
+    item = net.send(alice, bob, "look", attachments=(pointer,))
+    return bob, [item], [{"item": 0, "pointer": 0, "key": b64e(attachment.generate_key())}]
+
+
+def _fields(item: ReportItem) -> dict[str, Any]:
+    return {
+        "content": item.content,
+        "franking_key": item.franking_key,
+        "commitment": item.commitment,
+        "franking_tag": item.franking_tag,
+        "sender": item.sender,
+        "sender_device": item.sender_device,
+        "recipient": item.recipient,
+        "recipient_device": item.recipient_device,
+        "server_timestamp_ms": item.server_timestamp_ms,
+        "message_id": item.message_id,
+    }
+
+
+FORGERIES: list[tuple[str, Any, str]] = [
+    ("altered_text", _altered_text, "commitment_mismatch"),
+    ("swapped_franking_key", _swapped_franking_key, "commitment_mismatch"),
+    ("tag_from_another_message", _tag_from_another_message, "invalid_franking_tag"),
+    ("reporter_not_recipient", _reporter_not_recipient, "reporter_not_recipient"),
+    ("context_from_another_conversation", _context_from_another_conversation,
+     "broken_context_chain"),
+    ("attachment_key_swap", _attachment_key_swap, "attachment_key_mismatch"),
+]
+
+
+@pytest.mark.parametrize(("name", "forge", "code"), FORGERIES, ids=[f[0] for f in FORGERIES])
+def test_every_forgery_is_refused_with_its_code_and_nothing_is_stored(
+    net: Net, name: str, forge: Any, code: str
+) -> None:
+    alice, bob, carol = net.register("alice"), net.register("bob"), net.register("carol")
+    reporter, items, reveals = forge(net, alice, bob, carol)
+    before = net.counts()
+    r = net.report(reporter, items, attachments=reveals)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == code
+    assert net.counts() == before
+
+
+def test_a_replayed_report_is_refused_and_stores_nothing(net: Net) -> None:
+    alice, bob = net.register("alice"), net.register("bob")
+    items = [net.send(alice, bob, "once")]
+    assert net.report(bob, items).status_code == 201
+    before = net.counts()
+    r = net.report(bob, items)
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "report_replayed")
+    r = net.report(bob, items, category="spam")  # same message, another report
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "message_already_reported")
+    assert net.counts() == before
+
+
+def test_a_verified_attachment_is_accepted(net: Net) -> None:
+    alice, bob = net.register("alice"), net.register("bob")
+    pointer = net.upload(alice, b"\x89PNG real image bytes" * 20)
+    item = net.send(alice, bob, "look", attachments=(pointer,))
+    r = net.report(bob, [item], attachments=[{"item": 0, "pointer": 0, "key": b64e(pointer.key)}])
+    assert r.status_code == 201, r.text
+    kinds = {e.kind for e in net.safety.evidence_repo.evidence_for_report(r.json()["report_id"])}
+    assert "attachment:0:0" in kinds
+
+
+def test_malformed_report_bodies_are_400(net: Net) -> None:
+    bob = net.register("bob")
+    r = net.client.post(
+        "/v1/reports",
+        json={"category": "spam", "items": ["!!"], "reported_index": 0},
+        headers=bob.auth,
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "malformed")
+    assert net.client.post("/v1/reports", json={}).status_code == 401
+
+
+# --- enforcement ----------------------------------------------------------------------------
+
+
+def _decide(net: Net, subject_case: str, kind: str, until_ms: int | None = None) -> str:
+    """Reviewer decides (a BAN is then confirmed by a lead); returns the decision id."""
+    rev = net.staff(f"rev{secrets.token_hex(3)}", Role.REVIEWER, ("harassment",))
+    lead = net.staff(f"lead{secrets.token_hex(3)}", Role.LEAD, ("harassment",))
+    s = net.safety
+    s.claim(rev, subject_case)
+    outcome = s.decide(
+        rev, subject_case, kind=kind, policy_id="HAR-1", reason="repeated abuse", until_ms=until_ms
+    )
+    if kind == "ban":
+        assert not outcome.enforcements  # a proposal until a second reviewer confirms
+        s.claim(lead, subject_case)
+        outcome = s.confirm(lead, subject_case, reason="agreed")
+    assert outcome.enforcements
+    return outcome.decision.decision_id
+
+
+def _reported_case(net: Net) -> tuple[DeviceKit, DeviceKit, str]:
+    alice, bob = net.register("alice"), net.register("bob")
+    r = net.report(bob, [net.send(alice, bob, "abuse")])
+    assert r.status_code == 201, r.text
+    return alice, bob, r.json()["case_id"]
+
+
+def test_a_ban_takes_effect_at_once_and_can_be_appealed(net: Net) -> None:
+    alice, bob, case_id = _reported_case(net)
+    status = net.client.get("/v1/account/status", headers=alice.auth).json()
+    assert status == {"status": "active"}
+    with net.client.websocket_connect("/v1/websocket", headers=alice.auth) as ws:
+        assert ws.receive_json() == {"type": "queue_empty"}
+        decision_id = _decide(net, case_id, "ban")
+        # The enforcement callback wakes Alice's socket: it re-checks and closes.
+        frame = ws.receive_json()
+        assert frame["type"] == "error" and frame["code"] == "account_banned"
+    r = net.client.get("/v1/devices", headers=alice.auth)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "account_banned")
+    r = net.client.put(f"/v1/messages/{bob.username}", json={"messages": []}, headers=alice.auth)
+    assert r.status_code == 403
+    # Others are unaffected.
+    assert net.client.get("/v1/devices", headers=bob.auth).status_code == 200
+    status = net.client.get("/v1/account/status", headers=alice.auth).json()
+    assert status["status"] == "banned" and status["decision_id"] == decision_id
+    assert status["policy"] == "HAR-1" and "appeal" not in status
+    assert "repeated abuse" not in str(status)  # the reviewer's reasoning stays internal
+    r = net.client.post(
+        "/v1/appeals", json={"decision_id": decision_id, "text": "not me"}, headers=alice.auth
+    )
+    assert r.status_code == 201, r.text
+    status = net.client.get("/v1/account/status", headers=alice.auth).json()
+    assert status["appeal"] == {"state": "open"}
+    r = net.client.post(
+        "/v1/appeals", json={"decision_id": decision_id, "text": "again"}, headers=alice.auth
+    )
+    assert r.status_code >= 400
+    r = net.client.post(
+        "/v1/appeals", json={"decision_id": decision_id, "text": "me too"}, headers=bob.auth
+    )
+    assert r.status_code == 403
+    # The banned name stays reserved even once the account is gone.
+    state = net.client.app.state.tidings  # type: ignore[attr-defined]
+    account_id = net.client.portal.call(state.store.account_id, alice.username)  # type: ignore[union-attr]
+    net.client.portal.call(state.store.delete_account, account_id)  # type: ignore[union-attr]
+    r = net.client.post(
+        "/v1/accounts", json={"username": alice.username, "device": DeviceKit().device_keys()}
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "username_taken")
+
+
+def test_suspension_and_restriction(net: Net) -> None:
+    alice, bob, case_id = _reported_case(net)
+    _decide(net, case_id, "restrict")
+    r = net.client.get(f"/v1/keys/{bob.username}", headers=alice.auth)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "account_restricted")
+    assert net.client.get(f"/v1/keys/{alice.username}", headers=alice.auth).status_code == 200
+    assert net.client.get("/v1/devices", headers=alice.auth).status_code == 200
+    assert net.client.get("/v1/account/status", headers=alice.auth).json()["status"] == (
+        "restricted"
+    )
+    carol, dave = net.register("carol"), net.register("dave")
+    r = net.report(dave, [net.send(carol, dave, "abuse")])
+    until = net.safety.clock() + 3_600_000
+    _decide(net, r.json()["case_id"], "suspend", until_ms=until)
+    r = net.client.get("/v1/devices", headers=carol.auth)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "account_suspended")
+    status = net.client.get("/v1/account/status", headers=carol.auth).json()
+    assert status["status"] == "suspended" and status["until_ms"] == until
+    with (
+        pytest.raises(WebSocketDisconnect),
+        net.client.websocket_connect("/v1/websocket", headers=carol.auth) as ws,
+    ):
+        ws.receive_json()  # the upgrade is refused (HTTP 403)
+
+
+def test_an_overturned_appeal_lifts_the_ban(net: Net) -> None:
+    alice, _, case_id = _reported_case(net)
+    decision_id = _decide(net, case_id, "ban")
+    appeal = net.client.post(
+        "/v1/appeals", json={"decision_id": decision_id, "text": "not me"}, headers=alice.auth
+    ).json()["appeal_id"]
+    judge = net.staff("judge", Role.LEAD, ("harassment",))
+    net.safety.claim(judge, case_id)
+    net.safety.decide_appeal(judge, appeal, overturn=True, reason="mistaken identity")
+    assert net.client.get("/v1/devices", headers=alice.auth).status_code == 200
+    status = net.client.get("/v1/account/status", headers=alice.auth).json()
+    assert status["status"] == "active"
+    assert status["appeal"] == {"state": "decided", "outcome": "overturned"}
+    db = SafetyDatabase(
+        net.config.database_url or sqlite_url(net.config.data_dir),
+        schema=net.config.database_schema,
+    )
+    with db.read() as c:
+        revoked = c.execute(select(account_enforcements.c.revoked_ms)).scalars().all()
+    db.dispose()
+    assert revoked and all(r is not None for r in revoked)
+
+
+# --- audit verify on the real database ------------------------------------------------------
+
+
+@pytest.fixture
+def audited_dir(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    runner = CliRunner()
+    for name in ("rita", "remy", "rosa"):
+        result = runner.invoke(
+            cli, ["admin", "create-staff", name, "--role", "reviewer", "--data-dir", str(data)]
+        )
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["audit", "verify", "--data-dir", str(data)])
+    assert result.exit_code == 0 and "intact: 3 entries" in result.output, result.output
+    return data
+
+
+def _tamper(data: Path, sql: str) -> None:
+    with sqlite3.connect(data / "tidings.db") as db:
+        db.executescript(sql)
+
+
+@pytest.mark.parametrize(
+    ("sql", "seq", "fault"),
+    [
+        ("UPDATE safety_audit_log SET actor = 'someone' WHERE seq = 2", 2, "edited"),
+        ("DELETE FROM safety_audit_log WHERE seq = 2", 2, "removed"),
+        # Rows are read in seq order, so swapping two rows' seq values shows up as the first
+        # swapped entry no longer matching its hash.
+        (
+            "UPDATE safety_audit_log SET seq = -1 WHERE seq = 1; "
+            "UPDATE safety_audit_log SET seq = 1 WHERE seq = 2; "
+            "UPDATE safety_audit_log SET seq = 2 WHERE seq = -1;",
+            1,
+            "edited",
+        ),
+    ],
+    ids=["edited", "removed", "reordered"],
+)
+def test_audit_verify_finds_tampering_in_the_database(
+    audited_dir: Path, sql: str, seq: int, fault: str
+) -> None:
+    _tamper(audited_dir, sql)
+    result = CliRunner().invoke(cli, ["audit", "verify", "--data-dir", str(audited_dir), "--json"])
+    assert result.exit_code == 1, result.output
+    assert f'"first_bad_seq": {seq}' in result.output and f'"fault": "{fault}"' in result.output
+    text = CliRunner().invoke(cli, ["audit", "verify", "--data-dir", str(audited_dir)])
+    assert text.exit_code == 1 and f"seq {seq}" in text.output
+
+
+def test_first_start_creates_an_admin_once(tmp_path: Path) -> None:
+    from tidings.cli import _first_admin
+
+    config = make_config(tmp_path / "data")
+    app = create_app(config)
+    printed: list[str] = []
+    import typer
+
+    original = typer.echo
+    typer.echo = lambda message="", **_: printed.append(str(message))  # type: ignore[assignment]
+    try:
+        _first_admin(app.state.safety, "http://127.0.0.1:8080/console")
+        _first_admin(app.state.safety, "http://127.0.0.1:8080/console")
+    finally:
+        typer.echo = original
+        app.state.safety.close()
+    assert len(printed) == 1 and "username:    admin" in printed[0] and "/console" in printed[0]
+    assert "TOTP secret" in printed[0]
