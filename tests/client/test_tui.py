@@ -29,6 +29,30 @@ async def wait_for(pilot: object, condition: Callable[[], bool], timeout: float 
         await asyncio.sleep(0.05)
 
 
+async def select_by_keyboard(
+    pilot: object, app: ChatApp, matches: Callable[[str], bool], timeout: float = 15.0
+) -> None:
+    """Move the list cursor to the first label that ``matches`` and press Enter, until that
+    conversation is open. Retries because the background listen loop may rebuild the list
+    (new messages, receipts) between the cursor move and the key press."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    view = app.query_one("#conversations", ListView)
+    while True:
+        labels = app.conversation_labels()
+        index = next((i for i, label in enumerate(labels) if matches(label)), None)
+        if index is not None and index < len(view.children):
+            view.focus()
+            view.index = index
+            await pilot.press("enter")  # type: ignore[attr-defined]
+            await asyncio.sleep(0.1)
+            peer = app._peers[index] if index < len(app._peers) else None
+            if peer is not None and app.current == peer:
+                return
+        assert loop.time() < deadline, "could not open the conversation"
+        await asyncio.sleep(0.05)
+
+
 def test_chat_tui(tmp_path: Path, server_url: str, names: Callable[[str], str]) -> None:
     async def main() -> None:
         alice = await register(tmp_path, "alice", names("alice"), server_url)
@@ -47,11 +71,8 @@ def test_chat_tui(tmp_path: Path, server_url: str, names: Callable[[str], str]) 
                                               for label in app.conversation_labels()))
 
             # Select Bob's conversation with the keyboard.
-            view = app.query_one("#conversations", ListView)
-            view.focus()
-            view.index = app.conversation_labels().index(f"{b} (1)")
-            await pilot.press("enter")
-            await wait_for(pilot, lambda: app.current == b)
+            await select_by_keyboard(pilot, app, lambda label: label == f"{b} (1)")
+            assert app.current == b
             assert app.lines == [f"{b}: hi alice"]
             assert f"{b} (1)" not in app.conversation_labels()  # read now
 
@@ -94,11 +115,8 @@ def test_chat_tui(tmp_path: Path, server_url: str, names: Callable[[str], str]) 
             await wait_for(pilot, lambda: app.banner_text == "")
 
             # The group conversation: send into it; Carol receives.
-            view.focus()
-            view.index = next(i for i, label in enumerate(app.conversation_labels())
-                              if label.startswith("# Picnic"))
-            await pilot.press("enter")
-            await wait_for(pilot, lambda: (app.current or "").startswith("group:"))
+            await select_by_keyboard(pilot, app, lambda label: label.startswith("# Picnic"))
+            assert (app.current or "").startswith("group:")
             await pilot.press(*"bring cake", "enter")
             await wait_for(pilot, lambda: any("bring cake" in line for line in app.lines))
             events = await carol.poll()

@@ -151,9 +151,9 @@ class ChatApp(App[None]):
                 count = unread.get(peer, 0) if peer != self.current else 0
                 labels.append(self.peer_label(peer) + (f" ({count})" if count else ""))
             self._peers = peers
-            self._labels = labels
             await view.clear()
             await view.extend([ListItem(Label(text)) for text in labels])
+            self._labels = labels  # only once the items are in the list
             if self.current in peers:
                 view.index = peers.index(self.current)
 
