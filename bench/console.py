@@ -639,7 +639,7 @@ def main() -> None:
             results.append(asyncio.run(run_backend(args, "SQLite (embedded)", config)))
             report(results[-1], args)
     if args.pg or args.pg_only:
-        from tidings.storage.safety import SafetyDatabase
+        from tidings.safety.sql import SafetyDatabase
 
         schema = f"tidings_consolebench_{secrets.token_hex(4)}"
         admin = SafetyDatabase(PG_URL)

@@ -769,8 +769,8 @@ def audit_verify(
     from sqlalchemy.exc import SQLAlchemyError
 
     from tidings.safety.audit import verify_chain
+    from tidings.safety.sql import SafetyDatabase, SqlAuditRepository
     from tidings.storage.database import sqlite_url
-    from tidings.storage.safety import SafetyDatabase, SqlAuditRepository
 
     try:
         cfg = _server_config(config, data_dir, database_url)

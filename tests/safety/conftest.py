@@ -39,15 +39,7 @@ from tidings.safety.reports import (
     ReportRecord,
     ReportSubmission,
 )
-from tidings.safety.staff import (
-    InMemoryStaffRepository,
-    Principal,
-    Role,
-    StaffAccount,
-    StaffService,
-    TotpVerifier,
-)
-from tidings.storage.safety import (
+from tidings.safety.sql import (
     SafetyDatabase,
     SqlAuditRepository,
     SqlCaseRepository,
@@ -55,6 +47,14 @@ from tidings.storage.safety import (
     SqlEvidenceRepository,
     SqlReportRepository,
     SqlStaffRepository,
+)
+from tidings.safety.staff import (
+    InMemoryStaffRepository,
+    Principal,
+    Role,
+    StaffAccount,
+    StaffService,
+    TotpVerifier,
 )
 from tidings.storage.safety_schema import (
     safety_cases,

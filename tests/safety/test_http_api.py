@@ -28,10 +28,10 @@ from tidings.cli import cli
 from tidings.crypto import attachment, franking
 from tidings.crypto.franking import ReportItem
 from tidings.safety.service import SafetyService
+from tidings.safety.sql import SafetyDatabase
 from tidings.safety.staff import Principal, Role
 from tidings.server.config import ServerConfig
 from tidings.storage.database import sqlite_url
-from tidings.storage.safety import SafetyDatabase
 from tidings.storage.safety_schema import (
     account_enforcements,
     safety_audit_log,

@@ -290,7 +290,7 @@ class SafetyRepositories:
     def sql(cls, database_url: str, *, schema: str = "") -> SafetyRepositories:
         """SQL repositories on a synchronous engine for ``database_url`` (any spelling the
         server accepts). Raises ValueError for a bad ``schema``."""
-        from tidings.storage.safety import (
+        from tidings.safety.sql import (
             SafetyDatabase,
             SqlAuditRepository,
             SqlCaseRepository,

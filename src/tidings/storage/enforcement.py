@@ -1,6 +1,6 @@
 """What the messaging server reads of trust & safety decisions: the active enforcement of an
 account, from ``account_enforcements`` (written by the safety side through
-`tidings.storage.safety.SqlEnforcementRepository`). Async, on the server's `Database`.
+`tidings.safety.sql.SqlEnforcementRepository`). Async, on the server's `Database`.
 
 Only ban, suspend and restrict change what the messaging API allows; a warning does not.
 """

@@ -4,7 +4,7 @@ so one Alembic history covers both (migration ``0003``).
 Tables map one-to-one onto the frozen records of `tidings.safety` (reports, report items,
 replay keys, evidence, audit log, staff, queue membership, sessions, login throttling, cases,
 notes, decisions, appeals) plus ``account_enforcements``, the one table both sides use: the
-safety side writes it (`tidings.storage.safety.SqlEnforcementRepository`), the messaging server
+safety side writes it (`tidings.safety.sql.SqlEnforcementRepository`), the messaging server
 reads it (`tidings.storage.enforcement`). Neither side imports the other.
 
 What is stored here (the data inventory of the safety side): verified report metadata (who
