@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from textual.widgets import Input, ListView
 
@@ -123,6 +125,93 @@ def test_chat_tui(tmp_path: Path, server_url: str, names: Callable[[str], str]) 
             assert "bring cake" in [e.message.body for e in events if e.message]
             await pilot.press("ctrl+q")
         for client in (alice, bob, carol):
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_chat_tui_report_status_and_appeal(
+    tmp_path: Path, server_app: tuple[str, Any], names: Callable[[str], str]
+) -> None:
+    """Alice reports Bob's message from the TUI; a reviewer suspends Bob; Bob's TUI says so
+    (decision id, how to appeal), a refused send refreshes it, and /appeal files the appeal."""
+    from tidings.safety.service import SafetyService
+    from tidings.safety.staff import Role
+
+    server_url, asgi = server_app
+    safety: SafetyService = asgi.state.safety
+
+    async def main() -> None:
+        alice = await register(tmp_path, "alice", names("alice"), server_url)
+        bob = await register(tmp_path, "bob", names("bob"), server_url)
+        a, b = alice.account.username, bob.account.username
+        await bob.send_text(a, "hello")
+
+        app = ChatApp(alice)
+        async with app.run_test(size=(120, 40)) as pilot:
+            assert app.banner_text == ""  # in good standing: no account banner
+            assert app.account_state.get("status") == "active"
+            await wait_for(pilot, lambda: f"{b} (1)" in app.conversation_labels())
+            await select_by_keyboard(pilot, app, lambda label: label == f"{b} (1)")
+            await pilot.press(*"hi", "enter")
+            await wait_for(pilot, lambda: any(line.startswith("me: hi") for line in app.lines))
+            await bob.poll()
+            await bob.send_text(a, "you will regret this")
+            await wait_for(pilot, lambda: f"{b}: you will regret this" in app.lines)
+            assert app.lines[0] == f"{b}: hello" and app.lines[1].startswith("me: hi")
+
+            # Line 2 is Alice's own message: not reportable.
+            await pilot.press(*"/report 2 harassment", "enter")
+            await wait_for(pilot, lambda: "not a received message" in app.status_text)
+            # Line 3, with a note: the server accepts it and the TUI shows the ids.
+            await pilot.press(*"/report 3 harassment threatened me", "enter")
+            await wait_for(pilot, lambda: "report " in app.status_text
+                           and "case " in app.status_text)
+            case_id = app.status_text.rsplit("case ", 1)[1].strip()
+            case = safety.case_repo.get_case(case_id)
+            assert case is not None and case.subject == b
+            # Reporting it again: the server's typed refusal is shown.
+            await pilot.press(*"/report 3 harassment", "enter")
+            await wait_for(pilot, lambda: app.status_text.startswith("report refused ("))
+            assert ("message_already_reported" in app.status_text
+                    or "report_replayed" in app.status_text)
+            await pilot.press("ctrl+q")
+
+        # A reviewer suspends Bob (the reported sender).
+        reviewer = safety.staff.principal_for(safety.create_staff(
+            safety.operator(), username=names("rev"), roles=[Role.REVIEWER],
+            queues=(case.queue_id,)).account.staff_id)
+        safety.claim(reviewer, case_id)
+        until = int(time.time() * 1000) + 86_400_000
+        outcome = safety.decide(reviewer, case_id, kind="suspend", policy_id="HAR-1",
+                                reason="threats", until_ms=until)
+        assert outcome.enforcements
+        decision_id = outcome.decision.decision_id
+
+        app = ChatApp(bob, listen=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            # Fetched at start-up: what happened and how to appeal.
+            assert "suspended" in app.banner_text
+            assert f"/appeal {decision_id}" in app.banner_text
+            # A send refused for the suspension says so and keeps the banner.
+            app.query_one("#composer", Input).focus()
+            await pilot.press(*f"/to {a}", "enter")
+            await wait_for(pilot, lambda: app.current == a)
+            await pilot.press(*"sorry", "enter")
+            await wait_for(pilot, lambda: app.status_text.startswith("error ("))
+            assert "account_suspended" in app.status_text, app.status_text
+            assert f"/appeal {decision_id}" in app.banner_text
+            # /appeal files it; the banner then shows the appeal's state.
+            await pilot.press(*"/appeal", "enter")
+            await wait_for(pilot, lambda: app.status_text.startswith("usage: /appeal"))
+            await pilot.press(*f"/appeal {decision_id} it was a quote from a film", "enter")
+            await wait_for(pilot, lambda: app.status_text.startswith("appeal ")
+                           and "submitted" in app.status_text)
+            await wait_for(pilot, lambda: "appeal " in app.banner_text
+                           and f"/appeal {decision_id}" not in app.banner_text)
+            assert [x.decision_id for x in safety._appeals_by(b)] == [decision_id]
+            await pilot.press("ctrl+q")
+        for client in (alice, bob):
             await client.aclose()
 
     asyncio.run(main())

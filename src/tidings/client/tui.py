@@ -12,6 +12,19 @@ Composer: plain text is sent to the open conversation. Commands::
     /file PATH            send a file to the open conversation
     /save N [DIR]         save attachment N of the open conversation (numbers are shown)
     /verify               mark the open contact verified (after comparing safety numbers)
+    /report [N] CATEGORY [NOTE...]
+                          report a received message of the open conversation to the
+                          provider, with up to 5 messages of context: N is the message's
+                          line in the pane counted from the top (1 = the first line shown);
+                          without N, the last received message. CATEGORY is one of
+                          child_sexual_exploitation, violent_threat, terrorism, harassment,
+                          self_harm, spam, fraud, other. The report id is shown below.
+    /appeal DECISION_ID TEXT
+                          appeal an enforcement decision on this account
+
+Enforcement: the account's status is fetched at start-up and whenever the server refuses a
+request with an ``account_*`` error; a warned, restricted, suspended or banned account gets a
+banner saying so, with the decision id and how to appeal (``/appeal DECISION_ID text``).
 
 Concurrency: the listen loop and the user's sends are tasks of one event loop. The SDK keeps
 every state change inside a store transaction that never spans an await (the rule that also
@@ -24,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -35,6 +48,34 @@ from tidings.client.sdk import GROUP_PEER_PREFIX, Client, Message, ReceiveEvent
 from tidings.errors import TidingsError
 
 STATUS_MARKS = {"sent": "✓", "delivered": "✓✓", "read": "✓✓ read"}
+REPORT_CONTEXT = 5  # messages of context before and after a reported one
+
+
+def account_notice(state: dict[str, Any]) -> str:
+    """The banner text for an account status (``GET /v1/account/status``); "" when the
+    account is in good standing."""
+    kind = str(state.get("status", "active"))
+    if kind == "active":
+        return ""
+    text = f"⚠ Your account is {kind}"
+    if state.get("until_ms"):
+        import datetime
+
+        until = datetime.datetime.fromtimestamp(int(state["until_ms"]) / 1000, tz=datetime.UTC)
+        text += f" until {until.strftime('%Y-%m-%d %H:%M UTC')}"
+    reason = f"{state.get('policy') or ''} {state.get('reason') or ''}".strip()
+    if reason:
+        text += f" ({reason})"
+    text += "."
+    decision = state.get("decision_id")
+    appeal = state.get("appeal")
+    if isinstance(appeal, dict):
+        outcome = appeal.get("outcome")
+        text += f" Decision {decision}: appeal {appeal.get('state')}" + (
+            f" ({outcome})." if outcome else ".")
+    elif decision:
+        text += f" Decision {decision}. To appeal, type: /appeal {decision} why this is wrong"
+    return text
 
 
 class ChatApp(App[None]):
@@ -42,7 +83,8 @@ class ChatApp(App[None]):
 
     ``listen``: run the SDK listen loop in the background (tests may drive receiving
     themselves). Attributes useful to tests: ``current`` (the open conversation's peer),
-    ``lines`` (the rendered lines of the open conversation), ``banner_text``.
+    ``lines`` (the rendered lines of the open conversation), ``banner_text``,
+    ``status_text``, ``account_state``.
     """
 
     CSS = """
@@ -68,12 +110,16 @@ class ChatApp(App[None]):
         self.current: str | None = None
         self.lines: list[str] = []
         self.banner_text = ""
+        self.status_text = ""
         self._listen = listen
         self._peers: list[str] = []
         self._labels: list[str] = []
         self._extra_peers: list[str] = []  # conversations opened with /to before any message
         self._attachments: list[tuple[str, int]] = []  # (message id, index) per shown number
         self._changed: set[str] = set()  # contacts whose safety number changed
+        self._line_ids: list[str] = []  # message id per line of the pane
+        self.account_state: dict[str, Any] = {}  # last `account_status` answer
+        self._account_notice = ""
         # The list is rebuilt from the listen loop and from user actions: one at a time, or
         # a clear() could interleave with another rebuild's extend().
         self._list_lock = asyncio.Lock()
@@ -88,13 +134,15 @@ class ChatApp(App[None]):
                 with VerticalScroll(id="messages"):
                     yield Static("", id="history")
                 yield Static("", id="status")
-                yield Input(placeholder="message, or /to USER, /file PATH, /verify ...",
+                yield Input(placeholder="message, or /to USER, /file PATH, /verify, "
+                                        "/report [N] CATEGORY [NOTE], /appeal ID TEXT ...",
                             id="composer")
         yield Footer()
 
     async def on_mount(self) -> None:
         self.title = f"Tidings — {self.client.account.username}"
         self._load_trust_warnings()
+        await self.refresh_account_status()
         await self.refresh_conversations()
         if self._listen:
             self.run_worker(self._listen_loop(), name="listen", exclusive=True, group="listen")
@@ -209,27 +257,42 @@ class ChatApp(App[None]):
         self._attachments = []
         if self.current is None:
             self.lines = []
+            self._line_ids = []
         else:
             history = sorted(self.client.messages(self.current),
                              key=lambda m: m.server_timestamp_ms)
             self.lines = [self._line(m) for m in history]
+            self._line_ids = [m.id for m in history]
         self.query_one("#history", Static).update("\n".join(self.lines) or "(no messages)")
         self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
 
     def set_status(self, text: str) -> None:
+        self.status_text = text
         self.query_one("#status", Static).update(text)
 
     def _show_banner(self) -> None:
         banner = self.query_one("#banner", Static)
+        parts = [self._account_notice] if self._account_notice else []
         if self._changed:
             names = ", ".join(sorted(self._changed))
-            self.banner_text = (f"⚠ The safety number with {names} changed. Compare it "
-                                f"(`tidings safety-number`) and type /verify in the chat.")
+            parts.append(f"⚠ The safety number with {names} changed. Compare it "
+                         f"(`tidings safety-number`) and type /verify in the chat.")
+        self.banner_text = "\n".join(parts)
+        if parts:
             banner.update(self.banner_text)
             banner.add_class("shown")
         else:
-            self.banner_text = ""
             banner.remove_class("shown")
+
+    async def refresh_account_status(self) -> None:
+        """Fetch this account's enforcement state and show (or clear) its banner."""
+        try:
+            self.account_state = await self.client.account_status()
+        except TidingsError as exc:
+            self.set_status(f"could not fetch the account status: {exc.message}")
+            return
+        self._account_notice = account_notice(self.account_state)
+        self._show_banner()
 
     def _load_trust_warnings(self) -> None:
         # Changes seen while the app was closed are kept as trust events by the SDK.
@@ -267,7 +330,10 @@ class ChatApp(App[None]):
         try:
             await self._command(text)
         except TidingsError as exc:
-            self.set_status(f"error: {exc.message}")
+            self.set_status(f"error ({exc.code}): {exc.message}")
+            if exc.code.startswith("account_"):
+                # The server enforces a decision on this account: say what and how to appeal.
+                await self.refresh_account_status()
 
     async def _command(self, text: str) -> None:
         if text.startswith("/to "):
@@ -283,6 +349,12 @@ class ChatApp(App[None]):
             return
         if text.startswith("/save "):
             await self._save(text[6:].split())
+            return
+        if text == "/report" or text.startswith("/report "):
+            await self._report(text[7:].split())
+            return
+        if text == "/appeal" or text.startswith("/appeal "):
+            await self._appeal(text[7:].strip())
             return
         if self.current is None:
             self.set_status("open a conversation first (select one, or /to USER)")
@@ -327,3 +399,50 @@ class ChatApp(App[None]):
         written = await self.client.download_attachment(message_id, directory, index=index)
         self.set_status(f"saved {written}")
 
+    async def _report(self, args: list[str]) -> None:
+        usage = "usage: /report [N] CATEGORY [NOTE...] (N: line of a received message)"
+        if self.current is None:
+            self.set_status("open a conversation first, then /report")
+            return
+        history = {m.id: m for m in self.client.messages(self.current)}
+        if args and args[0].isdigit():
+            number = int(args.pop(0))
+            if not 1 <= number <= len(self._line_ids):
+                self.set_status(f"no line {number} in this conversation; {usage}")
+                return
+            message = history.get(self._line_ids[number - 1])
+            if message is None or message.direction != "in":
+                self.set_status(f"line {number} is not a received message")
+                return
+        else:
+            received = [history[i] for i in self._line_ids
+                        if i in history and history[i].direction == "in"]
+            if not received:
+                self.set_status("no received message to report here")
+                return
+            message = received[-1]
+        if not args:
+            self.set_status(usage)
+            return
+        category, note = args[0], " ".join(args[1:]) or None
+        try:
+            answer = await self.client.report(
+                message.id, category, context=REPORT_CONTEXT, note=note)
+        except TidingsError as exc:
+            self.set_status(f"report refused ({exc.code}): {exc.message}")
+            return
+        self.set_status(f"reported {message.sender}'s message ({answer.get('items')} message(s) "
+                        f"sent): report {answer.get('report_id')}, case {answer.get('case_id')}")
+
+    async def _appeal(self, rest: str) -> None:
+        decision_id, _, text = rest.partition(" ")
+        if not decision_id or not text.strip():
+            self.set_status("usage: /appeal DECISION_ID TEXT")
+            return
+        try:
+            answer = await self.client.appeal(decision_id, text.strip())
+        except TidingsError as exc:
+            self.set_status(f"appeal refused ({exc.code}): {exc.message}")
+            return
+        self.set_status(f"appeal {answer.get('appeal_id')} submitted")
+        await self.refresh_account_status()
