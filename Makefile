@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 FUZZ_SECONDS ?= 3
 
-.PHONY: run test lint typecheck unit fuzz bench proto clean
+.PHONY: run test prereqs lint typecheck unit fuzz bench proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/tidings server
 
-test: lint typecheck unit fuzz
+test: prereqs lint typecheck unit fuzz
+
+# Chromium for the browser tests, PostgreSQL and Redis for the cluster tests: installed or
+# started when this machine allows it, else a stop at once with the command to run.
+prereqs:
+	bash scripts/test_prereqs.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench fuzz
