@@ -11,7 +11,8 @@ say() { printf 'make test: %s\n' "$*" >&2; }
 is_root() { [ "$(id -u)" = 0 ]; }
 have() { command -v "$1" >/dev/null 2>&1; }
 
-if [ ! -x /usr/bin/chromium ]; then
+CHROMIUM="${TIDINGS_CHROMIUM:-/usr/bin/chromium}"  # overridable for the script's own test
+if [ ! -x "$CHROMIUM" ]; then
   if is_root && have apt-get; then
     say "installing Debian's chromium for the browser tests (apt-get) ..."
     apt-get update -qq
