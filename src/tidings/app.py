@@ -162,22 +162,30 @@ def prepare_data_dir(data_dir: Path) -> Path:
     roots = [data_dir]
     if attachments_dir.is_symlink():  # a shared volume linked in: not walked through the link
         roots.append(attachments_dir)
-    inside_attachments = 0
+    tightened = untouchable = 0  # attachment files: counted, not named
     for root in roots:
         changed, failed = tighten_tree(root)
         for path in changed:
             if path.parent == attachments_dir:
-                inside_attachments += 1
+                tightened += 1
             else:
                 log.warning("readable by other users, tightened to owner-only: %s", path)
         for path in failed:
-            shown = attachments_dir if path.parent == attachments_dir else path
-            log.warning("readable by other users and not ours to tighten: %s", shown)
-    if inside_attachments:
+            if path.parent == attachments_dir:
+                untouchable += 1
+            else:
+                log.warning("readable by other users and not ours to tighten: %s", path)
+    if tightened:
         log.warning(
             "files readable by other users, tightened to owner-only in: %s",
             attachments_dir,
-            extra={"count": inside_attachments},
+            extra={"count": tightened},
+        )
+    if untouchable:
+        log.warning(
+            "files readable by other users and not ours to tighten in: %s",
+            attachments_dir,
+            extra={"count": untouchable},
         )
     return attachments_dir
 

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 import tidings.app
 from tests.safety.test_http_api import Net
+from tests.server.conftest import LiveServer
+from tests.server.helpers import DeviceKit
 from tidings.app import create_app, purge_round
 from tidings.safety.audit import AuditAction
 from tidings.safety.service import SafetyService
@@ -174,3 +178,25 @@ def test_orphan_uploads_go_at_start_and_by_the_round(config: ServerConfig) -> No
         assert writing.exists() and completed.exists()
         assert sample(client, "tidings_purged_total", kind="orphan_uploads") == 2
         assert sample(client, "tidings_purge_runs_total", task="orphan_uploads", outcome="ok") == 1
+
+
+@pytest.mark.sqlite_only
+def test_an_upload_in_progress_keeps_its_part_file_fresh(live_server: LiveServer) -> None:
+    """Every chunk reaches the file at once (no write buffer), so a slow live upload's mtime
+    keeps moving and the orphan threshold never takes it for a crash's leftover."""
+    with httpx.Client(base_url=live_server.url) as http:
+        kit = DeviceKit()
+        r = http.post("/v1/accounts", json={"username": "alice", "device": kit.device_keys()})
+        kit.username, kit.device_id = "alice", r.json()["device_id"]
+    attachments = live_server.app.state.tidings.attachments_dir
+    head = (
+        "POST /v1/attachments HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: {kit.auth['Authorization']}\r\n"
+        "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", live_server.port)) as upload:
+        upload.sendall(head + b"x" * 100)  # far below any write buffer
+        deadline = time.monotonic() + 20
+        while [p.stat().st_size for p in attachments.glob("*.part")] != [100]:
+            assert time.monotonic() < deadline, "the chunk did not reach the .part file"
+            time.sleep(0.02)

@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
@@ -33,6 +34,13 @@ stays fresh; an hour is far above any stall of a live upload and above clock ske
 nodes and the shared volume."""
 
 
+def _write_through(out: BinaryIO, chunk: bytes) -> None:
+    # Flushed at once, not held in a buffer: every chunk refreshes the .part file's mtime,
+    # which is what tells a live upload (however slow) from a crash's orphan.
+    out.write(chunk)
+    out.flush()
+
+
 @router.post("", status_code=201, response_model=AttachmentCreated)
 async def upload(request: Request, auth: DeviceDep, state: StateDep) -> AttachmentCreated:
     limit = state.config.attachment_max_bytes
@@ -53,7 +61,7 @@ async def upload(request: Request, auth: DeviceDep, state: StateDep) -> Attachme
                 if size > min(limit, declared):
                     raise AttachmentTooLargeError(f"attachments are limited to {limit} bytes")
                 # In a worker thread: a slow disk must not stall every other connection.
-                await anyio.to_thread.run_sync(out.write, chunk)
+                await anyio.to_thread.run_sync(_write_through, out, chunk)
         if size != declared:
             raise DecodeError("the body is shorter than its Content-Length")
         os.replace(partial, path)
