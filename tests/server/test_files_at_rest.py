@@ -135,3 +135,25 @@ def test_a_wide_data_dir_is_tightened_at_start(
     assert str(data / "franking.key") in logged and str(data / "tidings.db") in logged
     assert attachment_id not in logged  # an attachment id is its download capability
     assert str(data / "attachments") in logged
+
+
+@pytest.mark.sqlite_only
+def test_tightening_follows_no_link_but_a_linked_attachments_volume(
+    config: ServerConfig, tmp_path: Path
+) -> None:
+    # The operator's own file linked into the data directory is not ours to change; a shared
+    # attachments volume linked in as attachments/ is the server's and is tightened.
+    outside = tmp_path / "operator.conf"
+    outside.write_bytes(b"x")
+    outside.chmod(0o644)
+    shared = tmp_path / "shared-volume"
+    shared.mkdir(mode=0o755)
+    (shared / ("B" * 43)).write_bytes(b"ciphertext")
+    (shared / ("B" * 43)).chmod(0o644)
+    config.data_dir.mkdir(parents=True)
+    (config.data_dir / "linked.conf").symlink_to(outside)
+    (config.data_dir / "attachments").symlink_to(shared, target_is_directory=True)
+    with TestClient(create_app(config)):
+        pass
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o644
+    assert modes(shared) == {".": 0o700, "B" * 43: 0o600}

@@ -4,10 +4,9 @@ and the Alembic migrations that bring its schema to the current version."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ def create_sqlite_file_privately(engine: Engine, url: str) -> None:
 
     def create(*_: Any) -> None:
         # A missing directory: SQLite then reports "unable to open database file" as before.
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             create_private_file(path)
 
     event.listen(engine, "do_connect", create)
