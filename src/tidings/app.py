@@ -37,6 +37,7 @@ from tidings.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLi
 from tidings.server.routes import accounts, attachments, keys, messages, websocket
 from tidings.server.state import ServerState, load_franking_key, now_ms
 from tidings.storage.database import Database, sqlite_url
+from tidings.storage.files import ensure_private_dir, tighten_tree
 from tidings.storage.messaging import MessagingStore
 
 log = logging.getLogger("tidings.app")
@@ -60,9 +61,12 @@ def build_state(config: ServerConfig) -> ServerState:
         raise ConfigError(
             "cluster mode (redis_url) needs franking_key_file: every node must share one key"
         )
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    attachments_dir = config.data_dir / "attachments"
-    attachments_dir.mkdir(exist_ok=True)
+    attachments_dir = prepare_data_dir(config.data_dir)
+    metrics = Metrics()
+    # Uploads cut off by a crash of this node (or another one sharing the directory).
+    metrics.purged.labels(kind="orphan_uploads").inc(
+        attachments.remove_orphan_partials(attachments_dir)
+    )
     try:
         db = Database(
             config.database_url or sqlite_url(config.data_dir), schema=config.database_schema
@@ -82,7 +86,7 @@ def build_state(config: ServerConfig) -> ServerState:
         store=MessagingStore(db),
         hub=hub,
         limiter=limiter,
-        metrics=Metrics(),
+        metrics=metrics,
         franking_key=load_franking_key(
             config.franking_key_file or config.data_dir / "franking.key"
         ),
@@ -96,16 +100,94 @@ async def purge_expired(state: ServerState) -> int:
     envelopes, files = await state.store.purge_expired(state.clock())
     for attachment_id in files:
         (state.attachments_dir / attachment_id).unlink(missing_ok=True)
+    state.metrics.purged.labels(kind="envelopes").inc(envelopes)
+    state.metrics.purged.labels(kind="attachments").inc(len(files))
     return envelopes
 
 
-async def _purge_forever(state: ServerState) -> None:
+async def purge_round(state: ServerState, safety: SafetyService) -> None:
+    """One round of the periodic clean-up, every `PURGE_INTERVAL_S` on every node: expired
+    envelopes and attachments (`purge_expired`), expired evidence (one batch, one audit entry
+    by "system" if anything went: `SafetyService.purge_expired_evidence`), and orphan
+    ``.part`` uploads. Each task runs on its own: one failing (logged by error class, counted
+    in ``tidings_purge_runs_total``) does not stop the others, and the next round retries.
+    Never raises (except cancellation)."""
+
+    async def evidence() -> None:
+        # The safety service is synchronous (its own engine): off the event loop.
+        purged = await asyncio.to_thread(safety.purge_expired_evidence)
+        state.metrics.purged.labels(kind="evidence").inc(purged)
+
+    async def orphan_uploads() -> None:
+        removed = await asyncio.to_thread(
+            attachments.remove_orphan_partials, state.attachments_dir
+        )
+        state.metrics.purged.labels(kind="orphan_uploads").inc(removed)
+
+    async def messaging() -> None:
+        await purge_expired(state)
+
+    tasks: dict[str, Callable[[], Awaitable[None]]] = {
+        "messaging": messaging,
+        "evidence": evidence,
+        "orphan_uploads": orphan_uploads,
+    }
+    for task, run in tasks.items():
+        try:
+            await run()
+        except Exception as exc:  # the next round retries; expiry is not urgent
+            state.metrics.purge_runs.labels(task=task, outcome="failed").inc()
+            log.warning("purge failed: %s", task, extra={"error": type(exc).__name__})
+        else:
+            state.metrics.purge_runs.labels(task=task, outcome="ok").inc()
+
+
+async def _purge_forever(state: ServerState, safety: SafetyService) -> None:
     while True:
         await asyncio.sleep(PURGE_INTERVAL_S)
-        try:
-            await purge_expired(state)
-        except Exception as exc:  # the next round retries; expiry is not urgent
-            log.warning("purge failed: %s", type(exc).__name__)
+        await purge_round(state, safety)
+
+
+def prepare_data_dir(data_dir: Path) -> Path:
+    """Create the data directory and its ``attachments/`` with mode 0700 (whatever the
+    umask), or take group and other access away from an existing one and everything in it,
+    logging a warning per path narrowed (attachment files, whose names are download
+    capabilities, are counted, not named). Returns the attachments directory.
+
+    Raises:
+        OSError: the directories cannot be created or read.
+    """
+    attachments_dir = data_dir / "attachments"
+    ensure_private_dir(attachments_dir)
+    roots = [data_dir]
+    if attachments_dir.is_symlink():  # a shared volume linked in: not walked through the link
+        roots.append(attachments_dir)
+    tightened = untouchable = 0  # attachment files: counted, not named
+    for root in roots:
+        changed, failed = tighten_tree(root)
+        for path in changed:
+            if path.parent == attachments_dir:
+                tightened += 1
+            else:
+                log.warning("readable by other users, tightened to owner-only: %s", path)
+        for path in failed:
+            if path.parent == attachments_dir:
+                untouchable += 1
+            else:
+                log.warning("readable by other users and not ours to tighten: %s", path)
+    if tightened:
+        log.warning(
+            "files readable by other users, tightened to owner-only in: %s",
+            attachments_dir,
+            extra={"count": tightened},
+        )
+    if untouchable:
+        log.warning(
+            "files readable by other users and not ours to tighten in: %s",
+            attachments_dir,
+            extra={"count": untouchable},
+        )
+    return attachments_dir
 
 
 EVIDENCE_KEYS_FILE = "evidence.keys"
@@ -139,7 +221,7 @@ def build_safety(
 def open_safety(config: ServerConfig) -> SafetyService:
     """The safety service alone (for `tidings admin` commands), migrated to the current
     schema; no messaging server is started."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(config.data_dir)
     service = build_safety(
         config,
         franking_key=load_franking_key(
@@ -187,7 +269,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         await state.db.migrate()
         loops.append(asyncio.get_running_loop())
         await state.hub.start()
-        purge = asyncio.create_task(_purge_forever(state))
+        purge = asyncio.create_task(_purge_forever(state, safety))
         try:
             yield
         finally:

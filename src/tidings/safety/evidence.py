@@ -484,10 +484,11 @@ class EvidenceVault:
         return done
 
     def purge_expired(self, *, now_ms: int, batch: int = 1000) -> int:
-        """Delete records past retention (and not on hold); audited; returns the count."""
+        """Delete records past retention (and not on hold); audited; returns the count.
+
+        The audit entry is appended first (as for opening): a deletion is never left without
+        its record; if a delete then fails, the next call deletes and audits it again."""
         records = self._repo.expired_evidence(now_ms, batch)
-        for record in records:
-            self._repo.delete_evidence(record.evidence_id)
         if records:
             self._audit.append(
                 actor="system",
@@ -496,6 +497,8 @@ class EvidenceVault:
                 now_ms=now_ms,
                 details={"ids": [r.evidence_id for r in records][:200], "count": len(records)},
             )
+        for record in records:
+            self._repo.delete_evidence(record.evidence_id)
         return len(records)
 
     def records_for_report(self, report_id: str) -> Iterator[EvidenceRecord]:

@@ -11,14 +11,13 @@ In cluster mode every node must read the same files.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 from pathlib import Path
 
 from tidings.errors import InvalidKeyError, TidingsError
 from tidings.safety.evidence import EVIDENCE_KEY_LEN, EvidenceKeyRing
+from tidings.storage.files import write_private as _write_private
 from tidings.wire.base64url import b64d, b64e
 
 __all__ = [
@@ -30,26 +29,6 @@ __all__ = [
 ]
 
 ANCHOR_KEY_LEN = 32
-
-
-def _write_private(path: Path, data: bytes, *, create_only: bool = False) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600. ``create_only``: leave an existing
-    file alone (two nodes starting together both keep the first file written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        if create_only:
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        else:
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _new_key_id(existing: set[str]) -> str:

@@ -135,6 +135,7 @@ from tidings.safety.staff import (
 )
 
 __all__ = [
+    "EVIDENCE_PURGE_BATCH",
     "WARNING_VISIBLE_MS",
     "AccountStatus",
     "AppealState",
@@ -145,6 +146,10 @@ __all__ = [
     "SafetyRepositories",
     "SafetyService",
 ]
+
+EVIDENCE_PURGE_BATCH = 1000
+"""Most evidence records one `SafetyService.purge_expired_evidence` call deletes (one audit
+entry per call: a bounded transaction count and audit details per purge round)."""
 
 log = logging.getLogger("tidings.safety")
 
@@ -787,5 +792,16 @@ class SafetyService:
             if done == 0:
                 return total
 
-    def purge_expired_evidence(self) -> int:
-        return self.vault.purge_expired(now_ms=self.clock())
+    def purge_expired_evidence(self, *, batch: int = EVIDENCE_PURGE_BATCH) -> int:
+        """Delete evidence past retention and not on a preservation hold, at most ``batch``
+        records per call; returns how many went. A call that deletes anything appends ONE audit
+        entry (actor ``"system"``, `AuditAction.EVIDENCE_PURGE`, the count and the first ids);
+        a backlog larger than ``batch`` drains over the following calls (the server calls this
+        on every purge round, `tidings.app.purge_round`). Synchronous: async callers run it in
+        a worker thread.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: the database is unreachable (the audit entry is
+                written before the deletes, so none goes unrecorded; the next call retries).
+        """
+        return self.vault.purge_expired(now_ms=self.clock(), batch=batch)

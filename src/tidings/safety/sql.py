@@ -67,7 +67,7 @@ from tidings.safety.reports import (
     ReportStatus,
 )
 from tidings.safety.staff import Role, StaffAccount, StaffSession, ThrottleRecord
-from tidings.storage.database import MIGRATIONS
+from tidings.storage.database import MIGRATIONS, create_sqlite_file_privately
 from tidings.storage.safety_schema import (
     account_enforcements,
     safety_appeals,
@@ -148,6 +148,7 @@ class SafetyDatabase:
             raise ValueError("database schema must be a plain identifier, PostgreSQL only")
         if self.is_sqlite:
             self.engine: Engine = create_engine(self.url, connect_args={"timeout": 15})
+            create_sqlite_file_privately(self.engine, self.url)
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
         else:

@@ -40,3 +40,19 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        # The periodic clean-up (`tidings.app.purge_round`): what each round removed, and
+        # whether each of its tasks ran or failed (a failing task is retried next round).
+        self.purged = Counter(
+            "tidings_purged_total",
+            "Items removed by the periodic purge, by kind "
+            "(envelopes, attachments, evidence, orphan_uploads)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.purge_runs = Counter(
+            "tidings_purge_runs_total",
+            "Purge task runs by task (messaging, evidence, orphan_uploads) "
+            "and outcome (ok, failed)",
+            ["task", "outcome"],
+            registry=self.registry,
+        )

@@ -18,6 +18,7 @@ from tidings.server.hub import LocalHub
 from tidings.server.metrics import Metrics
 from tidings.server.ratelimit import RateLimiter
 from tidings.storage.database import Database
+from tidings.storage.files import write_private
 from tidings.storage.messaging import MessagingStore
 
 FRANKING_KEY_LEN = 32
@@ -54,17 +55,15 @@ def client_address(request: Request) -> str:
 
 
 def load_franking_key(path: Path) -> bytes:
-    """The server franking key, created on first start with mode 0600.
+    """The server franking key, created on first start with mode 0600 (atomically: a crash
+    never leaves a short key file behind).
 
     Raises:
         OSError: the file cannot be created or read.
         ValueError: the file exists but does not hold exactly 32 bytes.
     """
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(os.urandom(FRANKING_KEY_LEN))
+        write_private(path, os.urandom(FRANKING_KEY_LEN), create_only=True)
     key = path.read_bytes()
     if len(key) != FRANKING_KEY_LEN:
         raise ValueError(f"{path} must hold exactly {FRANKING_KEY_LEN} bytes")

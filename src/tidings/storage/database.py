@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy import event, make_url
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from tidings.storage.files import create_private_file
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 0x7469_6469  # "tidi": any constant shared by all nodes
@@ -33,6 +35,28 @@ def async_url(url: str) -> str:
     if url.startswith("sqlite:///"):
         return "sqlite+aiosqlite:///" + url.split(":///", 1)[1]
     return url
+
+
+def create_sqlite_file_privately(engine: Engine, url: str) -> None:
+    """Have the SQLite database file of ``url`` created with mode 0600 (whatever the umask)
+    just before ``engine`` first opens it. SQLite gives its ``-wal``, ``-shm`` and ``-journal``
+    files the database file's mode, so they are private too. A no-op for in-memory and
+    PostgreSQL URLs; an existing file is left alone (the data directory is tightened at start).
+    Both engines on the server's database (this module's and the safety side's) use it."""
+    url_ = make_url(url)
+    database = url_.database
+    if not url_.get_backend_name().startswith("sqlite") or not database:
+        return
+    if database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+
+    def create(*_: Any) -> None:
+        # A missing directory: SQLite then reports "unable to open database file" as before.
+        with suppress(OSError):
+            create_private_file(path)
+
+    event.listen(engine, "do_connect", create)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -73,6 +97,7 @@ class Database:
             raise ValueError("database schema must be a plain identifier, PostgreSQL only")
         if self.is_sqlite:
             self.engine: AsyncEngine = create_async_engine(self.url)
+            create_sqlite_file_privately(self.engine.sync_engine, self.url)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             # search_path as a connection setting: every pooled connection sees the schema,

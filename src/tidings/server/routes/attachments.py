@@ -7,6 +7,8 @@ import contextlib
 import os
 import re
 import secrets
+from pathlib import Path
+from typing import BinaryIO
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
@@ -16,11 +18,27 @@ from tidings.errors import AttachmentTooLargeError, DecodeError, UnknownAttachme
 from tidings.server.auth import DeviceDep
 from tidings.server.models import AttachmentCreated
 from tidings.server.state import StateDep
+from tidings.storage.files import open_private, remove_stale_files
 
 router = APIRouter(prefix="/v1/attachments", tags=["attachments"])
 
 _ID_BYTES = 32  # 256-bit ids: the id is the capability to download
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+
+PARTIAL_SUFFIX = ".part"
+"""An upload is written to ``<id>.part`` and renamed to ``<id>`` once complete."""
+ORPHAN_PARTIAL_AGE_S = 3600.0
+"""A ``.part`` file not written to for this long is an orphan of a crashed upload. An upload in
+progress (on any node sharing the directory) writes every chunk as it arrives, so its mtime
+stays fresh; an hour is far above any stall of a live upload and above clock skew between
+nodes and the shared volume."""
+
+
+def _write_through(out: BinaryIO, chunk: bytes) -> None:
+    # Flushed at once, not held in a buffer: every chunk refreshes the .part file's mtime,
+    # which is what tells a live upload (however slow) from a crash's orphan.
+    out.write(chunk)
+    out.flush()
 
 
 @router.post("", status_code=201, response_model=AttachmentCreated)
@@ -34,16 +52,16 @@ async def upload(request: Request, auth: DeviceDep, state: StateDep) -> Attachme
         raise AttachmentTooLargeError(f"attachments are limited to {limit} bytes")
     attachment_id = secrets.token_urlsafe(_ID_BYTES)
     path = state.attachments_dir / attachment_id
-    partial = path.with_suffix(".part")
+    partial = path.with_suffix(PARTIAL_SUFFIX)
     size = 0
     try:
-        with open(partial, "wb") as out:
+        with open_private(partial) as out:  # 0600 whatever the umask; kept by the rename
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > min(limit, declared):
                     raise AttachmentTooLargeError(f"attachments are limited to {limit} bytes")
                 # In a worker thread: a slow disk must not stall every other connection.
-                await anyio.to_thread.run_sync(out.write, chunk)
+                await anyio.to_thread.run_sync(_write_through, out, chunk)
         if size != declared:
             raise DecodeError("the body is shorter than its Content-Length")
         os.replace(partial, path)
@@ -73,3 +91,16 @@ async def download(attachment_id: str, auth: DeviceDep, state: StateDep) -> File
     if size is None or not path.is_file():
         raise UnknownAttachmentError("no such attachment (or it expired)")
     return FileResponse(path, media_type="application/octet-stream")
+
+
+def remove_orphan_partials(attachments_dir: Path) -> int:
+    """Delete the ``.part`` files of uploads that crashed (not written to for
+    `ORPHAN_PARTIAL_AGE_S`); returns how many. Blocking (a directory scan): run it in a worker
+    thread from async code.
+
+    Raises:
+        OSError: the directory cannot be listed or a file cannot be deleted.
+    """
+    return remove_stale_files(
+        attachments_dir, suffix=PARTIAL_SUFFIX, max_age_s=ORPHAN_PARTIAL_AGE_S
+    )
