@@ -1,6 +1,7 @@
 """Slowloris: request headers must be complete within ``header_timeout_s`` of the connection
-opening (or of the request's first byte on a kept-alive connection), else 408 and close.
-A raw socket against a real uvicorn server started with the node's settings."""
+opening (or of the request's first byte on a kept-alive connection), else 408 and close; and
+within `MAX_HEADER_BYTES`, else 431 and close. A raw socket against a real uvicorn server
+started with the node's settings."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from websockets.asyncio.client import connect
 from tests.server.conftest import LiveServer, make_config
 from tests.server.test_websocket import envelopes_until_empty, frame, send, setup
 from tidings.server.config import ServerConfig
+from tidings.server.serving import MAX_HEADER_BYTES
 
 HEADER_TIMEOUT_S = 0.5
 GIVE_UP_S = 15.0
@@ -114,6 +116,37 @@ def test_complete_requests_and_websockets_are_not_cut(slow_server: LiveServer) -
             assert (await http.get("/healthz")).status_code == 200
 
     asyncio.run(main())
+
+
+def test_headers_past_the_size_limit_get_431_and_never_reach_the_app(
+    slow_server: LiveServer,
+) -> None:
+    def lines(count: int) -> bytes:
+        return b"".join(b"X-%d: %s\r\n" % (i, b"b" * 1000) for i in range(count))
+
+    with socket.create_connection(("127.0.0.1", slow_server.port)) as sock:
+        over = lines(MAX_HEADER_BYTES // 1000 + 5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: tidings\r\n" + over + b"\r\n")
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+    assert b'"code": "headers_too_large"' in answer
+    # Just under the limit is served.
+    with socket.create_connection(("127.0.0.1", slow_server.port)) as sock:
+        under = lines(MAX_HEADER_BYTES // 1000 - 5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: tidings\r\n" + under + b"\r\n")
+        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def test_an_endless_header_line_is_cut_by_size_not_only_by_time(slow_server: LiveServer) -> None:
+    with socket.create_connection(("127.0.0.1", slow_server.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: tidings\r\nX-Long: ")
+        try:
+            for _ in range(64):  # 4 MiB, never a line end
+                sock.sendall(b"b" * 65536)
+        except OSError:
+            pass  # closed while sending: the answer is still in our receive buffer
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
 
 
 def test_header_timeout_is_a_setting() -> None:
