@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from tidings import __version__
 from tidings.console import build_console
@@ -27,7 +28,11 @@ from tidings.safety.keyfile import load_anchor_key, load_evidence_keys
 from tidings.safety.reports import FrankingKey, FrankingKeyRing
 from tidings.safety.service import SafetyService
 from tidings.server.api import build_router
-from tidings.server.auth import authenticated_device, authenticated_device_any
+from tidings.server.auth import (
+    AuthenticatedDevice,
+    authenticated_device,
+    authenticated_device_any,
+)
 from tidings.server.bodylimit import ChunkedBodyLimit
 from tidings.server.config import ConfigError, ServerConfig
 from tidings.server.errors import body_for, headers_for, status_for
@@ -289,9 +294,18 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(build_router())
     for module in (accounts, keys, messages, websocket, attachments):
         app.include_router(module.router)
+    async def limit_reports(device: AuthenticatedDevice) -> None:
+        # Per account: a report costs the provider review time, and a refused one as well.
+        await state.limiter.hit(
+            "report", str(device.account_id), config.rate_reports_per_hour, 3600
+        )
+
     app.include_router(
         safety_http.build_router(
-            safety, authenticated_device, authenticate_any=authenticated_device_any
+            safety,
+            authenticated_device,
+            authenticate_any=authenticated_device_any,
+            limit_report=limit_reports,
         )
     )
     # The staff console over the same service (sign-in: password + TOTP; `tidings server`
@@ -376,6 +390,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.add_middleware(
         ChunkedBodyLimit, max_bytes=MAX_JSON_BODY, exempt={"/v1/attachments"}
     )
+
+    if config.trusted_proxies:
+        # Outermost, so every layer (rate limits, the console's lockout and its https checks)
+        # sees the client the proxy names; only these peers may name one (tidings.server.
+        # serving turns uvicorn's own, loopback-trusting handling off).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(config.trusted_proxies))
 
     @app.get("/metrics", include_in_schema=False)
     async def _metrics() -> Response:

@@ -64,6 +64,7 @@ def server(
     from tidings.app import create_app
     from tidings.server.config import ServerConfig
     from tidings.server.logs import log_config
+    from tidings.server.serving import uvicorn_config
 
     try:
         cfg = ServerConfig.load(config).with_overrides(host=host, port=port, data_dir=data_dir)
@@ -75,15 +76,13 @@ def server(
     typer.echo(f"Tidings {__version__} listening on http://{cfg.host}:{cfg.port} "
                f"(data in {cfg.data_dir.resolve()}); health: /healthz", err=True)
     # JSON lines; uvicorn's access log is off because it prints raw paths (usernames, ids):
-    # tidings.access logs route templates instead.
-    uvicorn.run(
-        app,
-        host=cfg.host,
-        port=cfg.port,
-        log_level=cfg.log_level,
-        log_config=log_config(cfg.log_level),
-        access_log=False,
-    )
+    # tidings.access logs route templates instead. Every limit uvicorn enforces (WebSocket
+    # frame size, header timeout, proxy headers) comes from tidings.server.serving.
+    node = uvicorn.Server(uvicorn_config(app, cfg, log_config=log_config(cfg.log_level)))
+    with suppress(KeyboardInterrupt):
+        node.run()
+    if not node.started:
+        raise typer.Exit(code=3)  # uvicorn's STARTUP_FAILURE (port taken, startup failed)
 
 
 # --- client commands --------------------------------------------------------------------------

@@ -399,6 +399,12 @@ class AttachmentTooLargeError(OversizedError):
     code = "attachment_too_large"
 
 
+class AttachmentQuotaExceededError(RequestError):
+    """The account's stored attachments would exceed its storage quota; wait until some expire."""
+
+    code = "attachment_quota_exceeded"
+
+
 
 # --- enforcement on the messaging API (trust & safety decisions) -----------------------------
 

@@ -25,6 +25,7 @@ def server_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     """(base URL, ASGI app) of one real server for the whole session."""
     from tidings.app import create_app
     from tidings.server.config import ServerConfig
+    from tidings.server.serving import uvicorn_config
 
     # Every test registers from 127.0.0.1: lift the per-address registration limit.
     config = ServerConfig(
@@ -33,7 +34,8 @@ def server_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     app = create_app(config)
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        # The node's own uvicorn settings (frame limit, header timeout, no proxy headers).
+        uvicorn_config(app, config, host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -34,6 +34,7 @@ from tidings.client.store import KdfParams
 from tidings.safety.categories import QueueId
 from tidings.safety.service import SafetyService
 from tidings.server.config import ServerConfig
+from tidings.server.serving import uvicorn_config
 
 from .conftest import png
 
@@ -98,7 +99,8 @@ def live(tmp_path: Path) -> Iterator[Live]:
     app = create_app(config)
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        # The node's own uvicorn settings (frame limit, header timeout, no proxy headers).
+        uvicorn_config(app, config, host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -32,6 +32,7 @@ from fastapi.testclient import TestClient
 from tests.server.helpers import DeviceKit
 from tidings.app import create_app
 from tidings.server.config import ServerConfig
+from tidings.server.serving import uvicorn_config
 
 PG_URL = os.environ.get("TIDINGS_TEST_PG", "postgresql://127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -212,8 +213,9 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/websocket"
         self.app = create_app(config)
+        # The node's own uvicorn settings (frame limit, header timeout, no proxy headers).
         self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+            uvicorn_config(self.app, config, host="127.0.0.1", port=self.port, log_level="warning")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

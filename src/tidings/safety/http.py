@@ -13,7 +13,7 @@ with the exact reason's code and stores nothing (`tidings.safety.reports`).
 # No `from __future__ import annotations`: FastAPI must see the route parameters' Annotated
 # dependencies (local to `build_router`) as objects, not strings.
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -130,12 +130,14 @@ def build_router(
     authenticate: Callable[..., Any],
     *,
     authenticate_any: Callable[..., Any] | None = None,
+    limit_report: Callable[[Any], Awaitable[None]] | None = None,
 ) -> APIRouter:
     """The router of the three user-facing safety routes.
 
     ``authenticate``: FastAPI dependency for device authentication that refuses banned and
     suspended accounts. ``authenticate_any``: the same, letting them through (for status and
-    appeals); defaults to ``authenticate``.
+    appeals); defaults to ``authenticate``. ``limit_report``: awaited with the authenticated
+    device before a report is decoded; it raises (e.g. `RateLimitedError`, 429) to refuse it.
     """
     router = APIRouter(prefix="/v1", tags=["safety"])
     Device = Annotated[Any, Depends(authenticate)]
@@ -144,6 +146,8 @@ def build_router(
     @router.post("/reports", status_code=201, response_model=ReportAccepted)
     async def submit_report(body: ReportBody, device: Device) -> ReportAccepted:
         who: DeviceIdentity = device
+        if limit_report is not None:
+            await limit_report(device)
         submission = decode_report(body, who.username, who.device_id)
         receipt = await run_in_threadpool(service.submit_report, submission)
         return ReportAccepted(report_id=receipt.report_id, case_id=receipt.case_id)

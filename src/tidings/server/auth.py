@@ -20,6 +20,7 @@ from tidings.errors import (
     DecodeError,
     UnauthorizedError,
 )
+from tidings.server.ids import DEVICE_ID_MAX, parse_id
 from tidings.server.state import ServerState, StateDep
 from tidings.storage.enforcement import BAN, RESTRICT, SUSPEND, active_enforcement
 from tidings.wire.base64url import b64d
@@ -59,7 +60,9 @@ def _parse(headers: Headers) -> tuple[str, int, bytes]:
         user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         username, _, device = user.rpartition(".")
         secret = b64d(password, what="secret", max_len=SECRET_LEN)
-        device_id = int(device)
+        # Strict: int() would take "+1", " 1", "1_0", other scripts' digits and values past
+        # the database column (an OverflowError, so a 500, before any credential check).
+        device_id = parse_id(device, what="device id", maximum=DEVICE_ID_MAX)
     except (binascii.Error, UnicodeDecodeError, ValueError, DecodeError):
         raise UnauthorizedError("malformed credentials") from None
     if not username or len(secret) != SECRET_LEN:

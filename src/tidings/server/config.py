@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -49,6 +50,20 @@ class ServerConfig:
     """Per account."""
     franking_key_file: Path | None = None
     """Default ``<data_dir>/franking.key``, created on first start (mode 0600)."""
+    rate_reports_per_hour: int = 30
+    """Per account: ``POST /v1/reports`` (a burst of this many, then this many an hour)."""
+    rate_attachment_uploads_per_minute: int = 30
+    """Per account."""
+    attachment_quota_bytes: int = 2 * 1024 * 1024 * 1024
+    """Per account: bytes of live (unexpired) attachments it may hold; beyond, uploads get
+    507 ``attachment_quota_exceeded`` until some expire."""
+    header_timeout_s: float = 10.0
+    """A connection's request headers must be complete this many seconds after it opens
+    (or after the request's first byte on a kept-alive connection), else 408 and close."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (``10.0.0.0/8``) of reverse proxies whose ``X-Forwarded-For``
+    and ``X-Forwarded-Proto`` are believed. Empty: the headers are ignored, the TCP peer is
+    the client. TOML: a list; environment: comma-separated."""
 
     @classmethod
     def load(cls, path: Path | None = None, env: dict[str, str] | None = None) -> ServerConfig:
@@ -86,14 +101,41 @@ class ServerConfig:
             try:
                 if key == "franking_key_file":
                     changes[key] = Path(str(value)) if value else None
+                elif key == "trusted_proxies":
+                    changes[key] = _networks(value)
                 elif isinstance(current, bool):
                     changes[key] = str(value).lower() in {"1", "true", "yes", "on"}
                 elif isinstance(current, int):
                     changes[key] = int(str(value))
+                elif isinstance(current, float):
+                    changes[key] = float(str(value))
                 elif isinstance(current, Path):
                     changes[key] = Path(str(value))
                 else:
                     changes[key] = str(value)
-            except ValueError:
+            except ValueError as exc:
+                if key == "trusted_proxies":
+                    raise ConfigError(f"setting {key!r} in {source}: {exc}") from None
                 raise ConfigError(f"setting {key!r} in {source} must be a number") from None
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _networks(value: object) -> tuple[str, ...]:
+    """Proxy addresses from a TOML list or a comma-separated string, each an IP address or
+    network; raises ValueError for anything else (a host name would be resolved by nobody,
+    and ``*`` would trust every client to name its own address)."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            # Normalised, as uvicorn's ProxyHeadersMiddleware parses it (strict networks).
+            if "/" in text:
+                out.append(str(ipaddress.ip_network(text, strict=False)))
+            else:
+                out.append(str(ipaddress.ip_address(text)))
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address or network") from None
+    return tuple(out)

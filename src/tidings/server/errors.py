@@ -29,6 +29,7 @@ _STATUS: list[tuple[type[e.TidingsError], int]] = [
     (e.StaleDevicesError, 410),
     (e.RateLimitedError, 429),
     (e.QueueFullError, 507),
+    (e.AttachmentQuotaExceededError, 507),
 ]
 
 

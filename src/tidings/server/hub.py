@@ -14,6 +14,9 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
+from tidings.errors import DecodeError
+from tidings.server.ids import ACCOUNT_ID_MAX, DEVICE_ID_MAX, parse_id
+
 log = logging.getLogger("tidings.server.hub")
 
 POLL_INTERVAL_S = 5.0
@@ -111,7 +114,10 @@ class RedisHub(LocalHub):
             if not isinstance(data, bytes):
                 raise ValueError("not bytes")
             account, _, device = data.decode().partition(":")
-            self.wake_local(int(account), int(device))
-        except (UnicodeDecodeError, ValueError):
+            self.wake_local(
+                parse_id(account, what="account id", maximum=ACCOUNT_ID_MAX),
+                parse_id(device, what="device id", maximum=DEVICE_ID_MAX),
+            )
+        except (UnicodeDecodeError, ValueError, DecodeError):
             # Not ours (or garbled): ignore it rather than dropping the subscription.
             log.warning("ignored a malformed mail hint")

@@ -8,12 +8,13 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError as _ProtobufDecodeError
 from google.protobuf.message import Message
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from tidings.crypto.identity import IdentityKey
 from tidings.crypto.prekeys import KemPrekey, OneTimePrekey, SignedPrekey
 from tidings.errors import DecodeError
 from tidings.server.auth import SECRET_LEN, credential_hash
+from tidings.server.ids import ClaimedRegistrationIdJson, DeviceIdJson, RegistrationIdJson
 from tidings.storage.messaging import NewDevice
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
@@ -93,7 +94,7 @@ class CheckedPrekeys:
 
 class DeviceKeys(PrekeyUpload):
     name: str = Field(min_length=1, max_length=64)
-    registration_id: int = Field(ge=1, le=2**31 - 1)
+    registration_id: RegistrationIdJson
     identity_key: str = Field(max_length=100)
     secret: str = Field(max_length=64)
 
@@ -186,9 +187,9 @@ class Bundles(BaseModel):
 
 
 class OutgoingMessage(BaseModel):
-    device_id: int = Field(ge=1)
-    registration_id: int = Field(ge=0)
-    type: int = Field(ge=1, le=3)
+    device_id: DeviceIdJson
+    registration_id: ClaimedRegistrationIdJson
+    type: StrictInt = Field(ge=1, le=3)
     body: str = Field(max_length=(98_304 * 4) // 3 + 4)
     commitment: str = Field(max_length=44)
 

@@ -39,6 +39,8 @@ class ServerState:
     franking_key: bytes = field(repr=False)
     attachments_dir: Path
     clock: Callable[[], int] = now_ms
+    websockets_open: dict[int, int] = field(default_factory=dict)
+    """Open WebSocket connections per account id on this node (for the per-account limit)."""
 
 
 def get_state(request: HTTPConnection) -> ServerState:

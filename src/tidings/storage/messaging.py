@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.errors import (
+    AttachmentQuotaExceededError,
     LastDeviceError,
     ProvisioningCodeError,
     QueueFullError,
@@ -533,10 +534,33 @@ class MessagingStore:
 
     # -- attachments --------------------------------------------------------------------------
 
+    async def attachment_bytes(self, account_id: int, now_ms: int) -> int:
+        """Bytes of the account's live (unexpired) attachments: what its quota counts."""
+        async with self.db.read() as conn:
+            return await _attachment_bytes(conn, account_id, now_ms)
+
     async def add_attachment(
-        self, attachment_id: str, account_id: int, size: int, now_ms: int, expires_ms: int
+        self,
+        attachment_id: str,
+        account_id: int,
+        size: int,
+        now_ms: int,
+        expires_ms: int,
+        *,
+        quota_bytes: int | None = None,
     ) -> None:
+        """Record a stored attachment.
+
+        Raises:
+            AttachmentQuotaExceededError: with it, the account's live attachments would pass
+                ``quota_bytes``; nothing is recorded.
+        """
         async with self.db.write() as conn:
+            # Checked again in the writing transaction: the route's up-front check ran before
+            # the upload, and another upload may have finished meanwhile.
+            used = 0 if quota_bytes is None else await _attachment_bytes(conn, account_id, now_ms)
+            if quota_bytes is not None and used + size > quota_bytes:
+                raise AttachmentQuotaExceededError()
             await conn.execute(
                 insert(attachments).values(
                     id=attachment_id,
@@ -561,3 +585,15 @@ class MessagingStore:
                 )
             ).first()
         return None if row is None else int(row[0])
+
+
+async def _attachment_bytes(conn: AsyncConnection, account_id: int, now_ms: int) -> int:
+    total = (
+        await conn.execute(
+            select(func.coalesce(func.sum(attachments.c.size), 0)).where(
+                attachments.c.account_id == account_id,
+                attachments.c.expires_at_ms >= now_ms,
+            )
+        )
+    ).scalar_one()
+    return int(total)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from tidings.errors import UsernameTakenError
 from tidings.server.auth import DeviceDep
+from tidings.server.ids import DeviceIdText
 from tidings.server.models import (
     LinkRequest,
     OwnDevice,
@@ -96,13 +97,15 @@ async def own_devices(auth: DeviceDep, state: StateDep) -> OwnDevices:
 
 
 @router.patch("/devices/{device_id}", status_code=204)
-async def rename_device(device_id: int, body: Rename, auth: DeviceDep, state: StateDep) -> Response:
+async def rename_device(
+    device_id: DeviceIdText, body: Rename, auth: DeviceDep, state: StateDep
+) -> Response:
     await state.store.rename_device(auth.account_id, device_id, body.name)
     return Response(status_code=204)
 
 
 @router.delete("/devices/{device_id}", status_code=204)
-async def remove_device(device_id: int, auth: DeviceDep, state: StateDep) -> Response:
+async def remove_device(device_id: DeviceIdText, auth: DeviceDep, state: StateDep) -> Response:
     await state.store.remove_device(auth.account_id, device_id)
     return Response(status_code=204)
 

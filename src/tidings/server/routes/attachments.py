@@ -14,8 +14,14 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
-from tidings.errors import AttachmentTooLargeError, DecodeError, UnknownAttachmentError
+from tidings.errors import (
+    AttachmentQuotaExceededError,
+    AttachmentTooLargeError,
+    DecodeError,
+    UnknownAttachmentError,
+)
 from tidings.server.auth import DeviceDep
+from tidings.server.ids import parse_id
 from tidings.server.models import AttachmentCreated
 from tidings.server.state import StateDep
 from tidings.storage.files import open_private, remove_stale_files
@@ -44,12 +50,21 @@ def _write_through(out: BinaryIO, chunk: bytes) -> None:
 @router.post("", status_code=201, response_model=AttachmentCreated)
 async def upload(request: Request, auth: DeviceDep, state: StateDep) -> AttachmentCreated:
     limit = state.config.attachment_max_bytes
+    await state.limiter.hit(
+        "upload", str(auth.account_id), state.config.rate_attachment_uploads_per_minute, 60
+    )
     try:
-        declared = int(request.headers["content-length"])
-    except (KeyError, ValueError):
+        declared = parse_id(
+            request.headers["content-length"], what="Content-Length", maximum=2**63 - 1, minimum=0
+        )
+    except (KeyError, DecodeError):
         raise DecodeError("Content-Length is required") from None
     if declared > limit:
         raise AttachmentTooLargeError(f"attachments are limited to {limit} bytes")
+    quota = state.config.attachment_quota_bytes
+    if await state.store.attachment_bytes(auth.account_id, state.clock()) + declared > quota:
+        # Before a byte is written: a refused upload costs no disk.
+        raise AttachmentQuotaExceededError(f"an account's attachments are limited to {quota} bytes")
     attachment_id = secrets.token_urlsafe(_ID_BYTES)
     path = state.attachments_dir / attachment_id
     partial = path.with_suffix(PARTIAL_SUFFIX)
@@ -73,7 +88,9 @@ async def upload(request: Request, auth: DeviceDep, state: StateDep) -> Attachme
     now = state.clock()
     expires = now + state.config.attachment_ttl_s * 1000
     try:
-        await state.store.add_attachment(attachment_id, auth.account_id, size, now, expires)
+        await state.store.add_attachment(
+            attachment_id, auth.account_id, size, now, expires, quota_bytes=quota
+        )
     except BaseException:
         path.unlink(missing_ok=True)  # no record, no file: nothing kept on failure
         raise

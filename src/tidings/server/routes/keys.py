@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 from tidings.crypto.identity import IdentityKey
 from tidings.errors import AccountRestrictedError
 from tidings.server.auth import DeviceDep
+from tidings.server.ids import DeviceIdText
 from tidings.server.models import Bundles, CheckedPrekeys, DeviceBundle, PrekeyCount, PrekeyUpload
 from tidings.server.state import StateDep
 from tidings.wire import codec
@@ -42,7 +43,7 @@ async def count(auth: DeviceDep, state: StateDep) -> PrekeyCount:
 
 @router.get("/{username}", response_model=Bundles)
 async def bundles(
-    username: str, auth: DeviceDep, state: StateDep, device_id: int | None = None
+    username: str, auth: DeviceDep, state: StateDep, device_id: DeviceIdText | None = None
 ) -> Bundles:
     if auth.restricted and username != auth.username:
         # A restricted account cannot start new chats. The server cannot see sessions, so it
