@@ -17,9 +17,12 @@ What a `Client` does (docs/api.md is the contract with the server, docs/protocol
   its franking commitment opened (a message whose commitment does not open is *refused*), and the
   message, the session state, the consumed prekeys and the dedupe mark are written in one store
   transaction; only then is the envelope acknowledged. A redelivered envelope (same message id)
-  is acknowledged again and ignored. The franking material (`ReportItem`: content bytes, franking
-  key, commitment, server tag, timestamp, message id, sender and devices) is kept beside every
-  received message so it can be reported later.
+  is acknowledged again and ignored. Each message reaches the application exactly once across
+  crashes: it is filed as undelivered in that same transaction and marked delivered only once
+  the application has it; every `poll`/`listen` starts with what is still filed (see
+  "delivery to the application" in `Client`). The franking material (`ReportItem`: content
+  bytes, franking key, commitment, server tag, timestamp, message id, sender and devices) is
+  kept beside every received message so it can be reported later.
 - **Receipts.** Delivery receipts are sent automatically for received data messages
   (``auto_delivery_receipts``), read receipts by `mark_read`; both are encrypted `Content`.
 - **Trust.** Contacts' device identity keys are pinned on first use. A changed identity key, a
