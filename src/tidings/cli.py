@@ -348,24 +348,25 @@ def receive(
 ) -> None:
     """Receive queued messages (then exit, or keep listening with --follow).
 
-    With --json, prints one JSON object per event (one per line)."""
+    With --json, prints one JSON object per event (one per line). Every message is printed
+    exactly once across runs, even when a run is cut short (server crash, Ctrl-C): it is
+    marked shown only after its line is written and flushed, and a run starts with what an
+    earlier run stored but did not print."""
 
     async def body() -> None:
         async with await _open(ctx) as client:
 
             def show(ev: ReceiveEvent) -> None:
+                # Printed as it arrives (not after the backlog), flushed before the SDK marks
+                # it delivered: a run that dies later has already shown it.
                 if ev.kind not in ("duplicate", "ignored", "key"):
                     _emit(as_json, ev.to_dict(), _event_line(ev))
+                    sys.stdout.flush()
 
             if poll and not follow:
-                for ev in await client.poll():
-                    show(ev)
+                await client.poll(on_event=show)
                 return
-            if follow:
-                await client.listen(follow=True, on_event=show)
-                return
-            for ev in await client.listen():
-                show(ev)
+            await client.listen(follow=follow, on_event=show)
 
     _run(as_json, body)
 

@@ -168,9 +168,11 @@ def test_offline_delivery_in_order_and_duplicates_deduped(
         first = bob.process_envelope(raw[0])
         assert first.kind == "message"
         assert bob.process_envelope(raw[0]).kind == "duplicate"
-        # On reconnect the server delivers it again: it is acknowledged and not stored twice.
+        # On reconnect the stored-but-never-shown message is handed over first; the server
+        # delivers its envelope again: acknowledged, not stored or shown twice.
         events = await bob.listen()
-        assert [e.kind for e in events] == ["duplicate", "message", "message"]
+        assert [e.kind for e in events] == ["message", "duplicate", "message", "message"]
+        assert bodies(events) == ["offline 0", "offline 1", "offline 2"]
         assert [m.body for m in bob.messages()] == ["offline 0", "offline 1", "offline 2"]
         assert (await bob._transport.get_messages())[0] == []
         await alice.aclose()

@@ -215,3 +215,61 @@ def test_chat_tui_report_status_and_appeal(
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_chat_starts_ready_to_type_and_never_loses_typing(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    """A newcomer (no conversations): the composer has focus; a message typed before any
+    conversation is open is not sent but kept, with a hint; "/to bob" opens Bob's chat with
+    the message waiting. Next start: the most recent conversation is open, and keys typed
+    while the list has focus (after Tab, or ctrl+l) go to the composer."""
+
+    async def main() -> None:
+        alice = await register(tmp_path, "alice", names("alice"), server_url)
+        bob = await register(tmp_path, "bob", names("bob"), server_url)
+        carol = await register(tmp_path, "carol", names("carol"), server_url)
+        a, b, c = (x.account.username for x in (alice, bob, carol))
+        composer = "#composer"
+
+        app = ChatApp(alice, listen=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            assert app.current is None
+            assert app.focused is app.query_one(composer, Input)
+            await pilot.press(*"hello bob", "enter")
+            await wait_for(pilot, lambda: app.status_text.startswith("not sent"))
+            assert "/to USER" in app.status_text
+            await pilot.press(*f"/to {b}", "enter")
+            await wait_for(pilot, lambda: app.current == b)
+            assert app.query_one(composer, Input).value == "hello bob"
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: any(x.startswith("me: hello bob") for x in app.lines))
+            await pilot.press("ctrl+q")
+        assert [e.message.body for e in await bob.poll() if e.message] == ["hello bob"]
+
+        # Carol writes last: her conversation is the most recent one.
+        await carol.send_text(a, "hi from carol")
+        await alice.poll()
+        app = ChatApp(alice, listen=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: app.current == c)
+            await pilot.pause()
+            assert app.focused is app.query_one(composer, Input)
+            assert app.lines == [f"{c}: hi from carol"]
+            await pilot.press("tab")
+            await wait_for(pilot, lambda: app.focused is not app.query_one(composer, Input))
+            await pilot.press(*"after tab", "enter")
+            await wait_for(pilot, lambda: any(x.startswith("me: after tab") for x in app.lines))
+            await pilot.press("ctrl+l")
+            await wait_for(pilot, lambda: app.focused is app.query_one("#conversations"))
+            await pilot.press(*"from the list", "enter")
+            await wait_for(pilot, lambda: any(x.startswith("me: from the list")
+                                              for x in app.lines))
+            await pilot.press("ctrl+q")
+        got = [e.message.body for e in await carol.poll() if e.kind == "message" and e.message]
+        assert got == ["after tab", "from the list"]
+        for client in (alice, bob, carol):
+            await client.aclose()
+
+    asyncio.run(main())

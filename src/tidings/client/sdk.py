@@ -17,9 +17,12 @@ What a `Client` does (docs/api.md is the contract with the server, docs/protocol
   its franking commitment opened (a message whose commitment does not open is *refused*), and the
   message, the session state, the consumed prekeys and the dedupe mark are written in one store
   transaction; only then is the envelope acknowledged. A redelivered envelope (same message id)
-  is acknowledged again and ignored. The franking material (`ReportItem`: content bytes, franking
-  key, commitment, server tag, timestamp, message id, sender and devices) is kept beside every
-  received message so it can be reported later.
+  is acknowledged again and ignored. Each message reaches the application exactly once across
+  crashes: it is filed as undelivered in that same transaction and marked delivered only once
+  the application has it; every `poll`/`listen` starts with what is still filed (see
+  "delivery to the application" in `Client`). The franking material (`ReportItem`: content
+  bytes, franking key, commitment, server tag, timestamp, message id, sender and devices) is
+  kept beside every received message so it can be reported later.
 - **Receipts.** Delivery receipts are sent automatically for received data messages
   (``auto_delivery_receipts``), read receipts by `mark_read`; both are encrypted `Content`.
 - **Trust.** Contacts' device identity keys are pinned on first use. A changed identity key, a
@@ -52,7 +55,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from tidings.client.errors import (
     InvalidArgumentError,
@@ -139,8 +142,13 @@ K_REJECTED = "rejected"  # b64(message id) -> why an envelope was refused (no co
 K_GROUP = "group"  # b64(group id) -> group JSON (title, revision, members, active, key_devices)
 K_SENDER_KEYS = "sender_keys"  # b64(conversation id) -> GroupSenderKeys.to_bytes()
 K_SK_LINE = "sk_line"  # "<sender>\0<device>\0<b64 distribution id>" -> conversation id
+K_UNDELIVERED = "undelivered"  # b64(message id) -> event JSON: stored, not yet shown to the app
 
 SELF = "self"
+
+APPLICATION_KINDS = frozenset({"message", "sync", "rejected"})
+"""Receive events that carry something for the application to show: these are handed to it
+exactly once (see "delivery to the application" in `Client`)."""
 
 Clock = Callable[[], int]
 
@@ -1164,6 +1172,10 @@ class Client:
         """Decrypt, check and store one envelope; the caller acknowledges it afterwards
         (``event.message_id``) whatever the outcome, except when this raises.
 
+        An event of a kind in `APPLICATION_KINDS` is also filed as undelivered (`undelivered`)
+        until the caller says the application has it (`mark_delivered`); `poll` and `listen`
+        do both.
+
         A refused envelope (undecryptable, commitment that does not open, misrouted, unknown
         type) is recorded without content as kind "rejected" with the error ``code``.
 
@@ -1178,9 +1190,6 @@ class Client:
         def event(kind: EventKind, **kw: Any) -> ReceiveEvent:
             return ReceiveEvent(kind, sender, sender_device, mid, **kw)
 
-        if (envelope.recipient != self.account.username
-                or envelope.recipient_device != self.account.device_id):
-            return self._reject(envelope, "misrouted")
         try:
             # One write transaction (BEGIN IMMEDIATE) around read-decrypt-write: the session
             # and the prekeys are read afresh under the lock, so two processes using the same
@@ -1188,7 +1197,15 @@ class Client:
             with self._store.transaction():
                 if self._store.contains(K_SEEN, mid):
                     return event("duplicate")
-                return self._decrypt_and_store(envelope)
+                if (envelope.recipient != self.account.username
+                        or envelope.recipient_device != self.account.device_id):
+                    result = self._reject(envelope, "misrouted")
+                else:
+                    result = self._decrypt_and_store(envelope)
+                # Filed in the same transaction as the message: shown to the application
+                # until `mark_delivered` says it has it, whatever crashes in between.
+                self._hold_for_application(result)
+                return result
         except StoreError:
             # Nothing was written: forget the in-memory prekey consumption too, so the
             # redelivered envelope (it is not acknowledged) decrypts again.
@@ -1368,10 +1385,107 @@ class Client:
             self._prekeys_used = False
             await self.refresh_prekeys()
 
-    async def poll(self) -> list[ReceiveEvent]:
+    # -- delivery to the application -----------------------------------------------------------
+    #
+    # Exactly once to the application. Storing a message and acknowledging its envelope is not
+    # enough: a process that dies after the store transaction but before the application had
+    # the event (before the JSON line is printed, before `on_event` returns) leaves a message
+    # that is stored and seen, so its redelivered envelope is dropped as a duplicate and the
+    # application never sees it. So an event of a kind in `APPLICATION_KINDS` is filed under
+    # K_UNDELIVERED in the transaction that stores it, and the row is deleted only once the
+    # application has it (`mark_delivered`). `poll` and `listen` start by handing over what is
+    # still filed, oldest first, before any new traffic. A crash anywhere in between shows the
+    # event again on the next start: at least once from the store, at most once past the mark.
+    #
+    # Profiles written before this mark existed have no K_UNDELIVERED rows, so their stored
+    # history counts as delivered (the version that received it showed it, or lost it for
+    # good); no migration of the store file is needed.
+
+    def _hold_for_application(self, event: ReceiveEvent) -> None:
+        """File ``event`` as not yet delivered (inside the receive transaction)."""
+        if event.kind not in APPLICATION_KINDS:
+            return
+        self._store.put_json(K_UNDELIVERED, event.message_id, {
+            "kind": event.kind, "sender": event.sender, "sender_device": event.sender_device,
+            "message": event.message.id if event.message is not None else None,
+            "code": event.code, "identity_changed": event.identity_changed,
+        })
+
+    def undelivered(self) -> list[ReceiveEvent]:
+        """The events stored but not yet marked delivered to the application, oldest first
+        (messages with their current status).
+
+        Raises:
+            StoreTamperedError: a stored row is damaged.
+        """
+        out: list[ReceiveEvent] = []
+        for mid, record in self._store.items_json(K_UNDELIVERED):
+            message = None
+            try:
+                kind = str(record["kind"])
+                if kind not in APPLICATION_KINDS:
+                    raise ValueError(kind)
+                if record.get("message") is not None:
+                    stored = self._store.get_json(K_MESSAGE, str(record["message"]))
+                    if stored is None:
+                        raise ValueError("message missing")
+                    message = _message_from_record(stored)
+                code = record.get("code")
+                out.append(ReceiveEvent(
+                    cast(EventKind, kind), str(record["sender"]), int(record["sender_device"]),
+                    mid, message=message, code=None if code is None else str(code),
+                    identity_changed=bool(record.get("identity_changed"))))
+            except (KeyError, ValueError, TypeError):
+                raise StoreTamperedError("a stored undelivered event is damaged") from None
+        return out
+
+    def mark_delivered(self, event: ReceiveEvent | str) -> None:
+        """Record that the application has ``event`` (or the event of this server message id):
+        it is not handed over again. Marking an event that is not filed does nothing."""
+        mid = event if isinstance(event, str) else event.message_id
+        self._store.delete(K_UNDELIVERED, mid)
+
+    async def _hand_over(
+        self,
+        event: ReceiveEvent,
+        events: list[ReceiveEvent],
+        on_event: Callable[[ReceiveEvent], Awaitable[None] | None] | None,
+    ) -> None:
+        """Give ``event`` to the application: into ``events`` and, when given, to
+        ``on_event``; marked delivered once ``on_event`` returned (without ``on_event`` the
+        caller marks ``events`` when it returns them). An exception from ``on_event``
+        propagates and leaves the event undelivered."""
+        events.append(event)
+        if on_event is None:
+            return
+        result = on_event(event)
+        if result is not None:
+            await result
+        if event.kind in APPLICATION_KINDS:
+            self.mark_delivered(event)
+
+    def _returned(self, events: list[ReceiveEvent], on_event: object) -> list[ReceiveEvent]:
+        """Mark ``events`` delivered as they are returned (when no ``on_event`` took them)."""
+        if on_event is None:
+            for ev in events:
+                if ev.kind in APPLICATION_KINDS:
+                    self.mark_delivered(ev)
+        return events
+
+    async def poll(
+        self, *, on_event: Callable[[ReceiveEvent], Awaitable[None] | None] | None = None
+    ) -> list[ReceiveEvent]:
         """Fetch and process every queued envelope with ``GET /v1/messages``, acknowledging
-        each one after it is stored. Returns the events, oldest first."""
+        each one after it is stored. Returns the events, oldest first, starting with those
+        stored earlier but never delivered (`undelivered`).
+
+        Each message is delivered exactly once across calls and crashes: with ``on_event``,
+        it is marked delivered after ``on_event`` returns for it; without, when this returns.
+        If this raises, the events not yet marked come again on the next call.
+        """
         events: list[ReceiveEvent] = []
+        for ev in self.undelivered():
+            await self._hand_over(ev, events, on_event)
         while True:
             raw_list, more = await self._transport.get_messages()
             progressed = False
@@ -1381,12 +1495,12 @@ class Client:
                 except DecodeError:
                     continue  # cannot be acknowledged by id; skip it
                 await self._transport.ack_message(b64d(ev.message_id))
-                events.append(ev)
+                await self._hand_over(ev, events, on_event)
                 progressed = True
             if not more or not progressed:
                 break
         await self._after_batch()
-        return events
+        return self._returned(events, on_event)
 
     async def listen(
         self,
@@ -1401,13 +1515,26 @@ class Client:
         (``queue_empty``). With ``follow``, runs until cancelled, reconnecting (with backoff up
         to 30 s) when the connection drops; ``on_event`` sees each event as it happens.
 
+        Exactly once to the application: before any new traffic (and again before each
+        reconnection), the events stored earlier but never delivered (`undelivered`) are handed
+        over, oldest first. With ``on_event``, an event is marked delivered after ``on_event``
+        returns for it (an exception from it propagates, and that event comes again on the
+        next start); without, when this returns the list. Events in the list of a call that
+        raises are not marked, so they come again.
+
         Raises:
             ServerError: the server refused the connection (e.g. unauthorized).
             TransportError: the connection failed (only without ``follow``).
         """
         events: list[ReceiveEvent] = []
+        handed: set[str] = set()  # undelivered events already in ``events`` (no on_event)
         delay = reconnect_delay
         while True:
+            for ev in self.undelivered():
+                if ev.message_id not in handed:
+                    await self._hand_over(ev, events, on_event)
+                    if on_event is None:
+                        handed.add(ev.message_id)
             try:
                 async with self._transport.websocket() as socket:
                     delay = reconnect_delay
@@ -1416,18 +1543,16 @@ class Client:
                         if frame.kind == "queue_empty":
                             await self._after_batch()
                             if not follow:
-                                return events
+                                return self._returned(events, on_event)
                             continue
                         try:
                             ev = self.process_envelope(frame.envelope)
                         except DecodeError:
                             continue
                         await socket.ack(b64d(ev.message_id))
-                        events.append(ev)
-                        if on_event is not None:
-                            result = on_event(ev)
-                            if result is not None:
-                                await result
+                        await self._hand_over(ev, events, on_event)
+                        if on_event is None:
+                            handed.add(ev.message_id)
                         if follow:
                             await self._after_batch()
             except TransportError:

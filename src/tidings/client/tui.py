@@ -5,6 +5,11 @@ Layout: a banner (hidden unless a contact's safety number changed), the conversa
 right. The SDK's listen loop (WebSocket, reconnecting) runs in the background for the app's
 lifetime; every event re-renders what it touches.
 
+Typing is never lost: the app starts with the most recent conversation open and the composer
+focused; a printable key pressed while anything else has focus (the list, after Tab or ctrl+l)
+moves focus back to the composer and is typed there; a message sent with no conversation open
+is kept in the composer for the next conversation opened, with a hint saying how to open one.
+
 Composer: plain text is sent to the open conversation. Commands::
 
     /to USER              open (or start) the conversation with USER
@@ -39,6 +44,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, ClassVar
 
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -49,6 +55,8 @@ from tidings.errors import TidingsError
 
 STATUS_MARKS = {"sent": "✓", "delivered": "✓✓", "read": "✓✓ read"}
 REPORT_CONTEXT = 5  # messages of context before and after a reported one
+NO_CONVERSATION_HINT = ("No conversation open. Type /to USER and Enter to start one, "
+                        "or pick one on the left (ctrl+l, arrows, Enter).")
 
 
 def account_notice(state: dict[str, Any]) -> str:
@@ -96,6 +104,9 @@ class ChatApp(App[None]):
     #status { height: 1; color: $text-muted; padding: 0 1; }
     """
 
+    # Focus the composer, not the first focusable widget (the list), when the screen starts.
+    AUTO_FOCUS: ClassVar[str | None] = "#composer"
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit"),
         Binding("ctrl+l", "focus_list", "Conversations"),
@@ -120,6 +131,7 @@ class ChatApp(App[None]):
         self._line_ids: list[str] = []  # message id per line of the pane
         self.account_state: dict[str, Any] = {}  # last `account_status` answer
         self._account_notice = ""
+        self._draft = ""  # a message typed with no conversation open, kept for the next one
         # The list is rebuilt from the listen loop and from user actions: one at a time, or
         # a clear() could interleave with another rebuild's extend().
         self._list_lock = asyncio.Lock()
@@ -134,9 +146,11 @@ class ChatApp(App[None]):
                 with VerticalScroll(id="messages"):
                     yield Static("", id="history")
                 yield Static("", id="status")
+                # No select-all on focus: keys redirected to the composer (`on_event`) must
+                # add to what is typed there, not replace it.
                 yield Input(placeholder="message, or /to USER, /file PATH, /verify, "
                                         "/report [N] CATEGORY [NOTE], /appeal ID TEXT ...",
-                            id="composer")
+                            id="composer", select_on_focus=False)
         yield Footer()
 
     async def on_mount(self) -> None:
@@ -144,6 +158,12 @@ class ChatApp(App[None]):
         self._load_trust_warnings()
         await self.refresh_account_status()
         await self.refresh_conversations()
+        if self._peers:
+            # Start where the person left off: the most recent conversation, ready to type.
+            await self.open_conversation(self._peers[0])
+        else:
+            self.render_messages()
+            self.query_one("#composer", Input).focus()
         if self._listen:
             self.run_worker(self._listen_loop(), name="listen", exclusive=True, group="listen")
             if self._resync_interval > 0:
@@ -217,12 +237,17 @@ class ChatApp(App[None]):
 
     async def open_conversation(self, peer: str) -> None:
         """Show ``peer``'s conversation, mark it read (read receipts go out), focus the
-        composer."""
+        composer (with the message kept from when no conversation was open, if any)."""
         self.current = peer
         if peer not in self._peers and peer not in self._extra_peers:
             self._extra_peers.append(peer)
         self.render_messages()
-        self.query_one("#composer", Input).focus()
+        composer = self.query_one("#composer", Input)
+        if self._draft and not composer.value:
+            composer.value, self._draft = self._draft, ""
+            composer.cursor_position = len(composer.value)
+            self.set_status(f"to {peer}: press Enter to send the message you typed")
+        composer.focus()
         await self._mark_read()
         await self.refresh_conversations()
 
@@ -236,6 +261,23 @@ class ChatApp(App[None]):
 
     def action_focus_list(self) -> None:
         self.query_one("#conversations", ListView).focus()
+
+    async def on_event(self, event: events.Event) -> None:
+        """Send typing to the composer whatever has focus.
+
+        A printable key pressed while the list (or nothing) has focus would be swallowed:
+        focus the composer, and the key goes there. This runs in the app's handler of keys
+        from the terminal, before they are forwarded to the focused widget, and sets the focus
+        at once (not deferred like `Widget.focus`); the key itself is then forwarded as usual,
+        so it joins the composer's queue behind keys already sent there and typing keeps its
+        order.
+        """
+        if (isinstance(event, events.Key) and not event.is_forwarded and event.is_printable
+                and not isinstance(self.focused, Input)):
+            composer = self.screen.query("#composer")  # absent on another screen (palette)
+            if composer:
+                self.screen.set_focus(composer.first(Input))
+        await super().on_event(event)
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -263,7 +305,8 @@ class ChatApp(App[None]):
                              key=lambda m: m.server_timestamp_ms)
             self.lines = [self._line(m) for m in history]
             self._line_ids = [m.id for m in history]
-        self.query_one("#history", Static).update("\n".join(self.lines) or "(no messages)")
+        empty = NO_CONVERSATION_HINT if self.current is None else "(no messages)"
+        self.query_one("#history", Static).update("\n".join(self.lines) or empty)
         self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
 
     def set_status(self, text: str) -> None:
@@ -356,8 +399,15 @@ class ChatApp(App[None]):
         if text == "/appeal" or text.startswith("/appeal "):
             await self._appeal(text[7:].strip())
             return
+        if text == "/to":
+            self.set_status("usage: /to USER")
+            return
         if self.current is None:
-            self.set_status("open a conversation first (select one, or /to USER)")
+            # Not sent, and not lost: it waits in the composer of the next conversation.
+            self._draft = text
+            self.set_status("not sent: no conversation is open. Type /to USER and Enter "
+                            "(or pick one on the left); your message will be waiting.")
+            self.render_messages()
             return
         group = self.current.startswith(GROUP_PEER_PREFIX)
         if text.startswith("/file "):
