@@ -19,6 +19,39 @@ SHA-256 (a database leak yields no usable session), with an absolute and an idle
 Every failure is the same `AuthenticationError` to the caller (no account enumeration, no
 password oracle through distinct TOTP errors); the precise reason goes to the audit log.
 
+Separation of duties (no admin can become, or puppet, a reviewer):
+
+- Enrolment instead of creator-known secrets. `StaffService.create_staff` gives a new account
+  no password and no TOTP secret: it returns a single-use enrolment token (256 random bits,
+  stored only as its SHA-256, expiring after `ENROLMENT_TTL_MS`) for the creator to hand to
+  the owner as a link. The owner sets the password (`begin_enrolment`, which also draws a
+  fresh TOTP secret shown to the owner only) and confirms the authenticator with a valid code
+  (`complete_enrolment`); only then can the account sign in, and the token is consumed.
+  `reissue_enrolment` replaces the link of an account that has not enrolled yet. Every step is
+  audited under whoever did it: the creator, then the enrolling staff member.
+- Two-person rule. Every role (`GATED_ROLES`: reviewer, lead, legal *and admin*) and the
+  child-safety clearance is granted through a `StaffGrant` that stays PENDING, with no effect,
+  until a second admin approves it (`approve_grant`) or someone rejects it. Revoking is
+  immediate (less privilege is always safe).
+- The puppet attack (admin A creates account B, enrols B through the link A holds, and then
+  approves A's own requests as B) is refused by *enrolment lineage*: each account records its
+  sponsor, the issuer of the link it enrolled through, and so transitively a chain of
+  sponsors (`StaffService.lineage`). An approval is refused (`TwoPersonRuleError`) when the
+  approver is the requester or the grantee, when the requester is in the approver's lineage
+  (the approver may be the requester's puppet, or a puppet's puppet), or when the approver is
+  in the requester's or the grantee's lineage (the approver held their enrolment link). A
+  grant is approved only once the grantee has enrolled, so the approver can confirm with the
+  owner that they enrolled themselves (a link used by someone else shows the owner "already
+  used"). Granting admin is gated too: no admin alone makes another admin.
+  The operator at the command line (``operator:cli``, who holds the key files and the
+  database, so is trusted by construction) is outside the rule: an account enrolled through
+  an operator-issued link starts a new lineage, so the second, independent admin of a
+  deployment is created with `tidings admin create-staff --role admin` and approved by the
+  first admin; an operator's requests need one admin's approval.
+
+TOTP secrets are plain in `StaffAccount` (in memory); `tidings.safety.sql` encrypts them at
+rest under the ``staff.key`` file key (AES-256-GCM bound to the staff id).
+
 Time is passed in (``now_ms``); randomness is injectable (``token_source``).
 """
 
@@ -42,28 +75,38 @@ from tidings.errors import (
     AuthenticationError,
     ChildSafetyPermissionError,
     ConflictError,
+    EnrolmentTokenError,
     LoginThrottledError,
     NotFoundError,
     PermissionDeniedError,
     SafetyInputError,
     SessionExpiredError,
+    TwoPersonRuleError,
 )
 from tidings.safety.audit import AuditAction, AuditLog
 from tidings.safety.categories import DEFAULT_QUEUES, Queue
 
 __all__ = [
+    "ENROLMENT_TTL_MS",
+    "GATED_ROLES",
     "ROLE_PERMISSIONS",
+    "EnrolmentToken",
+    "GrantKind",
+    "GrantStatus",
     "InMemoryStaffRepository",
+    "IssuedEnrolment",
     "LoginResult",
     "Permission",
     "Principal",
     "Role",
     "StaffAccount",
+    "StaffGrant",
     "StaffRepository",
     "StaffService",
     "StaffSession",
     "ThrottlePolicy",
     "ThrottleRecord",
+    "TotpEnrolment",
     "TotpVerifier",
     "permissions_for",
 ]
@@ -154,6 +197,16 @@ def permissions_for(roles: Iterable[Role], *, child_safety: bool) -> frozenset[P
     return perms
 
 
+GATED_ROLES: frozenset[Role] = frozenset({Role.REVIEWER, Role.LEAD, Role.LEGAL, Role.ADMIN})
+"""Roles granted only with a second admin's approval (every role: three see evidence, and an
+admin could otherwise mint a second admin to approve with)."""
+
+ENROLMENT_TTL_MS = 72 * 3600_000
+"""How long an enrolment link stays valid."""
+ENROLMENT_TOKEN_BYTES = 32  # 256 bits
+MAX_LINEAGE = 64  # sponsor chain walked at most this deep (a chain never loops; belt and braces)
+
+
 # --- records --------------------------------------------------------------------------------
 
 
@@ -176,6 +229,78 @@ class StaffAccount:
     disabled: bool
     created_ms: int
     version: int = 0
+    enrolled_ms: int | None = None  # None: enrolment not finished, cannot sign in
+    sponsor: str = ""  # who issued the enrolment link used ("" for the bootstrap admin)
+
+    @property
+    def enrolled(self) -> bool:
+        return self.enrolled_ms is not None
+
+
+class GrantKind(StrEnum):
+    ROLE = "role"
+    CHILD_SAFETY = "child_safety"
+
+
+class GrantStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"  # superseded by a role change or a revocation
+
+
+@dataclass(frozen=True, slots=True)
+class StaffGrant:
+    """A requested privilege (a role, or the child-safety clearance); no effect until approved.
+    ``role`` is set for ROLE grants only."""
+
+    grant_id: str
+    staff_id: str
+    kind: GrantKind
+    role: Role | None
+    requested_by: str
+    requested_ms: int
+    status: GrantStatus = GrantStatus.PENDING
+    decided_by: str = ""
+    decided_ms: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.role.value if self.role is not None else "child-safety clearance"
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentToken:
+    """A stored enrolment link: ``token_hash`` is SHA-256(token) in hex, never the token."""
+
+    token_hash: str
+    staff_id: str
+    issued_by: str
+    created_ms: int
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedEnrolment:
+    """A created (or re-linked) account and its enrolment token, shown once to the creator."""
+
+    account: StaffAccount
+    token: str = field(repr=False)
+    expires_ms: int
+    pending_grants: tuple[StaffGrant, ...] = ()
+
+    def url(self, console_base: str) -> str:
+        """The link to hand to the owner: ``<console>/enrol/<token>``."""
+        return f"{console_base.rstrip('/')}/enrol/{self.token}"
+
+
+@dataclass(frozen=True, slots=True)
+class TotpEnrolment:
+    """The TOTP secret drawn for an enrolling owner (shown to them only, until confirmed)."""
+
+    username: str
+    secret: str = field(repr=False)
+    uri: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +368,27 @@ class StaffRepository(Protocol):
 
     def clear_throttle(self, key: str) -> None: ...
 
+    def add_grant(self, grant: StaffGrant) -> None: ...
+
+    def get_grant(self, grant_id: str) -> StaffGrant | None: ...
+
+    def decide_grant(self, grant: StaffGrant) -> None:
+        """Store a decided ``grant`` if the stored one is still pending; else `ConflictError`
+        (so a grant is approved or rejected exactly once)."""
+        ...
+
+    def pending_grants(self) -> list[StaffGrant]:
+        """Every pending grant, oldest first."""
+        ...
+
+    def replace_enrolment(self, token: EnrolmentToken) -> None:
+        """Store ``token`` and delete every other enrolment token of its staff member."""
+        ...
+
+    def get_enrolment(self, token_hash: str) -> EnrolmentToken | None: ...
+
+    def delete_enrolments_for(self, staff_id: str) -> None: ...
+
 
 class InMemoryStaffRepository:
     """`StaffRepository` in memory."""
@@ -252,6 +398,8 @@ class InMemoryStaffRepository:
         self._queues: set[tuple[str, str]] = set()
         self._sessions: dict[str, StaffSession] = {}
         self._throttle: dict[str, ThrottleRecord] = {}
+        self._grants: dict[str, StaffGrant] = {}
+        self._enrolments: dict[str, EnrolmentToken] = {}
         self._lock = threading.Lock()
 
     def add_staff(self, account: StaffAccount) -> None:
@@ -310,6 +458,42 @@ class InMemoryStaffRepository:
 
     def clear_throttle(self, key: str) -> None:
         self._throttle.pop(key, None)
+
+    def add_grant(self, grant: StaffGrant) -> None:
+        with self._lock:
+            if grant.grant_id in self._grants:
+                raise ConflictError("grant already exists")
+            self._grants[grant.grant_id] = grant
+
+    def get_grant(self, grant_id: str) -> StaffGrant | None:
+        return self._grants.get(grant_id)
+
+    def decide_grant(self, grant: StaffGrant) -> None:
+        with self._lock:
+            current = self._grants.get(grant.grant_id)
+            if current is None or current.status is not GrantStatus.PENDING:
+                raise ConflictError("this grant was already decided")
+            self._grants[grant.grant_id] = grant
+
+    def pending_grants(self) -> list[StaffGrant]:
+        rows = [g for g in self._grants.values() if g.status is GrantStatus.PENDING]
+        return sorted(rows, key=lambda g: (g.requested_ms, g.grant_id))
+
+    def replace_enrolment(self, token: EnrolmentToken) -> None:
+        with self._lock:
+            self._drop_enrolments(token.staff_id)
+            self._enrolments[token.token_hash] = token
+
+    def get_enrolment(self, token_hash: str) -> EnrolmentToken | None:
+        return self._enrolments.get(token_hash)
+
+    def delete_enrolments_for(self, staff_id: str) -> None:
+        with self._lock:
+            self._drop_enrolments(staff_id)
+
+    def _drop_enrolments(self, staff_id: str) -> None:
+        for key in [k for k, t in self._enrolments.items() if t.staff_id == staff_id]:
+            del self._enrolments[key]
 
 
 # --- principal ------------------------------------------------------------------------------
@@ -432,6 +616,13 @@ def _check_password(password: str) -> None:
         )
 
 
+TOTP_ISSUER = "Tidings T&S"
+
+
+def _role_value(role: Role | None) -> str | None:
+    return role.value if role is not None else None
+
+
 def _check_username(username: str) -> None:
     if (
         not isinstance(username, str)
@@ -510,38 +701,50 @@ class StaffService:
     # --- account management -------------------------------------------------------------------
 
     def _new_account(
-        self, username: str, display_name: str, roles: Iterable[Role], password: str, now_ms: int
-    ) -> StaffAccount:
+        self,
+        username: str,
+        display_name: str,
+        roles: Iterable[Role],
+        now_ms: int,
+        *,
+        password: str | None = None,
+    ) -> tuple[StaffAccount, frozenset[Role]]:
+        """A new account row and the roles asked for it. With ``password`` (the bootstrap admin
+        only) the account is complete; without, it has no secrets and awaits enrolment."""
         _check_username(username)
-        _check_password(password)
+        if password is not None:
+            _check_password(password)
         role_set = frozenset(Role(r) for r in roles)
         if not role_set:
             raise SafetyInputError("a staff account needs at least one role")
-        return StaffAccount(
+        account = StaffAccount(
             staff_id=self._id_source(),
             username=username,
             display_name=display_name[:128],
-            roles=role_set,
+            roles=role_set if password is not None else frozenset(),
             child_safety=False,
-            password_hash=self._hasher.hash(password),
-            totp_secret=pyotp.random_base32(),
+            password_hash=self._hasher.hash(password) if password is not None else "",
+            totp_secret=pyotp.random_base32() if password is not None else "",
             totp_last_step=-1,
             disabled=False,
             created_ms=now_ms,
+            enrolled_ms=now_ms if password is not None else None,
         )
+        return account, role_set
 
     def bootstrap_admin(self, username: str, password: str, *, now_ms: int) -> StaffAccount:
-        """Create the first admin; allowed only while there are no staff at all.
+        """Create the first admin, complete with password and TOTP secret (the one account whose
+        secrets its creator, the operator, knows); allowed only while there are no staff.
 
-        Returns the account; its ``totp_secret`` must be shown once for enrolment
-        (`provisioning_uri`).
+        Returns the account; its ``totp_secret`` must reach the operator once, privately
+        (`provisioning_uri`), never a log.
 
         Raises:
             ConflictError: staff already exist.  SafetyInputError: bad username or password.
         """
         if self._repo.count_staff() > 0:
             raise ConflictError("staff accounts already exist")
-        account = self._new_account(username, username, [Role.ADMIN], password, now_ms)
+        account, _ = self._new_account(username, username, [Role.ADMIN], now_ms, password=password)
         self._repo.add_staff(account)
         self._audit.append(
             actor="system",
@@ -559,25 +762,151 @@ class StaffService:
         username: str,
         display_name: str,
         roles: Iterable[Role],
-        password: str,
         now_ms: int,
-    ) -> StaffAccount:
-        """Create a staff account (never with the child-safety clearance: that is a separate,
-        audited step, `set_child_safety`).
+        child_safety: bool = False,
+    ) -> IssuedEnrolment:
+        """Create a staff account with no password, no TOTP secret and no effective role: each
+        requested role (and the clearance, with ``child_safety``) becomes a pending grant, and
+        the returned enrolment token is for the owner (`begin_enrolment`).
 
         Raises:
             PermissionDeniedError: actor lacks MANAGE_STAFF.
             ConflictError: the username exists.  SafetyInputError: bad input.
         """
         actor.require(Permission.MANAGE_STAFF)
-        account = self._new_account(username, display_name, roles, password, now_ms)
+        account, wanted = self._new_account(username, display_name, roles, now_ms)
         self._repo.add_staff(account)
         self._audit.append(
             actor=actor.staff_id,
             action=AuditAction.STAFF_CREATE,
             target=f"staff:{account.staff_id}",
             now_ms=now_ms,
-            details={"username": username, "roles": sorted(r.value for r in account.roles)},
+            details={"username": username, "requested_roles": sorted(r.value for r in wanted)},
+        )
+        grants = [self._request(actor, account, GrantKind.ROLE, r, now_ms) for r in sorted(wanted)]
+        if child_safety:
+            grants.append(self._request(actor, account, GrantKind.CHILD_SAFETY, None, now_ms))
+        issued = self._issue_enrolment(actor, account, now_ms)
+        return replace(issued, pending_grants=tuple(g for g in grants if g is not None))
+
+    def _issue_enrolment(
+        self, actor: Principal, account: StaffAccount, now_ms: int
+    ) -> IssuedEnrolment:
+        token = self._token_source(ENROLMENT_TOKEN_BYTES).hex()
+        record = EnrolmentToken(
+            token_hash=_session_id(token),
+            staff_id=account.staff_id,
+            issued_by=actor.staff_id,
+            created_ms=now_ms,
+            expires_ms=now_ms + ENROLMENT_TTL_MS,
+        )
+        self._repo.replace_enrolment(record)
+        self._audit.append(
+            actor=actor.staff_id,
+            action=AuditAction.STAFF_ENROL_ISSUE,
+            target=f"staff:{account.staff_id}",
+            now_ms=now_ms,
+            details={"expires_ms": record.expires_ms, "link": record.token_hash[:16]},
+        )
+        return IssuedEnrolment(account, token, record.expires_ms)
+
+    def reissue_enrolment(self, actor: Principal, staff_id: str, *, now_ms: int) -> IssuedEnrolment:
+        """A new enrolment link for an account that has not enrolled yet; the old link (and a
+        password set through it) stops working.
+
+        Raises:
+            PermissionDeniedError: no MANAGE_STAFF, or the actor is the target.
+            NotFoundError.  ConflictError: the account has enrolled already, or is disabled.
+        """
+        actor.require(Permission.MANAGE_STAFF)
+        self._not_self(actor, staff_id)
+        account = self._get(staff_id)
+        if account.enrolled or account.disabled:
+            raise ConflictError("only an account that has not enrolled yet gets a new link")
+        if account.password_hash or account.totp_secret:
+            account = self._update(account, password_hash="", totp_secret="")
+        return self._issue_enrolment(actor, account, now_ms)
+
+    def _enrolment(self, token: str, now_ms: int) -> tuple[EnrolmentToken, StaffAccount]:
+        """The live token and its (unenrolled, enabled) account; `EnrolmentTokenError` if the
+        token is unknown, used, replaced or expired. Changes nothing."""
+        if not isinstance(token, str) or not 1 <= len(token) <= 256:
+            raise EnrolmentTokenError()
+        record = self._repo.get_enrolment(_session_id(token))
+        if record is None or now_ms >= record.expires_ms:
+            raise EnrolmentTokenError()
+        account = self._repo.get_staff(record.staff_id)
+        if account is None or account.enrolled or account.disabled:
+            raise EnrolmentTokenError()
+        return record, account
+
+    def enrolment_account(self, token: str, *, now_ms: int) -> StaffAccount:
+        """The account a live enrolment token is for. Raises `EnrolmentTokenError`."""
+        return self._enrolment(token, now_ms)[1]
+
+    def begin_enrolment(self, token: str, password: str, *, now_ms: int) -> TotpEnrolment:
+        """First enrolment step, by the owner: set the password (Argon2id, the usual policy)
+        and draw a fresh TOTP secret, returned for the authenticator app. The account still
+        cannot sign in until `complete_enrolment`. Repeating it draws a new secret.
+
+        Raises:
+            EnrolmentTokenError: the token is not live.  SafetyInputError: password policy.
+        """
+        _, account = self._enrolment(token, now_ms)
+        _check_password(password)
+        account = self._update(
+            account, password_hash=self._hasher.hash(password), totp_secret=pyotp.random_base32()
+        )
+        self._audit.append(
+            actor=account.staff_id,
+            action=AuditAction.STAFF_ENROL_BEGIN,
+            target=f"staff:{account.staff_id}",
+            now_ms=now_ms,
+        )
+        return self.enrolment_totp(token, now_ms=now_ms)
+
+    def enrolment_totp(self, token: str, *, now_ms: int) -> TotpEnrolment:
+        """The secret drawn by `begin_enrolment`, for showing it again before confirmation.
+
+        Raises:
+            EnrolmentTokenError: the token is not live.  SafetyInputError: no password set yet.
+        """
+        _, account = self._enrolment(token, now_ms)
+        if not account.password_hash or not account.totp_secret:
+            raise SafetyInputError("set your password first")
+        uri = pyotp.TOTP(account.totp_secret).provisioning_uri(
+            name=account.username, issuer_name=TOTP_ISSUER
+        )
+        return TotpEnrolment(account.username, account.totp_secret, uri)
+
+    def complete_enrolment(self, token: str, code: str, *, now_ms: int) -> StaffAccount:
+        """Last enrolment step: a valid code from the new authenticator activates the account
+        and consumes the token. The link's issuer becomes the account's sponsor (lineage).
+
+        Raises:
+            EnrolmentTokenError: the token is not live.
+            SafetyInputError: no password set yet, or the code does not match.
+            ConflictError: a concurrent enrolment of the same account won.
+        """
+        record, account = self._enrolment(token, now_ms)
+        if not account.password_hash or not account.totp_secret:
+            raise SafetyInputError("set your password first")
+        step = self._totp.match(account.totp_secret, code, now_ms)
+        if step is None:
+            raise SafetyInputError(
+                "that code does not match: check the app shows the new entry and the clock of "
+                "the device is right, then try again"
+            )
+        account = self._update(
+            account, enrolled_ms=now_ms, sponsor=record.issued_by, totp_last_step=step
+        )
+        self._repo.delete_enrolments_for(account.staff_id)
+        self._audit.append(
+            actor=account.staff_id,
+            action=AuditAction.STAFF_ENROL,
+            target=f"staff:{account.staff_id}",
+            now_ms=now_ms,
+            details={"sponsor": record.issued_by, "link": record.token_hash[:16]},
         )
         return account
 
@@ -598,11 +927,206 @@ class StaffService:
         if actor.staff_id == staff_id:
             raise PermissionDeniedError("staff cannot change their own privileges")
 
+    # --- grants (two-person rule) -------------------------------------------------------------
+
+    def _request(
+        self,
+        actor: Principal,
+        account: StaffAccount,
+        kind: GrantKind,
+        role: Role | None,
+        now_ms: int,
+    ) -> StaffGrant | None:
+        """A pending grant for ``account`` (the existing one if the same is pending already);
+        None if the account holds the privilege already."""
+        held = account.child_safety if kind is GrantKind.CHILD_SAFETY else role in account.roles
+        if held:
+            return None
+        for grant in self._repo.pending_grants():
+            if grant.staff_id == account.staff_id and (grant.kind, grant.role) == (kind, role):
+                return grant
+        grant = StaffGrant(
+            grant_id="grant_" + self._token_source(12).hex(),
+            staff_id=account.staff_id,
+            kind=kind,
+            role=role,
+            requested_by=actor.staff_id,
+            requested_ms=now_ms,
+        )
+        self._repo.add_grant(grant)
+        self._audit.append(
+            actor=actor.staff_id,
+            action=AuditAction.STAFF_GRANT_REQUEST,
+            target=f"staff:{account.staff_id}",
+            now_ms=now_ms,
+            details={"grant": grant.grant_id, "kind": kind.value, "role": _role_value(role)},
+        )
+        return grant
+
+    def _withdraw(
+        self, actor: Principal, staff_id: str, keep: Callable[[StaffGrant], bool], now_ms: int
+    ) -> None:
+        for grant in self._repo.pending_grants():
+            if grant.staff_id != staff_id or keep(grant):
+                continue
+            with contextlib.suppress(ConflictError):  # decided meanwhile: nothing to withdraw
+                self._repo.decide_grant(
+                    replace(
+                        grant,
+                        status=GrantStatus.WITHDRAWN,
+                        decided_by=actor.staff_id,
+                        decided_ms=now_ms,
+                    )
+                )
+                self._audit.append(
+                    actor=actor.staff_id,
+                    action=AuditAction.STAFF_GRANT_REJECT,
+                    target=f"staff:{staff_id}",
+                    now_ms=now_ms,
+                    details={"grant": grant.grant_id, "withdrawn": True},
+                )
+
+    def pending_grants(self, actor: Principal) -> list[StaffGrant]:
+        """Every pending grant, oldest first. Raises `PermissionDeniedError` (MANAGE_STAFF)."""
+        actor.require(Permission.MANAGE_STAFF)
+        return self._repo.pending_grants()
+
+    def lineage(self, staff_id: str) -> list[str]:
+        """The sponsor chain of an account: who issued the link it enrolled through, who issued
+        that one's, ... (staff accounts only: the operator and the bootstrap end a chain)."""
+        chain: list[str] = []
+        account = self._repo.get_staff(staff_id)
+        while account is not None and account.sponsor and len(chain) < MAX_LINEAGE:
+            sponsor = self._repo.get_staff(account.sponsor)
+            if sponsor is None or sponsor.staff_id in chain or sponsor.staff_id == staff_id:
+                break
+            chain.append(sponsor.staff_id)
+            account = sponsor
+        return chain
+
+    def approval_blocker(self, approver_id: str, grant: StaffGrant) -> str | None:
+        """Why ``approver_id`` may not approve ``grant`` (None: the two-person rule allows it).
+        See the module docstring for the rule."""
+        if approver_id == grant.requested_by:
+            return "you requested this grant: a different admin must approve it"
+        if approver_id == grant.staff_id:
+            return "staff cannot approve their own privileges"
+        if grant.requested_by in self.lineage(approver_id):
+            return "you enrolled through a link the requester (or an account they enrolled) issued"
+        if approver_id in self.lineage(grant.requested_by):
+            return "the requester enrolled through a link you (or an account you enrolled) issued"
+        if approver_id in self.lineage(grant.staff_id):
+            return "the grantee enrolled through a link you (or an account you enrolled) issued"
+        return None
+
+    def _pending_for(self, grant_id: str) -> StaffGrant:
+        grant = self._repo.get_grant(grant_id) if isinstance(grant_id, str) else None
+        if grant is None:
+            raise NotFoundError("no such grant")
+        if grant.status is not GrantStatus.PENDING:
+            raise ConflictError("this grant was already decided")
+        return grant
+
+    def approve_grant(self, actor: Principal, grant_id: str, *, now_ms: int) -> StaffAccount:
+        """Approve a pending grant as the second admin; the privilege takes effect at once.
+
+        Raises:
+            PermissionDeniedError: no MANAGE_STAFF.
+            TwoPersonRuleError: the approver is not independent of the requester and grantee
+                (see the module docstring), or is not an enrolled staff account.
+            NotFoundError: unknown grant.  ConflictError: decided already, or the grantee is
+                disabled or has not finished enrolment.
+        """
+        actor.require(Permission.MANAGE_STAFF)
+        grant = self._pending_for(grant_id)
+        approver = self._repo.get_staff(actor.staff_id)
+        if approver is None or not approver.enrolled:
+            raise TwoPersonRuleError("grants are approved by an enrolled admin account")
+        blocker = self.approval_blocker(actor.staff_id, grant)
+        if blocker is not None:
+            raise TwoPersonRuleError(blocker)
+        account = self._get(grant.staff_id)
+        if account.disabled or not account.enrolled:
+            raise ConflictError(
+                "approve once the owner has enrolled (and confirm with them that they did)"
+            )
+        self._repo.decide_grant(
+            replace(
+                grant, status=GrantStatus.APPROVED, decided_by=actor.staff_id, decided_ms=now_ms
+            )
+        )
+        before = sorted(r.value for r in account.roles)
+        if grant.kind is GrantKind.CHILD_SAFETY:
+            account = self._update(account, child_safety=True)
+        elif grant.role is not None:
+            account = self._update(account, roles=account.roles | {grant.role})
+        self._audit.append(
+            actor=actor.staff_id,
+            action=AuditAction.STAFF_GRANT_APPROVE,
+            target=f"staff:{grant.staff_id}",
+            now_ms=now_ms,
+            details={
+                "grant": grant.grant_id,
+                "kind": grant.kind.value,
+                "role": _role_value(grant.role),
+                "requested_by": grant.requested_by,
+                "roles_before": before,
+                "roles_after": sorted(r.value for r in account.roles),
+                "child_safety": account.child_safety,
+            },
+        )
+        return account
+
+    def reject_grant(self, actor: Principal, grant_id: str, *, now_ms: int) -> None:
+        """Reject a pending grant (any admin, the requester too: that is a withdrawal). Queue
+        memberships that only the rejected role would have used are removed.
+
+        Raises: PermissionDeniedError (MANAGE_STAFF), NotFoundError, ConflictError (decided).
+        """
+        actor.require(Permission.MANAGE_STAFF)
+        grant = self._pending_for(grant_id)
+        self._repo.decide_grant(
+            replace(
+                grant, status=GrantStatus.REJECTED, decided_by=actor.staff_id, decided_ms=now_ms
+            )
+        )
+        removed: list[str] = []
+        if grant.kind is GrantKind.ROLE and not self._may_review(grant.staff_id):
+            for queue_id in sorted(self._repo.queues_of(grant.staff_id)):
+                self._repo.remove_queue_member(grant.staff_id, queue_id)
+                removed.append(queue_id)
+        self._audit.append(
+            actor=actor.staff_id,
+            action=AuditAction.STAFF_GRANT_REJECT,
+            target=f"staff:{grant.staff_id}",
+            now_ms=now_ms,
+            details={
+                "grant": grant.grant_id,
+                "kind": grant.kind.value,
+                "role": _role_value(grant.role),
+                "requested_by": grant.requested_by,
+                "removed_queues": removed,
+            },
+        )
+
+    def _may_review(self, staff_id: str) -> bool:
+        """Whether the account's roles, held or pending, review queues (queue membership may be
+        set up while a reviewing role awaits approval: membership alone opens nothing)."""
+        account = self._get(staff_id)
+        pending = {
+            g.role
+            for g in self._repo.pending_grants()
+            if g.staff_id == staff_id and g.role is not None
+        }
+        roles = account.roles | pending
+        return Permission.VIEW_QUEUE in permissions_for(roles, child_safety=False)
+
     def set_roles(
         self, actor: Principal, staff_id: str, roles: Iterable[Role], *, now_ms: int
     ) -> StaffAccount:
-        """Replace a staff member's roles. Queue memberships the new roles cannot use are
-        removed in the same step.
+        """Make ``roles`` the staff member's roles: roles dropped are removed at once (with the
+        queue memberships the remaining roles cannot use, and pending grants of roles no longer
+        wanted); roles added become pending grants (`approve_grant`).
 
         Raises:
             PermissionDeniedError: no MANAGE_STAFF, or the actor is the target.
@@ -614,25 +1138,31 @@ class StaffService:
         if not role_set:
             raise SafetyInputError("a staff account needs at least one role")
         account = self._get(staff_id)
-        before = sorted(r.value for r in account.roles)
-        account = self._update(account, roles=role_set)
-        if Permission.VIEW_QUEUE not in permissions_for(role_set, child_safety=False):
+        self._withdraw(actor, staff_id, lambda g: g.role is None or g.role in role_set, now_ms)
+        kept = account.roles & role_set
+        if kept != account.roles:
+            before = sorted(r.value for r in account.roles)
+            account = self._update(account, roles=kept)
+            self._audit.append(
+                actor=actor.staff_id,
+                action=AuditAction.STAFF_ROLES,
+                target=f"staff:{staff_id}",
+                now_ms=now_ms,
+                details={"before": before, "after": sorted(r.value for r in kept)},
+            )
+        for role in sorted(role_set - account.roles):
+            self._request(actor, account, GrantKind.ROLE, role, now_ms)
+        if not self._may_review(staff_id):
             for queue_id in self._repo.queues_of(staff_id):
                 self._repo.remove_queue_member(staff_id, queue_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_ROLES,
-            target=f"staff:{staff_id}",
-            now_ms=now_ms,
-            details={"before": before, "after": sorted(r.value for r in role_set)},
-        )
         return account
 
     def set_child_safety(
         self, actor: Principal, staff_id: str, granted: bool, *, now_ms: int
     ) -> StaffAccount:
-        """Grant or revoke the child-safety clearance. Revoking removes every child-safety queue
-        membership in the same step (membership and clearance are enforced together).
+        """Request (``granted``: a pending grant, `approve_grant`) or revoke the child-safety
+        clearance. Revoking is immediate and removes every child-safety queue membership in the
+        same step (membership and clearance are enforced together).
 
         Raises:
             PermissionDeniedError: no MANAGE_STAFF, or the actor is the target.
@@ -640,38 +1170,44 @@ class StaffService:
         """
         actor.require(Permission.MANAGE_STAFF)
         self._not_self(actor, staff_id)
-        account = self._update(self._get(staff_id), child_safety=bool(granted))
+        account = self._get(staff_id)
+        if granted:
+            self._request(actor, account, GrantKind.CHILD_SAFETY, None, now_ms)
+            return account
+        self._withdraw(actor, staff_id, lambda g: g.kind is not GrantKind.CHILD_SAFETY, now_ms)
+        account = self._update(account, child_safety=False)
         removed: list[str] = []
-        if not granted:
-            for queue_id in sorted(self._repo.queues_of(staff_id)):
-                queue = self._queues.get(queue_id)
-                if queue is None or queue.child_safety:
-                    self._repo.remove_queue_member(staff_id, queue_id)
-                    removed.append(queue_id)
+        for queue_id in sorted(self._repo.queues_of(staff_id)):
+            queue = self._queues.get(queue_id)
+            if queue is None or queue.child_safety:
+                self._repo.remove_queue_member(staff_id, queue_id)
+                removed.append(queue_id)
         self._audit.append(
             actor=actor.staff_id,
             action=AuditAction.STAFF_CHILD_SAFETY,
             target=f"staff:{staff_id}",
             now_ms=now_ms,
-            details={"granted": bool(granted), "removed_queues": removed},
+            details={"granted": False, "removed_queues": removed},
         )
         return account
 
     def add_to_queue(self, actor: Principal, staff_id: str, queue_id: str, *, now_ms: int) -> None:
-        """Make a staff member a member of a queue.
+        """Make a staff member a member of a queue. A reviewing role still pending approval
+        suffices (membership alone opens nothing); a child-safety queue needs the clearance
+        granted, not pending.
 
         Raises:
-            PermissionDeniedError: actor lacks MANAGE_QUEUES; the target's roles cannot view
-                queues.
+            PermissionDeniedError: actor lacks MANAGE_QUEUES; the target's roles (held or
+                pending) cannot view queues.
             ChildSafetyPermissionError: a child-safety queue and the target is not cleared.
             NotFoundError: unknown staff or queue.
         """
         actor.require(Permission.MANAGE_QUEUES)
         queue = self.queue(queue_id)
-        target = self.principal_for(staff_id)
-        if not target.has(Permission.VIEW_QUEUE):
+        account = self._get(staff_id)
+        if not self._may_review(staff_id):
             raise PermissionDeniedError("this staff member's roles do not review queues")
-        if queue.child_safety and not target.has(Permission.CHILD_SAFETY):
+        if queue.child_safety and not account.child_safety:
             raise ChildSafetyPermissionError()
         self._repo.add_queue_member(staff_id, queue_id)
         self._audit.append(
@@ -697,7 +1233,7 @@ class StaffService:
         )
 
     def disable(self, actor: Principal, staff_id: str, *, now_ms: int) -> None:
-        """Disable an account and end all its sessions at once.
+        """Disable an account, end all its sessions and void its enrolment link at once.
 
         Raises:
             PermissionDeniedError: no MANAGE_STAFF, or the actor is the target.  NotFoundError.
@@ -706,6 +1242,7 @@ class StaffService:
         self._not_self(actor, staff_id)
         self._update(self._get(staff_id), disabled=True)
         self._repo.delete_sessions_for(staff_id)
+        self._repo.delete_enrolments_for(staff_id)
         self._audit.append(
             actor=actor.staff_id,
             action=AuditAction.STAFF_DISABLE,
@@ -762,12 +1299,15 @@ class StaffService:
         until = max(self._throttled_until(k, now_ms) for k in keys)
         if until:
             seconds = -(-(until - now_ms) // 1000)
-            raise LoginThrottledError(f"too many failed sign-ins; retry in {seconds} s")
+            raise LoginThrottledError(
+                f"too many failed sign-ins; retry in {seconds} s", retry_after_s=seconds
+            )
         account = self._repo.get_staff_by_username(username) if isinstance(username, str) else None
-        if account is None or account.disabled:
+        if account is None or account.disabled or not account.enrolled:
             with contextlib.suppress(VerificationError, InvalidHashError):
                 self._hasher.verify(self._dummy_hash, password)
-            raise self._fail(keys, str(username), "unknown_or_disabled", now_ms)
+            reason = "not_enrolled" if account and not account.disabled else "unknown_or_disabled"
+            raise self._fail(keys, str(username), reason, now_ms)
         try:
             self._hasher.verify(account.password_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
