@@ -19,35 +19,10 @@ SHA-256 (a database leak yields no usable session), with an absolute and an idle
 Every failure is the same `AuthenticationError` to the caller (no account enumeration, no
 password oracle through distinct TOTP errors); the precise reason goes to the audit log.
 
-Separation of duties (no admin can become, or puppet, a reviewer):
-
-- Enrolment instead of creator-known secrets. `StaffService.create_staff` gives a new account
-  no password and no TOTP secret: it returns a single-use enrolment token (256 random bits,
-  stored only as its SHA-256, expiring after `ENROLMENT_TTL_MS`) for the creator to hand to
-  the owner as a link. The owner sets the password (`begin_enrolment`, which also draws a
-  fresh TOTP secret shown to the owner only) and confirms the authenticator with a valid code
-  (`complete_enrolment`); only then can the account sign in, and the token is consumed.
-  `reissue_enrolment` replaces the link of an account that has not enrolled yet. Every step is
-  audited under whoever did it: the creator, then the enrolling staff member.
-- Two-person rule. Every role (`GATED_ROLES`: reviewer, lead, legal *and admin*) and the
-  child-safety clearance is granted through a `StaffGrant` that stays PENDING, with no effect,
-  until a second admin approves it (`approve_grant`) or someone rejects it. Revoking is
-  immediate (less privilege is always safe).
-- The puppet attack (admin A creates account B, enrols B through the link A holds, and then
-  approves A's own requests as B) is refused by *enrolment lineage*: each account records its
-  sponsor, the issuer of the link it enrolled through, and so transitively a chain of
-  sponsors (`StaffService.lineage`). An approval is refused (`TwoPersonRuleError`) when the
-  approver is the requester or the grantee, when the requester is in the approver's lineage
-  (the approver may be the requester's puppet, or a puppet's puppet), or when the approver is
-  in the requester's or the grantee's lineage (the approver held their enrolment link). A
-  grant is approved only once the grantee has enrolled, so the approver can confirm with the
-  owner that they enrolled themselves (a link used by someone else shows the owner "already
-  used"). Granting admin is gated too: no admin alone makes another admin.
-  The operator at the command line (``operator:cli``, who holds the key files and the
-  database, so is trusted by construction) is outside the rule: an account enrolled through
-  an operator-issued link starts a new lineage, so the second, independent admin of a
-  deployment is created with `tidings admin create-staff --role admin` and approved by the
-  first admin; an operator's requests need one admin's approval.
+Separation of duties (enrolment links instead of creator-known secrets, the two-person rule
+for every role and the clearance, enrolment lineage against puppet accounts) is described in
+`tidings.safety.staff_grants`, which holds that half of `StaffService`; the records live in
+`tidings.safety.staff_model` and are re-exported here.
 
 TOTP secrets are plain in `StaffAccount` (in memory); `tidings.safety.sql` encrypts them at
 rest under the ``staff.key`` file key (AES-256-GCM bound to the staff id).
@@ -63,33 +38,57 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Protocol
 
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from tidings.crypto.primitives import sha256
 from tidings.errors import (
     AuthenticationError,
     ChildSafetyPermissionError,
     ConflictError,
-    EnrolmentTokenError,
     LoginThrottledError,
     NotFoundError,
     PermissionDeniedError,
     SafetyInputError,
     SessionExpiredError,
-    TwoPersonRuleError,
 )
 from tidings.safety.audit import AuditAction, AuditLog
 from tidings.safety.categories import DEFAULT_QUEUES, Queue
+from tidings.safety.staff_grants import TOTP_ISSUER, StaffGrants
+from tidings.safety.staff_model import (
+    ENROLMENT_TOKEN_BYTES,
+    ENROLMENT_TTL_MS,
+    GATED_ROLES,
+    MAX_PASSWORD_CHARS,
+    MIN_PASSWORD_CHARS,
+    ROLE_PERMISSIONS,
+    EnrolmentToken,
+    GrantKind,
+    GrantStatus,
+    IssuedEnrolment,
+    Permission,
+    Principal,
+    Role,
+    StaffAccount,
+    StaffGrant,
+    StaffSession,
+    ThrottleRecord,
+    TotpEnrolment,
+    check_password,
+    permissions_for,
+    token_digest,
+)
 
 __all__ = [
+    "ENROLMENT_TOKEN_BYTES",
     "ENROLMENT_TTL_MS",
     "GATED_ROLES",
+    "MAX_PASSWORD_CHARS",
+    "MIN_PASSWORD_CHARS",
     "ROLE_PERMISSIONS",
+    "TOTP_ISSUER",
     "EnrolmentToken",
     "GrantKind",
     "GrantStatus",
@@ -110,218 +109,6 @@ __all__ = [
     "TotpVerifier",
     "permissions_for",
 ]
-
-
-class Role(StrEnum):
-    REVIEWER = "reviewer"
-    LEAD = "lead"
-    LEGAL = "legal"
-    ADMIN = "admin"
-
-
-class Permission(StrEnum):
-    VIEW_QUEUE = "view_queue"
-    CLAIM_CASE = "claim_case"
-    VIEW_EVIDENCE = "view_evidence"
-    ADD_NOTE = "add_note"
-    DECIDE = "decide"
-    ESCALATE = "escalate"
-    CONFIRM_DECISION = "confirm_decision"  # second reviewer
-    DECIDE_APPEAL = "decide_appeal"
-    ASSIGN_CASE = "assign_case"
-    BREAK_LOCK = "break_lock"
-    VOID_REPORTER = "void_reporter"
-    MANAGE_QUEUES = "manage_queues"
-    EXPORT_EVIDENCE = "export_evidence"
-    MAKE_REFERRAL = "make_referral"
-    VIEW_AUDIT = "view_audit"
-    MANAGE_STAFF = "manage_staff"
-    ROTATE_KEYS = "rotate_keys"
-    CHILD_SAFETY = "child_safety"  # never from a role: StaffAccount.child_safety
-
-
-_REVIEWER = frozenset(
-    {
-        Permission.VIEW_QUEUE,
-        Permission.CLAIM_CASE,
-        Permission.VIEW_EVIDENCE,
-        Permission.ADD_NOTE,
-        Permission.DECIDE,
-        Permission.ESCALATE,
-        Permission.DECIDE_APPEAL,
-    }
-)
-
-ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
-    Role.REVIEWER: _REVIEWER,
-    Role.LEAD: _REVIEWER
-    | {
-        Permission.CONFIRM_DECISION,
-        Permission.ASSIGN_CASE,
-        Permission.BREAK_LOCK,
-        Permission.VOID_REPORTER,
-        Permission.MANAGE_QUEUES,
-        Permission.VIEW_AUDIT,
-    },
-    # Legal works referrals and lawful requests: sees evidence and exports it, does not decide
-    # moderation cases.
-    Role.LEGAL: frozenset(
-        {
-            Permission.VIEW_QUEUE,
-            Permission.CLAIM_CASE,
-            Permission.VIEW_EVIDENCE,
-            Permission.ADD_NOTE,
-            Permission.EXPORT_EVIDENCE,
-            Permission.MAKE_REFERRAL,
-            Permission.VIEW_AUDIT,
-        }
-    ),
-    # Admin runs the console, not the moderation: no evidence, no decisions.
-    Role.ADMIN: frozenset(
-        {
-            Permission.MANAGE_STAFF,
-            Permission.MANAGE_QUEUES,
-            Permission.VIEW_AUDIT,
-            Permission.ROTATE_KEYS,
-        }
-    ),
-}
-
-
-def permissions_for(roles: Iterable[Role], *, child_safety: bool) -> frozenset[Permission]:
-    """Union of the roles' permissions, plus CHILD_SAFETY when cleared and the roles can see
-    queues at all (an admin with the flag still gets no evidence access)."""
-    perms: frozenset[Permission] = frozenset().union(*(ROLE_PERMISSIONS[r] for r in roles))
-    if child_safety and Permission.VIEW_QUEUE in perms:
-        perms |= {Permission.CHILD_SAFETY}
-    return perms
-
-
-GATED_ROLES: frozenset[Role] = frozenset({Role.REVIEWER, Role.LEAD, Role.LEGAL, Role.ADMIN})
-"""Roles granted only with a second admin's approval (every role: three see evidence, and an
-admin could otherwise mint a second admin to approve with)."""
-
-ENROLMENT_TTL_MS = 72 * 3600_000
-"""How long an enrolment link stays valid."""
-ENROLMENT_TOKEN_BYTES = 32  # 256 bits
-MAX_LINEAGE = 64  # sponsor chain walked at most this deep (a chain never loops; belt and braces)
-
-
-# --- records --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StaffAccount:
-    """A staff member (a row). Secrets are hidden from the repr.
-
-    ``totp_last_step`` is the last TOTP time step accepted (replay protection); ``version`` is
-    for optimistic concurrency (`StaffRepository.update_staff`).
-    """
-
-    staff_id: str
-    username: str
-    display_name: str
-    roles: frozenset[Role]
-    child_safety: bool
-    password_hash: str = field(repr=False)
-    totp_secret: str = field(repr=False)
-    totp_last_step: int
-    disabled: bool
-    created_ms: int
-    version: int = 0
-    enrolled_ms: int | None = None  # None: enrolment not finished, cannot sign in
-    sponsor: str = ""  # who issued the enrolment link used ("" for the bootstrap admin)
-
-    @property
-    def enrolled(self) -> bool:
-        return self.enrolled_ms is not None
-
-
-class GrantKind(StrEnum):
-    ROLE = "role"
-    CHILD_SAFETY = "child_safety"
-
-
-class GrantStatus(StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    WITHDRAWN = "withdrawn"  # superseded by a role change or a revocation
-
-
-@dataclass(frozen=True, slots=True)
-class StaffGrant:
-    """A requested privilege (a role, or the child-safety clearance); no effect until approved.
-    ``role`` is set for ROLE grants only."""
-
-    grant_id: str
-    staff_id: str
-    kind: GrantKind
-    role: Role | None
-    requested_by: str
-    requested_ms: int
-    status: GrantStatus = GrantStatus.PENDING
-    decided_by: str = ""
-    decided_ms: int = 0
-
-    @property
-    def label(self) -> str:
-        return self.role.value if self.role is not None else "child-safety clearance"
-
-
-@dataclass(frozen=True, slots=True)
-class EnrolmentToken:
-    """A stored enrolment link: ``token_hash`` is SHA-256(token) in hex, never the token."""
-
-    token_hash: str
-    staff_id: str
-    issued_by: str
-    created_ms: int
-    expires_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedEnrolment:
-    """A created (or re-linked) account and its enrolment token, shown once to the creator."""
-
-    account: StaffAccount
-    token: str = field(repr=False)
-    expires_ms: int
-    pending_grants: tuple[StaffGrant, ...] = ()
-
-    def url(self, console_base: str) -> str:
-        """The link to hand to the owner: ``<console>/enrol/<token>``."""
-        return f"{console_base.rstrip('/')}/enrol/{self.token}"
-
-
-@dataclass(frozen=True, slots=True)
-class TotpEnrolment:
-    """The TOTP secret drawn for an enrolling owner (shown to them only, until confirmed)."""
-
-    username: str
-    secret: str = field(repr=False)
-    uri: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class StaffSession:
-    """A session row; ``session_id`` is SHA-256(token) in hex, never the token itself."""
-
-    session_id: str
-    staff_id: str
-    created_ms: int
-    expires_ms: int
-    last_seen_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class ThrottleRecord:
-    """Failed sign-ins for one key (``"account:<name>"`` or ``"source:<addr>"``)."""
-
-    key: str
-    failures: int
-    first_failure_ms: int
-    locked_until_ms: int
 
 
 class StaffRepository(Protocol):
@@ -496,51 +283,6 @@ class InMemoryStaffRepository:
             del self._enrolments[key]
 
 
-# --- principal ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated staff member, as every safety operation receives it.
-
-    Built fresh from the stored account for each request (`StaffService.authenticate`), so a
-    role change or a revoked clearance takes effect on the next request.
-    """
-
-    staff_id: str
-    username: str
-    roles: frozenset[Role]
-    permissions: frozenset[Permission]
-    queues: frozenset[str]
-
-    def has(self, permission: Permission) -> bool:
-        return permission in self.permissions
-
-    def require(self, permission: Permission) -> None:
-        """Raises `PermissionDeniedError` (`ChildSafetyPermissionError` for CHILD_SAFETY)."""
-        if permission not in self.permissions:
-            if permission is Permission.CHILD_SAFETY:
-                raise ChildSafetyPermissionError()
-            raise PermissionDeniedError(f"this action requires the {permission.value} permission")
-
-    def can_access_queue(self, queue: Queue) -> bool:
-        return queue.queue_id in self.queues and (
-            not queue.child_safety or Permission.CHILD_SAFETY in self.permissions
-        )
-
-    def require_queue(self, queue: Queue) -> None:
-        """Membership of ``queue`` and, for a child-safety queue, the clearance — together.
-
-        Raises:
-            ChildSafetyPermissionError: a child-safety queue and no clearance.
-            PermissionDeniedError: not a member of the queue.
-        """
-        if queue.child_safety and Permission.CHILD_SAFETY not in self.permissions:
-            raise ChildSafetyPermissionError()
-        if queue.queue_id not in self.queues:
-            raise PermissionDeniedError("not a member of this queue")
-
-
 # --- TOTP -----------------------------------------------------------------------------------
 
 
@@ -599,28 +341,7 @@ def _default_token_source(n: int) -> bytes:
     return secrets.token_bytes(n)
 
 
-def _session_id(token: str) -> str:
-    return sha256(token.encode("utf-8")).hex()
-
-
-MIN_PASSWORD_CHARS = 12
-MAX_PASSWORD_CHARS = 256
-
-
-def _check_password(password: str) -> None:
-    if not isinstance(password, str) or not MIN_PASSWORD_CHARS <= len(password) <= (
-        MAX_PASSWORD_CHARS
-    ):
-        raise SafetyInputError(
-            f"password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
-        )
-
-
-TOTP_ISSUER = "Tidings T&S"
-
-
-def _role_value(role: Role | None) -> str | None:
-    return role.value if role is not None else None
+_session_id = token_digest
 
 
 def _check_username(username: str) -> None:
@@ -632,7 +353,7 @@ def _check_username(username: str) -> None:
         raise SafetyInputError("username must be 1-64 letters, digits, '.', '_' or '-'")
 
 
-class StaffService:
+class StaffService(StaffGrants):
     """Staff management and sign-in over a `StaffRepository`; every change is audited.
 
     ``hasher`` defaults to argon2-cffi's Argon2id defaults (RFC 9106 low-memory profile); tests
@@ -713,7 +434,7 @@ class StaffService:
         only) the account is complete; without, it has no secrets and awaits enrolment."""
         _check_username(username)
         if password is not None:
-            _check_password(password)
+            check_password(password)
         role_set = frozenset(Role(r) for r in roles)
         if not role_set:
             raise SafetyInputError("a staff account needs at least one role")
@@ -789,127 +510,6 @@ class StaffService:
         issued = self._issue_enrolment(actor, account, now_ms)
         return replace(issued, pending_grants=tuple(g for g in grants if g is not None))
 
-    def _issue_enrolment(
-        self, actor: Principal, account: StaffAccount, now_ms: int
-    ) -> IssuedEnrolment:
-        token = self._token_source(ENROLMENT_TOKEN_BYTES).hex()
-        record = EnrolmentToken(
-            token_hash=_session_id(token),
-            staff_id=account.staff_id,
-            issued_by=actor.staff_id,
-            created_ms=now_ms,
-            expires_ms=now_ms + ENROLMENT_TTL_MS,
-        )
-        self._repo.replace_enrolment(record)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_ENROL_ISSUE,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
-            details={"expires_ms": record.expires_ms, "link": record.token_hash[:16]},
-        )
-        return IssuedEnrolment(account, token, record.expires_ms)
-
-    def reissue_enrolment(self, actor: Principal, staff_id: str, *, now_ms: int) -> IssuedEnrolment:
-        """A new enrolment link for an account that has not enrolled yet; the old link (and a
-        password set through it) stops working.
-
-        Raises:
-            PermissionDeniedError: no MANAGE_STAFF, or the actor is the target.
-            NotFoundError.  ConflictError: the account has enrolled already, or is disabled.
-        """
-        actor.require(Permission.MANAGE_STAFF)
-        self._not_self(actor, staff_id)
-        account = self._get(staff_id)
-        if account.enrolled or account.disabled:
-            raise ConflictError("only an account that has not enrolled yet gets a new link")
-        if account.password_hash or account.totp_secret:
-            account = self._update(account, password_hash="", totp_secret="")
-        return self._issue_enrolment(actor, account, now_ms)
-
-    def _enrolment(self, token: str, now_ms: int) -> tuple[EnrolmentToken, StaffAccount]:
-        """The live token and its (unenrolled, enabled) account; `EnrolmentTokenError` if the
-        token is unknown, used, replaced or expired. Changes nothing."""
-        if not isinstance(token, str) or not 1 <= len(token) <= 256:
-            raise EnrolmentTokenError()
-        record = self._repo.get_enrolment(_session_id(token))
-        if record is None or now_ms >= record.expires_ms:
-            raise EnrolmentTokenError()
-        account = self._repo.get_staff(record.staff_id)
-        if account is None or account.enrolled or account.disabled:
-            raise EnrolmentTokenError()
-        return record, account
-
-    def enrolment_account(self, token: str, *, now_ms: int) -> StaffAccount:
-        """The account a live enrolment token is for. Raises `EnrolmentTokenError`."""
-        return self._enrolment(token, now_ms)[1]
-
-    def begin_enrolment(self, token: str, password: str, *, now_ms: int) -> TotpEnrolment:
-        """First enrolment step, by the owner: set the password (Argon2id, the usual policy)
-        and draw a fresh TOTP secret, returned for the authenticator app. The account still
-        cannot sign in until `complete_enrolment`. Repeating it draws a new secret.
-
-        Raises:
-            EnrolmentTokenError: the token is not live.  SafetyInputError: password policy.
-        """
-        _, account = self._enrolment(token, now_ms)
-        _check_password(password)
-        account = self._update(
-            account, password_hash=self._hasher.hash(password), totp_secret=pyotp.random_base32()
-        )
-        self._audit.append(
-            actor=account.staff_id,
-            action=AuditAction.STAFF_ENROL_BEGIN,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
-        )
-        return self.enrolment_totp(token, now_ms=now_ms)
-
-    def enrolment_totp(self, token: str, *, now_ms: int) -> TotpEnrolment:
-        """The secret drawn by `begin_enrolment`, for showing it again before confirmation.
-
-        Raises:
-            EnrolmentTokenError: the token is not live.  SafetyInputError: no password set yet.
-        """
-        _, account = self._enrolment(token, now_ms)
-        if not account.password_hash or not account.totp_secret:
-            raise SafetyInputError("set your password first")
-        uri = pyotp.TOTP(account.totp_secret).provisioning_uri(
-            name=account.username, issuer_name=TOTP_ISSUER
-        )
-        return TotpEnrolment(account.username, account.totp_secret, uri)
-
-    def complete_enrolment(self, token: str, code: str, *, now_ms: int) -> StaffAccount:
-        """Last enrolment step: a valid code from the new authenticator activates the account
-        and consumes the token. The link's issuer becomes the account's sponsor (lineage).
-
-        Raises:
-            EnrolmentTokenError: the token is not live.
-            SafetyInputError: no password set yet, or the code does not match.
-            ConflictError: a concurrent enrolment of the same account won.
-        """
-        record, account = self._enrolment(token, now_ms)
-        if not account.password_hash or not account.totp_secret:
-            raise SafetyInputError("set your password first")
-        step = self._totp.match(account.totp_secret, code, now_ms)
-        if step is None:
-            raise SafetyInputError(
-                "that code does not match: check the app shows the new entry and the clock of "
-                "the device is right, then try again"
-            )
-        account = self._update(
-            account, enrolled_ms=now_ms, sponsor=record.issued_by, totp_last_step=step
-        )
-        self._repo.delete_enrolments_for(account.staff_id)
-        self._audit.append(
-            actor=account.staff_id,
-            action=AuditAction.STAFF_ENROL,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
-            details={"sponsor": record.issued_by, "link": record.token_hash[:16]},
-        )
-        return account
-
     def provisioning_uri(self, account: StaffAccount, issuer: str = "Tidings T&S") -> str:
         """The otpauth:// URI for enrolling an authenticator app (contains the secret)."""
         return pyotp.TOTP(account.totp_secret).provisioning_uri(
@@ -926,200 +526,6 @@ class StaffService:
         # child-safety clearance or a reviewing role to reach evidence.
         if actor.staff_id == staff_id:
             raise PermissionDeniedError("staff cannot change their own privileges")
-
-    # --- grants (two-person rule) -------------------------------------------------------------
-
-    def _request(
-        self,
-        actor: Principal,
-        account: StaffAccount,
-        kind: GrantKind,
-        role: Role | None,
-        now_ms: int,
-    ) -> StaffGrant | None:
-        """A pending grant for ``account`` (the existing one if the same is pending already);
-        None if the account holds the privilege already."""
-        held = account.child_safety if kind is GrantKind.CHILD_SAFETY else role in account.roles
-        if held:
-            return None
-        for grant in self._repo.pending_grants():
-            if grant.staff_id == account.staff_id and (grant.kind, grant.role) == (kind, role):
-                return grant
-        grant = StaffGrant(
-            grant_id="grant_" + self._token_source(12).hex(),
-            staff_id=account.staff_id,
-            kind=kind,
-            role=role,
-            requested_by=actor.staff_id,
-            requested_ms=now_ms,
-        )
-        self._repo.add_grant(grant)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_GRANT_REQUEST,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
-            details={"grant": grant.grant_id, "kind": kind.value, "role": _role_value(role)},
-        )
-        return grant
-
-    def _withdraw(
-        self, actor: Principal, staff_id: str, keep: Callable[[StaffGrant], bool], now_ms: int
-    ) -> None:
-        for grant in self._repo.pending_grants():
-            if grant.staff_id != staff_id or keep(grant):
-                continue
-            with contextlib.suppress(ConflictError):  # decided meanwhile: nothing to withdraw
-                self._repo.decide_grant(
-                    replace(
-                        grant,
-                        status=GrantStatus.WITHDRAWN,
-                        decided_by=actor.staff_id,
-                        decided_ms=now_ms,
-                    )
-                )
-                self._audit.append(
-                    actor=actor.staff_id,
-                    action=AuditAction.STAFF_GRANT_REJECT,
-                    target=f"staff:{staff_id}",
-                    now_ms=now_ms,
-                    details={"grant": grant.grant_id, "withdrawn": True},
-                )
-
-    def pending_grants(self, actor: Principal) -> list[StaffGrant]:
-        """Every pending grant, oldest first. Raises `PermissionDeniedError` (MANAGE_STAFF)."""
-        actor.require(Permission.MANAGE_STAFF)
-        return self._repo.pending_grants()
-
-    def lineage(self, staff_id: str) -> list[str]:
-        """The sponsor chain of an account: who issued the link it enrolled through, who issued
-        that one's, ... (staff accounts only: the operator and the bootstrap end a chain)."""
-        chain: list[str] = []
-        account = self._repo.get_staff(staff_id)
-        while account is not None and account.sponsor and len(chain) < MAX_LINEAGE:
-            sponsor = self._repo.get_staff(account.sponsor)
-            if sponsor is None or sponsor.staff_id in chain or sponsor.staff_id == staff_id:
-                break
-            chain.append(sponsor.staff_id)
-            account = sponsor
-        return chain
-
-    def approval_blocker(self, approver_id: str, grant: StaffGrant) -> str | None:
-        """Why ``approver_id`` may not approve ``grant`` (None: the two-person rule allows it).
-        See the module docstring for the rule."""
-        if approver_id == grant.requested_by:
-            return "you requested this grant: a different admin must approve it"
-        if approver_id == grant.staff_id:
-            return "staff cannot approve their own privileges"
-        if grant.requested_by in self.lineage(approver_id):
-            return "you enrolled through a link the requester (or an account they enrolled) issued"
-        if approver_id in self.lineage(grant.requested_by):
-            return "the requester enrolled through a link you (or an account you enrolled) issued"
-        if approver_id in self.lineage(grant.staff_id):
-            return "the grantee enrolled through a link you (or an account you enrolled) issued"
-        return None
-
-    def _pending_for(self, grant_id: str) -> StaffGrant:
-        grant = self._repo.get_grant(grant_id) if isinstance(grant_id, str) else None
-        if grant is None:
-            raise NotFoundError("no such grant")
-        if grant.status is not GrantStatus.PENDING:
-            raise ConflictError("this grant was already decided")
-        return grant
-
-    def approve_grant(self, actor: Principal, grant_id: str, *, now_ms: int) -> StaffAccount:
-        """Approve a pending grant as the second admin; the privilege takes effect at once.
-
-        Raises:
-            PermissionDeniedError: no MANAGE_STAFF.
-            TwoPersonRuleError: the approver is not independent of the requester and grantee
-                (see the module docstring), or is not an enrolled staff account.
-            NotFoundError: unknown grant.  ConflictError: decided already, or the grantee is
-                disabled or has not finished enrolment.
-        """
-        actor.require(Permission.MANAGE_STAFF)
-        grant = self._pending_for(grant_id)
-        approver = self._repo.get_staff(actor.staff_id)
-        if approver is None or not approver.enrolled:
-            raise TwoPersonRuleError("grants are approved by an enrolled admin account")
-        blocker = self.approval_blocker(actor.staff_id, grant)
-        if blocker is not None:
-            raise TwoPersonRuleError(blocker)
-        account = self._get(grant.staff_id)
-        if account.disabled or not account.enrolled:
-            raise ConflictError(
-                "approve once the owner has enrolled (and confirm with them that they did)"
-            )
-        self._repo.decide_grant(
-            replace(
-                grant, status=GrantStatus.APPROVED, decided_by=actor.staff_id, decided_ms=now_ms
-            )
-        )
-        before = sorted(r.value for r in account.roles)
-        if grant.kind is GrantKind.CHILD_SAFETY:
-            account = self._update(account, child_safety=True)
-        elif grant.role is not None:
-            account = self._update(account, roles=account.roles | {grant.role})
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_GRANT_APPROVE,
-            target=f"staff:{grant.staff_id}",
-            now_ms=now_ms,
-            details={
-                "grant": grant.grant_id,
-                "kind": grant.kind.value,
-                "role": _role_value(grant.role),
-                "requested_by": grant.requested_by,
-                "roles_before": before,
-                "roles_after": sorted(r.value for r in account.roles),
-                "child_safety": account.child_safety,
-            },
-        )
-        return account
-
-    def reject_grant(self, actor: Principal, grant_id: str, *, now_ms: int) -> None:
-        """Reject a pending grant (any admin, the requester too: that is a withdrawal). Queue
-        memberships that only the rejected role would have used are removed.
-
-        Raises: PermissionDeniedError (MANAGE_STAFF), NotFoundError, ConflictError (decided).
-        """
-        actor.require(Permission.MANAGE_STAFF)
-        grant = self._pending_for(grant_id)
-        self._repo.decide_grant(
-            replace(
-                grant, status=GrantStatus.REJECTED, decided_by=actor.staff_id, decided_ms=now_ms
-            )
-        )
-        removed: list[str] = []
-        if grant.kind is GrantKind.ROLE and not self._may_review(grant.staff_id):
-            for queue_id in sorted(self._repo.queues_of(grant.staff_id)):
-                self._repo.remove_queue_member(grant.staff_id, queue_id)
-                removed.append(queue_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_GRANT_REJECT,
-            target=f"staff:{grant.staff_id}",
-            now_ms=now_ms,
-            details={
-                "grant": grant.grant_id,
-                "kind": grant.kind.value,
-                "role": _role_value(grant.role),
-                "requested_by": grant.requested_by,
-                "removed_queues": removed,
-            },
-        )
-
-    def _may_review(self, staff_id: str) -> bool:
-        """Whether the account's roles, held or pending, review queues (queue membership may be
-        set up while a reviewing role awaits approval: membership alone opens nothing)."""
-        account = self._get(staff_id)
-        pending = {
-            g.role
-            for g in self._repo.pending_grants()
-            if g.staff_id == staff_id and g.role is not None
-        }
-        roles = account.roles | pending
-        return Permission.VIEW_QUEUE in permissions_for(roles, child_safety=False)
 
     def set_roles(
         self, actor: Principal, staff_id: str, roles: Iterable[Role], *, now_ms: int
