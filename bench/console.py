@@ -65,7 +65,9 @@ from sqlalchemy import event, insert, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))  # tests.safety.conftest: the test way to get active staff
 
+from tests.safety.conftest import active_staff  # noqa: E402
 from tidings.app import create_app  # noqa: E402
 from tidings.crypto import franking  # noqa: E402
 from tidings.crypto.franking import ReportItem  # noqa: E402
@@ -346,17 +348,18 @@ async def run_backend(args: argparse.Namespace, label: str, config: ServerConfig
         bulk_seed(db, args.cases - REAL_CASES, args.open, now, rng)
         real = real_reports(safety, app.state.tidings.franking_key, now)
         seed_s = time.perf_counter() - t0
-        reviewer = safety.create_staff(
-            safety.operator(),
-            username="rita",
-            roles=[Role.REVIEWER],
+        # Created by the operator, enrolled by its owner, approved by the first admin.
+        reviewer = active_staff(
+            safety,
+            "rita",
+            [Role.REVIEWER],
             password=PASSWORD,
             queues=[q.value for q in QueueId if q is not QueueId.CHILD_SAFETY],
         )
         meter = SqlMeter(db.engine)
         transport = httpx.ASGITransport(app=timed)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            await sign_in(client, "rita", reviewer.account.totp_secret)
+            await sign_in(client, "rita", reviewer.totp_secret)
             # The largest visible queue, and open bulk cases in visible queues.
             with db.read() as c:
                 counts = c.execute(

@@ -24,7 +24,7 @@ from tidings import __version__
 from tidings.console import build_console
 from tidings.errors import TidingsError
 from tidings.safety import http as safety_http
-from tidings.safety.keyfile import load_anchor_key, load_evidence_keys
+from tidings.safety.keyfile import load_anchor_key, load_evidence_keys, load_staff_key
 from tidings.safety.reports import FrankingKey, FrankingKeyRing
 from tidings.safety.service import SafetyService
 from tidings.server.api import build_router
@@ -197,6 +197,7 @@ def prepare_data_dir(data_dir: Path) -> Path:
 
 EVIDENCE_KEYS_FILE = "evidence.keys"
 AUDIT_ANCHOR_FILE = "audit_anchor.key"
+STAFF_KEY_FILE = "staff.key"
 
 
 def build_safety(
@@ -209,8 +210,8 @@ def build_safety(
 ) -> SafetyService:
     """The trust & safety service on the server's database (a synchronous engine beside the
     server's async one), with the server franking key, the attachment directory, and the
-    evidence and audit-anchor keys from ``<data_dir>`` (created 0600 on first start; in cluster
-    mode every node must share these files, like the franking key)."""
+    evidence, audit-anchor and staff (TOTP sealing) keys from ``<data_dir>`` (created 0600 on
+    first start; in cluster mode every node must share these files, like the franking key)."""
     return SafetyService.open(
         config.database_url or sqlite_url(config.data_dir),
         schema=config.database_schema,
@@ -218,6 +219,7 @@ def build_safety(
         evidence_keys=load_evidence_keys(config.data_dir / EVIDENCE_KEYS_FILE),
         fetcher=safety_http.DirectoryAttachmentFetcher(attachments_dir),
         anchor_key=load_anchor_key(config.data_dir / AUDIT_ANCHOR_FILE),
+        staff_key=load_staff_key(config.data_dir / STAFF_KEY_FILE),
         clock=clock,
         on_enforcement=on_enforcement,
     )

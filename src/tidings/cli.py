@@ -72,7 +72,7 @@ def server(
         _fail(exc, as_json)
         return
     app = create_app(cfg)
-    _first_admin(app.state.safety, f"http://{cfg.host}:{cfg.port}/console")
+    _first_admin(app.state.safety, f"http://{cfg.host}:{cfg.port}/console", cfg.data_dir)
     typer.echo(f"Tidings {__version__} listening on http://{cfg.host}:{cfg.port} "
                f"(data in {cfg.data_dir.resolve()}); health: /healthz", err=True)
     # JSON lines; uvicorn's access log is off because it prints raw paths (usernames, ids):
@@ -720,24 +720,42 @@ DatabaseUrlOpt = Annotated[
 ]
 
 
-def _first_admin(safety: Any, console_url: str) -> None:
-    """On an empty staff table, create the first admin and print how to sign in, once."""
+FIRST_ADMIN_FILE = "first-admin.txt"
+
+
+def _first_admin(safety: Any, console_url: str, data_dir: Path) -> None:
+    """On an empty staff table, create the first admin and write its credentials to
+    ``<data_dir>/first-admin.txt`` (mode 0600): the one account whose secrets its creator knows.
+    stdout/stderr (which end up in service logs) get only the path, never a secret."""
+    from tidings.storage.files import write_private
+
     safety.migrate()
     first = safety.ensure_first_admin()
     if first is None:
         return
+    path = (data_dir / FIRST_ADMIN_FILE).resolve()
+    body = "\n".join(
+        (
+            "Tidings console: the first administrator (delete this file once enrolled).",
+            f"console:     {console_url}",
+            f"username:    {first.username}",
+            f"password:    {first.password}",
+            f"TOTP secret: {first.totp_secret}",
+            f"TOTP URI:    {first.otpauth_uri}",
+            "",
+        )
+    )
+    write_private(path, body.encode("utf-8"))
     typer.echo(
         "\n".join(
             (
                 "",
-                "First start: created the console administrator (shown only this once).",
-                f"  console:     {console_url}",
-                f"  username:    {first.username}",
-                f"  password:    {first.password}",
-                f"  TOTP secret: {first.totp_secret}  (add it to an authenticator app)",
-                f"  TOTP URI:    {first.otpauth_uri}",
-                "Sign in, then create reviewer accounts (Staff page, or "
-                "`tidings admin create-staff`).",
+                "First start: created the console administrator.",
+                f"  Its username, password and TOTP secret are in {path} (readable by this user",
+                "  only). Add the secret to an authenticator app, sign in at "
+                f"{console_url},",
+                "  then delete the file. New staff get enrolment links (Staff page, or",
+                "  `tidings admin create-staff`); a second admin must approve their roles.",
                 "",
             )
         ),
@@ -829,24 +847,33 @@ def admin_create_staff(
         list[str], typer.Option("--role", help="reviewer, lead, legal or admin (repeatable).")
     ],
     child_safety: Annotated[
-        bool, typer.Option("--child-safety", help="Grant the child-safety clearance.")
+        bool, typer.Option("--child-safety", help="Request the child-safety clearance.")
     ] = False,
     queue: Annotated[
         list[str] | None, typer.Option("--queue", help="Queue membership (repeatable).")
+    ] = None,
+    console_url: Annotated[
+        str | None,
+        typer.Option(help="The console's public URL (default http://<host>:<port>/console)."),
     ] = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a staff account; prints its one-time password and TOTP enrolment URI once
-    (audited as the command-line operator)."""
+    """Create a staff account and print its single-use enrolment link, for its owner: they set
+    their password and enrol their authenticator themselves (no secret is ever printed). The
+    roles and the clearance stay pending until an admin approves them in the console (audited
+    as the command-line operator)."""
+    from datetime import UTC, datetime
+
     from tidings.app import open_safety
 
     try:
-        safety = open_safety(_server_config(config, data_dir, database_url))
+        cfg = _server_config(config, data_dir, database_url)
+        safety = open_safety(cfg)
         try:
-            created = safety.create_staff(
+            issued = safety.create_staff(
                 safety.operator(),
                 username=username,
                 roles=role,
@@ -858,23 +885,24 @@ def admin_create_staff(
     except TidingsError as exc:
         _fail(exc, as_json)
         return
-    account = created.account
-    roles = sorted(r.value for r in account.roles)
+    account = issued.account
+    url = issued.url(console_url or f"http://{cfg.host}:{cfg.port}/console")
+    expires = datetime.fromtimestamp(issued.expires_ms / 1000, UTC).isoformat(timespec="seconds")
+    pending = [g.label for g in issued.pending_grants]
     data = {
-        "staff_id": account.staff_id,
+        "id": account.staff_id,
         "username": account.username,
-        "roles": roles,
-        "child_safety": account.child_safety,
-        "password": created.password,
-        "totp_uri": created.otpauth_uri,
+        "roles": sorted(r.value for r in account.roles),
+        "pending_grants": pending,
+        "enrolment_url": url,
+        "expires_at": expires,
     }
     _emit(
         as_json,
         data,
-        f"created {account.username} ({', '.join(roles)}"
-        f"{', child safety' if account.child_safety else ''})\n"
-        f"  one-time password: {created.password}\n"
-        f"  TOTP URI:          {created.otpauth_uri}",
+        f"created {account.username}; pending approval by an admin: {', '.join(pending)}\n"
+        f"  enrolment link (single use, until {expires}; give it to {account.username} only):\n"
+        f"  {url}",
     )
 
 

@@ -248,6 +248,10 @@ class LoginThrottledError(AuthenticationError):
 
     code = "login_throttled"
 
+    def __init__(self, message: str | None = None, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
 
 class SessionExpiredError(AuthenticationError):
     """The staff session has expired or was revoked; sign in again."""
@@ -259,6 +263,20 @@ class PermissionDeniedError(SafetyError):
     """The staff member's role does not allow this action."""
 
     code = "permission_denied"
+
+
+class TwoPersonRuleError(PermissionDeniedError):
+    """This grant needs the approval of a second, independent admin (not the requester, not
+    the grantee, and not an account enrolled through a link either of them issued)."""
+
+    code = "two_person_rule"
+
+
+class EnrolmentTokenError(SafetyError):
+    """This enrolment link is not valid: it was used, it expired, or a newer link replaced
+    it. Ask an admin for a new link."""
+
+    code = "enrolment_invalid"
 
 
 class ChildSafetyPermissionError(PermissionDeniedError):

@@ -10,6 +10,7 @@ from typing import Any
 
 from textual.widgets import Input, ListView
 
+from tests.safety.conftest import active_staff
 from tidings.client.sdk import Client
 from tidings.client.store import KdfParams
 from tidings.client.tui import ChatApp
@@ -178,9 +179,8 @@ def test_chat_tui_report_status_and_appeal(
             await pilot.press("ctrl+q")
 
         # A reviewer suspends Bob (the reported sender).
-        reviewer = safety.staff.principal_for(safety.create_staff(
-            safety.operator(), username=names("rev"), roles=[Role.REVIEWER],
-            queues=(case.queue_id,)).account.staff_id)
+        reviewer = safety.staff.principal_for(active_staff(
+            safety, names("rev"), [Role.REVIEWER], queues=(case.queue_id,)).staff_id)
         safety.claim(reviewer, case_id)
         until = int(time.time() * 1000) + 86_400_000
         outcome = safety.decide(reviewer, case_id, kind="suspend", policy_id="HAR-1",

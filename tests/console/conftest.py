@@ -96,6 +96,7 @@ def seed(now_ms: int) -> Seeded:
             "cara", Role.LEAD, child_safety=True, queues=(QueueId.CHILD_SAFETY,)
         ),
         "root": world.admin,
+        "root2": world.admin2,
     }
     # Harassment with context and an image: mallory -> bob.
     chat = direct_chat(world.server, "mallory", "bob")

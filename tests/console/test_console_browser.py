@@ -24,6 +24,7 @@ from starlette.routing import Mount
 from tests.safety.conftest import PASSWORD
 from tidings.console import build_console
 from tidings.safety.cases import EnforcementKind
+from tidings.safety.staff import Role
 
 from .conftest import Seeded, seed
 
@@ -103,7 +104,10 @@ def sign_in(browser: Any, base: str, s: Seeded, username: str) -> Any:
     page.get_by_role("button", name="Continue").click()
     page.wait_for_url(f"{base}/login/totp")
     account = s.account(username)
-    code = s.world.totp.code_at(account.totp_secret, s.world.totp.step(time.time_ns() // 10**6))
+    step = s.world.totp.step(time.time_ns() // 10**6)
+    if account.totp_last_step >= step:  # signed in this step already: the next code (skew)
+        step = account.totp_last_step + 1
+    code = s.world.totp.code_at(account.totp_secret, step)
     page.get_by_label("Authentication code").fill(code)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_load_state()
@@ -203,3 +207,50 @@ def test_review_reveal_ban_with_second_reviewer_and_audit(
     root.screenshot(path=str(SHOTS / "10-staff.png"), full_page=True)
     response = root.goto(f"{base}/cases/{s.harassment_case}")
     assert response is not None and response.status == 403
+
+
+def test_new_staff_enrol_through_their_link_and_a_second_admin_approves(
+    live: tuple[str, Seeded], browser: Any
+) -> None:
+    """Issue 7: the creator sees a link, not a secret; the owner sets the password and enrols
+    the authenticator themself; the requester cannot approve the role, another admin can."""
+    base, s = live
+    root = sign_in(browser, base, s, "root")
+    root.goto(f"{base}/staff")
+    assert root.locator("#new-password").count() == 0  # no creator-chosen password
+    root.get_by_label("Username").fill("nora")
+    root.locator("input[name=roles][value=reviewer]").last.check()
+    root.get_by_role("button", name="Create account").click()
+    link = root.get_by_role("textbox", name="Enrolment link").input_value()
+    assert "/console/enrol/" in link
+    assert "otpauth" not in root.content() and "Secret key" not in root.content()
+    root.screenshot(path=str(SHOTS / "11-staff-created.png"), full_page=True)
+
+    owner = browser.new_context(viewport={"width": 1000, "height": 800}).new_page()
+    owner.set_default_timeout(15_000)
+    owner.goto(link)
+    owner.get_by_label("New password", exact=True).fill(PASSWORD)
+    owner.get_by_label("New password, again").fill(PASSWORD)
+    owner.get_by_role("button", name="Continue").click()
+    secret = owner.get_by_label("Secret key").input_value()
+    assert secret and "otpauth://totp/" in owner.get_by_label("Or the otpauth link").input_value()
+    owner.screenshot(path=str(SHOTS / "12-enrol-totp.png"), full_page=True)
+    step = s.world.totp.step(time.time_ns() // 10**6) - 1  # so the sign-in below is fresh
+    owner.get_by_label("Authentication code").fill(s.world.totp.code_at(secret, step))
+    owner.get_by_role("button", name="Finish enrolment").click()
+    assert owner.get_by_text("Enrolment complete").is_visible()
+    owner.goto(link)  # single use
+    assert owner.get_by_text("This enrolment link cannot be used").is_visible()
+
+    root.goto(f"{base}/staff")
+    row = root.locator("table.grants tr", has_text="nora")
+    assert row.get_by_text("a different admin must approve it").is_visible()
+    other = sign_in(browser, base, s, "root2")
+    other.goto(f"{base}/staff")
+    grants = other.locator("table.grants tr", has_text="nora")
+    other.screenshot(path=str(SHOTS / "13-pending-grants.png"), full_page=True)
+    grants.get_by_role("button", name="Approve").click()
+    other.wait_for_url(f"{base}/staff?done=approved")
+    assert s.account("nora").roles == {Role.REVIEWER}
+    nora = sign_in(browser, base, s, "nora")
+    assert "/login" not in nora.url

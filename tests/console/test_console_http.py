@@ -1,5 +1,6 @@
 """Console over HTTP (Starlette TestClient): sign-in with TOTP, CSRF, session expiry, least
-privilege on every route for every role, child-safety gating, decisions, evidence auditing."""
+privilege on every route for every role, child-safety gating, decisions, evidence auditing,
+enrolment links and the two-person rule, 429 with Retry-After, HSTS over HTTPS."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import logging
 import re
 
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from tests.safety.conftest import PASSWORD
-from tidings.console import ROUTES
+from tidings.console import ROUTES, build_console
 from tidings.console.web import PUBLIC
 from tidings.safety.audit import AuditAction
 from tidings.safety.cases import CaseState, DecisionKind, DecisionStatus, EnforcementKind
 from tidings.safety.categories import QueueId
-from tidings.safety.staff import Role, permissions_for
+from tidings.safety.staff import ENROLMENT_TTL_MS, Role, permissions_for
 
 from .conftest import Seeded, csrf_of, login, make_client, totp_code
 
@@ -152,6 +155,7 @@ def _path(spec_path: str, s: Seeded, target_staff: str, appeal_id: str) -> str:
         .replace("{queue_id}", QueueId.FRAUD_SPAM.value)
         .replace("{appeal_id}", appeal_id)
         .replace("{staff_id}", target_staff)
+        .replace("{grant_id}", "grant_unknown")
         .replace("{name}", "console.css")
     )
 
@@ -231,6 +235,15 @@ def test_child_safety_membership_needs_the_clearance_first(
     assert r.status_code == 403
     assert "child_safety" not in seeded.world.staff_repo.queues_of(rita)
     client.post(f"/console/staff/{rita}/child-safety", data={"csrf": csrf, "granted": "1"})
+    # Requested is not granted: a second admin approves first.
+    assert client.post(url, data={"csrf": csrf, "queues": ["child_safety"]}).status_code == 403
+    (grant,) = seeded.world.staff.pending_grants(seeded.world.admin)
+    approve = f"/console/grants/{grant.grant_id}/approve"
+    r = client.post(approve, data={"csrf": csrf})
+    assert r.status_code == 403 and "different admin" in r.text
+    with make_client(seeded) as other:
+        other_csrf = login(other, seeded, "root2")
+        assert other.post(approve, data={"csrf": other_csrf}).status_code == 303
     assert client.post(url, data={"csrf": csrf, "queues": ["child_safety"]}).status_code == 303
     assert seeded.world.staff_repo.queues_of(rita) == {"child_safety"}
     # Revoking the clearance drops the membership in the same step.
@@ -413,33 +426,158 @@ def test_audit_page_shows_entries_and_chain_verification(
     assert "Chain verification FAILED at seq 4: edited" in page.text
 
 
-def test_staff_management_is_audited(client: TestClient, seeded: Seeded) -> None:
-    csrf = login(client, seeded, "root")
+def _create(client: TestClient, csrf: str, username: str, **extra: object) -> str:
     r = client.post(
         "/console/staff",
-        data={
-            "csrf": csrf,
-            "username": "nina",
-            "display_name": "Nina N",
-            "roles": ["reviewer"],
-            "password": "a long enough password",
-        },
+        data={"csrf": csrf, "username": username, "display_name": username, **extra},
     )
-    assert r.status_code == 201 and "otpauth://totp/" in r.text
+    assert r.status_code == 201, r.text[-500:]
+    match = re.search(r'value="(http://testserver/console/enrol/[0-9a-f]{64})"', r.text)
+    assert match, "no enrolment link on the creation page"
+    return match.group(1).removeprefix("http://testserver")
+
+
+def test_creation_page_shows_an_enrolment_link_and_no_secret(
+    client: TestClient, seeded: Seeded
+) -> None:
+    csrf = login(client, seeded, "root")
+    page = client.get("/console/staff")
+    assert 'name="password"' not in page.text  # the creator chooses no password
+    r = client.post(
+        "/console/staff",
+        data={"csrf": csrf, "username": "nina", "display_name": "Nina", "roles": ["reviewer"]},
+    )
+    assert r.status_code == 201 and "/console/enrol/" in r.text
     nina = seeded.account("nina")
-    assert nina.roles == {Role.REVIEWER}
+    assert nina.password_hash == "" and nina.totp_secret == "" and not nina.enrolled
+    assert "otpauth" not in r.text and "secret" not in r.text.lower()
+    # The admin cannot sign in as the new account: it has no password until its owner enrols.
+    with make_client(seeded) as other:
+        page = other.get("/console/login")
+        other.post(
+            "/console/login",
+            data={"username": "nina", "password": PASSWORD, "csrf": csrf_of(page.text)},
+        )
+        page = other.get("/console/login/totp")
+        r = other.post("/console/login/totp", data={"code": "000000", "csrf": csrf_of(page.text)})
+        assert r.status_code == 401 and "tidings_console=" not in r.headers.get("set-cookie", "")
+    # Shown once: the staff page lists the account as awaiting enrolment, without the link.
+    page = client.get("/console/staff")
+    assert "awaiting enrolment" in page.text and "/console/enrol/" not in page.text
+
+
+def test_the_owner_enrols_through_the_link_once(client: TestClient, seeded: Seeded) -> None:
+    csrf = login(client, seeded, "root")
+    link = _create(client, csrf, "nina", roles=["reviewer"])
+    nina_id = seeded.account("nina").staff_id
+    with make_client(seeded) as owner:
+        page = owner.get(link)
+        assert page.status_code == 200 and 'autocomplete="new-password"' in page.text
+        form = csrf_of(page.text)
+        r = owner.post(link, data={"csrf": form, "password": PASSWORD, "password2": "different"})
+        assert r.status_code == 400 and seeded.account("nina").password_hash == ""
+        r = owner.post(link, data={"csrf": form, "password": PASSWORD, "password2": PASSWORD})
+        secret = seeded.account("nina").totp_secret
+        assert r.status_code == 200 and secret in r.text and "otpauth://totp/" in r.text
+        r = owner.post(link + "/confirm", data={"csrf": form, "code": "000000"})
+        assert r.status_code == 400 and not seeded.account("nina").enrolled
+        code = seeded.world.totp.code_at(secret, seeded.world.totp.step(seeded.clock.now) - 1)
+        r = owner.post(link + "/confirm", data={"csrf": form, "code": code})
+        assert r.status_code == 200 and "Enrolment complete" in r.text
+        assert seeded.account("nina").enrolled
+        # Used: the same clear page for a used, unknown or expired link, and nothing changes.
+        before = (seeded.account("nina"), len(seeded.world.audit_repo.rows))
+        for attempt in (
+            owner.get(link),
+            owner.post(link, data={"csrf": form, "password": "x" * 20, "password2": "x" * 20}),
+            owner.get("/console/enrol/" + "0" * 64),
+        ):
+            assert attempt.status_code == 410 and "cannot be used" in attempt.text
+        assert (seeded.account("nina"), len(seeded.world.audit_repo.rows)) == before
+        login(owner, seeded, "nina")
+    enrolled = [e for e in seeded.world.audit_repo.rows if e.action == "staff.enrol"]
+    assert enrolled[-1].actor == nina_id
+
+
+def test_an_expired_or_replaced_link_changes_nothing(client: TestClient, seeded: Seeded) -> None:
+    csrf = login(client, seeded, "root")
+    old = _create(client, csrf, "nina", roles=["reviewer"])
+    nina_id = seeded.account("nina").staff_id
+    r = client.post(f"/console/staff/{nina_id}/enrolment", data={"csrf": csrf})
+    assert r.status_code == 200 and "/console/enrol/" in r.text
+    with make_client(seeded) as owner:
+        assert owner.get(old).status_code == 410
+        new = re.search(r'value="http://testserver(/console/enrol/[0-9a-f]{64})"', r.text)
+        page = owner.get(new.group(1)) if new else None
+        assert new and page and page.status_code == 200
+        form = csrf_of(page.text)
+        seeded.clock.advance(ENROLMENT_TTL_MS)
+        assert owner.get(new.group(1)).status_code == 410
+        r = owner.post(
+            new.group(1), data={"csrf": form, "password": PASSWORD, "password2": PASSWORD}
+        )
+        assert r.status_code == 410 and seeded.account("nina").password_hash == ""
+
+
+def test_roles_need_a_second_admin_through_the_console(
+    client: TestClient, seeded: Seeded
+) -> None:
+    csrf = login(client, seeded, "root")
+    link = _create(client, csrf, "nina", roles=["reviewer"])
+    with make_client(seeded) as owner:
+        page = owner.get(link)
+        form = csrf_of(page.text)
+        owner.post(link, data={"csrf": form, "password": PASSWORD, "password2": PASSWORD})
+        secret = seeded.account("nina").totp_secret
+        code = seeded.world.totp.code_at(secret, seeded.world.totp.step(seeded.clock.now) - 1)
+        owner.post(link + "/confirm", data={"csrf": form, "code": code})
+    nina = seeded.account("nina")
+    assert nina.roles == frozenset()
+    (grant,) = [g for g in seeded.world.staff_repo.pending_grants() if g.staff_id == nina.staff_id]
+    page = client.get("/console/staff")
+    assert "Pending grants" in page.text and "a different admin must approve it" in page.text
+    r = client.post(f"/console/grants/{grant.grant_id}/approve", data={"csrf": csrf})
+    assert r.status_code == 403 and seeded.account("nina").roles == frozenset()
+    with make_client(seeded) as other:
+        other_csrf = login(other, seeded, "root2")
+        assert f"/console/grants/{grant.grant_id}/approve" in other.get("/console/staff").text
+        r = other.post(f"/console/grants/{grant.grant_id}/approve", data={"csrf": other_csrf})
+        assert r.status_code == 303
+        # Decided once.
+        r = other.post(f"/console/grants/{grant.grant_id}/approve", data={"csrf": other_csrf})
+        assert r.status_code == 409
+    assert seeded.account("nina").roles == {Role.REVIEWER}
+    root, root2 = seeded.staff["root"].staff_id, seeded.staff["root2"].staff_id
+    entries = [e for e in seeded.world.audit_repo.rows if grant.grant_id in e.details]
+    assert [(e.action, e.actor) for e in entries] == [
+        ("staff.grant_request", root),
+        ("staff.grant_approve", root2),
+    ]
+
+
+def test_staff_management_is_audited(client: TestClient, seeded: Seeded) -> None:
+    csrf = login(client, seeded, "root")
+    _create(client, csrf, "nina", roles=["reviewer"])
+    nina = seeded.account("nina")
+    assert nina.roles == frozenset()
     client.post(
         f"/console/staff/{nina.staff_id}/queues", data={"csrf": csrf, "queues": ["general"]}
     )
     client.post(f"/console/staff/{nina.staff_id}/roles", data={"csrf": csrf, "roles": ["lead"]})
-    assert seeded.account("nina").roles == {Role.LEAD}
+    pending = {g.role for g in seeded.world.staff_repo.pending_grants()}
+    assert Role.LEAD in pending and Role.REVIEWER not in pending  # replaced, not added
     r = client.post(f"/console/staff/{nina.staff_id}/roles", data={"csrf": csrf, "roles": []})
     assert r.status_code == 400
     # Admins cannot raise their own privileges.
     root = seeded.staff["root"].staff_id
     r = client.post(f"/console/staff/{root}/child-safety", data={"csrf": csrf, "granted": "1"})
     assert r.status_code == 403
-    for action in (AuditAction.STAFF_CREATE, AuditAction.STAFF_ROLES, AuditAction.STAFF_QUEUE):
+    for action in (
+        AuditAction.STAFF_CREATE,
+        AuditAction.STAFF_GRANT_REQUEST,
+        AuditAction.STAFF_ENROL_ISSUE,
+        AuditAction.STAFF_QUEUE,
+    ):
         assert actions(seeded, action, root)
     # Disabling ends the person's sessions at once.
     with make_client(seeded) as rita:
@@ -450,7 +588,33 @@ def test_staff_management_is_audited(client: TestClient, seeded: Seeded) -> None
         )
         assert rita.get("/console/queues").status_code == 303
     page = client.get("/console/staff")
-    assert "disabled" in page.text and "otpauth" not in page.text  # the secret was shown once
+    assert "disabled" in page.text and "/console/enrol/" not in page.text  # shown once
+
+
+def test_sign_in_lockout_answers_429_with_retry_after(client: TestClient, seeded: Seeded) -> None:
+    for _ in range(6):
+        page = client.get("/console/login")
+        client.post(
+            "/console/login",
+            data={"username": "rita", "password": "wrong password!", "csrf": csrf_of(page.text)},
+        )
+        page = client.get("/console/login/totp")
+        r = client.post("/console/login/totp", data={"code": "000000", "csrf": csrf_of(page.text)})
+    assert r.status_code == 429
+    assert r.headers["retry-after"].isdigit() and int(r.headers["retry-after"]) >= 1
+
+
+def test_hsts_only_over_https(seeded: Seeded) -> None:
+    console = build_console(seeded.context, clock=seeded.clock, secret=b"k" * 32)
+    app = Starlette(routes=[Mount("/console", app=console)])
+    with TestClient(app, base_url="https://testserver") as https:
+        r = https.get("/console/login")
+        assert r.headers["strict-transport-security"] == "max-age=63072000; includeSubDomains"
+        assert "default-src 'none'" in r.headers["content-security-policy"]
+        assert r.headers["x-frame-options"] == "DENY"
+        assert "Secure" in r.headers["set-cookie"] and "SameSite=strict" in r.headers["set-cookie"]
+    with make_client(seeded) as http:
+        assert "strict-transport-security" not in http.get("/console/login").headers
 
 
 def test_no_secrets_in_logs_or_pages(

@@ -27,6 +27,7 @@ import pyotp
 import pytest
 import uvicorn
 
+from tests.safety.conftest import active_staff
 from tidings.app import create_app
 from tidings.client.errors import ServerError
 from tidings.client.sdk import Client
@@ -195,15 +196,11 @@ def test_report_review_ban_enforced_on_messaging_api(
 
     # --- 2. Staff, through the app's own SafetyService (as `tidings admin` would). ---------
     safety = live.safety
-    operator = safety.operator()
+    # Created by the operator, enrolled by their owners, roles approved by the first admin.
     staff = {
-        name: safety.create_staff(
-            operator,
-            username=name,
-            roles=[role],
-            password=STAFF_PASSWORD,
-            queues=[QueueId.HARASSMENT],
-        ).account
+        name: active_staff(
+            safety, name, [role], queues=[QueueId.HARASSMENT], password=STAFF_PASSWORD
+        )
         for name, role in (("rita", "reviewer"), ("rob", "reviewer"), ("lee", "lead"))
     }
 

@@ -131,3 +131,22 @@ def test_cbc_padding_is_checked() -> None:
         p.aes256_cbc_decrypt(key, iv, bytes(15))
     with pytest.raises(DecryptionError):
         p.aes256_cbc_decrypt(key, iv, bytes(16))  # decrypts to garbage padding
+
+
+def test_aes256_gcm_round_trip_binds_key_nonce_and_aad() -> None:
+    # NIST SP 800-38D test case 13 (AES-256, zero key and nonce, empty plaintext): the tag.
+    tag = p.aes256_gcm_encrypt(bytes(32), bytes(12), b"", b"")
+    assert tag.hex() == "530f8afbc74536b9a963b4f1c4cb738b"
+    key, nonce = bytes(range(32)), bytes(range(12))
+    sealed = p.aes256_gcm_encrypt(key, nonce, b"JBSWY3DPEHPK3PXP", b"staff_1")
+    assert p.aes256_gcm_decrypt(key, nonce, sealed, b"staff_1") == b"JBSWY3DPEHPK3PXP"
+    for k, n, body, aad in (
+        (bytes(32), nonce, sealed, b"staff_1"),
+        (key, bytes(12), sealed, b"staff_1"),
+        (key, nonce, sealed, b"staff_2"),
+        (key, nonce, sealed[:-1] + bytes([sealed[-1] ^ 1]), b"staff_1"),
+    ):
+        with pytest.raises(DecryptionError):
+            p.aes256_gcm_decrypt(k, n, body, aad)
+    with pytest.raises(InvalidKeyError):
+        p.aes256_gcm_encrypt(b"short", nonce, b"x", b"")

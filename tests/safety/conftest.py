@@ -49,7 +49,9 @@ from tidings.safety.sql import (
     SqlStaffRepository,
 )
 from tidings.safety.staff import (
+    ROLE_PERMISSIONS,
     InMemoryStaffRepository,
+    IssuedEnrolment,
     Principal,
     Role,
     StaffAccount,
@@ -68,8 +70,71 @@ from tidings.wire import encode, pb
 T0 = 1_700_000_000_000
 OLD_KEY = os.urandom(32)
 NEW_KEY = os.urandom(32)
+STAFF_KEY = os.urandom(32)
 ROTATED_AT = T0 + 1_000_000
 PASSWORD = "correct horse battery staple"
+OPERATOR = Principal(
+    staff_id="operator:cli",
+    username="operator",
+    roles=frozenset({Role.ADMIN}),
+    permissions=ROLE_PERMISSIONS[Role.ADMIN],
+    queues=frozenset(),
+)
+
+
+def enrol(
+    staff: StaffService, issued: IssuedEnrolment, now_ms: int, password: str = PASSWORD
+) -> StaffAccount:
+    """The owner's side of enrolment: set the password, confirm the fresh TOTP secret."""
+    totp = staff.begin_enrolment(issued.token, password, now_ms=now_ms)
+    verifier = TotpVerifier()
+    # The previous step's code (within the allowed skew), so a sign-in at ``now_ms`` is not
+    # refused as a replay of the enrolment code.
+    code = verifier.code_at(totp.secret, verifier.step(now_ms) - 1)
+    return staff.complete_enrolment(issued.token, code, now_ms=now_ms)
+
+
+def activate(
+    staff: StaffService, issued: IssuedEnrolment, approver: Principal, now_ms: int
+) -> Principal:
+    """A created account enrolled by its owner, every pending grant approved by ``approver``
+    (a second, independent admin): the domain-level way tests get active staff."""
+    enrol(staff, issued, now_ms)
+    for grant in issued.pending_grants:
+        staff.approve_grant(approver, grant.grant_id, now_ms=now_ms)
+    return staff.principal_for(issued.account.staff_id)
+
+
+def active_staff(
+    safety: Any,
+    username: str,
+    roles: Any,
+    *,
+    queues: Any = (),
+    child_safety: bool = False,
+    password: str = PASSWORD,
+) -> StaffAccount:
+    """An active staff member on a `SafetyService`: created by the operator (as `tidings admin
+    create-staff`), enrolled by its owner with ``password``, its grants approved by the first
+    admin (created if missing), then added to ``queues``. Returns the stored account (the
+    owner's TOTP secret is in ``totp_secret``: the test plays the owner)."""
+    if safety.staff_repo.count_staff() == 0:
+        safety.ensure_first_admin()
+    admin = next(a for a in safety.list_staff() if Role.ADMIN in a.roles and a.enrolled)
+    now = safety.clock()
+    issued = safety.create_staff(
+        safety.operator(), username=username, roles=roles, child_safety=child_safety
+    )
+    enrol(safety.staff, issued, now, password)
+    for grant in issued.pending_grants:
+        safety.staff.approve_grant(
+            safety.staff.principal_for(admin.staff_id), grant.grant_id, now_ms=now
+        )
+    for queue in queues:
+        safety.add_to_queue(safety.operator(), issued.account.staff_id, str(queue))
+    account: StaffAccount | None = safety.staff_repo.get_staff(issued.account.staff_id)
+    assert account is not None
+    return account
 
 
 @dataclass
@@ -213,6 +278,7 @@ class World:
     cases: CaseService
     intake: ReportIntake
     admin: Principal
+    admin2: Principal  # a second, independent admin (enrolled through an operator's link)
     totp: TotpVerifier = field(default_factory=TotpVerifier)
     now: int = T0 + 10_000_000
 
@@ -222,19 +288,20 @@ class World:
     def make_staff(
         self, username: str, *roles: Role, child_safety: bool = False, queues: tuple[str, ...] = ()
     ) -> Principal:
-        account = self.staff.create_staff(
+        """An active staff member: created by ``admin``, enrolled by its owner, its grants
+        approved by ``admin2``, then added to ``queues``."""
+        issued = self.staff.create_staff(
             self.admin,
             username=username,
             display_name=username,
             roles=roles,
-            password=PASSWORD,
+            child_safety=child_safety,
             now_ms=self.now,
         )
-        if child_safety:
-            self.staff.set_child_safety(self.admin, account.staff_id, True, now_ms=self.now)
+        activate(self.staff, issued, self.admin2, self.now)
         for queue in queues:
-            self.staff.add_to_queue(self.admin, account.staff_id, queue, now_ms=self.now)
-        return self.staff.principal_for(account.staff_id)
+            self.staff.add_to_queue(self.admin, issued.account.staff_id, queue, now_ms=self.now)
+        return self.staff.principal_for(issued.account.staff_id)
 
     def account(self, principal: Principal) -> StaffAccount:
         account = self.staff_repo.get_staff(principal.staff_id)
@@ -270,7 +337,7 @@ def build_world(*, anchor_key: bytes | None = None, db: SafetyDatabase | None = 
         report_repo = ReportRows(db)
         case_repo = CaseRows(db)
         enforcement_repo = SqlEnforcementRepository(db)
-        staff_repo = SqlStaffRepository(db)
+        staff_repo = SqlStaffRepository(db, STAFF_KEY)
     audit = AuditLog(audit_repo, anchor_key=anchor_key)
     vault = EvidenceVault(evidence_repo, EvidenceKeyRing({"ev1": os.urandom(32)}, "ev1"), audit)
     ids = Counter()
@@ -278,6 +345,11 @@ def build_world(*, anchor_key: bytes | None = None, db: SafetyDatabase | None = 
         staff_repo, audit, hasher=cheap_hasher(), id_source=lambda: "staff_" + ids()
     )
     admin_account = staff.bootstrap_admin("root", PASSWORD, now_ms=T0)
+    admin = staff.principal_for(admin_account.staff_id)
+    second = staff.create_staff(
+        OPERATOR, username="root2", display_name="root2", roles=[Role.ADMIN], now_ms=T0
+    )
+    admin2 = activate(staff, second, admin, T0)
     cases = CaseService(
         cases=case_repo,
         reports=report_repo,
@@ -312,7 +384,8 @@ def build_world(*, anchor_key: bytes | None = None, db: SafetyDatabase | None = 
         staff_repo=staff_repo,
         cases=cases,
         intake=intake,
-        admin=staff.principal_for(admin_account.staff_id),
+        admin=admin,
+        admin2=admin2,
     )
 
 

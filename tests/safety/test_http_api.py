@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from sqlalchemy import func, select
 from starlette.websockets import WebSocketDisconnect
 from typer.testing import CliRunner
 
-from tests.safety.conftest import PG_URL, require_service
+from tests.safety.conftest import PG_URL, active_staff, require_service
 from tests.server.helpers import DeviceKit, ratchet_body
 from tidings.app import create_app
 from tidings.cli import cli
@@ -216,10 +217,8 @@ class Net:
             db.dispose()
 
     def staff(self, username: str, role: Role, queues: tuple[str, ...]) -> Principal:
-        created = self.safety.create_staff(
-            self.safety.operator(), username=username, roles=[role], queues=queues
-        )
-        return self.safety.staff.principal_for(created.account.staff_id)
+        account = active_staff(self.safety, username, [role], queues=queues)
+        return self.safety.staff.principal_for(account.staff_id)
 
 
 def _b64d(text: str) -> bytes:
@@ -514,7 +513,7 @@ def audited_dir(tmp_path: Path) -> Path:
         )
         assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["audit", "verify", "--data-dir", str(data)])
-    assert result.exit_code == 0 and "intact: 3 entries" in result.output, result.output
+    assert result.exit_code == 0 and "intact: 9 entries" in result.output, result.output
     return data
 
 
@@ -551,7 +550,9 @@ def test_audit_verify_finds_tampering_in_the_database(
     assert text.exit_code == 1 and f"seq {seq}" in text.output
 
 
-def test_first_start_creates_an_admin_once(tmp_path: Path) -> None:
+def test_first_start_writes_the_admin_credentials_to_a_private_file_never_to_output(
+    tmp_path: Path,
+) -> None:
     from tidings.cli import _first_admin
 
     config = make_config(tmp_path / "data")
@@ -562,10 +563,18 @@ def test_first_start_creates_an_admin_once(tmp_path: Path) -> None:
     original = typer.echo
     typer.echo = lambda message="", **_: printed.append(str(message))  # type: ignore[assignment]
     try:
-        _first_admin(app.state.safety, "http://127.0.0.1:8080/console")
-        _first_admin(app.state.safety, "http://127.0.0.1:8080/console")
+        _first_admin(app.state.safety, "http://127.0.0.1:8080/console", config.data_dir)
+        _first_admin(app.state.safety, "http://127.0.0.1:8080/console", config.data_dir)
+        account = app.state.safety.staff_repo.get_staff_by_username("admin")
     finally:
         typer.echo = original
         app.state.safety.close()
-    assert len(printed) == 1 and "username:    admin" in printed[0] and "/console" in printed[0]
-    assert "TOTP secret" in printed[0]
+    path = config.data_dir / "first-admin.txt"
+    assert len(printed) == 1 and str(path.resolve()) in printed[0] and "/console" in printed[0]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    body = path.read_text()
+    assert "username:    admin" in body and account.totp_secret in body
+    password = next(line.split()[-1] for line in body.splitlines() if line.startswith("password"))
+    # Neither the password nor the TOTP secret reaches stdout/stderr (service logs).
+    assert password not in printed[0] and account.totp_secret not in printed[0]
+    assert "password:" not in printed[0] and "otpauth" not in printed[0]

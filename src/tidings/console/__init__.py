@@ -4,8 +4,9 @@
 ``/console``. Pages: sign-in (password, then TOTP), queues, case view (verified evidence with
 per-item franking results, the context transcript, account history, prior decisions, notes),
 decision forms (two-person BAN / referral), appeals, the audit log with its chain
-verification, staff management. See `tidings.console.web` for the route table and
-`tidings.console.security` for CSRF, cookies and headers.
+verification, staff management with enrolment links and two-person grants
+(`tidings.console.staff_pages`), and the owner's enrolment pages. See `tidings.console.web` for
+the route table and `tidings.console.security` for CSRF, cookies and headers (HSTS over HTTPS).
 """
 
 from tidings.console.context import ConsoleContext

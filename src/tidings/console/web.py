@@ -44,6 +44,7 @@ from tidings.errors import (
     CaseLockedError,
     ConflictError,
     DecodeError,
+    EnrolmentTokenError,
     EvidenceExpiredError,
     InvalidCaseStateError,
     InvalidDecisionError,
@@ -62,7 +63,7 @@ from tidings.safety.cases import (
     DecisionStatus,
 )
 from tidings.safety.evidence import KIND_MESSAGES, decode_items
-from tidings.safety.staff import Permission, Principal, Role
+from tidings.safety.staff import Permission, Principal
 from tidings.wire import pb
 
 from .context import ConsoleContext
@@ -75,6 +76,7 @@ from .security import (
     csrf_valid,
     security_headers,
 )
+from .staff_pages import StaffPages
 
 __all__ = ["PUBLIC", "ROUTES", "Console", "RouteSpec", "build_console"]
 
@@ -114,7 +116,10 @@ FLASH: Mapping[str, str] = {
     "rejected": "Proposal rejected; the case is open again.",
     "assigned": "Case assigned.",
     "appeal": "Appeal decided.",
-    "staff": "Staff account updated.",
+    "staff": "Staff account updated. Roles and clearances added wait for a second admin's "
+    "approval (Pending grants).",
+    "approved": "Grant approved: it takes effect now.",
+    "grant_rejected": "Grant rejected.",
     "prefs": "Preferences saved.",
     "end": "End of the queue.",
 }
@@ -177,6 +182,9 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "/login", PUBLIC, "login_password"),
     RouteSpec("GET", "/login/totp", PUBLIC, "totp_form"),
     RouteSpec("POST", "/login/totp", PUBLIC, "login_totp"),
+    RouteSpec("GET", "/enrol/{token}", PUBLIC, "enrol_form"),
+    RouteSpec("POST", "/enrol/{token}", PUBLIC, "enrol_password"),
+    RouteSpec("POST", "/enrol/{token}/confirm", PUBLIC, "enrol_confirm"),
     RouteSpec("GET", "/", None, "home"),
     RouteSpec("POST", "/logout", None, "logout"),
     RouteSpec("GET", "/preferences", None, "preferences"),
@@ -205,6 +213,9 @@ ROUTES: tuple[RouteSpec, ...] = (
     ),
     RouteSpec("POST", "/staff/{staff_id}/queues", Permission.MANAGE_QUEUES, "staff_queues"),
     RouteSpec("POST", "/staff/{staff_id}/disable", Permission.MANAGE_STAFF, "staff_disable"),
+    RouteSpec("POST", "/staff/{staff_id}/enrolment", Permission.MANAGE_STAFF, "staff_enrolment"),
+    RouteSpec("POST", "/grants/{grant_id}/approve", Permission.MANAGE_STAFF, "grant_approve"),
+    RouteSpec("POST", "/grants/{grant_id}/reject", Permission.MANAGE_STAFF, "grant_reject"),
 )
 
 
@@ -224,7 +235,7 @@ def _fmt_duration(ms: int) -> str:
     return f"{sign}{s // 60}m {s % 60:02d}s"
 
 
-class Console:
+class Console(StaffPages):
     """The console application. Build it with `build_console`."""
 
     def __init__(
@@ -323,7 +334,7 @@ class Console:
             response.delete_cookie(SESSION_COOKIE, path=self._cookie_path(request))
         except TidingsError as exc:
             response = self._error(c, _status_for(exc), exc.message)
-        for name, value in security_headers().items():
+        for name, value in security_headers(https=request.url.scheme == "https").items():
             response.headers.setdefault(name, value)
         return response
 
@@ -450,6 +461,7 @@ class Console:
             result = self.ctx.staff.login(username, password, code, now_ms=c.now_ms, source=source)
         except LoginThrottledError as exc:
             response = self._login_page(c, "login.html", 429, message=exc.message)
+            response.headers["Retry-After"] = str(max(1, exc.retry_after_s))
         except AuthenticationError:
             response = self._login_page(
                 c,
@@ -769,69 +781,6 @@ class Console:
             newer=before + AUDIT_PAGE if before <= last else None,
         )
 
-    # --- staff --------------------------------------------------------------------------------
-
-    def _staff_page(self, c: Ctx, status: int = 200, **values: Any) -> Response:
-        accounts = sorted(self.ctx.list_staff(), key=lambda a: a.username)
-        memberships = {a.staff_id: self.ctx.staff_repo.queues_of(a.staff_id) for a in accounts}
-        return self._render(
-            c,
-            "staff.html",
-            status=status,
-            accounts=accounts,
-            memberships=memberships,
-            roles=list(Role),
-            queues=list(self.ctx.queues.values()),
-            **values,
-        )
-
-    def h_staff(self, c: Ctx) -> Response:
-        return self._staff_page(c)
-
-    def h_create_staff(self, c: Ctx) -> Response:
-        roles = [Role(r) for r in c.fields("roles") if r in {x.value for x in Role}]
-        account = self.ctx.staff.create_staff(
-            c.p,
-            username=c.field("username").strip(),
-            display_name=c.field("display_name").strip() or c.field("username").strip(),
-            roles=roles,
-            password=c.field("password"),
-            now_ms=c.now_ms,
-        )
-        # Shown once, on this response only, for enrolling the authenticator app.
-        return self._staff_page(
-            c, 201, created=account, enrol_uri=self.ctx.staff.provisioning_uri(account)
-        )
-
-    def _staff_id(self, c: Ctx) -> str:
-        return str(c.request.path_params["staff_id"])
-
-    def h_staff_roles(self, c: Ctx) -> Response:
-        roles = [Role(r) for r in c.fields("roles") if r in {x.value for x in Role}]
-        self.ctx.staff.set_roles(c.p, self._staff_id(c), roles, now_ms=c.now_ms)
-        return self._redirect(c, "/staff", "staff")
-
-    def h_staff_child_safety(self, c: Ctx) -> Response:
-        granted = c.field("granted") == "1"
-        self.ctx.staff.set_child_safety(c.p, self._staff_id(c), granted, now_ms=c.now_ms)
-        return self._redirect(c, "/staff", "staff")
-
-    def h_staff_queues(self, c: Ctx) -> Response:
-        staff_id = self._staff_id(c)
-        wanted = set(c.fields("queues"))
-        current = self.ctx.staff_repo.queues_of(staff_id)
-        if self.ctx.staff_repo.get_staff(staff_id) is None:
-            raise NotFoundError("no such staff account")
-        for queue_id in sorted(wanted - current):
-            self.ctx.staff.add_to_queue(c.p, staff_id, queue_id, now_ms=c.now_ms)
-        for queue_id in sorted(current - wanted):
-            self.ctx.staff.remove_from_queue(c.p, staff_id, queue_id, now_ms=c.now_ms)
-        return self._redirect(c, "/staff", "staff")
-
-    def h_staff_disable(self, c: Ctx) -> Response:
-        self.ctx.staff.disable(c.p, self._staff_id(c), now_ms=c.now_ms)
-        return self._redirect(c, "/staff", "staff")
-
 
 # --- view models ----------------------------------------------------------------------------
 
@@ -889,6 +838,7 @@ def _status_for(exc: TidingsError) -> int:
     table: Sequence[tuple[type[TidingsError], int]] = (
         (CsrfError, 403),
         (PermissionDeniedError, 403),
+        (EnrolmentTokenError, 410),
         (AuthenticationError, 401),
         (NotFoundError, 404),
         (CaseLockedError, 409),

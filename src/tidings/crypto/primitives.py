@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidTag as _InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM as _AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tidings.errors import DecryptionError, InvalidKeyError, InvalidSignatureError
@@ -42,6 +43,7 @@ MLKEM768_PUBLIC_KEY_LEN = 1184
 MLKEM768_CIPHERTEXT_LEN = 1088
 MLKEM768_SHARED_SECRET_LEN = 32
 AES_BLOCK_LEN = 16
+AES_GCM_NONCE_LEN = 12
 HMAC_SHA256_LEN = 32
 
 _ZERO32 = bytes(32)
@@ -51,6 +53,8 @@ __all__ = [
     "Sha256Stream",
     "aes256_cbc_decrypt",
     "aes256_cbc_encrypt",
+    "aes256_gcm_decrypt",
+    "aes256_gcm_encrypt",
     "constant_time_equal",
     "ed25519_expand",
     "ed25519_generate",
@@ -123,6 +127,33 @@ def aes256_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
     if not 1 <= n <= AES_BLOCK_LEN or padded[-n:] != bytes((n,)) * n:
         raise DecryptionError("bad padding")
     return padded[:-n]
+
+
+def aes256_gcm_encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM: ciphertext || 16-byte tag. ``nonce`` (12 bytes) must never repeat under
+    ``key`` (callers use random nonces on low-volume data).
+
+    Raises:
+        InvalidKeyError: the key is not 32 bytes or the nonce not 12.
+    """
+    if len(key) != KEY_LEN or len(nonce) != AES_GCM_NONCE_LEN:
+        raise InvalidKeyError("AES-256-GCM needs a 32-byte key and a 12-byte nonce")
+    return _AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def aes256_gcm_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """Inverse of `aes256_gcm_encrypt`.
+
+    Raises:
+        InvalidKeyError: the key is not 32 bytes or the nonce not 12.
+        DecryptionError: the tag does not verify (wrong key, wrong aad, tampered bytes).
+    """
+    if len(key) != KEY_LEN or len(nonce) != AES_GCM_NONCE_LEN:
+        raise InvalidKeyError("AES-256-GCM needs a 32-byte key and a 12-byte nonce")
+    try:
+        return _AESGCM(key).decrypt(nonce, ciphertext, aad)
+    except _InvalidTag:
+        raise DecryptionError("AES-256-GCM authentication failed") from None
 
 
 # --- X25519 ---------------------------------------------------------------------------------

@@ -83,6 +83,12 @@ class AuditAction(StrEnum):
     STAFF_QUEUE = "staff.queue"
     STAFF_DISABLE = "staff.disable"
     STAFF_PASSWORD = "staff.password"  # noqa: S105 - an action name, not a password
+    STAFF_ENROL_ISSUE = "staff.enrol_issue"
+    STAFF_ENROL_BEGIN = "staff.enrol_begin"
+    STAFF_ENROL = "staff.enrol"
+    STAFF_GRANT_REQUEST = "staff.grant_request"
+    STAFF_GRANT_APPROVE = "staff.grant_approve"
+    STAFF_GRANT_REJECT = "staff.grant_reject"
     REPORT_ACCEPTED = "report.accepted"
     REPORTER_VOIDED = "report.reporter_voided"
     EVIDENCE_VIEW = "evidence.view"

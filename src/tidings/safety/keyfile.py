@@ -1,6 +1,7 @@
-"""Key files of the safety side: the evidence key ring (``evidence.keys``) and the audit anchor
-key (``audit_anchor.key``), kept outside the database (a database dump alone opens no evidence
-and cannot re-anchor the audit log). Created with mode 0600 on first use.
+"""Key files of the safety side: the evidence key ring (``evidence.keys``), the audit anchor
+key (``audit_anchor.key``) and the staff key (``staff.key``, sealing staff TOTP secrets), kept
+outside the database (a database dump alone opens no evidence, cannot re-anchor the audit log
+and mints no staff second factor). Created with mode 0600 on first use.
 
 ``evidence.keys`` is JSON ``{"active": "<id>", "keys": {"<id>": "<b64url 32 bytes>", ...}}``.
 Rotation (`rotate_evidence_key`) adds a key and makes it active; re-encrypt the stored evidence
@@ -25,10 +26,12 @@ __all__ = [
     "drop_evidence_key",
     "load_anchor_key",
     "load_evidence_keys",
+    "load_staff_key",
     "rotate_evidence_key",
 ]
 
 ANCHOR_KEY_LEN = 32
+STAFF_KEY_LEN = 32
 
 
 def _new_key_id(existing: set[str]) -> str:
@@ -114,4 +117,20 @@ def load_anchor_key(path: Path) -> bytes:
     key = path.read_bytes()
     if len(key) != ANCHOR_KEY_LEN:
         raise InvalidKeyError(f"{path} must hold exactly {ANCHOR_KEY_LEN} bytes")
+    return key
+
+
+def load_staff_key(path: Path) -> bytes:
+    """The staff key in ``path`` (32 random bytes, created with mode 0600 if missing): the
+    AES-256-GCM key under which staff TOTP secrets are stored
+    (`tidings.safety.sql.SqlStaffRepository`). Losing it means every staff member enrols again.
+
+    Raises:
+        InvalidKeyError: the file does not hold exactly 32 bytes.  OSError.
+    """
+    if not path.exists():
+        _write_private(path, os.urandom(STAFF_KEY_LEN), create_only=True)
+    key = path.read_bytes()
+    if len(key) != STAFF_KEY_LEN:
+        raise InvalidKeyError(f"{path} must hold exactly {STAFF_KEY_LEN} bytes")
     return key

@@ -31,9 +31,10 @@ Staff sign-in:
   authenticate(token) -> Principal     session_remaining_ms(token) -> int     logout(token)
   operator() -> Principal     (the command-line operator, an admin; actor "operator:cli")
 Staff management:
-  create_staff(actor, *, username, roles, password=None, display_name=None,
-               child_safety=False, queues=()) -> NewStaff  (one-time password, otpauth URI)
-  set_roles(actor, staff_id, roles)  set_child_safety(actor, staff_id, granted)
+  create_staff(actor, *, username, roles, display_name=None, child_safety=False,
+               queues=()) -> IssuedEnrolment  (enrolment token; roles and clearance pending)
+  set_roles(actor, staff_id, roles)  set_child_safety(actor, staff_id, granted)  (additions
+  pending: staff.approve_grant / staff.reject_grant by a second admin)
   add_to_queue(actor, staff_id, queue_id)  remove_from_queue(actor, staff_id, queue_id)
   disable_staff(actor, staff_id)  provisioning_uri(account) -> str
 Review:
@@ -124,6 +125,7 @@ from tidings.safety.reports import (
 )
 from tidings.safety.staff import (
     InMemoryStaffRepository,
+    IssuedEnrolment,
     LoginResult,
     Permission,
     Principal,
@@ -142,7 +144,6 @@ __all__ = [
     "CaseDetail",
     "EvidenceMeta",
     "FirstAdmin",
-    "NewStaff",
     "SafetyRepositories",
     "SafetyService",
 ]
@@ -258,13 +259,6 @@ class FirstAdmin:
     otpauth_uri: str = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class NewStaff:
-    account: StaffAccount
-    password: str = field(repr=False)
-    otpauth_uri: str = field(repr=False)
-
-
 # --- repositories ---------------------------------------------------------------------------
 
 
@@ -292,9 +286,14 @@ class SafetyRepositories:
         )
 
     @classmethod
-    def sql(cls, database_url: str, *, schema: str = "") -> SafetyRepositories:
+    def sql(
+        cls, database_url: str, *, schema: str = "", staff_key: bytes | None = None
+    ) -> SafetyRepositories:
         """SQL repositories on a synchronous engine for ``database_url`` (any spelling the
-        server accepts). Raises ValueError for a bad ``schema``."""
+        server accepts); staff TOTP secrets sealed under ``staff_key`` (the ``staff.key`` file;
+        a random per-process key if None, for tests only: secrets then do not survive a
+        restart). Migrating also seals secrets left in the clear by older versions.
+        Raises ValueError for a bad ``schema``."""
         from tidings.safety.sql import (
             SafetyDatabase,
             SqlAuditRepository,
@@ -306,15 +305,21 @@ class SafetyRepositories:
         )
 
         db = SafetyDatabase(database_url, schema=schema)
+        staff = SqlStaffRepository(db, staff_key or secrets.token_bytes(32))
+
+        def migrate() -> None:
+            db.migrate()
+            staff.seal_legacy()
+
         return cls(
             audit=SqlAuditRepository(db),
-            staff=SqlStaffRepository(db),
+            staff=staff,
             reports=SqlReportRepository(db),
             evidence=SqlEvidenceRepository(db),
             cases=SqlCaseRepository(db),
             enforcements=SqlEnforcementRepository(db),
             close=db.dispose,
-            migrate=db.migrate,
+            migrate=migrate,
         )
 
 
@@ -407,9 +412,13 @@ class SafetyService:
         return f"SafetyService(audit={type(self.audit_repo).__name__})"
 
     @classmethod
-    def open(cls, database_url: str, *, schema: str = "", **kwargs: Any) -> SafetyService:
-        """A service on SQL repositories (same keywords as the constructor)."""
-        return cls(SafetyRepositories.sql(database_url, schema=schema), **kwargs)
+    def open(
+        cls, database_url: str, *, schema: str = "", staff_key: bytes | None = None, **kwargs: Any
+    ) -> SafetyService:
+        """A service on SQL repositories (same keywords as the constructor; ``staff_key``: see
+        `SafetyRepositories.sql`)."""
+        repos = SafetyRepositories.sql(database_url, schema=schema, staff_key=staff_key)
+        return cls(repos, **kwargs)
 
     @classmethod
     def in_memory(cls, **kwargs: Any) -> SafetyService:
@@ -574,35 +583,44 @@ class SafetyService:
         *,
         username: str,
         roles: Iterable[Role | str],
-        password: str | None = None,
         display_name: str | None = None,
         child_safety: bool = False,
         queues: Sequence[str] = (),
-    ) -> NewStaff:
-        """Create a staff account (a random one-time password unless given), optionally with
-        the child-safety clearance and queue memberships (each step audited).
+    ) -> IssuedEnrolment:
+        """Create a staff account awaiting enrolment (no password, no TOTP secret: the returned
+        token is for the owner), its roles and the clearance as pending grants, and queue
+        memberships (each step audited). Everything is checked before anything is stored.
 
-        Raises: as `StaffService.create_staff`, `set_child_safety`, `add_to_queue`.
+        Raises: as `StaffService.create_staff` and `add_to_queue`; SafetyInputError for an
+        unknown role or queue, for queues with no reviewing role, and for a child-safety queue
+        (joined once the clearance is approved).
         """
         try:
             role_set = [Role(r) for r in roles]
         except ValueError:
             raise SafetyInputError("unknown role") from None
-        secret = password if password is not None else _new_password()
+        for queue_id in queues:
+            queue = self.queues.get(queue_id)
+            if queue is None:
+                raise SafetyInputError(f"unknown queue {queue_id[:64]!r}")
+            if queue.child_safety:
+                raise SafetyInputError(
+                    "child-safety queues are joined once the clearance is approved"
+                )
+        if queues and Permission.VIEW_QUEUE not in permissions_for(role_set, child_safety=False):
+            raise SafetyInputError("queue membership needs a reviewing role")
         now = self.clock()
-        account = self.staff.create_staff(
+        issued = self.staff.create_staff(
             actor,
             username=username,
             display_name=display_name or username,
             roles=role_set,
-            password=secret,
+            child_safety=child_safety,
             now_ms=now,
         )
-        if child_safety:
-            account = self.staff.set_child_safety(actor, account.staff_id, True, now_ms=now)
         for queue_id in queues:
-            self.staff.add_to_queue(actor, account.staff_id, queue_id, now_ms=now)
-        return NewStaff(account, secret, self.staff.provisioning_uri(account))
+            self.staff.add_to_queue(actor, issued.account.staff_id, queue_id, now_ms=now)
+        return issued
 
     def set_roles(self, actor: Principal, staff_id: str, roles: Iterable[Role]) -> StaffAccount:
         return self.staff.set_roles(actor, staff_id, roles, now_ms=self.clock())

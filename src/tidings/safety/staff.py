@@ -19,6 +19,14 @@ SHA-256 (a database leak yields no usable session), with an absolute and an idle
 Every failure is the same `AuthenticationError` to the caller (no account enumeration, no
 password oracle through distinct TOTP errors); the precise reason goes to the audit log.
 
+Separation of duties (enrolment links instead of creator-known secrets, the two-person rule
+for every role and the clearance, enrolment lineage against puppet accounts) is described in
+`tidings.safety.staff_grants`, which holds that half of `StaffService`; the records live in
+`tidings.safety.staff_model` and are re-exported here.
+
+TOTP secrets are plain in `StaffAccount` (in memory); `tidings.safety.sql` encrypts them at
+rest under the ``staff.key`` file key (AES-256-GCM bound to the staff id).
+
 Time is passed in (``now_ms``); randomness is injectable (``token_source``).
 """
 
@@ -30,14 +38,12 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Protocol
 
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from tidings.crypto.primitives import sha256
 from tidings.errors import (
     AuthenticationError,
     ChildSafetyPermissionError,
@@ -50,153 +56,59 @@ from tidings.errors import (
 )
 from tidings.safety.audit import AuditAction, AuditLog
 from tidings.safety.categories import DEFAULT_QUEUES, Queue
+from tidings.safety.staff_grants import TOTP_ISSUER, StaffGrants
+from tidings.safety.staff_model import (
+    ENROLMENT_TOKEN_BYTES,
+    ENROLMENT_TTL_MS,
+    GATED_ROLES,
+    MAX_PASSWORD_CHARS,
+    MIN_PASSWORD_CHARS,
+    ROLE_PERMISSIONS,
+    EnrolmentToken,
+    GrantKind,
+    GrantStatus,
+    IssuedEnrolment,
+    Permission,
+    Principal,
+    Role,
+    StaffAccount,
+    StaffGrant,
+    StaffSession,
+    ThrottleRecord,
+    TotpEnrolment,
+    check_password,
+    permissions_for,
+    token_digest,
+)
 
 __all__ = [
+    "ENROLMENT_TOKEN_BYTES",
+    "ENROLMENT_TTL_MS",
+    "GATED_ROLES",
+    "MAX_PASSWORD_CHARS",
+    "MIN_PASSWORD_CHARS",
     "ROLE_PERMISSIONS",
+    "TOTP_ISSUER",
+    "EnrolmentToken",
+    "GrantKind",
+    "GrantStatus",
     "InMemoryStaffRepository",
+    "IssuedEnrolment",
     "LoginResult",
     "Permission",
     "Principal",
     "Role",
     "StaffAccount",
+    "StaffGrant",
     "StaffRepository",
     "StaffService",
     "StaffSession",
     "ThrottlePolicy",
     "ThrottleRecord",
+    "TotpEnrolment",
     "TotpVerifier",
     "permissions_for",
 ]
-
-
-class Role(StrEnum):
-    REVIEWER = "reviewer"
-    LEAD = "lead"
-    LEGAL = "legal"
-    ADMIN = "admin"
-
-
-class Permission(StrEnum):
-    VIEW_QUEUE = "view_queue"
-    CLAIM_CASE = "claim_case"
-    VIEW_EVIDENCE = "view_evidence"
-    ADD_NOTE = "add_note"
-    DECIDE = "decide"
-    ESCALATE = "escalate"
-    CONFIRM_DECISION = "confirm_decision"  # second reviewer
-    DECIDE_APPEAL = "decide_appeal"
-    ASSIGN_CASE = "assign_case"
-    BREAK_LOCK = "break_lock"
-    VOID_REPORTER = "void_reporter"
-    MANAGE_QUEUES = "manage_queues"
-    EXPORT_EVIDENCE = "export_evidence"
-    MAKE_REFERRAL = "make_referral"
-    VIEW_AUDIT = "view_audit"
-    MANAGE_STAFF = "manage_staff"
-    ROTATE_KEYS = "rotate_keys"
-    CHILD_SAFETY = "child_safety"  # never from a role: StaffAccount.child_safety
-
-
-_REVIEWER = frozenset(
-    {
-        Permission.VIEW_QUEUE,
-        Permission.CLAIM_CASE,
-        Permission.VIEW_EVIDENCE,
-        Permission.ADD_NOTE,
-        Permission.DECIDE,
-        Permission.ESCALATE,
-        Permission.DECIDE_APPEAL,
-    }
-)
-
-ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
-    Role.REVIEWER: _REVIEWER,
-    Role.LEAD: _REVIEWER
-    | {
-        Permission.CONFIRM_DECISION,
-        Permission.ASSIGN_CASE,
-        Permission.BREAK_LOCK,
-        Permission.VOID_REPORTER,
-        Permission.MANAGE_QUEUES,
-        Permission.VIEW_AUDIT,
-    },
-    # Legal works referrals and lawful requests: sees evidence and exports it, does not decide
-    # moderation cases.
-    Role.LEGAL: frozenset(
-        {
-            Permission.VIEW_QUEUE,
-            Permission.CLAIM_CASE,
-            Permission.VIEW_EVIDENCE,
-            Permission.ADD_NOTE,
-            Permission.EXPORT_EVIDENCE,
-            Permission.MAKE_REFERRAL,
-            Permission.VIEW_AUDIT,
-        }
-    ),
-    # Admin runs the console, not the moderation: no evidence, no decisions.
-    Role.ADMIN: frozenset(
-        {
-            Permission.MANAGE_STAFF,
-            Permission.MANAGE_QUEUES,
-            Permission.VIEW_AUDIT,
-            Permission.ROTATE_KEYS,
-        }
-    ),
-}
-
-
-def permissions_for(roles: Iterable[Role], *, child_safety: bool) -> frozenset[Permission]:
-    """Union of the roles' permissions, plus CHILD_SAFETY when cleared and the roles can see
-    queues at all (an admin with the flag still gets no evidence access)."""
-    perms: frozenset[Permission] = frozenset().union(*(ROLE_PERMISSIONS[r] for r in roles))
-    if child_safety and Permission.VIEW_QUEUE in perms:
-        perms |= {Permission.CHILD_SAFETY}
-    return perms
-
-
-# --- records --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StaffAccount:
-    """A staff member (a row). Secrets are hidden from the repr.
-
-    ``totp_last_step`` is the last TOTP time step accepted (replay protection); ``version`` is
-    for optimistic concurrency (`StaffRepository.update_staff`).
-    """
-
-    staff_id: str
-    username: str
-    display_name: str
-    roles: frozenset[Role]
-    child_safety: bool
-    password_hash: str = field(repr=False)
-    totp_secret: str = field(repr=False)
-    totp_last_step: int
-    disabled: bool
-    created_ms: int
-    version: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class StaffSession:
-    """A session row; ``session_id`` is SHA-256(token) in hex, never the token itself."""
-
-    session_id: str
-    staff_id: str
-    created_ms: int
-    expires_ms: int
-    last_seen_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class ThrottleRecord:
-    """Failed sign-ins for one key (``"account:<name>"`` or ``"source:<addr>"``)."""
-
-    key: str
-    failures: int
-    first_failure_ms: int
-    locked_until_ms: int
 
 
 class StaffRepository(Protocol):
@@ -243,6 +155,27 @@ class StaffRepository(Protocol):
 
     def clear_throttle(self, key: str) -> None: ...
 
+    def add_grant(self, grant: StaffGrant) -> None: ...
+
+    def get_grant(self, grant_id: str) -> StaffGrant | None: ...
+
+    def decide_grant(self, grant: StaffGrant) -> None:
+        """Store a decided ``grant`` if the stored one is still pending; else `ConflictError`
+        (so a grant is approved or rejected exactly once)."""
+        ...
+
+    def pending_grants(self) -> list[StaffGrant]:
+        """Every pending grant, oldest first."""
+        ...
+
+    def replace_enrolment(self, token: EnrolmentToken) -> None:
+        """Store ``token`` and delete every other enrolment token of its staff member."""
+        ...
+
+    def get_enrolment(self, token_hash: str) -> EnrolmentToken | None: ...
+
+    def delete_enrolments_for(self, staff_id: str) -> None: ...
+
 
 class InMemoryStaffRepository:
     """`StaffRepository` in memory."""
@@ -252,6 +185,8 @@ class InMemoryStaffRepository:
         self._queues: set[tuple[str, str]] = set()
         self._sessions: dict[str, StaffSession] = {}
         self._throttle: dict[str, ThrottleRecord] = {}
+        self._grants: dict[str, StaffGrant] = {}
+        self._enrolments: dict[str, EnrolmentToken] = {}
         self._lock = threading.Lock()
 
     def add_staff(self, account: StaffAccount) -> None:
@@ -311,50 +246,41 @@ class InMemoryStaffRepository:
     def clear_throttle(self, key: str) -> None:
         self._throttle.pop(key, None)
 
+    def add_grant(self, grant: StaffGrant) -> None:
+        with self._lock:
+            if grant.grant_id in self._grants:
+                raise ConflictError("grant already exists")
+            self._grants[grant.grant_id] = grant
 
-# --- principal ------------------------------------------------------------------------------
+    def get_grant(self, grant_id: str) -> StaffGrant | None:
+        return self._grants.get(grant_id)
 
+    def decide_grant(self, grant: StaffGrant) -> None:
+        with self._lock:
+            current = self._grants.get(grant.grant_id)
+            if current is None or current.status is not GrantStatus.PENDING:
+                raise ConflictError("this grant was already decided")
+            self._grants[grant.grant_id] = grant
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated staff member, as every safety operation receives it.
+    def pending_grants(self) -> list[StaffGrant]:
+        rows = [g for g in self._grants.values() if g.status is GrantStatus.PENDING]
+        return sorted(rows, key=lambda g: (g.requested_ms, g.grant_id))
 
-    Built fresh from the stored account for each request (`StaffService.authenticate`), so a
-    role change or a revoked clearance takes effect on the next request.
-    """
+    def replace_enrolment(self, token: EnrolmentToken) -> None:
+        with self._lock:
+            self._drop_enrolments(token.staff_id)
+            self._enrolments[token.token_hash] = token
 
-    staff_id: str
-    username: str
-    roles: frozenset[Role]
-    permissions: frozenset[Permission]
-    queues: frozenset[str]
+    def get_enrolment(self, token_hash: str) -> EnrolmentToken | None:
+        return self._enrolments.get(token_hash)
 
-    def has(self, permission: Permission) -> bool:
-        return permission in self.permissions
+    def delete_enrolments_for(self, staff_id: str) -> None:
+        with self._lock:
+            self._drop_enrolments(staff_id)
 
-    def require(self, permission: Permission) -> None:
-        """Raises `PermissionDeniedError` (`ChildSafetyPermissionError` for CHILD_SAFETY)."""
-        if permission not in self.permissions:
-            if permission is Permission.CHILD_SAFETY:
-                raise ChildSafetyPermissionError()
-            raise PermissionDeniedError(f"this action requires the {permission.value} permission")
-
-    def can_access_queue(self, queue: Queue) -> bool:
-        return queue.queue_id in self.queues and (
-            not queue.child_safety or Permission.CHILD_SAFETY in self.permissions
-        )
-
-    def require_queue(self, queue: Queue) -> None:
-        """Membership of ``queue`` and, for a child-safety queue, the clearance — together.
-
-        Raises:
-            ChildSafetyPermissionError: a child-safety queue and no clearance.
-            PermissionDeniedError: not a member of the queue.
-        """
-        if queue.child_safety and Permission.CHILD_SAFETY not in self.permissions:
-            raise ChildSafetyPermissionError()
-        if queue.queue_id not in self.queues:
-            raise PermissionDeniedError("not a member of this queue")
+    def _drop_enrolments(self, staff_id: str) -> None:
+        for key in [k for k, t in self._enrolments.items() if t.staff_id == staff_id]:
+            del self._enrolments[key]
 
 
 # --- TOTP -----------------------------------------------------------------------------------
@@ -415,21 +341,7 @@ def _default_token_source(n: int) -> bytes:
     return secrets.token_bytes(n)
 
 
-def _session_id(token: str) -> str:
-    return sha256(token.encode("utf-8")).hex()
-
-
-MIN_PASSWORD_CHARS = 12
-MAX_PASSWORD_CHARS = 256
-
-
-def _check_password(password: str) -> None:
-    if not isinstance(password, str) or not MIN_PASSWORD_CHARS <= len(password) <= (
-        MAX_PASSWORD_CHARS
-    ):
-        raise SafetyInputError(
-            f"password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
-        )
+_session_id = token_digest
 
 
 def _check_username(username: str) -> None:
@@ -441,7 +353,7 @@ def _check_username(username: str) -> None:
         raise SafetyInputError("username must be 1-64 letters, digits, '.', '_' or '-'")
 
 
-class StaffService:
+class StaffService(StaffGrants):
     """Staff management and sign-in over a `StaffRepository`; every change is audited.
 
     ``hasher`` defaults to argon2-cffi's Argon2id defaults (RFC 9106 low-memory profile); tests
@@ -510,38 +422,50 @@ class StaffService:
     # --- account management -------------------------------------------------------------------
 
     def _new_account(
-        self, username: str, display_name: str, roles: Iterable[Role], password: str, now_ms: int
-    ) -> StaffAccount:
+        self,
+        username: str,
+        display_name: str,
+        roles: Iterable[Role],
+        now_ms: int,
+        *,
+        password: str | None = None,
+    ) -> tuple[StaffAccount, frozenset[Role]]:
+        """A new account row and the roles asked for it. With ``password`` (the bootstrap admin
+        only) the account is complete; without, it has no secrets and awaits enrolment."""
         _check_username(username)
-        _check_password(password)
+        if password is not None:
+            check_password(password)
         role_set = frozenset(Role(r) for r in roles)
         if not role_set:
             raise SafetyInputError("a staff account needs at least one role")
-        return StaffAccount(
+        account = StaffAccount(
             staff_id=self._id_source(),
             username=username,
             display_name=display_name[:128],
-            roles=role_set,
+            roles=role_set if password is not None else frozenset(),
             child_safety=False,
-            password_hash=self._hasher.hash(password),
-            totp_secret=pyotp.random_base32(),
+            password_hash=self._hasher.hash(password) if password is not None else "",
+            totp_secret=pyotp.random_base32() if password is not None else "",
             totp_last_step=-1,
             disabled=False,
             created_ms=now_ms,
+            enrolled_ms=now_ms if password is not None else None,
         )
+        return account, role_set
 
     def bootstrap_admin(self, username: str, password: str, *, now_ms: int) -> StaffAccount:
-        """Create the first admin; allowed only while there are no staff at all.
+        """Create the first admin, complete with password and TOTP secret (the one account whose
+        secrets its creator, the operator, knows); allowed only while there are no staff.
 
-        Returns the account; its ``totp_secret`` must be shown once for enrolment
-        (`provisioning_uri`).
+        Returns the account; its ``totp_secret`` must reach the operator once, privately
+        (`provisioning_uri`), never a log.
 
         Raises:
             ConflictError: staff already exist.  SafetyInputError: bad username or password.
         """
         if self._repo.count_staff() > 0:
             raise ConflictError("staff accounts already exist")
-        account = self._new_account(username, username, [Role.ADMIN], password, now_ms)
+        account, _ = self._new_account(username, username, [Role.ADMIN], now_ms, password=password)
         self._repo.add_staff(account)
         self._audit.append(
             actor="system",
@@ -559,27 +483,32 @@ class StaffService:
         username: str,
         display_name: str,
         roles: Iterable[Role],
-        password: str,
         now_ms: int,
-    ) -> StaffAccount:
-        """Create a staff account (never with the child-safety clearance: that is a separate,
-        audited step, `set_child_safety`).
+        child_safety: bool = False,
+    ) -> IssuedEnrolment:
+        """Create a staff account with no password, no TOTP secret and no effective role: each
+        requested role (and the clearance, with ``child_safety``) becomes a pending grant, and
+        the returned enrolment token is for the owner (`begin_enrolment`).
 
         Raises:
             PermissionDeniedError: actor lacks MANAGE_STAFF.
             ConflictError: the username exists.  SafetyInputError: bad input.
         """
         actor.require(Permission.MANAGE_STAFF)
-        account = self._new_account(username, display_name, roles, password, now_ms)
+        account, wanted = self._new_account(username, display_name, roles, now_ms)
         self._repo.add_staff(account)
         self._audit.append(
             actor=actor.staff_id,
             action=AuditAction.STAFF_CREATE,
             target=f"staff:{account.staff_id}",
             now_ms=now_ms,
-            details={"username": username, "roles": sorted(r.value for r in account.roles)},
+            details={"username": username, "requested_roles": sorted(r.value for r in wanted)},
         )
-        return account
+        grants = [self._request(actor, account, GrantKind.ROLE, r, now_ms) for r in sorted(wanted)]
+        if child_safety:
+            grants.append(self._request(actor, account, GrantKind.CHILD_SAFETY, None, now_ms))
+        issued = self._issue_enrolment(actor, account, now_ms)
+        return replace(issued, pending_grants=tuple(g for g in grants if g is not None))
 
     def provisioning_uri(self, account: StaffAccount, issuer: str = "Tidings T&S") -> str:
         """The otpauth:// URI for enrolling an authenticator app (contains the secret)."""
@@ -601,8 +530,9 @@ class StaffService:
     def set_roles(
         self, actor: Principal, staff_id: str, roles: Iterable[Role], *, now_ms: int
     ) -> StaffAccount:
-        """Replace a staff member's roles. Queue memberships the new roles cannot use are
-        removed in the same step.
+        """Make ``roles`` the staff member's roles: roles dropped are removed at once (with the
+        queue memberships the remaining roles cannot use, and pending grants of roles no longer
+        wanted); roles added become pending grants (`approve_grant`).
 
         Raises:
             PermissionDeniedError: no MANAGE_STAFF, or the actor is the target.
@@ -614,25 +544,31 @@ class StaffService:
         if not role_set:
             raise SafetyInputError("a staff account needs at least one role")
         account = self._get(staff_id)
-        before = sorted(r.value for r in account.roles)
-        account = self._update(account, roles=role_set)
-        if Permission.VIEW_QUEUE not in permissions_for(role_set, child_safety=False):
+        self._withdraw(actor, staff_id, lambda g: g.role is None or g.role in role_set, now_ms)
+        kept = account.roles & role_set
+        if kept != account.roles:
+            before = sorted(r.value for r in account.roles)
+            account = self._update(account, roles=kept)
+            self._audit.append(
+                actor=actor.staff_id,
+                action=AuditAction.STAFF_ROLES,
+                target=f"staff:{staff_id}",
+                now_ms=now_ms,
+                details={"before": before, "after": sorted(r.value for r in kept)},
+            )
+        for role in sorted(role_set - account.roles):
+            self._request(actor, account, GrantKind.ROLE, role, now_ms)
+        if not self._may_review(staff_id):
             for queue_id in self._repo.queues_of(staff_id):
                 self._repo.remove_queue_member(staff_id, queue_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_ROLES,
-            target=f"staff:{staff_id}",
-            now_ms=now_ms,
-            details={"before": before, "after": sorted(r.value for r in role_set)},
-        )
         return account
 
     def set_child_safety(
         self, actor: Principal, staff_id: str, granted: bool, *, now_ms: int
     ) -> StaffAccount:
-        """Grant or revoke the child-safety clearance. Revoking removes every child-safety queue
-        membership in the same step (membership and clearance are enforced together).
+        """Request (``granted``: a pending grant, `approve_grant`) or revoke the child-safety
+        clearance. Revoking is immediate and removes every child-safety queue membership in the
+        same step (membership and clearance are enforced together).
 
         Raises:
             PermissionDeniedError: no MANAGE_STAFF, or the actor is the target.
@@ -640,38 +576,44 @@ class StaffService:
         """
         actor.require(Permission.MANAGE_STAFF)
         self._not_self(actor, staff_id)
-        account = self._update(self._get(staff_id), child_safety=bool(granted))
+        account = self._get(staff_id)
+        if granted:
+            self._request(actor, account, GrantKind.CHILD_SAFETY, None, now_ms)
+            return account
+        self._withdraw(actor, staff_id, lambda g: g.kind is not GrantKind.CHILD_SAFETY, now_ms)
+        account = self._update(account, child_safety=False)
         removed: list[str] = []
-        if not granted:
-            for queue_id in sorted(self._repo.queues_of(staff_id)):
-                queue = self._queues.get(queue_id)
-                if queue is None or queue.child_safety:
-                    self._repo.remove_queue_member(staff_id, queue_id)
-                    removed.append(queue_id)
+        for queue_id in sorted(self._repo.queues_of(staff_id)):
+            queue = self._queues.get(queue_id)
+            if queue is None or queue.child_safety:
+                self._repo.remove_queue_member(staff_id, queue_id)
+                removed.append(queue_id)
         self._audit.append(
             actor=actor.staff_id,
             action=AuditAction.STAFF_CHILD_SAFETY,
             target=f"staff:{staff_id}",
             now_ms=now_ms,
-            details={"granted": bool(granted), "removed_queues": removed},
+            details={"granted": False, "removed_queues": removed},
         )
         return account
 
     def add_to_queue(self, actor: Principal, staff_id: str, queue_id: str, *, now_ms: int) -> None:
-        """Make a staff member a member of a queue.
+        """Make a staff member a member of a queue. A reviewing role still pending approval
+        suffices (membership alone opens nothing); a child-safety queue needs the clearance
+        granted, not pending.
 
         Raises:
-            PermissionDeniedError: actor lacks MANAGE_QUEUES; the target's roles cannot view
-                queues.
+            PermissionDeniedError: actor lacks MANAGE_QUEUES; the target's roles (held or
+                pending) cannot view queues.
             ChildSafetyPermissionError: a child-safety queue and the target is not cleared.
             NotFoundError: unknown staff or queue.
         """
         actor.require(Permission.MANAGE_QUEUES)
         queue = self.queue(queue_id)
-        target = self.principal_for(staff_id)
-        if not target.has(Permission.VIEW_QUEUE):
+        account = self._get(staff_id)
+        if not self._may_review(staff_id):
             raise PermissionDeniedError("this staff member's roles do not review queues")
-        if queue.child_safety and not target.has(Permission.CHILD_SAFETY):
+        if queue.child_safety and not account.child_safety:
             raise ChildSafetyPermissionError()
         self._repo.add_queue_member(staff_id, queue_id)
         self._audit.append(
@@ -697,7 +639,7 @@ class StaffService:
         )
 
     def disable(self, actor: Principal, staff_id: str, *, now_ms: int) -> None:
-        """Disable an account and end all its sessions at once.
+        """Disable an account, end all its sessions and void its enrolment link at once.
 
         Raises:
             PermissionDeniedError: no MANAGE_STAFF, or the actor is the target.  NotFoundError.
@@ -706,6 +648,7 @@ class StaffService:
         self._not_self(actor, staff_id)
         self._update(self._get(staff_id), disabled=True)
         self._repo.delete_sessions_for(staff_id)
+        self._repo.delete_enrolments_for(staff_id)
         self._audit.append(
             actor=actor.staff_id,
             action=AuditAction.STAFF_DISABLE,
@@ -762,12 +705,15 @@ class StaffService:
         until = max(self._throttled_until(k, now_ms) for k in keys)
         if until:
             seconds = -(-(until - now_ms) // 1000)
-            raise LoginThrottledError(f"too many failed sign-ins; retry in {seconds} s")
+            raise LoginThrottledError(
+                f"too many failed sign-ins; retry in {seconds} s", retry_after_s=seconds
+            )
         account = self._repo.get_staff_by_username(username) if isinstance(username, str) else None
-        if account is None or account.disabled:
+        if account is None or account.disabled or not account.enrolled:
             with contextlib.suppress(VerificationError, InvalidHashError):
                 self._hasher.verify(self._dummy_hash, password)
-            raise self._fail(keys, str(username), "unknown_or_disabled", now_ms)
+            reason = "not_enrolled" if account and not account.disabled else "unknown_or_disabled"
+            raise self._fail(keys, str(username), reason, now_ms)
         try:
             self._hasher.verify(account.password_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):

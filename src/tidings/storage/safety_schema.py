@@ -10,7 +10,9 @@ reads it (`tidings.storage.enforcement`). Neither side imports the other.
 What is stored here (the data inventory of the safety side): verified report metadata (who
 reported whom, when, which messages by id and commitment), the reported content and revealed
 attachments *encrypted* under the evidence key ring (keys live outside the database), the
-audit log, staff accounts (Argon2id hashes, TOTP secrets), cases, notes, decisions, appeals
+audit log, staff accounts (Argon2id hashes; TOTP secrets *encrypted* under the ``staff.key``
+file key, migration ``0004``), pending privilege grants and enrolment links (SHA-256 of the
+token only), cases, notes, decisions, appeals
 and enforcement records.
 """
 
@@ -46,6 +48,8 @@ __all__ = [
     "safety_report_replay",
     "safety_reports",
     "safety_staff",
+    "safety_staff_enrolment",
+    "safety_staff_grants",
     "safety_staff_queues",
     "safety_staff_sessions",
 ]
@@ -81,11 +85,40 @@ safety_staff = Table(
     Column("roles", String(128), nullable=False),  # comma-separated Role values, sorted
     Column("child_safety", Boolean, nullable=False),
     Column("password_hash", Text, nullable=False),
+    # Always "" since 0004 (only databases from before hold a plaintext secret here, until the
+    # service's first start seals it into totp_sealed).
     Column("totp_secret", String(64), nullable=False),
     Column("totp_last_step", BigInteger, nullable=False),
     Column("disabled", Boolean, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Column("version", Integer, nullable=False),
+    Column("totp_sealed", LargeBinary(256), nullable=True),  # nonce || AES-256-GCM(secret)
+    Column("enrolled_ms", BigInteger, nullable=True),  # NULL: enrolment not finished
+    Column("sponsor", String(_ID), nullable=False, server_default=""),
+)
+
+safety_staff_grants = Table(
+    "safety_staff_grants",
+    metadata,
+    Column("grant_id", String(_ID), primary_key=True),
+    Column("staff_id", String(_ID), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("role", String(16), nullable=True),
+    Column("requested_by", String(_ID), nullable=False),
+    Column("requested_ms", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("decided_by", String(_ID), nullable=False),
+    Column("decided_ms", BigInteger, nullable=False),
+)
+
+safety_staff_enrolment = Table(
+    "safety_staff_enrolment",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # SHA-256(token), hex
+    Column("staff_id", String(_ID), nullable=False, index=True),
+    Column("issued_by", String(_ID), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
 )
 
 safety_staff_queues = Table(
