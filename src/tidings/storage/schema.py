@@ -130,4 +130,5 @@ attachments = Table(
     Column("expires_at_ms", BigInteger, nullable=False),
     ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
     Index("ix_attachments_expiry", "expires_at_ms"),
+    Index("ix_attachments_account", "account_id"),  # the per-account quota sums by account
 )
