@@ -399,6 +399,13 @@ class AttachmentTooLargeError(OversizedError):
     code = "attachment_too_large"
 
 
+class AttachmentQuotaError(RequestError):
+    """The account's stored attachments would exceed its storage quota; delete or wait for
+    expiry."""
+
+    code = "attachment_quota_exceeded"
+
+
 
 # --- enforcement on the messaging API (trust & safety decisions) -----------------------------
 

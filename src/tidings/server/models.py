@@ -4,11 +4,11 @@ storage records with every cryptographic check the server can make on public key
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 from google.protobuf.message import DecodeError as _ProtobufDecodeError
 from google.protobuf.message import Message
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from tidings.crypto.identity import IdentityKey
 from tidings.crypto.prekeys import KemPrekey, OneTimePrekey, SignedPrekey
@@ -18,6 +18,8 @@ from tidings.storage.messaging import NewDevice
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
 from tidings.wire.base64url import b64d
+from tidings.wire.codec import COMMITMENT_LEN, IDENTITY_KEY_LEN
+from tidings.wire.limits import MAX_ENVELOPE_BYTES
 
 M = TypeVar("M", bound=Message)
 
@@ -25,7 +27,36 @@ USERNAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{2,31}$")
 """Usernames: 3-32 characters, lower-case letters, digits, '_', '.', '-', starting with a
 letter (so they cannot be confused with device ids or look like another script's letters)."""
 
+B64URL = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$"
+"""Unpadded base64url, as `tidings.wire.base64url.b64d` accepts it (a length of 4k+1 never is)."""
+
+
+def b64url_of(size: int) -> str:
+    """The pattern of exactly ``size`` bytes in unpadded base64url."""
+    return f"^[A-Za-z0-9_-]{{{(size * 4 + 2) // 3}}}$"
+
+
+def b64url_max(size: int) -> int:
+    """The longest unpadded base64url text of at most ``size`` bytes."""
+    return (size * 4 + 2) // 3
+
+
+def _json_integer(value: object) -> object:
+    # A JSON-Schema integer is a number with no fraction: 1 and 1.0, never true or "1".
+    if isinstance(value, bool | str):
+        raise ValueError("expected a JSON integer")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+"""An integer field as /openapi.json's ``"type": "integer"`` says: 1 or 1.0 (which FastAPI's
+JSON validation alone refuses), not a boolean or a string."""
+
 MAX_PREKEYS_PER_UPLOAD = 200
+MAX_REGISTRATION_ID = 2**31 - 1
+MAX_DEVICE_ID = 2**31 - 1
+"""Device ids are 1..2^31-1 (ASCII digits only) wherever they travel: path, query, credentials,
+JSON."""
 _MAX_KEY_B64 = 2048  # an encoded KEM prekey is ~1.26 KB
 
 
@@ -47,11 +78,17 @@ def _part(kind: type[M], text: str, what: str) -> M:
     return message
 
 
+EncodedKey = Annotated[str, Field(pattern=B64URL, max_length=b64url_max(_MAX_KEY_B64))]
+"""A prekey record (protobuf) in base64url."""
+
+
 class PrekeyUpload(BaseModel):
-    signed_prekey: str | None = None
-    last_resort_kem_prekey: str | None = None
-    one_time_prekeys: list[str] = Field(default_factory=list, max_length=MAX_PREKEYS_PER_UPLOAD)
-    kem_prekeys: list[str] = Field(default_factory=list, max_length=MAX_PREKEYS_PER_UPLOAD)
+    signed_prekey: EncodedKey | None = None
+    last_resort_kem_prekey: EncodedKey | None = None
+    one_time_prekeys: list[EncodedKey] = Field(
+        default_factory=list, max_length=MAX_PREKEYS_PER_UPLOAD
+    )
+    kem_prekeys: list[EncodedKey] = Field(default_factory=list, max_length=MAX_PREKEYS_PER_UPLOAD)
 
 
 class CheckedPrekeys:
@@ -93,9 +130,9 @@ class CheckedPrekeys:
 
 class DeviceKeys(PrekeyUpload):
     name: str = Field(min_length=1, max_length=64)
-    registration_id: int = Field(ge=1, le=2**31 - 1)
-    identity_key: str = Field(max_length=100)
-    secret: str = Field(max_length=64)
+    registration_id: JsonInt = Field(ge=1, le=MAX_REGISTRATION_ID)
+    identity_key: str = Field(pattern=b64url_of(IDENTITY_KEY_LEN))
+    secret: str = Field(pattern=b64url_of(SECRET_LEN))
 
     def to_new_device(self) -> NewDevice:
         """Check every key and signature.
@@ -125,12 +162,12 @@ class DeviceKeys(PrekeyUpload):
 
 
 class Registration(BaseModel):
-    username: str = Field(max_length=32)
+    username: str = Field(max_length=32, pattern=USERNAME_PATTERN.pattern)
     device: DeviceKeys
 
 
 class LinkRequest(BaseModel):
-    username: str = Field(max_length=32)
+    username: str = Field(max_length=32, pattern=USERNAME_PATTERN.pattern)
     code: str = Field(min_length=4, max_length=32)
     device: DeviceKeys
 
@@ -186,11 +223,11 @@ class Bundles(BaseModel):
 
 
 class OutgoingMessage(BaseModel):
-    device_id: int = Field(ge=1)
-    registration_id: int = Field(ge=0)
-    type: int = Field(ge=1, le=3)
-    body: str = Field(max_length=(98_304 * 4) // 3 + 4)
-    commitment: str = Field(max_length=44)
+    device_id: JsonInt = Field(ge=1, le=MAX_DEVICE_ID)
+    registration_id: JsonInt = Field(ge=1, le=MAX_REGISTRATION_ID)
+    type: JsonInt = Field(ge=1, le=3)
+    body: str = Field(pattern=B64URL, max_length=b64url_max(MAX_ENVELOPE_BYTES))
+    commitment: str = Field(pattern=b64url_of(COMMITMENT_LEN))
 
 
 class SendRequest(BaseModel):

@@ -12,9 +12,11 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
+from tidings import errors as e
 from tidings.errors import AttachmentTooLargeError, DecodeError, UnknownAttachmentError
 from tidings.server.auth import DeviceDep
 from tidings.server.models import AttachmentCreated
+from tidings.server.openapi import DEVICE_AUTH, errors
 from tidings.server.state import StateDep
 
 router = APIRouter(prefix="/v1/attachments", tags=["attachments"])
@@ -22,14 +24,45 @@ router = APIRouter(prefix="/v1/attachments", tags=["attachments"])
 _ID_BYTES = 32  # 256-bit ids: the id is the capability to download
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 
+# The body is read as a stream, not declared in the signature: the contract says it here.
+_CIPHERTEXT = {
+    "required": True,
+    "description": "The attachment ciphertext; `Content-Length` is required.",
+    "content": {
+        "application/octet-stream": {
+            "schema": {"type": "string", "format": "binary", "minLength": 1}
+        }
+    },
+}
+_DOWNLOAD = {
+    "description": "The attachment ciphertext.",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
 
-@router.post("", status_code=201, response_model=AttachmentCreated)
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=AttachmentCreated,
+    responses=errors(
+        *DEVICE_AUTH,
+        e.DecodeError,
+        e.AttachmentTooLargeError,
+        e.RateLimitedError,
+        e.AttachmentQuotaError,
+    ),
+    openapi_extra={"requestBody": _CIPHERTEXT},
+)
 async def upload(request: Request, auth: DeviceDep, state: StateDep) -> AttachmentCreated:
     limit = state.config.attachment_max_bytes
     try:
         declared = int(request.headers["content-length"])
     except (KeyError, ValueError):
         raise DecodeError("Content-Length is required") from None
+    if declared < 1:
+        # An attachment ciphertext is never empty (it carries at least its MAC): a request
+        # without a body is a client bug, not an attachment to store.
+        raise DecodeError("the attachment body is empty")
     if declared > limit:
         raise AttachmentTooLargeError(f"attachments are limited to {limit} bytes")
     attachment_id = secrets.token_urlsafe(_ID_BYTES)
@@ -62,7 +95,11 @@ async def upload(request: Request, auth: DeviceDep, state: StateDep) -> Attachme
     return AttachmentCreated(id=attachment_id, expires_at_ms=expires)
 
 
-@router.get("/{attachment_id}")
+@router.get(
+    "/{attachment_id}",
+    response_class=FileResponse,
+    responses={200: _DOWNLOAD, **errors(*DEVICE_AUTH, e.UnknownAttachmentError)},
+)
 async def download(attachment_id: str, auth: DeviceDep, state: StateDep) -> FileResponse:
     # Ids are token_urlsafe: anything else (a path, a dot) cannot be one and never reaches
     # the file system.
