@@ -31,7 +31,7 @@ from tidings.safety.reports import (
     ReportSubmission,
 )
 from tidings.safety.service import SafetyService
-from tidings.wire.base64url import b64d
+from tidings.wire.base64url import B64URL_PATTERN, b64d
 
 __all__ = ["DirectoryAttachmentFetcher", "build_router"]
 
@@ -112,20 +112,19 @@ class DirectoryAttachmentFetcher:
             return None
 
 
-_B64URL = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$"  # unpadded, as b64d accepts it
 _MAX_KEY_BYTES = 64
 
 
 class RevealBody(BaseModel):
     item: StrictInt = Field(ge=0, lt=MAX_CONTEXT_ITEMS)
     pointer: StrictInt = Field(ge=0)
-    key: str = Field(pattern=_B64URL, max_length=(_MAX_KEY_BYTES * 4 + 2) // 3)
+    key: str = Field(pattern=B64URL_PATTERN, max_length=(_MAX_KEY_BYTES * 4 + 2) // 3)
 
 
 class ReportBody(BaseModel):
     category: str = Field(max_length=64)
     note: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
-    items: list[Annotated[str, Field(pattern=_B64URL, max_length=_MAX_ITEM_B64)]] = Field(
+    items: list[Annotated[str, Field(pattern=B64URL_PATTERN, max_length=_MAX_ITEM_B64)]] = Field(
         min_length=1, max_length=MAX_CONTEXT_ITEMS
     )
     reported_index: StrictInt = Field(ge=0, lt=MAX_CONTEXT_ITEMS)

@@ -17,7 +17,7 @@ from tidings.server.auth import SECRET_LEN, credential_hash
 from tidings.storage.messaging import NewDevice
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
-from tidings.wire.base64url import b64d
+from tidings.wire.base64url import B64URL_PATTERN, b64d
 from tidings.wire.codec import COMMITMENT_LEN, IDENTITY_KEY_LEN
 from tidings.wire.limits import MAX_ENVELOPE_BYTES
 
@@ -26,10 +26,6 @@ M = TypeVar("M", bound=Message)
 USERNAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{2,31}$")
 """Usernames: 3-32 characters, lower-case letters, digits, '_', '.', '-', starting with a
 letter (so they cannot be confused with device ids or look like another script's letters)."""
-
-B64URL = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$"
-"""Unpadded base64url, as `tidings.wire.base64url.b64d` accepts it (a length of 4k+1 never is)."""
-
 
 def b64url_of(size: int) -> str:
     """The pattern of exactly ``size`` bytes in unpadded base64url."""
@@ -78,7 +74,7 @@ def _part(kind: type[M], text: str, what: str) -> M:
     return message
 
 
-EncodedKey = Annotated[str, Field(pattern=B64URL, max_length=b64url_max(_MAX_KEY_B64))]
+EncodedKey = Annotated[str, Field(pattern=B64URL_PATTERN, max_length=b64url_max(_MAX_KEY_B64))]
 """A prekey record (protobuf) in base64url."""
 
 
@@ -226,7 +222,7 @@ class OutgoingMessage(BaseModel):
     device_id: JsonInt = Field(ge=1, le=MAX_DEVICE_ID)
     registration_id: JsonInt = Field(ge=1, le=MAX_REGISTRATION_ID)
     type: JsonInt = Field(ge=1, le=3)
-    body: str = Field(pattern=B64URL, max_length=b64url_max(MAX_ENVELOPE_BYTES))
+    body: str = Field(pattern=B64URL_PATTERN, max_length=b64url_max(MAX_ENVELOPE_BYTES))
     commitment: str = Field(pattern=b64url_of(COMMITMENT_LEN))
 
 
