@@ -27,6 +27,7 @@ from tidings.safety import http as safety_http
 from tidings.safety.keyfile import load_anchor_key, load_evidence_keys, load_staff_key
 from tidings.safety.reports import FrankingKey, FrankingKeyRing
 from tidings.safety.service import SafetyService
+from tidings.server import openapi
 from tidings.server.api import build_router
 from tidings.server.auth import (
     AuthenticatedDevice,
@@ -308,8 +309,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             authenticated_device,
             authenticate_any=authenticated_device_any,
             limit_report=limit_reports,
+            error_docs=openapi.errors,
         )
     )
+    # /openapi.json: every error answer documented, device auth declared (server/openapi.py).
+    openapi.install(app)
     # The staff console over the same service (sign-in: password + TOTP; `tidings server`
     # prints the first admin's credentials on an empty data directory).
     app.mount("/console", build_console(safety, clock=state.clock))
@@ -334,14 +338,19 @@ def create_app(config: ServerConfig) -> FastAPI:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # Unknown paths and methods get the same error shape as everything else.
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths and methods get the same error shape as everything else (documented in
+        # /openapi.json components.responses); a body that is not JSON is `malformed`.
+        code = openapi.HTTP_ERROR_CODES.get(exc.status_code, "http_error")
         state.metrics.errors.labels(code=code).inc()
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route that matched the path; list them all.
+            headers["Allow"] = ", ".join(openapi.allowed_methods(app, request.scope))
         return JSONResponse(
             status_code=exc.status_code,
             content={"error": {"code": code, "message": str(exc.detail)}},
-            headers=exc.headers,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -350,7 +359,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         where = ".".join(str(p) for p in exc.errors()[0].get("loc", ())) if exc.errors() else ""
         return JSONResponse(
             status_code=400,
-            content={"error": {"code": "malformed", "message": f"invalid request body at {where}"}},
+            content={"error": {"code": "malformed", "message": f"invalid request at {where}"}},
         )
 
     @app.middleware("http")

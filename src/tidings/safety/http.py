@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field, StrictBool, StrictInt
 from starlette.concurrency import run_in_threadpool
 
+from tidings import errors as e
 from tidings.crypto.franking import MAX_CONTEXT_ITEMS, ReportItem
 from tidings.errors import InvalidReportError
 from tidings.safety.reports import (
@@ -30,9 +31,57 @@ from tidings.safety.reports import (
     ReportSubmission,
 )
 from tidings.safety.service import SafetyService
-from tidings.wire.base64url import b64d
+from tidings.wire.base64url import B64URL_PATTERN, b64d
 
 __all__ = ["DirectoryAttachmentFetcher", "build_router"]
+
+ErrorDocs = Callable[..., dict[int | str, dict[str, Any]]]
+"""Builds a route's ``responses=`` from the error classes it can raise (the composition root
+passes `tidings.server.openapi.errors`: the status table lives with the server)."""
+
+REPORT_ERRORS: tuple[type[e.TidingsError], ...] = (
+    e.DecodeError,
+    e.OversizedError,
+    e.TruncatedError,
+    e.UnsupportedVersionError,
+    e.InvalidKeyError,
+    e.InvalidReportError,
+    e.ReporterNotRecipientError,
+    e.ReportReplayError,
+    e.MessageAlreadyReportedError,
+    e.CommitmentMismatchError,
+    e.InvalidFrankingTagError,
+    e.ContextChainError,
+    e.AttachmentError,
+    e.AttachmentKeyMismatchError,
+    e.AttachmentUnavailableError,
+    e.UnknownKeyIdError,
+    e.ConflictError,
+    e.RateLimitedError,
+)
+"""What ``POST /v1/reports`` can refuse with (besides device authentication)."""
+
+APPEAL_ERRORS: tuple[type[e.TidingsError], ...] = (
+    e.DecodeError,
+    e.OversizedError,
+    e.SafetyInputError,
+    e.InvalidCaseStateError,
+    e.PermissionDeniedError,
+    e.NotFoundError,
+)
+"""What ``POST /v1/appeals`` can refuse with (besides device authentication)."""
+
+DEVICE_ERRORS: tuple[type[e.TidingsError], ...] = (
+    e.UnauthorizedError,
+    e.AccountBannedError,
+    e.AccountSuspendedError,
+)
+"""``authenticate``: no valid credentials, or a banned / suspended account."""
+
+
+def _no_docs(*_: type[e.TidingsError]) -> dict[int | str, dict[str, Any]]:
+    return {}
+
 
 _ATTACHMENT_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 _MAX_ITEM_B64 = 96 * 1024  # one ReportItem (content is at most a few KiB of text + pointers)
@@ -63,17 +112,22 @@ class DirectoryAttachmentFetcher:
             return None
 
 
+_MAX_KEY_BYTES = 64
+
+
 class RevealBody(BaseModel):
-    item: StrictInt
-    pointer: StrictInt
-    key: str = Field(max_length=128)
+    item: StrictInt = Field(ge=0, lt=MAX_CONTEXT_ITEMS)
+    pointer: StrictInt = Field(ge=0)
+    key: str = Field(pattern=B64URL_PATTERN, max_length=(_MAX_KEY_BYTES * 4 + 2) // 3)
 
 
 class ReportBody(BaseModel):
     category: str = Field(max_length=64)
     note: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
-    items: list[str] = Field(min_length=1, max_length=MAX_CONTEXT_ITEMS)
-    reported_index: StrictInt
+    items: list[Annotated[str, Field(pattern=B64URL_PATTERN, max_length=_MAX_ITEM_B64)]] = Field(
+        min_length=1, max_length=MAX_CONTEXT_ITEMS
+    )
+    reported_index: StrictInt = Field(ge=0, lt=MAX_CONTEXT_ITEMS)
     attachments: list[RevealBody] = Field(
         default_factory=list, max_length=MAX_REPORTED_ATTACHMENTS
     )
@@ -87,7 +141,9 @@ class ReportAccepted(BaseModel):
 
 class AppealBody(BaseModel):
     decision_id: str = Field(max_length=64)
-    text: str = Field(max_length=10_000)
+    # The service strips the text and refuses an empty statement; the pattern says so in the
+    # schema only (Python's idea of whitespace, which the JSON-Schema regex engines lack).
+    text: str = Field(max_length=10_000, json_schema_extra={"pattern": r"\S"})
 
 
 class AppealFiled(BaseModel):
@@ -110,7 +166,7 @@ def decode_report(body: ReportBody, username: str, device_id: int) -> ReportSubm
         AttachmentReveal(
             item_index=r.item,
             attachment_index=r.pointer,
-            key=b64d(r.key, what="attachment key", max_len=64),
+            key=b64d(r.key, what="attachment key", max_len=_MAX_KEY_BYTES),
         )
         for r in body.attachments
     )
@@ -131,6 +187,7 @@ def build_router(
     *,
     authenticate_any: Callable[..., Any] | None = None,
     limit_report: Callable[[Any], Awaitable[None]] | None = None,
+    error_docs: ErrorDocs = _no_docs,
 ) -> APIRouter:
     """The router of the three user-facing safety routes.
 
@@ -138,12 +195,18 @@ def build_router(
     suspended accounts. ``authenticate_any``: the same, letting them through (for status and
     appeals); defaults to ``authenticate``. ``limit_report``: awaited with the authenticated
     device before a report is decoded; it raises (e.g. `RateLimitedError`, 429) to refuse it.
+    ``error_docs``: builds each route's documented error responses (`ErrorDocs`).
     """
     router = APIRouter(prefix="/v1", tags=["safety"])
     Device = Annotated[Any, Depends(authenticate)]
     AnyDevice = Annotated[Any, Depends(authenticate_any or authenticate)]
 
-    @router.post("/reports", status_code=201, response_model=ReportAccepted)
+    @router.post(
+        "/reports",
+        status_code=201,
+        response_model=ReportAccepted,
+        responses=error_docs(*DEVICE_ERRORS, *REPORT_ERRORS),
+    )
     async def submit_report(body: ReportBody, device: Device) -> ReportAccepted:
         who: DeviceIdentity = device
         if limit_report is not None:
@@ -152,13 +215,18 @@ def build_router(
         receipt = await run_in_threadpool(service.submit_report, submission)
         return ReportAccepted(report_id=receipt.report_id, case_id=receipt.case_id)
 
-    @router.get("/account/status")
+    @router.get("/account/status", responses=error_docs(e.UnauthorizedError))
     async def account_status(device: AnyDevice) -> dict[str, Any]:
         who: DeviceIdentity = device
         status = await run_in_threadpool(service.account_status, who.username)
         return status.to_json()
 
-    @router.post("/appeals", status_code=201, response_model=AppealFiled)
+    @router.post(
+        "/appeals",
+        status_code=201,
+        response_model=AppealFiled,
+        responses=error_docs(e.UnauthorizedError, *APPEAL_ERRORS),
+    )
     async def file_appeal(body: AppealBody, device: AnyDevice) -> AppealFiled:
         who: DeviceIdentity = device
         appeal = await run_in_threadpool(

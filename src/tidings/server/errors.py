@@ -33,11 +33,16 @@ _STATUS: list[tuple[type[e.TidingsError], int]] = [
 ]
 
 
-def status_for(exc: e.TidingsError) -> int:
-    for kind, status in _STATUS:
-        if isinstance(exc, kind):
+def status_of(kind: type[e.TidingsError]) -> int:
+    """The HTTP status of errors of class ``kind`` (400 unless the table says otherwise)."""
+    for base, status in _STATUS:
+        if issubclass(kind, base):
             return status
     return 400
+
+
+def status_for(exc: e.TidingsError) -> int:
+    return status_of(type(exc))
 
 
 def body_for(exc: e.TidingsError) -> dict[str, Any]:

@@ -6,7 +6,8 @@ Python's ``int()`` (and pydantic's lax mode, which uses it) accepts ``+1``, `` 1
 Arabic-Indic digits and numbers of any size; the database then fails on a value past its
 column (an unauthenticated 500). Here an id is canonical ASCII decimal (no sign, space,
 separator or leading zero) within the range of its kind, else a typed error — before any
-query runs. JSON numbers are strict: ``"1"``, ``1.0`` and ``true`` are not ids (docs/api.md).
+query runs. JSON numbers are JSON-Schema integers, as /openapi.json says ``"type": "integer"``:
+``1`` or ``1.0``, never ``1.5``, ``true`` or ``"1"`` (pydantic's lax mode takes the last two).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 from typing import Annotated
 
 from annotated_types import Ge, Le
-from pydantic import PlainValidator, Strict, WithJsonSchema
+from pydantic import BeforeValidator, PlainValidator, WithJsonSchema
 
 from tidings.errors import DecodeError
 
@@ -64,11 +65,21 @@ def _schema(maximum: int, minimum: int = 1) -> WithJsonSchema:
 DeviceIdText = Annotated[int, _text_id("device id", DEVICE_ID_MAX), _schema(DEVICE_ID_MAX)]
 """A device id in a path or query parameter (answered 400 ``malformed`` when not strict)."""
 
-DeviceIdJson = Annotated[int, Strict(), Ge(1), Le(DEVICE_ID_MAX)]
-"""A device id in a JSON body: a JSON integer (not a string, float or boolean) in range."""
+def _json_integer(value: object) -> object:
+    # A JSON-Schema integer is a number with no fraction; pydantic then refuses 1.5 itself.
+    if isinstance(value, bool | str):
+        raise ValueError("expected a JSON integer")
+    return value
 
-RegistrationIdJson = Annotated[int, Strict(), Ge(1), Le(REGISTRATION_ID_MAX)]
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+"""An integer in a JSON body: ``1`` or ``1.0``, not a boolean, a string or a fraction."""
+
+DeviceIdJson = Annotated[JsonInt, Ge(1), Le(DEVICE_ID_MAX)]
+"""A device id in a JSON body, in range."""
+
+RegistrationIdJson = Annotated[JsonInt, Ge(1), Le(REGISTRATION_ID_MAX)]
 """A registration id in a JSON body (a device's own, at registration or linking)."""
 
-ClaimedRegistrationIdJson = Annotated[int, Strict(), Ge(0), Le(REGISTRATION_ID_MAX)]
+ClaimedRegistrationIdJson = Annotated[JsonInt, Ge(0), Le(REGISTRATION_ID_MAX)]
 """The registration id a sender believes a device has; 0 (unknown) is answered as stale."""

@@ -4,27 +4,44 @@ storage records with every cryptographic check the server can make on public key
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 from google.protobuf.message import DecodeError as _ProtobufDecodeError
 from google.protobuf.message import Message
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field
 
 from tidings.crypto.identity import IdentityKey
 from tidings.crypto.prekeys import KemPrekey, OneTimePrekey, SignedPrekey
 from tidings.errors import DecodeError
 from tidings.server.auth import SECRET_LEN, credential_hash
-from tidings.server.ids import ClaimedRegistrationIdJson, DeviceIdJson, RegistrationIdJson
+from tidings.server.ids import (
+    ClaimedRegistrationIdJson,
+    DeviceIdJson,
+    JsonInt,
+    RegistrationIdJson,
+)
 from tidings.storage.messaging import NewDevice
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
-from tidings.wire.base64url import b64d
+from tidings.wire.base64url import B64URL_PATTERN, b64d
+from tidings.wire.codec import COMMITMENT_LEN, IDENTITY_KEY_LEN
+from tidings.wire.limits import MAX_ENVELOPE_BYTES
 
 M = TypeVar("M", bound=Message)
 
 USERNAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{2,31}$")
 """Usernames: 3-32 characters, lower-case letters, digits, '_', '.', '-', starting with a
 letter (so they cannot be confused with device ids or look like another script's letters)."""
+
+def b64url_of(size: int) -> str:
+    """The pattern of exactly ``size`` bytes in unpadded base64url."""
+    return f"^[A-Za-z0-9_-]{{{(size * 4 + 2) // 3}}}$"
+
+
+def b64url_max(size: int) -> int:
+    """The longest unpadded base64url text of at most ``size`` bytes."""
+    return (size * 4 + 2) // 3
+
 
 MAX_PREKEYS_PER_UPLOAD = 200
 _MAX_KEY_B64 = 2048  # an encoded KEM prekey is ~1.26 KB
@@ -48,11 +65,17 @@ def _part(kind: type[M], text: str, what: str) -> M:
     return message
 
 
+EncodedKey = Annotated[str, Field(pattern=B64URL_PATTERN, max_length=b64url_max(_MAX_KEY_B64))]
+"""A prekey record (protobuf) in base64url."""
+
+
 class PrekeyUpload(BaseModel):
-    signed_prekey: str | None = None
-    last_resort_kem_prekey: str | None = None
-    one_time_prekeys: list[str] = Field(default_factory=list, max_length=MAX_PREKEYS_PER_UPLOAD)
-    kem_prekeys: list[str] = Field(default_factory=list, max_length=MAX_PREKEYS_PER_UPLOAD)
+    signed_prekey: EncodedKey | None = None
+    last_resort_kem_prekey: EncodedKey | None = None
+    one_time_prekeys: list[EncodedKey] = Field(
+        default_factory=list, max_length=MAX_PREKEYS_PER_UPLOAD
+    )
+    kem_prekeys: list[EncodedKey] = Field(default_factory=list, max_length=MAX_PREKEYS_PER_UPLOAD)
 
 
 class CheckedPrekeys:
@@ -95,8 +118,8 @@ class CheckedPrekeys:
 class DeviceKeys(PrekeyUpload):
     name: str = Field(min_length=1, max_length=64)
     registration_id: RegistrationIdJson
-    identity_key: str = Field(max_length=100)
-    secret: str = Field(max_length=64)
+    identity_key: str = Field(pattern=b64url_of(IDENTITY_KEY_LEN))
+    secret: str = Field(pattern=b64url_of(SECRET_LEN))
 
     def to_new_device(self) -> NewDevice:
         """Check every key and signature.
@@ -126,12 +149,12 @@ class DeviceKeys(PrekeyUpload):
 
 
 class Registration(BaseModel):
-    username: str = Field(max_length=32)
+    username: str = Field(max_length=32, pattern=USERNAME_PATTERN.pattern)
     device: DeviceKeys
 
 
 class LinkRequest(BaseModel):
-    username: str = Field(max_length=32)
+    username: str = Field(max_length=32, pattern=USERNAME_PATTERN.pattern)
     code: str = Field(min_length=4, max_length=32)
     device: DeviceKeys
 
@@ -189,9 +212,9 @@ class Bundles(BaseModel):
 class OutgoingMessage(BaseModel):
     device_id: DeviceIdJson
     registration_id: ClaimedRegistrationIdJson
-    type: StrictInt = Field(ge=1, le=3)
-    body: str = Field(max_length=(98_304 * 4) // 3 + 4)
-    commitment: str = Field(max_length=44)
+    type: JsonInt = Field(ge=1, le=3)
+    body: str = Field(pattern=B64URL_PATTERN, max_length=b64url_max(MAX_ENVELOPE_BYTES))
+    commitment: str = Field(pattern=b64url_of(COMMITMENT_LEN))
 
 
 class SendRequest(BaseModel):

@@ -6,7 +6,9 @@ import hashlib
 import secrets
 
 from fastapi import APIRouter, Request, Response
+from starlette.convertors import Convertor, register_url_convertor
 
+from tidings import errors as e
 from tidings.errors import UsernameTakenError
 from tidings.server.auth import DeviceDep
 from tidings.server.ids import DeviceIdText
@@ -22,6 +24,7 @@ from tidings.server.models import (
     Rename,
     check_username,
 )
+from tidings.server.openapi import BAD_REQUEST, DEVICE_AUTH, DEVICE_KEYS, errors
 from tidings.server.state import StateDep, client_address
 from tidings.storage.enforcement import is_banned
 from tidings.wire.base64url import b64e
@@ -35,10 +38,32 @@ def _code_hash(code: str) -> bytes:
     return hashlib.sha256(code.strip().upper().replace("-", "").encode()).digest()
 
 
+class _Digits(Convertor[str]):
+    """A path segment of 1-10 ASCII digits (a device id is at most 2^31-1), passed on as text
+    (the route parses and range-checks it). Anything else is not a device URL: ``+1``, `` 1``
+    or other scripts' digits are no id, and ``/v1/devices/provisioning`` and
+    ``/v1/devices/link`` are other resources (``PATCH /v1/devices/link`` is 405)."""
+
+    regex = "[0-9]{1,10}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("digits", _Digits())
+
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
 
-@router.post("/accounts", status_code=201, response_model=Registered)
+@router.post(
+    "/accounts",
+    status_code=201,
+    response_model=Registered,
+    responses=errors(*BAD_REQUEST, *DEVICE_KEYS, e.UsernameTakenError, e.RateLimitedError),
+)
 async def register(body: Registration, request: Request, state: StateDep) -> Registered:
     await state.limiter.hit(
         "register", client_address(request), state.config.rate_registrations_per_hour, 3600
@@ -52,7 +77,7 @@ async def register(body: Registration, request: Request, state: StateDep) -> Reg
     return Registered(username=username, device_id=1)
 
 
-@router.delete("/accounts/me", status_code=204)
+@router.delete("/accounts/me", status_code=204, responses=errors(*DEVICE_AUTH))
 async def delete_account(auth: DeviceDep, state: StateDep) -> Response:
     attachment_ids = await state.store.delete_account(auth.account_id)
     for attachment_id in attachment_ids:
@@ -60,7 +85,12 @@ async def delete_account(auth: DeviceDep, state: StateDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/devices/provisioning", status_code=201, response_model=ProvisioningCode)
+@router.post(
+    "/devices/provisioning",
+    status_code=201,
+    response_model=ProvisioningCode,
+    responses=errors(*DEVICE_AUTH),
+)
 async def provisioning_code(auth: DeviceDep, state: StateDep) -> ProvisioningCode:
     code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(_CODE_LEN))
     expires = state.clock() + PROVISIONING_TTL_MS
@@ -68,7 +98,14 @@ async def provisioning_code(auth: DeviceDep, state: StateDep) -> ProvisioningCod
     return ProvisioningCode(code=f"{code[:5]}-{code[5:]}", expires_at_ms=expires)
 
 
-@router.post("/devices/link", status_code=201, response_model=Registered)
+@router.post(
+    "/devices/link",
+    status_code=201,
+    response_model=Registered,
+    responses=errors(
+        *BAD_REQUEST, *DEVICE_KEYS, e.ProvisioningCodeError, e.RateLimitedError
+    ),
+)
 async def link(body: LinkRequest, request: Request, state: StateDep) -> Registered:
     await state.limiter.hit(
         "register", client_address(request), state.config.rate_registrations_per_hour, 3600
@@ -80,7 +117,7 @@ async def link(body: LinkRequest, request: Request, state: StateDep) -> Register
     return Registered(username=body.username, device_id=device_id)
 
 
-@router.get("/devices", response_model=OwnDevices)
+@router.get("/devices", response_model=OwnDevices, responses=errors(*DEVICE_AUTH))
 async def own_devices(auth: DeviceDep, state: StateDep) -> OwnDevices:
     records = await state.store.devices(auth.account_id)
     return OwnDevices(
@@ -96,7 +133,11 @@ async def own_devices(auth: DeviceDep, state: StateDep) -> OwnDevices:
     )
 
 
-@router.patch("/devices/{device_id}", status_code=204)
+@router.patch(
+    "/devices/{device_id:digits}",
+    status_code=204,
+    responses=errors(*DEVICE_AUTH, *BAD_REQUEST, e.UnknownDeviceError),
+)
 async def rename_device(
     device_id: DeviceIdText, body: Rename, auth: DeviceDep, state: StateDep
 ) -> Response:
@@ -104,13 +145,21 @@ async def rename_device(
     return Response(status_code=204)
 
 
-@router.delete("/devices/{device_id}", status_code=204)
+@router.delete(
+    "/devices/{device_id:digits}",
+    status_code=204,
+    responses=errors(*DEVICE_AUTH, e.DecodeError, e.UnknownDeviceError, e.LastDeviceError),
+)
 async def remove_device(device_id: DeviceIdText, auth: DeviceDep, state: StateDep) -> Response:
     await state.store.remove_device(auth.account_id, device_id)
     return Response(status_code=204)
 
 
-@router.get("/accounts/{username}/devices", response_model=PublicDevices)
+@router.get(
+    "/accounts/{username}/devices",
+    response_model=PublicDevices,
+    responses=errors(*DEVICE_AUTH, e.DecodeError, e.UnknownAccountError),
+)
 async def account_devices(username: str, auth: DeviceDep, state: StateDep) -> PublicDevices:
     account_id = await state.store.account_id(username)
     records = await state.store.devices(account_id)

@@ -14,6 +14,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
+from tidings import errors as e
 from tidings.errors import (
     AttachmentQuotaExceededError,
     AttachmentTooLargeError,
@@ -23,6 +24,7 @@ from tidings.errors import (
 from tidings.server.auth import DeviceDep
 from tidings.server.ids import parse_id
 from tidings.server.models import AttachmentCreated
+from tidings.server.openapi import DEVICE_AUTH, errors
 from tidings.server.state import StateDep
 from tidings.storage.files import open_private, remove_stale_files
 
@@ -47,7 +49,35 @@ def _write_through(out: BinaryIO, chunk: bytes) -> None:
     out.flush()
 
 
-@router.post("", status_code=201, response_model=AttachmentCreated)
+# The body is read as a stream, not declared in the signature: the contract says it here.
+_CIPHERTEXT = {
+    "required": True,
+    "description": "The attachment ciphertext; `Content-Length` is required.",
+    "content": {
+        "application/octet-stream": {
+            "schema": {"type": "string", "format": "binary", "minLength": 1}
+        }
+    },
+}
+_DOWNLOAD = {
+    "description": "The attachment ciphertext.",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=AttachmentCreated,
+    responses=errors(
+        *DEVICE_AUTH,
+        e.DecodeError,
+        e.AttachmentTooLargeError,
+        e.RateLimitedError,
+        e.AttachmentQuotaExceededError,
+    ),
+    openapi_extra={"requestBody": _CIPHERTEXT},
+)
 async def upload(request: Request, auth: DeviceDep, state: StateDep) -> AttachmentCreated:
     limit = state.config.attachment_max_bytes
     await state.limiter.hit(
@@ -59,6 +89,10 @@ async def upload(request: Request, auth: DeviceDep, state: StateDep) -> Attachme
         )
     except (KeyError, DecodeError):
         raise DecodeError("Content-Length is required") from None
+    if declared < 1:
+        # An attachment ciphertext is never empty (it carries at least its MAC): a request
+        # without a body is a client bug, not an attachment to store.
+        raise DecodeError("the attachment body is empty")
     if declared > limit:
         raise AttachmentTooLargeError(f"attachments are limited to {limit} bytes")
     quota = state.config.attachment_quota_bytes
@@ -97,7 +131,11 @@ async def upload(request: Request, auth: DeviceDep, state: StateDep) -> Attachme
     return AttachmentCreated(id=attachment_id, expires_at_ms=expires)
 
 
-@router.get("/{attachment_id}")
+@router.get(
+    "/{attachment_id}",
+    response_class=FileResponse,
+    responses={200: _DOWNLOAD, **errors(*DEVICE_AUTH, e.UnknownAttachmentError)},
+)
 async def download(attachment_id: str, auth: DeviceDep, state: StateDep) -> FileResponse:
     # Ids are token_urlsafe: anything else (a path, a dot) cannot be one and never reaches
     # the file system.

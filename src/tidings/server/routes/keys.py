@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from tidings import errors as e
 from tidings.crypto.identity import IdentityKey
 from tidings.errors import AccountRestrictedError
 from tidings.server.auth import DeviceDep
 from tidings.server.ids import DeviceIdText
 from tidings.server.models import Bundles, CheckedPrekeys, DeviceBundle, PrekeyCount, PrekeyUpload
+from tidings.server.openapi import BAD_REQUEST, DEVICE_AUTH, DEVICE_KEYS, errors
 from tidings.server.state import StateDep
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
@@ -19,7 +21,7 @@ from tidings.wire.limits import PROTOCOL_VERSION
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
-@router.put("", status_code=204)
+@router.put("", status_code=204, responses=errors(*DEVICE_AUTH, *BAD_REQUEST, *DEVICE_KEYS))
 async def upload(body: PrekeyUpload, auth: DeviceDep, state: StateDep) -> Response:
     record = await state.store.device(auth.username, auth.device_id)
     assert record is not None  # authenticated a moment ago; deletion would cascade
@@ -35,13 +37,24 @@ async def upload(body: PrekeyUpload, auth: DeviceDep, state: StateDep) -> Respon
     return Response(status_code=204)
 
 
-@router.get("/count", response_model=PrekeyCount)
+@router.get("/count", response_model=PrekeyCount, responses=errors(*DEVICE_AUTH))
 async def count(auth: DeviceDep, state: StateDep) -> PrekeyCount:
     one_time, kem = await state.store.prekey_counts(auth.account_id, auth.device_id)
     return PrekeyCount(one_time=one_time, kem=kem)
 
 
-@router.get("/{username}", response_model=Bundles)
+@router.get(
+    "/{username}",
+    response_model=Bundles,
+    responses=errors(
+        *DEVICE_AUTH,
+        e.DecodeError,
+        e.AccountRestrictedError,
+        e.UnknownAccountError,
+        e.UnknownDeviceError,
+        e.RateLimitedError,
+    ),
+)
 async def bundles(
     username: str, auth: DeviceDep, state: StateDep, device_id: DeviceIdText | None = None
 ) -> Bundles:

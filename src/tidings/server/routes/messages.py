@@ -9,9 +9,19 @@ from fastapi import APIRouter, Response
 from google.protobuf.message import Message
 
 from tidings.crypto.franking import FrankingTagInput, compute_franking_tag
-from tidings.errors import DecodeError, MismatchedDevicesError, StaleDevicesError
+from tidings.errors import (
+    DecodeError,
+    MismatchedDevicesError,
+    QueueFullError,
+    RateLimitedError,
+    StaleDevicesError,
+    TruncatedError,
+    UnknownAccountError,
+    UnsupportedVersionError,
+)
 from tidings.server.auth import DeviceDep
 from tidings.server.models import Pending, SendRequest, SendResult
+from tidings.server.openapi import BAD_REQUEST, DEVICE_AUTH, errors
 from tidings.server.state import StateDep
 from tidings.storage.messaging import OutgoingEnvelope
 from tidings.wire import codec
@@ -31,7 +41,21 @@ _BODY_KINDS: dict[int, type[Message]] = {
 }
 
 
-@router.put("/{username}", response_model=SendResult)
+@router.put(
+    "/{username}",
+    response_model=SendResult,
+    responses=errors(
+        *DEVICE_AUTH,
+        *BAD_REQUEST,
+        TruncatedError,
+        UnsupportedVersionError,
+        UnknownAccountError,
+        MismatchedDevicesError,
+        StaleDevicesError,
+        RateLimitedError,
+        QueueFullError,
+    ),
+)
 async def send(username: str, body: SendRequest, auth: DeviceDep, state: StateDep) -> SendResult:
     """Send one message to every device of ``username`` (for one's own account: every device
     but the sending one).
@@ -92,7 +116,7 @@ async def send(username: str, body: SendRequest, auth: DeviceDep, state: StateDe
     return SendResult(server_timestamp_ms=timestamp, message_ids=ids)
 
 
-@router.get("", response_model=Pending)
+@router.get("", response_model=Pending, responses=errors(*DEVICE_AUTH))
 async def pending(auth: DeviceDep, state: StateDep) -> Pending:
     queued = await state.store.pending(
         auth.account_id, auth.device_id, now_ms=state.clock(), limit=PAGE + 1
@@ -100,7 +124,7 @@ async def pending(auth: DeviceDep, state: StateDep) -> Pending:
     return Pending(envelopes=[b64e(q.envelope) for q in queued[:PAGE]], more=len(queued) > PAGE)
 
 
-@router.delete("/{message_id}", status_code=204)
+@router.delete("/{message_id}", status_code=204, responses=errors(*DEVICE_AUTH, DecodeError))
 async def acknowledge(message_id: str, auth: DeviceDep, state: StateDep) -> Response:
     raw = b64d(message_id, what="message id", max_len=MESSAGE_ID_LEN)
     if len(raw) != MESSAGE_ID_LEN:
