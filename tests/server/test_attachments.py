@@ -4,12 +4,15 @@ download, expiry; nothing kept on any rejection."""
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 from fastapi.testclient import TestClient
 
-from tests.server.conftest import make_config
+from tests.server.conftest import LiveServer, make_config
 from tests.server.helpers import DeviceKit
 from tidings.app import create_app, purge_expired
 from tidings.server.config import ServerConfig
@@ -92,3 +95,32 @@ def test_expired_attachments_are_gone(
     client.portal.call(purge_expired, state)  # type: ignore[union-attr]
     assert [p.name for p in stored_files(config)] == [fresh]
     assert client.get(f"/v1/attachments/{fresh}", headers=alice.auth).status_code == 200
+
+
+def test_a_client_gone_mid_upload_is_a_typed_error_and_leaves_nothing(
+    live_server: LiveServer, config: ServerConfig
+) -> None:
+    """A mobile client that loses its connection mid-body: no 500, no "unhandled error" in the
+    log or the metrics, no file kept (it was a 500 from starlette's ClientDisconnect)."""
+    with httpx.Client(base_url=live_server.url) as http:
+        kit = DeviceKit(one_time=1, kem=1)
+        created = http.post("/v1/accounts", json={"username": "alice", "device": kit.device_keys()})
+        assert created.status_code == 201, created.text
+        kit.username, kit.device_id = "alice", 1
+        authorization = kit.auth["Authorization"]
+        with socket.create_connection(("127.0.0.1", live_server.port)) as sock:
+            sock.sendall(
+                b"POST /v1/attachments HTTP/1.1\r\nHost: tidings\r\n"
+                b"Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n"
+                + f"Authorization: {authorization}\r\n\r\n".encode()
+                + b"x" * 1000
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            metrics = http.get("/metrics").text
+            if 'tidings_errors_total{code="truncated"}' in metrics:
+                break
+            time.sleep(0.05)
+        assert 'tidings_errors_total{code="truncated"} 1.0' in metrics
+        assert 'code="internal"' not in metrics
+    assert stored_files(config) == []

@@ -13,12 +13,14 @@ from typing import BinaryIO
 import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
+from starlette.requests import ClientDisconnect
 
 from tidings import errors as e
 from tidings.errors import (
     AttachmentQuotaExceededError,
     AttachmentTooLargeError,
     DecodeError,
+    TruncatedError,
     UnknownAttachmentError,
 )
 from tidings.server.auth import DeviceDep
@@ -72,6 +74,7 @@ _DOWNLOAD = {
     responses=errors(
         *DEVICE_AUTH,
         e.DecodeError,
+        e.TruncatedError,
         e.AttachmentTooLargeError,
         e.RateLimitedError,
         e.AttachmentQuotaExceededError,
@@ -105,14 +108,19 @@ async def upload(request: Request, auth: DeviceDep, state: StateDep) -> Attachme
     size = 0
     try:
         with open_private(partial) as out:  # 0600 whatever the umask; kept by the rename
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > min(limit, declared):
-                    raise AttachmentTooLargeError(f"attachments are limited to {limit} bytes")
-                # In a worker thread: a slow disk must not stall every other connection.
-                await anyio.to_thread.run_sync(_write_through, out, chunk)
+            try:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > min(limit, declared):
+                        raise AttachmentTooLargeError(f"attachments are limited to {limit} bytes")
+                    # In a worker thread: a slow disk must not stall every other connection.
+                    await anyio.to_thread.run_sync(_write_through, out, chunk)
+            except ClientDisconnect:
+                # The client went away mid-body: an ordinary event for a mobile client, a
+                # typed answer (nobody reads it) rather than an "unhandled error" and a 500.
+                raise TruncatedError("the upload ended before its Content-Length") from None
         if size != declared:
-            raise DecodeError("the body is shorter than its Content-Length")
+            raise TruncatedError("the body is shorter than its Content-Length")
         os.replace(partial, path)
     except BaseException:
         # A client that vanished mid-upload, or an oversized body: leave nothing behind.
