@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tidings.client.errors import ServerError, WrongPassphraseError
-from tidings.client.sdk import Client, SafetyNumberMismatchError
+from tidings.client.errors import SafetyNumberMismatchError, ServerError, WrongPassphraseError
+from tidings.client.sdk import Client
 from tidings.client.store import KdfParams
 from tidings.client.transport import b64d
 from tidings.crypto.franking import (

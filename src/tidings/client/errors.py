@@ -118,3 +118,9 @@ class InvalidArgumentError(TidingsError):
     """A value given by the caller is not acceptable (unknown category, bad count...)."""
 
     code = "invalid_argument"
+
+
+class SafetyNumberMismatchError(TidingsError):
+    """The safety number given does not match any device of the contact: do not verify."""
+
+    code = "safety_number_mismatch"

@@ -1,0 +1,131 @@
+"""Attachments: encrypted upload and download of files."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from tidings.client.errors import StoreError
+from tidings.client.sdk.constants import K_MESSAGE
+from tidings.client.sdk.models import SentMessage
+from tidings.client.sdk.outbox import OutboxMixin
+from tidings.client.transport import Progress, b64d
+from tidings.crypto import attachment
+from tidings.errors import AttachmentTooLargeError, ProtocolError
+from tidings.wire import tidings_pb2 as pb
+
+
+class AttachmentsMixin(OutboxMixin):
+    """Attachments, a part of `Client`."""
+
+    async def send_file(
+        self,
+        username: str,
+        path: Path,
+        *,
+        caption: str = "",
+        content_type: str = "application/octet-stream",
+        progress: Progress | None = None,
+    ) -> SentMessage:
+        """Encrypt the file at ``path`` (fresh 32-byte key, streaming, docs/protocol.md
+        Attachments), upload the ciphertext, and send a message carrying the pointer (id, key,
+        digest, size) to ``username``. The server only ever sees ciphertext. ``progress`` sees
+        (ciphertext bytes uploaded, total) while uploading.
+
+        Raises:
+            AttachmentTooLargeError: the file exceeds the protocol's attachment limit.
+            StoreError: the file cannot be read.
+            and everything `send_text` raises.
+        """
+        pointer = await self._upload_file(Path(path), content_type, progress)
+        return await self._send_data(
+            username, pb.DataMessage(body=caption, attachments=[pointer])
+        )
+
+    async def _upload_file(
+        self, path: Path, content_type: str, progress: Progress | None
+    ) -> pb.AttachmentPointer:
+        """Encrypt and upload one file; the pointer to send (the key stays in it).
+
+        Raises: AttachmentTooLargeError, StoreError (unreadable file), ServerError,
+        TransportError.
+        """
+        try:
+            size = path.stat().st_size
+        except OSError:
+            raise StoreError(f"cannot read {path}") from None
+        if size > attachment.MAX_ATTACHMENT_BYTES:
+            raise AttachmentTooLargeError(
+                f"the file is larger than {attachment.MAX_ATTACHMENT_BYTES // (1024 * 1024)} MiB"
+            )
+        key = attachment.generate_key()
+        with tempfile.TemporaryFile() as ciphertext:
+            try:
+                with path.open("rb") as source:
+                    info = attachment.encrypt_file(key, source, ciphertext)
+            except OSError:
+                raise StoreError(f"cannot read {path}") from None
+            ciphertext.seek(0)
+            attachment_id = await self._transport.upload_attachment(
+                ciphertext, info.ciphertext_size, progress=progress
+            )
+        return pb.AttachmentPointer(
+            id=attachment_id,
+            key=key,
+            digest=info.digest,
+            size=info.plaintext_size,
+            chunk_size=info.chunk_size,
+            content_type=content_type,
+            file_name=path.name[:255],
+        )
+
+    async def download_attachment(
+        self,
+        message_id: str,
+        destination: Path,
+        *,
+        index: int = 0,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Download, verify and decrypt attachment ``index`` of a stored message into
+        ``destination`` (a file path, or a directory to put the original file name in).
+        ``progress`` sees (ciphertext bytes received, total) while downloading.
+
+        Raises:
+            ProtocolError: no such message or attachment.
+            AttachmentError: the ciphertext does not match the digest or does not decrypt
+                (nothing is left at ``destination`` then).
+            ServerError: the attachment expired (404) or was refused.
+        """
+        record = self._store.get_json(K_MESSAGE, message_id)
+        pointers = (record or {}).get("attachments", [])
+        if not 0 <= index < len(pointers):
+            raise ProtocolError("no such message or attachment")
+        pointer = pointers[index]
+        destination = Path(destination)
+        if destination.is_dir():
+            name = Path(str(pointer.get("file_name") or "attachment")).name or "attachment"
+            destination = destination / name
+        ciphertext = await self._transport.download_attachment(
+            str(pointer["id"]), progress=progress
+        )
+        partial = destination.with_name(destination.name + ".part")
+        try:
+            with partial.open("wb") as out:
+                out.write(
+                    attachment.decrypt_bytes(
+                        b64d(pointer["key"]),
+                        ciphertext,
+                        b64d(pointer["digest"]),
+                        expected_size=int(pointer["size"]),
+                    )
+                )
+            partial.replace(destination)
+        except OSError:
+            partial.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {destination}") from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return destination
+

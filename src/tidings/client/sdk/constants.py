@@ -1,0 +1,75 @@
+"""Tunables, store kinds and limits of the client SDK."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+# --- tunables -------------------------------------------------------------------------------
+
+PREKEY_BATCH = 100
+"""One-time prekeys (of each kind) generated at registration and per refill."""
+
+PREKEY_LOW_WATERMARK = 20
+"""Refill when the server holds fewer unused one-time prekeys of a kind than this."""
+
+MAX_SEND_ATTEMPTS = 4
+"""Attempts of one send while the server reports stale or mismatched device lists."""
+
+MAX_TRUST_EVENTS = 50
+"""Trust events kept per contact (oldest dropped first)."""
+
+MAX_REGISTRATION_ID = 16380
+"""Registration ids are drawn from 1..16380 (14 bits, as Signal)."""
+
+# --- store kinds ----------------------------------------------------------------------------
+
+K_ACCOUNT = "account"  # "self" -> account JSON (username, device id, server, secret, ...)
+K_IDENTITY = "identity"  # "self" -> IdentityKeyPair.to_bytes()
+K_PREKEYS = "prekeys"  # "self" -> DevicePrekeys.to_bytes()
+K_SESSION = "session"  # "<device_id>:<username>" -> SessionRecord.to_bytes()
+K_CONTACT = "contact"  # username -> contact JSON (devices, pinned keys, verified, events)
+K_MESSAGE = "message"  # local id -> message JSON (history, franking material)
+K_SENT_INDEX = "sent_index"  # "<peer>\0<sent_at_ms>" -> local id of the outgoing message
+K_SEEN = "seen"  # b64(message id) -> b"" : envelopes already processed (dedupe)
+K_CHAIN = "chain"  # b64(conversation id) -> head commitment of this device's chain
+K_REJECTED = "rejected"  # b64(message id) -> why an envelope was refused (no content)
+K_GROUP = "group"  # b64(group id) -> group JSON (title, revision, members, active, key_devices)
+K_SENDER_KEYS = "sender_keys"  # b64(conversation id) -> GroupSenderKeys.to_bytes()
+K_SK_LINE = "sk_line"  # "<sender>\0<device>\0<b64 distribution id>" -> conversation id
+K_UNDELIVERED = "undelivered"  # b64(message id) -> event JSON: stored, not yet shown to the app
+
+SELF = "self"
+
+APPLICATION_KINDS = frozenset({"message", "sync", "rejected"})
+"""Receive events that carry something for the application to show: these are handed to it
+exactly once (see "delivery to the application" in `Client`)."""
+
+Clock = Callable[[], int]
+
+GROUP_PEER_PREFIX = "group:"
+"""``Message.peer`` of a group message is this prefix and the base64url group id. Account names
+cannot contain ':' (server rule), so a group never collides with a contact."""
+
+MAX_GROUP_TITLE_CHARS = 128
+
+REPORT_CATEGORIES = (
+    "child_sexual_exploitation", "violent_threat", "terrorism", "harassment", "self_harm",
+    "spam", "fraud", "other",
+)
+"""The report categories of docs/api.md."""
+
+MAX_REPORT_CONTEXT = 50
+"""At most this many context messages on each side of a reported one."""
+
+MAX_REPORT_NOTE_CHARS = 2000
+MAX_REPORTED_ATTACHMENTS = 8
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def session_name(username: str, device_id: int) -> str:
+    return f"{device_id}:{username}"
+
