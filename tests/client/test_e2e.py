@@ -357,3 +357,25 @@ def test_attachment_roundtrip(
 
 def test_b64_helpers_roundtrip() -> None:
     assert b64d("AQI") == b"\x01\x02"
+
+
+def test_oversized_attachment_is_the_one_typed_error_and_sends_nothing(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    from tidings.crypto import attachment
+    from tidings.errors import AttachmentTooLargeError
+
+    async def main() -> None:
+        alice = await register(tmp_path, "alice", names("alice"), server_url)
+        bob = await register(tmp_path, "bob", names("bob"), server_url)
+        huge = tmp_path / "huge.bin"
+        with huge.open("wb") as f:
+            f.truncate(attachment.MAX_ATTACHMENT_BYTES + 1)  # sparse: no disk used
+        with pytest.raises(AttachmentTooLargeError) as caught:
+            await alice.send_file(bob.account.username, huge)
+        assert caught.value.code == "attachment_too_large"  # the server's code for the same
+        assert alice.messages() == []
+        await alice.aclose()
+        await bob.aclose()
+
+    run(main())

@@ -1,14 +1,14 @@
 """Typed errors of the client SDK, its local store and its transport.
 
-They extend `tidings.errors.TidingsError`, so the CLI prints every one of them as a one-line
+The device-list refusals of a send are `tidings.errors.MismatchedDevicesError` and
+`StaleDevicesError` (one class each, shared with the server). They extend
+`tidings.errors.TidingsError`, so the CLI prints every one of them as a one-line
 ``error: <message>`` (or ``{"error": {"code", "message"}}`` with ``--json``) and never a
 traceback. Messages name the problem and, where useful, the next step; they never contain a
 passphrase, a key, a device secret or message content.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from tidings.errors import TidingsError
 
@@ -64,23 +64,6 @@ class ServerError(TidingsError):
         super().__init__(message)
         self.code = code
         self.status = status
-
-
-class MismatchedDevicesError(ServerError):
-    """The device list of a send does not match the account's devices (409)."""
-
-    def __init__(self, message: str, missing: Sequence[int], extra: Sequence[int]) -> None:
-        super().__init__("mismatched_devices", message, 409)
-        self.missing = tuple(missing)
-        self.extra = tuple(extra)
-
-
-class StaleDevicesError(ServerError):
-    """Some devices of a send re-registered: their registration ids are stale (410)."""
-
-    def __init__(self, message: str, stale: Sequence[int]) -> None:
-        super().__init__("stale_devices", message, 410)
-        self.stale = tuple(stale)
 
 
 class UnknownContactError(TidingsError):

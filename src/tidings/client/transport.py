@@ -28,12 +28,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from tidings.client.errors import (
-    MismatchedDevicesError,
     ServerError,
-    StaleDevicesError,
     TransportError,
 )
-from tidings.errors import DecodeError
+from tidings.errors import DecodeError, MismatchedDevicesError, StaleDevicesError
 from tidings.wire.base64url import b64d as _b64d
 from tidings.wire.base64url import b64e as b64e
 
@@ -121,7 +119,9 @@ def _ids(value: object) -> list[int]:
     return [_int(v, "device id") for v in value]
 
 
-def _error_from_response(response: httpx.Response) -> ServerError:
+def _error_from_response(
+    response: httpx.Response,
+) -> ServerError | MismatchedDevicesError | StaleDevicesError:
     """Turn a 4xx/5xx response into the typed error (the body is the contract's error)."""
     code, message = f"http_{response.status_code}", f"server answered {response.status_code}"
     body: dict[str, Any] = {}
@@ -142,10 +142,9 @@ def _error_from_response(response: httpx.Response) -> ServerError:
         if isinstance(error.get("details"), dict):
             details.update(error["details"])
     if response.status_code == 409 and code == "mismatched_devices":
-        return MismatchedDevicesError(message, _ids(details.get("missing")),
-                                      _ids(details.get("extra")))
+        return MismatchedDevicesError(_ids(details.get("missing")), _ids(details.get("extra")))
     if response.status_code == 410 and code == "stale_devices":
-        return StaleDevicesError(message, _ids(details.get("stale")))
+        return StaleDevicesError(_ids(details.get("stale")))
     return ServerError(code, message, response.status_code)
 
 

@@ -43,6 +43,11 @@ What a `Client` does (docs/api.md is the contract with the server, docs/protocol
 Identity keys are per device, so a safety number is per (own device, contact device) pair.
 
 No method logs or puts plaintext, keys or secrets into an exception message.
+
+Modules, one concept each: `models` (result types, decoded from stored records in one place),
+`records` (typed store records), `constants`, `core` (the shared state), then the parts of
+`Client` in the order they build on one another: `prekeys`, `trust`, `outbox`, `attachments`,
+`groups`, `inbox`, `reports`; `client` is the facade (lifecycle, registration, history).
 """
 
 

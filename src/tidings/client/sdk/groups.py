@@ -10,20 +10,15 @@ from typing import Any
 
 from tidings.client.errors import (
     InvalidArgumentError,
-    MismatchedDevicesError,
     NotAGroupMemberError,
     SendFailedError,
-    ServerError,
-    StaleDevicesError,
     StoreTamperedError,
-    UnknownContactError,
     UnknownGroupError,
 )
 from tidings.client.sdk.attachments import AttachmentsMixin
 from tidings.client.sdk.constants import (
     GROUP_PEER_PREFIX,
     K_CHAIN,
-    K_CONTACT,
     K_GROUP,
     K_SEEN,
     K_SENDER_KEYS,
@@ -32,6 +27,7 @@ from tidings.client.sdk.constants import (
     MAX_GROUP_TITLE_CHARS,
     MAX_SEND_ATTEMPTS,
 )
+from tidings.client.sdk.core import unknown_account_on_404
 from tidings.client.sdk.models import (
     Group,
     GroupSendResult,
@@ -49,7 +45,9 @@ from tidings.errors import (
     CryptoError,
     DecodeError,
     DuplicateMessageError,
+    MismatchedDevicesError,
     ProtocolError,
+    StaleDevicesError,
     TidingsError,
 )
 from tidings.wire import codec, limits
@@ -129,8 +127,8 @@ class GroupsMixin(AttachmentsMixin):
         """The known devices of ``members`` (for this account: its other devices)."""
         out = []
         for account in members:
-            for key in self._contact(account)["devices"]:
-                out.append((account, int(key)))
+            for device_id in self._contact(account).devices:
+                out.append((account, device_id))
         return sorted(out)
 
     async def _check_accounts(self, usernames: list[str]) -> list[str]:
@@ -314,12 +312,12 @@ class GroupsMixin(AttachmentsMixin):
         record = self._group_record(gid)
         failed: dict[str, str] = {}
         for account in sorted(set(targets) - {me}):
-            if not self._contact(account)["devices"]:
+            if not self._contact(account).devices:
                 try:
                     await self.refresh_contact(account)
                 except TidingsError as exc:
                     failed[account] = exc.code
-        if not self._contact(me)["devices"]:
+        if not self._contact(me).devices:
             # Cheap for single-device accounts, and finds own devices linked since.
             await self.refresh_contact(me)
         now = self._clock()
@@ -420,7 +418,7 @@ class GroupsMixin(AttachmentsMixin):
         me = self.account.username
         force = False
         for _attempt in range(MAX_SEND_ATTEMPTS):
-            device_ids = sorted(int(k) for k in self._contact(account)["devices"])
+            device_ids = sorted(self._contact(account).devices)
             if account == me and not device_ids:
                 return None, 0
             need = self._group_keys(conversation).devices_needing_key(
@@ -432,7 +430,7 @@ class GroupsMixin(AttachmentsMixin):
                 # dropped devices), so afterwards the contact lists exactly the devices that
                 # hold the key.
                 await self._send_franked(account, frank(distribution))
-                device_ids = sorted(int(k) for k in self._contact(account)["devices"])
+                device_ids = sorted(self._contact(account).devices)
                 holders = [(account, d) for d in device_ids]
                 with self._store.transaction():
                     keys = self._group_keys(conversation)
@@ -448,7 +446,7 @@ class GroupsMixin(AttachmentsMixin):
             outgoing = [
                 OutgoingEnvelope(
                     device_id=d,
-                    registration_id=int(contact["devices"][str(d)]["registration_id"]),
+                    registration_id=contact.devices[d].registration_id,
                     type=int(pb.Envelope.SENDER_KEY),
                     body=body,
                     commitment=commitment,
@@ -456,7 +454,8 @@ class GroupsMixin(AttachmentsMixin):
                 for d in device_ids
             ]
             try:
-                return await self._transport.send_messages(account, outgoing), len(outgoing)
+                with unknown_account_on_404(account):
+                    return await self._transport.send_messages(account, outgoing), len(outgoing)
             except (MismatchedDevicesError, StaleDevicesError) as exc:
                 gone = exc.extra if isinstance(exc, MismatchedDevicesError) else exc.stale
                 with self._store.transaction():
@@ -465,12 +464,8 @@ class GroupsMixin(AttachmentsMixin):
                         # A stale device re-registered: its session is useless; the 1:1 send
                         # of the key starts a new one from a fresh bundle.
                         self._drop_device(account, contact, device_id)
-                    self._store.put_json(K_CONTACT, account, contact)
+                    self._put_contact(account, contact)
                 force = True
-            except ServerError as exc:
-                if exc.status == 404:
-                    raise UnknownContactError(f"there is no account named {account!r}") from None
-                raise
         raise SendFailedError(
             f"could not deliver to {account}: the device list kept changing; try again")
 
@@ -500,7 +495,7 @@ class GroupsMixin(AttachmentsMixin):
         its group context, store it (inside the receive transaction)."""
         mid = b64e(envelope.message_id)
         sender, sender_device = envelope.sender, envelope.sender_device
-        if sender != self.account.username and self._contact(sender).get("user_blocked"):
+        if sender != self.account.username and self._contact(sender).blocked_by_user:
             return self._reject(envelope, "blocked")
         try:
             message = codec.decode(pb.SenderKeyMessage, envelope.body)

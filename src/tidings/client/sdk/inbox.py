@@ -9,7 +9,6 @@ from typing import Any, cast
 from tidings.client.errors import StoreError, StoreTamperedError, TransportError
 from tidings.client.sdk.constants import (
     APPLICATION_KINDS,
-    K_CONTACT,
     K_MESSAGE,
     K_PREKEYS,
     K_SEEN,
@@ -135,7 +134,7 @@ class InboxMixin(GroupsMixin):
             self._registration_of(record, decrypted.remote_identity),
         )
         changed = changed or decrypted.identity_changed
-        self._store.put_json(K_CONTACT, sender, contact)
+        self._put_contact(sender, contact)
         self._save_receive_state(sender, sender_device, record, decrypted.new_session)
         self._store.add(K_SEEN, mid, b"")
         return self._handle_content(envelope, opened.content, item, changed)
@@ -165,7 +164,7 @@ class InboxMixin(GroupsMixin):
         kind = content.WhichOneof("body")
         franking = {"report_item": b64e(item.encode()),
                     "conversation_id": b64e(content.conversation_id)}
-        if kind == "data" and self._contact(sender).get("user_blocked"):
+        if kind == "data" and self._contact(sender).blocked_by_user:
             # The user blocked this account (e.g. `report --block`): drop its messages.
             return self._reject(envelope, "blocked")
         if kind == "sender_key_distribution":

@@ -6,35 +6,39 @@ import secrets
 from typing import Any
 
 from tidings.client.errors import (
-    MismatchedDevicesError,
     SendFailedError,
     ServerError,
-    StaleDevicesError,
     StoreTamperedError,
-    UnknownContactError,
 )
 from tidings.client.sdk.constants import (
     GROUP_PEER_PREFIX,
     K_CHAIN,
-    K_CONTACT,
     K_MESSAGE,
     K_SENT_INDEX,
     K_SESSION,
     MAX_SEND_ATTEMPTS,
     session_name,
 )
+from tidings.client.sdk.core import unknown_account_on_404
 from tidings.client.sdk.models import (
     Message,
     SentMessage,
     attachment_pointers,
     attachment_summaries,
 )
+from tidings.client.sdk.records import ContactRecord
 from tidings.client.sdk.trust import TrustMixin
 from tidings.client.transport import OutgoingEnvelope, SendResult, b64e
 from tidings.crypto.franking import FrankedPlaintext, direct_conversation_id, frank
 from tidings.crypto.prekeys import PrekeyBundle
 from tidings.crypto.session import SessionRecord
-from tidings.errors import ProtocolError, TidingsError, UntrustedIdentityError
+from tidings.errors import (
+    MismatchedDevicesError,
+    ProtocolError,
+    StaleDevicesError,
+    TidingsError,
+    UntrustedIdentityError,
+)
 from tidings.wire import limits
 from tidings.wire import tidings_pb2 as pb
 
@@ -59,7 +63,7 @@ class OutboxMixin(TrustMixin):
     def _start_session(
         self,
         username: str,
-        contact: dict[str, Any],
+        contact: ContactRecord,
         device_id: int,
         bundle_bytes: bytes,
         record: SessionRecord,
@@ -88,7 +92,7 @@ class OutboxMixin(TrustMixin):
             UnknownContactError: no such account (when fetching all devices).
         """
         bundles: dict[int, bytes] = {}
-        try:
+        with unknown_account_on_404(username):
             if device_ids is None:
                 bundles = await self._transport.get_bundles(username)
             else:
@@ -98,10 +102,6 @@ class OutboxMixin(TrustMixin):
                     except ServerError as exc:
                         if exc.status != 404:
                             raise
-        except ServerError as exc:
-            if exc.status == 404:
-                raise UnknownContactError(f"there is no account named {username!r}") from None
-            raise
         if username == self.account.username:
             bundles.pop(self.account.device_id, None)
         return bundles
@@ -141,18 +141,18 @@ class OutboxMixin(TrustMixin):
                                         force=device_id in forced)
                     records[device_id] = record
                 bundles, forced, drop = {}, set(), set()
-                device_ids = sorted(int(k) for k in contact["devices"])
+                device_ids = sorted(contact.devices)
                 for device_id in device_ids:
                     if device_id not in records:
                         records[device_id] = self._load_session(username, device_id)
                 missing = [d for d in device_ids if records[d].current is None]
                 first_contact = not device_ids and not own and not fetched_all
-                blocked = bool(contact.get("blocked"))
-                if not (missing or first_contact or blocked):
+                held = contact.sending_held
+                if not (missing or first_contact or held):
                     for device_id in device_ids:
                         encrypted = records[device_id].encrypt(franked.plaintext,
                                                                franked.commitment)
-                        registration = contact["devices"][str(device_id)]["registration_id"]
+                        registration = contact.devices[device_id].registration_id
                         outgoing.append(
                             OutgoingEnvelope(
                                 device_id=device_id,
@@ -167,8 +167,8 @@ class OutboxMixin(TrustMixin):
                 for device_id, record in records.items():
                     self._store.put(K_SESSION, session_name(username, device_id),
                                     record.to_bytes())
-                self._store.put_json(K_CONTACT, username, contact)
-            if blocked:
+                self._put_contact(username, contact)
+            if held:
                 raise UntrustedIdentityError(
                     f"the safety number with {username} changed: compare it again "
                     f"(`tidings safety-number {username}`) and run `tidings verify {username}`"
@@ -182,7 +182,8 @@ class OutboxMixin(TrustMixin):
                 drop = {d for d in missing if d not in bundles}
                 continue
             try:
-                result = await self._transport.send_messages(username, outgoing)
+                with unknown_account_on_404(username):
+                    result = await self._transport.send_messages(username, outgoing)
             except MismatchedDevicesError as exc:
                 drop = set(exc.extra)
                 wanted = [d for d in exc.missing if not (own and d == self.account.device_id)]
@@ -193,10 +194,6 @@ class OutboxMixin(TrustMixin):
                 forced = set(exc.stale)
                 drop = {d for d in exc.stale if d not in bundles}
                 continue
-            except ServerError as exc:
-                if exc.status == 404:
-                    raise UnknownContactError(f"there is no account named {username!r}") from None
-                raise
             return result, len(outgoing)
         raise SendFailedError(
             f"could not deliver to {username}: the device list kept changing; try again"
@@ -272,7 +269,7 @@ class OutboxMixin(TrustMixin):
     async def _sync_to_own_devices(self, franked: FrankedPlaintext) -> int:
         me = self.account.username
         contact = self._contact(me)
-        if not contact["devices"]:
+        if not contact.devices:
             # Cheap check first: most accounts have a single device.
             devices = await self._transport.own_devices()
             if all(int(d.get("device_id", -1)) == self.account.device_id for d in devices):

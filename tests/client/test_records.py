@@ -1,0 +1,58 @@
+"""Typed store records of the SDK: contacts read from today's and earlier profiles."""
+
+from __future__ import annotations
+
+import pytest
+
+from tidings.client.errors import StoreTamperedError
+from tidings.client.sdk.models import TrustEvent
+from tidings.client.sdk.records import ContactRecord, DeviceRecord
+
+# A contact as profiles written before the typed record stored it.
+OLD = {
+    "devices": {"1": {"identity": "aWQx", "registration_id": 7}},
+    "verified": False,
+    "verified_keys": {"1": "aWQw"},
+    "blocked": True,
+    "user_blocked": False,
+    "events": [{"kind": "identity_changed", "device_id": 1, "at_ms": 5}],
+}
+
+
+def test_old_contact_reads_with_its_two_flags_kept_apart() -> None:
+    contact = ContactRecord.from_json(OLD)
+    assert contact.devices == {1: DeviceRecord("aWQx", 7)}
+    assert contact.verified_keys == {1: "aWQw"}
+    assert contact.sending_held and not contact.blocked_by_user
+    assert contact.events == [TrustEvent("identity_changed", 1, 5)]
+    user = ContactRecord.from_json({**OLD, "blocked": False, "user_blocked": True})
+    assert user.blocked_by_user and not user.sending_held
+
+
+def test_contact_round_trips_under_names_that_cannot_be_confused() -> None:
+    contact = ContactRecord.from_json(OLD)
+    stored = contact.to_json()
+    assert "blocked" not in stored and "user_blocked" not in stored
+    assert stored["sending_held"] is True and stored["blocked_by_user"] is False
+    assert ContactRecord.from_json(stored) == contact
+
+
+def test_trust_events_keep_the_newest() -> None:
+    contact = ContactRecord()
+    for at in range(60):
+        contact.note("device_added", 2, at)
+    assert len(contact.events) == 50 and contact.events[-1].at_ms == 59
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        {"devices": {"x": {"identity": "a", "registration_id": 1}}},
+        {"devices": {"1": {"registration_id": 1}}},
+        {"devices": []},
+        {"events": [{"kind": "device_added"}]},
+    ],
+)
+def test_damaged_contact_is_a_typed_error(damaged: dict[str, object]) -> None:
+    with pytest.raises(StoreTamperedError):
+        ContactRecord.from_json(damaged)
