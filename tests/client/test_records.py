@@ -56,3 +56,18 @@ def test_trust_events_keep_the_newest() -> None:
 def test_damaged_contact_is_a_typed_error(damaged: dict[str, object]) -> None:
     with pytest.raises(StoreTamperedError):
         ContactRecord.from_json(damaged)
+
+
+def test_messages_are_built_in_one_place_with_consistent_fields() -> None:
+    from tidings.client.sdk.models import new_message
+    from tidings.wire import tidings_pb2 as pb
+
+    data = pb.DataMessage(body="hi")
+    data.attachments.add(file_name="a.txt", content_type="text/plain", size=3)
+    common = {"peer": "bob", "sender": "bob", "sender_device": 1, "data": data,
+              "sent_at_ms": 1, "server_timestamp_ms": 2}
+    incoming = new_message(id="i:x", incoming=True, **common)  # type: ignore[arg-type]
+    assert (incoming.direction, incoming.status, incoming.reportable) == ("in", "received", True)
+    assert incoming.attachments[0].file_name == "a.txt" and incoming.body == "hi"
+    own = new_message(id="o:y", incoming=False, **common)  # type: ignore[arg-type]
+    assert (own.direction, own.status, own.reportable) == ("out", "sent", False)

@@ -31,11 +31,10 @@ from tidings.client.sdk.core import unknown_account_on_404
 from tidings.client.sdk.models import (
     Group,
     GroupSendResult,
-    Message,
     ReceiveEvent,
     attachment_pointers,
-    attachment_summaries,
     group_from_record,
+    new_message,
 )
 from tidings.client.transport import OutgoingEnvelope, Progress, SendResult, b64d, b64e
 from tidings.crypto.franking import ReportItem, frank, group_conversation_id, open_franked
@@ -367,18 +366,15 @@ class GroupsMixin(AttachmentsMixin):
                 "could not deliver the group message to any member "
                 f"({', '.join(sorted(set(failed.values())))})"
             )
-        message = Message(
+        message = new_message(
             id="o:" + b64e(secrets.token_bytes(12)),
-            direction="out",
             peer=GROUP_PEER_PREFIX + gid,
             sender=me,
             sender_device=self.account.device_id,
-            body=data.body,
+            data=data,
             sent_at_ms=now,
             server_timestamp_ms=first.server_timestamp_ms if first else now,
-            status="sent",
-            reportable=False,
-            attachments=attachment_summaries(data),
+            incoming=False,
             notice=notice,
         )
         with self._store.transaction():
@@ -578,18 +574,15 @@ class GroupsMixin(AttachmentsMixin):
         elif record is None or not record.get("active") or sender not in record["members"]:
             return self._reject(envelope, "not_a_member")
         own = sender == me
-        message = Message(
+        message = new_message(
             id="i:" + mid,
-            direction="out" if own else "in",
             peer=GROUP_PEER_PREFIX + gid,
             sender=sender,
             sender_device=sender_device,
-            body=content.data.body,
+            data=content.data,
             sent_at_ms=content.sent_at_ms,
             server_timestamp_ms=envelope.server_timestamp_ms,
-            status="sent" if own else "received",
-            reportable=not own,
-            attachments=attachment_summaries(content.data),
+            incoming=not own,
             notice=notice,
         )
         self._store_message(message, extra={

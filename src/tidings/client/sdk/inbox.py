@@ -21,11 +21,10 @@ from tidings.client.sdk.constants import (
 from tidings.client.sdk.groups import GroupsMixin
 from tidings.client.sdk.models import (
     EventKind,
-    Message,
     ReceiveEvent,
     attachment_pointers,
-    attachment_summaries,
     message_from_record,
+    new_message,
 )
 from tidings.client.transport import b64d, b64e
 from tidings.crypto.franking import ReportItem, direct_conversation_id, open_franked
@@ -177,19 +176,16 @@ class InboxMixin(GroupsMixin):
             expected = direct_conversation_id(me, sender)
             if content.conversation_id != expected:
                 return self._reject(envelope, "wrong_conversation")
-            message = Message(
+            message = new_message(
                 id="i:" + mid,
-                direction="in",
                 peer=sender,
                 sender=sender,
                 sender_device=sender_device,
-                body=content.data.body,
+                data=content.data,
                 sent_at_ms=content.sent_at_ms,
                 server_timestamp_ms=envelope.server_timestamp_ms,
-                status="received",
-                reportable=True,
+                incoming=True,
                 identity_changed=changed,
-                attachments=attachment_summaries(content.data),
             )
             self._store_message(message, extra={**franking,
                                                 "attachments": attachment_pointers(content.data)})
@@ -202,18 +198,15 @@ class InboxMixin(GroupsMixin):
                 # Only our own devices may tell us what "we" sent.
                 return self._reject(envelope, "forged_sync")
             destination = content.sent.destination
-            message = Message(
+            message = new_message(
                 id="i:" + mid,
-                direction="out",
                 peer=destination,
                 sender=me,
                 sender_device=sender_device,
-                body=content.sent.message.body,
+                data=content.sent.message,
                 sent_at_ms=content.sent_at_ms,
                 server_timestamp_ms=envelope.server_timestamp_ms,
-                status="sent",
-                reportable=False,
-                attachments=attachment_summaries(content.sent.message),
+                incoming=False,
             )
             self._store_message(message, extra={
                 **franking, "attachments": attachment_pointers(content.sent.message)

@@ -207,6 +207,40 @@ def message_from_record(record: dict[str, Any]) -> Message:
         raise StoreTamperedError("a stored message is damaged") from None
 
 
+def new_message(
+    *,
+    id: str,
+    peer: str,
+    sender: str,
+    sender_device: int,
+    data: pb.DataMessage,
+    sent_at_ms: int,
+    server_timestamp_ms: int,
+    incoming: bool,
+    identity_changed: bool = False,
+    notice: str = "",
+) -> Message:
+    """The one place a `Message` is built from a data message. An ``incoming`` one is "in",
+    "received" and reportable (its franking material is kept beside it); one of this account
+    (sent from this device, or a copy from another own device) is "out", "sent" and not
+    reportable."""
+    return Message(
+        id=id,
+        direction="in" if incoming else "out",
+        peer=peer,
+        sender=sender,
+        sender_device=sender_device,
+        body=data.body,
+        sent_at_ms=sent_at_ms,
+        server_timestamp_ms=server_timestamp_ms,
+        status="received" if incoming else "sent",
+        reportable=incoming,
+        identity_changed=identity_changed,
+        attachments=attachment_summaries(data),
+        notice=notice,
+    )
+
+
 def attachment_summaries(data: pb.DataMessage) -> tuple[AttachmentSummary, ...]:
     return tuple(AttachmentSummary(a.file_name, a.content_type, a.size) for a in data.attachments)
 

@@ -24,7 +24,7 @@ from tidings.client.sdk.models import (
     Message,
     SentMessage,
     attachment_pointers,
-    attachment_summaries,
+    new_message,
 )
 from tidings.client.sdk.records import ContactRecord
 from tidings.client.sdk.trust import TrustMixin
@@ -229,18 +229,15 @@ class OutboxMixin(TrustMixin):
         franked = frank(content)  # checks the content as receivers will (size limits)
         result, devices = await self._send_franked(username, franked)
         local_id = "o:" + b64e(secrets.token_bytes(12))
-        message = Message(
+        message = new_message(
             id=local_id,
-            direction="out",
             peer=username,
             sender=me,
             sender_device=self.account.device_id,
-            body=data.body,
+            data=data,
             sent_at_ms=now,
             server_timestamp_ms=result.server_timestamp_ms,
-            status="sent",
-            reportable=False,
-            attachments=attachment_summaries(data),
+            incoming=False,
         )
         with self._store.transaction():
             # The data message is the new head of this device's chain in the conversation.
