@@ -96,7 +96,7 @@ def test_report_body_with_context_and_attachment(
     run(main())
 
 
-def test_report_round_trip_if_the_server_has_reports(
+def test_report_round_trip(
     tmp_path: Path, server_url: str, names: Callable[[str], str]
 ) -> None:
     async def main() -> None:
@@ -106,23 +106,21 @@ def test_report_round_trip_if_the_server_has_reports(
         await alice.send_text(b, "a threat")
         await bob.poll()
         message = next(m for m in bob.messages(a) if m.direction == "in")
-        try:
-            answer = await bob.report(message.id, "violent_threat", context=3, block=True)
-        except ServerError as exc:
-            if exc.status in (404, 405) and exc.code in ("not_found", "method_not_allowed"):
-                pytest.skip("the server has no /v1/reports route yet")
-            raise
+        answer = await bob.report(message.id, "violent_threat", context=3, block=True)
+        # Only alice's one message exists, so context=3 still yields exactly one item.
         assert answer["report_id"] and answer["case_id"] and answer["items"] == 1
-        # The same message cannot be reported twice.
+        # The same message cannot be reported twice: with one message in the conversation the
+        # second report carries the very same item, so the server sees an exact replay.
         with pytest.raises(ServerError) as refused:
             await bob.report(message.id, "violent_threat")
-        assert refused.value.code in ("message_already_reported", "report_replayed")
+        assert (refused.value.status, refused.value.code) == (400, "report_replayed")
         # Blocked locally: alice's next message is refused unread.
         await alice.send_text(b, "more")
         events = await bob.poll()
         assert [e.code for e in events if e.kind == "rejected"] == ["blocked"]
         status = await alice.account_status()
-        assert status["status"] in ("active", "warned", "restricted", "suspended", "banned")
+        # A report opens a case; no decision yet, so the reported account is untouched.
+        assert status["status"] == "active"
         await alice.aclose()
         await bob.aclose()
 

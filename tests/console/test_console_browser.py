@@ -9,7 +9,6 @@ Skips when /usr/bin/chromium or Playwright is missing, except under CI=true wher
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from tests.safety.conftest import PASSWORD
+from tests.support.live import free_port
 from tidings.console import build_console
 from tidings.safety.cases import EnforcementKind
 from tidings.safety.staff import Role
@@ -46,12 +46,6 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live() -> Iterator[tuple[str, Seeded]]:
     if not CHROMIUM.exists():
@@ -60,7 +54,7 @@ def live() -> Iterator[tuple[str, Seeded]]:
     s.clock.now = 0  # unused: the server runs on the real clock
     console = build_console(s.context, secret=os.urandom(32), secure_cookies=False)
     app = Starlette(routes=[Mount("/console", app=console)])
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
-import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,17 +22,15 @@ from typing import Any, TypeVar
 
 import pyotp
 import pytest
-import uvicorn
 
 from tests.safety.conftest import active_staff
-from tidings.app import create_app
+from tests.support.live import LiveServer
 from tidings.client.errors import ServerError
 from tidings.client.sdk import Client
 from tidings.client.store import KdfParams
 from tidings.safety.categories import QueueId
 from tidings.safety.service import SafetyService
 from tidings.server.config import ServerConfig
-from tidings.server.serving import uvicorn_config
 
 from .conftest import png
 
@@ -59,12 +54,6 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"browser tests cannot run in CI: {reason}")
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -97,24 +86,11 @@ def live(tmp_path: Path) -> Iterator[Live]:
         rate_prekey_fetches_per_minute=100_000,
         rate_sends_per_minute=100_000,
     )
-    app = create_app(config)
-    port = _free_port()
-    server = uvicorn.Server(
-        # The node's own uvicorn settings (frame limit, header timeout, no proxy headers).
-        uvicorn_config(app, config, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
+    server = LiveServer(config).start()
     try:
-        yield Live(f"http://127.0.0.1:{port}", app, config.data_dir)
+        yield Live(server.url, server.app, config.data_dir)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        server.stop()
 
 
 @pytest.fixture

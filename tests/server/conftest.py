@@ -14,38 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import secrets
 import socket
 import sqlite3
-import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
-from tests.server.helpers import DeviceKit
+from tests.support.devices import DeviceKit, link_device, register_account
+from tests.support.live import LiveServer
+from tests.support.services import PG_URL, REDIS_URL, require_service
 from tidings.app import create_app
 from tidings.server.config import ServerConfig
-from tidings.server.serving import uvicorn_config
-
-PG_URL = os.environ.get("TIDINGS_TEST_PG", "postgresql://127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-def require_service(name: str, reachable: bool, detail: str = "") -> None:
-    """Skip the test when ``name`` is unreachable; fail instead when ``CI=true``."""
-    if reachable:
-        return
-    message = f"{name} is unreachable{': ' + detail if detail else ''}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message} (CI=true: every service variant must run)")
-    pytest.skip(message)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -168,14 +152,7 @@ def register(client: TestClient) -> Callable[..., DeviceKit]:
     counter = iter(range(1_000_000))
 
     def make(prefix: str = "user", **kit_args: Any) -> DeviceKit:
-        kit = DeviceKit(**kit_args)
-        username = f"{prefix}{next(counter)}"
-        response = client.post(
-            "/v1/accounts", json={"username": username, "device": kit.device_keys()}
-        )
-        assert response.status_code == 201, response.text
-        kit.username, kit.device_id = username, response.json()["device_id"]
-        return kit
+        return register_account(client, f"{prefix}{next(counter)}", **kit_args)
 
     return make
 
@@ -185,52 +162,9 @@ def link(client: TestClient) -> Callable[..., DeviceKit]:
     """Link a new device to the account of ``existing``; returns the new device's kit."""
 
     def make(existing: DeviceKit, **kit_args: Any) -> DeviceKit:
-        code = client.post("/v1/devices/provisioning", headers=existing.auth).json()["code"]
-        kit = DeviceKit(**kit_args)
-        response = client.post(
-            "/v1/devices/link",
-            json={"username": existing.username, "code": code, "device": kit.device_keys()},
-        )
-        assert response.status_code == 201, response.text
-        kit.username, kit.device_id = existing.username, response.json()["device_id"]
-        return kit
+        return link_device(client, existing, **kit_args)
 
     return make
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class LiveServer:
-    """A real uvicorn server in a background thread (for WebSocket and cluster tests)."""
-
-    def __init__(self, config: ServerConfig) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/websocket"
-        self.app = create_app(config)
-        # The node's own uvicorn settings (frame limit, header timeout, no proxy headers).
-        self.server = uvicorn.Server(
-            uvicorn_config(self.app, config, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

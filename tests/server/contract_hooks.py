@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import schemathesis
 
-from tests.server.helpers import NOW_MS, DeviceKit, basic_auth, ratchet_body
+from tests.support.devices import NOW_MS, DeviceKit, basic_auth, ratchet_body
 from tidings.crypto.identity import IdentityKeyPair
 from tidings.crypto.prekeys import DevicePrekeys
 from tidings.wire import codec

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.server.conftest import count_rows
-from tests.server.helpers import DeviceKit, basic_auth
+from tests.support.devices import DeviceKit, basic_auth
 from tidings.server.config import ServerConfig
 from tidings.wire.base64url import b64e
 

@@ -25,8 +25,9 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.server.conftest import LiveServer, make_config
-from tests.server.helpers import DeviceKit, ratchet_body
+from tests.server.conftest import make_config
+from tests.support.devices import DeviceKit, ratchet_body
+from tests.support.live import LiveServer
 from tidings import errors as e
 from tidings.app import create_app
 from tidings.server.errors import status_of

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 from fastapi.testclient import TestClient
 
-from tests.server.conftest import LiveServer, make_config
-from tests.server.helpers import DeviceKit
+from tests.server.conftest import make_config
+from tests.support.devices import DeviceKit
+from tests.support.live import LiveServer
 from tidings.app import create_app, purge_expired
 from tidings.server.config import ServerConfig
 

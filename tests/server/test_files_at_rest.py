@@ -18,8 +18,9 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tests.server.conftest import LiveServer, make_config
-from tests.server.helpers import DeviceKit
+from tests.server.conftest import make_config
+from tests.support.devices import DeviceKit
+from tests.support.live import LiveServer
 from tidings.app import create_app, open_safety
 from tidings.cli import cli
 from tidings.server.config import ServerConfig

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import httpx
 from fastapi.testclient import TestClient
 
-from tests.server.conftest import LiveServer
-from tests.server.helpers import NOW_MS, DeviceKit
+from tests.support.devices import NOW_MS, DeviceKit
+from tests.support.live import LiveServer
 from tidings.crypto.prekeys import PrekeyBundle
 from tidings.wire import codec
 from tidings.wire.base64url import b64d, b64e

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import LiveServer
+from tests.support.live import LiveServer
 from tidings.client.sdk import Client
 from tidings.client.store import KdfParams
 from tidings.server.config import ServerConfig

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.server.conftest import make_config
-from tests.server.helpers import DeviceKit, outgoing
+from tests.support.devices import DeviceKit, outgoing
 from tidings.app import create_app
 from tidings.server.config import ServerConfig
 from tidings.server.logs import JsonFormatter

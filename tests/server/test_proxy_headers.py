@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.conftest import LiveServer, make_config
-from tests.server.helpers import DeviceKit
+from tests.server.conftest import make_config
+from tests.support.devices import DeviceKit
+from tests.support.live import LiveServer
 from tidings.server.config import ConfigError, ServerConfig
 
 LIMIT = 2

@@ -20,8 +20,8 @@ from sqlalchemy import select, update
 
 import tidings.app
 from tests.safety.test_http_api import Net
-from tests.server.conftest import LiveServer
-from tests.server.helpers import DeviceKit
+from tests.support.devices import DeviceKit
+from tests.support.live import LiveServer
 from tidings.app import create_app, purge_round
 from tidings.safety.audit import AuditAction
 from tidings.safety.service import SafetyService

@@ -16,8 +16,9 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.server.conftest import LiveServer, count_rows
-from tests.server.helpers import DeviceKit, outgoing
+from tests.server.conftest import count_rows
+from tests.support.devices import DeviceKit, outgoing
+from tests.support.live import LiveServer
 from tidings.server.config import ServerConfig
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb

@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from tests.server.conftest import PG_URL
+from tests.support.services import PG_URL
 from tidings.errors import (
     LastDeviceError,
     ProvisioningCodeError,

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.server.conftest import LiveServer
-from tests.server.helpers import DeviceKit, basic_auth, outgoing
+from tests.support.devices import DeviceKit, basic_auth, outgoing
+from tests.support.live import LiveServer
 from tidings.errors import DecodeError
 from tidings.server.ids import DEVICE_ID_MAX, parse_id
 from tidings.wire.base64url import b64e

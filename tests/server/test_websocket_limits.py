@@ -15,8 +15,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.server.conftest import LiveServer
 from tests.server.test_websocket import envelopes_until_empty, frame, send, setup
+from tests.support.live import LiveServer
 from tidings.server.config import ServerConfig
 from tidings.server.routes.websocket import (
     MAX_WEBSOCKETS_PER_ACCOUNT,
