@@ -54,7 +54,7 @@ from tidings.errors import (
     ReportReplayError,
 )
 from tidings.safety.audit import AuditEntry
-from tidings.safety.cases import (
+from tidings.safety.case_model import (
     OPEN_STATES,
     AppealRecord,
     AppealStatus,
