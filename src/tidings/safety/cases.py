@@ -31,8 +31,6 @@ state machine `tidings.safety.case_lifecycle`, the in-memory repositories
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from tidings.errors import (
@@ -41,16 +39,16 @@ from tidings.errors import (
     InvalidCaseStateError,
     InvalidDecisionError,
     NotFoundError,
-    PermissionDeniedError,
     SafetyInputError,
     SameReviewerError,
 )
-from tidings.safety.audit import AuditAction, AuditLog
-from tidings.safety.case_lifecycle import RELEASE_LOCK, CaseAction, final_action, next_state
+from tidings.safety.audit import AuditAction
+from tidings.safety.case_appeals import CaseAppeals
+from tidings.safety.case_core import require_text
+from tidings.safety.case_lifecycle import RELEASE_LOCK, CaseAction, final_action
 from tidings.safety.case_memory import InMemoryCaseRepository, InMemoryEnforcementRepository
 from tidings.safety.case_model import (
     _ENFORCEMENT_OF,
-    APPEAL_WINDOW_MS,
     DEFAULT_LOCK_MS,
     DEFAULT_POLICIES,
     LOCKABLE_STATES,
@@ -81,8 +79,8 @@ from tidings.safety.case_model import (
     lock_remaining_ms,
     sla_remaining_ms,
 )
-from tidings.safety.categories import CATEGORY_POLICIES, Queue, Router, RoutingInput
-from tidings.safety.reports import ReportRecord, ReportRepository, ReportStatus
+from tidings.safety.categories import CATEGORY_POLICIES, Queue, RoutingInput
+from tidings.safety.reports import ReportRecord, ReportStatus
 from tidings.safety.staff import Permission, Principal
 
 __all__ = [
@@ -113,104 +111,14 @@ __all__ = [
     "sla_remaining_ms",
 ]
 
-
-def _default_id() -> str:
-    return os.urandom(12).hex()
-
-
-def _require_text(value: object, what: str, limit: int) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidDecisionError(f"a {what} is required")
-    if len(value) > limit:
-        raise InvalidDecisionError(f"the {what} is longer than {limit} characters")
-    return value.strip()
-
-
 # --- the service ----------------------------------------------------------------------------
 
 
-class CaseService:
-    """Case lifecycle over repositories. Implements `tidings.safety.reports.CaseSink`."""
+class CaseService(CaseAppeals):
+    """Case lifecycle over repositories. Implements `tidings.safety.reports.CaseSink`.
 
-    def __init__(
-        self,
-        *,
-        cases: CaseRepository,
-        reports: ReportRepository,
-        enforcements: EnforcementRepository,
-        audit: AuditLog,
-        router: Router | None = None,
-        principals: Callable[[str], Principal],
-        policies: Mapping[str, Policy] = DEFAULT_POLICIES,
-        id_source: Callable[[], str] = _default_id,
-    ) -> None:
-        self._cases = cases
-        self._reports = reports
-        self._enforcements = enforcements
-        self._audit = audit
-        self._router = router or Router()
-        self._principals = principals
-        self._policies = policies
-        self._ids = id_source
-
-    # --- helpers ------------------------------------------------------------------------------
-
-    def queue(self, queue_id: str) -> Queue:
-        try:
-            return self._router.queues[queue_id]
-        except KeyError:
-            raise NotFoundError("no such queue") from None
-
-    def _get(self, case_id: str) -> CaseRecord:
-        case = self._cases.get_case(case_id)
-        if case is None:
-            raise NotFoundError("no such case")
-        return case
-
-    def _access(self, principal: Principal, case: CaseRecord, permission: Permission) -> None:
-        principal.require(permission)
-        principal.require_queue(self.queue(case.queue_id))
-
-    def _save(self, case: CaseRecord, now_ms: int, **changes: object) -> CaseRecord:
-        updated = replace(case, version=case.version + 1, updated_ms=now_ms, **changes)  # type: ignore[arg-type]
-        self._cases.update_case(updated, case.version)
-        return updated
-
-    def _transition(
-        self, case: CaseRecord, action: CaseAction, now_ms: int, **changes: object
-    ) -> CaseRecord:
-        """Move ``case`` by ``action`` (`case_lifecycle.TRANSITIONS`), releasing its lock.
-
-        Raises:
-            InvalidCaseStateError: the table has no such move.  ConflictError: a concurrent
-            change won.
-        """
-        state = next_state(case.state, action)
-        return self._save(case, now_ms, state=state, **RELEASE_LOCK, **changes)
-
-    def _require_lock(self, principal: Principal, case: CaseRecord, now_ms: int) -> None:
-        if case.lock_holder != principal.staff_id or case.lock_expires_ms <= now_ms:
-            raise CaseLockedError("claim the case (hold its lock) first")
-
-    def _audit_case(
-        self,
-        actor: str,
-        action: AuditAction,
-        case_id: str,
-        now_ms: int,
-        details: Mapping[str, object] | None = None,
-    ) -> None:
-        self._audit.append(
-            actor=actor, action=action, target=f"case:{case_id}", now_ms=now_ms, details=details
-        )
-
-    def _reporters(self, case_id: str, extra: ReportRecord | None = None) -> tuple[int, int]:
-        reports = [
-            r for r in self._reports.reports_for_case(case_id) if r.status is ReportStatus.ACCEPTED
-        ]
-        if extra is not None and all(r.report_id != extra.report_id for r in reports):
-            reports.append(extra)
-        return len(reports), len({r.reporter for r in reports})
+    Construction and shared helpers are `tidings.safety.case_core.CaseCore`; the appeal
+    methods (`file_appeal`, `decide_appeal`) are `tidings.safety.case_appeals.CaseAppeals`."""
 
     # --- intake (CaseSink) --------------------------------------------------------------------
 
@@ -469,7 +377,7 @@ class CaseService:
             raise InvalidDecisionError("unknown decision kind") from None
         if not isinstance(policy_id, str) or policy_id not in self._policies:
             raise InvalidDecisionError("a decision must name a known policy")
-        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        reason = require_text(reason, "reason", MAX_REASON_CHARS)
         if kind is DecisionKind.SUSPEND:
             if until_ms is None or until_ms <= now_ms:
                 raise InvalidDecisionError("a suspension needs an end in the future")
@@ -586,7 +494,7 @@ class CaseService:
         """
         case = self._get(case_id)
         self._access(principal, case, Permission.ESCALATE)
-        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        reason = require_text(reason, "reason", MAX_REASON_CHARS)
         self._require_lock(principal, case, now_ms)
         if case.state is not CaseState.OPEN:
             raise InvalidCaseStateError("only an open case can be escalated")
@@ -629,7 +537,7 @@ class CaseService:
             SameReviewerError: the proposer tries to confirm.  InvalidDecisionError: no
             reason.  CaseLockedError, InvalidCaseStateError, permission errors.
         """
-        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        reason = require_text(reason, "reason", MAX_REASON_CHARS)
         case, decision = self._pending(principal, case_id, now_ms)
         decision = replace(
             decision,
@@ -663,7 +571,7 @@ class CaseService:
 
         Raises: as `confirm`.
         """
-        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        reason = require_text(reason, "reason", MAX_REASON_CHARS)
         case, decision = self._pending(principal, case_id, now_ms)
         decision = replace(
             decision,
@@ -683,109 +591,6 @@ class CaseService:
         )
         return decision
 
-    # --- appeals ------------------------------------------------------------------------------
-
-    def file_appeal(
-        self, account: str, decision_id: str, *, statement: str, now_ms: int
-    ) -> AppealRecord:
-        """The enforced account appeals a final, enforcing decision (once, within 180 days).
-
-        Raises:
-            NotFoundError: no such decision.  PermissionDeniedError: not the decision's subject.
-            InvalidCaseStateError: not appealable (dismissal, not final, already appealed,
-            window passed).  SafetyInputError: over-long statement.
-        """
-        decision = self._cases.get_decision(decision_id)
-        if decision is None:
-            raise NotFoundError("no such decision")
-        if decision.subject != account:
-            raise PermissionDeniedError("only the affected account can appeal")
-        if decision.status is not DecisionStatus.FINAL or decision.kind is DecisionKind.DISMISS:
-            raise InvalidCaseStateError("this decision cannot be appealed")
-        if self._cases.appeals_for_decision(decision_id):
-            raise InvalidCaseStateError("this decision was already appealed")
-        if now_ms > decision.decided_ms + APPEAL_WINDOW_MS:
-            raise InvalidCaseStateError("the appeal window has closed")
-        if not isinstance(statement, str) or len(statement) > MAX_NOTE_CHARS:
-            raise SafetyInputError(f"the statement is longer than {MAX_NOTE_CHARS} characters")
-        case = self._get(decision.case_id)
-        appeal = AppealRecord(
-            "apl_" + self._ids(), decision_id, case.case_id, account, now_ms, statement
-        )
-        self._cases.add_appeal(appeal)
-        self._transition(case, CaseAction.APPEAL, now_ms)
-        self._audit.append(
-            actor=f"account:{account}",
-            action=AuditAction.APPEAL_FILED,
-            target=f"case:{case.case_id}",
-            now_ms=now_ms,
-            details={"appeal": appeal.appeal_id, "decision": decision_id},
-        )
-        return appeal
-
-    def decide_appeal(
-        self,
-        principal: Principal,
-        appeal_id: str,
-        *,
-        overturn: bool,
-        reason: str,
-        now_ms: int,
-    ) -> DecisionOutcome:
-        """Decide an appeal. The decider must differ from the decision's author and its second
-        reviewer, and hold the case lock. Overturning revokes the decision's enforcements
-        (returned in ``revoked`` for the server to lift).
-
-        Raises:
-            SameReviewerError, InvalidDecisionError (no reason), InvalidCaseStateError
-            (appeal not open), CaseLockedError, NotFoundError, permission errors.
-        """
-        appeal = self._cases.get_appeal(appeal_id)
-        if appeal is None:
-            raise NotFoundError("no such appeal")
-        case = self._get(appeal.case_id)
-        self._access(principal, case, Permission.DECIDE_APPEAL)
-        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
-        if appeal.status is not AppealStatus.OPEN or case.state is not CaseState.APPEALED:
-            raise InvalidCaseStateError("the appeal is not open")
-        decision = self._cases.get_decision(appeal.decision_id)
-        if decision is None:
-            raise NotFoundError("the appealed decision is missing")
-        if principal.staff_id in {decision.decided_by, decision.second_reviewer}:
-            raise SameReviewerError()
-        self._require_lock(principal, case, now_ms)
-        status = AppealStatus.OVERTURNED if overturn else AppealStatus.UPHELD
-        self._cases.update_appeal(
-            replace(
-                appeal,
-                status=status,
-                decided_by=principal.staff_id,
-                decided_ms=now_ms,
-                reason=reason,
-            )
-        )
-        revoked: list[Enforcement] = []
-        if overturn:
-            for enforcement in self._enforcements.enforcements_for_decision(decision.decision_id):
-                if enforcement.revoked_ms is None:
-                    self._enforcements.revoke_enforcement(enforcement.enforcement_id, now_ms)
-                    revoked.append(replace(enforcement, revoked_ms=now_ms))
-        self._transition(
-            case, CaseAction.OVERTURN if overturn else final_action(decision.kind), now_ms
-        )
-        self._audit_case(
-            principal.staff_id,
-            AuditAction.APPEAL_DECIDED,
-            case.case_id,
-            now_ms,
-            {
-                "appeal": appeal_id,
-                "outcome": status.value,
-                "revoked": [e.enforcement_id for e in revoked],
-            },
-        )
-        return DecisionOutcome(decision, (), tuple(revoked))
-
     # --- bad-faith reporters ------------------------------------------------------------------
 
     def void_reporter(
@@ -800,7 +605,7 @@ class CaseService:
             PermissionDeniedError: no VOID_REPORTER.  InvalidDecisionError: no reason.
         """
         principal.require(Permission.VOID_REPORTER)
-        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        reason = require_text(reason, "reason", MAX_REASON_CHARS)
         voided = 0
         touched: set[str] = set()
         for report in self._reports.reports_by_reporter(reporter):
