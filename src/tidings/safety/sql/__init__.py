@@ -4,12 +4,8 @@ module per aggregate (`audit`, `staff`, `reports`, `cases`) over the shared `eng
 The domain services are synchronous, so these repositories run on a *synchronous* SQLAlchemy
 engine (`SafetyDatabase`) on the same database as the messaging server's async engine:
 
-- SQLite (``sqlite+pysqlite``): WAL, foreign keys, a busy timeout, and ``BEGIN IMMEDIATE`` for
-  every write transaction, so a writer takes the write lock up front and concurrent writers
-  (this engine's threads, the server's async engine, other processes) *wait* for it instead of
-  failing on a read-to-write upgrade. Reads use plain deferred transactions.
-- PostgreSQL (``postgresql+psycopg``): ordinary transactions; optional schema via
-  ``search_path``.
+SQLite and PostgreSQL specifics (``BEGIN IMMEDIATE`` writers, pragmas, ``search_path``) are
+in `tidings.safety.sql.engine`.
 
 Protocol notes honoured here: `SqlReportRepository.store_verified_report` is one transaction
 (report, items, evidence, replay keys) and the replay keys are a primary key, so two copies of
