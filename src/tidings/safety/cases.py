@@ -23,16 +23,15 @@ clearance together with membership, `tidings.safety.staff.Principal.require_queu
   apply; an overturned appeal revokes them.
 
 Time is passed in; ids come from an injectable source. Every state change is audited.
+
+The model (states, records, repository protocols, views) is `tidings.safety.case_model`, the
+state machine `tidings.safety.case_lifecycle`, the in-memory repositories
+`tidings.safety.case_memory`; this module re-exports their public names.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import Protocol
+from dataclasses import replace
 
 from tidings.errors import (
     CaseLockedError,
@@ -40,25 +39,48 @@ from tidings.errors import (
     InvalidCaseStateError,
     InvalidDecisionError,
     NotFoundError,
-    PermissionDeniedError,
     SafetyInputError,
     SameReviewerError,
 )
-from tidings.safety.audit import AuditAction, AuditLog
-from tidings.safety.categories import (
-    CATEGORY_POLICIES,
-    Category,
-    Queue,
-    Router,
-    RoutingInput,
-    Severity,
+from tidings.safety.audit import AuditAction
+from tidings.safety.case_appeals import CaseAppeals
+from tidings.safety.case_core import require_text
+from tidings.safety.case_lifecycle import RELEASE_LOCK, CaseAction, final_action
+from tidings.safety.case_memory import InMemoryCaseRepository, InMemoryEnforcementRepository
+from tidings.safety.case_model import (
+    _ENFORCEMENT_OF,
+    DEFAULT_LOCK_MS,
+    DEFAULT_POLICIES,
+    LOCKABLE_STATES,
+    MAX_LOCK_MS,
+    MAX_NOTE_CHARS,
+    MAX_REASON_CHARS,
+    OPEN_STATES,
+    SECOND_REVIEW_KINDS,
+    AppealRecord,
+    AppealStatus,
+    CaseRecord,
+    CaseRepository,
+    CaseState,
+    CaseSummary,
+    CaseView,
+    DecisionKind,
+    DecisionOutcome,
+    DecisionRecord,
+    DecisionStatus,
+    Enforcement,
+    EnforcementKind,
+    EnforcementRepository,
+    NoteRecord,
+    Policy,
+    ReportView,
+    VoidResult,
+    duplicate_boost,
+    lock_remaining_ms,
+    sla_remaining_ms,
 )
-from tidings.safety.reports import (
-    ReportedItemRecord,
-    ReportRecord,
-    ReportRepository,
-    ReportStatus,
-)
+from tidings.safety.categories import CATEGORY_POLICIES, Queue, RoutingInput
+from tidings.safety.reports import ReportRecord, ReportStatus
 from tidings.safety.staff import Permission, Principal
 
 __all__ = [
@@ -89,476 +111,14 @@ __all__ = [
     "sla_remaining_ms",
 ]
 
-MINUTE_MS = 60_000
-DAY_MS = 86_400_000
-DEFAULT_LOCK_MS = 15 * MINUTE_MS
-MAX_LOCK_MS = 60 * MINUTE_MS
-APPEAL_WINDOW_MS = 180 * DAY_MS
-MAX_REASON_CHARS = 5000
-MAX_NOTE_CHARS = 10_000
-MAX_DUPLICATE_BOOST = 250
-
-
-class CaseState(StrEnum):
-    OPEN = "open"
-    PENDING_SECOND_REVIEW = "pending_second_review"
-    DISMISSED = "dismissed"
-    ACTIONED = "actioned"
-    REFERRED = "referred"  # confirmed ESCALATE_REFERRAL: legal prepares the referral
-    APPEALED = "appealed"
-    OVERTURNED = "overturned"
-    VOIDED = "voided"  # every report was voided (bad-faith reporter)
-
-
-OPEN_STATES = frozenset({CaseState.OPEN, CaseState.PENDING_SECOND_REVIEW})
-LOCKABLE_STATES = OPEN_STATES | {CaseState.APPEALED}
-
-
-class DecisionKind(StrEnum):
-    DISMISS = "dismiss"
-    WARN = "warn"
-    RESTRICT = "restrict"
-    SUSPEND = "suspend"
-    BAN = "ban"
-    ESCALATE_REFERRAL = "escalate_referral"
-
-
-SECOND_REVIEW_KINDS = frozenset({DecisionKind.BAN, DecisionKind.ESCALATE_REFERRAL})
-"""Decisions that take a second, different reviewer before they take effect."""
-
-
-class DecisionStatus(StrEnum):
-    PROPOSED = "proposed"
-    FINAL = "final"
-    REJECTED = "rejected"
-
-
-class EnforcementKind(StrEnum):
-    WARN = "warn"
-    RESTRICT = "restrict"
-    SUSPEND = "suspend"
-    BAN = "ban"
-
-
-_ENFORCEMENT_OF: Mapping[DecisionKind, EnforcementKind] = {
-    DecisionKind.WARN: EnforcementKind.WARN,
-    DecisionKind.RESTRICT: EnforcementKind.RESTRICT,
-    DecisionKind.SUSPEND: EnforcementKind.SUSPEND,
-    DecisionKind.BAN: EnforcementKind.BAN,
-    # Confirmed child exploitation is referred *and* the account is banned.
-    DecisionKind.ESCALATE_REFERRAL: EnforcementKind.BAN,
-}
-
-
-class AppealStatus(StrEnum):
-    OPEN = "open"
-    UPHELD = "upheld"
-    OVERTURNED = "overturned"
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """A published policy a decision cites."""
-
-    policy_id: str
-    title: str
-
-
-DEFAULT_POLICIES: Mapping[str, Policy] = {
-    p.policy_id: p
-    for p in (
-        Policy("CSE-1", "Child sexual exploitation and abuse"),
-        Policy("VIO-1", "Threats of violence"),
-        Policy("TER-1", "Terrorism and violent extremism"),
-        Policy("HAR-1", "Harassment and bullying"),
-        Policy("SH-1", "Suicide and self-harm"),
-        Policy("SPM-1", "Spam and platform manipulation"),
-        Policy("FRD-1", "Fraud and scams"),
-        Policy("GEN-1", "Other terms of service"),
-        Policy("NV-0", "No violation found"),
-    )
-}
-
-
-# --- records --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CaseRecord:
-    """A case (a row). ``version`` is for optimistic concurrency."""
-
-    case_id: str
-    subject: str
-    queue_id: str
-    category: Category
-    severity: Severity
-    base_priority: int
-    priority: int
-    state: CaseState
-    created_ms: int
-    updated_ms: int
-    sla_due_ms: int
-    report_count: int
-    reporter_count: int
-    assignee: str | None = None
-    lock_holder: str | None = None
-    lock_expires_ms: int = 0
-    escalated_by: str | None = None
-    pending_decision_id: str | None = None
-    final_decision_id: str | None = None
-    version: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class NoteRecord:
-    note_id: str
-    case_id: str
-    author: str
-    created_ms: int
-    text: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionRecord:
-    decision_id: str
-    case_id: str
-    subject: str
-    kind: DecisionKind
-    policy_id: str
-    reason: str = field(repr=False)
-    decided_by: str = ""
-    decided_ms: int = 0
-    until_ms: int | None = None
-    status: DecisionStatus = DecisionStatus.FINAL
-    second_reviewer: str | None = None
-    second_review_ms: int | None = None
-    second_review_reason: str = field(default="", repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AppealRecord:
-    appeal_id: str
-    decision_id: str
-    case_id: str
-    account: str
-    filed_ms: int
-    statement: str = field(repr=False)
-    status: AppealStatus = AppealStatus.OPEN
-    decided_by: str | None = None
-    decided_ms: int | None = None
-    reason: str = field(default="", repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Enforcement:
-    """What the messaging server applies to an account. ``until_ms`` None: no end (a ban or a
-    warning); ``revoked_ms`` set when an appeal overturned it."""
-
-    enforcement_id: str
-    account: str
-    kind: EnforcementKind
-    until_ms: int | None
-    decision_id: str
-    case_id: str
-    created_ms: int
-    revoked_ms: int | None = None
-
-    def active(self, now_ms: int) -> bool:
-        return self.revoked_ms is None and (self.until_ms is None or now_ms < self.until_ms)
-
-
-class CaseRepository(Protocol):
-    """Storage of cases, notes, decisions and appeals (SQL: one table each; a partial unique
-    index on ``case(subject) WHERE state IN ('open', 'pending_second_review')`` keeps one
-    open case per subject)."""
-
-    def add_case(self, case: CaseRecord) -> None: ...
-
-    def get_case(self, case_id: str) -> CaseRecord | None: ...
-
-    def update_case(self, case: CaseRecord, expected_version: int) -> None:
-        """Store if the stored version is ``expected_version``; else `ConflictError`."""
-        ...
-
-    def open_case_for_subject(self, subject: str) -> CaseRecord | None: ...
-
-    def cases_in_queue(self, queue_id: str, states: frozenset[CaseState]) -> list[CaseRecord]: ...
-
-    def add_note(self, note: NoteRecord) -> None: ...
-
-    def notes_for_case(self, case_id: str) -> list[NoteRecord]: ...
-
-    def add_decision(self, decision: DecisionRecord) -> None: ...
-
-    def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
-
-    def update_decision(self, decision: DecisionRecord) -> None: ...
-
-    def decisions_for_case(self, case_id: str) -> list[DecisionRecord]: ...
-
-    def add_appeal(self, appeal: AppealRecord) -> None: ...
-
-    def get_appeal(self, appeal_id: str) -> AppealRecord | None: ...
-
-    def update_appeal(self, appeal: AppealRecord) -> None: ...
-
-    def appeals_for_decision(self, decision_id: str) -> list[AppealRecord]: ...
-
-
-class EnforcementRepository(Protocol):
-    """Storage of enforcement records (SQL: one table, index on ``account``)."""
-
-    def add_enforcement(self, enforcement: Enforcement) -> None: ...
-
-    def enforcements_for_decision(self, decision_id: str) -> list[Enforcement]: ...
-
-    def enforcements_for_account(self, account: str) -> list[Enforcement]: ...
-
-    def revoke_enforcement(self, enforcement_id: str, revoked_ms: int) -> None: ...
-
-
-class InMemoryCaseRepository:
-    """`CaseRepository` in memory."""
-
-    def __init__(self) -> None:
-        self.cases: dict[str, CaseRecord] = {}
-        self.notes: list[NoteRecord] = []
-        self.decisions: dict[str, DecisionRecord] = {}
-        self.appeals: dict[str, AppealRecord] = {}
-        self._lock = threading.Lock()
-
-    def add_case(self, case: CaseRecord) -> None:
-        with self._lock:
-            if case.case_id in self.cases:
-                raise ConflictError("case id exists")
-            if case.state in OPEN_STATES and self.open_case_for_subject(case.subject):
-                raise ConflictError("an open case for this subject exists")
-            self.cases[case.case_id] = case
-
-    def get_case(self, case_id: str) -> CaseRecord | None:
-        return self.cases.get(case_id)
-
-    def update_case(self, case: CaseRecord, expected_version: int) -> None:
-        with self._lock:
-            current = self.cases.get(case.case_id)
-            if current is None or current.version != expected_version:
-                raise ConflictError("case changed concurrently")
-            self.cases[case.case_id] = case
-
-    def open_case_for_subject(self, subject: str) -> CaseRecord | None:
-        return next(
-            (c for c in self.cases.values() if c.subject == subject and c.state in OPEN_STATES),
-            None,
-        )
-
-    def cases_in_queue(self, queue_id: str, states: frozenset[CaseState]) -> list[CaseRecord]:
-        return [c for c in self.cases.values() if c.queue_id == queue_id and c.state in states]
-
-    def add_note(self, note: NoteRecord) -> None:
-        self.notes.append(note)
-
-    def notes_for_case(self, case_id: str) -> list[NoteRecord]:
-        return [n for n in self.notes if n.case_id == case_id]
-
-    def add_decision(self, decision: DecisionRecord) -> None:
-        self.decisions[decision.decision_id] = decision
-
-    def get_decision(self, decision_id: str) -> DecisionRecord | None:
-        return self.decisions.get(decision_id)
-
-    def update_decision(self, decision: DecisionRecord) -> None:
-        self.decisions[decision.decision_id] = decision
-
-    def decisions_for_case(self, case_id: str) -> list[DecisionRecord]:
-        return [d for d in self.decisions.values() if d.case_id == case_id]
-
-    def add_appeal(self, appeal: AppealRecord) -> None:
-        self.appeals[appeal.appeal_id] = appeal
-
-    def get_appeal(self, appeal_id: str) -> AppealRecord | None:
-        return self.appeals.get(appeal_id)
-
-    def update_appeal(self, appeal: AppealRecord) -> None:
-        self.appeals[appeal.appeal_id] = appeal
-
-    def appeals_for_decision(self, decision_id: str) -> list[AppealRecord]:
-        return [a for a in self.appeals.values() if a.decision_id == decision_id]
-
-
-class InMemoryEnforcementRepository:
-    """`EnforcementRepository` in memory."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, Enforcement] = {}
-
-    def add_enforcement(self, enforcement: Enforcement) -> None:
-        self.rows[enforcement.enforcement_id] = enforcement
-
-    def enforcements_for_decision(self, decision_id: str) -> list[Enforcement]:
-        return [e for e in self.rows.values() if e.decision_id == decision_id]
-
-    def enforcements_for_account(self, account: str) -> list[Enforcement]:
-        return [e for e in self.rows.values() if e.account == account]
-
-    def revoke_enforcement(self, enforcement_id: str, revoked_ms: int) -> None:
-        current = self.rows.get(enforcement_id)
-        if current is not None and current.revoked_ms is None:
-            self.rows[enforcement_id] = replace(current, revoked_ms=revoked_ms)
-
-
-# --- views and outcomes ---------------------------------------------------------------------
-
-
-def lock_remaining_ms(case: CaseRecord, now_ms: int) -> int:
-    """Milliseconds left on the case lock (0 if unlocked or expired) — the visible countdown."""
-    if case.lock_holder is None:
-        return 0
-    return max(0, case.lock_expires_ms - now_ms)
-
-
-def sla_remaining_ms(case: CaseRecord, now_ms: int) -> int:
-    """Milliseconds until the SLA deadline; negative once breached."""
-    return case.sla_due_ms - now_ms
-
-
-def duplicate_boost(report_count: int, reporter_count: int) -> int:
-    """Priority added by duplicate reports: +25 per additional distinct reporter, +5 per
-    further report from a reporter already counted, capped at `MAX_DUPLICATE_BOOST`. Distinct
-    reporters weigh more so one person cannot flood a case to the top."""
-    extra_reporters = max(0, reporter_count - 1)
-    repeats = max(0, report_count - reporter_count)
-    return min(25 * extra_reporters + 5 * repeats, MAX_DUPLICATE_BOOST)
-
-
-@dataclass(frozen=True, slots=True)
-class CaseSummary:
-    case: CaseRecord
-    lock_remaining_ms: int
-    sla_remaining_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReportView:
-    report: ReportRecord
-    items: tuple[ReportedItemRecord, ...]
-
-    @property
-    def all_items_verified(self) -> bool:
-        return all(i.franking_verified and i.chain_verified for i in self.items)
-
-
-@dataclass(frozen=True, slots=True)
-class CaseView:
-    case: CaseRecord
-    lock_remaining_ms: int
-    sla_remaining_ms: int
-    reports: tuple[ReportView, ...]
-    notes: tuple[NoteRecord, ...]
-    decisions: tuple[DecisionRecord, ...]
-    enforcements: tuple[Enforcement, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionOutcome:
-    """The decision and what the server must apply (``enforcements``) or lift (``revoked``)."""
-
-    decision: DecisionRecord
-    enforcements: tuple[Enforcement, ...] = ()
-    revoked: tuple[Enforcement, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class VoidResult:
-    reports_voided: int
-    cases_closed: tuple[str, ...]
-    cases_updated: tuple[str, ...]
-
-
-def _default_id() -> str:
-    return os.urandom(12).hex()
-
-
-def _require_text(value: object, what: str, limit: int) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidDecisionError(f"a {what} is required")
-    if len(value) > limit:
-        raise InvalidDecisionError(f"the {what} is longer than {limit} characters")
-    return value.strip()
-
-
 # --- the service ----------------------------------------------------------------------------
 
 
-class CaseService:
-    """Case lifecycle over repositories. Implements `tidings.safety.reports.CaseSink`."""
+class CaseService(CaseAppeals):
+    """Case lifecycle over repositories. Implements `tidings.safety.reports.CaseSink`.
 
-    def __init__(
-        self,
-        *,
-        cases: CaseRepository,
-        reports: ReportRepository,
-        enforcements: EnforcementRepository,
-        audit: AuditLog,
-        router: Router | None = None,
-        principals: Callable[[str], Principal],
-        policies: Mapping[str, Policy] = DEFAULT_POLICIES,
-        id_source: Callable[[], str] = _default_id,
-    ) -> None:
-        self._cases = cases
-        self._reports = reports
-        self._enforcements = enforcements
-        self._audit = audit
-        self._router = router or Router()
-        self._principals = principals
-        self._policies = policies
-        self._ids = id_source
-
-    # --- helpers ------------------------------------------------------------------------------
-
-    def queue(self, queue_id: str) -> Queue:
-        try:
-            return self._router.queues[queue_id]
-        except KeyError:
-            raise NotFoundError("no such queue") from None
-
-    def _get(self, case_id: str) -> CaseRecord:
-        case = self._cases.get_case(case_id)
-        if case is None:
-            raise NotFoundError("no such case")
-        return case
-
-    def _access(self, principal: Principal, case: CaseRecord, permission: Permission) -> None:
-        principal.require(permission)
-        principal.require_queue(self.queue(case.queue_id))
-
-    def _save(self, case: CaseRecord, now_ms: int, **changes: object) -> CaseRecord:
-        updated = replace(case, version=case.version + 1, updated_ms=now_ms, **changes)  # type: ignore[arg-type]
-        self._cases.update_case(updated, case.version)
-        return updated
-
-    def _require_lock(self, principal: Principal, case: CaseRecord, now_ms: int) -> None:
-        if case.lock_holder != principal.staff_id or case.lock_expires_ms <= now_ms:
-            raise CaseLockedError("claim the case (hold its lock) first")
-
-    def _audit_case(
-        self,
-        actor: str,
-        action: AuditAction,
-        case_id: str,
-        now_ms: int,
-        details: Mapping[str, object] | None = None,
-    ) -> None:
-        self._audit.append(
-            actor=actor, action=action, target=f"case:{case_id}", now_ms=now_ms, details=details
-        )
-
-    def _reporters(self, case_id: str, extra: ReportRecord | None = None) -> tuple[int, int]:
-        reports = [
-            r for r in self._reports.reports_for_case(case_id) if r.status is ReportStatus.ACCEPTED
-        ]
-        if extra is not None and all(r.report_id != extra.report_id for r in reports):
-            reports.append(extra)
-        return len(reports), len({r.reporter for r in reports})
+    Construction and shared helpers are `tidings.safety.case_core.CaseCore`; the appeal
+    methods (`file_appeal`, `decide_appeal`) are `tidings.safety.case_appeals.CaseAppeals`."""
 
     # --- intake (CaseSink) --------------------------------------------------------------------
 
@@ -628,9 +188,7 @@ class CaseService:
             if moved:
                 # A case moving queue (e.g. into child safety) drops its lock and assignee:
                 # they were given access under the old queue's rules.
-                changes.update(
-                    queue_id=decision.queue_id, lock_holder=None, lock_expires_ms=0, assignee=None
-                )
+                changes.update(RELEASE_LOCK, queue_id=decision.queue_id, assignee=None)
             try:
                 case = self._save(case, now_ms, **changes)
             except ConflictError:
@@ -760,7 +318,7 @@ class CaseService:
         ):
             raise CaseLockedError("the lock belongs to another staff member")
         previous = case.lock_holder
-        case = self._save(case, now_ms, lock_holder=None, lock_expires_ms=0)
+        case = self._save(case, now_ms, **RELEASE_LOCK)
         self._audit_case(
             principal.staff_id,
             AuditAction.CASE_UNLOCK,
@@ -819,7 +377,7 @@ class CaseService:
             raise InvalidDecisionError("unknown decision kind") from None
         if not isinstance(policy_id, str) or policy_id not in self._policies:
             raise InvalidDecisionError("a decision must name a known policy")
-        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        reason = require_text(reason, "reason", MAX_REASON_CHARS)
         if kind is DecisionKind.SUSPEND:
             if until_ms is None or until_ms <= now_ms:
                 raise InvalidDecisionError("a suspension needs an end in the future")
@@ -845,14 +403,6 @@ class CaseService:
         )
         self._enforcements.add_enforcement(enforcement)
         return (enforcement,)
-
-    @staticmethod
-    def _final_state(kind: DecisionKind) -> CaseState:
-        if kind is DecisionKind.DISMISS:
-            return CaseState.DISMISSED
-        if kind is DecisionKind.ESCALATE_REFERRAL:
-            return CaseState.REFERRED
-        return CaseState.ACTIONED
 
     def decide(
         self,
@@ -909,23 +459,13 @@ class CaseService:
         )
         self._cases.add_decision(decision)
         if proposal:
-            self._save(
-                case,
-                now_ms,
-                state=CaseState.PENDING_SECOND_REVIEW,
-                pending_decision_id=decision.decision_id,
-                lock_holder=None,
-                lock_expires_ms=0,
+            self._transition(
+                case, CaseAction.PROPOSE, now_ms, pending_decision_id=decision.decision_id
             )
             enforcements: tuple[Enforcement, ...] = ()
         else:
-            self._save(
-                case,
-                now_ms,
-                state=self._final_state(kind),
-                final_decision_id=decision.decision_id,
-                lock_holder=None,
-                lock_expires_ms=0,
+            self._transition(
+                case, final_action(kind), now_ms, final_decision_id=decision.decision_id
             )
             enforcements = self._enforce(decision, now_ms)
         self._audit_case(
@@ -954,18 +494,11 @@ class CaseService:
         """
         case = self._get(case_id)
         self._access(principal, case, Permission.ESCALATE)
-        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        reason = require_text(reason, "reason", MAX_REASON_CHARS)
         self._require_lock(principal, case, now_ms)
         if case.state is not CaseState.OPEN:
             raise InvalidCaseStateError("only an open case can be escalated")
-        case = self._save(
-            case,
-            now_ms,
-            state=CaseState.PENDING_SECOND_REVIEW,
-            escalated_by=principal.staff_id,
-            lock_holder=None,
-            lock_expires_ms=0,
-        )
+        case = self._transition(case, CaseAction.ESCALATE, now_ms, escalated_by=principal.staff_id)
         note = NoteRecord(
             "note_" + self._ids(),
             case_id,
@@ -1004,7 +537,7 @@ class CaseService:
             SameReviewerError: the proposer tries to confirm.  InvalidDecisionError: no
             reason.  CaseLockedError, InvalidCaseStateError, permission errors.
         """
-        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        reason = require_text(reason, "reason", MAX_REASON_CHARS)
         case, decision = self._pending(principal, case_id, now_ms)
         decision = replace(
             decision,
@@ -1014,14 +547,12 @@ class CaseService:
             second_review_reason=reason,
         )
         self._cases.update_decision(decision)
-        self._save(
+        self._transition(
             case,
+            final_action(decision.kind),
             now_ms,
-            state=self._final_state(decision.kind),
             pending_decision_id=None,
             final_decision_id=decision.decision_id,
-            lock_holder=None,
-            lock_expires_ms=0,
         )
         enforcements = self._enforce(decision, now_ms)
         self._audit_case(
@@ -1040,7 +571,7 @@ class CaseService:
 
         Raises: as `confirm`.
         """
-        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        reason = require_text(reason, "reason", MAX_REASON_CHARS)
         case, decision = self._pending(principal, case_id, now_ms)
         decision = replace(
             decision,
@@ -1050,14 +581,7 @@ class CaseService:
             second_review_reason=reason,
         )
         self._cases.update_decision(decision)
-        self._save(
-            case,
-            now_ms,
-            state=CaseState.OPEN,
-            pending_decision_id=None,
-            lock_holder=None,
-            lock_expires_ms=0,
-        )
+        self._transition(case, CaseAction.REJECT, now_ms, pending_decision_id=None)
         self._audit_case(
             principal.staff_id,
             AuditAction.DECISION_REJECT,
@@ -1066,113 +590,6 @@ class CaseService:
             {"decision": decision.decision_id},
         )
         return decision
-
-    # --- appeals ------------------------------------------------------------------------------
-
-    def file_appeal(
-        self, account: str, decision_id: str, *, statement: str, now_ms: int
-    ) -> AppealRecord:
-        """The enforced account appeals a final, enforcing decision (once, within 180 days).
-
-        Raises:
-            NotFoundError: no such decision.  PermissionDeniedError: not the decision's subject.
-            InvalidCaseStateError: not appealable (dismissal, not final, already appealed,
-            window passed).  SafetyInputError: over-long statement.
-        """
-        decision = self._cases.get_decision(decision_id)
-        if decision is None:
-            raise NotFoundError("no such decision")
-        if decision.subject != account:
-            raise PermissionDeniedError("only the affected account can appeal")
-        if decision.status is not DecisionStatus.FINAL or decision.kind is DecisionKind.DISMISS:
-            raise InvalidCaseStateError("this decision cannot be appealed")
-        if self._cases.appeals_for_decision(decision_id):
-            raise InvalidCaseStateError("this decision was already appealed")
-        if now_ms > decision.decided_ms + APPEAL_WINDOW_MS:
-            raise InvalidCaseStateError("the appeal window has closed")
-        if not isinstance(statement, str) or len(statement) > MAX_NOTE_CHARS:
-            raise SafetyInputError(f"the statement is longer than {MAX_NOTE_CHARS} characters")
-        case = self._get(decision.case_id)
-        appeal = AppealRecord(
-            "apl_" + self._ids(), decision_id, case.case_id, account, now_ms, statement
-        )
-        self._cases.add_appeal(appeal)
-        self._save(case, now_ms, state=CaseState.APPEALED)
-        self._audit.append(
-            actor=f"account:{account}",
-            action=AuditAction.APPEAL_FILED,
-            target=f"case:{case.case_id}",
-            now_ms=now_ms,
-            details={"appeal": appeal.appeal_id, "decision": decision_id},
-        )
-        return appeal
-
-    def decide_appeal(
-        self,
-        principal: Principal,
-        appeal_id: str,
-        *,
-        overturn: bool,
-        reason: str,
-        now_ms: int,
-    ) -> DecisionOutcome:
-        """Decide an appeal. The decider must differ from the decision's author and its second
-        reviewer, and hold the case lock. Overturning revokes the decision's enforcements
-        (returned in ``revoked`` for the server to lift).
-
-        Raises:
-            SameReviewerError, InvalidDecisionError (no reason), InvalidCaseStateError
-            (appeal not open), CaseLockedError, NotFoundError, permission errors.
-        """
-        appeal = self._cases.get_appeal(appeal_id)
-        if appeal is None:
-            raise NotFoundError("no such appeal")
-        case = self._get(appeal.case_id)
-        self._access(principal, case, Permission.DECIDE_APPEAL)
-        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
-        if appeal.status is not AppealStatus.OPEN or case.state is not CaseState.APPEALED:
-            raise InvalidCaseStateError("the appeal is not open")
-        decision = self._cases.get_decision(appeal.decision_id)
-        if decision is None:
-            raise NotFoundError("the appealed decision is missing")
-        if principal.staff_id in {decision.decided_by, decision.second_reviewer}:
-            raise SameReviewerError()
-        self._require_lock(principal, case, now_ms)
-        status = AppealStatus.OVERTURNED if overturn else AppealStatus.UPHELD
-        self._cases.update_appeal(
-            replace(
-                appeal,
-                status=status,
-                decided_by=principal.staff_id,
-                decided_ms=now_ms,
-                reason=reason,
-            )
-        )
-        revoked: list[Enforcement] = []
-        if overturn:
-            for enforcement in self._enforcements.enforcements_for_decision(decision.decision_id):
-                if enforcement.revoked_ms is None:
-                    self._enforcements.revoke_enforcement(enforcement.enforcement_id, now_ms)
-                    revoked.append(replace(enforcement, revoked_ms=now_ms))
-        self._save(
-            case,
-            now_ms,
-            state=CaseState.OVERTURNED if overturn else self._final_state(decision.kind),
-            lock_holder=None,
-            lock_expires_ms=0,
-        )
-        self._audit_case(
-            principal.staff_id,
-            AuditAction.APPEAL_DECIDED,
-            case.case_id,
-            now_ms,
-            {
-                "appeal": appeal_id,
-                "outcome": status.value,
-                "revoked": [e.enforcement_id for e in revoked],
-            },
-        )
-        return DecisionOutcome(decision, (), tuple(revoked))
 
     # --- bad-faith reporters ------------------------------------------------------------------
 
@@ -1188,7 +605,7 @@ class CaseService:
             PermissionDeniedError: no VOID_REPORTER.  InvalidDecisionError: no reason.
         """
         principal.require(Permission.VOID_REPORTER)
-        reason = _require_text(reason, "reason", MAX_REASON_CHARS)
+        reason = require_text(reason, "reason", MAX_REASON_CHARS)
         voided = 0
         touched: set[str] = set()
         for report in self._reports.reports_by_reporter(reporter):
@@ -1208,15 +625,7 @@ class CaseService:
                 continue
             reports, reporters = self._reporters(case_id)
             if reports == 0:
-                self._save(
-                    case,
-                    now_ms,
-                    state=CaseState.VOIDED,
-                    report_count=0,
-                    reporter_count=0,
-                    lock_holder=None,
-                    lock_expires_ms=0,
-                )
+                self._transition(case, CaseAction.VOID, now_ms, report_count=0, reporter_count=0)
                 closed.append(case_id)
             else:
                 self._save(

@@ -83,14 +83,14 @@ from tidings.safety.audit import (
     AuditVerification,
     InMemoryAuditRepository,
 )
-from tidings.safety.cases import (
+from tidings.safety.case_memory import InMemoryCaseRepository, InMemoryEnforcementRepository
+from tidings.safety.case_model import (
     DEFAULT_LOCK_MS,
     DEFAULT_POLICIES,
     AppealRecord,
     AppealStatus,
     CaseRecord,
     CaseRepository,
-    CaseService,
     CaseSummary,
     CaseView,
     DecisionKind,
@@ -99,12 +99,11 @@ from tidings.safety.cases import (
     Enforcement,
     EnforcementKind,
     EnforcementRepository,
-    InMemoryCaseRepository,
-    InMemoryEnforcementRepository,
     NoteRecord,
     Policy,
     VoidResult,
 )
+from tidings.safety.cases import CaseService
 from tidings.safety.categories import Queue, Router
 from tidings.safety.evidence import (
     EvidenceKeyRing,

@@ -1,0 +1,107 @@
+"""In-memory `CaseRepository` and `EnforcementRepository` (tests, the demo), beside the SQL
+ones in `tidings.safety.sql`; the same contracts, including optimistic concurrency."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+from tidings.errors import ConflictError
+from tidings.safety.case_model import (
+    OPEN_STATES,
+    AppealRecord,
+    CaseRecord,
+    CaseState,
+    DecisionRecord,
+    Enforcement,
+    NoteRecord,
+)
+
+
+class InMemoryCaseRepository:
+    """`CaseRepository` in memory."""
+
+    def __init__(self) -> None:
+        self.cases: dict[str, CaseRecord] = {}
+        self.notes: list[NoteRecord] = []
+        self.decisions: dict[str, DecisionRecord] = {}
+        self.appeals: dict[str, AppealRecord] = {}
+        self._lock = threading.Lock()
+
+    def add_case(self, case: CaseRecord) -> None:
+        with self._lock:
+            if case.case_id in self.cases:
+                raise ConflictError("case id exists")
+            if case.state in OPEN_STATES and self.open_case_for_subject(case.subject):
+                raise ConflictError("an open case for this subject exists")
+            self.cases[case.case_id] = case
+
+    def get_case(self, case_id: str) -> CaseRecord | None:
+        return self.cases.get(case_id)
+
+    def update_case(self, case: CaseRecord, expected_version: int) -> None:
+        with self._lock:
+            current = self.cases.get(case.case_id)
+            if current is None or current.version != expected_version:
+                raise ConflictError("case changed concurrently")
+            self.cases[case.case_id] = case
+
+    def open_case_for_subject(self, subject: str) -> CaseRecord | None:
+        return next(
+            (c for c in self.cases.values() if c.subject == subject and c.state in OPEN_STATES),
+            None,
+        )
+
+    def cases_in_queue(self, queue_id: str, states: frozenset[CaseState]) -> list[CaseRecord]:
+        return [c for c in self.cases.values() if c.queue_id == queue_id and c.state in states]
+
+    def add_note(self, note: NoteRecord) -> None:
+        self.notes.append(note)
+
+    def notes_for_case(self, case_id: str) -> list[NoteRecord]:
+        return [n for n in self.notes if n.case_id == case_id]
+
+    def add_decision(self, decision: DecisionRecord) -> None:
+        self.decisions[decision.decision_id] = decision
+
+    def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        return self.decisions.get(decision_id)
+
+    def update_decision(self, decision: DecisionRecord) -> None:
+        self.decisions[decision.decision_id] = decision
+
+    def decisions_for_case(self, case_id: str) -> list[DecisionRecord]:
+        return [d for d in self.decisions.values() if d.case_id == case_id]
+
+    def add_appeal(self, appeal: AppealRecord) -> None:
+        self.appeals[appeal.appeal_id] = appeal
+
+    def get_appeal(self, appeal_id: str) -> AppealRecord | None:
+        return self.appeals.get(appeal_id)
+
+    def update_appeal(self, appeal: AppealRecord) -> None:
+        self.appeals[appeal.appeal_id] = appeal
+
+    def appeals_for_decision(self, decision_id: str) -> list[AppealRecord]:
+        return [a for a in self.appeals.values() if a.decision_id == decision_id]
+
+
+class InMemoryEnforcementRepository:
+    """`EnforcementRepository` in memory."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Enforcement] = {}
+
+    def add_enforcement(self, enforcement: Enforcement) -> None:
+        self.rows[enforcement.enforcement_id] = enforcement
+
+    def enforcements_for_decision(self, decision_id: str) -> list[Enforcement]:
+        return [e for e in self.rows.values() if e.decision_id == decision_id]
+
+    def enforcements_for_account(self, account: str) -> list[Enforcement]:
+        return [e for e in self.rows.values() if e.account == account]
+
+    def revoke_enforcement(self, enforcement_id: str, revoked_ms: int) -> None:
+        current = self.rows.get(enforcement_id)
+        if current is not None and current.revoked_ms is None:
+            self.rows[enforcement_id] = replace(current, revoked_ms=revoked_ms)
