@@ -11,15 +11,15 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "tidings"
 
 # Besides itself, what each layer may import from tidings ("" is the package root, for
-# __version__; "errors" is the typed errors every layer raises).
+# __version__; "errors" is the typed errors every layer raises; "clock" the one time source).
 ALLOWED: dict[str, set[str]] = {
-    "wire": {"", "errors"},
-    "crypto": {"", "errors", "wire"},
-    "storage": {"", "errors", "wire"},
-    "server": {"", "errors", "wire", "crypto", "storage"},
-    "safety": {"", "errors", "wire", "crypto", "storage"},
-    "console": {"", "errors", "wire", "crypto", "storage", "safety"},
-    "client": {"", "errors", "wire", "crypto"},
+    "wire": {"", "errors", "clock"},
+    "crypto": {"", "errors", "clock", "wire"},
+    "storage": {"", "errors", "clock", "wire"},
+    "server": {"", "errors", "clock", "wire", "crypto", "storage"},
+    "safety": {"", "errors", "clock", "wire", "crypto", "storage"},
+    "console": {"", "errors", "clock", "wire", "crypto", "storage", "safety"},
+    "client": {"", "errors", "clock", "wire", "crypto"},
 }
 
 

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from tidings import __version__
+from tidings.clock import now_ms
 from tidings.console import build_console
 from tidings.errors import TidingsError
 from tidings.safety import http as safety_http
@@ -41,7 +42,7 @@ from tidings.server.hub import LocalHub, RedisHub
 from tidings.server.metrics import Metrics
 from tidings.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from tidings.server.routes import accounts, attachments, keys, messages, websocket
-from tidings.server.state import ServerState, load_franking_key, now_ms
+from tidings.server.state import ServerState, load_franking_key
 from tidings.storage.database import Database, sqlite_url
 from tidings.storage.files import ensure_private_dir, tighten_tree
 from tidings.storage.messaging import MessagingStore

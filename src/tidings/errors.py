@@ -7,6 +7,9 @@ material or evidence: they name the problem, not the data.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 
 class TidingsError(Exception):
     """Base class of every error Tidings raises on purpose."""
@@ -285,6 +288,13 @@ class ChildSafetyPermissionError(PermissionDeniedError):
     code = "child_safety_permission_required"
 
 
+class CsrfError(SafetyError):
+    """The form's security token is missing or does not belong to this session; reload the
+    page and try again."""
+
+    code = "csrf_failed"
+
+
 class CaseLockedError(SafetyError):
     """The case is locked by another staff member, or the caller does not hold its lock."""
 
@@ -357,7 +367,7 @@ class UnknownDeviceError(RequestError):
 class UnknownAttachmentError(RequestError):
     """No attachment with that id (never uploaded, or expired and deleted)."""
 
-    code = "not_found"
+    code = "unknown_attachment"
 
 
 class LastDeviceError(RequestError):
@@ -423,7 +433,6 @@ class AttachmentQuotaExceededError(RequestError):
     code = "attachment_quota_exceeded"
 
 
-
 # --- enforcement on the messaging API (trust & safety decisions) -----------------------------
 
 
@@ -443,3 +452,45 @@ class AccountRestrictedError(ForbiddenError):
     """This account is restricted and cannot start new conversations."""
 
     code = "account_restricted"
+
+
+# --- HTTP status: one table for every HTTP surface (messaging API and staff console) ---------
+
+HTTP_STATUS: Mapping[type[TidingsError], int] = MappingProxyType(
+    {
+        OversizedError: 413,
+        UnauthorizedError: 401,
+        AuthenticationError: 401,
+        ForbiddenError: 403,
+        PermissionDeniedError: 403,
+        CsrfError: 403,
+        UnknownAccountError: 404,
+        UnknownDeviceError: 404,
+        UnknownAttachmentError: 404,
+        NotFoundError: 404,
+        UsernameTakenError: 409,
+        MismatchedDevicesError: 409,
+        LastDeviceError: 409,
+        ConflictError: 409,
+        CaseLockedError: 409,
+        SameReviewerError: 409,
+        InvalidCaseStateError: 409,
+        StaleDevicesError: 410,
+        EnrolmentTokenError: 410,
+        RateLimitedError: 429,
+        QueueFullError: 507,
+        AttachmentQuotaExceededError: 507,
+    }
+)
+"""The HTTP status of each error class that is not 400; a subclass not listed takes its
+nearest listed ancestor's (so ``AccountBannedError`` is 403 like ``ForbiddenError``)."""
+
+
+def http_status(kind: type[TidingsError]) -> int:
+    """The HTTP status every Tidings HTTP surface answers errors of class ``kind`` with: the
+    entry in `HTTP_STATUS` for the nearest class in its MRO, else 400 (bad input)."""
+    for cls in kind.__mro__:
+        status = HTTP_STATUS.get(cls)
+        if status is not None:
+            return status
+    return 400

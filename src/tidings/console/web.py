@@ -23,8 +23,7 @@ import base64
 import itertools
 import logging
 import secrets
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,23 +37,21 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from tidings.clock import DAY_MS, now_ms
 from tidings.crypto.franking import ReportItem
 from tidings.errors import (
     AuthenticationError,
-    CaseLockedError,
-    ConflictError,
+    CsrfError,
     DecodeError,
-    EnrolmentTokenError,
     EvidenceExpiredError,
-    InvalidCaseStateError,
     InvalidDecisionError,
     LoginThrottledError,
     NotFoundError,
     PermissionDeniedError,
     SafetyInputError,
-    SameReviewerError,
     SessionExpiredError,
     TidingsError,
+    http_status,
 )
 from tidings.safety.cases import (
     CaseState,
@@ -86,7 +83,6 @@ _HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "tidings_console"
 PRE_COOKIE = "tidings_console_pre"
 LOGIN_COOKIE = "tidings_console_login"
-DAY_MS = 86_400_000
 QUEUE_PAGE = 100
 AUDIT_PAGE = 100
 MAX_INLINE_MEDIA = 8 * 1024 * 1024
@@ -123,13 +119,6 @@ FLASH: Mapping[str, str] = {
     "prefs": "Preferences saved.",
     "end": "End of the queue.",
 }
-
-
-class CsrfError(TidingsError):
-    """The form's security token is missing or does not belong to this session; reload the
-    page and try again."""
-
-    code = "csrf_failed"
 
 
 class _LoginRedirect(Exception):
@@ -249,7 +238,7 @@ class Console(StaffPages):
         greyscale_default: bool = True,
     ) -> None:
         self.ctx = context
-        self.clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self.clock = clock or now_ms
         self.secret = secret or secrets.token_bytes(32)
         self.secure_cookies = secure_cookies
         self.blur_default = blur_default
@@ -835,21 +824,8 @@ def _expired_text(expired: bool) -> str:
 
 
 def _status_for(exc: TidingsError) -> int:
-    table: Sequence[tuple[type[TidingsError], int]] = (
-        (CsrfError, 403),
-        (PermissionDeniedError, 403),
-        (EnrolmentTokenError, 410),
-        (AuthenticationError, 401),
-        (NotFoundError, 404),
-        (CaseLockedError, 409),
-        (SameReviewerError, 409),
-        (InvalidCaseStateError, 409),
-        (ConflictError, 409),
-    )
-    for kind, status in table:
-        if isinstance(exc, kind):
-            return status
-    return 400
+    # The one status table of every HTTP surface, so a page and the API never disagree.
+    return http_status(type(exc))
 
 
 def build_console(

@@ -26,7 +26,6 @@ forged prekey message cannot burn prekeys. Time is passed in as integer millisec
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 from tidings.crypto import primitives
@@ -76,9 +75,6 @@ DEFAULT_PREKEY_BATCH = 100
 DEVICE_PREKEYS_FORMAT = 0x01
 """First byte of `DevicePrekeys.to_bytes()`."""
 
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 _MAX_U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 _X = primitives.X25519_KEY_LEN
@@ -116,7 +112,7 @@ def signed_prekey_signing_payload(prekey_id: int, public: bytes) -> bytes:
     """
     _check_id(prekey_id)
     _check_len(public, _X, "signed prekey")
-    return SIGNED_PREKEY_LABEL + _U32.pack(prekey_id) + public
+    return SIGNED_PREKEY_LABEL + binary.u32(prekey_id) + public
 
 
 def kem_prekey_signing_payload(prekey_id: int, last_resort: bool, public: bytes) -> bytes:
@@ -127,7 +123,7 @@ def kem_prekey_signing_payload(prekey_id: int, last_resort: bool, public: bytes)
     """
     _check_id(prekey_id)
     _check_len(public, _KEM_PUB, "ML-KEM prekey")
-    return KEM_PREKEY_LABEL + _U32.pack(prekey_id) + bytes((1 if last_resort else 0,)) + public
+    return KEM_PREKEY_LABEL + binary.u32(prekey_id) + bytes((1 if last_resort else 0,)) + public
 
 
 # --- public records (what a bundle carries) -------------------------------------------------
@@ -831,19 +827,19 @@ class DevicePrekeys:
         out = [
             bytes((DEVICE_PREKEYS_FORMAT,)),
             self._identity.encode(),
-            _U32.pack(self._last_id),
+            binary.u32(self._last_id),
             _pack_signed(self._signed),
             _pack_last_resort(self._last_resort),
-            _U16.pack(len(self._retired_signed)),
+            binary.u16(len(self._retired_signed)),
         ]
-        out.extend(_pack_signed(p) + _U64.pack(r) for p, r in self._retired_signed)
-        out.append(_U16.pack(len(self._retired_last_resort)))
-        out.extend(_pack_last_resort(p) + _U64.pack(r) for p, r in self._retired_last_resort)
-        out.append(_U32.pack(len(self._one_time)))
-        out.extend(_U32.pack(p.id) + p.private + p.public for p in self._one_time.values())
-        out.append(_U32.pack(len(self._kem_one_time)))
+        out.extend(_pack_signed(p) + binary.u64(r) for p, r in self._retired_signed)
+        out.append(binary.u16(len(self._retired_last_resort)))
+        out.extend(_pack_last_resort(p) + binary.u64(r) for p, r in self._retired_last_resort)
+        out.append(binary.u32(len(self._one_time)))
+        out.extend(binary.u32(p.id) + p.private + p.public for p in self._one_time.values())
+        out.append(binary.u32(len(self._kem_one_time)))
         out.extend(
-            _U32.pack(p.id) + p.seed + p.public + p.signature for p in self._kem_one_time.values()
+            binary.u32(p.id) + p.seed + p.public + p.signature for p in self._kem_one_time.values()
         )
         return b"".join(out)
 
@@ -870,11 +866,11 @@ class DevicePrekeys:
         signed = _unpack_signed(r.take(_SPK_RECORD))
         last_resort = _unpack_last_resort(r.take(_LR_RECORD))
         retired_signed = [
-            (_unpack_signed(rec[:_SPK_RECORD]), _U64.unpack(rec[_SPK_RECORD:])[0])
+            (_unpack_signed(rec[:_SPK_RECORD]), int.from_bytes(rec[_SPK_RECORD:], "big"))
             for rec in r.records(r.u16(), _SPK_RECORD + 8, MAX_RETIRED_SIGNED_PREKEYS)
         ]
         retired_last_resort = [
-            (_unpack_last_resort(rec[:_LR_RECORD]), _U64.unpack(rec[_LR_RECORD:])[0])
+            (_unpack_last_resort(rec[:_LR_RECORD]), int.from_bytes(rec[_LR_RECORD:], "big"))
             for rec in r.records(r.u16(), _LR_RECORD + 8, MAX_RETIRED_SIGNED_PREKEYS)
         ]
         one_time = [_unpack_one_time(rec) for rec in r.records(r.u32(), _OTPK_RECORD)]
@@ -934,33 +930,33 @@ def _make_kem(
 
 
 def _pack_signed(p: SignedPrekeyPair) -> bytes:
-    return _U32.pack(p.id) + _U64.pack(p.created_ms) + p.private + p.public + p.signature
+    return binary.u32(p.id) + binary.u64(p.created_ms) + p.private + p.public + p.signature
 
 
 def _pack_last_resort(p: KemPrekeyPair) -> bytes:
-    return _U32.pack(p.id) + _U64.pack(p.created_ms) + p.seed + p.public + p.signature
+    return binary.u32(p.id) + binary.u64(p.created_ms) + p.seed + p.public + p.signature
 
 
 def _unpack_signed(rec: bytes) -> SignedPrekeyPair:
-    (prekey_id,), (created,) = _U32.unpack(rec[:4]), _U64.unpack(rec[4:12])
+    prekey_id, created = int.from_bytes(rec[:4], "big"), int.from_bytes(rec[4:12], "big")
     o = 12
     private, public, signature = rec[o : o + _X], rec[o + _X : o + 2 * _X], rec[o + 2 * _X :]
     return SignedPrekeyPair(prekey_id, private, public, signature, created)
 
 
 def _unpack_last_resort(rec: bytes) -> KemPrekeyPair:
-    (prekey_id,), (created,) = _U32.unpack(rec[:4]), _U64.unpack(rec[4:12])
+    prekey_id, created = int.from_bytes(rec[:4], "big"), int.from_bytes(rec[4:12], "big")
     pair = _unpack_kem(rec[:4] + rec[12:])
     return KemPrekeyPair(prekey_id, pair.seed, pair.public, pair.signature, True, created)
 
 
 def _unpack_one_time(rec: bytes) -> OneTimePrekeyPair:
-    (prekey_id,) = _U32.unpack(rec[:4])
+    prekey_id = int.from_bytes(rec[:4], "big")
     return OneTimePrekeyPair(prekey_id, rec[4 : 4 + _X], rec[4 + _X :])
 
 
 def _unpack_kem(rec: bytes) -> KemPrekeyPair:
-    (prekey_id,) = _U32.unpack(rec[:4])
+    prekey_id = int.from_bytes(rec[:4], "big")
     seed_end = 4 + _KEM_SEED
     public_end = seed_end + _KEM_PUB
     return KemPrekeyPair(

@@ -38,10 +38,10 @@ Limits and the exact rules this module applies (also in docs/protocol.md):
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from itertools import islice
 from typing import Any, Final
 
+from tidings.crypto.identity import RandomSource
 from tidings.crypto.primitives import hkdf_sha256, random_bytes, x25519, x25519_public
 from tidings.crypto.symmetric import DR_MESSAGE_KEYS_INFO, chain_step, open_sealed, seal
 from tidings.errors import (
@@ -95,7 +95,6 @@ STATE_VERSION: Final = 1
 _HEADER = struct.Struct(">32sII")
 _COUNTERS = struct.Struct(">QQQ")  # ns, pn, nr: each may reach 2**32 (one past MAX_COUNTER)
 _SKIPPED_ENTRY = struct.Struct(">BI32s")  # chain index, n, message key
-_U16 = struct.Struct(">H")
 
 _FLAG_DHR: Final = 0x01
 _FLAG_CKS: Final = 0x02
@@ -104,7 +103,7 @@ _FLAG_CKR: Final = 0x04
 # and every state after the first DH ratchet step.
 _VALID_FLAGS: Final = frozenset({0, _FLAG_DHR | _FLAG_CKS, _FLAG_DHR | _FLAG_CKS | _FLAG_CKR})
 
-_FIXED_STATE_LEN: Final = len(STATE_MAGIC) + 2 + 2 * KEY_LEN + _COUNTERS.size + 1 + _U16.size
+_FIXED_STATE_LEN: Final = len(STATE_MAGIC) + 2 + 2 * KEY_LEN + _COUNTERS.size + 1 + 2
 _MAX_STATE_LEN: Final = (
     _FIXED_STATE_LEN
     + 3 * KEY_LEN
@@ -114,7 +113,6 @@ _MAX_STATE_LEN: Final = (
 
 _set = object.__setattr__
 
-Rng = Callable[[int], bytes]
 SkippedKeys = dict[tuple[bytes, int], bytes]
 
 
@@ -210,7 +208,7 @@ def _require_key(value: object, what: str) -> bytes:
     return value
 
 
-def _new_private(rng: Rng) -> bytes:
+def _new_private(rng: RandomSource) -> bytes:
     private = rng(KEY_LEN)
     if not isinstance(private, bytes) or len(private) != KEY_LEN:
         raise InvalidKeyError("the rng must return 32 bytes for a new ratchet key")
@@ -252,13 +250,13 @@ class DoubleRatchet:
     _pn: int
     _skipped: SkippedKeys
     _chains: list[bytes]
-    _rng: Rng
+    _rng: RandomSource
 
     def __init__(self) -> None:
         raise TypeError("use DoubleRatchet.init_alice, init_bob or from_bytes")
 
     @classmethod
-    def _blank(cls, rng: Rng | None) -> DoubleRatchet:
+    def _blank(cls, rng: RandomSource | None) -> DoubleRatchet:
         self: DoubleRatchet = object.__new__(cls)
         self._rng = random_bytes if rng is None else rng
         self._dhr = None
@@ -275,7 +273,7 @@ class DoubleRatchet:
 
     @classmethod
     def init_alice(
-        cls, shared_secret: bytes, bob_dh_public: bytes, *, rng: Rng | None = None
+        cls, shared_secret: bytes, bob_dh_public: bytes, *, rng: RandomSource | None = None
     ) -> DoubleRatchet:
         """RatchetInitAlice: Alice, who knows Bob's ratchet public key, can send at once.
 
@@ -297,7 +295,7 @@ class DoubleRatchet:
 
     @classmethod
     def init_bob(
-        cls, shared_secret: bytes, bob_dh_private: bytes, *, rng: Rng | None = None
+        cls, shared_secret: bytes, bob_dh_private: bytes, *, rng: RandomSource | None = None
     ) -> DoubleRatchet:
         """RatchetInitBob: Bob keeps his ratchet key pair and waits for Alice's first message;
         he cannot encrypt before he has decrypted one.
@@ -496,13 +494,13 @@ class DoubleRatchet:
         index = {dh: i for i, dh in enumerate(self._chains)}
         parts.append(bytes((len(self._chains),)))
         parts.extend(self._chains)
-        parts.append(_U16.pack(len(self._skipped)))
+        parts.append(binary.u16(len(self._skipped)))
         pack = _SKIPPED_ENTRY.pack
         parts.extend(pack(index[dh], n, mk) for (dh, n), mk in self._skipped.items())
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, rng: Rng | None = None) -> DoubleRatchet:
+    def from_bytes(cls, data: bytes, *, rng: RandomSource | None = None) -> DoubleRatchet:
         """Restore a state written by `to_bytes`, checking every invariant the ratchet relies on.
 
         Raises:
@@ -547,7 +545,7 @@ class DoubleRatchet:
             raise DecodeError("ratchet state repeats a receiving chain")
         self._chains = chains
 
-        (skipped_count,) = _U16.unpack(reader.take(_U16.size))
+        skipped_count = reader.u16()
         if skipped_count > MAX_STORED_SKIPPED_KEYS:
             raise DecodeError("ratchet state stores too many skipped keys")
         skipped: SkippedKeys = {}

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from tidings.crypto import primitives
+from tidings.crypto.identity import RandomSource
 from tidings.crypto.symmetric import chain_step, open_sealed, seal
 from tidings.errors import (
     DecodeError,
@@ -67,10 +68,6 @@ __all__ = [
     "RemoteSenderKey",
     "signing_layout",
 ]
-
-RandomSource = Callable[[int], bytes]
-"""Called with ``n``, returns ``n`` random bytes. Tests inject fixed bytes; production passes
-nothing and gets `primitives.random_bytes` (the OS CSPRNG)."""
 
 # --- constants (docs/protocol.md) ---------------------------------------------
 
@@ -108,8 +105,6 @@ _KIND_OWN = 0x01
 _KIND_REMOTE = 0x02
 _KIND_GROUP = 0x03
 
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
 _U32X2 = struct.Struct(">II")
 _PREFIX_HEAD = SENDER_KEY_SIGNING_LABEL + bytes((SENDER_KEY_VERSION,))
 _U32_MAX = 0xFFFF_FFFF
@@ -127,7 +122,7 @@ def _draw(rng: RandomSource | None, n: int) -> bytes:
 
 
 def _prefix(distribution_id: bytes, chain_id: int) -> bytes:
-    return _PREFIX_HEAD + distribution_id + _U32.pack(chain_id)
+    return _PREFIX_HEAD + distribution_id + binary.u32(chain_id)
 
 
 def signing_layout(
@@ -186,7 +181,7 @@ def _read_account(reader: binary.Reader) -> tuple[str, int]:
 
 def _account_bytes(account: str, device: int) -> bytes:
     raw = account.encode("utf-8")
-    return _U16.pack(len(raw)) + raw + _U32.pack(device)
+    return binary.u16(len(raw)) + raw + binary.u32(device)
 
 
 def _checked_distribution(
@@ -262,7 +257,7 @@ class OwnSenderKey:
         """
         if distribution_id is None:
             distribution_id = _draw(rng, DISTRIBUTION_ID_LEN)
-        chain_id: int = _U32.unpack(_draw(rng, 4))[0]
+        chain_id: int = int.from_bytes(_draw(rng, 4), "big")
         return cls(distribution_id, chain_id, 0, _draw(rng, CHAIN_KEY_LEN), _draw(rng, 32))
 
     def rotate(self, *, rng: RandomSource | None = None) -> OwnSenderKey:
@@ -273,7 +268,7 @@ class OwnSenderKey:
         (redrawing the chain id while it equals the current one).
         """
         while True:
-            chain_id: int = _U32.unpack(_draw(rng, 4))[0]
+            chain_id: int = int.from_bytes(_draw(rng, 4), "big")
             if chain_id != self._chain_id:
                 break
         return OwnSenderKey(
@@ -413,13 +408,13 @@ class _ChainState:
     def to_bytes(self) -> bytes:
         parts = [
             _U32X2.pack(self.chain_id, self.iteration),
-            _U32.pack(self.floor),
+            binary.u32(self.floor),
             self.chain_key,
             self.public,
-            _U16.pack(len(self.skipped)),
+            binary.u16(len(self.skipped)),
         ]
         for iteration, key in self.skipped.items():
-            parts.append(_U32.pack(iteration))
+            parts.append(binary.u32(iteration))
             parts.append(key)
         return b"".join(parts)
 
@@ -788,13 +783,13 @@ class GroupSenderKeys:
         (account, device). Secret: store encrypted."""
         parts = [bytes((STATE_FORMAT_VERSION, _KIND_GROUP)), self._own.to_bytes()]
         shared = sorted(self._shared_with)
-        parts.append(_U32.pack(len(shared)))
+        parts.append(binary.u32(len(shared)))
         parts.extend(_account_bytes(a, d) for a, d in shared)
-        parts.append(_U32.pack(len(self._remote)))
+        parts.append(binary.u32(len(self._remote)))
         for key in sorted(self._remote):
             blob = self._remote[key].to_bytes()
             parts.append(_account_bytes(*key))
-            parts.append(_U32.pack(len(blob)))
+            parts.append(binary.u32(len(blob)))
             parts.append(blob)
         return b"".join(parts)
 

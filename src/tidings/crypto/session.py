@@ -21,11 +21,10 @@ exactly as they were.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from tidings.crypto import pqxdh
-from tidings.crypto.identity import IdentityKey, IdentityKeyPair
+from tidings.crypto.identity import IdentityKey, IdentityKeyPair, RandomSource
 from tidings.crypto.prekeys import DevicePrekeys, PrekeyBundle
 from tidings.crypto.primitives import MLKEM768_CIPHERTEXT_LEN, X25519_KEY_LEN
 from tidings.crypto.ratchet import DoubleRatchet, Header
@@ -38,8 +37,6 @@ from tidings.errors import (
 )
 from tidings.wire import binary, codec, limits
 from tidings.wire import tidings_pb2 as pb
-
-Rng = Callable[[int], bytes]
 
 SESSION_FORMAT = 1
 """Version byte of the `Session.to_bytes` layout."""
@@ -139,7 +136,7 @@ class Session:
         *,
         local_registration_id: int,
         expected_identity: IdentityKey | None = None,
-        rng: Rng | None = None,
+        rng: RandomSource | None = None,
     ) -> Session:
         """Start a session with the device that published ``bundle``.
 
@@ -177,7 +174,7 @@ class Session:
         commitment: bytes,
         *,
         expected_initiator: IdentityKey | None = None,
-        rng: Rng | None = None,
+        rng: RandomSource | None = None,
     ) -> tuple[Session, bytes]:
         """Set up the responder's session from a checked ``message`` and decrypt its payload.
 
@@ -308,7 +305,7 @@ class Session:
         return b"".join(out)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, rng: Rng | None = None) -> Session:
+    def from_bytes(cls, data: bytes, *, rng: RandomSource | None = None) -> Session:
         """Inverse of `to_bytes`.
 
         Raises:
@@ -321,7 +318,7 @@ class Session:
         return session
 
     @classmethod
-    def _read(cls, reader: binary.Reader, rng: Rng | None) -> Session:
+    def _read(cls, reader: binary.Reader, rng: RandomSource | None) -> Session:
         if (fmt := reader.u8()) != SESSION_FORMAT:
             raise UnsupportedVersionError(f"session state format {fmt} is not supported")
         role = reader.u8()
@@ -421,7 +418,7 @@ class SessionRecord:
         *,
         local_registration_id: int,
         expected_identity: IdentityKey | None = None,
-        rng: Rng | None = None,
+        rng: RandomSource | None = None,
     ) -> Session:
         """Initiate a new current session from ``bundle``, archiving the old one.
 
@@ -463,7 +460,7 @@ class SessionRecord:
         identity: IdentityKeyPair,
         prekeys: DevicePrekeys,
         expected_identity: IdentityKey | None = None,
-        rng: Rng | None = None,
+        rng: RandomSource | None = None,
     ) -> Decrypted:
         """Decrypt an envelope body from this remote device.
 
@@ -516,7 +513,7 @@ class SessionRecord:
         identity: IdentityKeyPair,
         prekeys: DevicePrekeys,
         expected_identity: IdentityKey | None,
-        rng: Rng | None,
+        rng: RandomSource | None,
     ) -> Decrypted:
         base_key = bytes(message.base_key)
         for session in (self._current, *self._archived):
@@ -557,7 +554,7 @@ class SessionRecord:
         return b"".join(out)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, rng: Rng | None = None) -> SessionRecord:
+    def from_bytes(cls, data: bytes, *, rng: RandomSource | None = None) -> SessionRecord:
         """Inverse of `to_bytes`. Raises the typed errors of `Session.from_bytes`."""
         reader = binary.Reader(data, "session record")
         if (fmt := reader.u8()) != SESSION_RECORD_FORMAT:

@@ -37,6 +37,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tidings.clock import DAY_MS
 from tidings.crypto.franking import MAX_CONTEXT_ITEMS, ReportItem
 from tidings.errors import (
     ConflictError,
@@ -72,7 +73,6 @@ EVIDENCE_KEY_LEN = 32
 EVIDENCE_AAD_LABEL = b"Tidings_Evidence_v1"
 _NONCE_LEN = 12
 KIND_MESSAGES = "messages"
-DAY_MS = 86_400_000
 
 
 def attachment_kind(item_index: int, attachment_index: int) -> str:

@@ -66,13 +66,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from argon2 import PasswordHasher
 
+from tidings.clock import DAY_MS, now_ms
 from tidings.errors import ConflictError, InvalidCaseStateError, NotFoundError, SafetyInputError
 from tidings.safety.audit import (
     AuditAction,
@@ -153,7 +153,6 @@ entry per call: a bounded transaction count and audit details per purge round)."
 
 log = logging.getLogger("tidings.safety")
 
-DAY_MS = 86_400_000
 WARNING_VISIBLE_MS = 30 * DAY_MS
 """A warning shows in the account status for 30 days."""
 OPERATOR_ID = "operator:cli"
@@ -169,10 +168,6 @@ _SEVERITY: Mapping[EnforcementKind, int] = {
     EnforcementKind.RESTRICT: 2,
     EnforcementKind.WARN: 1,
 }
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # --- results --------------------------------------------------------------------------------

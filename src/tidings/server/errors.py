@@ -7,38 +7,11 @@ from typing import Any
 
 from tidings import errors as e
 
-_STATUS: list[tuple[type[e.TidingsError], int]] = [
-    # Most specific first.
-    (e.AttachmentTooLargeError, 413),
-    (e.OversizedError, 413),
-    (e.UnauthorizedError, 401),
-    (e.AccountBannedError, 403),
-    (e.AccountSuspendedError, 403),
-    (e.AccountRestrictedError, 403),
-    (e.ForbiddenError, 403),
-    (e.PermissionDeniedError, 403),
-    (e.AuthenticationError, 401),
-    (e.UnknownAccountError, 404),
-    (e.UnknownDeviceError, 404),
-    (e.UnknownAttachmentError, 404),
-    (e.NotFoundError, 404),
-    (e.UsernameTakenError, 409),
-    (e.MismatchedDevicesError, 409),
-    (e.LastDeviceError, 409),
-    (e.ConflictError, 409),
-    (e.StaleDevicesError, 410),
-    (e.RateLimitedError, 429),
-    (e.QueueFullError, 507),
-    (e.AttachmentQuotaExceededError, 507),
-]
-
 
 def status_of(kind: type[e.TidingsError]) -> int:
-    """The HTTP status of errors of class ``kind`` (400 unless the table says otherwise)."""
-    for base, status in _STATUS:
-        if issubclass(kind, base):
-            return status
-    return 400
+    """The HTTP status of errors of class ``kind``: `tidings.errors.http_status`, the one
+    table the console uses too (400 unless it says otherwise)."""
+    return e.http_status(kind)
 
 
 def status_for(exc: e.TidingsError) -> int:

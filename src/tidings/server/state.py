@@ -4,7 +4,6 @@ handed to routes by dependency injection (`get_state`), never through module glo
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
+from tidings.clock import now_ms
 from tidings.server.config import ServerConfig
 from tidings.server.hub import LocalHub
 from tidings.server.metrics import Metrics
@@ -22,10 +22,6 @@ from tidings.storage.files import write_private
 from tidings.storage.messaging import MessagingStore
 
 FRANKING_KEY_LEN = 32
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
