@@ -69,7 +69,7 @@ class ServerError(TidingsError):
 class UnknownContactError(TidingsError):
     """There is no such account on the server."""
 
-    code = "unknown_account"
+    code = "unknown_contact"
 
 
 class SendFailedError(TidingsError):

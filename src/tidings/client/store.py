@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from tidings.client.errors import (
     WrongPassphraseError,
 )
 from tidings.crypto.primitives import hkdf_sha256, hmac_sha256, random_bytes
+from tidings.wire import binary
 
 STORE_FORMAT = 1
 """Version of the database layout (``meta.format``)."""
@@ -69,7 +69,6 @@ ROW_AD_LABEL = b"Tidings_Store_Row_v1"
 _CHECK_PLAINTEXT = b"Tidings store check v1"
 
 _NONCE_LEN = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
-_U16 = struct.Struct(">H")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -142,7 +141,7 @@ class KdfParams:
 
 
 def _lp(data: bytes) -> bytes:
-    return _U16.pack(len(data)) + data
+    return binary.u16(len(data)) + data
 
 
 class Store:
@@ -313,7 +312,7 @@ class Store:
             raise StoreTamperedError(
                 f"a stored {kind} row fails authentication (altered or moved on disk)"
             ) from None
-        (length,) = _U16.unpack_from(plain)
+        length = int.from_bytes(plain[:2], "big")
         try:
             name = plain[2 : 2 + length].decode("utf-8")
         except UnicodeDecodeError:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from tidings.clock import DAY_MS
 from tidings.safety.categories import Category, Severity
 from tidings.safety.reports import ReportedItemRecord, ReportRecord
 
 MINUTE_MS = 60_000
-DAY_MS = 86_400_000
 DEFAULT_LOCK_MS = 15 * MINUTE_MS
 MAX_LOCK_MS = 60 * MINUTE_MS
 APPEAL_WINDOW_MS = 180 * DAY_MS

@@ -18,13 +18,12 @@ from tidings.client.sdk.constants import (
     MAX_REGISTRATION_ID,
     PREKEY_BATCH,
     SELF,
-    Clock,
-    now_ms,
 )
 from tidings.client.sdk.models import Account, Message, message_from_record
 from tidings.client.sdk.reports import ReportsMixin
 from tidings.client.store import KdfParams, Store
 from tidings.client.transport import Transport, b64d, b64e
+from tidings.clock import Clock, now_ms
 from tidings.crypto.franking import ReportItem
 from tidings.crypto.identity import IdentityKey, IdentityKeyPair
 from tidings.crypto.prekeys import DevicePrekeys

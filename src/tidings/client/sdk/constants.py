@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 # --- tunables -------------------------------------------------------------------------------
 
 PREKEY_BATCH = 100
@@ -45,7 +42,6 @@ APPLICATION_KINDS = frozenset({"message", "sync", "rejected"})
 """Receive events that carry something for the application to show: these are handed to it
 exactly once (see "delivery to the application" in `Client`)."""
 
-Clock = Callable[[], int]
 
 GROUP_PEER_PREFIX = "group:"
 """``Message.peer`` of a group message is this prefix and the base64url group id. Account names
@@ -64,10 +60,6 @@ MAX_REPORT_CONTEXT = 50
 
 MAX_REPORT_NOTE_CHARS = 2000
 MAX_REPORTED_ATTACHMENTS = 8
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def session_name(username: str, device_id: int) -> str:

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tidings.client.errors import ServerError, UnknownContactError
-from tidings.client.sdk.constants import K_REJECTED, K_SEEN, Clock
+from tidings.client.sdk.constants import K_REJECTED, K_SEEN
 from tidings.client.sdk.models import Account, ReceiveEvent
 from tidings.client.store import Store
 from tidings.client.transport import Transport, b64e
+from tidings.clock import Clock
 from tidings.crypto.identity import IdentityKeyPair
 from tidings.crypto.prekeys import DevicePrekeys
 from tidings.wire import tidings_pb2 as pb
