@@ -66,12 +66,6 @@ class ServerError(TidingsError):
         self.status = status
 
 
-class UnknownContactError(TidingsError):
-    """There is no such account on the server."""
-
-    code = "unknown_contact"
-
-
 class SendFailedError(TidingsError):
     """The message could not be delivered after retrying (device lists kept changing)."""
 

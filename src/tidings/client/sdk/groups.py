@@ -136,7 +136,7 @@ class GroupsMixin(AttachmentsMixin):
         for name in usernames:
             if name not in out:
                 if name != self.account.username:
-                    await self.refresh_contact(name)  # UnknownContactError for no such account
+                    await self.refresh_contact(name)  # UnknownAccountError for no such account
                 out.append(name)
         return out
 
@@ -146,7 +146,7 @@ class GroupsMixin(AttachmentsMixin):
 
         Raises:
             InvalidArgumentError: empty or overlong title, too many members.
-            UnknownContactError: a member account does not exist (nothing is created).
+            UnknownAccountError: a member account does not exist (nothing is created).
             SendFailedError: no member could be reached (the group exists locally).
         """
         title = title.strip()
@@ -174,7 +174,7 @@ class GroupsMixin(AttachmentsMixin):
 
         Raises:
             UnknownGroupError, NotAGroupMemberError (this account left / was removed),
-            UnknownContactError, InvalidArgumentError (nobody new), SendFailedError.
+            UnknownAccountError, InvalidArgumentError (nobody new), SendFailedError.
         """
         group = self._active_group(ref)
         new = [u for u in await self._check_accounts(usernames) if u not in group.members]
@@ -408,7 +408,7 @@ class GroupsMixin(AttachmentsMixin):
 
         Raises:
             SendFailedError: the device list kept changing. UntrustedIdentityError,
-            UnknownContactError, ServerError, TransportError: from the 1:1 distribution or the
+            UnknownAccountError, ServerError, TransportError: from the 1:1 distribution or the
             upload.
         """
         me = self.account.username

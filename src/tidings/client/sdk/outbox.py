@@ -89,7 +89,7 @@ class OutboxMixin(TrustMixin):
         device. A device the server does not know is simply absent from the result.
 
         Raises:
-            UnknownContactError: no such account (when fetching all devices).
+            UnknownAccountError: no such account (when fetching all devices).
         """
         bundles: dict[int, bytes] = {}
         with unknown_account_on_404(username):
@@ -120,7 +120,7 @@ class OutboxMixin(TrustMixin):
 
         Raises:
             UntrustedIdentityError: the contact is verified and its keys changed.
-            UnknownContactError: no such account.
+            UnknownAccountError: no such account.
             SendFailedError: the device list kept changing.
         """
         own = username == self.account.username
@@ -213,7 +213,7 @@ class OutboxMixin(TrustMixin):
 
         Raises:
             OversizedError: the text is longer than the protocol allows.
-            UnknownContactError: no such account.
+            UnknownAccountError: no such account.
             UntrustedIdentityError: ``username`` is verified and its keys changed.
             SendFailedError, ServerError, TransportError: the message was not sent.
         """

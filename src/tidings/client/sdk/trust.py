@@ -62,7 +62,7 @@ class TrustMixin(PrekeysMixin):
         keys, forget removed devices. Returns the stored contact record.
 
         Raises:
-            UnknownContactError: no such account.
+            UnknownAccountError: no such account.
         """
         with unknown_account_on_404(username):
             remote = await self._transport.account_devices(username)
@@ -84,7 +84,7 @@ class TrustMixin(PrekeysMixin):
         """The safety number of every device of ``username`` (refreshed from the server).
 
         Raises:
-            UnknownContactError: no such account.
+            UnknownAccountError: no such account.
         """
         contact = await self.refresh_contact(username)
         return self._safety(username, contact)
@@ -120,7 +120,7 @@ class TrustMixin(PrekeysMixin):
 
         Raises:
             SafetyNumberMismatchError: ``safety_number`` matches no device.
-            UnknownContactError: no such account.
+            UnknownAccountError: no such account.
             ProtocolError: the contact has no devices.
         """
         contact = await self.refresh_contact(username)
