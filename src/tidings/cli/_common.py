@@ -36,6 +36,12 @@ DEFAULT_PROFILE = Path("~/.tidings")
 PASSPHRASE_ENV = "TIDINGS_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+# The options of a message, the same on `send`/`send-file` and `group send`/`group send-file`.
+TextArg = Annotated[str, typer.Argument(help="Message text.")]
+FileArg = Annotated[Path, typer.Argument(help="The file to send.")]
+CaptionOpt = Annotated[str, typer.Option(help="Text sent with the file.")]
+ContentTypeOpt = Annotated[str, typer.Option(help="MIME type.")]
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
 class UsageError(TidingsError):

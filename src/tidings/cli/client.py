@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tidings.cli._common import (
+    DEFAULT_CONTENT_TYPE,
+    CaptionOpt,
+    ContentTypeOpt,
+    FileArg,
     JsonOpt,
+    TextArg,
     client_command,
     emit,
     passphrase,
@@ -27,6 +32,11 @@ if TYPE_CHECKING:
     from tidings.client.sdk import Client, ReceiveEvent
 
 client_cli = typer.Typer()
+
+RecipientArg = Annotated[str, typer.Argument(help="Recipient account.")]
+MessageIdArg = Annotated[str, typer.Argument(help="Message id (from `messages --json`).")]
+ServerOpt = Annotated[str, typer.Option("--server", help="Server base URL.")]
+DeviceNameOpt = Annotated[str, typer.Option(help="A name for this device.")]
 
 
 async def _announce_device(client: Client, profile: Path, as_json: bool, template: str) -> None:
@@ -44,8 +54,8 @@ async def _announce_device(client: Client, profile: Path, as_json: bool, templat
 async def register(
     profile: Path,
     username: Annotated[str, typer.Argument(help="The account name to create.")],
-    server_url: Annotated[str, typer.Option("--server", help="Server base URL.")],
-    device_name: Annotated[str, typer.Option(help="A name for this device.")] = "primary",
+    server_url: ServerOpt,
+    device_name: DeviceNameOpt = "primary",
     as_json: JsonOpt = False,
 ) -> None:
     """Create an account and this device's keys (profile encrypted with your passphrase)."""
@@ -74,8 +84,8 @@ async def link(
     profile: Path,
     username: Annotated[str, typer.Argument(help="The existing account to join.")],
     code: Annotated[str, typer.Option("--code", help="Code from `tidings link-code`.")],
-    server_url: Annotated[str, typer.Option("--server", help="Server base URL.")],
-    device_name: Annotated[str, typer.Option(help="A name for this device.")] = "linked",
+    server_url: ServerOpt,
+    device_name: DeviceNameOpt = "linked",
     as_json: JsonOpt = False,
 ) -> None:
     """Make this profile a new device of an existing account."""
@@ -90,8 +100,8 @@ async def link(
 @client_command
 async def send(
     client: Client,
-    username: Annotated[str, typer.Argument(help="Recipient account.")],
-    text: Annotated[str, typer.Argument(help="Message text.")],
+    username: RecipientArg,
+    text: TextArg,
     as_json: JsonOpt = False,
 ) -> None:
     """Send a text message to every device of USERNAME (and a copy to your other devices)."""
@@ -108,10 +118,10 @@ async def send(
 @client_command
 async def send_file(
     client: Client,
-    username: Annotated[str, typer.Argument(help="Recipient account.")],
-    path: Annotated[Path, typer.Argument(help="The file to send.")],
-    caption: Annotated[str, typer.Option(help="Text sent with the file.")] = "",
-    content_type: Annotated[str, typer.Option(help="MIME type.")] = "application/octet-stream",
+    username: RecipientArg,
+    path: FileArg,
+    caption: CaptionOpt = "",
+    content_type: ContentTypeOpt = DEFAULT_CONTENT_TYPE,
     as_json: JsonOpt = False,
 ) -> None:
     """Encrypt and send a file (the server stores only ciphertext)."""
@@ -125,7 +135,7 @@ async def send_file(
 @client_command
 async def download(
     client: Client,
-    message_id: Annotated[str, typer.Argument(help="Message id (from `messages --json`).")],
+    message_id: MessageIdArg,
     destination: Annotated[Path, typer.Argument(help="File or directory to write.")],
     index: Annotated[int, typer.Option(help="Which attachment of the message.")] = 0,
     as_json: JsonOpt = False,
@@ -272,7 +282,7 @@ async def devices(client: Client, as_json: JsonOpt = False) -> None:
 @client_command
 async def report(
     client: Client,
-    message_id: Annotated[str, typer.Argument(help="Message id (from `messages --json`).")],
+    message_id: MessageIdArg,
     reason: Annotated[
         str,
         typer.Option("--reason", help="child_sexual_exploitation, violent_threat, terrorism, "

@@ -3,12 +3,21 @@ the groups this device knows."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tidings.cli._common import JsonOpt, client_command, emit, progress_bar
+from tidings.cli._common import (
+    DEFAULT_CONTENT_TYPE,
+    CaptionOpt,
+    ContentTypeOpt,
+    FileArg,
+    JsonOpt,
+    TextArg,
+    client_command,
+    emit,
+    progress_bar,
+)
 
 if TYPE_CHECKING:
     from tidings.client.sdk import Client, GroupSendResult
@@ -81,7 +90,7 @@ async def group_leave(client: Client, group: GroupArg, as_json: JsonOpt = False)
 async def group_send(
     client: Client,
     group: GroupArg,
-    text: Annotated[str, typer.Argument(help="Message text.")],
+    text: TextArg,
     as_json: JsonOpt = False,
 ) -> None:
     """Send a text message to every member of a group."""
@@ -93,9 +102,9 @@ async def group_send(
 async def group_send_file(
     client: Client,
     group: GroupArg,
-    path: Annotated[Path, typer.Argument(help="The file to send.")],
-    caption: Annotated[str, typer.Option(help="Text sent with the file.")] = "",
-    content_type: Annotated[str, typer.Option(help="MIME type.")] = "application/octet-stream",
+    path: FileArg,
+    caption: CaptionOpt = "",
+    content_type: ContentTypeOpt = DEFAULT_CONTENT_TYPE,
     as_json: JsonOpt = False,
 ) -> None:
     """Encrypt and send a file to a group."""
