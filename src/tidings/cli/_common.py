@@ -136,7 +136,7 @@ def profile_command(
         ctx = typing.cast("typer.Context", kwargs.pop("ctx"))
         run(bool(kwargs.get("as_json", False)), lambda: body(profile_dir(ctx), *args, **kwargs))
 
-    _show_typer_the_rest(command, body)
+    _copy_signature_but_first(command, body)
     return command
 
 
@@ -161,7 +161,7 @@ def client_command(
     return profile_command(with_client)
 
 
-def _show_typer_the_rest(command: Callable[..., None], body: Callable[..., Any]) -> None:
+def _copy_signature_but_first(command: Callable[..., None], body: Callable[..., Any]) -> None:
     """Give ``command`` the signature Typer builds its options from: ``body``'s parameters
     after the first, evaluated (Typer reads `Annotated` options from the signature itself),
     behind a ``ctx: typer.Context`` parameter that Typer fills in."""
