@@ -1,0 +1,206 @@
+"""The operator commands of `tidings`: `audit verify` checks the tamper-evident audit log,
+`admin ...` operates the trust & safety side (staff accounts, evidence keys). They work on a
+node's data directory or database directly, not through a client profile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tidings.cli._common import JsonOpt, UsageError, emit, fail
+from tidings.errors import TidingsError
+
+audit_cli = typer.Typer(help="Check the tamper-evident audit log.", no_args_is_help=True)
+admin_cli = typer.Typer(help="Operate the trust & safety side.", no_args_is_help=True)
+
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Server data directory (SQLite, key files).")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Server TOML configuration.")]
+DatabaseUrlOpt = Annotated[
+    str | None, typer.Option("--database-url", help="Database URL (overrides the data dir).")
+]
+
+
+def _server_config(
+    config: Path | None, data_dir: Path | None, database_url: str | None
+) -> Any:
+    from tidings.server.config import ServerConfig
+
+    return ServerConfig.load(config).with_overrides(data_dir=data_dir, database_url=database_url)
+
+
+@audit_cli.command("verify")
+def audit_verify(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    config: ConfigOpt = None,
+    anchor_key_file: Annotated[
+        Path | None,
+        typer.Option(help="Audit anchor key (default <data-dir>/audit_anchor.key if present)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify the audit log's hash chain (and anchors, with the key): exit 1 at the first bad
+    entry, naming its seq and why (edited, removed, reordered, inserted, ...)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tidings.safety.audit import verify_chain
+    from tidings.safety.sql import SafetyDatabase, SqlAuditRepository
+    from tidings.storage.database import sqlite_url
+
+    try:
+        cfg = _server_config(config, data_dir, database_url)
+        key_path = anchor_key_file or cfg.data_dir / "audit_anchor.key"
+        anchor = key_path.read_bytes() if key_path.is_file() else None
+        if anchor_key_file is not None and anchor is None:
+            raise UsageError(f"no anchor key file at {anchor_key_file}")
+        db = SafetyDatabase(
+            cfg.database_url or sqlite_url(cfg.data_dir), schema=cfg.database_schema
+        )
+        if db.is_sqlite and not cfg.database_url and not (cfg.data_dir / "tidings.db").exists():
+            raise UsageError(f"no database in {cfg.data_dir}")
+        try:
+            result = verify_chain(SqlAuditRepository(db).entries(), anchor_key=anchor)
+        finally:
+            db.dispose()
+    except TidingsError as exc:
+        fail(exc, as_json)
+        return
+    except (SQLAlchemyError, ValueError, OSError) as exc:
+        fail(UsageError(f"cannot read the audit log ({type(exc).__name__})"), as_json)
+        return
+    data = {
+        "ok": result.ok,
+        "checked": result.checked,
+        "anchored": anchor is not None,
+        "head_seq": result.head.seq if result.head else 0,
+        "head_hash": result.head.entry_hash.hex() if result.head else None,
+        "first_bad_seq": result.first_bad_seq,
+        "fault": result.fault.value if result.fault else None,
+        "detail": result.detail or None,
+    }
+    if result.ok:
+        head = ""
+        if result.head:
+            head = f", head seq {result.head.seq} {result.head.entry_hash.hex()[:16]}…"
+        note = "" if anchor is not None else " (anchors not checked: no anchor key)"
+        text = f"audit log intact: {result.checked} entries{head}{note}"
+        emit(as_json, data, text)
+        return
+    text = (
+        f"audit log BROKEN at seq {result.first_bad_seq}: {data['fault']} — {result.detail} "
+        f"({result.checked} entries verified before it)"
+    )
+    if as_json:
+        typer.echo(json.dumps(data))
+    else:
+        typer.echo(text, err=True)
+    raise typer.Exit(code=1)
+
+
+@admin_cli.command("create-staff")
+def admin_create_staff(
+    username: Annotated[str, typer.Argument(help="Sign-in name (letters, digits, . _ -).")],
+    role: Annotated[
+        list[str], typer.Option("--role", help="reviewer, lead, legal or admin (repeatable).")
+    ],
+    child_safety: Annotated[
+        bool, typer.Option("--child-safety", help="Request the child-safety clearance.")
+    ] = False,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", help="Queue membership (repeatable).")
+    ] = None,
+    console_url: Annotated[
+        str | None,
+        typer.Option(help="The console's public URL (default http://<host>:<port>/console)."),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a staff account and print its single-use enrolment link, for its owner: they set
+    their password and enrol their authenticator themselves (no secret is ever printed). The
+    roles and the clearance stay pending until an admin approves them in the console (audited
+    as the command-line operator)."""
+    from datetime import UTC, datetime
+
+    from tidings.app import open_safety
+
+    try:
+        cfg = _server_config(config, data_dir, database_url)
+        safety = open_safety(cfg)
+        try:
+            issued = safety.create_staff(
+                safety.operator(),
+                username=username,
+                roles=role,
+                child_safety=child_safety,
+                queues=queue or (),
+            )
+        finally:
+            safety.close()
+    except TidingsError as exc:
+        fail(exc, as_json)
+        return
+    account = issued.account
+    url = issued.url(console_url or f"http://{cfg.host}:{cfg.port}/console")
+    expires = datetime.fromtimestamp(issued.expires_ms / 1000, UTC).isoformat(timespec="seconds")
+    pending = [g.label for g in issued.pending_grants]
+    data = {
+        "id": account.staff_id,
+        "username": account.username,
+        "roles": sorted(r.value for r in account.roles),
+        "pending_grants": pending,
+        "enrolment_url": url,
+        "expires_at": expires,
+    }
+    emit(
+        as_json,
+        data,
+        f"created {account.username}; pending approval by an admin: {', '.join(pending)}\n"
+        f"  enrolment link (single use, until {expires}; give it to {account.username} only):\n"
+        f"  {url}",
+    )
+
+
+@admin_cli.command("rotate-evidence-key")
+def admin_rotate_evidence_key(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a fresh evidence key, make it active, and re-encrypt every stored evidence record
+    under it (old keys stay in evidence.keys until you drop them). Restart running nodes (and
+    run this again) so they seal new evidence under the new key."""
+    from tidings.app import EVIDENCE_KEYS_FILE, open_safety
+    from tidings.safety.keyfile import rotate_evidence_key
+
+    try:
+        cfg = _server_config(config, data_dir, database_url)
+        key_id = rotate_evidence_key(cfg.data_dir / EVIDENCE_KEYS_FILE)
+        safety = open_safety(cfg)
+        try:
+            safety.audit.append(
+                actor="operator:cli",
+                action="key.rotation",
+                target=f"key:{key_id}",
+                now_ms=safety.clock(),
+                details={"kind": "evidence"},
+            )
+            done = safety.reencrypt_evidence(actor="operator:cli")
+        finally:
+            safety.close()
+    except TidingsError as exc:
+        fail(exc, as_json)
+        return
+    emit(
+        as_json,
+        {"active_key_id": key_id, "reencrypted": done},
+        f"evidence key {key_id} is active; {done} record(s) re-encrypted",
+    )
