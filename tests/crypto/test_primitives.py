@@ -57,6 +57,25 @@ def test_hmac_sha256_matches_the_standard_library(key: bytes, data: bytes) -> No
     assert p.hmac_sha256(key, data) == hmac.digest(key, data, "sha256")
 
 
+@pytest.mark.parametrize(("key", "data", "mac"), RFC4231)
+def test_hmac_key_states_rfc4231(key: str, data: str, mac: str) -> None:
+    k = p.HmacSha256Key(bytes.fromhex(key))
+    # The copied states are not consumed: the same key gives the same MAC again.
+    assert k.mac(bytes.fromhex(data)).hex() == mac
+    assert k.mac(bytes.fromhex(data)).hex() == mac
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(max_size=200), messages=st.lists(st.binary(max_size=300), max_size=5))
+def test_hmac_key_states_match_the_standard_library(key: bytes, messages: list[bytes]) -> None:
+    k = p.HmacSha256Key(key)
+    assert [k.mac(m) for m in messages] == [hmac.digest(key, m, "sha256") for m in messages]
+
+
+def test_hmac_key_repr_hides_the_key() -> None:
+    assert "aa" not in repr(p.HmacSha256Key(b"\xaa" * 32))
+
+
 @pytest.mark.parametrize(("ikm", "salt", "info", "length", "okm"), RFC5869)
 def test_hkdf_sha256_rfc5869(ikm: str, salt: str, info: str, length: int, okm: str) -> None:
     out = p.hkdf_sha256(

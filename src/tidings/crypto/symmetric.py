@@ -16,6 +16,7 @@ from __future__ import annotations
 from tidings.crypto.primitives import (
     AES_BLOCK_LEN,
     HMAC_SHA256_LEN,
+    HmacSha256Key,
     aes256_cbc_decrypt,
     aes256_cbc_encrypt,
     constant_time_equal,
@@ -37,7 +38,8 @@ MIN_SEALED_LEN = AES_BLOCK_LEN + TAG_LEN
 
 def chain_step(chain_key: bytes) -> tuple[bytes, bytes]:
     """Advance a symmetric chain: return (message key, next chain key)."""
-    return hmac_sha256(chain_key, _MESSAGE_KEY_SEED), hmac_sha256(chain_key, _CHAIN_KEY_SEED)
+    key = HmacSha256Key(chain_key)  # one key set-up for the two MACs
+    return key.mac(_MESSAGE_KEY_SEED), key.mac(_CHAIN_KEY_SEED)
 
 
 def _expand(message_key: bytes, info: bytes) -> tuple[bytes, bytes, bytes]:
