@@ -147,7 +147,8 @@ def test_cli_groups_and_reports(tmp_path: Path, server_url: str,
     # Human output: one line per group, and group messages by id prefix.
     result = tidings(pb, "group", "list")
     assert result.exit_code == 0 and "Hikers" in result.stdout
-    result = tidings(pb, "group", "send", group_id[:6], "ok!")
+    # "--": a base64url id prefix may start with "-", which would read as an option.
+    result = tidings(pb, "group", "send", "--", group_id[:6], "ok!")
     assert result.exit_code == 0 and result.stdout.startswith("sent to Hikers")
     history = ok_json(tidings(pb, "messages", "Hikers", "--json"))["messages"]
     assert [m["body"] for m in history] == ["", "meet at 9", "ok!"]
