@@ -18,7 +18,7 @@ import contextlib
 import functools
 import os
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -38,6 +38,7 @@ __all__ = [
     "AttachmentStream",
     "LocalAttachmentStore",
     "bounded_body",
+    "read_in_chunks",
 ]
 
 ATTACHMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -134,7 +135,7 @@ def _write_through(out: BinaryIO, chunk: bytes) -> None:
     out.flush()
 
 
-def _unavailable(exc: OSError) -> StorageUnavailableError:
+def _unavailable(exc: Exception) -> StorageUnavailableError:
     # The class name only: an OSError's text carries the path, whose last part is the
     # attachment id (the download capability).
     return StorageUnavailableError(f"the attachment directory failed ({type(exc).__name__})")
@@ -181,7 +182,8 @@ class LocalAttachmentStore:
             return None
         except OSError as exc:
             raise _unavailable(exc) from None
-        return AttachmentStream(os.fstat(handle.fileno()).st_size, _file_chunks(handle))
+        chunks = read_in_chunks(handle, failures=(OSError,), unavailable=_unavailable)
+        return AttachmentStream(os.fstat(handle.fileno()).st_size, chunks)
 
     def read(self, attachment_id: str) -> bytes | None:
         try:
@@ -224,11 +226,26 @@ class LocalAttachmentStore:
             raise _unavailable(exc) from None
 
 
-async def _file_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
+class _BlockingReader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+async def read_in_chunks(
+    reader: _BlockingReader,
+    *,
+    failures: tuple[type[Exception], ...],
+    unavailable: Callable[[Exception], StorageUnavailableError],
+) -> AsyncIterator[bytes]:
+    """The bytes of a blocking ``reader`` (an open file, an S3 object body) in pieces of
+    `READ_CHUNK_BYTES`, each read in a worker thread; ``reader`` is closed at the end (or when
+    the iteration is abandoned). A store's own ``failures`` mid-way are raised as
+    ``unavailable(exc)``."""
     try:
-        while chunk := await anyio.to_thread.run_sync(handle.read, READ_CHUNK_BYTES):
+        while chunk := await anyio.to_thread.run_sync(reader.read, READ_CHUNK_BYTES):
             yield chunk
-    except OSError as exc:
-        raise _unavailable(exc) from None
+    except failures as exc:
+        raise unavailable(exc) from None
     finally:
-        handle.close()
+        reader.close()

@@ -15,7 +15,7 @@ one part is a single ``PutObject``. Any failure (over the limit, truncated, the 
 S3 failing, cancellation) aborts the multipart upload, so no object and no part is left; an
 abort that fails itself is left to `S3AttachmentStore.remove_orphans`, which aborts multipart
 uploads started more than `ORPHAN_PARTIAL_AGE_S` ago. Downloads stream the object's body in
-`READ_CHUNK_BYTES` pieces.
+`tidings.storage.blobs.READ_CHUNK_BYTES` pieces.
 
 Every S3 or connection failure is raised as `StorageUnavailableError` (HTTP 503
 ``storage_unavailable``) carrying the error's class and S3 code only: never the endpoint's
@@ -37,14 +37,13 @@ import anyio.to_thread
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.response import StreamingBody
 
 from tidings.errors import StorageUnavailableError
 from tidings.storage.blobs import (
     ORPHAN_PARTIAL_AGE_S,
-    READ_CHUNK_BYTES,
     AttachmentStream,
     bounded_body,
+    read_in_chunks,
 )
 
 if TYPE_CHECKING:
@@ -210,7 +209,8 @@ class S3AttachmentStore:
             got = await self._call(self._client.get_object, Bucket=self.bucket, Key=attachment_id)
         except ClientError:
             return None  # _call lets only "no such key" through
-        return AttachmentStream(got["ContentLength"], _body_chunks(got["Body"]))
+        chunks = read_in_chunks(got["Body"], failures=(BotoCoreError,), unavailable=_unavailable)
+        return AttachmentStream(got["ContentLength"], chunks)
 
     def read(self, attachment_id: str) -> bytes | None:
         try:
@@ -273,13 +273,3 @@ class S3AttachmentStore:
                 )
                 removed += 1
         return removed
-
-
-async def _body_chunks(body: StreamingBody) -> AsyncIterator[bytes]:
-    try:
-        while chunk := await anyio.to_thread.run_sync(body.read, READ_CHUNK_BYTES):
-            yield chunk
-    except BotoCoreError as exc:
-        raise _unavailable(exc) from None
-    finally:
-        body.close()
