@@ -295,11 +295,33 @@ def unreachable_store(bucket: str) -> S3AttachmentStore:
     )
 
 
-def test_s3_unreachable_is_503_never_500(client: TestClient, bucket: str) -> None:
-    alice = register(client, "alice")
-    stored = upload(client, alice, b"stored while S3 was up")
+def test_s3_unreachable_is_503_never_500(
+    client: TestClient, s3_config: ServerConfig, bucket: str
+) -> None:
+    net = Net(client, s3_config)
+    alice, bob = net.register("alice"), net.register("bob")
+    pointer = net.upload(alice, b"\x89PNG real image bytes" * 20)
+    item = net.send(alice, bob, "look", attachments=(pointer,))
+    stored = pointer.id
     state = state_of(client)
-    state.attachments = unreachable_store(bucket)
+    account = client.portal.call(state.store.account_id, alice.username)  # type: ignore[union-attr]
+
+    def used_bytes() -> int:
+        used: int = client.portal.call(  # type: ignore[union-attr]
+            state.store.attachment_bytes, account, state.clock()
+        )
+        return used
+
+    stored_bytes = used_bytes()
+    assert stored_bytes > 0
+    # S3 goes down: the one store object the routes and the safety side share loses it.
+    state.attachments._client = unreachable_store(bucket)._client  # type: ignore[attr-defined]
+    before = net.counts()
+    reveal = [{"item": 0, "pointer": 0, "key": b64e(pointer.key)}]
+    reported = net.report(bob, [item], attachments=reveal)
+    assert reported.status_code == 503, reported.text
+    assert reported.json()["error"]["code"] == "storage_unavailable"
+    assert net.counts() == before  # nothing of the report stored; it can be sent again
     refused = client.post("/v1/attachments", content=b"abc", headers={**alice.auth, **OCTETS})
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"]["code"] == "storage_unavailable"
@@ -309,10 +331,7 @@ def test_s3_unreachable_is_503_never_500(client: TestClient, bucket: str) -> Non
     with pytest.raises(StorageUnavailableError):
         StoreAttachmentFetcher(state.attachments).fetch(stored)
     # Nothing was recorded for the refused upload: the quota counts only the stored one.
-    used = client.portal.call(  # type: ignore[union-attr]
-        state.store.attachment_bytes, 1, state.clock()
-    )
-    assert used == len(b"stored while S3 was up")
+    assert used_bytes() == stored_bytes
 
 
 def test_wrong_credentials_are_503_without_the_secret(

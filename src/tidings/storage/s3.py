@@ -180,10 +180,12 @@ class S3AttachmentStore:
                     UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
                 )
-        except BaseException:
+        except BaseException as exc:
             # Shielded: a cancelled request (the client gone) must still clean up.
             with anyio.CancelScope(shield=True):
                 await self._discard(key, upload_id, single_put)
+            if isinstance(exc, ClientError):  # "no such upload": aborted under our feet
+                raise _unavailable(exc) from None
             raise
         return declared
 
