@@ -43,9 +43,11 @@ from tidings.server.metrics import Metrics
 from tidings.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from tidings.server.routes import accounts, attachments, keys, messages, websocket
 from tidings.server.state import ServerState, load_franking_key
+from tidings.storage.blobs import AttachmentStore, LocalAttachmentStore
 from tidings.storage.database import Database, sqlite_url
 from tidings.storage.files import ensure_private_dir, tighten_tree
 from tidings.storage.messaging import MessagingStore
+from tidings.storage.s3 import S3AttachmentStore
 
 log = logging.getLogger("tidings.app")
 access_log = logging.getLogger("tidings.access")
@@ -70,10 +72,6 @@ def build_state(config: ServerConfig) -> ServerState:
         )
     attachments_dir = prepare_data_dir(config.data_dir)
     metrics = Metrics()
-    # Uploads cut off by a crash of this node (or another one sharing the directory).
-    metrics.purged.labels(kind="orphan_uploads").inc(
-        attachments.remove_orphan_partials(attachments_dir)
-    )
     try:
         db = Database(
             config.database_url or sqlite_url(config.data_dir), schema=config.database_schema
@@ -97,27 +95,54 @@ def build_state(config: ServerConfig) -> ServerState:
         franking_key=load_franking_key(
             config.franking_key_file or config.data_dir / "franking.key"
         ),
-        attachments_dir=attachments_dir,
+        attachments=build_attachment_store(config, attachments_dir),
+    )
+
+
+def build_attachment_store(config: ServerConfig, attachments_dir: Path) -> AttachmentStore:
+    """The S3 bucket when ``s3_bucket`` is set (every node of a cluster on one bucket), else
+    the local directory ``attachments_dir`` (the embedded default)."""
+    if not config.s3_bucket:
+        return LocalAttachmentStore(attachments_dir)
+    return S3AttachmentStore(
+        bucket=config.s3_bucket,
+        endpoint_url=config.s3_endpoint,
+        region=config.s3_region,
+        access_key_id=config.s3_access_key_id,
+        secret_access_key=config.s3_secret_access_key,
     )
 
 
 async def purge_expired(state: ServerState) -> int:
-    """One purge round: expired envelopes and attachments (records, then files). Returns how
-    many envelopes went. Reads already hide expired items; this reclaims the space."""
-    envelopes, files = await state.store.purge_expired(state.clock())
-    for attachment_id in files:
-        (state.attachments_dir / attachment_id).unlink(missing_ok=True)
+    """One purge round: expired envelopes and attachments (records, then their bytes in the
+    attachment store). Returns how many envelopes went. Reads already hide expired items; this
+    reclaims the space.
+
+    Raises:
+        StorageUnavailableError: the attachment store failed (the records are gone; the
+            bytes left are the store's expiry rule's, docs/operations.md).
+    """
+    envelopes, expired = await state.store.purge_expired(state.clock())
     state.metrics.purged.labels(kind="envelopes").inc(envelopes)
-    state.metrics.purged.labels(kind="attachments").inc(len(files))
+    await state.attachments.delete_many(expired)
+    state.metrics.purged.labels(kind="attachments").inc(len(expired))
     return envelopes
+
+
+async def remove_orphan_uploads(state: ServerState) -> None:
+    """What uploads cut off by a crash (of this node or another on the same store) left:
+    ``.part`` files, or S3 multipart uploads, older than an hour."""
+    removed = await state.attachments.remove_orphans()
+    state.metrics.purged.labels(kind="orphan_uploads").inc(removed)
 
 
 async def purge_round(state: ServerState, safety: SafetyService) -> None:
     """One round of the periodic clean-up, every `PURGE_INTERVAL_S` on every node: expired
     envelopes and attachments (`purge_expired`), expired evidence (one batch, one audit entry
     by "system" if anything went: `SafetyService.purge_expired_evidence`), and orphan
-    ``.part`` uploads. Each task runs on its own: one failing (logged by error class, counted
-    in ``tidings_purge_runs_total``) does not stop the others, and the next round retries.
+    uploads (`remove_orphan_uploads`). Each task runs on its own: one failing (logged by error
+    class, counted in ``tidings_purge_runs_total``) does not stop the others, and the next
+    round retries.
     Never raises (except cancellation)."""
 
     async def evidence() -> None:
@@ -125,28 +150,28 @@ async def purge_round(state: ServerState, safety: SafetyService) -> None:
         purged = await asyncio.to_thread(safety.purge_expired_evidence)
         state.metrics.purged.labels(kind="evidence").inc(purged)
 
-    async def orphan_uploads() -> None:
-        removed = await asyncio.to_thread(
-            attachments.remove_orphan_partials, state.attachments_dir
-        )
-        state.metrics.purged.labels(kind="orphan_uploads").inc(removed)
-
     async def messaging() -> None:
         await purge_expired(state)
 
     tasks: dict[str, Callable[[], Awaitable[None]]] = {
         "messaging": messaging,
         "evidence": evidence,
-        "orphan_uploads": orphan_uploads,
+        "orphan_uploads": lambda: remove_orphan_uploads(state),
     }
     for task, run in tasks.items():
-        try:
-            await run()
-        except Exception as exc:  # the next round retries; expiry is not urgent
-            state.metrics.purge_runs.labels(task=task, outcome="failed").inc()
-            log.warning("purge failed: %s", task, extra={"error": type(exc).__name__})
-        else:
-            state.metrics.purge_runs.labels(task=task, outcome="ok").inc()
+        await _purge_task(state, task, run)
+
+
+async def _purge_task(state: ServerState, task: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run one clean-up task, counted in ``tidings_purge_runs_total``; a failure is logged by
+    its class and does not raise (the next round retries; expiry is not urgent)."""
+    try:
+        await run()
+    except Exception as exc:
+        state.metrics.purge_runs.labels(task=task, outcome="failed").inc()
+        log.warning("purge failed: %s", task, extra={"error": type(exc).__name__})
+    else:
+        state.metrics.purge_runs.labels(task=task, outcome="ok").inc()
 
 
 async def _purge_forever(state: ServerState, safety: SafetyService) -> None:
@@ -206,12 +231,12 @@ def build_safety(
     config: ServerConfig,
     *,
     franking_key: bytes,
-    attachments_dir: Path,
+    attachments: AttachmentStore,
     clock: Callable[[], int] = now_ms,
     on_enforcement: Callable[[str], None] | None = None,
 ) -> SafetyService:
     """The trust & safety service on the server's database (a synchronous engine beside the
-    server's async one), with the server franking key, the attachment directory, and the
+    server's async one), with the server franking key, the attachment store, and the
     evidence, audit-anchor and staff (TOTP sealing) keys from ``<data_dir>`` (created 0600 on
     first start; in cluster mode every node must share these files, like the franking key)."""
     return SafetyService.open(
@@ -219,7 +244,7 @@ def build_safety(
         schema=config.database_schema,
         franking_keys=FrankingKeyRing([FrankingKey("server", franking_key)]),
         evidence_keys=load_evidence_keys(config.data_dir / EVIDENCE_KEYS_FILE),
-        fetcher=safety_http.DirectoryAttachmentFetcher(attachments_dir),
+        fetcher=safety_http.StoreAttachmentFetcher(attachments),
         anchor_key=load_anchor_key(config.data_dir / AUDIT_ANCHOR_FILE),
         staff_key=load_staff_key(config.data_dir / STAFF_KEY_FILE),
         clock=clock,
@@ -230,13 +255,13 @@ def build_safety(
 def open_safety(config: ServerConfig) -> SafetyService:
     """The safety service alone (for `tidings admin` commands), migrated to the current
     schema; no messaging server is started."""
-    prepare_data_dir(config.data_dir)
+    attachments_dir = prepare_data_dir(config.data_dir)
     service = build_safety(
         config,
         franking_key=load_franking_key(
             config.franking_key_file or config.data_dir / "franking.key"
         ),
-        attachments_dir=config.data_dir / "attachments",
+        attachments=build_attachment_store(config, attachments_dir),
     )
     service.migrate()
     return service
@@ -268,7 +293,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     safety = build_safety(
         config,
         franking_key=state.franking_key,
-        attachments_dir=state.attachments_dir,
+        attachments=state.attachments,
         clock=state.clock,
         on_enforcement=on_enforcement,
     )
@@ -278,6 +303,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         await state.db.migrate()
         loops.append(asyncio.get_running_loop())
         await state.hub.start()
+        # Uploads cut off by a crash of this node (or another one on the same store).
+        await _purge_task(state, "orphan_uploads", lambda: remove_orphan_uploads(state))
         purge = asyncio.create_task(_purge_forever(state, safety))
         try:
             yield

@@ -433,6 +433,13 @@ class AttachmentQuotaExceededError(RequestError):
     code = "attachment_quota_exceeded"
 
 
+class StorageUnavailableError(TidingsError):
+    """The attachment store (local disk or S3 object storage) cannot be reached or refused the
+    operation; nothing was stored. Try again later."""
+
+    code = "storage_unavailable"
+
+
 # --- enforcement on the messaging API (trust & safety decisions) -----------------------------
 
 
@@ -480,6 +487,7 @@ HTTP_STATUS: Mapping[type[TidingsError], int] = MappingProxyType(
         RateLimitedError: 429,
         QueueFullError: 507,
         AttachmentQuotaExceededError: 507,
+        StorageUnavailableError: 503,
     }
 )
 """The HTTP status of each error class that is not 400; a subclass not listed takes its

@@ -12,9 +12,7 @@ with the exact reason's code and stores nothing (`tidings.safety.reports`).
 
 # No `from __future__ import annotations`: FastAPI must see the route parameters' Annotated
 # dependencies (local to `build_router`) as objects, not strings.
-import re
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends
@@ -31,9 +29,10 @@ from tidings.safety.reports import (
     ReportSubmission,
 )
 from tidings.safety.service import SafetyService
+from tidings.storage.blobs import ATTACHMENT_ID_PATTERN, AttachmentStore
 from tidings.wire.base64url import B64URL_PATTERN, b64d
 
-__all__ = ["DirectoryAttachmentFetcher", "build_router"]
+__all__ = ["StoreAttachmentFetcher", "build_router"]
 
 ErrorDocs = Callable[..., dict[int | str, dict[str, Any]]]
 """Builds a route's ``responses=`` from the error classes it can raise (the composition root
@@ -55,6 +54,7 @@ REPORT_ERRORS: tuple[type[e.TidingsError], ...] = (
     e.AttachmentError,
     e.AttachmentKeyMismatchError,
     e.AttachmentUnavailableError,
+    e.StorageUnavailableError,
     e.UnknownKeyIdError,
     e.ConflictError,
     e.RateLimitedError,
@@ -83,7 +83,6 @@ def _no_docs(*_: type[e.TidingsError]) -> dict[int | str, dict[str, Any]]:
     return {}
 
 
-_ATTACHMENT_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 _MAX_ITEM_B64 = 96 * 1024  # one ReportItem (content is at most a few KiB of text + pointers)
 
 
@@ -95,21 +94,25 @@ class DeviceIdentity(Protocol):
     def device_id(self) -> int: ...
 
 
-class DirectoryAttachmentFetcher:
-    """`tidings.safety.reports.AttachmentFetcher` over the server's attachment directory
-    (``<data_dir>/attachments/<id>``). Ids that are not 43 base64url characters are never
-    looked up (no path tricks)."""
+class StoreAttachmentFetcher:
+    """`tidings.safety.reports.AttachmentFetcher` over the server's attachment store (local
+    disk or S3), blocking: the safety service calls it from a worker thread. Ids that are not
+    43 base64url characters are never looked up (no path or key tricks).
 
-    def __init__(self, directory: Path) -> None:
-        self._dir = directory
+    Raises (from ``fetch``):
+        StorageUnavailableError: the store cannot be reached (the report is refused with 503
+            and nothing is stored; the reporter may send it again).
+    """
+
+    def __init__(self, store: AttachmentStore) -> None:
+        self._store = store
 
     def fetch(self, attachment_id: str) -> bytes | None:
-        if not isinstance(attachment_id, str) or not _ATTACHMENT_ID.fullmatch(attachment_id):
+        if not isinstance(attachment_id, str) or not ATTACHMENT_ID_PATTERN.fullmatch(
+            attachment_id
+        ):
             return None
-        try:
-            return (self._dir / attachment_id).read_bytes()
-        except OSError:
-            return None
+        return self._store.read(attachment_id)
 
 
 _MAX_KEY_BYTES = 64

@@ -1,4 +1,8 @@
-"""Server configuration: defaults, then a TOML file, then `TIDINGS_*` environment variables."""
+"""Server configuration: defaults, then a TOML file, then `TIDINGS_*` environment variables.
+
+The file's settings are top-level or in a ``[server]`` table; the attachment store's are in a
+``[storage]`` table beside them (`STORAGE_SETTINGS`, the same names as everywhere else, e.g.
+``s3_bucket``; environment ``TIDINGS_S3_BUCKET``)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from tidings.errors import TidingsError
@@ -64,6 +68,18 @@ class ServerConfig:
     """Addresses or networks (``10.0.0.0/8``) of reverse proxies whose ``X-Forwarded-For``
     and ``X-Forwarded-Proto`` are believed. Empty: the headers are ignored, the TCP peer is
     the client. TOML: a list; environment: comma-separated."""
+    s3_bucket: str = ""
+    """Empty (the embedded default): attachments on local disk in ``<data_dir>/attachments``.
+    Else the S3 bucket (created by the operator) every node keeps attachments in."""
+    s3_endpoint: str = ""
+    """The S3-compatible server's URL (``http://127.0.0.1:8333``); empty: AWS S3."""
+    s3_region: str = ""
+    """Empty: boto3's default (``AWS_DEFAULT_REGION``, else none)."""
+    s3_access_key_id: str = ""
+    """Empty (with ``s3_secret_access_key``): boto3's credential chain (``AWS_*`` variables,
+    instance credentials)."""
+    s3_secret_access_key: str = field(default="", repr=False)
+    """Never logged, in an error or in this object's ``repr``."""
 
     @classmethod
     def load(cls, path: Path | None = None, env: dict[str, str] | None = None) -> ServerConfig:
@@ -78,7 +94,12 @@ class ServerConfig:
                 data = tomllib.loads(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"cannot read config file {path}: {exc}") from None
-            config = config._merged(data.get("server", data), source=str(path))
+            section = dict(data.get("server", data))
+            storage = section.pop("storage", data.get("storage", {}))
+            if not isinstance(storage, dict) or not set(storage) <= STORAGE_SETTINGS:
+                names = ", ".join(sorted(STORAGE_SETTINGS))
+                raise ConfigError(f"the [storage] table in {path} takes only: {names}")
+            config = config._merged({**section, **storage}, source=str(path))
         environ = os.environ if env is None else env
         overrides = {
             f.name: environ[f"TIDINGS_{f.name.upper()}"]
@@ -118,6 +139,12 @@ class ServerConfig:
                     raise ConfigError(f"setting {key!r} in {source}: {exc}") from None
                 raise ConfigError(f"setting {key!r} in {source} must be a number") from None
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+STORAGE_SETTINGS = frozenset(
+    {"s3_bucket", "s3_endpoint", "s3_region", "s3_access_key_id", "s3_secret_access_key"}
+)
+"""The settings of the attachment store: the file's ``[storage]`` table."""
 
 
 def _networks(value: object) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from tidings.server.config import ServerConfig
 from tidings.server.hub import LocalHub
 from tidings.server.metrics import Metrics
 from tidings.server.ratelimit import RateLimiter
+from tidings.storage.blobs import AttachmentStore
 from tidings.storage.database import Database
 from tidings.storage.files import write_private
 from tidings.storage.messaging import MessagingStore
@@ -33,7 +34,8 @@ class ServerState:
     limiter: RateLimiter
     metrics: Metrics
     franking_key: bytes = field(repr=False)
-    attachments_dir: Path
+    attachments: AttachmentStore
+    """Where attachment ciphertext lives: local disk or S3 (`app.build_attachment_store`)."""
     clock: Callable[[], int] = now_ms
     websockets_open: dict[int, int] = field(default_factory=dict)
     """Open WebSocket connections per account id on this node (for the per-account limit)."""
