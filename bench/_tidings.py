@@ -124,8 +124,8 @@ def ping_pong(plaintexts: Sequence[bytes], ad: bytes) -> RunFn:
 
 
 def _identity_and_prekeys(one_time: int) -> tuple[Any, Any]:
+    from tidings.crypto.device_prekeys import DevicePrekeys
     from tidings.crypto.identity import IdentityKeyPair
-    from tidings.crypto.prekeys import DevicePrekeys
 
     identity = IdentityKeyPair.generate()
     prekeys = DevicePrekeys.generate(

@@ -9,20 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidings.crypto import primitives
-from tidings.crypto.identity import IdentityKeyPair
-from tidings.crypto.prekeys import (
-    KEM_PREKEY_LABEL,
-    MAX_PREKEY_ID,
+from tidings.crypto.bundle import PrekeyBundle
+from tidings.crypto.device_prekeys import (
     MAX_RETIRED_SIGNED_PREKEYS,
     SIGNED_PREKEY_GRACE_PERIOD_MS,
-    SIGNED_PREKEY_LABEL,
     SIGNED_PREKEY_ROTATION_INTERVAL_MS,
     DevicePrekeys,
-    KemPrekey,
-    PrekeyBundle,
     PrekeyConsumption,
+)
+from tidings.crypto.identity import IdentityKeyPair
+from tidings.crypto.kem_prekeys import KEM_PREKEY_LABEL, KemPrekey, kem_prekey_signing_payload
+from tidings.crypto.prekeys import (
+    MAX_PREKEY_ID,
+    SIGNED_PREKEY_LABEL,
     SignedPrekey,
-    kem_prekey_signing_payload,
     signed_prekey_signing_payload,
 )
 from tidings.errors import (

@@ -9,8 +9,18 @@ input ends early and `DecodeError` for trailing bytes, so a decoder built on it 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import TypeVar
 
 from tidings.errors import DecodeError, TruncatedError
+
+_T = TypeVar("_T")
+
+U32_MAX = 0xFFFF_FFFF
+"""Largest value of a ``u32`` field."""
+
+U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+"""Largest value of a ``u64`` field."""
 
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
@@ -32,6 +42,28 @@ def u32(value: int) -> bytes:
 
 def u64(value: int) -> bytes:
     return _U64.pack(value)
+
+
+def require_bytes(value: object, length: int, what: str) -> bytes:
+    """``value`` itself if it is ``bytes`` of exactly ``length``.
+
+    Raises:
+        DecodeError: ``"<what> must be <length> bytes"`` otherwise (also for bytearray).
+    """
+    if not isinstance(value, bytes) or len(value) != length:
+        raise DecodeError(f"{what} must be {length} bytes")
+    return value
+
+
+def require_uint(value: object, maximum: int, what: str) -> int:
+    """``value`` itself if it is an ``int`` (not a bool) in ``0..maximum``.
+
+    Raises:
+        DecodeError: ``"<what> is not an unsigned integer in range"`` otherwise.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise DecodeError(f"{what} is not an unsigned integer in range")
+    return value
 
 
 def var16(value: bytes) -> bytes:
@@ -94,13 +126,27 @@ class Reader:
             raise DecodeError(f"{self._what} has a field longer than {limit} bytes")
         return self.take(n)
 
-    def records(self, count: int, size: int, limit: int | None = None) -> list[bytes]:
-        """``count`` fixed-size records; `DecodeError` if ``count`` exceeds ``limit``."""
+    def records(
+        self, count: int, size: int, read: Callable[[Reader], _T], limit: int | None = None
+    ) -> list[_T]:
+        """``count`` records of ``size`` bytes each, each parsed by ``read`` from a reader of its
+        own that it must consume exactly.
+
+        Raises:
+            DecodeError: ``count`` exceeds ``limit``, or ``read`` leaves bytes of a record over
+                (and whatever ``read`` raises).
+            TruncatedError: fewer than ``count * size`` bytes remain.
+        """
         if limit is not None and count > limit:
             raise DecodeError(f"{self._what} holds more than {limit} records")
         # One bounds check for the whole run, before any per-record work.
         block = self.take(count * size)
-        return [block[i : i + size] for i in range(0, len(block), size)]
+        parsed: list[_T] = []
+        for start in range(0, len(block), size):
+            record = Reader(block[start : start + size], self._what)
+            parsed.append(read(record))
+            record.finish()
+        return parsed
 
     @property
     def remaining(self) -> int:
