@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from tidings.errors import DecodeError, TruncatedError
+from tidings.wire.limits import MAX_IDENTIFIER_CHARS
 
 _T = TypeVar("_T")
 
@@ -64,6 +65,23 @@ def require_uint(value: object, maximum: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
         raise DecodeError(f"{what} is not an unsigned integer in range")
     return value
+
+
+def identifier_bytes(name: object, what: str) -> bytes:
+    """The UTF-8 bytes of an account name (or other wire identifier): a non-empty ``str`` of at
+    most `limits.MAX_IDENTIFIER_CHARS` characters.
+
+    Raises:
+        DecodeError: not a non-empty str, too long, or not encodable as UTF-8 (lone surrogates).
+    """
+    if not isinstance(name, str) or not name:
+        raise DecodeError(f"{what} must be a non-empty account name")
+    if len(name) > MAX_IDENTIFIER_CHARS:
+        raise DecodeError(f"{what} is longer than {MAX_IDENTIFIER_CHARS} characters")
+    try:
+        return name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DecodeError(f"{what} is not encodable as UTF-8") from None
 
 
 def var16(value: bytes) -> bytes:
