@@ -83,7 +83,7 @@ class ScanResult(Enum):
 def _check_identity(identity_key: bytes, account: str, who: str) -> bytes:
     if not isinstance(identity_key, bytes | bytearray) or len(identity_key) != IDENTITY_KEY_LEN:
         raise InvalidKeyError(f"{who} identity key must be {IDENTITY_KEY_LEN} bytes")
-    return identifier_bytes(account, f"{who} account name")
+    return identifier_bytes(account, f"{who} account")
 
 
 def fingerprint(identity_key: bytes, account: str) -> bytes:
