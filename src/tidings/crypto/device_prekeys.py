@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tidings.crypto.bundle import PrekeyBundle
 from tidings.crypto.identity import IdentityKey, IdentityKeyPair, RandomSource, random_source
@@ -248,16 +249,8 @@ class DevicePrekeys:
         """
         _check_time(now_ms, "now_ms")
         before = len(self._retired_signed) + len(self._retired_last_resort)
-        self._retired_signed = [
-            (pair, retired)
-            for pair, retired in self._retired_signed
-            if now_ms < retired + SIGNED_PREKEY_GRACE_PERIOD_MS
-        ][:MAX_RETIRED_SIGNED_PREKEYS]
-        self._retired_last_resort = [
-            (pair, retired)
-            for pair, retired in self._retired_last_resort
-            if now_ms < retired + SIGNED_PREKEY_GRACE_PERIOD_MS
-        ][:MAX_RETIRED_SIGNED_PREKEYS]
+        self._retired_signed = _still_kept(self._retired_signed, now_ms)
+        self._retired_last_resort = _still_kept(self._retired_last_resort, now_ms)
         return before - len(self._retired_signed) - len(self._retired_last_resort)
 
     def rotation_due(self, now_ms: int) -> bool:
@@ -350,12 +343,10 @@ class DevicePrekeys:
         Raises:
             UnknownPrekeyError: no such key (never issued, or pruned).
         """
-        if self._signed.id == prekey_id:
-            return self._signed
-        for pair, _ in self._retired_signed:
-            if pair.id == prekey_id:
-                return pair
-        raise UnknownPrekeyError("no such signed prekey")
+        pair = _current_or_retired(self._signed, self._retired_signed, prekey_id)
+        if pair is None:
+            raise UnknownPrekeyError("no such signed prekey")
+        return pair
 
     def find_one_time_prekey(self, prekey_id: int) -> OneTimePrekeyPair:
         """The unused one-time X25519 prekey with this id.
@@ -375,15 +366,12 @@ class DevicePrekeys:
         Raises:
             UnknownPrekeyError: no such key (never issued, consumed, or pruned).
         """
-        pair = self._kem_one_time.get(prekey_id)
-        if pair is not None:
-            return pair
-        if self._last_resort.id == prekey_id:
-            return self._last_resort
-        for retired, _ in self._retired_last_resort:
-            if retired.id == prekey_id:
-                return retired
-        raise UnknownPrekeyError("no such ML-KEM prekey")
+        pair = self._kem_one_time.get(prekey_id) or _current_or_retired(
+            self._last_resort, self._retired_last_resort, prekey_id
+        )
+        if pair is None:
+            raise UnknownPrekeyError("no such ML-KEM prekey")
+        return pair
 
     # -- consumption -------------------------------------------------------------------------
 
@@ -496,7 +484,25 @@ class DevicePrekeys:
         )
 
 
-# --- serialization helpers ----------------------------------------------------------------------
+# --- helpers ------------------------------------------------------------------------------------
+
+_Rotated = TypeVar("_Rotated", SignedPrekeyPair, KemPrekeyPair)
+
+
+def _current_or_retired(
+    current: _Rotated, retired: list[tuple[_Rotated, int]], prekey_id: int
+) -> _Rotated | None:
+    """The current pair or a retired one with this id, if any."""
+    if current.id == prekey_id:
+        return current
+    return next((pair for pair, _ in retired if pair.id == prekey_id), None)
+
+
+def _still_kept(retired: list[tuple[_Rotated, int]], now_ms: int) -> list[tuple[_Rotated, int]]:
+    """The retired pairs inside their grace period at ``now_ms``, at most the newest
+    `MAX_RETIRED_SIGNED_PREKEYS`."""
+    kept = [(p, r) for p, r in retired if now_ms < r + SIGNED_PREKEY_GRACE_PERIOD_MS]
+    return kept[:MAX_RETIRED_SIGNED_PREKEYS]
 
 
 def _pack_retired(
