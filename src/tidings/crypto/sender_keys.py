@@ -270,8 +270,7 @@ class OwnSenderKey:
         """
         if distribution_id is None:
             distribution_id = _draw(rng, DISTRIBUTION_ID_LEN)
-        chain_id: int = int.from_bytes(_draw(rng, 4), "big")
-        return cls(distribution_id, chain_id, 0, _draw(rng, CHAIN_KEY_LEN), _draw(rng, 32))
+        return cls._fresh(distribution_id, rng)
 
     def rotate(self, *, rng: RandomSource | None = None) -> OwnSenderKey:
         """A new generation of this key line: same distribution id, new chain id (different
@@ -280,13 +279,19 @@ class OwnSenderKey:
         Holders of this key cannot derive anything of the new one. Draws like `generate`
         (redrawing the chain id while it equals the current one).
         """
+        return OwnSenderKey._fresh(self._distribution_id, rng, other_than=self._chain_id)
+
+    @classmethod
+    def _fresh(
+        cls, distribution_id: bytes, rng: RandomSource | None, *, other_than: int | None = None
+    ) -> OwnSenderKey:
+        # Draws the chain id (again while it equals ``other_than``), chain key, signing seed.
         while True:
-            chain_id: int = int.from_bytes(_draw(rng, 4), "big")
-            if chain_id != self._chain_id:
+            chain_id = int.from_bytes(_draw(rng, 4), "big")
+            if chain_id != other_than:
                 break
-        return OwnSenderKey(
-            self._distribution_id, chain_id, 0, _draw(rng, CHAIN_KEY_LEN), _draw(rng, 32)
-        )
+        chain_key = _draw(rng, CHAIN_KEY_LEN)
+        return cls(distribution_id, chain_id, 0, chain_key, _draw(rng, primitives.ED25519_SEED_LEN))
 
     @property
     def distribution_id(self) -> bytes:
