@@ -161,7 +161,38 @@ def _tag(
     return hmac_sha256(mac_key, b"".join((header, u64(index), u8(final), ciphertext)))
 
 
-class AttachmentEncryptor:
+class _RecordStream:
+    """What both stream directions keep: the buffered partial record, the record counter, the
+    plaintext count, the running SHA-256 of the ciphertext and, once finalized, its digest."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._index = 0
+        self._plaintext_size = 0
+        self._hash = Sha256Stream()
+        self._digest: bytes | None = None
+        self._closed = False
+
+    @property
+    def plaintext_size(self) -> int:
+        """Plaintext bytes so far: accepted (encryptor), or authenticated and released
+        (decryptor)."""
+        return self._plaintext_size
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the whole ciphertext (AttachmentPointer.digest), after a successful
+        `finalize`.
+
+        Raises:
+            AttachmentError: called before `finalize` (or after a failed one).
+        """
+        if self._digest is None:
+            raise AttachmentError("the digest is known only after finalize")
+        return self._digest
+
+
+class AttachmentEncryptor(_RecordStream):
     """Streaming encryptor. Feed plaintext with `update`, end with `finalize`; concatenate every
     returned piece (the first non-empty one starts with the header).
 
@@ -180,6 +211,7 @@ class AttachmentEncryptor:
     ) -> None:
         key = _check_key(key)
         _check_chunk_size(chunk_size)
+        super().__init__()
         # ``nonce`` exists for known-answer tests. It is the HKDF salt, so even a reused
         # attachment key gets fresh subkeys per nonce; production callers leave it random.
         nonce = random_bytes(NONCE_LEN) if nonce is None else bytes(nonce)
@@ -190,13 +222,7 @@ class AttachmentEncryptor:
         self._chunk_size = chunk_size
         self._header = MAGIC + u8(FORMAT_VERSION) + u32(chunk_size) + nonce + commitment
         self._pending_header = True
-        self._buf = bytearray()
-        self._index = 0
-        self._plaintext_size = 0
         self._ciphertext_size = 0
-        self._hash = Sha256Stream()
-        self._digest: bytes | None = None
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"AttachmentEncryptor(chunk_size={self._chunk_size}, <key hidden>)"
@@ -204,22 +230,6 @@ class AttachmentEncryptor:
     @property
     def chunk_size(self) -> int:
         return self._chunk_size
-
-    @property
-    def plaintext_size(self) -> int:
-        """Plaintext bytes accepted so far."""
-        return self._plaintext_size
-
-    @property
-    def digest(self) -> bytes:
-        """SHA-256 of the whole ciphertext (AttachmentPointer.digest), after `finalize`.
-
-        Raises:
-            AttachmentError: called before `finalize`.
-        """
-        if self._digest is None:
-            raise AttachmentError("the digest is known only after finalize")
-        return self._digest
 
     def _emit(self, parts: list[bytes]) -> bytes:
         out = b"".join(parts)
@@ -289,7 +299,7 @@ class AttachmentEncryptor:
         return out
 
 
-class AttachmentDecryptor:
+class AttachmentDecryptor(_RecordStream):
     """Streaming decryptor. Feed ciphertext in pieces of any size with `update` (which returns
     only plaintext whose record tag verified), then call `finalize` (which verifies the last
     record, the completeness of the stream and the digest, and returns the last plaintext).
@@ -315,6 +325,7 @@ class AttachmentDecryptor:
         expected_chunk_size: int | None = None,
     ) -> None:
         self._key = _check_key(key)
+        super().__init__()
         if expected_digest is not None and (
             not isinstance(expected_digest, bytes) or len(expected_digest) != DIGEST_LEN
         ):
@@ -336,28 +347,10 @@ class AttachmentDecryptor:
         self._chunk_size = 0
         self._record_size = 0
         self._max_ciphertext = 0
-        self._buf = bytearray()
-        self._index = 0
         self._received = 0
-        self._plaintext_size = 0
-        self._hash = Sha256Stream()
-        self._digest: bytes | None = None
-        self._closed = False
 
     def __repr__(self) -> str:
         return "AttachmentDecryptor(<key hidden>)"
-
-    @property
-    def plaintext_size(self) -> int:
-        """Authenticated plaintext bytes released so far."""
-        return self._plaintext_size
-
-    @property
-    def digest(self) -> bytes:
-        """SHA-256 of the whole ciphertext, after a successful `finalize`."""
-        if self._digest is None:
-            raise AttachmentError("the digest is known only after finalize")
-        return self._digest
 
     def _fail(self, reason: str) -> AttachmentError:
         self._closed = True
