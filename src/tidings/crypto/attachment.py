@@ -45,7 +45,7 @@ streams. Errors are `tidings.errors` types and never contain key material or pla
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -173,6 +173,33 @@ class _RecordStream:
         self._digest: bytes | None = None
         self._closed = False
 
+    def _non_final_records(
+        self,
+        view: memoryview,
+        pos: int,
+        size: int,
+        process: Callable[[bytes | bytearray | memoryview, bool], bytes],
+    ) -> list[bytes]:
+        """``process(record, False)`` for every ``size``-byte record of the buffer followed by
+        ``view[pos:]`` that at least one more byte follows (only then is it known not to be the
+        final record); the rest stays buffered. ``process`` must not keep the record it is
+        given (the buffer is reused)."""
+        out: list[bytes] = []
+        buf = self._buf
+        n = len(view)
+        if len(buf) + (n - pos) > size:
+            if buf:
+                take = size - len(buf)
+                buf += view[pos : pos + take]
+                pos += take
+                out.append(process(buf, False))
+                buf.clear()
+            while n - pos > size:
+                out.append(process(view[pos : pos + size], False))
+                pos += size
+        buf += view[pos:]
+        return out
+
     @property
     def plaintext_size(self) -> int:
         """Plaintext bytes so far: accepted (encryptor), or authenticated and released
@@ -266,20 +293,7 @@ class AttachmentEncryptor(_RecordStream):
             raise AttachmentError(f"attachment exceeds {MAX_ATTACHMENT_BYTES} bytes")
         self._plaintext_size += n
         parts = self._start()
-        size = self._chunk_size
-        buf = self._buf
-        pos = 0
-        if len(buf) + n > size:
-            if buf:
-                take = size - len(buf)
-                buf += view[:take]
-                pos = take
-                parts.append(self._seal(buf, final=False))
-                buf.clear()
-            while n - pos > size:
-                parts.append(self._seal(view[pos : pos + size], final=False))
-                pos += size
-        buf += view[pos:]
+        parts += self._non_final_records(view, 0, self._chunk_size, self._seal)
         return self._emit(parts)
 
     def finalize(self) -> bytes:
@@ -421,22 +435,7 @@ class AttachmentDecryptor(_RecordStream):
             self._parse_header(header)
         if self._received > self._max_ciphertext:
             raise self._fail("attachment is longer than its size limit")
-        out: list[bytes] = []
-        size = self._record_size
-        buf = self._buf
-        # A record is opened as non-final only when at least one byte follows it.
-        if len(buf) + (n - pos) > size:
-            if buf:
-                take = size - len(buf)
-                buf += view[pos : pos + take]
-                pos += take
-                out.append(self._open(buf, final=False))
-                buf.clear()
-            while n - pos > size:
-                out.append(self._open(view[pos : pos + size], final=False))
-                pos += size
-        buf += view[pos:]
-        plaintext = b"".join(out)
+        plaintext = b"".join(self._non_final_records(view, pos, self._record_size, self._open))
         if self._expected_size is not None and self._plaintext_size > self._expected_size:
             raise self._fail("attachment is longer than its declared size")
         return plaintext
