@@ -94,6 +94,24 @@ def var32(value: bytes) -> bytes:
     return _U32.pack(len(value)) + value
 
 
+class EqualByEncoding:
+    """Mixin for immutable values identified by their canonical encoding, kept in ``_encoded``:
+    two are equal when they are of the same class and their encodings are; the hash is the
+    encoding's."""
+
+    __slots__ = ()
+
+    _encoded: bytes
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, type(self)):
+            return NotImplemented
+        return self._encoded == other._encoded
+
+    def __hash__(self) -> int:
+        return hash(self._encoded)
+
+
 class Reader:
     """A cursor over untrusted bytes. ``what`` names the structure in error messages."""
 
