@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from tidings.crypto import primitives
-from tidings.crypto.identity import IdentityKey, IdentityKeyPair, RandomSource, draw_random
-from tidings.crypto.prekeys import check_prekey_id
+from tidings.crypto.identity import IdentityKeyPair, RandomSource, draw_random
+from tidings.crypto.prekeys import IdentitySignedPrekey, check_prekey_id
 from tidings.wire import binary
 from tidings.wire import tidings_pb2 as pb
 
@@ -47,29 +47,21 @@ def _kind(last_resort: bool) -> str:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class KemPrekey:
-    """A published ML-KEM-768 prekey (one-time or last-resort) with its identity signature.
+class KemPrekey(IdentitySignedPrekey):
+    """A published ML-KEM-768 prekey (one-time or last-resort) with its identity signature,
+    which covers the last-resort flag too.
 
     Raises (construction):
         DecodeError: id outside 1..2^32-1, key not 1184 bytes or signature not 64 bytes.
     """
 
-    id: int
-    public: bytes
-    signature: bytes
     last_resort: bool
 
-    def __post_init__(self) -> None:
-        check_prekey_id(self.id)
-        binary.require_bytes(self.public, _KEM_PUB, "ML-KEM prekey")
-        binary.require_bytes(self.signature, _SIG, "ML-KEM prekey signature")
+    PUBLIC_KEY_LEN: ClassVar[int] = _KEM_PUB
+    KIND: ClassVar[str] = "ML-KEM prekey"
 
     def signing_payload(self) -> bytes:
         return kem_prekey_signing_payload(self.id, self.last_resort, self.public)
-
-    def verify(self, identity: IdentityKey) -> None:
-        """Raises `InvalidSignatureError` unless ``identity`` signed this prekey and its flag."""
-        identity.verify(self.signing_payload(), self.signature)
 
     def to_wire(self) -> pb.KemPrekey:
         return pb.KemPrekey(

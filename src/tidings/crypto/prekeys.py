@@ -59,28 +59,51 @@ def signed_prekey_signing_payload(prekey_id: int, public: bytes) -> bytes:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class SignedPrekey:
-    """A published signed prekey: id, X25519 public key, identity signature.
+class IdentitySignedPrekey:
+    """What every published prekey that the identity signs has: an id, a public key of its
+    kind's length (`PUBLIC_KEY_LEN`) and the identity's Ed25519 signature over its kind's
+    `signing_payload`. The kinds are `SignedPrekey` and `kem_prekeys.KemPrekey`.
 
     Raises (construction):
-        DecodeError: id outside 1..2^32-1, key not 32 bytes or signature not 64 bytes.
+        DecodeError: id outside 1..2^32-1, key of the wrong length or signature not 64 bytes.
     """
 
     id: int
     public: bytes
     signature: bytes
 
+    PUBLIC_KEY_LEN: ClassVar[int]
+    KIND: ClassVar[str]
+    """The kind's name in error messages."""
+
     def __post_init__(self) -> None:
         check_prekey_id(self.id)
-        binary.require_bytes(self.public, _X, "signed prekey")
-        binary.require_bytes(self.signature, _SIG, "signed prekey signature")
+        binary.require_bytes(self.public, self.PUBLIC_KEY_LEN, self.KIND)
+        binary.require_bytes(self.signature, _SIG, f"{self.KIND} signature")
+
+    def signing_payload(self) -> bytes:
+        """The fixed layout the identity signs (see the kind)."""
+        raise NotImplementedError
+
+    def verify(self, identity: IdentityKey) -> None:
+        """Raises `InvalidSignatureError` unless ``identity`` signed this prekey (and, for a KEM
+        prekey, its last-resort flag)."""
+        identity.verify(self.signing_payload(), self.signature)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class SignedPrekey(IdentitySignedPrekey):
+    """A published signed prekey: id, X25519 public key, identity signature.
+
+    Raises (construction):
+        DecodeError: id outside 1..2^32-1, key not 32 bytes or signature not 64 bytes.
+    """
+
+    PUBLIC_KEY_LEN: ClassVar[int] = _X
+    KIND: ClassVar[str] = "signed prekey"
 
     def signing_payload(self) -> bytes:
         return signed_prekey_signing_payload(self.id, self.public)
-
-    def verify(self, identity: IdentityKey) -> None:
-        """Raises `InvalidSignatureError` unless ``identity`` signed this prekey."""
-        identity.verify(self.signing_payload(), self.signature)
 
     def to_wire(self) -> pb.SignedPrekey:
         return pb.SignedPrekey(id=self.id, public_key=self.public, signature=self.signature)
