@@ -49,7 +49,7 @@ MISSING_RATCHET = _missing("tidings.crypto.ratchet")
 MISSING_SESSION = _missing("tidings.crypto.session", "tidings.crypto.pqxdh")
 MISSING_SETUP = _missing(
     "tidings.crypto.identity",
-    "tidings.crypto.prekeys",
+    "tidings.crypto.device_prekeys",
     "tidings.crypto.pqxdh",
     "tidings.crypto.ratchet",
 )
