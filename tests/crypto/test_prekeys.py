@@ -153,6 +153,24 @@ def test_bundle_round_trips_and_verifies() -> None:
     assert decoded.signed_prekey == state.signed_prekey
 
 
+def test_bundle_is_immutable_and_keyword_only() -> None:
+    state = fresh(1, 1)
+    bundle = state.bundle(5, 77)
+    with pytest.raises(AttributeError):
+        bundle.device_id = 6  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        PrekeyBundle(BOB.public, 5, 77, state.signed_prekey, state.last_resort_kem_prekey)  # type: ignore[call-arg]
+    for bad_id in (-1, 2**32, True):
+        with pytest.raises(DecodeError):
+            PrekeyBundle(
+                identity_key=BOB.public,
+                device_id=bad_id,
+                registration_id=1,
+                signed_prekey=state.signed_prekey,
+                kem_prekey=state.last_resort_kem_prekey,
+            )
+
+
 def test_bundle_defaults_to_last_resort_and_no_one_time_prekey() -> None:
     state = fresh(1, 1)
     bundle = PrekeyBundle.decode(state.bundle(1, 1).encode())
