@@ -49,7 +49,7 @@ MISSING_RATCHET = _missing("tidings.crypto.ratchet")
 MISSING_SESSION = _missing("tidings.crypto.session", "tidings.crypto.pqxdh")
 MISSING_SETUP = _missing(
     "tidings.crypto.identity",
-    "tidings.crypto.prekeys",
+    "tidings.crypto.device_prekeys",
     "tidings.crypto.pqxdh",
     "tidings.crypto.ratchet",
 )
@@ -124,8 +124,8 @@ def ping_pong(plaintexts: Sequence[bytes], ad: bytes) -> RunFn:
 
 
 def _identity_and_prekeys(one_time: int) -> tuple[Any, Any]:
+    from tidings.crypto.device_prekeys import DevicePrekeys
     from tidings.crypto.identity import IdentityKeyPair
-    from tidings.crypto.prekeys import DevicePrekeys
 
     identity = IdentityKeyPair.generate()
     prekeys = DevicePrekeys.generate(

@@ -198,8 +198,8 @@ class CpuWindow:
 def ratchet_body() -> bytes:
     """A real `RatchetMessage` encoding of a 1 KiB plaintext (second message of a live session,
     so a ratchet message rather than a prekey message)."""
+    from tidings.crypto.device_prekeys import DevicePrekeys
     from tidings.crypto.identity import IdentityKeyPair
-    from tidings.crypto.prekeys import DevicePrekeys
     from tidings.crypto.session import Session
     from tidings.wire import codec, pb
 
@@ -241,8 +241,8 @@ def b64d(text: str) -> bytes:
 
 def device_keys(name: str) -> tuple[dict[str, Any], Device]:
     """Registration material for one fresh device (own identity, 1 + 1 one-time prekeys)."""
+    from tidings.crypto.device_prekeys import DevicePrekeys
     from tidings.crypto.identity import IdentityKeyPair
-    from tidings.crypto.prekeys import DevicePrekeys
     from tidings.wire import codec
 
     identity = IdentityKeyPair.generate()

@@ -8,8 +8,9 @@ import os
 from collections.abc import Callable, Iterator
 
 from tidings.crypto import attachment, franking
+from tidings.crypto.bundle import PrekeyBundle
+from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKey, IdentityKeyPair
-from tidings.crypto.prekeys import DevicePrekeys, PrekeyBundle
 from tidings.crypto.ratchet import DoubleRatchet, Header
 from tidings.crypto.safety_number import SafetyNumber
 from tidings.crypto.sender_keys import GroupSenderKeys, RemoteSenderKey

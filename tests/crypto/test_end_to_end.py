@@ -9,8 +9,8 @@ import os
 import pytest
 
 from tidings.crypto import franking
+from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKeyPair
-from tidings.crypto.prekeys import DevicePrekeys
 from tidings.crypto.sender_keys import GroupSenderKeys
 from tidings.crypto.session import SessionRecord
 from tidings.errors import (

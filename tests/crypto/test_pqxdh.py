@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidings.crypto import pqxdh, primitives
+from tidings.crypto.bundle import PrekeyBundle
+from tidings.crypto.device_prekeys import SIGNED_PREKEY_GRACE_PERIOD_MS, DevicePrekeys
 from tidings.crypto.identity import IdentityKeyPair
 from tidings.crypto.pqxdh import (
     PQXDH_INFO,
@@ -20,11 +22,6 @@ from tidings.crypto.pqxdh import (
     derive_shared_secret,
     initiate,
     respond,
-)
-from tidings.crypto.prekeys import (
-    SIGNED_PREKEY_GRACE_PERIOD_MS,
-    DevicePrekeys,
-    PrekeyBundle,
 )
 from tidings.crypto.symmetric import DR_MESSAGE_KEYS_INFO, open_sealed, seal
 from tidings.errors import (

@@ -9,20 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidings.crypto import primitives
-from tidings.crypto.identity import IdentityKeyPair
-from tidings.crypto.prekeys import (
-    KEM_PREKEY_LABEL,
-    MAX_PREKEY_ID,
+from tidings.crypto.bundle import PrekeyBundle
+from tidings.crypto.device_prekeys import (
     MAX_RETIRED_SIGNED_PREKEYS,
     SIGNED_PREKEY_GRACE_PERIOD_MS,
-    SIGNED_PREKEY_LABEL,
     SIGNED_PREKEY_ROTATION_INTERVAL_MS,
     DevicePrekeys,
-    KemPrekey,
-    PrekeyBundle,
     PrekeyConsumption,
+)
+from tidings.crypto.identity import IdentityKeyPair
+from tidings.crypto.kem_prekeys import KEM_PREKEY_LABEL, KemPrekey, kem_prekey_signing_payload
+from tidings.crypto.prekeys import (
+    MAX_PREKEY_ID,
+    SIGNED_PREKEY_LABEL,
     SignedPrekey,
-    kem_prekey_signing_payload,
     signed_prekey_signing_payload,
 )
 from tidings.errors import (
@@ -151,6 +151,24 @@ def test_bundle_round_trips_and_verifies() -> None:
     assert decoded.one_time_prekey == state.one_time_prekeys[0]
     assert decoded.kem_prekey == state.kem_prekeys[0]
     assert decoded.signed_prekey == state.signed_prekey
+
+
+def test_bundle_is_immutable_and_keyword_only() -> None:
+    state = fresh(1, 1)
+    bundle = state.bundle(5, 77)
+    with pytest.raises(AttributeError):
+        bundle.device_id = 6  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        PrekeyBundle(BOB.public, 5, 77, state.signed_prekey, state.last_resort_kem_prekey)  # type: ignore[call-arg]
+    for bad_id in (-1, 2**32, True):
+        with pytest.raises(DecodeError):
+            PrekeyBundle(
+                identity_key=BOB.public,
+                device_id=bad_id,
+                registration_id=1,
+                signed_prekey=state.signed_prekey,
+                kem_prekey=state.last_resort_kem_prekey,
+            )
 
 
 def test_bundle_defaults_to_last_resort_and_no_one_time_prekey() -> None:

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tidings.crypto.bundle import PrekeyBundle
+from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKeyPair
-from tidings.crypto.prekeys import DevicePrekeys, PrekeyBundle
 from tidings.crypto.session import (
     MAX_ARCHIVED_SESSIONS,
     PREKEY,

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKeyPair
-from tidings.crypto.prekeys import DevicePrekeys
 from tidings.crypto.session import PREKEY, RATCHET, SessionRecord
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"

@@ -35,8 +35,8 @@ import httpx
 import schemathesis
 
 from tests.support.devices import NOW_MS, DeviceKit, basic_auth, ratchet_body
+from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKeyPair
-from tidings.crypto.prekeys import DevicePrekeys
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
 from tidings.wire.base64url import b64d, b64e

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from tests.support.devices import NOW_MS, DeviceKit
 from tests.support.live import LiveServer
-from tidings.crypto.prekeys import PrekeyBundle
+from tidings.crypto.bundle import PrekeyBundle
 from tidings.wire import codec
 from tidings.wire.base64url import b64d, b64e
 

@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKeyPair
-from tidings.crypto.prekeys import DevicePrekeys
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
 from tidings.wire.base64url import b64e

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from unittest import mock
 
 from tidings.crypto import primitives
+from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKeyPair
-from tidings.crypto.prekeys import DevicePrekeys
 from tidings.crypto.session import SessionRecord
 
 

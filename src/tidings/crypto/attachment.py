@@ -45,7 +45,7 @@ streams. Errors are `tidings.errors` types and never contain key material or pla
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -161,7 +161,65 @@ def _tag(
     return hmac_sha256(mac_key, b"".join((header, u64(index), u8(final), ciphertext)))
 
 
-class AttachmentEncryptor:
+class _RecordStream:
+    """What both stream directions keep: the buffered partial record, the record counter, the
+    plaintext count, the running SHA-256 of the ciphertext and, once finalized, its digest."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._index = 0
+        self._plaintext_size = 0
+        self._hash = Sha256Stream()
+        self._digest: bytes | None = None
+        self._closed = False
+
+    def _non_final_records(
+        self,
+        view: memoryview,
+        pos: int,
+        size: int,
+        process: Callable[[bytes | bytearray | memoryview, bool], bytes],
+    ) -> list[bytes]:
+        """``process(record, False)`` for every ``size``-byte record of the buffer followed by
+        ``view[pos:]`` that at least one more byte follows (only then is it known not to be the
+        final record); the rest stays buffered. ``process`` must not keep the record it is
+        given (the buffer is reused)."""
+        out: list[bytes] = []
+        buf = self._buf
+        n = len(view)
+        if len(buf) + (n - pos) > size:
+            if buf:
+                take = size - len(buf)
+                buf += view[pos : pos + take]
+                pos += take
+                out.append(process(buf, False))
+                buf.clear()
+            while n - pos > size:
+                out.append(process(view[pos : pos + size], False))
+                pos += size
+        buf += view[pos:]
+        return out
+
+    @property
+    def plaintext_size(self) -> int:
+        """Plaintext bytes so far: accepted (encryptor), or authenticated and released
+        (decryptor)."""
+        return self._plaintext_size
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the whole ciphertext (AttachmentPointer.digest), after a successful
+        `finalize`.
+
+        Raises:
+            AttachmentError: called before `finalize` (or after a failed one).
+        """
+        if self._digest is None:
+            raise AttachmentError("the digest is known only after finalize")
+        return self._digest
+
+
+class AttachmentEncryptor(_RecordStream):
     """Streaming encryptor. Feed plaintext with `update`, end with `finalize`; concatenate every
     returned piece (the first non-empty one starts with the header).
 
@@ -180,6 +238,7 @@ class AttachmentEncryptor:
     ) -> None:
         key = _check_key(key)
         _check_chunk_size(chunk_size)
+        super().__init__()
         # ``nonce`` exists for known-answer tests. It is the HKDF salt, so even a reused
         # attachment key gets fresh subkeys per nonce; production callers leave it random.
         nonce = random_bytes(NONCE_LEN) if nonce is None else bytes(nonce)
@@ -190,13 +249,7 @@ class AttachmentEncryptor:
         self._chunk_size = chunk_size
         self._header = MAGIC + u8(FORMAT_VERSION) + u32(chunk_size) + nonce + commitment
         self._pending_header = True
-        self._buf = bytearray()
-        self._index = 0
-        self._plaintext_size = 0
         self._ciphertext_size = 0
-        self._hash = Sha256Stream()
-        self._digest: bytes | None = None
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"AttachmentEncryptor(chunk_size={self._chunk_size}, <key hidden>)"
@@ -204,22 +257,6 @@ class AttachmentEncryptor:
     @property
     def chunk_size(self) -> int:
         return self._chunk_size
-
-    @property
-    def plaintext_size(self) -> int:
-        """Plaintext bytes accepted so far."""
-        return self._plaintext_size
-
-    @property
-    def digest(self) -> bytes:
-        """SHA-256 of the whole ciphertext (AttachmentPointer.digest), after `finalize`.
-
-        Raises:
-            AttachmentError: called before `finalize`.
-        """
-        if self._digest is None:
-            raise AttachmentError("the digest is known only after finalize")
-        return self._digest
 
     def _emit(self, parts: list[bytes]) -> bytes:
         out = b"".join(parts)
@@ -256,20 +293,7 @@ class AttachmentEncryptor:
             raise AttachmentError(f"attachment exceeds {MAX_ATTACHMENT_BYTES} bytes")
         self._plaintext_size += n
         parts = self._start()
-        size = self._chunk_size
-        buf = self._buf
-        pos = 0
-        if len(buf) + n > size:
-            if buf:
-                take = size - len(buf)
-                buf += view[:take]
-                pos = take
-                parts.append(self._seal(buf, final=False))
-                buf.clear()
-            while n - pos > size:
-                parts.append(self._seal(view[pos : pos + size], final=False))
-                pos += size
-        buf += view[pos:]
+        parts += self._non_final_records(view, 0, self._chunk_size, self._seal)
         return self._emit(parts)
 
     def finalize(self) -> bytes:
@@ -289,7 +313,7 @@ class AttachmentEncryptor:
         return out
 
 
-class AttachmentDecryptor:
+class AttachmentDecryptor(_RecordStream):
     """Streaming decryptor. Feed ciphertext in pieces of any size with `update` (which returns
     only plaintext whose record tag verified), then call `finalize` (which verifies the last
     record, the completeness of the stream and the digest, and returns the last plaintext).
@@ -315,6 +339,7 @@ class AttachmentDecryptor:
         expected_chunk_size: int | None = None,
     ) -> None:
         self._key = _check_key(key)
+        super().__init__()
         if expected_digest is not None and (
             not isinstance(expected_digest, bytes) or len(expected_digest) != DIGEST_LEN
         ):
@@ -336,28 +361,10 @@ class AttachmentDecryptor:
         self._chunk_size = 0
         self._record_size = 0
         self._max_ciphertext = 0
-        self._buf = bytearray()
-        self._index = 0
         self._received = 0
-        self._plaintext_size = 0
-        self._hash = Sha256Stream()
-        self._digest: bytes | None = None
-        self._closed = False
 
     def __repr__(self) -> str:
         return "AttachmentDecryptor(<key hidden>)"
-
-    @property
-    def plaintext_size(self) -> int:
-        """Authenticated plaintext bytes released so far."""
-        return self._plaintext_size
-
-    @property
-    def digest(self) -> bytes:
-        """SHA-256 of the whole ciphertext, after a successful `finalize`."""
-        if self._digest is None:
-            raise AttachmentError("the digest is known only after finalize")
-        return self._digest
 
     def _fail(self, reason: str) -> AttachmentError:
         self._closed = True
@@ -428,22 +435,7 @@ class AttachmentDecryptor:
             self._parse_header(header)
         if self._received > self._max_ciphertext:
             raise self._fail("attachment is longer than its size limit")
-        out: list[bytes] = []
-        size = self._record_size
-        buf = self._buf
-        # A record is opened as non-final only when at least one byte follows it.
-        if len(buf) + (n - pos) > size:
-            if buf:
-                take = size - len(buf)
-                buf += view[pos : pos + take]
-                pos += take
-                out.append(self._open(buf, final=False))
-                buf.clear()
-            while n - pos > size:
-                out.append(self._open(view[pos : pos + size], final=False))
-                pos += size
-        buf += view[pos:]
-        plaintext = b"".join(out)
+        plaintext = b"".join(self._non_final_records(view, pos, self._record_size, self._open))
         if self._expected_size is not None and self._plaintext_size > self._expected_size:
             raise self._fail("attachment is longer than its declared size")
         return plaintext

@@ -31,8 +31,9 @@ no message or repr contains key material or content.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from typing import Any
 
 from tidings.crypto.primitives import constant_time_equal, hmac_sha256, random_bytes, sha256
 from tidings.errors import (
@@ -46,7 +47,19 @@ from tidings.errors import (
 )
 from tidings.wire import codec, limits
 from tidings.wire import tidings_pb2 as pb
-from tidings.wire.binary import Reader, u8, u32, u64, var16, var32
+from tidings.wire.binary import (
+    U32_MAX,
+    U64_MAX,
+    Reader,
+    identifier_bytes,
+    require_bytes,
+    require_uint,
+    u8,
+    u32,
+    u64,
+    var16,
+    var32,
+)
 
 __all__ = [
     "COMMITMENT_LEN",
@@ -114,9 +127,6 @@ REPORT_ITEM_FORMAT = 1
 
 MAX_CONTEXT_ITEMS = 256
 """Most items one reported run may hold (a bound on the verifier's work)."""
-
-_U32_MAX = 2**32 - 1
-_U64_MAX = 2**64 - 1
 
 
 class ChainFault(StrEnum):
@@ -273,30 +283,10 @@ def open_franked(plaintext: bytes, commitment: bytes) -> OpenedContent:
 # --- server tag ---------------------------------------------------------------------------------
 
 
-def _account_bytes(name: object, what: str) -> bytes:
-    if not isinstance(name, str) or not name:
-        raise DecodeError(f"{what} must be a non-empty account name")
-    if len(name) > limits.MAX_IDENTIFIER_CHARS:
-        raise DecodeError(f"{what} is longer than {limits.MAX_IDENTIFIER_CHARS} characters")
-    try:
-        return name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DecodeError(f"{what} is not encodable as UTF-8") from None
-
-
-def _check_uint(value: object, maximum: int, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise DecodeError(f"{what} is not an unsigned integer in range")
-
-
-def _check_bytes(value: object, length: int, what: str) -> None:
-    if not isinstance(value, bytes) or len(value) != length:
-        raise DecodeError(f"{what} must be {length} bytes")
-
-
 @dataclass(frozen=True, slots=True)
-class FrankingTagInput:
-    """Everything the server's franking tag vouches for. Always well formed once constructed.
+class _TaggedFields:
+    """The fields the server's franking tag vouches for, shared by `FrankingTagInput` and
+    `ReportItem`, and their checks.
 
     Raises (on construction):
         DecodeError: a field has the wrong type, length or range (account names: non-empty, at
@@ -313,13 +303,22 @@ class FrankingTagInput:
     message_id: bytes
 
     def __post_init__(self) -> None:
-        _check_bytes(self.commitment, COMMITMENT_LEN, "commitment")
-        _account_bytes(self.sender, "sender")
-        _check_uint(self.sender_device, _U32_MAX, "sender device")
-        _account_bytes(self.recipient, "recipient")
-        _check_uint(self.recipient_device, _U32_MAX, "recipient device")
-        _check_uint(self.server_timestamp_ms, _U64_MAX, "server timestamp")
-        _check_bytes(self.message_id, MESSAGE_ID_LEN, "message id")
+        require_bytes(self.commitment, COMMITMENT_LEN, "commitment")
+        identifier_bytes(self.sender, "sender")
+        require_uint(self.sender_device, U32_MAX, "sender device")
+        identifier_bytes(self.recipient, "recipient")
+        require_uint(self.recipient_device, U32_MAX, "recipient device")
+        require_uint(self.server_timestamp_ms, U64_MAX, "server timestamp")
+        require_bytes(self.message_id, MESSAGE_ID_LEN, "message id")
+
+
+@dataclass(frozen=True, slots=True)
+class FrankingTagInput(_TaggedFields):
+    """Everything the server's franking tag vouches for. Always well formed once constructed.
+
+    Raises (on construction):
+        DecodeError: a field is malformed (see `_TaggedFields`).
+    """
 
     @classmethod
     def from_envelope(cls, envelope: pb.Envelope) -> FrankingTagInput:
@@ -328,15 +327,14 @@ class FrankingTagInput:
         Raises:
             DecodeError: a field is malformed (see the class).
         """
-        return cls(
-            commitment=envelope.commitment,
-            sender=envelope.sender,
-            sender_device=envelope.sender_device,
-            recipient=envelope.recipient,
-            recipient_device=envelope.recipient_device,
-            server_timestamp_ms=envelope.server_timestamp_ms,
-            message_id=envelope.message_id,
-        )
+        # The Envelope's fields have the same names (docs/protocol.md, "Server tag").
+        return cls(**_tagged_fields(envelope))
+
+
+def _tagged_fields(source: _TaggedFields | pb.Envelope) -> dict[str, Any]:
+    """The `_TaggedFields` attributes of ``source`` by name, to build a `FrankingTagInput` or a
+    `ReportItem` from an Envelope or from the other kind."""
+    return {f.name: getattr(source, f.name) for f in fields(_TaggedFields)}
 
 
 def franking_tag_input_bytes(tag_input: FrankingTagInput) -> bytes:
@@ -356,9 +354,9 @@ def franking_tag_input_bytes(tag_input: FrankingTagInput) -> bytes:
         (
             FRANKING_TAG_LABEL,
             var16(tag_input.commitment),
-            var16(_account_bytes(tag_input.sender, "sender")),
+            var16(identifier_bytes(tag_input.sender, "sender")),
             u32(tag_input.sender_device),
-            var16(_account_bytes(tag_input.recipient, "recipient")),
+            var16(identifier_bytes(tag_input.recipient, "recipient")),
             u32(tag_input.recipient_device),
             u64(tag_input.server_timestamp_ms),
             var16(tag_input.message_id),
@@ -396,48 +394,38 @@ def verify_franking_tag(server_key: bytes, tag_input: FrankingTagInput, tag: byt
 # --- report items -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ReportItem:
-    """One franked message as the receiver keeps it and a reporter submits it.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportItem(_TaggedFields):
+    """One franked message as the receiver keeps it and a reporter submits it: the fields the
+    server's tag vouches for (those of `FrankingTagInput`), the opening of the commitment
+    (``content``, ``franking_key``) and the tag. Constructed with keyword arguments.
 
     ``content`` is the exact committed Content bytes. Construction checks shapes only (lengths,
     ranges); `verify_report_item` checks the cryptography.
 
     Raises (on construction):
         DecodeError: a field has the wrong type, length or range.
+        OversizedError: ``content`` is longer than `limits.MAX_CONTENT_BYTES`.
     """
 
     content: bytes = field(repr=False)
     franking_key: bytes = field(repr=False)
-    commitment: bytes
     franking_tag: bytes
-    sender: str
-    sender_device: int
-    recipient: str
-    recipient_device: int
-    server_timestamp_ms: int
-    message_id: bytes
 
     def __post_init__(self) -> None:
         if not isinstance(self.content, bytes) or not self.content:
             raise DecodeError("reported content must be non-empty bytes")
         if len(self.content) > limits.MAX_CONTENT_BYTES:
             raise OversizedError(f"reported content exceeds {limits.MAX_CONTENT_BYTES} bytes")
-        _check_bytes(self.franking_key, FRANKING_KEY_LEN, "franking key")
-        _check_bytes(self.franking_tag, FRANKING_TAG_LEN, "franking tag")
-        _ = self.tag_input  # constructing it validates the tag fields (raises DecodeError)
+        require_bytes(self.franking_key, FRANKING_KEY_LEN, "franking key")
+        require_bytes(self.franking_tag, FRANKING_TAG_LEN, "franking tag")
+        # Zero-argument super() does not work in slotted dataclasses (Python 3.11).
+        _TaggedFields.__post_init__(self)
 
     @property
     def tag_input(self) -> FrankingTagInput:
-        return FrankingTagInput(
-            commitment=self.commitment,
-            sender=self.sender,
-            sender_device=self.sender_device,
-            recipient=self.recipient,
-            recipient_device=self.recipient_device,
-            server_timestamp_ms=self.server_timestamp_ms,
-            message_id=self.message_id,
-        )
+        """What the server's tag covers."""
+        return FrankingTagInput(**_tagged_fields(self))
 
     @property
     def sender_address(self) -> tuple[str, int]:
@@ -457,14 +445,8 @@ class ReportItem:
         return cls(
             content=opened.content_bytes,
             franking_key=opened.franking_key,
-            commitment=opened.commitment,
             franking_tag=envelope.franking_tag,
-            sender=envelope.sender,
-            sender_device=envelope.sender_device,
-            recipient=envelope.recipient,
-            recipient_device=envelope.recipient_device,
-            server_timestamp_ms=envelope.server_timestamp_ms,
-            message_id=envelope.message_id,
+            **_tagged_fields(envelope),
         )
 
     def encode(self) -> bytes:
@@ -571,8 +553,8 @@ def direct_conversation_id(account_a: str, account_b: str) -> bytes:
     Raises:
         DecodeError: a name is empty, longer than 64 characters or not UTF-8 encodable.
     """
-    a = _account_bytes(account_a, "account")
-    b = _account_bytes(account_b, "account")
+    a = identifier_bytes(account_a, "account")
+    b = identifier_bytes(account_b, "account")
     lo, hi = sorted((a, b))
     return sha256(DIRECT_CONVERSATION_LABEL + var16(lo) + var16(hi))
 
@@ -584,7 +566,7 @@ def group_conversation_id(group_id: bytes) -> bytes:
     Raises:
         DecodeError: ``group_id`` is not 16 bytes.
     """
-    _check_bytes(group_id, codec.GROUP_ID_LEN, "group id")
+    require_bytes(group_id, codec.GROUP_ID_LEN, "group id")
     return sha256(GROUP_CONVERSATION_LABEL + var16(group_id))
 
 

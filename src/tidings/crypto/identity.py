@@ -30,6 +30,7 @@ from tidings.errors import (
     TruncatedError,
     UnsupportedVersionError,
 )
+from tidings.wire.binary import EqualByEncoding
 
 RandomSource = Callable[[int], bytes]
 """A source of randomness: called with ``n``, returns ``n`` bytes. Tests inject fixed bytes;
@@ -63,7 +64,7 @@ def draw_random(rng: RandomSource, n: int) -> bytes:
     return bytes(data)
 
 
-class IdentityKey:
+class IdentityKey(EqualByEncoding):
     """A public identity: an Ed25519 verification key and an X25519 agreement key.
 
     Immutable and hashable; equality is equality of the 65-byte encoding.
@@ -130,14 +131,6 @@ class IdentityKey:
             InvalidSignatureError: the signature is malformed or does not verify.
         """
         primitives.ed25519_verify(self._signing, message, signature)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, IdentityKey):
-            return NotImplemented
-        return self._encoded == other._encoded
-
-    def __hash__(self) -> int:
-        return hash(self._encoded)
 
     def __repr__(self) -> str:
         # A short digest is enough to tell identities apart in logs and test output.

@@ -42,6 +42,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tidings.crypto import primitives
+from tidings.crypto.bundle import PrekeyBundle
+from tidings.crypto.device_prekeys import DevicePrekeys, PrekeyConsumption
 from tidings.crypto.identity import (
     IdentityKey,
     IdentityKeyPair,
@@ -49,7 +51,6 @@ from tidings.crypto.identity import (
     draw_random,
     random_source,
 )
-from tidings.crypto.prekeys import DevicePrekeys, PrekeyBundle, PrekeyConsumption
 from tidings.errors import (
     DecodeError,
     InvalidKeyError,

@@ -116,11 +116,12 @@ _set = object.__setattr__
 SkippedKeys = dict[tuple[bytes, int], bytes]
 
 
-class Header:
+class Header(binary.EqualByEncoding):
     """A Double Ratchet message header: the sender's ratchet public key ``dh``, the length ``pn``
     of its previous sending chain, and the message number ``n`` in the current one.
 
-    Immutable. `encode` gives the 40-byte wire form ``dh (32) | pn (u32 BE) | n (u32 BE)``.
+    Immutable; equal and hashed by its encoding. `encode` gives the 40-byte wire form
+    ``dh (32) | pn (u32 BE) | n (u32 BE)``.
 
     Raises:
         DecodeError: ``dh`` is not 32 bytes, or ``pn`` / ``n`` is not an integer in [0, 2**32 - 1].
@@ -170,14 +171,6 @@ class Header:
 
     def __delattr__(self, name: str) -> None:
         raise AttributeError("Header is immutable")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Header):
-            return NotImplemented
-        return self._encoded == other._encoded
-
-    def __hash__(self) -> int:
-        return hash(self._encoded)
 
     def __repr__(self) -> str:
         # A ratchet public key is not secret; a prefix is enough to tell chains apart in logs.

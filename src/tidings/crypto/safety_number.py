@@ -31,8 +31,8 @@ from enum import Enum
 
 from tidings.crypto.primitives import constant_time_equal, sha512
 from tidings.errors import DecodeError, InvalidKeyError, UnsupportedVersionError
-from tidings.wire import codec, limits
-from tidings.wire.binary import u8, u16
+from tidings.wire import codec
+from tidings.wire.binary import identifier_bytes, u8, u16
 
 __all__ = [
     "DIGITS_PER_SIDE",
@@ -83,14 +83,7 @@ class ScanResult(Enum):
 def _check_identity(identity_key: bytes, account: str, who: str) -> bytes:
     if not isinstance(identity_key, bytes | bytearray) or len(identity_key) != IDENTITY_KEY_LEN:
         raise InvalidKeyError(f"{who} identity key must be {IDENTITY_KEY_LEN} bytes")
-    if not isinstance(account, str) or not account:
-        raise DecodeError(f"{who} account name must be non-empty")
-    if len(account) > limits.MAX_IDENTIFIER_CHARS:
-        raise DecodeError(f"{who} account name is too long")
-    try:
-        return account.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DecodeError(f"{who} account name is not encodable as UTF-8") from None
+    return identifier_bytes(account, f"{who} account")
 
 
 def fingerprint(identity_key: bytes, account: str) -> bytes:

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from tidings.crypto import primitives
 from tidings.crypto.identity import RandomSource
@@ -106,8 +107,8 @@ _KIND_REMOTE = 0x02
 _KIND_GROUP = 0x03
 
 _U32X2 = struct.Struct(">II")
+_T = TypeVar("_T")
 _PREFIX_HEAD = SENDER_KEY_SIGNING_LABEL + bytes((SENDER_KEY_VERSION,))
-_U32_MAX = 0xFFFF_FFFF
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 _OWN_LEN = 2 + DISTRIBUTION_ID_LEN + 4 + 4 + CHAIN_KEY_LEN + primitives.ED25519_SEED_LEN
@@ -145,7 +146,7 @@ def signing_layout(
 def _check_account(account: str, device: int) -> None:
     if not isinstance(account, str) or not 1 <= len(account) <= limits.MAX_IDENTIFIER_CHARS:
         raise ValueError("account must be a non-empty string of at most 64 characters")
-    if not isinstance(device, int) or not 0 <= device <= _U32_MAX:
+    if not isinstance(device, int) or not 0 <= device <= binary.U32_MAX:
         raise ValueError("device id must be an unsigned 32-bit integer")
 
 
@@ -165,6 +166,18 @@ def _reader(data: object, kind: int, what: str) -> binary.Reader:
     if reader.u8() != kind:
         raise DecodeError(f"input is not a serialized {what}")
     return reader
+
+
+def _parse(data: object, kind: int, what: str, read: Callable[[binary.Reader], _T]) -> _T:
+    """``read`` applied after the header of ``what`` (see `_reader`); it must consume the rest.
+
+    Raises:
+        DecodeError: trailing bytes (and whatever `_reader` and ``read`` raise).
+    """
+    reader = _reader(data, kind, what)
+    value = read(reader)
+    reader.finish()
+    return value
 
 
 def _read_account(reader: binary.Reader) -> tuple[str, int]:
@@ -230,7 +243,7 @@ class OwnSenderKey:
         """
         if len(distribution_id) != DISTRIBUTION_ID_LEN:
             raise ValueError("distribution id must be 16 bytes")
-        if not 0 <= chain_id <= _U32_MAX or not 0 <= iteration <= _U32_MAX:
+        if not 0 <= chain_id <= binary.U32_MAX or not 0 <= iteration <= binary.U32_MAX:
             raise ValueError("chain id and iteration must be unsigned 32-bit integers")
         if len(chain_key) != CHAIN_KEY_LEN:
             raise InvalidKeyError("sender chain key must be 32 bytes")
@@ -257,8 +270,7 @@ class OwnSenderKey:
         """
         if distribution_id is None:
             distribution_id = _draw(rng, DISTRIBUTION_ID_LEN)
-        chain_id: int = int.from_bytes(_draw(rng, 4), "big")
-        return cls(distribution_id, chain_id, 0, _draw(rng, CHAIN_KEY_LEN), _draw(rng, 32))
+        return cls._fresh(distribution_id, rng)
 
     def rotate(self, *, rng: RandomSource | None = None) -> OwnSenderKey:
         """A new generation of this key line: same distribution id, new chain id (different
@@ -267,13 +279,19 @@ class OwnSenderKey:
         Holders of this key cannot derive anything of the new one. Draws like `generate`
         (redrawing the chain id while it equals the current one).
         """
+        return OwnSenderKey._fresh(self._distribution_id, rng, other_than=self._chain_id)
+
+    @classmethod
+    def _fresh(
+        cls, distribution_id: bytes, rng: RandomSource | None, *, other_than: int | None = None
+    ) -> OwnSenderKey:
+        # Draws the chain id (again while it equals ``other_than``), chain key, signing seed.
         while True:
-            chain_id: int = int.from_bytes(_draw(rng, 4), "big")
-            if chain_id != self._chain_id:
+            chain_id = int.from_bytes(_draw(rng, 4), "big")
+            if chain_id != other_than:
                 break
-        return OwnSenderKey(
-            self._distribution_id, chain_id, 0, _draw(rng, CHAIN_KEY_LEN), _draw(rng, 32)
-        )
+        chain_key = _draw(rng, CHAIN_KEY_LEN)
+        return cls(distribution_id, chain_id, 0, chain_key, _draw(rng, primitives.ED25519_SEED_LEN))
 
     @property
     def distribution_id(self) -> bytes:
@@ -353,10 +371,7 @@ class OwnSenderKey:
             TruncatedError: the input ends early.
             DecodeError: not bytes, wrong kind, or trailing bytes.
         """
-        reader = _reader(data, _KIND_OWN, "own sender key")
-        key = cls._read(reader)
-        reader.finish()
-        return key
+        return _parse(data, _KIND_OWN, "own sender key", cls._read)
 
     @classmethod
     def _read(cls, reader: binary.Reader) -> OwnSenderKey:
@@ -626,10 +641,7 @@ class RemoteSenderKey:
             TruncatedError: the input ends early.
             DecodeError: not bytes, wrong kind, a broken invariant, or trailing bytes.
         """
-        reader = _reader(data, _KIND_REMOTE, "remote sender key")
-        key = cls._read(reader)
-        reader.finish()
-        return key
+        return _parse(data, _KIND_REMOTE, "remote sender key", cls._read)
 
     @classmethod
     def _read(cls, reader: binary.Reader) -> RemoteSenderKey:

@@ -24,8 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tidings.crypto import pqxdh
+from tidings.crypto.bundle import PrekeyBundle
+from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKey, IdentityKeyPair, RandomSource
-from tidings.crypto.prekeys import DevicePrekeys, PrekeyBundle
 from tidings.crypto.primitives import MLKEM768_CIPHERTEXT_LEN, X25519_KEY_LEN
 from tidings.crypto.ratchet import DoubleRatchet, Header
 from tidings.errors import (

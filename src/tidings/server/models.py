@@ -11,7 +11,8 @@ from google.protobuf.message import Message
 from pydantic import BaseModel, Field
 
 from tidings.crypto.identity import IdentityKey
-from tidings.crypto.prekeys import KemPrekey, OneTimePrekey, SignedPrekey
+from tidings.crypto.kem_prekeys import KemPrekey
+from tidings.crypto.prekeys import OneTimePrekey, SignedPrekey
 from tidings.errors import DecodeError
 from tidings.server.auth import SECRET_LEN, credential_hash
 from tidings.server.ids import (

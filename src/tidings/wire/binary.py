@@ -9,8 +9,19 @@ input ends early and `DecodeError` for trailing bytes, so a decoder built on it 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import TypeVar
 
 from tidings.errors import DecodeError, TruncatedError
+from tidings.wire.limits import MAX_IDENTIFIER_CHARS
+
+_T = TypeVar("_T")
+
+U32_MAX = 0xFFFF_FFFF
+"""Largest value of a ``u32`` field."""
+
+U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+"""Largest value of a ``u64`` field."""
 
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
@@ -34,6 +45,45 @@ def u64(value: int) -> bytes:
     return _U64.pack(value)
 
 
+def require_bytes(value: object, length: int, what: str) -> bytes:
+    """``value`` itself if it is ``bytes`` of exactly ``length``.
+
+    Raises:
+        DecodeError: ``"<what> must be <length> bytes"`` otherwise (also for bytearray).
+    """
+    if not isinstance(value, bytes) or len(value) != length:
+        raise DecodeError(f"{what} must be {length} bytes")
+    return value
+
+
+def require_uint(value: object, maximum: int, what: str) -> int:
+    """``value`` itself if it is an ``int`` (not a bool) in ``0..maximum``.
+
+    Raises:
+        DecodeError: ``"<what> is not an unsigned integer in range"`` otherwise.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise DecodeError(f"{what} is not an unsigned integer in range")
+    return value
+
+
+def identifier_bytes(name: object, what: str) -> bytes:
+    """The UTF-8 bytes of an account name (or other wire identifier): a non-empty ``str`` of at
+    most `limits.MAX_IDENTIFIER_CHARS` characters.
+
+    Raises:
+        DecodeError: not a non-empty str, too long, or not encodable as UTF-8 (lone surrogates).
+    """
+    if not isinstance(name, str) or not name:
+        raise DecodeError(f"{what} must be a non-empty account name")
+    if len(name) > MAX_IDENTIFIER_CHARS:
+        raise DecodeError(f"{what} is longer than {MAX_IDENTIFIER_CHARS} characters")
+    try:
+        return name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DecodeError(f"{what} is not encodable as UTF-8") from None
+
+
 def var16(value: bytes) -> bytes:
     """``u16(len(value)) || value``; raises `ValueError` past 65535 bytes (a caller bug)."""
     return _U16.pack(len(value)) + value
@@ -42,6 +92,24 @@ def var16(value: bytes) -> bytes:
 def var32(value: bytes) -> bytes:
     """``u32(len(value)) || value``."""
     return _U32.pack(len(value)) + value
+
+
+class EqualByEncoding:
+    """Mixin for immutable values identified by their canonical encoding, kept in ``_encoded``:
+    two are equal when they are of the same class and their encodings are; the hash is the
+    encoding's."""
+
+    __slots__ = ()
+
+    _encoded: bytes
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, type(self)):
+            return NotImplemented
+        return self._encoded == other._encoded
+
+    def __hash__(self) -> int:
+        return hash(self._encoded)
 
 
 class Reader:
@@ -94,13 +162,27 @@ class Reader:
             raise DecodeError(f"{self._what} has a field longer than {limit} bytes")
         return self.take(n)
 
-    def records(self, count: int, size: int, limit: int | None = None) -> list[bytes]:
-        """``count`` fixed-size records; `DecodeError` if ``count`` exceeds ``limit``."""
+    def records(
+        self, count: int, size: int, read: Callable[[Reader], _T], limit: int | None = None
+    ) -> list[_T]:
+        """``count`` records of ``size`` bytes each, each parsed by ``read`` from a reader of its
+        own that it must consume exactly.
+
+        Raises:
+            DecodeError: ``count`` exceeds ``limit``, or ``read`` leaves bytes of a record over
+                (and whatever ``read`` raises).
+            TruncatedError: fewer than ``count * size`` bytes remain.
+        """
         if limit is not None and count > limit:
             raise DecodeError(f"{self._what} holds more than {limit} records")
         # One bounds check for the whole run, before any per-record work.
         block = self.take(count * size)
-        return [block[i : i + size] for i in range(0, len(block), size)]
+        parsed: list[_T] = []
+        for start in range(0, len(block), size):
+            record = Reader(block[start : start + size], self._what)
+            parsed.append(read(record))
+            record.finish()
+        return parsed
 
     @property
     def remaining(self) -> int:

@@ -24,9 +24,9 @@ from tidings.client.sdk.reports import ReportsMixin
 from tidings.client.store import KdfParams, Store
 from tidings.client.transport import Transport, b64d, b64e
 from tidings.clock import Clock, now_ms
+from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.franking import ReportItem
 from tidings.crypto.identity import IdentityKey, IdentityKeyPair
-from tidings.crypto.prekeys import DevicePrekeys
 from tidings.errors import TidingsError
 from tidings.wire import codec
 

@@ -11,8 +11,8 @@ from tidings.client.sdk.models import Account, ReceiveEvent
 from tidings.client.store import Store
 from tidings.client.transport import Transport, b64e
 from tidings.clock import Clock
+from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKeyPair
-from tidings.crypto.prekeys import DevicePrekeys
 from tidings.errors import UnknownAccountError
 from tidings.wire import tidings_pb2 as pb
 

@@ -29,8 +29,8 @@ from tidings.client.sdk.models import (
 from tidings.client.sdk.records import ContactRecord
 from tidings.client.sdk.trust import TrustMixin
 from tidings.client.transport import OutgoingEnvelope, SendResult, b64e
+from tidings.crypto.bundle import PrekeyBundle
 from tidings.crypto.franking import FrankedPlaintext, direct_conversation_id, frank
-from tidings.crypto.prekeys import PrekeyBundle
 from tidings.crypto.session import SessionRecord
 from tidings.errors import (
     MismatchedDevicesError,

@@ -7,7 +7,7 @@ from typing import Any
 from tidings.client.sdk.constants import K_PREKEYS, PREKEY_BATCH, PREKEY_LOW_WATERMARK, SELF
 from tidings.client.sdk.core import ClientCore
 from tidings.client.transport import b64e
-from tidings.crypto.prekeys import DevicePrekeys
+from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.wire import codec
 
 
