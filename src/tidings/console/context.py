@@ -19,7 +19,6 @@ from tidings.safety.cases import (
     CaseRepository,
     CaseService,
     Enforcement,
-    EnforcementRepository,
     Policy,
 )
 from tidings.safety.categories import DEFAULT_QUEUES, Queue
@@ -101,6 +100,3 @@ class ConsoleContext:
             policies=policies if isinstance(policies, Mapping) else dict(DEFAULT_POLICIES),
         )
 
-    @staticmethod
-    def in_memory_history(repo: EnforcementRepository) -> Callable[[str], Sequence[Enforcement]]:
-        return repo.enforcements_for_account
