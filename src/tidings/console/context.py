@@ -99,4 +99,3 @@ class ConsoleContext:
             queues=queues if isinstance(queues, Mapping) else dict(DEFAULT_QUEUES),
             policies=policies if isinstance(policies, Mapping) else dict(DEFAULT_POLICIES),
         )
-

@@ -159,8 +159,17 @@ class Preferences:
 class PreferenceStore:
     """Personal overrides of the organisation's media defaults (in memory per process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, blur_default: bool = True, greyscale_default: bool = True) -> None:
+        self.blur_default = blur_default
+        self.greyscale_default = greyscale_default
         self._rows: dict[str, Preferences] = {}
+
+    def effective(self, staff_id: str) -> tuple[bool, bool]:
+        """(blur, greyscale) for this staff member: their choice, else the default."""
+        prefs = self.get(staff_id)
+        blur = self.blur_default if prefs.blur is None else prefs.blur
+        grey = self.greyscale_default if prefs.greyscale is None else prefs.greyscale
+        return blur, grey
 
     def get(self, staff_id: str) -> Preferences:
         return self._rows.get(staff_id, Preferences())
