@@ -68,7 +68,7 @@ class PageKit:
 
     ``secret`` keys the CSRF tokens; ``secure_cookies`` None means Secure cookies exactly
     when the request is HTTPS; ``media`` holds the reviewers' media settings and the
-    organisation's defaults; ``exposure`` the per-session count of revealed media.
+    organisation's defaults. ``exposure`` is the per-session count of revealed media.
     """
 
     def __init__(
@@ -78,13 +78,12 @@ class PageKit:
         secret: bytes,
         secure_cookies: bool | None,
         media: PreferenceStore,
-        exposure: ExposureCounter,
     ) -> None:
         self.ctx = context
         self.secret = secret
         self.secure_cookies = secure_cookies
         self.media = media
-        self.exposure = exposure
+        self.exposure = ExposureCounter()
         self.env = Environment(
             loader=FileSystemLoader(str(TEMPLATES)),
             autoescape=select_autoescape(default=True, default_for_string=True),

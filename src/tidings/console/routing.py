@@ -18,24 +18,10 @@ from starlette.responses import Response
 
 from tidings.safety.staff import Permission, Principal
 
-__all__ = [
-    "LOGIN_COOKIE",
-    "PRE_COOKIE",
-    "PUBLIC",
-    "SESSION_COOKIE",
-    "Ctx",
-    "Handler",
-    "RouteSpec",
-]
+__all__ = ["PUBLIC", "Ctx", "Handler", "RouteSpec"]
 
 PUBLIC = "public"
 """Marker for routes that need no session (sign-in pages, static files)."""
-
-SESSION_COOKIE = "tidings_console"
-PRE_COOKIE = "tidings_console_pre"
-"""The pre-session cookie the sign-in forms' CSRF tokens are bound to."""
-LOGIN_COOKIE = "tidings_console_login"
-"""The handle of the pending first sign-in step (`tidings.console.security.PendingLogins`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,10 @@ from tidings.crypto.primitives import hmac_sha256, sha256
 
 __all__ = [
     "HSTS",
+    "LOGIN_COOKIE",
     "PENDING_TTL_MS",
+    "PRE_COOKIE",
+    "SESSION_COOKIE",
     "ExposureCounter",
     "PendingLogin",
     "PendingLogins",
@@ -36,6 +39,12 @@ __all__ = [
     "csrf_valid",
     "security_headers",
 ]
+
+SESSION_COOKIE = "tidings_console"
+PRE_COOKIE = "tidings_console_pre"
+"""The pre-session cookie the sign-in forms' CSRF tokens are bound to."""
+LOGIN_COOKIE = "tidings_console_login"
+"""The handle of the pending first sign-in step (`PendingLogins`)."""
 
 CSRF_LABEL = b"Tidings_ConsoleCSRF_v1"
 PENDING_TTL_MS = 3 * 60_000

@@ -46,9 +46,10 @@ from tidings.safety.staff import Permission
 from .context import ConsoleContext
 from .pages import appeals, audit, auth, cases, preferences, staff
 from .rendering import PageKit
-from .routing import PRE_COOKIE, PUBLIC, SESSION_COOKIE, Ctx, Handler, RouteSpec
+from .routing import PUBLIC, Ctx, Handler, RouteSpec
 from .security import (
-    ExposureCounter,
+    PRE_COOKIE,
+    SESSION_COOKIE,
     PendingLogins,
     PreferenceStore,
     csrf_valid,
@@ -220,7 +221,6 @@ def build_console(
         secret=secret or secrets.token_bytes(32),
         secure_cookies=secure_cookies,
         media=PreferenceStore(blur_default=blur_default, greyscale_default=greyscale_default),
-        exposure=ExposureCounter(),
     )
     console = Console(context, kit, clock=clock or now_ms)
     app = console.asgi()

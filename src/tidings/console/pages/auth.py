@@ -27,8 +27,15 @@ from tidings.safety.staff import Permission
 
 from ..context import ConsoleContext
 from ..rendering import PageKit
-from ..routing import LOGIN_COOKIE, PRE_COOKIE, PUBLIC, SESSION_COOKIE, Ctx, RouteSpec
-from ..security import PENDING_TTL_MS, PendingLogins, csrf_token
+from ..routing import PUBLIC, Ctx, RouteSpec
+from ..security import (
+    LOGIN_COOKIE,
+    PENDING_TTL_MS,
+    PRE_COOKIE,
+    SESSION_COOKIE,
+    PendingLogins,
+    csrf_token,
+)
 
 __all__ = ["ROUTES", "AuthPages", "expired_text"]
 

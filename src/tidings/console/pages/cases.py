@@ -7,7 +7,7 @@ again, so a refused action becomes the typed error's page (403 / 409), never a h
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from starlette.responses import Response
 
@@ -22,21 +22,37 @@ from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
 from .evidence import report_panel, unopened_panel
 
-__all__ = ["DECISION_LABELS", "QUEUE_PAGE", "ROUTES", "CasePages", "accessible_queues"]
+__all__ = [
+    "CASE_ACTIONS",
+    "DECISION_LABELS",
+    "QUEUE_PAGE",
+    "ROUTES",
+    "CasePages",
+    "accessible_queues",
+]
+
+CASE_ACTIONS: Mapping[str, Permission] = {
+    "claim": Permission.CLAIM_CASE,
+    "release": Permission.CLAIM_CASE,
+    "note": Permission.ADD_NOTE,
+    "decide": Permission.DECIDE,
+    "escalate": Permission.ESCALATE,
+    "confirm": Permission.CONFIRM_DECISION,
+    "reject": Permission.CONFIRM_DECISION,
+    "assign": Permission.ASSIGN_CASE,
+}
+"""Each case action is ``POST /cases/{case_id}/<action>``, handled by `CasePages.<action>`,
+with the permission it needs."""
 
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/queues", Permission.VIEW_QUEUE, "queues"),
     RouteSpec("GET", "/queues/{queue_id}", Permission.VIEW_QUEUE, "queue"),
     RouteSpec("GET", "/queues/{queue_id}/step", Permission.VIEW_QUEUE, "queue_step"),
     RouteSpec("GET", "/cases/{case_id}", Permission.VIEW_QUEUE, "case"),
-    RouteSpec("POST", "/cases/{case_id}/claim", Permission.CLAIM_CASE, "claim"),
-    RouteSpec("POST", "/cases/{case_id}/release", Permission.CLAIM_CASE, "release"),
-    RouteSpec("POST", "/cases/{case_id}/note", Permission.ADD_NOTE, "note"),
-    RouteSpec("POST", "/cases/{case_id}/decide", Permission.DECIDE, "decide"),
-    RouteSpec("POST", "/cases/{case_id}/escalate", Permission.ESCALATE, "escalate"),
-    RouteSpec("POST", "/cases/{case_id}/confirm", Permission.CONFIRM_DECISION, "confirm"),
-    RouteSpec("POST", "/cases/{case_id}/reject", Permission.CONFIRM_DECISION, "reject"),
-    RouteSpec("POST", "/cases/{case_id}/assign", Permission.ASSIGN_CASE, "assign"),
+    *(
+        RouteSpec("POST", f"/cases/{{case_id}}/{action}", permission, action)
+        for action, permission in CASE_ACTIONS.items()
+    ),
 )
 
 QUEUE_PAGE = 100
@@ -159,23 +175,23 @@ class CasePages:
 
     # --- case actions -------------------------------------------------------------------------
 
-    def _back_to_case(self, c: Ctx, case_id: str, done: str) -> Response:
+    def _act(
+        self, c: Ctx, done: str, action: Callable[..., object], *args: str, **kw: str
+    ) -> Response:
+        """``action(principal, case_id, *args, now_ms=…, **kw)`` on the path's case, then back
+        to the case page with the flash ``done``."""
+        case_id = c.path_param("case_id")
+        action(c.p, case_id, *args, now_ms=c.now_ms, **kw)
         return self.kit.redirect(c, f"/cases/{case_id}", done)
 
     def claim(self, c: Ctx) -> Response:
-        case_id = c.path_param("case_id")
-        self.ctx.cases.claim(c.p, case_id, now_ms=c.now_ms)
-        return self._back_to_case(c, case_id, "claimed")
+        return self._act(c, "claimed", self.ctx.cases.claim)
 
     def release(self, c: Ctx) -> Response:
-        case_id = c.path_param("case_id")
-        self.ctx.cases.release(c.p, case_id, now_ms=c.now_ms)
-        return self._back_to_case(c, case_id, "released")
+        return self._act(c, "released", self.ctx.cases.release)
 
     def note(self, c: Ctx) -> Response:
-        case_id = c.path_param("case_id")
-        self.ctx.cases.add_note(c.p, case_id, c.field("text"), now_ms=c.now_ms)
-        return self._back_to_case(c, case_id, "noted")
+        return self._act(c, "noted", self.ctx.cases.add_note, c.field("text"))
 
     def decide(self, c: Ctx) -> Response:
         """A decision; a suspension (and a restriction given one) needs a period in days.
@@ -204,24 +220,16 @@ class CasePages:
             now_ms=c.now_ms,
         )
         done = "proposed" if outcome.decision.status is DecisionStatus.PROPOSED else "decided"
-        return self._back_to_case(c, case_id, done)
+        return self.kit.redirect(c, f"/cases/{case_id}", done)
 
     def escalate(self, c: Ctx) -> Response:
-        case_id = c.path_param("case_id")
-        self.ctx.cases.escalate(c.p, case_id, reason=c.field("reason"), now_ms=c.now_ms)
-        return self._back_to_case(c, case_id, "escalated")
+        return self._act(c, "escalated", self.ctx.cases.escalate, reason=c.field("reason"))
 
     def confirm(self, c: Ctx) -> Response:
-        case_id = c.path_param("case_id")
-        self.ctx.cases.confirm(c.p, case_id, reason=c.field("reason"), now_ms=c.now_ms)
-        return self._back_to_case(c, case_id, "confirmed")
+        return self._act(c, "confirmed", self.ctx.cases.confirm, reason=c.field("reason"))
 
     def reject(self, c: Ctx) -> Response:
-        case_id = c.path_param("case_id")
-        self.ctx.cases.reject(c.p, case_id, reason=c.field("reason"), now_ms=c.now_ms)
-        return self._back_to_case(c, case_id, "rejected")
+        return self._act(c, "rejected", self.ctx.cases.reject, reason=c.field("reason"))
 
     def assign(self, c: Ctx) -> Response:
-        case_id = c.path_param("case_id")
-        self.ctx.cases.assign(c.p, case_id, c.field("assignee"), now_ms=c.now_ms)
-        return self._back_to_case(c, case_id, "assigned")
+        return self._act(c, "assigned", self.ctx.cases.assign, c.field("assignee"))

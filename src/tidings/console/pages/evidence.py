@@ -29,11 +29,6 @@ from ..routing import Ctx
 
 __all__ = ["EVIDENCE_PURPOSE", "ReportPanel", "report_panel", "unopened_panel"]
 
-MAX_INLINE_MEDIA = 8 * 1024 * 1024
-INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
-EVIDENCE_PURPOSE = "case review in the staff console"
-"""The purpose recorded in the audit entry of every evidence access from the case page."""
-
 
 @dataclass(frozen=True, slots=True)
 class MediaView:
@@ -61,6 +56,12 @@ class ReportPanel:
     lines: list[LineView]
     comment: str
     withheld: str | None
+
+
+MAX_INLINE_MEDIA = 8 * 1024 * 1024
+INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+EVIDENCE_PURPOSE = "case review in the staff console"
+"""The purpose recorded in the audit entry of every evidence access from the case page."""
 
 
 def _media(kind: str, evidence_id: str, content_type: str, data: bytes | None) -> MediaView:
