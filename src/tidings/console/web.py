@@ -71,7 +71,7 @@ class _LoginRedirect(Exception):
         self.expired = expired
 
 
-class StaticFiles:
+class ConsoleAssets:
     """The console's own stylesheet and script, read once at start."""
 
     def __init__(self) -> None:
@@ -88,7 +88,7 @@ class StaticFiles:
 PageFactory = Callable[[PageKit, ConsoleContext], object]
 
 PAGES: tuple[tuple[tuple[RouteSpec, ...], PageFactory], ...] = (
-    (STATIC_ROUTES, lambda kit, context: StaticFiles()),
+    (STATIC_ROUTES, lambda kit, context: ConsoleAssets()),
     (auth.ROUTES, lambda kit, context: auth.AuthPages(kit, context, pending=PendingLogins())),
     (preferences.ROUTES, lambda kit, context: preferences.PreferencePages(kit)),
     (cases.ROUTES, cases.CasePages),
@@ -106,7 +106,9 @@ ROUTES: tuple[RouteSpec, ...] = tuple(spec for routes, _ in PAGES for spec in ro
 class Console:
     """The dispatcher over the page objects of `PAGES`. Build it with `build_console`.
 
-    Raises AttributeError at construction if a route has no handler.
+    Raises:
+        AttributeError: a route has no handler.  ValueError: two routes share a name (one
+            handler would silently replace the other).
     """
 
     def __init__(self, context: ConsoleContext, kit: PageKit, *, clock: Callable[[], int]) -> None:
@@ -117,6 +119,8 @@ class Console:
         for routes, build in PAGES:
             page = build(kit, context)
             for spec in routes:
+                if spec.name in self.handlers:
+                    raise ValueError(f"two console routes are named {spec.name!r}")
                 self.handlers[spec.name] = getattr(page, spec.name)
 
     def asgi(self) -> Starlette:
