@@ -13,7 +13,7 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from tests.safety.conftest import PASSWORD
-from tidings.console import ROUTES, build_console
+from tidings.console import ROUTES, build_console, web
 from tidings.console.web import PUBLIC
 from tidings.safety.audit import AuditAction
 from tidings.safety.cases import CaseState, DecisionKind, DecisionStatus, EnforcementKind
@@ -158,6 +158,16 @@ def _path(spec_path: str, s: Seeded, target_staff: str, appeal_id: str) -> str:
         .replace("{grant_id}", "grant_unknown")
         .replace("{name}", "console.css")
     )
+
+
+def test_route_table_names_each_route_once(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The page modules declare their own routes; one table must still name each route once.
+    assert len({spec.name for spec in ROUTES}) == len(ROUTES)
+    assert len({(spec.method, spec.path) for spec in ROUTES}) == len(ROUTES)
+    routes, build = web.PAGES[1]
+    monkeypatch.setattr(web, "PAGES", (*web.PAGES, (routes[:1], build)))
+    with pytest.raises(ValueError, match=routes[0].name):
+        build_console(seeded.context)
 
 
 @pytest.mark.parametrize("role", list(Role))

@@ -19,7 +19,6 @@ from tidings.safety.cases import (
     CaseRepository,
     CaseService,
     Enforcement,
-    EnforcementRepository,
     Policy,
 )
 from tidings.safety.categories import DEFAULT_QUEUES, Queue
@@ -55,8 +54,9 @@ class ConsoleContext:
     @classmethod
     def from_service(cls, service: object) -> ConsoleContext:
         """A context from a `ConsoleContext` (returned as is) or a safety-service facade
-        exposing ``staff``, ``cases``, ``vault``, ``audit`` and the repositories
-        ``staff_repo`` / ``case_repo`` / ``enforcement_repo`` (``*_repository`` also accepted).
+        exposing ``staff``, ``cases``, ``vault``, ``audit``, the repositories ``staff_repo`` /
+        ``case_repo`` (and optionally ``enforcement_repo``), and ``list_staff`` (or a staff
+        repository that has it).
 
         Raises:
             TypeError: a required attribute is missing.
@@ -64,23 +64,16 @@ class ConsoleContext:
         if isinstance(service, ConsoleContext):
             return service
 
-        def attr(*names: str, required: bool = True) -> object:
-            for name in names:
-                value = getattr(service, name, None)
-                if value is not None:
-                    return value
-            if required:
-                raise TypeError(f"the safety service has no {names[0]!r}")
-            return None
+        def attr(name: str, required: bool = True) -> object:
+            value = getattr(service, name, None)
+            if value is None and required:
+                raise TypeError(f"the safety service has no {name!r}")
+            return value
 
-        staff_repo = attr("staff_repo", "staff_repository", "staff_repository_")
-        case_repo = attr("case_repo", "case_repository", "cases_repo")
-        enforcement_repo = attr("enforcement_repo", "enforcement_repository", required=False)
-        list_staff = attr("list_staff", required=False)
-        if list_staff is None:
-            list_staff = getattr(staff_repo, "list_staff", None) or getattr(
-                staff_repo, "all_staff", None
-            )
+        staff_repo = attr("staff_repo")
+        case_repo = attr("case_repo")
+        enforcement_repo = attr("enforcement_repo", required=False)
+        list_staff = attr("list_staff", required=False) or getattr(staff_repo, "list_staff", None)
         if list_staff is None:
             raise TypeError("the safety service cannot list staff accounts")
         history: Callable[[str], Sequence[Enforcement]] = _no_enforcements
@@ -89,10 +82,10 @@ class ConsoleContext:
         queues = attr("queues", required=False)
         policies = attr("policies", required=False)
         return cls(
-            staff=attr("staff", "staff_service"),  # type: ignore[arg-type]
-            cases=attr("cases", "case_service"),  # type: ignore[arg-type]
-            vault=attr("vault", "evidence_vault"),  # type: ignore[arg-type]
-            audit=attr("audit", "audit_log"),  # type: ignore[arg-type]
+            staff=attr("staff"),  # type: ignore[arg-type]
+            cases=attr("cases"),  # type: ignore[arg-type]
+            vault=attr("vault"),  # type: ignore[arg-type]
+            audit=attr("audit"),  # type: ignore[arg-type]
             staff_repo=staff_repo,  # type: ignore[arg-type]
             case_repo=case_repo,  # type: ignore[arg-type]
             list_staff=list_staff,  # type: ignore[arg-type]
@@ -100,7 +93,3 @@ class ConsoleContext:
             queues=queues if isinstance(queues, Mapping) else dict(DEFAULT_QUEUES),
             policies=policies if isinstance(policies, Mapping) else dict(DEFAULT_POLICIES),
         )
-
-    @staticmethod
-    def in_memory_history(repo: EnforcementRepository) -> Callable[[str], Sequence[Enforcement]]:
-        return repo.enforcements_for_account

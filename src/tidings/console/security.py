@@ -26,7 +26,10 @@ from tidings.crypto.primitives import hmac_sha256, sha256
 
 __all__ = [
     "HSTS",
+    "LOGIN_COOKIE",
     "PENDING_TTL_MS",
+    "PRE_COOKIE",
+    "SESSION_COOKIE",
     "ExposureCounter",
     "PendingLogin",
     "PendingLogins",
@@ -36,6 +39,12 @@ __all__ = [
     "csrf_valid",
     "security_headers",
 ]
+
+SESSION_COOKIE = "tidings_console"
+PRE_COOKIE = "tidings_console_pre"
+"""The pre-session cookie the sign-in forms' CSRF tokens are bound to."""
+LOGIN_COOKIE = "tidings_console_login"
+"""The handle of the pending first sign-in step (`PendingLogins`)."""
 
 CSRF_LABEL = b"Tidings_ConsoleCSRF_v1"
 PENDING_TTL_MS = 3 * 60_000
@@ -159,8 +168,17 @@ class Preferences:
 class PreferenceStore:
     """Personal overrides of the organisation's media defaults (in memory per process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, blur_default: bool = True, greyscale_default: bool = True) -> None:
+        self.blur_default = blur_default
+        self.greyscale_default = greyscale_default
         self._rows: dict[str, Preferences] = {}
+
+    def effective(self, staff_id: str) -> tuple[bool, bool]:
+        """(blur, greyscale) for this staff member: their choice, else the default."""
+        prefs = self.get(staff_id)
+        blur = self.blur_default if prefs.blur is None else prefs.blur
+        grey = self.greyscale_default if prefs.greyscale is None else prefs.greyscale
+        return blur, grey
 
     def get(self, staff_id: str) -> Preferences:
         return self._rows.get(staff_id, Preferences())

@@ -3,56 +3,40 @@
 It wires the domain services (`StaffService`, `CaseService`, `EvidenceVault`, `AuditLog`,
 `ReportIntake`) over one set of repositories (SQL on a synchronous engine, or in memory), with
 the clock, the keys and the enforcement callback, and adds the few operations that span
-several services (case view with evidence metadata, evidence opening checked against the case,
-account status, first-admin bootstrap). Every method is synchronous: async callers run them in
-a thread pool.
+several services (account status, appeals filed by users, first-admin bootstrap). Every method
+is synchronous: async callers run them in a thread pool. The console drives the domain services
+through these attributes (`tidings.console.context.ConsoleContext`), not through wrappers here.
 
-API summary (stable; the console codes against it)
----------------------------------------------------
+API summary (stable)
+--------------------
 Construction:
   SafetyService.open(database_url, *, schema="", franking_keys, evidence_keys, fetcher,
                      anchor_key=None, clock=now_ms, on_enforcement=None, hasher=None,
                      router=None, policies=DEFAULT_POLICIES) -> SafetyService   (SQL)
-  SafetyService.in_memory(*, franking_keys, evidence_keys, fetcher, ...) -> SafetyService
   SafetyService(repos: SafetyRepositories, *, ...same keywords...)
   .migrate()  .close()
 Attributes (`tidings.console.context.ConsoleContext.from_service` reads these):
   .staff  .cases  .vault  .audit  .intake        (domain services)
   .staff_repo  .case_repo  .enforcement_repo  .report_repo  .evidence_repo  .audit_repo
   .queues: Mapping[str, Queue]   .policies: Mapping[str, Policy]   .clock() -> ms
-  .list_staff() -> list[StaffAccount]     .enforcement_history(account) -> list[Enforcement]
+  .list_staff() -> list[StaffAccount]
 Users (behind POST /v1/reports, GET /v1/account/status, POST /v1/appeals):
   submit_report(submission) -> ReportReceipt
   account_status(username) -> AccountStatus            (.to_json() is the API body)
   file_appeal(username, decision_id, text) -> AppealRecord
-Staff sign-in:
+Staff (the command line: `tidings server`'s first start, `tidings admin`):
   ensure_first_admin(username="admin") -> FirstAdmin | None   (only while no staff exist)
-  login(username, password, totp_code, *, source="") -> LoginResult
-  authenticate(token) -> Principal     session_remaining_ms(token) -> int     logout(token)
   operator() -> Principal     (the command-line operator, an admin; actor "operator:cli")
-Staff management:
   create_staff(actor, *, username, roles, display_name=None, child_safety=False,
-               queues=()) -> IssuedEnrolment  (enrolment token; roles and clearance pending)
-  set_roles(actor, staff_id, roles)  set_child_safety(actor, staff_id, granted)  (additions
-  pending: staff.approve_grant / staff.reject_grant by a second admin)
-  add_to_queue(actor, staff_id, queue_id)  remove_from_queue(actor, staff_id, queue_id)
-  disable_staff(actor, staff_id)  provisioning_uri(account) -> str
-Review:
-  queues_for(principal) -> list[Queue]
-  list_queue(principal, queue_id) -> list[CaseSummary]
-  open_appeals(principal) -> list[AppealRecord]     (appeals the principal may decide)
-  view_case(principal, case_id) -> CaseDetail        (audited; no content)
-  open_evidence(principal, case_id, evidence_id, *, purpose) -> OpenedEvidence  (audited)
-  claim(principal, case_id, *, duration_ms=DEFAULT_LOCK_MS)  release(principal, case_id)
-  assign(principal, case_id, assignee_id)  add_note(principal, case_id, text)
+               queues=()) -> IssuedEnrolment  (enrolment token; roles and clearance pending:
+               staff.approve_grant / staff.reject_grant by a second admin)
+  add_to_queue(actor, staff_id, queue_id)
+Review (with the facade's clock):
+  claim(principal, case_id, *, duration_ms=DEFAULT_LOCK_MS)
   decide(principal, case_id, *, kind, policy_id, reason, until_ms=None) -> DecisionOutcome
   confirm(principal, case_id, *, reason) -> DecisionOutcome
-  reject(principal, case_id, *, reason) -> DecisionRecord
-  escalate(principal, case_id, *, reason) -> CaseRecord
   decide_appeal(principal, appeal_id, *, overturn, reason) -> DecisionOutcome
-  void_reporter(principal, reporter, *, reason) -> VoidResult
 Audit and keys:
-  audit_page(principal, *, before_seq=None, limit=100) -> list[AuditEntry]   (newest first)
   verify_audit(principal=None, *, checkpoint=None) -> AuditVerification
   reencrypt_evidence(*, actor="system", batch=100) -> int    purge_expired_evidence() -> int
 
@@ -77,13 +61,10 @@ from tidings.errors import ConflictError, InvalidCaseStateError, NotFoundError, 
 from tidings.safety.audit import (
     AuditAction,
     AuditCheckpoint,
-    AuditEntry,
     AuditLog,
     AuditRepository,
     AuditVerification,
-    InMemoryAuditRepository,
 )
-from tidings.safety.case_memory import InMemoryCaseRepository, InMemoryEnforcementRepository
 from tidings.safety.case_model import (
     DEFAULT_LOCK_MS,
     DEFAULT_POLICIES,
@@ -91,41 +72,30 @@ from tidings.safety.case_model import (
     AppealStatus,
     CaseRecord,
     CaseRepository,
-    CaseSummary,
-    CaseView,
     DecisionKind,
     DecisionOutcome,
-    DecisionRecord,
     Enforcement,
     EnforcementKind,
     EnforcementRepository,
-    NoteRecord,
     Policy,
-    VoidResult,
 )
 from tidings.safety.cases import CaseService
 from tidings.safety.categories import Queue, Router
 from tidings.safety.evidence import (
     EvidenceKeyRing,
-    EvidenceRecord,
     EvidenceRepository,
     EvidenceVault,
-    InMemoryEvidenceRepository,
-    OpenedEvidence,
 )
 from tidings.safety.reports import (
     AttachmentFetcher,
     FrankingKeyRing,
-    InMemoryReportRepository,
     ReportIntake,
     ReportReceipt,
     ReportRepository,
     ReportSubmission,
 )
 from tidings.safety.staff import (
-    InMemoryStaffRepository,
     IssuedEnrolment,
-    LoginResult,
     Permission,
     Principal,
     Role,
@@ -140,8 +110,6 @@ __all__ = [
     "WARNING_VISIBLE_MS",
     "AccountStatus",
     "AppealState",
-    "CaseDetail",
-    "EvidenceMeta",
     "FirstAdmin",
     "SafetyRepositories",
     "SafetyService",
@@ -208,39 +176,6 @@ class AccountStatus:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class EvidenceMeta:
-    """Evidence metadata for the case view (no content, no key material)."""
-
-    evidence_id: str
-    report_id: str
-    kind: str
-    plaintext_size: int
-    child_safety: bool
-    created_ms: int
-    retained_until_ms: int
-
-    @classmethod
-    def of(cls, record: EvidenceRecord) -> EvidenceMeta:
-        return cls(
-            evidence_id=record.evidence_id,
-            report_id=record.report_id,
-            kind=record.kind,
-            plaintext_size=record.plaintext_size,
-            child_safety=record.child_safety,
-            created_ms=record.created_ms,
-            retained_until_ms=record.retained_until_ms,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class CaseDetail:
-    """`CaseView` (reports with their per-item franking/chain verification flags, notes,
-    decisions, enforcements) plus evidence metadata per report and the case's appeals."""
-
-    view: CaseView
-    evidence: Mapping[str, tuple[EvidenceMeta, ...]]
-    appeals: tuple[AppealRecord, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,18 +201,6 @@ class SafetyRepositories:
     enforcements: EnforcementRepository
     close: Callable[[], None] = lambda: None
     migrate: Callable[[], None] = lambda: None
-
-    @classmethod
-    def in_memory(cls) -> SafetyRepositories:
-        evidence = InMemoryEvidenceRepository()
-        return cls(
-            audit=InMemoryAuditRepository(),
-            staff=InMemoryStaffRepository(),
-            reports=InMemoryReportRepository(evidence),
-            evidence=evidence,
-            cases=InMemoryCaseRepository(),
-            enforcements=InMemoryEnforcementRepository(),
-        )
 
     @classmethod
     def sql(
@@ -414,10 +337,6 @@ class SafetyService:
         repos = SafetyRepositories.sql(database_url, schema=schema, staff_key=staff_key)
         return cls(repos, **kwargs)
 
-    @classmethod
-    def in_memory(cls, **kwargs: Any) -> SafetyService:
-        return cls(SafetyRepositories.in_memory(), **kwargs)
-
     def migrate(self) -> None:
         """Bring the database schema to the current version (no-op in memory)."""
         self.repos.migrate()
@@ -434,9 +353,6 @@ class SafetyService:
             return accounts
         staff = getattr(self.staff_repo, "_staff", {})
         return sorted(staff.values(), key=lambda a: a.username)
-
-    def enforcement_history(self, account: str) -> list[Enforcement]:
-        return self.enforcement_repo.enforcements_for_account(account)
 
     # --- users ----------------------------------------------------------------------------
 
@@ -543,20 +459,6 @@ class SafetyService:
             otpauth_uri=self.staff.provisioning_uri(account),
         )
 
-    def login(
-        self, username: str, password: str, totp_code: str, *, source: str = ""
-    ) -> LoginResult:
-        return self.staff.login(username, password, totp_code, now_ms=self.clock(), source=source)
-
-    def authenticate(self, token: str) -> Principal:
-        return self.staff.authenticate(token, now_ms=self.clock())
-
-    def session_remaining_ms(self, token: str) -> int:
-        return self.staff.session_remaining_ms(token, now_ms=self.clock())
-
-    def logout(self, token: str) -> None:
-        self.staff.logout(token, now_ms=self.clock())
-
     def operator(self) -> Principal:
         """The operator at the command line: an admin's permissions (no queues, no evidence),
         recorded in the audit log as ``operator:cli``."""
@@ -616,106 +518,15 @@ class SafetyService:
             self.staff.add_to_queue(actor, issued.account.staff_id, queue_id, now_ms=now)
         return issued
 
-    def set_roles(self, actor: Principal, staff_id: str, roles: Iterable[Role]) -> StaffAccount:
-        return self.staff.set_roles(actor, staff_id, roles, now_ms=self.clock())
-
-    def set_child_safety(self, actor: Principal, staff_id: str, granted: bool) -> StaffAccount:
-        return self.staff.set_child_safety(actor, staff_id, granted, now_ms=self.clock())
-
     def add_to_queue(self, actor: Principal, staff_id: str, queue_id: str) -> None:
         self.staff.add_to_queue(actor, staff_id, queue_id, now_ms=self.clock())
 
-    def remove_from_queue(self, actor: Principal, staff_id: str, queue_id: str) -> None:
-        self.staff.remove_from_queue(actor, staff_id, queue_id, now_ms=self.clock())
-
-    def disable_staff(self, actor: Principal, staff_id: str) -> None:
-        self.staff.disable(actor, staff_id, now_ms=self.clock())
-
-    def provisioning_uri(self, account: StaffAccount) -> str:
-        return self.staff.provisioning_uri(account)
-
     # --- review ---------------------------------------------------------------------------
-
-    def queues_for(self, principal: Principal) -> list[Queue]:
-        """The queues the principal may open (membership together with the clearance)."""
-        if not principal.has(Permission.VIEW_QUEUE):
-            return []
-        return [q for q in self.queues.values() if principal.can_access_queue(q)]
-
-    def list_queue(self, principal: Principal, queue_id: str) -> list[CaseSummary]:
-        return self.cases.list_queue(principal, queue_id, now_ms=self.clock())
-
-    def open_appeals(self, principal: Principal) -> list[AppealRecord]:
-        """Open appeals of cases in queues the principal can access (needs DECIDE_APPEAL)."""
-        principal.require(Permission.DECIDE_APPEAL)
-        finder = getattr(self.case_repo, "open_appeals", None)
-        if finder is not None:
-            appeals: list[AppealRecord] = finder()
-        else:
-            stored = getattr(self.case_repo, "appeals", {})
-            appeals = sorted(
-                (a for a in stored.values() if a.status is AppealStatus.OPEN),
-                key=lambda a: a.filed_ms,
-            )
-        out = []
-        for appeal in appeals:
-            case = self.case_repo.get_case(appeal.case_id)
-            queue = self.queues.get(case.queue_id) if case is not None else None
-            if queue is not None and principal.can_access_queue(queue):
-                out.append(appeal)
-        return out
-
-    def view_case(self, principal: Principal, case_id: str) -> CaseDetail:
-        """The case view (audited as CASE_VIEW) with evidence metadata per report."""
-        view = self.cases.view_case(principal, case_id, now_ms=self.clock())
-        evidence = {
-            r.report.report_id: tuple(
-                EvidenceMeta.of(e) for e in self.vault.records_for_report(r.report.report_id)
-            )
-            for r in view.reports
-        }
-        appeals = tuple(
-            a for d in view.decisions for a in self.case_repo.appeals_for_decision(d.decision_id)
-        )
-        return CaseDetail(view=view, evidence=evidence, appeals=appeals)
-
-    def open_evidence(
-        self, principal: Principal, case_id: str, evidence_id: str, *, purpose: str
-    ) -> OpenedEvidence:
-        """Decrypt one evidence record of ``case_id`` (audited first, EVIDENCE_VIEW).
-
-        Raises:
-            NotFoundError: no such evidence *in this case* (evidence of another case cannot be
-                opened through a case one has access to).
-            and every error of `EvidenceVault.open`.
-        """
-        record = self.evidence_repo.get_evidence(evidence_id)
-        report = self.report_repo.get_report(record.report_id) if record is not None else None
-        if report is None or report.case_id != case_id:
-            raise NotFoundError("no such evidence in this case")
-        queue = self.cases.queue_for_case(principal, case_id)
-        return self.vault.open(
-            evidence_id,
-            principal=principal,
-            queue=queue,
-            case_id=case_id,
-            purpose=purpose,
-            now_ms=self.clock(),
-        )
 
     def claim(
         self, principal: Principal, case_id: str, *, duration_ms: int = DEFAULT_LOCK_MS
     ) -> CaseRecord:
         return self.cases.claim(principal, case_id, now_ms=self.clock(), duration_ms=duration_ms)
-
-    def release(self, principal: Principal, case_id: str) -> CaseRecord:
-        return self.cases.release(principal, case_id, now_ms=self.clock())
-
-    def assign(self, principal: Principal, case_id: str, assignee_id: str) -> CaseRecord:
-        return self.cases.assign(principal, case_id, assignee_id, now_ms=self.clock())
-
-    def add_note(self, principal: Principal, case_id: str, text: str) -> NoteRecord:
-        return self.cases.add_note(principal, case_id, text, now_ms=self.clock())
 
     def decide(
         self,
@@ -740,12 +551,6 @@ class SafetyService:
     def confirm(self, principal: Principal, case_id: str, *, reason: str) -> DecisionOutcome:
         return self.cases.confirm(principal, case_id, reason=reason, now_ms=self.clock())
 
-    def reject(self, principal: Principal, case_id: str, *, reason: str) -> DecisionRecord:
-        return self.cases.reject(principal, case_id, reason=reason, now_ms=self.clock())
-
-    def escalate(self, principal: Principal, case_id: str, *, reason: str) -> CaseRecord:
-        return self.cases.escalate(principal, case_id, reason=reason, now_ms=self.clock())
-
     def decide_appeal(
         self, principal: Principal, appeal_id: str, *, overturn: bool, reason: str
     ) -> DecisionOutcome:
@@ -753,25 +558,7 @@ class SafetyService:
             principal, appeal_id, overturn=overturn, reason=reason, now_ms=self.clock()
         )
 
-    def void_reporter(self, principal: Principal, reporter: str, *, reason: str) -> VoidResult:
-        return self.cases.void_reporter(principal, reporter, reason=reason, now_ms=self.clock())
-
     # --- audit and keys -------------------------------------------------------------------
-
-    def audit_page(
-        self, principal: Principal, *, before_seq: int | None = None, limit: int = 100
-    ) -> list[AuditEntry]:
-        """Audit entries newest first (needs VIEW_AUDIT)."""
-        principal.require(Permission.VIEW_AUDIT)
-        limit = max(1, min(limit, 1000))
-        pager = getattr(self.audit_repo, "page", None)
-        if pager is not None:
-            page: list[AuditEntry] = pager(before_seq=before_seq, limit=limit)
-            return page
-        entries = [
-            e for e in self.audit_repo.entries() if before_seq is None or e.seq < before_seq
-        ]
-        return list(reversed(entries[-limit:]))
 
     def verify_audit(
         self, principal: Principal | None = None, *, checkpoint: AuditCheckpoint | None = None

@@ -88,15 +88,6 @@ class SqlAuditRepository:
                 return
             after = rows[-1].seq
 
-    def page(self, *, before_seq: int | None = None, limit: int = 100) -> list[AuditEntry]:
-        """Newest first: up to ``limit`` entries with ``seq < before_seq`` (the console's audit
-        page)."""
-        query = select(safety_audit_log).order_by(safety_audit_log.c.seq.desc()).limit(limit)
-        if before_seq is not None:
-            query = query.where(safety_audit_log.c.seq < before_seq)
-        with self._db.read() as c:
-            return [_audit_entry(r) for r in c.execute(query).all()]
-
     def count(self) -> int:
         with self._db.read() as c:
             return int(c.execute(select(func.count()).select_from(safety_audit_log)).scalar_one())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, and_, or_, select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError
@@ -213,16 +213,6 @@ class SqlCaseRepository:
             ).all()
         return [_case(r) for r in rows]
 
-    def cases_for_subject(self, subject: str) -> list[CaseRecord]:
-        """Every case about an account, oldest first."""
-        with self._db.read() as c:
-            rows = c.execute(
-                select(safety_cases)
-                .where(safety_cases.c.subject == subject)
-                .order_by(safety_cases.c.created_ms)
-            ).all()
-        return [_case(r) for r in rows]
-
     def add_note(self, note: NoteRecord) -> None:
         with self._db.write() as c:
             insert_row(
@@ -320,16 +310,6 @@ class SqlCaseRepository:
             ).all()
         return [_appeal(r) for r in rows]
 
-    def open_appeals(self) -> list[AppealRecord]:
-        """Appeals awaiting a decision, oldest first."""
-        with self._db.read() as c:
-            rows = c.execute(
-                select(safety_appeals)
-                .where(safety_appeals.c.status == AppealStatus.OPEN.value)
-                .order_by(safety_appeals.c.filed_ms)
-            ).all()
-        return [_appeal(r) for r in rows]
-
 
 # --- enforcement ----------------------------------------------------------------------------
 
@@ -386,16 +366,6 @@ class SqlEnforcementRepository:
 
     def enforcements_for_account(self, account: str) -> list[Enforcement]:
         return self._select(account_enforcements.c.username == account)
-
-    def active_for_account(self, account: str, now_ms: int) -> list[Enforcement]:
-        e = account_enforcements.c
-        return self._select(
-            and_(
-                e.username == account,
-                e.revoked_ms.is_(None),
-                or_(e.until_ms.is_(None), e.until_ms > now_ms),
-            )
-        )
 
     def revoke_enforcement(self, enforcement_id: str, revoked_ms: int) -> None:
         with self._db.write() as c:

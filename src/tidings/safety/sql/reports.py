@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, insert, select, update
+from sqlalchemy import Row, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError, MessageAlreadyReportedError, ReportReplayError
@@ -243,10 +243,6 @@ class SqlReportRepository:
                 .order_by(safety_report_items.c.idx)
             ).all()
         return [_item(r) for r in rows]
-
-    def count_reports(self) -> int:
-        with self._db.read() as c:
-            return int(c.execute(select(func.count()).select_from(safety_reports)).scalar_one())
 
 
 class SqlEvidenceRepository:

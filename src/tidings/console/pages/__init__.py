@@ -1,0 +1,10 @@
+"""The console's pages, one module per group: `auth` (sign-in, TOTP, enrolment, sign-out),
+`preferences` (media settings, the exposure counter), `cases` (queues, the case view and its
+actions), `appeals`, `audit` and `staff` (accounts and two-person grants).
+
+Each module declares its routes (`ROUTES`, `tidings.console.routing.RouteSpec` rows) and one
+page class whose handler methods carry the routes' names. A page object is built from the
+shared `tidings.console.rendering.PageKit`, the `tidings.console.context.ConsoleContext` and
+whatever state only it needs; session, CSRF and permission checks happen before any handler
+runs, once, in `tidings.console.web.Console`.
+"""
