@@ -145,12 +145,6 @@ class TrustMixin(PrekeysMixin):
         no network): identity_changed, device_added, device_removed."""
         return tuple(self._contact(username).events)
 
-    async def unverify(self, username: str) -> None:
-        """Clear the verified flag (and any block) of ``username``."""
-        contact = self._contact(username)
-        contact.verified, contact.sending_held, contact.verified_keys = False, False, {}
-        self._put_contact(username, contact)
-
     def set_blocked(self, username: str, blocked: bool = True) -> None:
         """Block (or unblock) ``username`` locally: its data messages are refused unread."""
         with self._store.transaction():
