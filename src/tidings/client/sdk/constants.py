@@ -49,17 +49,9 @@ cannot contain ':' (server rule), so a group never collides with a contact."""
 
 MAX_GROUP_TITLE_CHARS = 128
 
-REPORT_CATEGORIES = (
-    "child_sexual_exploitation", "violent_threat", "terrorism", "harassment", "self_harm",
-    "spam", "fraud", "other",
-)
-"""The report categories of docs/api.md."""
-
 MAX_REPORT_CONTEXT = 50
-"""At most this many context messages on each side of a reported one."""
-
-MAX_REPORT_NOTE_CHARS = 2000
-MAX_REPORTED_ATTACHMENTS = 8
+"""At most this many context messages on each side of a reported one (the client's choice; the
+server takes up to `tidings.crypto.franking.MAX_CONTEXT_ITEMS` items)."""
 
 
 def session_name(username: str, device_id: int) -> str:

@@ -5,19 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from tidings.client.errors import InvalidArgumentError, NotReportableError, TransportError
-from tidings.client.sdk.constants import (
-    K_MESSAGE,
-    MAX_REPORT_CONTEXT,
-    MAX_REPORT_NOTE_CHARS,
-    MAX_REPORTED_ATTACHMENTS,
-    REPORT_CATEGORIES,
-)
+from tidings.client.sdk.constants import K_MESSAGE, MAX_REPORT_CONTEXT
 from tidings.client.sdk.inbox import InboxMixin
 from tidings.client.transport import b64d, b64e
 from tidings.crypto.franking import ReportItem, verify_context_chain
 from tidings.errors import TidingsError
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
+from tidings.wire.report import (
+    MAX_REPORT_NOTE_CHARS,
+    MAX_REPORTED_ATTACHMENTS,
+    REPORT_CATEGORIES,
+)
 
 
 class ReportsMixin(InboxMixin):
