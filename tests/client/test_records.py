@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tidings.client.errors import StoreTamperedError
-from tidings.client.sdk.models import TrustEvent
+from tidings.client.sdk.models import Group, TrustEvent
 from tidings.client.sdk.records import ContactRecord, DeviceRecord
 
 # A contact as profiles written before the typed record stored it.
@@ -71,3 +71,25 @@ def test_messages_are_built_in_one_place_with_consistent_fields() -> None:
     assert incoming.attachments[0].file_name == "a.txt" and incoming.body == "hi"
     own = new_message(id="o:y", incoming=False, **common)  # type: ignore[arg-type]
     assert (own.direction, own.status, own.reportable) == ("out", "sent", False)
+
+
+def test_old_group_record_reads_without_its_key_devices() -> None:
+    old = {"id": "Z2lk", "title": "Team", "revision": 3, "members": ["alice", "bob"],
+           "active": True, "key_devices": [["bob", 1]]}
+    group = Group.from_json(old)
+    assert group == Group("Z2lk", "Team", 3, ("alice", "bob"), active=True)
+    assert group.to_json() == {k: v for k, v in old.items() if k != "key_devices"}
+    assert Group.from_json(group.to_json()) == group
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        {"title": "t", "revision": 1, "members": []},
+        {"id": "g", "title": "t", "revision": "x", "members": []},
+        {"id": "g", "title": "t", "revision": 1, "members": "alice"},
+    ],
+)
+def test_damaged_group_is_a_typed_error(damaged: dict[str, object]) -> None:
+    with pytest.raises(StoreTamperedError):
+        Group.from_json(damaged)
