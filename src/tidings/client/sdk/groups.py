@@ -26,7 +26,6 @@ from tidings.client.sdk.constants import (
     MAX_GROUP_TITLE_CHARS,
     MAX_SEND_ATTEMPTS,
 )
-from tidings.client.sdk.core import unknown_account_on_404
 from tidings.client.sdk.models import (
     Group,
     GroupSendResult,
@@ -436,17 +435,10 @@ class GroupsMixin(AttachmentsMixin):
                 for d in device_ids
             ]
             try:
-                with unknown_account_on_404(account):
-                    return await self._transport.send_messages(account, outgoing), len(outgoing)
-            except (MismatchedDevicesError, StaleDevicesError) as exc:
-                gone = exc.extra if isinstance(exc, MismatchedDevicesError) else exc.stale
-                with self._store.transaction():
-                    contact = self._contact(account)
-                    for device_id in gone:
-                        # A stale device re-registered: its session is useless; the 1:1 send
-                        # of the key starts a new one from a fresh bundle.
-                        self._drop_device(account, contact, device_id)
-                    self._put_contact(account, contact)
+                return await self._upload(account, outgoing), len(outgoing)
+            except (MismatchedDevicesError, StaleDevicesError):
+                # Reconciled; a device that re-registered (stale) lost this key with its old
+                # session, and a new one never had it: send the key again.
                 force = True
         raise SendFailedError(
             f"could not deliver to {account}: the device list kept changing; try again")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from tidings.client.errors import SafetyNumberMismatchError
 from tidings.client.sdk.constants import K_CONTACT, K_SESSION, session_name
-from tidings.client.sdk.core import unknown_account_on_404
 from tidings.client.sdk.models import ContactSafety, DeviceSafetyNumber, TrustEvent
 from tidings.client.sdk.prekeys import PrekeysMixin
 from tidings.client.sdk.records import ContactRecord, DeviceRecord
@@ -64,8 +63,7 @@ class TrustMixin(PrekeysMixin):
         Raises:
             UnknownAccountError: no such account.
         """
-        with unknown_account_on_404(username):
-            remote = await self._transport.account_devices(username)
+        remote = await self._transport.account_devices(username)
         contact = self._contact(username)
         seen = set()
         for device in remote:
