@@ -21,7 +21,7 @@ from tidings.crypto.franking import (
     verify_report,
     verify_report_item,
 )
-from tidings.errors import UnknownSenderKeyError
+from tidings.errors import StaleDevicesError, UnknownSenderKeyError
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
 
@@ -252,6 +252,46 @@ def test_group_of_an_old_profile_opens_and_an_unlinked_device_loses_the_key(
         events = await drain(alice, bob)
         assert texts(events[f"{b}.1"]) == ["one", "two"]
         for client in (alice, bob, bob2):
+            await client.aclose()
+
+    run(main())
+
+
+def test_stale_device_gets_a_new_session_in_1to1_and_group_sends(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    """410 ``stale_devices`` (the device re-registered) takes the same reconciliation path in
+    both sends: a fresh bundle and a new session, then the message (and in a group the sender
+    key again, over that new session) goes through."""
+
+    async def main() -> None:
+        alice = await register(tmp_path, "a", names("alice"), server_url)
+        bob = await register(tmp_path, "b", names("bob"), server_url)
+        b = bob.account.username
+        await alice.send_text(b, "first")
+        group = (await alice.create_group("Stale", [b])).group
+        await drain(alice, bob)
+        upload = alice._transport.send_messages
+        uploads: list[int] = []  # the envelope type of each upload, the refused one first
+
+        async def stale_once(username: str, messages: Any) -> Any:
+            uploads.append(messages[0].type)
+            if len(uploads) == 1:
+                raise StaleDevicesError([1])
+            return await upload(username, messages)
+
+        alice._transport.send_messages = stale_once  # type: ignore[method-assign]
+        await alice.send_text(b, "after stale")
+        # Retried under a new session started from a fresh bundle: a prekey message, though
+        # the old session was current.
+        assert uploads == [pb.Envelope.RATCHET, pb.Envelope.PREKEY]
+        assert texts((await drain(alice, bob))[f"{b}.1"]) == ["after stale"]
+        uploads.clear()
+        await alice.send_group_text(group.id, "group after stale")
+        # The sender key goes again over a new session, then the group message.
+        assert uploads == [pb.Envelope.SENDER_KEY, pb.Envelope.PREKEY, pb.Envelope.SENDER_KEY]
+        assert texts((await drain(alice, bob))[f"{b}.1"]) == ["group after stale"]
+        for client in (alice, bob):
             await client.aclose()
 
     run(main())
