@@ -30,9 +30,9 @@ from tidings.client.sdk.models import (
     Group,
     GroupSendResult,
     ReceiveEvent,
-    attachment_pointers,
     new_message,
 )
+from tidings.client.sdk.records import MessageRecord
 from tidings.client.transport import OutgoingEnvelope, Progress, SendResult, b64d, b64e
 from tidings.crypto.franking import ReportItem, frank, group_conversation_id, open_franked
 from tidings.crypto.primitives import sha256
@@ -368,11 +368,8 @@ class GroupsMixin(AttachmentsMixin):
         )
         with self._store.transaction():
             self._store.put(K_CHAIN, b64e(conversation), franked.commitment)
-            self._store_message(message, extra={
-                "commitment": b64e(franked.commitment),
-                "attachments": attachment_pointers(data),
-                "group": gid,
-            })
+            self._store_message(MessageRecord.of(message, data, group=gid,
+                                                 commitment=b64e(franked.commitment)))
             for account in delivered:
                 # Receipts from members come 1:1 and name the sent_at_ms: index them all.
                 self._store.put(K_SENT_INDEX, f"{account}\0{now}", message.id.encode())
@@ -560,9 +557,9 @@ class GroupsMixin(AttachmentsMixin):
             incoming=not own,
             notice=notice,
         )
-        self._store_message(message, extra={
-            "report_item": b64e(item.encode()), "conversation_id": b64e(conversation),
-            "attachments": attachment_pointers(content.data), "group": gid})
+        self._store_message(MessageRecord.of(
+            message, content.data, report_item=b64e(item.encode()),
+            conversation_id=b64e(conversation), group=gid))
         if self.auto_delivery_receipts and not own:
             self._pending_receipts.setdefault(sender, []).append(content.sent_at_ms)
         return ReceiveEvent("sync" if own else "message", sender, sender_device, mid,

@@ -182,31 +182,6 @@ class ContactSafety:
         return asdict(self)
 
 
-def message_from_record(record: dict[str, Any]) -> Message:
-    try:
-        return Message(
-            id=str(record["id"]),
-            direction="in" if record["direction"] == "in" else "out",
-            peer=str(record["peer"]),
-            sender=str(record["sender"]),
-            sender_device=int(record["sender_device"]),
-            body=str(record["body"]),
-            sent_at_ms=int(record["sent_at_ms"]),
-            server_timestamp_ms=int(record["server_timestamp_ms"]),
-            status=str(record["status"]),
-            reportable=bool(record.get("reportable")),
-            identity_changed=bool(record.get("identity_changed")),
-            attachments=tuple(
-                AttachmentSummary(str(a.get("file_name", "")), str(a.get("content_type", "")),
-                                  int(a.get("size", 0)))
-                for a in record.get("attachments", [])
-            ),
-            notice=str(record.get("notice", "")),
-        )
-    except (KeyError, ValueError, TypeError):
-        raise StoreTamperedError("a stored message is damaged") from None
-
-
 def new_message(
     *,
     id: str,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import replace
 
 from tidings.client.errors import (
     SendFailedError,
@@ -21,12 +21,10 @@ from tidings.client.sdk.constants import (
     session_name,
 )
 from tidings.client.sdk.models import (
-    Message,
     SentMessage,
-    attachment_pointers,
     new_message,
 )
-from tidings.client.sdk.records import ContactRecord
+from tidings.client.sdk.records import ContactRecord, MessageRecord
 from tidings.client.sdk.trust import TrustMixin
 from tidings.client.transport import OutgoingEnvelope, SendResult, b64e
 from tidings.crypto.franking import FrankedPlaintext, direct_conversation_id, frank
@@ -266,8 +264,8 @@ class OutboxMixin(TrustMixin):
         with self._store.transaction():
             # The data message is the new head of this device's chain in the conversation.
             self._store.put(K_CHAIN, b64e(conversation), franked.commitment)
-            self._store_message(message, extra={"commitment": b64e(franked.commitment),
-                                                "attachments": attachment_pointers(data)})
+            self._store_message(MessageRecord.of(message, data,
+                                                 commitment=b64e(franked.commitment)))
         synced, sync_error = 0, None
         if username != me:
             sync = self._content(conversation, now)
@@ -298,10 +296,25 @@ class OutboxMixin(TrustMixin):
         _, count = await self._send_franked(me, franked)
         return count
 
-    def _store_message(self, message: Message, extra: dict[str, Any] | None = None) -> None:
-        record = message.to_dict()
-        record.update(extra or {})
-        self._store.put_json(K_MESSAGE, message.id, record)
+    # -- the local history ------------------------------------------------------------------
+
+    def _message_record(self, local_id: str) -> MessageRecord | None:
+        """The stored message ``local_id``, if any. Raises: StoreTamperedError."""
+        data = self._store.get_json(K_MESSAGE, local_id)
+        return None if data is None else MessageRecord.from_json(data)
+
+    def _message_records(self) -> list[MessageRecord]:
+        """Every stored message, oldest stored first. Raises: StoreTamperedError."""
+        return [MessageRecord.from_json(data) for _, data in self._store.items_json(K_MESSAGE)]
+
+    def _put_message(self, record: MessageRecord) -> None:
+        self._store.put_json(K_MESSAGE, record.message.id, record.to_json())
+
+    def _store_message(self, record: MessageRecord) -> None:
+        """Store a new message; an outgoing one is also indexed by (peer, sent_at_ms), which is
+        how receipts name it."""
+        message = record.message
+        self._put_message(record)
         if message.direction == "out":
             self._store.put(
                 K_SENT_INDEX, f"{message.peer}\0{message.sent_at_ms}", message.id.encode()
@@ -327,13 +340,13 @@ class OutboxMixin(TrustMixin):
         messages were marked. A receipt that cannot be sent is skipped (best effort)."""
         stamps: dict[str, list[int]] = {}
         with self._store.transaction():
-            for name, record in self._store.items_json(K_MESSAGE):
-                if (record.get("direction") == "in" and record.get("peer") == username
-                        and record.get("status") == "received"):
-                    record["status"] = "read"
-                    stamps.setdefault(str(record["sender"]), []).append(
-                        int(record["sent_at_ms"]))
-                    self._store.put_json(K_MESSAGE, name, record)
+            for record in self._message_records():
+                message = record.message
+                if (message.direction == "in" and message.peer == username
+                        and message.status == "received"):
+                    record.message = replace(message, status="read")
+                    stamps.setdefault(message.sender, []).append(message.sent_at_ms)
+                    self._put_message(record)
         for sender, sent in stamps.items():
             try:
                 await self.send_receipt(sender, sent, read=True)
@@ -345,9 +358,9 @@ class OutboxMixin(TrustMixin):
     def unread_counts(self) -> dict[str, int]:
         """Unread received messages per conversation (account or ``"group:<id>"``)."""
         counts: dict[str, int] = {}
-        for _, record in self._store.items_json(K_MESSAGE):
-            if record.get("direction") == "in" and record.get("status") == "received":
-                peer = str(record.get("peer"))
-                counts[peer] = counts.get(peer, 0) + 1
+        for record in self._message_records():
+            message = record.message
+            if message.direction == "in" and message.status == "received":
+                counts[message.peer] = counts.get(message.peer, 0) + 1
         return counts
 
