@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tidings.client.errors import StoreTamperedError
-from tidings.client.sdk.models import Group, TrustEvent, new_message
+from tidings.client.sdk.models import Group, TrustEvent, attachment_pointers, new_message
 from tidings.client.sdk.records import ContactRecord, DeviceRecord, MessageRecord
 from tidings.wire import tidings_pb2 as pb
 
@@ -99,7 +99,8 @@ def test_message_record_keeps_its_stored_form() -> None:
                          content_type="text/plain", file_name="a.txt")
     message = new_message(id="i:x", peer="bob", sender="bob", sender_device=1, data=data,
                           sent_at_ms=1, server_timestamp_ms=2, incoming=True)
-    record = MessageRecord.of(message, data, report_item="aXRlbQ", conversation_id="Y29udg")
+    record = MessageRecord(message, attachment_pointers(data), report_item="aXRlbQ",
+                           conversation_id="Y29udg")
     stored = record.to_json()
     # The form profiles hold: the message's fields, the pointers (with their keys) under
     # "attachments", and only the optional fields that are set.

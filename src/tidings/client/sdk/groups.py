@@ -17,7 +17,6 @@ from tidings.client.errors import (
 from tidings.client.sdk.attachments import AttachmentsMixin
 from tidings.client.sdk.constants import (
     GROUP_PEER_PREFIX,
-    K_CHAIN,
     K_GROUP,
     K_SEEN,
     K_SENDER_KEYS,
@@ -30,9 +29,7 @@ from tidings.client.sdk.models import (
     Group,
     GroupSendResult,
     ReceiveEvent,
-    new_message,
 )
-from tidings.client.sdk.records import MessageRecord
 from tidings.client.transport import OutgoingEnvelope, Progress, SendResult, b64d, b64e
 from tidings.crypto.franking import ReportItem, frank, group_conversation_id, open_franked
 from tidings.crypto.primitives import sha256
@@ -355,21 +352,10 @@ class GroupsMixin(AttachmentsMixin):
                 "could not deliver the group message to any member "
                 f"({', '.join(sorted(set(failed.values())))})"
             )
-        message = new_message(
-            id="o:" + b64e(secrets.token_bytes(12)),
-            peer=GROUP_PEER_PREFIX + gid,
-            sender=me,
-            sender_device=self.account.device_id,
-            data=data,
-            sent_at_ms=now,
-            server_timestamp_ms=first.server_timestamp_ms if first else now,
-            incoming=False,
-            notice=notice,
-        )
         with self._store.transaction():
-            self._store.put(K_CHAIN, b64e(conversation), franked.commitment)
-            self._store_message(MessageRecord.of(message, data, group=gid,
-                                                 commitment=b64e(franked.commitment)))
+            message = self._store_sent(
+                GROUP_PEER_PREFIX + gid, data, franked, conversation, now,
+                first.server_timestamp_ms if first else now, notice=notice, group=gid)
             for account in delivered:
                 # Receipts from members come 1:1 and name the sent_at_ms: index them all.
                 self._store.put(K_SENT_INDEX, f"{account}\0{now}", message.id.encode())
@@ -546,22 +532,9 @@ class GroupsMixin(AttachmentsMixin):
         elif record is None or not record.active or sender not in record.members:
             return self._reject(envelope, "not_a_member")
         own = sender == me
-        message = new_message(
-            id="i:" + mid,
-            peer=GROUP_PEER_PREFIX + gid,
-            sender=sender,
-            sender_device=sender_device,
-            data=content.data,
-            sent_at_ms=content.sent_at_ms,
-            server_timestamp_ms=envelope.server_timestamp_ms,
-            incoming=not own,
-            notice=notice,
-        )
-        self._store_message(MessageRecord.of(
-            message, content.data, report_item=b64e(item.encode()),
-            conversation_id=b64e(conversation), group=gid))
-        if self.auto_delivery_receipts and not own:
-            self._pending_receipts.setdefault(sender, []).append(content.sent_at_ms)
+        message = self._store_received(envelope, content, content.data, item,
+                                       peer=GROUP_PEER_PREFIX + gid, incoming=not own,
+                                       notice=notice, group=gid)
         return ReceiveEvent("sync" if own else "message", sender, sender_device, mid,
                             message=message)
 

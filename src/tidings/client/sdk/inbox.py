@@ -22,9 +22,7 @@ from tidings.client.sdk.groups import GroupsMixin
 from tidings.client.sdk.models import (
     EventKind,
     ReceiveEvent,
-    new_message,
 )
-from tidings.client.sdk.records import MessageRecord
 from tidings.client.transport import b64d, b64e
 from tidings.crypto.franking import ReportItem, direct_conversation_id, open_franked
 from tidings.crypto.identity import IdentityKey
@@ -160,8 +158,6 @@ class InboxMixin(GroupsMixin):
         mid = b64e(envelope.message_id)
         me = self.account.username
         kind = content.WhichOneof("body")
-        franking = {"report_item": b64e(item.encode()),
-                    "conversation_id": b64e(content.conversation_id)}  # kept for reports
         if kind == "data" and self._contact(sender).blocked_by_user:
             # The user blocked this account (e.g. `report --block`): drop its messages.
             return self._reject(envelope, "blocked")
@@ -175,38 +171,17 @@ class InboxMixin(GroupsMixin):
             expected = direct_conversation_id(me, sender)
             if content.conversation_id != expected:
                 return self._reject(envelope, "wrong_conversation")
-            message = new_message(
-                id="i:" + mid,
-                peer=sender,
-                sender=sender,
-                sender_device=sender_device,
-                data=content.data,
-                sent_at_ms=content.sent_at_ms,
-                server_timestamp_ms=envelope.server_timestamp_ms,
-                incoming=True,
-                identity_changed=changed,
-            )
-            self._store_message(MessageRecord.of(message, content.data, **franking))
-            if self.auto_delivery_receipts and sender != me:
-                self._pending_receipts.setdefault(sender, []).append(content.sent_at_ms)
+            message = self._store_received(envelope, content, content.data, item,
+                                           peer=sender, incoming=True,
+                                           identity_changed=changed)
             return ReceiveEvent("message", sender, sender_device, mid, message=message,
                                 identity_changed=changed)
         if kind == "sent":
             if sender != me:
                 # Only our own devices may tell us what "we" sent.
                 return self._reject(envelope, "forged_sync")
-            destination = content.sent.destination
-            message = new_message(
-                id="i:" + mid,
-                peer=destination,
-                sender=me,
-                sender_device=sender_device,
-                data=content.sent.message,
-                sent_at_ms=content.sent_at_ms,
-                server_timestamp_ms=envelope.server_timestamp_ms,
-                incoming=False,
-            )
-            self._store_message(MessageRecord.of(message, content.sent.message, **franking))
+            message = self._store_received(envelope, content, content.sent.message, item,
+                                           peer=content.sent.destination, incoming=False)
             return ReceiveEvent("sync", sender, sender_device, mid, message=message)
         if kind == "receipt":
             status = "read" if content.receipt.type == pb.ReceiptMessage.READ else "delivered"

@@ -21,13 +21,15 @@ from tidings.client.sdk.constants import (
     session_name,
 )
 from tidings.client.sdk.models import (
+    Message,
     SentMessage,
+    attachment_pointers,
     new_message,
 )
 from tidings.client.sdk.records import ContactRecord, MessageRecord
 from tidings.client.sdk.trust import TrustMixin
 from tidings.client.transport import OutgoingEnvelope, SendResult, b64e
-from tidings.crypto.franking import FrankedPlaintext, direct_conversation_id, frank
+from tidings.crypto.franking import FrankedPlaintext, ReportItem, direct_conversation_id, frank
 from tidings.crypto.prekeys import PrekeyBundle
 from tidings.crypto.session import SessionRecord
 from tidings.errors import (
@@ -250,22 +252,8 @@ class OutboxMixin(TrustMixin):
         content.data.CopyFrom(data)
         franked = frank(content)  # checks the content as receivers will (size limits)
         result, devices = await self._send_franked(username, franked)
-        local_id = "o:" + b64e(secrets.token_bytes(12))
-        message = new_message(
-            id=local_id,
-            peer=username,
-            sender=me,
-            sender_device=self.account.device_id,
-            data=data,
-            sent_at_ms=now,
-            server_timestamp_ms=result.server_timestamp_ms,
-            incoming=False,
-        )
-        with self._store.transaction():
-            # The data message is the new head of this device's chain in the conversation.
-            self._store.put(K_CHAIN, b64e(conversation), franked.commitment)
-            self._store_message(MessageRecord.of(message, data,
-                                                 commitment=b64e(franked.commitment)))
+        message = self._store_sent(username, data, franked, conversation, now,
+                                   result.server_timestamp_ms)
         synced, sync_error = 0, None
         if username != me:
             sync = self._content(conversation, now)
@@ -309,6 +297,73 @@ class OutboxMixin(TrustMixin):
 
     def _put_message(self, record: MessageRecord) -> None:
         self._store.put_json(K_MESSAGE, record.message.id, record.to_json())
+
+    def _store_sent(
+        self,
+        peer: str,
+        data: pb.DataMessage,
+        franked: FrankedPlaintext,
+        conversation: bytes,
+        sent_at_ms: int,
+        server_timestamp_ms: int,
+        *,
+        notice: str = "",
+        group: str | None = None,
+    ) -> Message:
+        """Store a data message this device sent (local id ``"o:"`` + random) and make its
+        commitment the head of this device's chain in ``conversation``, in one transaction."""
+        message = new_message(
+            id="o:" + b64e(secrets.token_bytes(12)),
+            peer=peer,
+            sender=self.account.username,
+            sender_device=self.account.device_id,
+            data=data,
+            sent_at_ms=sent_at_ms,
+            server_timestamp_ms=server_timestamp_ms,
+            incoming=False,
+            notice=notice,
+        )
+        with self._store.transaction():
+            self._store.put(K_CHAIN, b64e(conversation), franked.commitment)
+            self._store_message(MessageRecord(message, attachment_pointers(data), group=group,
+                                              commitment=b64e(franked.commitment)))
+        return message
+
+    def _store_received(
+        self,
+        envelope: pb.Envelope,
+        content: pb.Content,
+        data: pb.DataMessage,
+        item: ReportItem,
+        *,
+        peer: str,
+        incoming: bool,
+        identity_changed: bool = False,
+        notice: str = "",
+        group: str | None = None,
+    ) -> Message:
+        """Store a data message that came in ``envelope`` (local id ``"i:"`` + the server's
+        message id) with its franking material for reports; one from another account is
+        queued for a delivery receipt (``auto_delivery_receipts``). Inside the receive
+        transaction. ``incoming`` false: a copy of this account's own message."""
+        message = new_message(
+            id="i:" + b64e(envelope.message_id),
+            peer=peer,
+            sender=envelope.sender,
+            sender_device=envelope.sender_device,
+            data=data,
+            sent_at_ms=content.sent_at_ms,
+            server_timestamp_ms=envelope.server_timestamp_ms,
+            incoming=incoming,
+            identity_changed=identity_changed,
+            notice=notice,
+        )
+        self._store_message(MessageRecord(
+            message, attachment_pointers(data), report_item=b64e(item.encode()),
+            conversation_id=b64e(content.conversation_id), group=group))
+        if incoming and self.auto_delivery_receipts and envelope.sender != self.account.username:
+            self._pending_receipts.setdefault(envelope.sender, []).append(content.sent_at_ms)
+        return message
 
     def _store_message(self, record: MessageRecord) -> None:
         """Store a new message; an outgoing one is also indexed by (peer, sent_at_ms), which is

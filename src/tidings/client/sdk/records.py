@@ -11,8 +11,7 @@ from typing import Any
 
 from tidings.client.errors import StoreTamperedError
 from tidings.client.sdk.constants import MAX_TRUST_EVENTS
-from tidings.client.sdk.models import AttachmentSummary, Message, TrustEvent, attachment_pointers
-from tidings.wire import tidings_pb2 as pb
+from tidings.client.sdk.models import AttachmentSummary, Message, TrustEvent
 
 
 @dataclass(slots=True)
@@ -95,11 +94,6 @@ class MessageRecord:
     """With ``report_item``: the conversation id it was received in (base64url)."""
     group: str | None = None
     """A group message: the base64url group id."""
-
-    @classmethod
-    def of(cls, message: Message, data: pb.DataMessage, **extra: str) -> MessageRecord:
-        """The record of a message built from ``data`` (its attachment pointers kept)."""
-        return cls(message, attachment_pointers(data), **extra)
 
     def to_json(self) -> dict[str, Any]:
         out = self.message.to_dict()
