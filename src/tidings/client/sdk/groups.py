@@ -353,9 +353,9 @@ class GroupsMixin(AttachmentsMixin):
                 f"({', '.join(sorted(set(failed.values())))})"
             )
         with self._store.transaction():
-            message = self._store_sent(
-                GROUP_PEER_PREFIX + gid, data, franked, conversation, now,
-                first.server_timestamp_ms if first else now, notice=notice, group=gid)
+            message = self._store_sent(GROUP_PEER_PREFIX + gid, content, franked,
+                                       first.server_timestamp_ms if first else now,
+                                       notice=notice, group=gid)
             for account in delivered:
                 # Receipts from members come 1:1 and name the sent_at_ms: index them all.
                 self._store.put(K_SENT_INDEX, f"{account}\0{now}", message.id.encode())
@@ -532,7 +532,7 @@ class GroupsMixin(AttachmentsMixin):
         elif record is None or not record.active or sender not in record.members:
             return self._reject(envelope, "not_a_member")
         own = sender == me
-        message = self._store_received(envelope, content, content.data, item,
+        message = self._store_received(envelope, content, item,
                                        peer=GROUP_PEER_PREFIX + gid, incoming=not own,
                                        notice=notice, group=gid)
         return ReceiveEvent("sync" if own else "message", sender, sender_device, mid,

@@ -171,7 +171,7 @@ class InboxMixin(GroupsMixin):
             expected = direct_conversation_id(me, sender)
             if content.conversation_id != expected:
                 return self._reject(envelope, "wrong_conversation")
-            message = self._store_received(envelope, content, content.data, item,
+            message = self._store_received(envelope, content, item,
                                            peer=sender, incoming=True,
                                            identity_changed=changed)
             return ReceiveEvent("message", sender, sender_device, mid, message=message,
@@ -180,7 +180,7 @@ class InboxMixin(GroupsMixin):
             if sender != me:
                 # Only our own devices may tell us what "we" sent.
                 return self._reject(envelope, "forged_sync")
-            message = self._store_received(envelope, content, content.sent.message, item,
+            message = self._store_received(envelope, content, item,
                                            peer=content.sent.destination, incoming=False)
             return ReceiveEvent("sync", sender, sender_device, mid, message=message)
         if kind == "receipt":

@@ -252,8 +252,7 @@ class OutboxMixin(TrustMixin):
         content.data.CopyFrom(data)
         franked = frank(content)  # checks the content as receivers will (size limits)
         result, devices = await self._send_franked(username, franked)
-        message = self._store_sent(username, data, franked, conversation, now,
-                                   result.server_timestamp_ms)
+        message = self._store_sent(username, content, franked, result.server_timestamp_ms)
         synced, sync_error = 0, None
         if username != me:
             sync = self._content(conversation, now)
@@ -299,64 +298,39 @@ class OutboxMixin(TrustMixin):
         self._store.put_json(K_MESSAGE, record.message.id, record.to_json())
 
     def _store_sent(
-        self,
-        peer: str,
-        data: pb.DataMessage,
-        franked: FrankedPlaintext,
-        conversation: bytes,
-        sent_at_ms: int,
-        server_timestamp_ms: int,
-        *,
-        notice: str = "",
-        group: str | None = None,
+        self, peer: str, content: pb.Content, franked: FrankedPlaintext,
+        server_timestamp_ms: int, *, notice: str = "", group: str | None = None,
     ) -> Message:
-        """Store a data message this device sent (local id ``"o:"`` + random) and make its
-        commitment the head of this device's chain in ``conversation``, in one transaction."""
+        """Store the data message ``content`` this device sent (franked as ``franked``; local
+        id ``"o:"`` + random) and make its commitment the head of this device's chain in its
+        conversation, in one transaction."""
+        data = content.data
         message = new_message(
-            id="o:" + b64e(secrets.token_bytes(12)),
-            peer=peer,
-            sender=self.account.username,
-            sender_device=self.account.device_id,
-            data=data,
-            sent_at_ms=sent_at_ms,
-            server_timestamp_ms=server_timestamp_ms,
-            incoming=False,
-            notice=notice,
+            id="o:" + b64e(secrets.token_bytes(12)), peer=peer, sender=self.account.username,
+            sender_device=self.account.device_id, data=data, sent_at_ms=content.sent_at_ms,
+            server_timestamp_ms=server_timestamp_ms, incoming=False, notice=notice,
         )
         with self._store.transaction():
-            self._store.put(K_CHAIN, b64e(conversation), franked.commitment)
+            self._store.put(K_CHAIN, b64e(content.conversation_id), franked.commitment)
             self._store_message(MessageRecord(message, attachment_pointers(data), group=group,
                                               commitment=b64e(franked.commitment)))
         return message
 
     def _store_received(
-        self,
-        envelope: pb.Envelope,
-        content: pb.Content,
-        data: pb.DataMessage,
-        item: ReportItem,
-        *,
-        peer: str,
-        incoming: bool,
-        identity_changed: bool = False,
-        notice: str = "",
+        self, envelope: pb.Envelope, content: pb.Content, item: ReportItem, *, peer: str,
+        incoming: bool, identity_changed: bool = False, notice: str = "",
         group: str | None = None,
     ) -> Message:
-        """Store a data message that came in ``envelope`` (local id ``"i:"`` + the server's
-        message id) with its franking material for reports; one from another account is
-        queued for a delivery receipt (``auto_delivery_receipts``). Inside the receive
-        transaction. ``incoming`` false: a copy of this account's own message."""
+        """Store the data message (or the sync copy of an own one, ``incoming`` false) that
+        came in ``envelope`` (local id ``"i:"`` + the server's message id) with its franking
+        material for reports; one from another account is queued for a delivery receipt
+        (``auto_delivery_receipts``). Inside the receive transaction."""
+        data = content.sent.message if content.WhichOneof("body") == "sent" else content.data
         message = new_message(
-            id="i:" + b64e(envelope.message_id),
-            peer=peer,
-            sender=envelope.sender,
-            sender_device=envelope.sender_device,
-            data=data,
-            sent_at_ms=content.sent_at_ms,
-            server_timestamp_ms=envelope.server_timestamp_ms,
-            incoming=incoming,
-            identity_changed=identity_changed,
-            notice=notice,
+            id="i:" + b64e(envelope.message_id), peer=peer, sender=envelope.sender,
+            sender_device=envelope.sender_device, data=data, sent_at_ms=content.sent_at_ms,
+            server_timestamp_ms=envelope.server_timestamp_ms, incoming=incoming,
+            identity_changed=identity_changed, notice=notice,
         )
         self._store_message(MessageRecord(
             message, attachment_pointers(data), report_item=b64e(item.encode()),
