@@ -12,6 +12,7 @@ import pytest
 
 from tidings.client.errors import NotAGroupMemberError, NotReportableError, UnknownGroupError
 from tidings.client.sdk import Client, ReceiveEvent
+from tidings.client.sdk.constants import K_GROUP
 from tidings.client.store import KdfParams
 from tidings.client.transport import b64d
 from tidings.crypto.franking import (
@@ -20,7 +21,7 @@ from tidings.crypto.franking import (
     verify_report,
     verify_report_item,
 )
-from tidings.errors import UnknownSenderKeyError
+from tidings.errors import StaleDevicesError, UnknownSenderKeyError
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
 
@@ -210,6 +211,87 @@ def test_group_membership_changes_rotate_keys(
             alice.group("no such group")
         assert [g.title for g in alice.groups()] == ["Team"]
         for client in everyone:
+            await client.aclose()
+
+    run(main())
+
+
+def test_group_of_an_old_profile_opens_and_an_unlinked_device_loses_the_key(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    """Profiles written before the sender-key state was the one record of who holds this
+    device's key stored that list in the group record too ("key_devices"): such a profile still
+    opens and sends, and the key state alone decides that an unlinked device gets no more."""
+
+    async def main() -> None:
+        alice = await register(tmp_path, "a", names("alice"), server_url)
+        bob = await register(tmp_path, "b", names("bob"), server_url)
+        bob2 = await link(tmp_path, "b2", bob, server_url)
+        b, b2 = bob.account.username, bob2.account.device_id
+        group = (await alice.create_group("Old", [b])).group
+        await drain(alice, bob, bob2)
+        conversation = group_conversation_id(b64d(group.id))
+        assert alice._group_keys(conversation).shared_with() == [(b, 1), (b, b2)]
+
+        stored = alice._store.get_json(K_GROUP, group.id)
+        assert stored is not None and "key_devices" not in stored
+        alice._store.put_json(K_GROUP, group.id, {**stored, "key_devices": [[b, 1], [b, b2]]})
+        await alice.aclose()
+        alice = Client.open(tmp_path / "a", PASS)
+        assert alice.group("Old") == group
+        chain = alice._group_keys(conversation).own.chain_id
+
+        await bob._transport.delete_device(b2)
+        # The upload finds the device gone (the key was already used for this message)...
+        await alice.send_group_text(group.id, "one")
+        # ...and the next message is under a new key that the unlinked device never gets.
+        second = await alice.send_group_text(group.id, "two")
+        assert second.devices == 1 and not second.failed
+        keys = alice._group_keys(conversation)
+        assert keys.own.chain_id != chain and keys.shared_with() == [(b, 1)]
+        events = await drain(alice, bob)
+        assert texts(events[f"{b}.1"]) == ["one", "two"]
+        for client in (alice, bob, bob2):
+            await client.aclose()
+
+    run(main())
+
+
+def test_stale_device_gets_a_new_session_in_1to1_and_group_sends(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    """410 ``stale_devices`` (the device re-registered) takes the same reconciliation path in
+    both sends: a fresh bundle and a new session, then the message (and in a group the sender
+    key again, over that new session) goes through."""
+
+    async def main() -> None:
+        alice = await register(tmp_path, "a", names("alice"), server_url)
+        bob = await register(tmp_path, "b", names("bob"), server_url)
+        b = bob.account.username
+        await alice.send_text(b, "first")
+        group = (await alice.create_group("Stale", [b])).group
+        await drain(alice, bob)
+        upload = alice._transport.send_messages
+        uploads: list[int] = []  # the envelope type of each upload, the refused one first
+
+        async def stale_once(username: str, messages: Any) -> Any:
+            uploads.append(messages[0].type)
+            if len(uploads) == 1:
+                raise StaleDevicesError([1])
+            return await upload(username, messages)
+
+        alice._transport.send_messages = stale_once  # type: ignore[method-assign]
+        await alice.send_text(b, "after stale")
+        # Retried under a new session started from a fresh bundle: a prekey message, though
+        # the old session was current.
+        assert uploads == [pb.Envelope.RATCHET, pb.Envelope.PREKEY]
+        assert texts((await drain(alice, bob))[f"{b}.1"]) == ["after stale"]
+        uploads.clear()
+        await alice.send_group_text(group.id, "group after stale")
+        # The sender key goes again over a new session, then the group message.
+        assert uploads == [pb.Envelope.SENDER_KEY, pb.Envelope.PREKEY, pb.Envelope.SENDER_KEY]
+        assert texts((await drain(alice, bob))[f"{b}.1"]) == ["group after stale"]
+        for client in (alice, bob):
             await client.aclose()
 
     run(main())

@@ -151,8 +151,7 @@ class Store:
     authentication raise `StoreTamperedError`; the store never returns unauthenticated data.
     """
 
-    def __init__(self, directory: Path, connection: sqlite3.Connection, master: bytes) -> None:
-        self._directory = directory
+    def __init__(self, connection: sqlite3.Connection, master: bytes) -> None:
         self._db = connection
         self._seal_key = hkdf_sha256(master, salt=b"", info=SEAL_INFO, length=32)
         self._index_key = hkdf_sha256(master, salt=b"", info=INDEX_INFO, length=32)
@@ -191,7 +190,7 @@ class Store:
             raise StoreError(
                 f"cannot create a profile in {directory}: {exc.__class__.__name__}"
             ) from exc
-        store = cls(directory, db, params.derive(passphrase))
+        store = cls(db, params.derive(passphrase))
         with store.transaction():
             store._exec(
                 "INSERT INTO meta(name, value) VALUES ('format', ?), ('kdf', ?), ('check', ?)",
@@ -229,7 +228,7 @@ class Store:
         except (KeyError, StoreTamperedError):
             db.close()
             raise StoreTamperedError("the profile's metadata is damaged") from None
-        store = cls(directory, db, params.derive(passphrase))
+        store = cls(db, params.derive(passphrase))
         try:
             ok = store._unseal("meta", "check", check) == _CHECK_PLAINTEXT
         except StoreTamperedError:
@@ -252,10 +251,6 @@ class Store:
     def close(self) -> None:
         """Close the database. The store must not be used afterwards."""
         self._db.close()
-
-    @property
-    def directory(self) -> Path:
-        return self._directory
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

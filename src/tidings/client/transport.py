@@ -6,7 +6,8 @@ decides what to retry). Every failure is typed:
 
 - the server's JSON error ``{"error": {"code", "message"}}`` becomes `ServerError` with that
   code (409 ``mismatched_devices`` → `MismatchedDevicesError`, 410 ``stale_devices`` →
-  `StaleDevicesError`, carrying the device ids);
+  `StaleDevicesError`, carrying the device ids; a 404 to a request naming an account, its
+  devices, its keys or its queue → `UnknownAccountError`);
 - a connection failure, a timeout or a reply that is not the API becomes `TransportError`.
 
 Binary values are base64url without padding, as the contract says. The device secret is sent
@@ -31,7 +32,13 @@ from tidings.client.errors import (
     ServerError,
     TransportError,
 )
-from tidings.errors import DecodeError, MismatchedDevicesError, StaleDevicesError
+from tidings.errors import (
+    DecodeError,
+    MismatchedDevicesError,
+    StaleDevicesError,
+    TidingsError,
+    UnknownAccountError,
+)
 from tidings.wire.base64url import b64d as _b64d
 from tidings.wire.base64url import b64e as b64e
 
@@ -119,10 +126,9 @@ def _ids(value: object) -> list[int]:
     return [_int(v, "device id") for v in value]
 
 
-def _error_from_response(
-    response: httpx.Response,
-) -> ServerError | MismatchedDevicesError | StaleDevicesError:
-    """Turn a 4xx/5xx response into the typed error (the body is the contract's error)."""
+def _error_from_response(response: httpx.Response, account: str | None = None) -> TidingsError:
+    """Turn a 4xx/5xx response into the typed error (the body is the contract's error).
+    ``account``: the account the request names (its 404 says there is no such account)."""
     code, message = f"http_{response.status_code}", f"server answered {response.status_code}"
     body: dict[str, Any] = {}
     try:
@@ -145,6 +151,8 @@ def _error_from_response(
         return MismatchedDevicesError(_ids(details.get("missing")), _ids(details.get("extra")))
     if response.status_code == 410 and code == "stale_devices":
         return StaleDevicesError(_ids(details.get("stale")))
+    if response.status_code == 404 and account is not None:
+        return UnknownAccountError(f"there is no account named {account!r}")
     return ServerError(code, message, response.status_code)
 
 
@@ -189,7 +197,12 @@ class Transport:
         json_body: object = None,
         auth: bool = True,
         params: dict[str, str] | None = None,
+        account: str | None = None,
     ) -> Any:
+        """One API request; its JSON answer (None for an empty one).
+
+        Raises: `_error_from_response`'s typed error (``account``: the account the request
+        names, see there), TransportError (unreachable, not JSON)."""
         headers = {}
         if auth:
             if self.credentials is None:
@@ -204,7 +217,7 @@ class Transport:
                 f"cannot reach the server at {self.base_url} ({exc.__class__.__name__})"
             ) from None
         if response.status_code >= 400:
-            raise _error_from_response(response)
+            raise _error_from_response(response, account)
         if response.status_code == 204 or not response.content:
             return None
         try:
@@ -261,8 +274,10 @@ class Transport:
         await self._request("DELETE", "/v1/accounts/me")
 
     async def account_devices(self, username: str) -> list[RemoteDevice]:
-        """``GET /v1/accounts/{username}/devices``. Raises ServerError ``not_found``."""
-        body = await self._request_obj("GET", f"/v1/accounts/{quote(username, safe='')}/devices")
+        """``GET /v1/accounts/{username}/devices``. Raises UnknownAccountError."""
+        body = await self._request_obj(
+            "GET", f"/v1/accounts/{quote(username, safe='')}/devices", account=username
+        )
         devices = body.get("devices")
         if not isinstance(devices, list):
             raise TransportError("the server sent a malformed device list")
@@ -295,10 +310,14 @@ class Transport:
         """``GET /v1/keys/{username}[?device_id=N]``: encoded PrekeyBundle per device id.
 
         Claims one-time prekeys on the server: call only when a session is needed.
+
+        Raises: UnknownAccountError (all devices asked for), ServerError ``not_found`` (one
+        device asked for: the account or that device is unknown).
         """
         params = None if device_id is None else {"device_id": str(device_id)}
         body = await self._request_obj(
-            "GET", f"/v1/keys/{quote(username, safe='')}", params=params
+            "GET", f"/v1/keys/{quote(username, safe='')}", params=params,
+            account=username if device_id is None else None,
         )
         bundles = body.get("bundles")
         if not isinstance(bundles, list):
@@ -319,12 +338,14 @@ class Transport:
 
         Raises:
             MismatchedDevicesError / StaleDevicesError: the device list is not current.
-            ServerError: any other refusal (``queue_full``, ``rate_limited``, ``not_found``...).
+            UnknownAccountError: no such account.
+            ServerError: any other refusal (``queue_full``, ``rate_limited``...).
         """
         body = await self._request_obj(
             "PUT",
             f"/v1/messages/{quote(username, safe='')}",
             json_body={"messages": [m.to_json() for m in messages]},
+            account=username,
         )
         ids = body.get("message_ids", [])
         if not isinstance(ids, list):

@@ -709,6 +709,11 @@ class GroupSenderKeys:
         shared = self._shared_with
         return [d for d in devices if d not in shared]
 
+    def shared_with(self) -> list[Device]:
+        """The member devices recorded (`mark_key_sent`) as holding the current own key, sorted.
+        Empty after every rotation."""
+        return sorted(self._shared_with)
+
     def mark_key_sent(self, devices: Iterable[Device]) -> None:
         """Record that ``devices`` were sent the current own key."""
         for account, device in devices:

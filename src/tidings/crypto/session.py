@@ -435,13 +435,6 @@ class SessionRecord:
         self._promote(session)
         return session
 
-    def archive_current(self) -> None:
-        """Archive the current session (e.g. the remote device was removed or re-registered)."""
-        if self._current is not None:
-            self._archived.insert(0, self._current)
-            self._current = None
-            del self._archived[MAX_ARCHIVED_SESSIONS:]
-
     def encrypt(self, plaintext: bytes, commitment: bytes) -> OutgoingMessage:
         """Encrypt with the current session.
 

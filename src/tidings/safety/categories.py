@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
 from tidings.errors import SafetyInputError
+from tidings.wire.report import ReportCategory as Category
 
 __all__ = [
     "CATEGORY_POLICIES",
@@ -50,19 +51,6 @@ __all__ = [
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
-
-
-class Category(StrEnum):
-    """What a report says is wrong. Values are stable (stored, and used in the API)."""
-
-    CHILD_SEXUAL_EXPLOITATION = "child_sexual_exploitation"
-    VIOLENT_THREAT = "violent_threat"
-    TERRORISM = "terrorism"
-    HARASSMENT = "harassment"
-    SELF_HARM = "self_harm"
-    SPAM = "spam"
-    FRAUD = "fraud"
-    OTHER = "other"
 
 
 class Severity(IntEnum):

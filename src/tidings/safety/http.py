@@ -22,15 +22,11 @@ from starlette.concurrency import run_in_threadpool
 from tidings import errors as e
 from tidings.crypto.franking import MAX_CONTEXT_ITEMS, ReportItem
 from tidings.errors import InvalidReportError
-from tidings.safety.reports import (
-    MAX_COMMENT_CHARS,
-    MAX_REPORTED_ATTACHMENTS,
-    AttachmentReveal,
-    ReportSubmission,
-)
+from tidings.safety.reports import AttachmentReveal, ReportSubmission
 from tidings.safety.service import SafetyService
 from tidings.storage.blobs import ATTACHMENT_ID_PATTERN, AttachmentStore
 from tidings.wire.base64url import B64URL_PATTERN, b64d
+from tidings.wire.report import MAX_REPORT_NOTE_CHARS, MAX_REPORTED_ATTACHMENTS
 
 __all__ = ["StoreAttachmentFetcher", "build_router"]
 
@@ -126,7 +122,7 @@ class RevealBody(BaseModel):
 
 class ReportBody(BaseModel):
     category: str = Field(max_length=64)
-    note: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
+    note: str | None = Field(default=None, max_length=MAX_REPORT_NOTE_CHARS)
     items: list[Annotated[str, Field(pattern=B64URL_PATTERN, max_length=_MAX_ITEM_B64)]] = Field(
         min_length=1, max_length=MAX_CONTEXT_ITEMS
     )

@@ -71,10 +71,9 @@ from tidings.safety.evidence import (
 )
 from tidings.wire import pb
 from tidings.wire.binary import u8, u32, var16, var32
+from tidings.wire.report import MAX_REPORT_NOTE_CHARS, MAX_REPORTED_ATTACHMENTS
 
 __all__ = [
-    "MAX_COMMENT_CHARS",
-    "MAX_REPORTED_ATTACHMENTS",
     "AttachmentFetcher",
     "AttachmentReveal",
     "CaseSink",
@@ -97,8 +96,6 @@ __all__ = [
     "verify_submission",
 ]
 
-MAX_REPORTED_ATTACHMENTS = 8
-MAX_COMMENT_CHARS = 2000
 _REPORT_DIGEST_LABEL = b"Tidings_ReportReplay_Report_v1"
 _MESSAGE_KEY_LABEL = b"Tidings_ReportReplay_Message_v1"
 
@@ -240,8 +237,8 @@ def _check_shape(submission: ReportSubmission) -> Category:
         category = Category(submission.category)
     except ValueError:
         raise InvalidReportError("unknown report category") from None
-    if not isinstance(submission.comment, str) or len(submission.comment) > MAX_COMMENT_CHARS:
-        raise InvalidReportError(f"the comment is longer than {MAX_COMMENT_CHARS} characters")
+    if not isinstance(submission.comment, str) or len(submission.comment) > MAX_REPORT_NOTE_CHARS:
+        raise InvalidReportError(f"the comment is longer than {MAX_REPORT_NOTE_CHARS} characters")
     reveals = submission.attachments
     if len(reveals) > MAX_REPORTED_ATTACHMENTS:
         raise InvalidReportError(f"at most {MAX_REPORTED_ATTACHMENTS} attachments per report")

@@ -45,7 +45,8 @@ Identity keys are per device, so a safety number is per (own device, contact dev
 No method logs or puts plaintext, keys or secrets into an exception message.
 
 Modules, one concept each: `models` (result types, decoded from stored records in one place),
-`records` (typed store records), `constants`, `core` (the shared state), then the parts of
+`records` (typed store records: contacts, messages; a `Group` is its own stored form),
+`constants`, `core` (the shared state), then the parts of
 `Client` in the order they build on one another: `prekeys`, `trust`, `outbox`, `attachments`,
 `groups`, `inbox`, `reports`; `client` is the facade (lifecycle, registration, history).
 """

@@ -6,7 +6,6 @@ import tempfile
 from pathlib import Path
 
 from tidings.client.errors import StoreError
-from tidings.client.sdk.constants import K_MESSAGE
 from tidings.client.sdk.models import SentMessage
 from tidings.client.sdk.outbox import OutboxMixin
 from tidings.client.transport import Progress, b64d
@@ -97,8 +96,8 @@ class AttachmentsMixin(OutboxMixin):
                 (nothing is left at ``destination`` then).
             ServerError: the attachment expired (404) or was refused.
         """
-        record = self._store.get_json(K_MESSAGE, message_id)
-        pointers = (record or {}).get("attachments", [])
+        record = self._message_record(message_id)
+        pointers = [] if record is None else record.attachment_pointers
         if not 0 <= index < len(pointers):
             raise ProtocolError("no such message or attachment")
         pointer = pointers[index]

@@ -12,14 +12,13 @@ from tidings.client.errors import NotRegisteredError, ProfileExistsError, StoreT
 from tidings.client.sdk.constants import (
     K_ACCOUNT,
     K_IDENTITY,
-    K_MESSAGE,
     K_PREKEYS,
     K_REJECTED,
     MAX_REGISTRATION_ID,
     PREKEY_BATCH,
     SELF,
 )
-from tidings.client.sdk.models import Account, Message, message_from_record
+from tidings.client.sdk.models import Account, Message
 from tidings.client.sdk.reports import ReportsMixin
 from tidings.client.store import KdfParams, Store
 from tidings.client.transport import Transport, b64d, b64e
@@ -245,19 +244,15 @@ class Client(ReportsMixin):
 
     def messages(self, peer: str | None = None) -> list[Message]:
         """The local history (oldest stored first), optionally of one conversation."""
-        out = []
-        for _, record in self._store.items_json(K_MESSAGE):
-            if peer is not None and record.get("peer") != peer:
-                continue
-            out.append(message_from_record(record))
-        return out
+        messages = [record.message for record in self._message_records()]
+        return [m for m in messages if peer is None or m.peer == peer]
 
     def report_item(self, message_id: str) -> ReportItem | None:
         """The franking material kept beside a received message (None if not kept)."""
-        record = self._store.get_json(K_MESSAGE, message_id)
-        if record is None or "report_item" not in record:
+        record = self._message_record(message_id)
+        if record is None or record.report_item is None:
             return None
-        return ReportItem.decode(b64d(record["report_item"]))
+        return ReportItem.decode(b64d(record.report_item))
 
     def rejected(self) -> list[dict[str, Any]]:
         """The envelopes this device refused (no content): sender, device, time, code."""

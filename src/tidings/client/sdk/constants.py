@@ -31,7 +31,7 @@ K_SENT_INDEX = "sent_index"  # "<peer>\0<sent_at_ms>" -> local id of the outgoin
 K_SEEN = "seen"  # b64(message id) -> b"" : envelopes already processed (dedupe)
 K_CHAIN = "chain"  # b64(conversation id) -> head commitment of this device's chain
 K_REJECTED = "rejected"  # b64(message id) -> why an envelope was refused (no content)
-K_GROUP = "group"  # b64(group id) -> group JSON (title, revision, members, active, key_devices)
+K_GROUP = "group"  # b64(group id) -> `Group.to_json()` (id, title, revision, members, active)
 K_SENDER_KEYS = "sender_keys"  # b64(conversation id) -> GroupSenderKeys.to_bytes()
 K_SK_LINE = "sk_line"  # "<sender>\0<device>\0<b64 distribution id>" -> conversation id
 K_UNDELIVERED = "undelivered"  # b64(message id) -> event JSON: stored, not yet shown to the app
@@ -49,17 +49,9 @@ cannot contain ':' (server rule), so a group never collides with a contact."""
 
 MAX_GROUP_TITLE_CHARS = 128
 
-REPORT_CATEGORIES = (
-    "child_sexual_exploitation", "violent_threat", "terrorism", "harassment", "self_harm",
-    "spam", "fraud", "other",
-)
-"""The report categories of docs/api.md."""
-
 MAX_REPORT_CONTEXT = 50
-"""At most this many context messages on each side of a reported one."""
-
-MAX_REPORT_NOTE_CHARS = 2000
-MAX_REPORTED_ATTACHMENTS = 8
+"""At most this many context messages on each side of a reported one (the client's choice; the
+server takes up to `tidings.crypto.franking.MAX_CONTEXT_ITEMS` items)."""
 
 
 def session_name(username: str, device_id: int) -> str:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from tidings.client.errors import ServerError
 from tidings.client.sdk.constants import K_REJECTED, K_SEEN
 from tidings.client.sdk.models import Account, ReceiveEvent
 from tidings.client.store import Store
@@ -13,22 +9,7 @@ from tidings.client.transport import Transport, b64e
 from tidings.clock import Clock
 from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKeyPair
-from tidings.errors import UnknownAccountError
 from tidings.wire import tidings_pb2 as pb
-
-
-@contextmanager
-def unknown_account_on_404(username: str) -> Iterator[None]:
-    """Map the server's 404 to a request naming ``username`` to `UnknownAccountError`; other
-    refusals pass unchanged.
-
-    Raises: UnknownAccountError, and any other error of the block."""
-    try:
-        yield
-    except ServerError as exc:
-        if exc.status == 404:
-            raise UnknownAccountError(f"there is no account named {username!r}") from None
-        raise
 
 
 class ClientCore:

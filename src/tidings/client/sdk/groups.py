@@ -6,7 +6,6 @@ import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from tidings.client.errors import (
     InvalidArgumentError,
@@ -18,7 +17,6 @@ from tidings.client.errors import (
 from tidings.client.sdk.attachments import AttachmentsMixin
 from tidings.client.sdk.constants import (
     GROUP_PEER_PREFIX,
-    K_CHAIN,
     K_GROUP,
     K_SEEN,
     K_SENDER_KEYS,
@@ -27,14 +25,10 @@ from tidings.client.sdk.constants import (
     MAX_GROUP_TITLE_CHARS,
     MAX_SEND_ATTEMPTS,
 )
-from tidings.client.sdk.core import unknown_account_on_404
 from tidings.client.sdk.models import (
     Group,
     GroupSendResult,
     ReceiveEvent,
-    attachment_pointers,
-    group_from_record,
-    new_message,
 )
 from tidings.client.transport import OutgoingEnvelope, Progress, SendResult, b64d, b64e
 from tidings.crypto.franking import ReportItem, frank, group_conversation_id, open_franked
@@ -78,7 +72,7 @@ class GroupsMixin(AttachmentsMixin):
 
     def groups(self) -> list[Group]:
         """Every group this device knows (active or not), by title."""
-        out = [group_from_record(r) for _, r in self._store.items_json(K_GROUP)]
+        out = [Group.from_json(r) for _, r in self._store.items_json(K_GROUP)]
         return sorted(out, key=lambda g: (g.title.lower(), g.id))
 
     def group(self, ref: str) -> Group:
@@ -103,11 +97,25 @@ class GroupsMixin(AttachmentsMixin):
                 raise UnknownGroupError(f"{ref!r} matches several groups: use the group id")
         raise UnknownGroupError(f"no group matches {ref!r} (see `tidings group list`)")
 
-    def _group_record(self, group_id: str) -> dict[str, Any]:
+    def _group_record(self, group_id: str) -> Group:
+        """The stored group ``group_id``.
+
+        Raises: UnknownGroupError (none), StoreTamperedError (the record is damaged)."""
         record = self._store.get_json(K_GROUP, group_id)
         if record is None:
             raise UnknownGroupError("no such group")
-        return record
+        return Group.from_json(record)
+
+    def _put_group(self, group: Group) -> None:
+        self._store.put_json(K_GROUP, group.id, group.to_json())
+
+    def _change_members(self, group_id: str, members: list[str]) -> None:
+        """Store the next revision of the group with ``members`` (a change this device makes
+        and is about to announce)."""
+        with self._store.transaction():
+            record = self._group_record(group_id)
+            self._put_group(replace(record, revision=record.revision + 1,
+                                    members=tuple(members)))
 
     def _group_keys(self, conversation: bytes) -> GroupSenderKeys:
         """The sender keys of a group conversation, created (fresh own key) when absent."""
@@ -158,11 +166,8 @@ class GroupsMixin(AttachmentsMixin):
         member_list = sorted({me, *accounts})
         if len(member_list) > limits.MAX_GROUP_MEMBERS:
             raise InvalidArgumentError(f"a group has at most {limits.MAX_GROUP_MEMBERS} members")
-        group_id = secrets.token_bytes(16)
-        gid = b64e(group_id)
-        record = {"id": gid, "title": title, "revision": 1, "members": member_list,
-                  "active": True, "key_devices": []}
-        self._store.put_json(K_GROUP, gid, record)
+        gid = b64e(secrets.token_bytes(16))
+        self._put_group(Group(gid, title, 1, tuple(member_list), active=True))
         notice = f"{me} created the group"
         return await self._send_group(gid, pb.DataMessage(), targets=member_list, change=True,
                                       notice=notice)
@@ -181,10 +186,7 @@ class GroupsMixin(AttachmentsMixin):
         if not new:
             raise InvalidArgumentError("everyone named is already a member")
         members = sorted({*group.members, *new})
-        with self._store.transaction():
-            record = self._group_record(group.id)
-            record.update(revision=int(record["revision"]) + 1, members=members)
-            self._store.put_json(K_GROUP, group.id, record)
+        self._change_members(group.id, members)
         notice = f"{self.account.username} added {', '.join(new)}"
         return await self._send_group(group.id, pb.DataMessage(), targets=members, change=True,
                                       notice=notice)
@@ -207,11 +209,7 @@ class GroupsMixin(AttachmentsMixin):
         for name in usernames:
             if name not in group.members:
                 raise NotAGroupMemberError(f"{name} is not a member of {group.title}")
-        remaining = sorted(set(group.members) - set(usernames))
-        with self._store.transaction():
-            record = self._group_record(group.id)
-            record.update(revision=int(record["revision"]) + 1, members=remaining)
-            self._store.put_json(K_GROUP, group.id, record)
+        self._change_members(group.id, sorted(set(group.members) - set(usernames)))
         notice = f"{me} removed {', '.join(sorted(set(usernames)))}"
         result = await self._send_group(group.id, pb.DataMessage(), targets=list(group.members),
                                         change=True, notice=notice)
@@ -221,9 +219,6 @@ class GroupsMixin(AttachmentsMixin):
             for name in sorted(set(usernames)):
                 keys.remove_member(name)
             self._put_group_keys(conversation, keys)
-            record = self._group_record(group.id)
-            record["key_devices"] = []
-            self._store.put_json(K_GROUP, group.id, record)
         return result
 
     async def leave_group(self, ref: str) -> GroupSendResult:
@@ -236,19 +231,14 @@ class GroupsMixin(AttachmentsMixin):
         """
         group = self._active_group(ref)
         me = self.account.username
-        remaining = sorted(set(group.members) - {me})
-        with self._store.transaction():
-            record = self._group_record(group.id)
-            record.update(revision=int(record["revision"]) + 1, members=remaining)
-            self._store.put_json(K_GROUP, group.id, record)
+        self._change_members(group.id, sorted(set(group.members) - {me}))
         result = await self._send_group(group.id, pb.DataMessage(), targets=list(group.members),
                                         change=True, notice=f"{me} left")
         with self._store.transaction():
-            record = self._group_record(group.id)
-            record.update(active=False, key_devices=[])
-            self._store.put_json(K_GROUP, group.id, record)
+            left = replace(self._group_record(group.id), active=False)
+            self._put_group(left)
             self._store.delete(K_SENDER_KEYS, b64e(group_conversation_id(b64d(group.id))))
-        return replace(result, group=group_from_record(record))
+        return replace(result, group=left)
 
     def _active_group(self, ref: str) -> Group:
         group = self.group(ref)
@@ -320,31 +310,27 @@ class GroupsMixin(AttachmentsMixin):
             # Cheap for single-device accounts, and finds own devices linked since.
             await self.refresh_contact(me)
         now = self._clock()
-        data.group.CopyFrom(pb.GroupContext(group_id=group_id, revision=int(record["revision"]),
-                                            title=str(record["title"])))
+        data.group.CopyFrom(pb.GroupContext(group_id=group_id, revision=record.revision,
+                                            title=record.title))
         if change:
-            data.group.members.extend(record["members"])
+            data.group.members.extend(record.members)
         content = self._content(conversation, now)
         content.data.CopyFrom(data)
         franked = frank(content)
         with self._store.transaction():
             record = self._group_record(gid)
             keys = self._group_keys(conversation)
-            current = set(self._member_devices(list(record["members"])))
+            current = set(self._member_devices(list(record.members)))
             # Only devices of accounts still in the group: removed accounts are handled by the
             # caller after this message (the removal notice must still reach them).
-            departed = [(str(a), int(d)) for a, d in record.get("key_devices", [])
-                        if (a, d) not in current and a in record["members"]]
-            if departed:
-                # A member device was unlinked since it got this key: it must not read on.
-                for account, device in departed:
+            for account, device in keys.shared_with():
+                if (account, device) not in current and account in record.members:
+                    # A member device was unlinked since it got this key: it must not read on.
                     keys.remove_member(account, device)
-                record["key_devices"] = []
             snapshot = keys.distribution()
             body = keys.encrypt(franked.plaintext, franked.commitment)
             # Saved before any upload: a crash must never make this device reuse a message key.
             self._put_group_keys(conversation, keys)
-            self._store.put_json(K_GROUP, gid, record)
         first: SendResult | None = None
         delivered: list[str] = []
         devices = 0
@@ -366,28 +352,14 @@ class GroupsMixin(AttachmentsMixin):
                 "could not deliver the group message to any member "
                 f"({', '.join(sorted(set(failed.values())))})"
             )
-        message = new_message(
-            id="o:" + b64e(secrets.token_bytes(12)),
-            peer=GROUP_PEER_PREFIX + gid,
-            sender=me,
-            sender_device=self.account.device_id,
-            data=data,
-            sent_at_ms=now,
-            server_timestamp_ms=first.server_timestamp_ms if first else now,
-            incoming=False,
-            notice=notice,
-        )
         with self._store.transaction():
-            self._store.put(K_CHAIN, b64e(conversation), franked.commitment)
-            self._store_message(message, extra={
-                "commitment": b64e(franked.commitment),
-                "attachments": attachment_pointers(data),
-                "group": gid,
-            })
+            message = self._store_sent(GROUP_PEER_PREFIX + gid, content, franked,
+                                       first.server_timestamp_ms if first else now,
+                                       notice=notice, group=gid)
             for account in delivered:
                 # Receipts from members come 1:1 and name the sent_at_ms: index them all.
                 self._store.put(K_SENT_INDEX, f"{account}\0{now}", message.id.encode())
-            group = group_from_record(self._group_record(gid))
+            group = self._group_record(gid)
         return GroupSendResult(group=group, message=message, delivered=tuple(delivered),
                                failed=failed, devices=devices)
 
@@ -433,10 +405,6 @@ class GroupsMixin(AttachmentsMixin):
                     if keys.own.chain_id == snapshot.chain_id:
                         keys.mark_key_sent(holders)
                         self._put_group_keys(conversation, keys)
-                        record = self._group_record(gid)
-                        known = {(str(a), int(d)) for a, d in record.get("key_devices", [])}
-                        record["key_devices"] = sorted(known | set(holders))
-                        self._store.put_json(K_GROUP, gid, record)
                 force = False
             contact = self._contact(account)
             outgoing = [
@@ -450,17 +418,10 @@ class GroupsMixin(AttachmentsMixin):
                 for d in device_ids
             ]
             try:
-                with unknown_account_on_404(account):
-                    return await self._transport.send_messages(account, outgoing), len(outgoing)
-            except (MismatchedDevicesError, StaleDevicesError) as exc:
-                gone = exc.extra if isinstance(exc, MismatchedDevicesError) else exc.stale
-                with self._store.transaction():
-                    contact = self._contact(account)
-                    for device_id in gone:
-                        # A stale device re-registered: its session is useless; the 1:1 send
-                        # of the key starts a new one from a fresh bundle.
-                        self._drop_device(account, contact, device_id)
-                    self._put_contact(account, contact)
+                return await self._upload(account, outgoing), len(outgoing)
+            except (MismatchedDevicesError, StaleDevicesError):
+                # Reconciled; a device that re-registered (stale) lost this key with its old
+                # session, and a new one never had it: send the key again.
                 force = True
         raise SendFailedError(
             f"could not deliver to {account}: the device list kept changing; try again")
@@ -538,58 +499,42 @@ class GroupsMixin(AttachmentsMixin):
         mid = b64e(envelope.message_id)
         context = content.data.group
         gid = b64e(context.group_id)
-        record = self._store.get_json(K_GROUP, gid)
+        stored = self._store.get_json(K_GROUP, gid)
+        record = None if stored is None else Group.from_json(stored)
         notice = ""
         if context.members:
             new_members = sorted(set(context.members))
+            title = context.title[:MAX_GROUP_TITLE_CHARS]
             if record is None:
                 if me not in new_members or sender not in new_members:
                     return self._reject(envelope, "not_a_member")
-                record = {"id": gid, "title": context.title[:MAX_GROUP_TITLE_CHARS],
-                          "revision": context.revision, "members": new_members,
-                          "active": True, "key_devices": []}
+                record = Group(gid, title, context.revision, tuple(new_members), active=True)
                 notice = f"{sender} created the group" if context.revision <= 1 else \
                     f"{sender} added you"
             else:
-                if sender not in record["members"]:
+                if sender not in record.members:
                     return self._reject(envelope, "not_a_member")
                 if _supersedes(context.revision, new_members, context.title, record):
-                    old = set(record["members"])
+                    old = set(record.members)
                     removed, added = old - set(new_members), set(new_members) - old
-                    record.update(revision=context.revision, members=new_members,
-                                  title=context.title[:MAX_GROUP_TITLE_CHARS])
+                    record = replace(record, revision=context.revision,
+                                     members=tuple(new_members), title=title,
+                                     active=me in new_members)
                     notice = _change_notice(sender, added, removed)
-                    if me not in new_members:
-                        record.update(active=False, key_devices=[])
+                    if not record.active:
                         self._store.delete(K_SENDER_KEYS, b64e(conversation))
-                    else:
-                        record["active"] = True
-                        if removed:
-                            keys = self._group_keys(conversation)
-                            for account in sorted(removed):
-                                keys.remove_member(account)
-                            self._put_group_keys(conversation, keys)
-                            record["key_devices"] = []
-            self._store.put_json(K_GROUP, gid, record)
-        elif record is None or not record.get("active") or sender not in record["members"]:
+                    elif removed:
+                        keys = self._group_keys(conversation)
+                        for account in sorted(removed):
+                            keys.remove_member(account)
+                        self._put_group_keys(conversation, keys)
+            self._put_group(record)
+        elif record is None or not record.active or sender not in record.members:
             return self._reject(envelope, "not_a_member")
         own = sender == me
-        message = new_message(
-            id="i:" + mid,
-            peer=GROUP_PEER_PREFIX + gid,
-            sender=sender,
-            sender_device=sender_device,
-            data=content.data,
-            sent_at_ms=content.sent_at_ms,
-            server_timestamp_ms=envelope.server_timestamp_ms,
-            incoming=not own,
-            notice=notice,
-        )
-        self._store_message(message, extra={
-            "report_item": b64e(item.encode()), "conversation_id": b64e(conversation),
-            "attachments": attachment_pointers(content.data), "group": gid})
-        if self.auto_delivery_receipts and not own:
-            self._pending_receipts.setdefault(sender, []).append(content.sent_at_ms)
+        message = self._store_received(envelope, content, item,
+                                       peer=GROUP_PEER_PREFIX + gid, incoming=not own,
+                                       notice=notice, group=gid)
         return ReceiveEvent("sync" if own else "message", sender, sender_device, mid,
                             message=message)
 
@@ -599,15 +544,14 @@ def _membership_digest(members: list[str], title: str) -> bytes:
     return sha256("\n".join([title, *sorted(members)]).encode("utf-8"))
 
 
-def _supersedes(revision: int, members: list[str], title: str, record: dict[str, Any]) -> bool:
+def _supersedes(revision: int, members: list[str], title: str, record: Group) -> bool:
     """Whether a received membership change replaces the stored view: a higher revision wins;
     at the same revision (two members changed the group concurrently) the larger digest of
     (title, members) wins, so every member ends with the same view whatever the order."""
-    current = int(record["revision"])
-    if revision != current:
-        return revision > current
+    if revision != record.revision:
+        return revision > record.revision
     return _membership_digest(members, title) > _membership_digest(
-        list(record["members"]), str(record["title"]))
+        list(record.members), record.title)
 
 
 def _change_notice(sender: str, added: set[str], removed: set[str]) -> str:

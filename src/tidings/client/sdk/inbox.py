@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, cast
 
 from tidings.client.errors import StoreError, StoreTamperedError, TransportError
 from tidings.client.sdk.constants import (
     APPLICATION_KINDS,
-    K_MESSAGE,
     K_PREKEYS,
     K_SEEN,
     K_SENT_INDEX,
@@ -22,9 +22,6 @@ from tidings.client.sdk.groups import GroupsMixin
 from tidings.client.sdk.models import (
     EventKind,
     ReceiveEvent,
-    attachment_pointers,
-    message_from_record,
-    new_message,
 )
 from tidings.client.transport import b64d, b64e
 from tidings.crypto.franking import ReportItem, direct_conversation_id, open_franked
@@ -161,8 +158,6 @@ class InboxMixin(GroupsMixin):
         mid = b64e(envelope.message_id)
         me = self.account.username
         kind = content.WhichOneof("body")
-        franking = {"report_item": b64e(item.encode()),
-                    "conversation_id": b64e(content.conversation_id)}
         if kind == "data" and self._contact(sender).blocked_by_user:
             # The user blocked this account (e.g. `report --block`): drop its messages.
             return self._reject(envelope, "blocked")
@@ -176,41 +171,17 @@ class InboxMixin(GroupsMixin):
             expected = direct_conversation_id(me, sender)
             if content.conversation_id != expected:
                 return self._reject(envelope, "wrong_conversation")
-            message = new_message(
-                id="i:" + mid,
-                peer=sender,
-                sender=sender,
-                sender_device=sender_device,
-                data=content.data,
-                sent_at_ms=content.sent_at_ms,
-                server_timestamp_ms=envelope.server_timestamp_ms,
-                incoming=True,
-                identity_changed=changed,
-            )
-            self._store_message(message, extra={**franking,
-                                                "attachments": attachment_pointers(content.data)})
-            if self.auto_delivery_receipts and sender != me:
-                self._pending_receipts.setdefault(sender, []).append(content.sent_at_ms)
+            message = self._store_received(envelope, content, item,
+                                           peer=sender, incoming=True,
+                                           identity_changed=changed)
             return ReceiveEvent("message", sender, sender_device, mid, message=message,
                                 identity_changed=changed)
         if kind == "sent":
             if sender != me:
                 # Only our own devices may tell us what "we" sent.
                 return self._reject(envelope, "forged_sync")
-            destination = content.sent.destination
-            message = new_message(
-                id="i:" + mid,
-                peer=destination,
-                sender=me,
-                sender_device=sender_device,
-                data=content.sent.message,
-                sent_at_ms=content.sent_at_ms,
-                server_timestamp_ms=envelope.server_timestamp_ms,
-                incoming=False,
-            )
-            self._store_message(message, extra={
-                **franking, "attachments": attachment_pointers(content.sent.message)
-            })
+            message = self._store_received(envelope, content, item,
+                                           peer=content.sent.destination, incoming=False)
             return ReceiveEvent("sync", sender, sender_device, mid, message=message)
         if kind == "receipt":
             status = "read" if content.receipt.type == pb.ReceiptMessage.READ else "delivered"
@@ -218,11 +189,11 @@ class InboxMixin(GroupsMixin):
                 ref = self._store.get(K_SENT_INDEX, f"{sender}\0{stamp}")
                 if ref is None:
                     continue
-                record = self._store.get_json(K_MESSAGE, ref.decode())
-                if record is None or record.get("status") == "read":
+                record = self._message_record(ref.decode())
+                if record is None or record.message.status == "read":
                     continue
-                record["status"] = status
-                self._store.put_json(K_MESSAGE, ref.decode(), record)
+                record.message = replace(record.message, status=status)
+                self._put_message(record)
             return ReceiveEvent("receipt", sender, sender_device, mid, code=status,
                                 identity_changed=changed)
         return ReceiveEvent("ignored", sender, sender_device, mid, code=kind or "empty",
@@ -282,10 +253,10 @@ class InboxMixin(GroupsMixin):
                 if kind not in APPLICATION_KINDS:
                     raise ValueError(kind)
                 if record.get("message") is not None:
-                    stored = self._store.get_json(K_MESSAGE, str(record["message"]))
+                    stored = self._message_record(str(record["message"]))
                     if stored is None:
                         raise ValueError("message missing")
-                    message = message_from_record(stored)
+                    message = stored.message
                 code = record.get("code")
                 out.append(ReceiveEvent(
                     cast(EventKind, kind), str(record["sender"]), int(record["sender_device"]),

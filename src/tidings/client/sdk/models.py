@@ -182,31 +182,6 @@ class ContactSafety:
         return asdict(self)
 
 
-def message_from_record(record: dict[str, Any]) -> Message:
-    try:
-        return Message(
-            id=str(record["id"]),
-            direction="in" if record["direction"] == "in" else "out",
-            peer=str(record["peer"]),
-            sender=str(record["sender"]),
-            sender_device=int(record["sender_device"]),
-            body=str(record["body"]),
-            sent_at_ms=int(record["sent_at_ms"]),
-            server_timestamp_ms=int(record["server_timestamp_ms"]),
-            status=str(record["status"]),
-            reportable=bool(record.get("reportable")),
-            identity_changed=bool(record.get("identity_changed")),
-            attachments=tuple(
-                AttachmentSummary(str(a.get("file_name", "")), str(a.get("content_type", "")),
-                                  int(a.get("size", 0)))
-                for a in record.get("attachments", [])
-            ),
-            notice=str(record.get("notice", "")),
-        )
-    except (KeyError, ValueError, TypeError):
-        raise StoreTamperedError("a stored message is damaged") from None
-
-
 def new_message(
     *,
     id: str,
@@ -275,8 +250,31 @@ class Group:
         return GROUP_PEER_PREFIX + self.id
 
     def to_dict(self) -> dict[str, Any]:
+        return {**self.to_json(), "peer": self.peer}
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form (K_GROUP)."""
         return {"id": self.id, "title": self.title, "revision": self.revision,
-                "members": list(self.members), "active": self.active, "peer": self.peer}
+                "members": list(self.members), "active": self.active}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Group:
+        """A stored group. Profiles written before the sender-key state said which devices hold
+        this device's key also stored that list here (``"key_devices"``); it is ignored.
+
+        Raises: StoreTamperedError (the record is damaged)."""
+        try:
+            if not isinstance(data["members"], list):
+                raise TypeError("members is not a list")
+            return cls(
+                id=str(data["id"]),
+                title=str(data["title"]),
+                revision=int(data["revision"]),
+                members=tuple(str(m) for m in data["members"]),
+                active=bool(data.get("active")),
+            )
+        except (KeyError, ValueError, TypeError):
+            raise StoreTamperedError("a stored group is damaged") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,16 +293,4 @@ class GroupSendResult:
                 "delivered": list(self.delivered), "failed": dict(self.failed),
                 "devices": self.devices}
 
-
-def group_from_record(record: dict[str, Any]) -> Group:
-    try:
-        return Group(
-            id=str(record["id"]),
-            title=str(record["title"]),
-            revision=int(record["revision"]),
-            members=tuple(str(m) for m in record["members"]),
-            active=bool(record.get("active")),
-        )
-    except (KeyError, ValueError, TypeError):
-        raise StoreTamperedError("a stored group is damaged") from None
 

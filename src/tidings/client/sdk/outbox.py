@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import replace
 
 from tidings.client.errors import (
     SendFailedError,
@@ -19,18 +20,17 @@ from tidings.client.sdk.constants import (
     MAX_SEND_ATTEMPTS,
     session_name,
 )
-from tidings.client.sdk.core import unknown_account_on_404
 from tidings.client.sdk.models import (
     Message,
     SentMessage,
     attachment_pointers,
     new_message,
 )
-from tidings.client.sdk.records import ContactRecord
+from tidings.client.sdk.records import ContactRecord, MessageRecord
 from tidings.client.sdk.trust import TrustMixin
 from tidings.client.transport import OutgoingEnvelope, SendResult, b64e
 from tidings.crypto.bundle import PrekeyBundle
-from tidings.crypto.franking import FrankedPlaintext, direct_conversation_id, frank
+from tidings.crypto.franking import FrankedPlaintext, ReportItem, direct_conversation_id, frank
 from tidings.crypto.session import SessionRecord
 from tidings.errors import (
     MismatchedDevicesError,
@@ -92,31 +92,83 @@ class OutboxMixin(TrustMixin):
             UnknownAccountError: no such account (when fetching all devices).
         """
         bundles: dict[int, bytes] = {}
-        with unknown_account_on_404(username):
-            if device_ids is None:
-                bundles = await self._transport.get_bundles(username)
-            else:
-                for device_id in device_ids:
-                    try:
-                        bundles.update(await self._transport.get_bundles(username, device_id))
-                    except ServerError as exc:
-                        if exc.status != 404:
-                            raise
+        if device_ids is None:
+            bundles = await self._transport.get_bundles(username)
+        else:
+            for device_id in device_ids:
+                try:
+                    bundles.update(await self._transport.get_bundles(username, device_id))
+                except ServerError as exc:
+                    if exc.status != 404:
+                        raise
         if username == self.account.username:
             bundles.pop(self.account.device_id, None)
         return bundles
+
+    # -- device reconciliation: the one path of 1:1 and group sends ---------------------------
+
+    async def _reconcile(
+        self,
+        username: str,
+        fetch: list[int] | None,
+        *,
+        drop: Iterable[int] = (),
+        force: Iterable[int] = (),
+    ) -> None:
+        """Bring the stored devices and sessions of ``username`` in line with the server:
+        fetch bundles for the devices ``fetch`` (None: all of them) and start sessions from
+        them (a new one even if current for the devices in ``force``); forget the devices in
+        ``drop`` and those of ``fetch`` the server has no bundle for.
+
+        The network call happens outside the store transaction; the changes are applied in one,
+        to records read afresh, so another process using the same profile (``receive
+        --follow``) never has its session updates overwritten.
+
+        Raises:
+            UnknownAccountError: no such account (``fetch`` None).
+        """
+        bundles = await self._fetch_bundles(username, fetch)
+        gone = set(drop) | {d for d in fetch or () if d not in bundles}
+        forced = set(force)
+        with self._store.transaction():
+            contact = self._contact(username)
+            for device_id in gone:
+                self._drop_device(username, contact, device_id)
+            for device_id, data in bundles.items():
+                record = self._load_session(username, device_id)
+                self._start_session(username, contact, device_id, data, record,
+                                    force=device_id in forced)
+                self._store.put(K_SESSION, session_name(username, device_id), record.to_bytes())
+            self._put_contact(username, contact)
+
+    async def _upload(self, username: str, outgoing: list[OutgoingEnvelope]) -> SendResult:
+        """``PUT /v1/messages/{username}``; a refusal because the device list is not current
+        (409 ``mismatched_devices``, 410 ``stale_devices``, docs/api.md) is reconciled
+        (`_reconcile`: ``extra`` devices dropped, ``missing`` ones fetched — never this device —
+        ``stale`` ones fetched with a new session) and raised for the caller to build the
+        envelopes again.
+
+        Raises:
+            MismatchedDevicesError, StaleDevicesError: reconciled; send again.
+            UnknownAccountError: no such account. ServerError, TransportError.
+        """
+        try:
+            return await self._transport.send_messages(username, outgoing)
+        except MismatchedDevicesError as exc:
+            own = username == self.account.username
+            wanted = [d for d in exc.missing if not (own and d == self.account.device_id)]
+            await self._reconcile(username, wanted, drop=exc.extra)
+            raise
+        except StaleDevicesError as exc:
+            await self._reconcile(username, list(exc.stale), force=exc.stale)
+            raise
 
     async def _send_franked(
         self, username: str, franked: FrankedPlaintext
     ) -> tuple[SendResult, int]:
         """Encrypt ``franked`` for every device of ``username`` (own account: every other own
-        device) and upload, reconciling the device list with the server. Returns the server's
-        answer and the number of devices.
-
-        Network calls happen outside store transactions; every state change (new sessions from
-        fetched bundles, dropped devices, advanced ratchets) is applied inside one, to records
-        read afresh, so another process using the same profile (``receive --follow``) never
-        has its session updates overwritten.
+        device) and upload, reconciling the device list with the server (`_reconcile`,
+        `_upload`). Returns the server's answer and the number of devices.
 
         Raises:
             UntrustedIdentityError: the contact is verified and its keys changed.
@@ -124,77 +176,49 @@ class OutboxMixin(TrustMixin):
             SendFailedError: the device list kept changing.
         """
         own = username == self.account.username
-        bundles: dict[int, bytes] = {}  # fetched, to start sessions from
-        forced: set[int] = set()  # devices the server called stale
-        drop: set[int] = set()  # devices the server says do not exist
         fetched_all = False
         for _round in range(2 * MAX_SEND_ATTEMPTS):
             outgoing: list[OutgoingEnvelope] = []
             with self._store.transaction():
                 contact = self._contact(username)
-                for device_id in drop:
-                    self._drop_device(username, contact, device_id)
-                records: dict[int, SessionRecord] = {}
-                for device_id, data in bundles.items():
-                    record = self._load_session(username, device_id)
-                    self._start_session(username, contact, device_id, data, record,
-                                        force=device_id in forced)
-                    records[device_id] = record
-                bundles, forced, drop = {}, set(), set()
                 device_ids = sorted(contact.devices)
-                for device_id in device_ids:
-                    if device_id not in records:
-                        records[device_id] = self._load_session(username, device_id)
+                records = {d: self._load_session(username, d) for d in device_ids}
                 missing = [d for d in device_ids if records[d].current is None]
                 first_contact = not device_ids and not own and not fetched_all
                 held = contact.sending_held
                 if not (missing or first_contact or held):
                     for device_id in device_ids:
-                        encrypted = records[device_id].encrypt(franked.plaintext,
-                                                               franked.commitment)
-                        registration = contact.devices[device_id].registration_id
+                        record = records[device_id]
+                        encrypted = record.encrypt(franked.plaintext, franked.commitment)
                         outgoing.append(
                             OutgoingEnvelope(
                                 device_id=device_id,
-                                registration_id=int(registration),
+                                registration_id=contact.devices[device_id].registration_id,
                                 type=int(encrypted.type),
                                 body=encrypted.body,
                                 commitment=franked.commitment,
                             )
                         )
-                # Saved before uploading: a crash after the upload must never make this device
-                # encrypt twice with the same message key.
-                for device_id, record in records.items():
-                    self._store.put(K_SESSION, session_name(username, device_id),
-                                    record.to_bytes())
-                self._put_contact(username, contact)
+                        # Saved before uploading: a crash after the upload must never make
+                        # this device encrypt twice with the same message key.
+                        self._store.put(K_SESSION, session_name(username, device_id),
+                                        record.to_bytes())
             if held:
                 raise UntrustedIdentityError(
                     f"the safety number with {username} changed: compare it again "
                     f"(`tidings safety-number {username}`) and run `tidings verify {username}`"
                 )
             if first_contact:
-                bundles, fetched_all = await self._fetch_bundles(username, None), True
+                await self._reconcile(username, None)
+                fetched_all = True
                 continue
             if missing:
-                bundles = await self._fetch_bundles(username, missing)
-                # No bundle: the server no longer has the device.
-                drop = {d for d in missing if d not in bundles}
+                await self._reconcile(username, missing)
                 continue
             try:
-                with unknown_account_on_404(username):
-                    result = await self._transport.send_messages(username, outgoing)
-            except MismatchedDevicesError as exc:
-                drop = set(exc.extra)
-                wanted = [d for d in exc.missing if not (own and d == self.account.device_id)]
-                bundles = await self._fetch_bundles(username, wanted) if wanted else {}
+                return await self._upload(username, outgoing), len(outgoing)
+            except (MismatchedDevicesError, StaleDevicesError):
                 continue
-            except StaleDevicesError as exc:
-                bundles = await self._fetch_bundles(username, list(exc.stale))
-                forced = set(exc.stale)
-                drop = {d for d in exc.stale if d not in bundles}
-                continue
-            return result, len(outgoing)
         raise SendFailedError(
             f"could not deliver to {username}: the device list kept changing; try again"
         )
@@ -228,22 +252,7 @@ class OutboxMixin(TrustMixin):
         content.data.CopyFrom(data)
         franked = frank(content)  # checks the content as receivers will (size limits)
         result, devices = await self._send_franked(username, franked)
-        local_id = "o:" + b64e(secrets.token_bytes(12))
-        message = new_message(
-            id=local_id,
-            peer=username,
-            sender=me,
-            sender_device=self.account.device_id,
-            data=data,
-            sent_at_ms=now,
-            server_timestamp_ms=result.server_timestamp_ms,
-            incoming=False,
-        )
-        with self._store.transaction():
-            # The data message is the new head of this device's chain in the conversation.
-            self._store.put(K_CHAIN, b64e(conversation), franked.commitment)
-            self._store_message(message, extra={"commitment": b64e(franked.commitment),
-                                                "attachments": attachment_pointers(data)})
+        message = self._store_sent(username, content, franked, result.server_timestamp_ms)
         synced, sync_error = 0, None
         if username != me:
             sync = self._content(conversation, now)
@@ -274,10 +283,67 @@ class OutboxMixin(TrustMixin):
         _, count = await self._send_franked(me, franked)
         return count
 
-    def _store_message(self, message: Message, extra: dict[str, Any] | None = None) -> None:
-        record = message.to_dict()
-        record.update(extra or {})
-        self._store.put_json(K_MESSAGE, message.id, record)
+    # -- the local history ------------------------------------------------------------------
+
+    def _message_record(self, local_id: str) -> MessageRecord | None:
+        """The stored message ``local_id``, if any. Raises: StoreTamperedError."""
+        data = self._store.get_json(K_MESSAGE, local_id)
+        return None if data is None else MessageRecord.from_json(data)
+
+    def _message_records(self) -> list[MessageRecord]:
+        """Every stored message, oldest stored first. Raises: StoreTamperedError."""
+        return [MessageRecord.from_json(data) for _, data in self._store.items_json(K_MESSAGE)]
+
+    def _put_message(self, record: MessageRecord) -> None:
+        self._store.put_json(K_MESSAGE, record.message.id, record.to_json())
+
+    def _store_sent(
+        self, peer: str, content: pb.Content, franked: FrankedPlaintext,
+        server_timestamp_ms: int, *, notice: str = "", group: str | None = None,
+    ) -> Message:
+        """Store the data message ``content`` this device sent (franked as ``franked``; local
+        id ``"o:"`` + random) and make its commitment the head of this device's chain in its
+        conversation, in one transaction."""
+        data = content.data
+        message = new_message(
+            id="o:" + b64e(secrets.token_bytes(12)), peer=peer, sender=self.account.username,
+            sender_device=self.account.device_id, data=data, sent_at_ms=content.sent_at_ms,
+            server_timestamp_ms=server_timestamp_ms, incoming=False, notice=notice,
+        )
+        with self._store.transaction():
+            self._store.put(K_CHAIN, b64e(content.conversation_id), franked.commitment)
+            self._store_message(MessageRecord(message, attachment_pointers(data), group=group,
+                                              commitment=b64e(franked.commitment)))
+        return message
+
+    def _store_received(
+        self, envelope: pb.Envelope, content: pb.Content, item: ReportItem, *, peer: str,
+        incoming: bool, identity_changed: bool = False, notice: str = "",
+        group: str | None = None,
+    ) -> Message:
+        """Store the data message (or the sync copy of an own one, ``incoming`` false) that
+        came in ``envelope`` (local id ``"i:"`` + the server's message id) with its franking
+        material for reports; one from another account is queued for a delivery receipt
+        (``auto_delivery_receipts``). Inside the receive transaction."""
+        data = content.sent.message if content.WhichOneof("body") == "sent" else content.data
+        message = new_message(
+            id="i:" + b64e(envelope.message_id), peer=peer, sender=envelope.sender,
+            sender_device=envelope.sender_device, data=data, sent_at_ms=content.sent_at_ms,
+            server_timestamp_ms=envelope.server_timestamp_ms, incoming=incoming,
+            identity_changed=identity_changed, notice=notice,
+        )
+        self._store_message(MessageRecord(
+            message, attachment_pointers(data), report_item=b64e(item.encode()),
+            conversation_id=b64e(content.conversation_id), group=group))
+        if incoming and self.auto_delivery_receipts and envelope.sender != self.account.username:
+            self._pending_receipts.setdefault(envelope.sender, []).append(content.sent_at_ms)
+        return message
+
+    def _store_message(self, record: MessageRecord) -> None:
+        """Store a new message; an outgoing one is also indexed by (peer, sent_at_ms), which is
+        how receipts name it."""
+        message = record.message
+        self._put_message(record)
         if message.direction == "out":
             self._store.put(
                 K_SENT_INDEX, f"{message.peer}\0{message.sent_at_ms}", message.id.encode()
@@ -303,13 +369,13 @@ class OutboxMixin(TrustMixin):
         messages were marked. A receipt that cannot be sent is skipped (best effort)."""
         stamps: dict[str, list[int]] = {}
         with self._store.transaction():
-            for name, record in self._store.items_json(K_MESSAGE):
-                if (record.get("direction") == "in" and record.get("peer") == username
-                        and record.get("status") == "received"):
-                    record["status"] = "read"
-                    stamps.setdefault(str(record["sender"]), []).append(
-                        int(record["sent_at_ms"]))
-                    self._store.put_json(K_MESSAGE, name, record)
+            for record in self._message_records():
+                message = record.message
+                if (message.direction == "in" and message.peer == username
+                        and message.status == "received"):
+                    record.message = replace(message, status="read")
+                    stamps.setdefault(message.sender, []).append(message.sent_at_ms)
+                    self._put_message(record)
         for sender, sent in stamps.items():
             try:
                 await self.send_receipt(sender, sent, read=True)
@@ -321,9 +387,9 @@ class OutboxMixin(TrustMixin):
     def unread_counts(self) -> dict[str, int]:
         """Unread received messages per conversation (account or ``"group:<id>"``)."""
         counts: dict[str, int] = {}
-        for _, record in self._store.items_json(K_MESSAGE):
-            if record.get("direction") == "in" and record.get("status") == "received":
-                peer = str(record.get("peer"))
-                counts[peer] = counts.get(peer, 0) + 1
+        for record in self._message_records():
+            message = record.message
+            if message.direction == "in" and message.status == "received":
+                counts[message.peer] = counts.get(message.peer, 0) + 1
         return counts
 

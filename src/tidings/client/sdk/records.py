@@ -11,7 +11,7 @@ from typing import Any
 
 from tidings.client.errors import StoreTamperedError
 from tidings.client.sdk.constants import MAX_TRUST_EVENTS
-from tidings.client.sdk.models import TrustEvent
+from tidings.client.sdk.models import AttachmentSummary, Message, TrustEvent
 
 
 @dataclass(slots=True)
@@ -75,6 +75,66 @@ class ContactRecord:
             )
         except (KeyError, ValueError, TypeError, AttributeError):
             raise StoreTamperedError("a stored contact is damaged") from None
+
+
+@dataclass(slots=True)
+class MessageRecord:
+    """One message of the local history as stored (K_MESSAGE): the `Message` and what only the
+    sealed store keeps beside it. Its JSON form is the message's `to_dict` with ``attachments``
+    holding the full pointers (keys included) and the optional fields present when set.
+    """
+
+    message: Message
+    attachment_pointers: list[dict[str, Any]] = field(default_factory=list)
+    commitment: str | None = None
+    """An own message sent from this device: its franking commitment (base64url)."""
+    report_item: str | None = None
+    """A received message or sync copy: `ReportItem.encode()` (base64url), for reports."""
+    conversation_id: str | None = None
+    """With ``report_item``: the conversation id it was received in (base64url)."""
+    group: str | None = None
+    """A group message: the base64url group id."""
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.message.to_dict()
+        out["attachments"] = self.attachment_pointers
+        for key in _MESSAGE_EXTRAS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MessageRecord:
+        """Raises: StoreTamperedError (the record is damaged)."""
+        try:
+            pointers = [_mapping(a) for a in data.get("attachments", [])]
+            message = Message(
+                id=str(data["id"]),
+                direction="in" if data["direction"] == "in" else "out",
+                peer=str(data["peer"]),
+                sender=str(data["sender"]),
+                sender_device=int(data["sender_device"]),
+                body=str(data["body"]),
+                sent_at_ms=int(data["sent_at_ms"]),
+                server_timestamp_ms=int(data["server_timestamp_ms"]),
+                status=str(data["status"]),
+                reportable=bool(data.get("reportable")),
+                identity_changed=bool(data.get("identity_changed")),
+                attachments=tuple(
+                    AttachmentSummary(str(a.get("file_name", "")), str(a.get("content_type", "")),
+                                      int(a.get("size", 0)))
+                    for a in pointers
+                ),
+                notice=str(data.get("notice", "")),
+            )
+            extras = {key: str(data[key]) for key in _MESSAGE_EXTRAS if data.get(key) is not None}
+        except (KeyError, ValueError, TypeError):
+            raise StoreTamperedError("a stored message is damaged") from None
+        return cls(message, pointers, **extras)
+
+
+_MESSAGE_EXTRAS = ("commitment", "report_item", "conversation_id", "group")
 
 
 def _mapping(value: object) -> dict[str, Any]:

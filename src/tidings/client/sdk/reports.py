@@ -5,19 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from tidings.client.errors import InvalidArgumentError, NotReportableError, TransportError
-from tidings.client.sdk.constants import (
-    K_MESSAGE,
-    MAX_REPORT_CONTEXT,
-    MAX_REPORT_NOTE_CHARS,
-    MAX_REPORTED_ATTACHMENTS,
-    REPORT_CATEGORIES,
-)
+from tidings.client.sdk.constants import MAX_REPORT_CONTEXT
 from tidings.client.sdk.inbox import InboxMixin
+from tidings.client.sdk.records import MessageRecord
 from tidings.client.transport import b64d, b64e
 from tidings.crypto.franking import ReportItem, verify_context_chain
 from tidings.errors import TidingsError
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
+from tidings.wire.report import (
+    MAX_REPORT_NOTE_CHARS,
+    MAX_REPORTED_ATTACHMENTS,
+    REPORT_CATEGORIES,
+)
 
 
 class ReportsMixin(InboxMixin):
@@ -56,19 +56,19 @@ class ReportsMixin(InboxMixin):
         if note is not None and len(note) > MAX_REPORT_NOTE_CHARS:
             raise InvalidArgumentError(f"the note is longer than {MAX_REPORT_NOTE_CHARS} "
                                        "characters")
-        record = self._store.get_json(K_MESSAGE, message_id)
+        record = self._message_record(message_id)
         target = None if record is None else _reportable(record)
-        if record is None or target is None or record.get("direction") != "in":
+        if record is None or target is None or record.message.direction != "in":
             raise NotReportableError(
                 "only a message received by this device can be reported (see `messages --json`"
                 " for ids)")
         candidates: list[tuple[int, str, ReportItem, pb.Content]] = []
-        for name, other in self._store.items_json(K_MESSAGE):
-            if other.get("peer") != record.get("peer"):
+        for other in self._message_records():
+            if other.message.peer != record.message.peer:
                 continue
             parsed = _reportable(other)
             if parsed is not None:
-                candidates.append((parsed[0].server_timestamp_ms, name, *parsed))
+                candidates.append((parsed[0].server_timestamp_ms, other.message.id, *parsed))
         candidates.sort(key=lambda c: c[0])  # stable: ties keep the order of arrival
         index = next(i for i, c in enumerate(candidates) if c[1] == message_id)
         lo = hi = index
@@ -143,15 +143,14 @@ class ReportsMixin(InboxMixin):
 
 
 
-def _reportable(record: dict[str, Any]) -> tuple[ReportItem, pb.Content] | None:
+def _reportable(record: MessageRecord) -> tuple[ReportItem, pb.Content] | None:
     """The report item and content of a stored message if it can be a report item: received
     by this device, with franking material, a data message (a link of the transcript chain).
     """
-    raw = record.get("report_item")
-    if not isinstance(raw, str):
+    if record.report_item is None:
         return None
     try:
-        item = ReportItem.decode(b64d(raw))
+        item = ReportItem.decode(b64d(record.report_item))
         content = codec.decode(pb.Content, item.content)
     except (TidingsError, TransportError):
         return None

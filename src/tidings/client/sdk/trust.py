@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from tidings.client.errors import SafetyNumberMismatchError
 from tidings.client.sdk.constants import K_CONTACT, K_SESSION, session_name
-from tidings.client.sdk.core import unknown_account_on_404
 from tidings.client.sdk.models import ContactSafety, DeviceSafetyNumber, TrustEvent
 from tidings.client.sdk.prekeys import PrekeysMixin
 from tidings.client.sdk.records import ContactRecord, DeviceRecord
@@ -64,8 +63,7 @@ class TrustMixin(PrekeysMixin):
         Raises:
             UnknownAccountError: no such account.
         """
-        with unknown_account_on_404(username):
-            remote = await self._transport.account_devices(username)
+        remote = await self._transport.account_devices(username)
         contact = self._contact(username)
         seen = set()
         for device in remote:
@@ -144,12 +142,6 @@ class TrustMixin(PrekeysMixin):
         """The recorded device changes of ``username`` since it was last verified (local,
         no network): identity_changed, device_added, device_removed."""
         return tuple(self._contact(username).events)
-
-    async def unverify(self, username: str) -> None:
-        """Clear the verified flag (and any block) of ``username``."""
-        contact = self._contact(username)
-        contact.verified, contact.sending_held, contact.verified_keys = False, False, {}
-        self._put_contact(username, contact)
 
     def set_blocked(self, username: str, blocked: bool = True) -> None:
         """Block (or unblock) ``username`` locally: its data messages are refused unread."""
