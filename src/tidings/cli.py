@@ -789,10 +789,11 @@ def audit_verify(
     from tidings.safety.audit import verify_chain
     from tidings.safety.sql import SafetyDatabase, SqlAuditRepository
     from tidings.storage.database import sqlite_url
+    from tidings.storage.files import AUDIT_ANCHOR_FILE
 
     try:
         cfg = _server_config(config, data_dir, database_url)
-        key_path = anchor_key_file or cfg.data_dir / "audit_anchor.key"
+        key_path = anchor_key_file or cfg.data_dir / AUDIT_ANCHOR_FILE
         anchor = key_path.read_bytes() if key_path.is_file() else None
         if anchor_key_file is not None and anchor is None:
             raise _CliError(f"no anchor key file at {anchor_key_file}")
@@ -916,8 +917,9 @@ def admin_rotate_evidence_key(
     """Add a fresh evidence key, make it active, and re-encrypt every stored evidence record
     under it (old keys stay in evidence.keys until you drop them). Restart running nodes (and
     run this again) so they seal new evidence under the new key."""
-    from tidings.app import EVIDENCE_KEYS_FILE, open_safety
+    from tidings.app import open_safety
     from tidings.safety.keyfile import rotate_evidence_key
+    from tidings.storage.files import EVIDENCE_KEYS_FILE
 
     try:
         cfg = _server_config(config, data_dir, database_url)
