@@ -90,3 +90,81 @@ def test_layer_imports_only_what_is_below_it(layer: str) -> None:
         for target in _imports(path) - ALLOWED[layer] - {layer}
     }
     assert not offenders, sorted(offenders)
+
+
+# --- the hazmat boundary ----------------------------------------------------------------------
+
+HAZMAT_LIBRARIES = frozenset(
+    {"cryptography", "nacl", "pysodium", "argon2", "hashlib", "_hashlib", "hmac", "_sha2"}
+)
+"""Primitive libraries: only `HAZMAT_MODULES` may import them (ARCHITECTURE.md: the hazmat
+layer is crypto/primitives.py; argon2-cffi's password hasher has one home beside it)."""
+
+HAZMAT_MODULES = frozenset({"crypto/primitives.py", "safety/passwords.py"})
+
+
+def _external_imports(path: Path) -> set[str]:
+    """The top-level names of every module ``path`` imports (absolute imports, including those
+    inside functions; ``importlib.import_module("x")`` with a literal counts as well)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute | ast.Name)
+            and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id)
+            in {"import_module", "__import__"}
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.add(node.args[0].value.split(".")[0])
+    return found
+
+
+def _hazmat_offenders(src: Path) -> list[str]:
+    return sorted(
+        f"{path.relative_to(src).as_posix()} imports {name}"
+        for path in src.rglob("*.py")
+        if path.relative_to(src).as_posix() not in HAZMAT_MODULES
+        for name in _external_imports(path) & HAZMAT_LIBRARIES
+    )
+
+
+def test_only_the_hazmat_modules_import_primitive_libraries() -> None:
+    assert all((SRC / module).is_file() for module in HAZMAT_MODULES)
+    assert not _hazmat_offenders(SRC)
+
+
+def test_hazmat_check_catches_every_form_of_import(tmp_path: Path) -> None:
+    """The check above must fail when someone adds one: each import form is caught, anywhere
+    in the tree (top level, in a function, the composition root), and the allowed modules
+    alone are exempt."""
+    src = tmp_path / "tidings"
+    samples = {
+        "server/a.py": "import hashlib\n",
+        "server/b.py": "import hmac as _h\n",
+        "safety/c.py": "def f():\n    from cryptography.hazmat.primitives import hashes\n",
+        "client/d.py": "import nacl.bindings\n",
+        "e.py": "from argon2.low_level import hash_secret_raw\n",
+        "console/f.py": "import importlib\nx = importlib.import_module('pysodium')\n",
+        "storage/g.py": "h = __import__('hashlib')\n",
+        "crypto/primitives.py": "import hashlib\nimport nacl\n",
+        "safety/passwords.py": "from argon2 import PasswordHasher\n",
+        "wire/ok.py": "import secrets\nimport hashlib_like_but_not\n",
+    }
+    for name, text in samples.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(text, encoding="utf-8")
+    assert _hazmat_offenders(src) == [
+        "client/d.py imports nacl",
+        "console/f.py imports pysodium",
+        "e.py imports argon2",
+        "safety/c.py imports cryptography",
+        "server/a.py imports hashlib",
+        "server/b.py imports hmac",
+        "storage/g.py imports hashlib",
+    ]

@@ -45,7 +45,13 @@ from tidings.server.routes import accounts, attachments, keys, messages, websock
 from tidings.server.state import ServerState, load_franking_key
 from tidings.storage.blobs import AttachmentStore, LocalAttachmentStore
 from tidings.storage.database import Database, sqlite_url
-from tidings.storage.files import ensure_private_dir, tighten_tree
+from tidings.storage.files import (
+    AUDIT_ANCHOR_FILE,
+    EVIDENCE_KEYS_FILE,
+    STAFF_KEY_FILE,
+    ensure_private_dir,
+    tighten_tree,
+)
 from tidings.storage.messaging import MessagingStore
 from tidings.storage.s3 import S3AttachmentStore
 
@@ -92,9 +98,7 @@ def build_state(config: ServerConfig) -> ServerState:
         hub=hub,
         limiter=limiter,
         metrics=metrics,
-        franking_key=load_franking_key(
-            config.franking_key_file or config.data_dir / "franking.key"
-        ),
+        franking_key=load_franking_key(config),
         attachments=build_attachment_store(config, attachments_dir),
     )
 
@@ -222,11 +226,6 @@ def prepare_data_dir(data_dir: Path) -> Path:
     return attachments_dir
 
 
-EVIDENCE_KEYS_FILE = "evidence.keys"
-AUDIT_ANCHOR_FILE = "audit_anchor.key"
-STAFF_KEY_FILE = "staff.key"
-
-
 def build_safety(
     config: ServerConfig,
     *,
@@ -258,9 +257,7 @@ def open_safety(config: ServerConfig) -> SafetyService:
     attachments_dir = prepare_data_dir(config.data_dir)
     service = build_safety(
         config,
-        franking_key=load_franking_key(
-            config.franking_key_file or config.data_dir / "franking.key"
-        ),
+        franking_key=load_franking_key(config),
         attachments=build_attachment_store(config, attachments_dir),
     )
     service.migrate()

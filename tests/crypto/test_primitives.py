@@ -169,3 +169,131 @@ def test_aes256_gcm_round_trip_binds_key_nonce_and_aad() -> None:
             p.aes256_gcm_decrypt(k, n, body, aad)
     with pytest.raises(InvalidKeyError):
         p.aes256_gcm_encrypt(b"short", nonce, b"x", b"")
+
+
+# McGrew & Viega, "The Galois/Counter Mode of Operation", test case 16 (AES-256, 60-byte
+# plaintext, 20-byte AAD); also NIST's gcmEncryptExtIV256 vectors.
+GCM_TC16 = {
+    "key": "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+    "nonce": "cafebabefacedbaddecaf888",
+    "plaintext": "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+    "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+    "aad": "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+    "ciphertext": "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+    "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+    "tag": "76fc6ece0f4e1768cddf8853bb2d551b",
+}
+
+# draft-irtf-cfrg-xchacha-03, appendix A.3.1 (AEAD_XChaCha20_Poly1305).
+XCHACHA_A31 = {
+    "key": "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
+    "nonce": "404142434445464748494a4b4c4d4e4f5051525354555657",
+    "plaintext": b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip"
+    b" for the future, sunscreen would be it.".hex(),
+    "aad": "50515253c0c1c2c3c4c5c6c7",
+    "ciphertext": "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb"
+    "731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b452"
+    "2f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff9"
+    "21f9664c97637da9768812f615c68b13b52e",
+    "tag": "c0875924c1c7987947deafd8780acf49",
+}
+
+
+def _vector(v: dict[str, str]) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    return (
+        bytes.fromhex(v["key"]),
+        bytes.fromhex(v["nonce"]),
+        bytes.fromhex(v["plaintext"]),
+        bytes.fromhex(v["aad"]),
+        bytes.fromhex(v["ciphertext"] + v["tag"]),
+    )
+
+
+def test_aes256_gcm_mcgrew_viega_test_case_16() -> None:
+    key, nonce, plaintext, aad, sealed = _vector(GCM_TC16)
+    assert p.aes256_gcm_encrypt(key, nonce, plaintext, aad) == sealed
+    assert p.aes256_gcm_decrypt(key, nonce, sealed, aad) == plaintext
+    with pytest.raises(DecryptionError):
+        p.aes256_gcm_decrypt(key, nonce, sealed[: -p.AEAD_TAG_LEN], aad)  # tag cut off
+    with pytest.raises(InvalidKeyError):
+        p.aes256_gcm_decrypt(key, nonce[:-1], sealed, aad)
+
+
+def test_xchacha20poly1305_draft_vector_a31() -> None:
+    key, nonce, plaintext, aad, sealed = _vector(XCHACHA_A31)
+    assert p.xchacha20poly1305_encrypt(key, nonce, plaintext, aad) == sealed
+    assert p.xchacha20poly1305_decrypt(key, nonce, sealed, aad) == plaintext
+
+
+def test_xchacha20poly1305_refuses_tampering_and_bad_lengths() -> None:
+    key, nonce, plaintext, aad, sealed = _vector(XCHACHA_A31)
+    flipped = sealed[:5] + bytes([sealed[5] ^ 0x80]) + sealed[6:]
+    for k, n, body, ad in (
+        (bytes(32), nonce, sealed, aad),  # wrong key
+        (key, bytes(24), sealed, aad),  # wrong nonce
+        (key, nonce, sealed, aad + b"x"),  # wrong associated data
+        (key, nonce, flipped, aad),  # one ciphertext bit
+        (key, nonce, sealed[:-1], aad),  # truncated tag
+        (key, nonce, b"", aad),  # nothing at all
+    ):
+        with pytest.raises(DecryptionError):
+            p.xchacha20poly1305_decrypt(k, n, body, ad)
+    for k, n in ((key[:31], nonce), (key, nonce[:12]), (key + b"\0", nonce)):
+        with pytest.raises(InvalidKeyError):
+            p.xchacha20poly1305_encrypt(k, n, plaintext, aad)
+        with pytest.raises(InvalidKeyError):
+            p.xchacha20poly1305_decrypt(k, n, sealed, aad)
+
+
+# Argon2id v1.3, one lane, 32-byte output, salt "ABCDEFGHIJKLMNOP": outputs of the reference
+# implementation's CLI (`echo -n 123 | argon2 ABCDEFGHIJKLMNOP -id -v 13 -k 1024 -t 5`, and
+# -k 8192 -t 2), an implementation independent of libsodium.
+ARGON2ID_REFERENCE = [
+    (5, 1024 * 1024, "3c5d010180ba0cf5b6b858cba23b318e42d33088983c404598599c3b029ecac6"),
+    (2, 8 * 1024 * 1024, "3ee950488d26ce691657b1d753f562139857b61a58f234d6cb0ce84c4cc27328"),
+]
+
+
+@pytest.mark.parametrize(("ops", "mem", "out"), ARGON2ID_REFERENCE)
+def test_argon2id_kdf_matches_the_reference_implementation(ops: int, mem: int, out: str) -> None:
+    salt = b"ABCDEFGHIJKLMNOP"
+    assert p.argon2id_kdf(b"123", salt, ops=ops, mem=mem, length=32).hex() == out
+
+
+def test_argon2id_kdf_depends_on_every_input_and_refuses_bad_parameters() -> None:
+    salt = bytes(range(16))
+    cheap = {"ops": p.ARGON2ID_OPS_MIN, "mem": p.ARGON2ID_MEM_MIN}
+    base = p.argon2id_kdf(b"pass", salt, length=32, **cheap)
+    assert len(base) == 32
+    assert p.argon2id_kdf(b"pass", salt, length=32, **cheap) == base  # deterministic
+    assert p.argon2id_kdf(b"pasS", salt, length=32, **cheap) != base
+    assert p.argon2id_kdf(b"pass", bytes(16), length=32, **cheap) != base
+    assert p.argon2id_kdf(b"pass", salt, ops=2, mem=p.ARGON2ID_MEM_MIN, length=32) != base
+    assert p.argon2id_kdf(b"pass", salt, ops=1, mem=2 * p.ARGON2ID_MEM_MIN, length=32) != base
+    for bad_salt in (b"", bytes(15), bytes(17)):
+        with pytest.raises(InvalidKeyError, match="salt"):
+            p.argon2id_kdf(b"pass", bad_salt, length=32, **cheap)
+    for ops, mem, length in ((0, p.ARGON2ID_MEM_MIN, 32), (1, p.ARGON2ID_MEM_MIN - 1, 32),
+                             (1, p.ARGON2ID_MEM_MIN, 15)):
+        with pytest.raises(InvalidKeyError):
+            p.argon2id_kdf(b"pass", salt, ops=ops, mem=mem, length=length)
+    with pytest.raises(InvalidKeyError):  # beyond what libsodium accepts (4 TiB + 1 KiB)
+        p.argon2id_kdf(b"pass", salt, ops=1, mem=(1 << 42) + 1024, length=32)
+
+
+def test_sha256_and_constant_time_equal() -> None:
+    # FIPS 180-2 appendix B.1 ("abc").
+    assert p.sha256(b"abc").hex() == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+    assert p.constant_time_equal(b"same", b"same")
+    assert not p.constant_time_equal(b"same", b"Same")
+    assert not p.constant_time_equal(b"same", b"same!")  # a length difference is no error
+    arabic_indic_123456 = "".join(chr(0x0661 + i) for i in range(6))
+    assert not p.constant_time_equal(arabic_indic_123456.encode(), b"123456")  # no TypeError
+
+
+def test_aes256_gcm_refuses_a_ciphertext_shorter_than_its_tag() -> None:
+    for body in (b"", bytes(15)):
+        with pytest.raises(DecryptionError):
+            p.aes256_gcm_decrypt(bytes(32), bytes(12), body, b"")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select, update
 
 from tidings.crypto import attachment, franking
@@ -31,6 +30,7 @@ from tidings.safety.evidence import (
     EvidenceVault,
     InMemoryEvidenceRepository,
 )
+from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.reports import (
     FrankingKey,
     FrankingKeyRing,
@@ -250,8 +250,8 @@ def group_chat(server: Server) -> Chat:
     return Chat(server, franking.group_conversation_id(group_id), group_id)
 
 
-def cheap_hasher() -> PasswordHasher:
-    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+def cheap_hasher() -> StaffPasswordHasher:
+    return StaffPasswordHasher.cheap_for_tests()
 
 
 class Counter:

@@ -303,6 +303,17 @@ def test_totp_accepts_one_step_of_clock_skew_only(world: World) -> None:
     world.staff.login("rita", PASSWORD, code(world, "rita", now, +1), now_ms=now)
 
 
+def test_totp_code_in_other_scripts_digits_is_a_failed_login_not_a_crash(world: World) -> None:
+    world.make_staff("rita", Role.REVIEWER)
+    now = world.now
+    ascii_code = code(world, "rita", now)
+    arabic_indic = "".join(chr(0x0660 + int(d)) for d in ascii_code)  # str.isdigit() accepts it
+    with pytest.raises(AuthenticationError):
+        world.staff.login("rita", PASSWORD, arabic_indic, now_ms=now)
+    assert world.audit_repo.rows[-1].details_obj == {"reason": "bad_totp"}
+    world.staff.login("rita", PASSWORD, ascii_code, now_ms=now)
+
+
 def test_login_throttling(world: World) -> None:
     world.make_staff("rita", Role.REVIEWER)
     now = world.now

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import secrets
 import socket
 import sqlite3
@@ -113,6 +114,16 @@ def redis_url() -> str:
         ok = False
     require_service("Redis", ok, REDIS_URL)
     return REDIS_URL
+
+
+@pytest.fixture(params=[0o000, 0o022], ids=["umask000", "umask022"])
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Run the test under this process umask (restored afterwards)."""
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
 
 
 def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:

@@ -10,7 +10,6 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,16 +25,6 @@ from tidings.cli import cli
 from tidings.server.config import ServerConfig
 
 OCTETS = {"Content-Type": "application/octet-stream"}
-
-
-@pytest.fixture(params=[0o000, 0o022], ids=["umask000", "umask022"])
-def umask(request: pytest.FixtureRequest) -> Iterator[int]:
-    """Run the test under this process umask (restored afterwards)."""
-    old = os.umask(request.param)
-    try:
-        yield request.param
-    finally:
-        os.umask(old)
 
 
 def modes(root: Path) -> dict[str, int]:

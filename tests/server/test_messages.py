@@ -15,6 +15,7 @@ from tests.server.conftest import count_rows, make_config
 from tests.support.devices import DeviceKit, outgoing
 from tidings.app import create_app
 from tidings.crypto.franking import FrankingTagInput, verify_franking_tag
+from tidings.errors import InvalidKeyError
 from tidings.server.config import ServerConfig
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
@@ -76,7 +77,7 @@ def test_franking_key_file_is_private_and_stable(tmp_path: Path) -> None:
     # A configured key file is used as is; a malformed one refuses to start.
     custom = tmp_path / "custom.key"
     custom.write_bytes(b"k" * 31)
-    with pytest.raises(ValueError, match="32 bytes"):
+    with pytest.raises(InvalidKeyError, match="32 bytes"):
         create_app(make_config(tmp_path / "other", franking_key_file=custom))
 
 

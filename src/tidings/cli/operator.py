@@ -12,6 +12,7 @@ import typer
 
 from tidings.cli._common import JsonOpt, UsageError, emit, fail
 from tidings.errors import TidingsError
+from tidings.storage.files import AUDIT_ANCHOR_FILE, EVIDENCE_KEYS_FILE
 
 audit_cli = typer.Typer(help="Check the tamper-evident audit log.", no_args_is_help=True)
 admin_cli = typer.Typer(help="Operate the trust & safety side.", no_args_is_help=True)
@@ -54,7 +55,7 @@ def audit_verify(
 
     try:
         cfg = _server_config(config, data_dir, database_url)
-        key_path = anchor_key_file or cfg.data_dir / "audit_anchor.key"
+        key_path = anchor_key_file or cfg.data_dir / AUDIT_ANCHOR_FILE
         anchor = key_path.read_bytes() if key_path.is_file() else None
         if anchor_key_file is not None and anchor is None:
             raise UsageError(f"no anchor key file at {anchor_key_file}")
@@ -178,7 +179,7 @@ def admin_rotate_evidence_key(
     """Add a fresh evidence key, make it active, and re-encrypt every stored evidence record
     under it (old keys stay in evidence.keys until you drop them). Restart running nodes (and
     run this again) so they seal new evidence under the new key."""
-    from tidings.app import EVIDENCE_KEYS_FILE, open_safety
+    from tidings.app import open_safety
     from tidings.safety.keyfile import rotate_evidence_key
 
     try:

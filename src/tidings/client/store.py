@@ -41,10 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nacl.bindings as sodium
-import nacl.exceptions
-import nacl.pwhash.argon2id as argon2id
-
 from tidings.client.errors import (
     ProfileExistsError,
     ProfileNotFoundError,
@@ -52,7 +48,19 @@ from tidings.client.errors import (
     StoreTamperedError,
     WrongPassphraseError,
 )
-from tidings.crypto.primitives import hkdf_sha256, hmac_sha256, random_bytes
+from tidings.crypto.primitives import (
+    ARGON2ID_MEM_MIN,
+    ARGON2ID_OPS_MIN,
+    ARGON2ID_SALT_LEN,
+    XCHACHA20_POLY1305_NONCE_LEN,
+    argon2id_kdf,
+    hkdf_sha256,
+    hmac_sha256,
+    random_bytes,
+    xchacha20poly1305_decrypt,
+    xchacha20poly1305_encrypt,
+)
+from tidings.errors import DecryptionError, InvalidKeyError
 from tidings.wire import binary
 
 STORE_FORMAT = 1
@@ -68,7 +76,7 @@ INDEX_INFO = b"Tidings_Store_Index_v1"
 ROW_AD_LABEL = b"Tidings_Store_Row_v1"
 _CHECK_PLAINTEXT = b"Tidings store check v1"
 
-_NONCE_LEN = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+_NONCE_LEN = XCHACHA20_POLY1305_NONCE_LEN
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -92,13 +100,13 @@ class KdfParams:
     @classmethod
     def default(cls) -> KdfParams:
         """3 passes over 64 MiB (about 0.1 s on the project machine), fresh random salt."""
-        return cls(ops=3, mem=64 * 1024 * 1024, salt=random_bytes(argon2id.SALTBYTES))
+        return cls(ops=3, mem=64 * 1024 * 1024, salt=random_bytes(ARGON2ID_SALT_LEN))
 
     @classmethod
     def fast_for_tests(cls) -> KdfParams:
         """The libsodium minimum (1 pass, 8 KiB): for tests only, never for real profiles."""
         return cls(
-            ops=argon2id.OPSLIMIT_MIN, mem=argon2id.MEMLIMIT_MIN, salt=random_bytes(16)
+            ops=ARGON2ID_OPS_MIN, mem=ARGON2ID_MEM_MIN, salt=random_bytes(ARGON2ID_SALT_LEN)
         )
 
     def to_json(self) -> str:
@@ -120,23 +128,17 @@ class KdfParams:
             raise StoreTamperedError(
                 "the profile's key-derivation parameters are unreadable"
             ) from exc
-        if len(params.salt) != argon2id.SALTBYTES:
+        if len(params.salt) != ARGON2ID_SALT_LEN:
             raise StoreTamperedError("the profile's key-derivation salt is malformed")
         return params
 
     def derive(self, passphrase: str) -> bytes:
         """The 32-byte master key. Raises StoreError for parameters libsodium refuses."""
         try:
-            return bytes(
-                argon2id.kdf(
-                    32,
-                    passphrase.encode("utf-8"),
-                    self.salt,
-                    opslimit=self.ops,
-                    memlimit=self.mem,
-                )
+            return argon2id_kdf(
+                passphrase.encode("utf-8"), self.salt, ops=self.ops, mem=self.mem, length=32
             )
-        except (nacl.exceptions.RuntimeError, nacl.exceptions.ValueError, ValueError) as exc:
+        except InvalidKeyError as exc:
             raise StoreError("the profile's key-derivation parameters are not usable") from exc
 
 
@@ -287,11 +289,11 @@ class Store:
 
     def _seal(self, kind: str, name: str, data: bytes) -> bytes:
         nonce = random_bytes(_NONCE_LEN)
-        sealed = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        sealed = xchacha20poly1305_encrypt(
+            self._seal_key,
+            nonce,
             _lp(name.encode("utf-8")) + bytes(data),
             self._ad(kind, self._row_id(kind, name)),
-            nonce,
-            self._seal_key,
         )
         return bytes((ROW_FORMAT,)) + nonce + sealed
 
@@ -299,11 +301,13 @@ class Store:
         if len(value) < 1 + _NONCE_LEN or value[0] != ROW_FORMAT:
             raise StoreTamperedError(f"a stored {kind} row is damaged")
         try:
-            plain = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-                value[1 + _NONCE_LEN :], self._ad(kind, row_id), value[1 : 1 + _NONCE_LEN],
+            plain = xchacha20poly1305_decrypt(
                 self._seal_key,
+                value[1 : 1 + _NONCE_LEN],
+                value[1 + _NONCE_LEN :],
+                self._ad(kind, row_id),
             )
-        except nacl.exceptions.CryptoError:
+        except DecryptionError:
             raise StoreTamperedError(
                 f"a stored {kind} row fails authentication (altered or moved on disk)"
             ) from None

@@ -17,12 +17,11 @@ form also accepts username and password).
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import threading
 from dataclasses import dataclass, field
 
-from tidings.crypto.primitives import hmac_sha256, sha256
+from tidings.crypto.primitives import constant_time_equal, hmac_sha256, sha256
 
 __all__ = [
     "HSTS",
@@ -85,9 +84,13 @@ def csrf_token(secret: bytes, binding: str) -> str:
 
 
 def csrf_valid(secret: bytes, binding: str | None, presented: object) -> bool:
+    """Whether ``presented`` is the CSRF token of ``binding`` (constant-time; anything that is
+    not a 64-character ASCII string is simply invalid, never an error)."""
     if not binding or not isinstance(presented, str) or len(presented) != 64:
         return False
-    return hmac.compare_digest(csrf_token(secret, binding), presented)
+    if not presented.isascii():
+        return False
+    return constant_time_equal(csrf_token(secret, binding).encode(), presented.encode())
 
 
 @dataclass(frozen=True, slots=True)

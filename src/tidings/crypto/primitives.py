@@ -9,7 +9,10 @@ Choices, measured on the project machine (see docs/performance.md):
   signatures are identical (Ed25519 is deterministic).
 - X25519 key generation through libsodium (`crypto_scalarmult_base`); X25519 agreement through
   libsodium as well, refusing the all-zero output.
-- AES-256-CBC / AES-256-CTR, HKDF-SHA256 and ML-KEM-768 through `cryptography`.
+- XChaCha20-Poly1305 (the client store's rows) and Argon2id (``crypto_pwhash``, the store's
+  passphrase KDF) through libsodium: its 24-byte nonces are safe to draw at random.
+- AES-256-GCM (evidence, staff TOTP secrets), AES-256-CBC / AES-256-CTR, HKDF-SHA256 and
+  ML-KEM-768 through `cryptography`.
 - HMAC-SHA256 is the standard construction (RFC 2104) written over the vetted SHA-256 of
   `hashlib` (CPython's own `hmac` module falls back to exactly this), not a new primitive:
   OpenSSL's one-shot HMAC pays an algorithm fetch and context set-up on every call (~1.5 us for
@@ -28,6 +31,7 @@ import os
 
 import nacl.bindings as _sodium
 import nacl.exceptions as _sodium_errors
+import nacl.pwhash.argon2id as _argon2id
 from cryptography.exceptions import InvalidTag as _InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import mlkem
@@ -49,10 +53,23 @@ MLKEM768_SHARED_SECRET_LEN = 32
 AES_BLOCK_LEN = 16
 AES_GCM_NONCE_LEN = 12
 HMAC_SHA256_LEN = 32
+XCHACHA20_POLY1305_NONCE_LEN = 24
+AEAD_TAG_LEN = 16
+"""The authentication tag both AEADs (AES-256-GCM, XChaCha20-Poly1305) append."""
+ARGON2ID_SALT_LEN = 16
+ARGON2ID_OPS_MIN = 1
+ARGON2ID_MEM_MIN = 8192
+"""The smallest Argon2id cost libsodium accepts: 1 pass over 8 KiB (tests only)."""
 
+_ARGON2ID_OUTPUT_MIN = 16
 _ZERO32 = bytes(32)
 
 __all__ = [
+    "AEAD_TAG_LEN",
+    "ARGON2ID_MEM_MIN",
+    "ARGON2ID_OPS_MIN",
+    "ARGON2ID_SALT_LEN",
+    "XCHACHA20_POLY1305_NONCE_LEN",
     "Aes256CtrStream",
     "HmacSha256Key",
     "Sha256Stream",
@@ -60,6 +77,7 @@ __all__ = [
     "aes256_cbc_encrypt",
     "aes256_gcm_decrypt",
     "aes256_gcm_encrypt",
+    "argon2id_kdf",
     "constant_time_equal",
     "ed25519_expand",
     "ed25519_generate",
@@ -78,6 +96,8 @@ __all__ = [
     "x25519",
     "x25519_generate",
     "x25519_public",
+    "xchacha20poly1305_decrypt",
+    "xchacha20poly1305_encrypt",
 ]
 
 
@@ -132,11 +152,15 @@ def hmac_sha256(key: bytes, data: bytes) -> bytes:
 
 
 def sha256(data: bytes) -> bytes:
+    """SHA-256 of ``data`` (32 bytes out). Also the server's hash of a high-entropy credential
+    (a device secret, a provisioning code): those are random, so a slow hash adds nothing."""
     return hashlib.sha256(data).digest()
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
-    """Compare two MACs / digests without leaking where they differ."""
+    """Compare two MACs / digests / tokens without leaking where they differ (only whether the
+    lengths differ). Text is compared by its encoding: callers pass ``str.encode()``, which,
+    unlike `hmac.compare_digest` on ``str``, never raises for non-ASCII input."""
     return hmac.compare_digest(a, b)
 
 
@@ -204,6 +228,62 @@ def aes256_gcm_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) 
         return _AESGCM(key).decrypt(nonce, ciphertext, aad)
     except _InvalidTag:
         raise DecryptionError("AES-256-GCM authentication failed") from None
+
+
+# --- XChaCha20-Poly1305 and Argon2id (the client store) -------------------------------------
+
+
+def _check_xchacha(key: bytes, nonce: bytes) -> None:
+    if len(key) != KEY_LEN or len(nonce) != XCHACHA20_POLY1305_NONCE_LEN:
+        raise InvalidKeyError("XChaCha20-Poly1305 needs a 32-byte key and a 24-byte nonce")
+
+
+def xchacha20poly1305_encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """XChaCha20-Poly1305 (libsodium's IETF construction): ciphertext || 16-byte tag. The
+    24-byte ``nonce`` is long enough to be drawn at random for every message under one key.
+
+    Raises:
+        InvalidKeyError: the key is not 32 bytes or the nonce not 24.
+    """
+    _check_xchacha(key, nonce)
+    return bytes(_sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key))
+
+
+def xchacha20poly1305_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """Inverse of `xchacha20poly1305_encrypt`.
+
+    Raises:
+        InvalidKeyError: the key is not 32 bytes or the nonce not 24.
+        DecryptionError: the tag does not verify (wrong key, wrong aad, tampered or truncated
+            bytes).
+    """
+    _check_xchacha(key, nonce)
+    if len(ciphertext) < AEAD_TAG_LEN:  # libsodium's binding would fail on the length instead
+        raise DecryptionError("XChaCha20-Poly1305 ciphertext is shorter than its tag")
+    try:
+        return bytes(
+            _sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, aad, nonce, key)
+        )
+    except _sodium_errors.CryptoError:
+        raise DecryptionError("XChaCha20-Poly1305 authentication failed") from None
+
+
+def argon2id_kdf(passphrase: bytes, salt: bytes, *, ops: int, mem: int, length: int) -> bytes:
+    """Argon2id v1.3 (libsodium ``crypto_pwhash`` ALG_ARGON2ID13, one lane): ``length`` bytes
+    derived from ``passphrase`` with ``ops`` passes over ``mem`` bytes of memory.
+
+    Raises:
+        InvalidKeyError: the salt is not 16 bytes, ``length`` is under 16, ``ops``/``mem`` are
+            outside libsodium's range (at least 1 pass and 8 KiB), or the memory cannot be had.
+    """
+    if len(salt) != ARGON2ID_SALT_LEN:
+        raise InvalidKeyError("Argon2id needs a 16-byte salt")
+    if ops < ARGON2ID_OPS_MIN or mem < ARGON2ID_MEM_MIN or length < _ARGON2ID_OUTPUT_MIN:
+        raise InvalidKeyError("Argon2id parameters are below libsodium's minimum")
+    try:
+        return bytes(_argon2id.kdf(length, passphrase, salt, opslimit=ops, memlimit=mem))
+    except (_sodium_errors.CryptoError, ValueError, MemoryError) as exc:
+        raise InvalidKeyError("Argon2id parameters are not usable") from exc
 
 
 # --- X25519 ---------------------------------------------------------------------------------

@@ -34,11 +34,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from tidings.clock import DAY_MS
 from tidings.crypto.franking import MAX_CONTEXT_ITEMS, ReportItem
+from tidings.crypto.primitives import (
+    AES_GCM_NONCE_LEN,
+    KEY_LEN,
+    aes256_gcm_decrypt,
+    aes256_gcm_encrypt,
+)
 from tidings.errors import (
     ConflictError,
     DecryptionError,
@@ -69,9 +72,9 @@ __all__ = [
     "encode_items",
 ]
 
-EVIDENCE_KEY_LEN = 32
+EVIDENCE_KEY_LEN = KEY_LEN
 EVIDENCE_AAD_LABEL = b"Tidings_Evidence_v1"
-_NONCE_LEN = 12
+_NONCE_LEN = AES_GCM_NONCE_LEN
 KIND_MESSAGES = "messages"
 
 
@@ -125,9 +128,14 @@ class EvidenceKeyRing:
     def key_ids(self) -> frozenset[str]:
         return frozenset(self._keys)
 
-    def aead(self, key_id: str) -> AESGCM:
+    def key(self, key_id: str) -> bytes:
+        """The AES-256-GCM key ``key_id``.
+
+        Raises:
+            UnknownKeyIdError: ``key_id`` is not in the ring (dropped too early).
+        """
         try:
-            return AESGCM(self._keys[key_id])
+            return self._keys[key_id]
         except KeyError:
             raise UnknownKeyIdError("evidence key id is not in the key ring") from None
 
@@ -293,8 +301,8 @@ class EvidenceVault:
         stores it together with its report, in one transaction)."""
         key_id = self._keys.active_key_id
         nonce = self._random(_NONCE_LEN)
-        ciphertext = self._keys.aead(key_id).encrypt(
-            nonce, plaintext, _aad(evidence_id, report_id, kind, key_id)
+        ciphertext = aes256_gcm_encrypt(
+            self._keys.key(key_id), nonce, plaintext, _aad(evidence_id, report_id, kind, key_id)
         )
         return EvidenceRecord(
             evidence_id=evidence_id,
@@ -310,13 +318,13 @@ class EvidenceVault:
         )
 
     def _decrypt(self, record: EvidenceRecord) -> bytes:
+        key = self._keys.key(record.key_id)
+        aad = _aad(record.evidence_id, record.report_id, record.kind, record.key_id)
         try:
-            return self._keys.aead(record.key_id).decrypt(
-                record.nonce,
-                record.ciphertext,
-                _aad(record.evidence_id, record.report_id, record.kind, record.key_id),
-            )
-        except InvalidTag:
+            return aes256_gcm_decrypt(key, record.nonce, record.ciphertext, aad)
+        # InvalidKeyError here can only be a stored nonce of the wrong length (the ring's keys
+        # are checked when it is built): a damaged record, refused like a bad tag.
+        except (DecryptionError, InvalidKeyError):
             raise DecryptionError("evidence blob does not authenticate for this record") from None
 
     def _load(self, evidence_id: str, now_ms: int) -> EvidenceRecord:
@@ -462,8 +470,11 @@ class EvidenceVault:
         for record in records:
             plaintext = self._decrypt(record)
             nonce = self._random(_NONCE_LEN)
-            ciphertext = self._keys.aead(active).encrypt(
-                nonce, plaintext, _aad(record.evidence_id, record.report_id, record.kind, active)
+            ciphertext = aes256_gcm_encrypt(
+                self._keys.key(active),
+                nonce,
+                plaintext,
+                _aad(record.evidence_id, record.report_id, record.kind, active),
             )
             try:
                 self._repo.replace_evidence(

@@ -1,7 +1,8 @@
 """Key files of the safety side: the evidence key ring (``evidence.keys``), the audit anchor
 key (``audit_anchor.key``) and the staff key (``staff.key``, sealing staff TOTP secrets), kept
 outside the database (a database dump alone opens no evidence, cannot re-anchor the audit log
-and mints no staff second factor). Created with mode 0600 on first use.
+and mints no staff second factor). Created with mode 0600 on first use, atomically, by the one
+key-file helper (`tidings.storage.files.load_key_file`), where the file names are defined.
 
 ``evidence.keys`` is JSON ``{"active": "<id>", "keys": {"<id>": "<b64url 32 bytes>", ...}}``.
 Rotation (`rotate_evidence_key`) adds a key and makes it active; re-encrypt the stored evidence
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from tidings.errors import InvalidKeyError, TidingsError
 from tidings.safety.evidence import EVIDENCE_KEY_LEN, EvidenceKeyRing
-from tidings.storage.files import write_private as _write_private
+from tidings.safety.sql.staff import STAFF_KEY_LEN
+from tidings.storage.files import load_key_file, read_or_create_private, write_private
 from tidings.wire.base64url import b64d, b64e
 
 __all__ = [
@@ -31,7 +33,6 @@ __all__ = [
 ]
 
 ANCHOR_KEY_LEN = 32
-STAFF_KEY_LEN = 32
 
 
 def _new_key_id(existing: set[str]) -> str:
@@ -41,9 +42,9 @@ def _new_key_id(existing: set[str]) -> str:
     return f"ev{n}"
 
 
-def _read_ring(path: Path) -> tuple[str, dict[str, bytes]]:
+def _parse_ring(path: Path, body: bytes) -> tuple[str, dict[str, bytes]]:
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = json.loads(body.decode("utf-8"))
         active = data["active"]
         keys = {
             str(k): b64d(v, what="evidence key", max_len=EVIDENCE_KEY_LEN)
@@ -56,13 +57,18 @@ def _read_ring(path: Path) -> tuple[str, dict[str, bytes]]:
     return active, keys
 
 
-def _write_ring(
-    path: Path, active: str, keys: dict[str, bytes], *, create_only: bool = False
-) -> None:
+def _read_ring(path: Path) -> tuple[str, dict[str, bytes]]:
+    return _parse_ring(path, path.read_bytes())
+
+
+def _ring_bytes(active: str, keys: dict[str, bytes]) -> bytes:
     body = {"active": active, "keys": {k: b64e(v) for k, v in sorted(keys.items())}}
-    _write_private(
-        path, (json.dumps(body, indent=1) + "\n").encode("utf-8"), create_only=create_only
-    )
+    return (json.dumps(body, indent=1) + "\n").encode("utf-8")
+
+
+def _new_ring() -> bytes:
+    key_id = _new_key_id(set())
+    return _ring_bytes(key_id, {key_id: os.urandom(EVIDENCE_KEY_LEN)})
 
 
 def load_evidence_keys(path: Path) -> EvidenceKeyRing:
@@ -72,10 +78,7 @@ def load_evidence_keys(path: Path) -> EvidenceKeyRing:
         InvalidKeyError: the file is malformed or a key is not 32 bytes.
         OSError: the file cannot be read or created.
     """
-    if not path.exists():
-        key_id = _new_key_id(set())
-        _write_ring(path, key_id, {key_id: os.urandom(EVIDENCE_KEY_LEN)}, create_only=True)
-    active, keys = _read_ring(path)
+    active, keys = _parse_ring(path, read_or_create_private(path, _new_ring))
     return EvidenceKeyRing(keys, active)
 
 
@@ -89,7 +92,7 @@ def rotate_evidence_key(path: Path) -> str:
     _, keys = _read_ring(path)
     key_id = _new_key_id(set(keys))
     keys[key_id] = os.urandom(EVIDENCE_KEY_LEN)
-    _write_ring(path, key_id, keys)
+    write_private(path, _ring_bytes(key_id, keys))
     return key_id
 
 
@@ -103,7 +106,7 @@ def drop_evidence_key(path: Path, key_id: str) -> None:
     if key_id == active or key_id not in keys:
         raise InvalidKeyError("only a non-active key of the ring can be dropped")
     del keys[key_id]
-    _write_ring(path, active, keys)
+    write_private(path, _ring_bytes(active, keys))
 
 
 def load_anchor_key(path: Path) -> bytes:
@@ -112,12 +115,7 @@ def load_anchor_key(path: Path) -> bytes:
     Raises:
         InvalidKeyError: the file does not hold exactly 32 bytes.  OSError.
     """
-    if not path.exists():
-        _write_private(path, os.urandom(ANCHOR_KEY_LEN), create_only=True)
-    key = path.read_bytes()
-    if len(key) != ANCHOR_KEY_LEN:
-        raise InvalidKeyError(f"{path} must hold exactly {ANCHOR_KEY_LEN} bytes")
-    return key
+    return load_key_file(path, ANCHOR_KEY_LEN)
 
 
 def load_staff_key(path: Path) -> bytes:
@@ -128,9 +126,4 @@ def load_staff_key(path: Path) -> bytes:
     Raises:
         InvalidKeyError: the file does not hold exactly 32 bytes.  OSError.
     """
-    if not path.exists():
-        _write_private(path, os.urandom(STAFF_KEY_LEN), create_only=True)
-    key = path.read_bytes()
-    if len(key) != STAFF_KEY_LEN:
-        raise InvalidKeyError(f"{path} must hold exactly {STAFF_KEY_LEN} bytes")
-    return key
+    return load_key_file(path, STAFF_KEY_LEN)

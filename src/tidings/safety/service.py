@@ -54,8 +54,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from argon2 import PasswordHasher
-
 from tidings.clock import DAY_MS, now_ms
 from tidings.errors import ConflictError, InvalidCaseStateError, NotFoundError, SafetyInputError
 from tidings.safety.audit import (
@@ -86,6 +84,7 @@ from tidings.safety.evidence import (
     EvidenceRepository,
     EvidenceVault,
 )
+from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.reports import (
     AttachmentFetcher,
     FrankingKeyRing,
@@ -285,7 +284,7 @@ class SafetyService:
         anchor_key: bytes | None = None,
         clock: Callable[[], int] = now_ms,
         on_enforcement: Callable[[str], None] | None = None,
-        hasher: PasswordHasher | None = None,
+        hasher: StaffPasswordHasher | None = None,
         router: Router | None = None,
         policies: Mapping[str, Policy] = DEFAULT_POLICIES,
     ) -> None:

@@ -32,8 +32,6 @@ Time is passed in (``now_ms``); randomness is injectable (``token_source``).
 
 from __future__ import annotations
 
-import contextlib
-import hmac
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -41,9 +39,8 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import pyotp
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from tidings.crypto.primitives import constant_time_equal
 from tidings.errors import (
     AuthenticationError,
     ChildSafetyPermissionError,
@@ -56,6 +53,7 @@ from tidings.errors import (
 )
 from tidings.safety.audit import AuditAction, AuditLog
 from tidings.safety.categories import DEFAULT_QUEUES, Queue
+from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.staff_grants import TOTP_ISSUER, StaffGrants
 from tidings.safety.staff_model import (
     ENROLMENT_TOKEN_BYTES,
@@ -312,7 +310,7 @@ class TotpVerifier:
         found: int | None = None
         # Check every step in the window (no early exit) so timing does not reveal which step.
         for step in range(now_step - self.window, now_step + self.window + 1):
-            if hmac.compare_digest(self.code_at(secret, step), code):
+            if constant_time_equal(self.code_at(secret, step).encode(), code.encode()):
                 found = step if found is None else max(found, step)
         return found
 
@@ -356,8 +354,9 @@ def _check_username(username: str) -> None:
 class StaffService(StaffGrants):
     """Staff management and sign-in over a `StaffRepository`; every change is audited.
 
-    ``hasher`` defaults to argon2-cffi's Argon2id defaults (RFC 9106 low-memory profile); tests
-    pass a cheap one. ``token_source(n)`` returns n random bytes; ``id_source()`` new ids.
+    ``hasher`` defaults to `StaffPasswordHasher` (argon2-cffi's Argon2id defaults, RFC 9106
+    low-memory profile); tests pass a cheap one. ``token_source(n)`` returns n random bytes;
+    ``id_source()`` new ids.
     """
 
     def __init__(
@@ -366,7 +365,7 @@ class StaffService(StaffGrants):
         audit: AuditLog,
         *,
         queues: Mapping[str, Queue] = DEFAULT_QUEUES,
-        hasher: PasswordHasher | None = None,
+        hasher: StaffPasswordHasher | None = None,
         totp: TotpVerifier | None = None,
         throttle: ThrottlePolicy | None = None,
         session_ttl_ms: int = 8 * 3600_000,
@@ -377,7 +376,7 @@ class StaffService(StaffGrants):
         self._repo = repository
         self._audit = audit
         self._queues = queues
-        self._hasher = hasher or PasswordHasher()
+        self._hasher = hasher or StaffPasswordHasher()
         self._totp = totp or TotpVerifier()
         self._throttle = throttle or ThrottlePolicy()
         self._session_ttl_ms = session_ttl_ms
@@ -710,21 +709,18 @@ class StaffService(StaffGrants):
             )
         account = self._repo.get_staff_by_username(username) if isinstance(username, str) else None
         if account is None or account.disabled or not account.enrolled:
-            with contextlib.suppress(VerificationError, InvalidHashError):
-                self._hasher.verify(self._dummy_hash, password)
+            self._hasher.verify(self._dummy_hash, password)
             reason = "not_enrolled" if account and not account.disabled else "unknown_or_disabled"
             raise self._fail(keys, str(username), reason, now_ms)
-        try:
-            self._hasher.verify(account.password_hash, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            raise self._fail(keys, username, "bad_password", now_ms) from None
+        if not self._hasher.verify(account.password_hash, password):
+            raise self._fail(keys, username, "bad_password", now_ms)
         step = self._totp.match(account.totp_secret, totp_code, now_ms)
         if step is None:
             raise self._fail(keys, username, "bad_totp", now_ms)
         if step <= account.totp_last_step:
             raise self._fail(keys, username, "totp_replayed", now_ms)
         changes: dict[str, object] = {"totp_last_step": step}
-        if self._hasher.check_needs_rehash(account.password_hash):
+        if self._hasher.needs_rehash(account.password_hash):
             changes["password_hash"] = self._hasher.hash(password)
         account = self._update(account, **changes)
         for key in keys:

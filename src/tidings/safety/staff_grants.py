@@ -40,7 +40,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pyotp
-from argon2 import PasswordHasher
 
 from tidings.errors import (
     ConflictError,
@@ -50,6 +49,7 @@ from tidings.errors import (
     TwoPersonRuleError,
 )
 from tidings.safety.audit import AuditAction, AuditLog
+from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.staff_model import (
     ENROLMENT_TOKEN_BYTES,
     ENROLMENT_TTL_MS,
@@ -86,7 +86,7 @@ class StaffGrants:
 
     _repo: StaffRepository
     _audit: AuditLog
-    _hasher: PasswordHasher
+    _hasher: StaffPasswordHasher
     _totp: TotpVerifier
     _token_source: Callable[[int], bytes]
 

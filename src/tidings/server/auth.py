@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.datastructures import Headers
 
+from tidings.crypto.primitives import constant_time_equal, sha256
 from tidings.errors import (
     AccountBannedError,
     AccountSuspendedError,
@@ -48,7 +47,8 @@ class AuthenticatedDevice:
 
 
 def credential_hash(secret: bytes) -> bytes:
-    return hashlib.sha256(secret).digest()
+    """What the server stores for a device secret: SHA-256 of it (see the module docstring)."""
+    return sha256(secret)
 
 
 def _parse(headers: Headers) -> tuple[str, int, bytes]:
@@ -88,7 +88,7 @@ async def authenticate(
     username, device_id, secret = _parse(headers)
     record = await state.store.device(username, device_id)
     expected = record.credential_hash if record is not None else bytes(32)
-    if not hmac.compare_digest(expected, credential_hash(secret)) or record is None:
+    if not constant_time_equal(expected, credential_hash(secret)) or record is None:
         raise UnauthorizedError("unknown device or wrong secret")
     now = state.clock()
     found = await active_enforcement(state.db, username, now)

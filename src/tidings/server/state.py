@@ -3,26 +3,23 @@ handed to routes by dependency injection (`get_state`), never through module glo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
 from tidings.clock import now_ms
+from tidings.crypto.franking import SERVER_FRANKING_KEY_LEN
 from tidings.server.config import ServerConfig
 from tidings.server.hub import LocalHub
 from tidings.server.metrics import Metrics
 from tidings.server.ratelimit import RateLimiter
 from tidings.storage.blobs import AttachmentStore
 from tidings.storage.database import Database
-from tidings.storage.files import write_private
+from tidings.storage.files import FRANKING_KEY_FILE, load_key_file
 from tidings.storage.messaging import MessagingStore
-
-FRANKING_KEY_LEN = 32
 
 
 @dataclass
@@ -54,17 +51,14 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def load_franking_key(path: Path) -> bytes:
-    """The server franking key, created on first start with mode 0600 (atomically: a crash
+def load_franking_key(config: ServerConfig) -> bytes:
+    """The server franking key from ``config.franking_key_file`` (default
+    ``<data_dir>/franking.key``), created on first start with mode 0600 (atomically: a crash
     never leaves a short key file behind).
 
     Raises:
+        InvalidKeyError: the file exists but does not hold exactly 32 bytes.
         OSError: the file cannot be created or read.
-        ValueError: the file exists but does not hold exactly 32 bytes.
     """
-    if not path.exists():
-        write_private(path, os.urandom(FRANKING_KEY_LEN), create_only=True)
-    key = path.read_bytes()
-    if len(key) != FRANKING_KEY_LEN:
-        raise ValueError(f"{path} must hold exactly {FRANKING_KEY_LEN} bytes")
-    return key
+    path = config.franking_key_file or config.data_dir / FRANKING_KEY_FILE
+    return load_key_file(path, SERVER_FRANKING_KEY_LEN)

@@ -5,6 +5,16 @@ attachments and their ``.part`` uploads) is readable by the server's user only: 
 0700, files 0600, whatever the process umask (``os.mkdir``/``os.open`` modes are masked by the
 umask, so each creation is followed by an explicit ``chmod``). A data directory left wider by
 an older version or by hand is tightened at start by `tighten_tree`.
+
+Key files (the one key-file helper, `load_key_file` / `read_or_create_private`, and the file
+names, defined once): the server franking key (``franking.key``), the evidence key ring
+(``evidence.keys``), the audit anchor key (``audit_anchor.key``) and the staff key
+(``staff.key``) live in the data directory, created on first start by an atomic write (a crash
+never leaves a short or empty key file: the bytes are written and fsynced under a temporary
+name, then linked into place) with mode 0600. The helper lives here, in storage, because it is
+file I/O (``tidings.crypto`` does none) and storage sits below both of its users,
+``tidings.server`` (the franking key) and ``tidings.safety`` (the other three), so neither
+imports the other.
 """
 
 from __future__ import annotations
@@ -14,15 +24,24 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from tidings.errors import InvalidKeyError
+
 __all__ = [
+    "AUDIT_ANCHOR_FILE",
+    "EVIDENCE_KEYS_FILE",
+    "FRANKING_KEY_FILE",
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
+    "STAFF_KEY_FILE",
     "create_private_file",
     "ensure_private_dir",
+    "load_key_file",
     "open_private",
+    "read_or_create_private",
     "remove_stale_files",
     "tighten_tree",
     "write_private",
@@ -31,6 +50,15 @@ __all__ = [
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 _GROUP_OTHER = 0o077
+
+FRANKING_KEY_FILE = "franking.key"
+"""The server franking key (default name in the data directory; ``franking_key_file``)."""
+EVIDENCE_KEYS_FILE = "evidence.keys"
+"""The evidence key ring (JSON, `tidings.safety.keyfile`)."""
+AUDIT_ANCHOR_FILE = "audit_anchor.key"
+"""The audit log's anchor key."""
+STAFF_KEY_FILE = "staff.key"
+"""The key sealing staff TOTP secrets."""
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -115,8 +143,47 @@ def write_private(path: Path, data: bytes, *, create_only: bool = False) -> None
                 os.link(tmp, path)
         else:
             os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or link in ``directory`` durable (the file's own fsync does not cover its
+    directory entry: after a power loss the new name could be missing)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_or_create_private(path: Path, initial: Callable[[], bytes]) -> bytes:
+    """The contents of ``path``; a missing file is first created from ``initial()`` with
+    `write_private` (``create_only``: when two nodes start together, both read the file the
+    first one wrote).
+
+    Raises:
+        OSError: the file cannot be created or read.
+    """
+    if not path.exists():
+        write_private(path, initial(), create_only=True)
+    return path.read_bytes()
+
+
+def load_key_file(path: Path, length: int) -> bytes:
+    """A raw secret key file: exactly ``length`` bytes, created from the operating system's
+    CSPRNG (mode 0600, atomically) if missing.
+
+    Raises:
+        InvalidKeyError: the file exists but does not hold exactly ``length`` bytes (short,
+            empty, or not a raw key); the message names the path, never the contents.
+        OSError: the file cannot be created or read.
+    """
+    key = read_or_create_private(path, lambda: os.urandom(length))
+    if len(key) != length:
+        raise InvalidKeyError(f"{path} must hold exactly {length} bytes")
+    return key
 
 
 def _tighten(path: Path, mode: int, changed: list[Path], failed: list[Path]) -> None:
