@@ -14,14 +14,19 @@ It owns what the two must agree on:
   engine, any thread, any process) *wait* for it instead of failing with "database is locked"
   on a read-to-write upgrade, which busy_timeout does not cover. Reads use plain ``BEGIN``.
 - Migrations: `upgrade_schema` under one advisory lock (`MIGRATION_LOCK`).
-- `record_from_row`: a result row as one of the frozen records the repositories return.
+- `record_from_row` and `record_values`: a result row as one of the frozen records the
+  repositories return, and a record as the column values of its row.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+import typing
+from collections.abc import Mapping
 from contextlib import suppress
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +48,7 @@ __all__ = [
     "make_async_engine",
     "make_sync_engine",
     "record_from_row",
+    "record_values",
     "sqlite_url",
     "sync_url",
     "upgrade_schema",
@@ -225,20 +231,55 @@ def upgrade_schema(connection: Connection, schema: str = "") -> None:
     command.upgrade(config, "head")
 
 
+@functools.cache
+def _enum_fields(record_type: type) -> dict[str, type[Enum]]:
+    """Field name -> the `Enum` it holds (``E`` or ``E | None``), for the fields that hold one."""
+    hints = typing.get_type_hints(record_type)
+    found: dict[str, type[Enum]] = {}
+    for f in dataclasses.fields(record_type):
+        hint = hints[f.name]
+        options = typing.get_args(hint) or (hint,)
+        enums = [o for o in options if isinstance(o, type) and issubclass(o, Enum)]
+        if len(enums) == 1:
+            found[f.name] = enums[0]
+    return found
+
+
 def record_from_row(record_type: type[_Record], row: Row[Any], **converted: Any) -> _Record:
     """``record_type`` (a dataclass) built from ``row``: each field takes the column of the
-    same name, except the fields given in ``converted`` (enums, renamed columns, values the
-    caller decodes). Binary columns come back as ``bytes`` (drivers may hand out
-    ``memoryview``).
+    same name, an `Enum` field (or optional one) the member of that column's value, a binary
+    column ``bytes`` (drivers may hand out ``memoryview``); the fields given in ``converted``
+    (renamed columns, values the caller decodes) take that value instead.
 
     Raises:
         AttributeError: a field has neither a column of its name nor a ``converted`` value.
+        ValueError: a column holds no member of its field's enum.
     """
+    enums = _enum_fields(typing.cast(type, record_type))
     values: dict[str, Any] = {}
     for f in dataclasses.fields(record_type):  # type: ignore[arg-type]
         if f.name in converted:
             values[f.name] = converted[f.name]
             continue
         value = getattr(row, f.name)
-        values[f.name] = bytes(value) if isinstance(value, memoryview) else value
+        if isinstance(value, memoryview):
+            value = bytes(value)
+        elif value is not None and f.name in enums:
+            value = enums[f.name](value)
+        values[f.name] = value
     return record_type(**values)
+
+
+def record_values(
+    record: Any, *, renamed: Mapping[str, str] | None = None, **converted: Any
+) -> dict[str, Any]:
+    """The column values of ``record`` (a dataclass instance), the inverse of
+    `record_from_row`: each field under its own name (or ``renamed[field]``), an `Enum` as its
+    value; ``converted`` adds or replaces columns (values the caller encodes)."""
+    names = renamed or {}
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        values[names.get(f.name, f.name)] = value.value if isinstance(value, Enum) else value
+    values.update(converted)
+    return values

@@ -13,23 +13,14 @@ from sqlalchemy.exc import IntegrityError
 from tidings.errors import ConflictError
 from tidings.safety.audit import AuditEntry
 from tidings.safety.sql.engine import SafetyDatabase, insert_row
+from tidings.storage.engine import record_from_row, record_values
 from tidings.storage.safety_schema import safety_audit_log
 
 __all__ = ["SqlAuditRepository"]
 
 
 def _audit_entry(row: Row[Any]) -> AuditEntry:
-    return AuditEntry(
-        seq=row.seq,
-        time_ms=row.time_ms,
-        actor=row.actor,
-        action=row.action,
-        target=row.target,
-        details=row.details,
-        prev_hash=bytes(row.prev_hash),
-        entry_hash=bytes(row.entry_hash),
-        anchor=bytes(row.anchor),
-    )
+    return record_from_row(AuditEntry, row)
 
 
 class SqlAuditRepository:
@@ -46,30 +37,13 @@ class SqlAuditRepository:
                 head = c.execute(select(func.max(safety_audit_log.c.seq))).scalar()
                 if entry.seq != (head or 0) + 1:
                     raise ConflictError("audit log head moved")
-                insert_row(
-                    c,
-                    safety_audit_log,
-                    {
-                        "seq": entry.seq,
-                        "time_ms": entry.time_ms,
-                        "actor": entry.actor,
-                        "action": entry.action,
-                        "target": entry.target,
-                        "details": entry.details,
-                        "prev_hash": entry.prev_hash,
-                        "entry_hash": entry.entry_hash,
-                        "anchor": entry.anchor,
-                    },
-                )
+                insert_row(c, safety_audit_log, record_values(entry))
         except IntegrityError:
             raise ConflictError("audit log head moved") from None
 
     def head(self) -> AuditEntry | None:
-        with self._db.read() as c:
-            row = c.execute(
-                select(safety_audit_log).order_by(safety_audit_log.c.seq.desc()).limit(1)
-            ).first()
-        return _audit_entry(row) if row is not None else None
+        query = select(safety_audit_log).order_by(safety_audit_log.c.seq.desc()).limit(1)
+        return self._db.first(query, _audit_entry)
 
     def entries(self, start_seq: int = 1) -> Iterator[AuditEntry]:
         """Pages of `page` rows in seq order (keyset pagination: memory stays bounded)."""
@@ -94,8 +68,7 @@ class SqlAuditRepository:
         query = select(safety_audit_log).order_by(safety_audit_log.c.seq.desc()).limit(limit)
         if before_seq is not None:
             query = query.where(safety_audit_log.c.seq < before_seq)
-        with self._db.read() as c:
-            return [_audit_entry(r) for r in c.execute(query).all()]
+        return self._db.all(query, _audit_entry)
 
     def count(self) -> int:
         with self._db.read() as c:

@@ -6,15 +6,17 @@ SQLite pragmas and ``BEGIN IMMEDIATE`` writers, ``search_path``, the migration l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import ColumnElement, Connection, Executable, Row, Table, insert, update
 
 from tidings.storage.engine import WRITE_OPTION, make_sync_engine, sync_url, upgrade_schema
 
-__all__ = ["SafetyDatabase", "insert_row", "sync_url"]
+__all__ = ["SafetyDatabase", "insert_row", "sync_url", "update_row"]
+
+_T = TypeVar("_T")
 
 
 class SafetyDatabase:
@@ -49,6 +51,19 @@ class SafetyDatabase:
         with self.engine.connect() as connection:
             yield connection
 
+    def first(self, query: Executable, convert: Callable[[Row[Any]], _T]) -> _T | None:
+        """The first row of ``query`` (in its own read transaction) as ``convert`` makes it,
+        or None when there is none."""
+        with self.read() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else convert(row)
+
+    def all(self, query: Executable, convert: Callable[[Row[Any]], _T]) -> list[_T]:
+        """Every row of ``query`` (in its own read transaction), each as ``convert`` makes
+        it."""
+        with self.read() as connection:
+            return [convert(row) for row in connection.execute(query).all()]
+
     def migrate(self) -> None:
         """Apply every pending Alembic migration (both schemas; idempotent)."""
         with self.write() as connection:
@@ -61,3 +76,20 @@ class SafetyDatabase:
 def insert_row(connection: Connection, table: Table, values: dict[str, Any]) -> None:
     """Insert one row of ``values`` into ``table`` (the repositories' shared shorthand)."""
     connection.execute(insert(table).values(**values))
+
+
+def update_row(
+    connection: Connection,
+    table: Table,
+    key: str,
+    values: dict[str, Any],
+    *conditions: ColumnElement[bool],
+) -> int:
+    """Set every column of ``values`` but ``key`` on the row whose ``key`` column equals
+    ``values[key]`` and that meets ``conditions`` (a version check, a state); returns how many
+    rows changed (0 or 1), for the caller to turn 0 into its conflict."""
+    changes = {name: value for name, value in values.items() if name != key}
+    result = connection.execute(
+        update(table).where(table.c[key] == values[key], *conditions).values(**changes)
+    )
+    return result.rowcount

@@ -13,17 +13,10 @@ from sqlalchemy import Row, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError, MessageAlreadyReportedError, ReportReplayError
-from tidings.safety.categories import Category, ConversationKind
 from tidings.safety.evidence import EvidenceRecord
-from tidings.safety.reports import (
-    ItemRole,
-    ReplayKey,
-    ReplayKind,
-    ReportedItemRecord,
-    ReportRecord,
-    ReportStatus,
-)
-from tidings.safety.sql.engine import SafetyDatabase, insert_row
+from tidings.safety.reports import ReplayKey, ReplayKind, ReportedItemRecord, ReportRecord
+from tidings.safety.sql.engine import SafetyDatabase, insert_row, update_row
+from tidings.storage.engine import record_from_row, record_values
 from tidings.storage.safety_schema import (
     safety_evidence,
     safety_report_items,
@@ -34,95 +27,20 @@ from tidings.storage.safety_schema import (
 __all__ = ["SqlEvidenceRepository", "SqlReportRepository"]
 
 
-def _report_values(r: ReportRecord) -> dict[str, Any]:
-    return {
-        "report_id": r.report_id,
-        "reporter": r.reporter,
-        "reporter_device": r.reporter_device,
-        "subject": r.subject,
-        "subject_device": r.subject_device,
-        "category": r.category.value,
-        "conversation_kind": r.conversation_kind.value,
-        "conversation_id": r.conversation_id,
-        "reported_message_id": r.reported_message_id,
-        "received_ms": r.received_ms,
-        "item_count": r.item_count,
-        "attachment_count": r.attachment_count,
-        "status": r.status.value,
-        "case_id": r.case_id,
-        "voided_ms": r.voided_ms,
-    }
-
-
 def _report(row: Row[Any]) -> ReportRecord:
-    return ReportRecord(
-        report_id=row.report_id,
-        reporter=row.reporter,
-        reporter_device=row.reporter_device,
-        subject=row.subject,
-        subject_device=row.subject_device,
-        category=Category(row.category),
-        conversation_kind=ConversationKind(row.conversation_kind),
-        conversation_id=bytes(row.conversation_id),
-        reported_message_id=bytes(row.reported_message_id),
-        received_ms=row.received_ms,
-        item_count=row.item_count,
-        attachment_count=row.attachment_count,
-        status=ReportStatus(row.status),
-        case_id=row.case_id,
-        voided_ms=row.voided_ms,
-    )
+    return record_from_row(ReportRecord, row)
+
+
+def _item_values(item: ReportedItemRecord) -> dict[str, Any]:
+    return record_values(item, renamed={"index": "idx"})
 
 
 def _item(row: Row[Any]) -> ReportedItemRecord:
-    return ReportedItemRecord(
-        report_id=row.report_id,
-        index=row.idx,
-        role=ItemRole(row.role),
-        message_id=bytes(row.message_id),
-        commitment=bytes(row.commitment),
-        sender=row.sender,
-        sender_device=row.sender_device,
-        recipient=row.recipient,
-        recipient_device=row.recipient_device,
-        server_timestamp_ms=row.server_timestamp_ms,
-        franking_key_id=row.franking_key_id,
-        franking_verified=bool(row.franking_verified),
-        chain_verified=bool(row.chain_verified),
-        attachments_verified=row.attachments_verified,
-    )
-
-
-def _evidence_values(e: EvidenceRecord) -> dict[str, Any]:
-    return {
-        "evidence_id": e.evidence_id,
-        "report_id": e.report_id,
-        "kind": e.kind,
-        "key_id": e.key_id,
-        "nonce": e.nonce,
-        "ciphertext": e.ciphertext,
-        "plaintext_size": e.plaintext_size,
-        "child_safety": e.child_safety,
-        "created_ms": e.created_ms,
-        "expires_ms": e.expires_ms,
-        "hold_until_ms": e.hold_until_ms,
-    }
+    return record_from_row(ReportedItemRecord, row, index=row.idx)
 
 
 def _evidence(row: Row[Any]) -> EvidenceRecord:
-    return EvidenceRecord(
-        evidence_id=row.evidence_id,
-        report_id=row.report_id,
-        kind=row.kind,
-        key_id=row.key_id,
-        nonce=bytes(row.nonce),
-        ciphertext=bytes(row.ciphertext),
-        plaintext_size=row.plaintext_size,
-        child_safety=bool(row.child_safety),
-        created_ms=row.created_ms,
-        expires_ms=row.expires_ms,
-        hold_until_ms=row.hold_until_ms,
-    )
+    return record_from_row(EvidenceRecord, row)
 
 
 def _raise_replay(kinds: set[ReplayKind]) -> None:
@@ -164,32 +82,11 @@ class SqlReportRepository:
                     )
                 ).all()
                 _raise_replay({ReplayKind(r.kind) for r in seen})
-                insert_row(c, safety_reports, _report_values(report))
+                insert_row(c, safety_reports, record_values(report))
                 if items:
-                    c.execute(
-                        insert(safety_report_items),
-                        [
-                            {
-                                "report_id": i.report_id,
-                                "idx": i.index,
-                                "role": i.role.value,
-                                "message_id": i.message_id,
-                                "commitment": i.commitment,
-                                "sender": i.sender,
-                                "sender_device": i.sender_device,
-                                "recipient": i.recipient,
-                                "recipient_device": i.recipient_device,
-                                "server_timestamp_ms": i.server_timestamp_ms,
-                                "franking_key_id": i.franking_key_id,
-                                "franking_verified": i.franking_verified,
-                                "chain_verified": i.chain_verified,
-                                "attachments_verified": i.attachments_verified,
-                            }
-                            for i in items
-                        ],
-                    )
+                    c.execute(insert(safety_report_items), [_item_values(i) for i in items])
                 if evidence:
-                    c.execute(insert(safety_evidence), [_evidence_values(e) for e in evidence])
+                    c.execute(insert(safety_evidence), [record_values(e) for e in evidence])
                 c.execute(
                     insert(safety_report_replay),
                     [
@@ -204,30 +101,20 @@ class SqlReportRepository:
             raise ConflictError("report id exists") from None
 
     def get_report(self, report_id: str) -> ReportRecord | None:
-        with self._db.read() as c:
-            row = c.execute(
-                select(safety_reports).where(safety_reports.c.report_id == report_id)
-            ).first()
-        return _report(row) if row is not None else None
+        query = select(safety_reports).where(safety_reports.c.report_id == report_id)
+        return self._db.first(query, _report)
 
     def update_report(self, report: ReportRecord) -> None:
-        values = _report_values(report)
-        del values["report_id"]
         with self._db.write() as c:
-            c.execute(
-                update(safety_reports)
-                .where(safety_reports.c.report_id == report.report_id)
-                .values(**values)
-            )
+            update_row(c, safety_reports, "report_id", record_values(report))
 
     def _reports(self, condition: Any) -> list[ReportRecord]:
-        with self._db.read() as c:
-            rows = c.execute(
-                select(safety_reports)
-                .where(condition)
-                .order_by(safety_reports.c.received_ms, safety_reports.c.report_id)
-            ).all()
-        return [_report(r) for r in rows]
+        query = (
+            select(safety_reports)
+            .where(condition)
+            .order_by(safety_reports.c.received_ms, safety_reports.c.report_id)
+        )
+        return self._db.all(query, _report)
 
     def reports_for_case(self, case_id: str) -> list[ReportRecord]:
         return self._reports(safety_reports.c.case_id == case_id)
@@ -236,13 +123,12 @@ class SqlReportRepository:
         return self._reports(safety_reports.c.reporter == reporter)
 
     def items_for_report(self, report_id: str) -> list[ReportedItemRecord]:
-        with self._db.read() as c:
-            rows = c.execute(
-                select(safety_report_items)
-                .where(safety_report_items.c.report_id == report_id)
-                .order_by(safety_report_items.c.idx)
-            ).all()
-        return [_item(r) for r in rows]
+        query = (
+            select(safety_report_items)
+            .where(safety_report_items.c.report_id == report_id)
+            .order_by(safety_report_items.c.idx)
+        )
+        return self._db.all(query, _item)
 
     def count_reports(self) -> int:
         with self._db.read() as c:
@@ -259,8 +145,7 @@ class SqlEvidenceRepository:
         query = select(safety_evidence).where(condition).order_by(safety_evidence.c.evidence_id)
         if limit is not None:
             query = query.limit(limit)
-        with self._db.read() as c:
-            return [_evidence(r) for r in c.execute(query).all()]
+        return self._db.all(query, _evidence)
 
     def get_evidence(self, evidence_id: str) -> EvidenceRecord | None:
         found = self._select(safety_evidence.c.evidence_id == evidence_id)
@@ -273,18 +158,15 @@ class SqlEvidenceRepository:
         return self._select(safety_evidence.c.key_id != key_id, limit)
 
     def replace_evidence(self, record: EvidenceRecord, expected_key_id: str) -> None:
-        values = _evidence_values(record)
-        del values["evidence_id"]
         with self._db.write() as c:
-            result = c.execute(
-                update(safety_evidence)
-                .where(
-                    safety_evidence.c.evidence_id == record.evidence_id,
-                    safety_evidence.c.key_id == expected_key_id,
-                )
-                .values(**values)
+            changed = update_row(
+                c,
+                safety_evidence,
+                "evidence_id",
+                record_values(record),
+                safety_evidence.c.key_id == expected_key_id,
             )
-            if result.rowcount != 1:
+            if changed != 1:
                 raise ConflictError("evidence changed concurrently")
 
     def set_hold(self, evidence_id: str, hold_until_ms: int) -> None:

@@ -16,10 +16,9 @@ from tidings.crypto.primitives import (
     random_bytes,
 )
 from tidings.errors import ConflictError, InvalidKeyError
-from tidings.safety.sql.engine import SafetyDatabase, insert_row
+from tidings.safety.sql.engine import SafetyDatabase, insert_row, update_row
 from tidings.safety.staff import (
     EnrolmentToken,
-    GrantKind,
     GrantStatus,
     Role,
     StaffAccount,
@@ -27,6 +26,7 @@ from tidings.safety.staff import (
     StaffSession,
     ThrottleRecord,
 )
+from tidings.storage.engine import record_from_row, record_values
 from tidings.storage.safety_schema import (
     safety_login_throttle,
     safety_staff,
@@ -66,41 +66,20 @@ def open_totp(key: bytes, staff_id: str, sealed: bytes | None) -> str:
 
 
 def _grant(row: Row[Any]) -> StaffGrant:
-    return StaffGrant(
-        grant_id=row.grant_id,
-        staff_id=row.staff_id,
-        kind=GrantKind(row.kind),
-        role=Role(row.role) if row.role else None,
-        requested_by=row.requested_by,
-        requested_ms=row.requested_ms,
-        status=GrantStatus(row.status),
-        decided_by=row.decided_by,
-        decided_ms=row.decided_ms,
-    )
-
-
-def _grant_values(g: StaffGrant) -> dict[str, Any]:
-    return {
-        "grant_id": g.grant_id,
-        "staff_id": g.staff_id,
-        "kind": g.kind.value,
-        "role": g.role.value if g.role is not None else None,
-        "requested_by": g.requested_by,
-        "requested_ms": g.requested_ms,
-        "status": g.status.value,
-        "decided_by": g.decided_by,
-        "decided_ms": g.decided_ms,
-    }
+    # NULL, or "" in rows older than the column's nullability: no role (a clearance grant).
+    return record_from_row(StaffGrant, row, role=Role(row.role) if row.role else None)
 
 
 def _session(row: Row[Any]) -> StaffSession:
-    return StaffSession(
-        session_id=row.session_id,
-        staff_id=row.staff_id,
-        created_ms=row.created_ms,
-        expires_ms=row.expires_ms,
-        last_seen_ms=row.last_seen_ms,
-    )
+    return record_from_row(StaffSession, row)
+
+
+def _enrolment(row: Row[Any]) -> EnrolmentToken:
+    return record_from_row(EnrolmentToken, row)
+
+
+def _throttle(row: Row[Any]) -> ThrottleRecord:
+    return record_from_row(ThrottleRecord, row)
 
 
 class SqlStaffRepository:
@@ -121,38 +100,19 @@ class SqlStaffRepository:
         self._key = totp_key
 
     def _values(self, a: StaffAccount) -> dict[str, Any]:
-        return {
-            "staff_id": a.staff_id,
-            "username": a.username,
-            "display_name": a.display_name,
-            "roles": ",".join(sorted(r.value for r in a.roles)),
-            "child_safety": a.child_safety,
-            "password_hash": a.password_hash,
-            "totp_secret": "",
-            "totp_sealed": seal_totp(self._key, a.staff_id, a.totp_secret),
-            "totp_last_step": a.totp_last_step,
-            "disabled": a.disabled,
-            "created_ms": a.created_ms,
-            "version": a.version,
-            "enrolled_ms": a.enrolled_ms,
-            "sponsor": a.sponsor,
-        }
+        return record_values(
+            a,
+            roles=",".join(sorted(r.value for r in a.roles)),
+            totp_secret="",  # never in the clear: sealed below
+            totp_sealed=seal_totp(self._key, a.staff_id, a.totp_secret),
+        )
 
     def _staff(self, row: Row[Any]) -> StaffAccount:
-        return StaffAccount(
-            staff_id=row.staff_id,
-            username=row.username,
-            display_name=row.display_name,
+        return record_from_row(
+            StaffAccount,
+            row,
             roles=frozenset(Role(r) for r in row.roles.split(",") if r),
-            child_safety=bool(row.child_safety),
-            password_hash=row.password_hash,
             totp_secret=open_totp(self._key, row.staff_id, row.totp_sealed),
-            totp_last_step=row.totp_last_step,
-            disabled=bool(row.disabled),
-            created_ms=row.created_ms,
-            version=row.version,
-            enrolled_ms=row.enrolled_ms,
-            sponsor=row.sponsor,
         )
 
     def seal_legacy(self) -> int:
@@ -188,14 +148,12 @@ class SqlStaffRepository:
             raise ConflictError("staff account already exists") from None
 
     def get_staff(self, staff_id: str) -> StaffAccount | None:
-        with self._db.read() as c:
-            row = c.execute(select(safety_staff).where(safety_staff.c.staff_id == staff_id)).first()
-        return self._staff(row) if row is not None else None
+        query = select(safety_staff).where(safety_staff.c.staff_id == staff_id)
+        return self._db.first(query, self._staff)
 
     def get_staff_by_username(self, username: str) -> StaffAccount | None:
-        with self._db.read() as c:
-            row = c.execute(select(safety_staff).where(safety_staff.c.username == username)).first()
-        return self._staff(row) if row is not None else None
+        query = select(safety_staff).where(safety_staff.c.username == username)
+        return self._db.first(query, self._staff)
 
     def count_staff(self) -> int:
         with self._db.read() as c:
@@ -203,33 +161,24 @@ class SqlStaffRepository:
 
     def list_staff(self) -> list[StaffAccount]:
         """Every staff account, by username (the console's staff page)."""
-        with self._db.read() as c:
-            rows = c.execute(select(safety_staff).order_by(safety_staff.c.username)).all()
-        return [self._staff(r) for r in rows]
+        return self._db.all(select(safety_staff).order_by(safety_staff.c.username), self._staff)
 
     def update_staff(self, account: StaffAccount, expected_version: int) -> None:
-        values = self._values(account)
-        del values["staff_id"]
         with self._db.write() as c:
-            result = c.execute(
-                update(safety_staff)
-                .where(
-                    safety_staff.c.staff_id == account.staff_id,
-                    safety_staff.c.version == expected_version,
-                )
-                .values(**values)
+            changed = update_row(
+                c,
+                safety_staff,
+                "staff_id",
+                self._values(account),
+                safety_staff.c.version == expected_version,
             )
-            if result.rowcount != 1:
+            if changed != 1:
                 raise ConflictError("staff account changed concurrently")
 
     def queues_of(self, staff_id: str) -> frozenset[str]:
-        with self._db.read() as c:
-            rows = c.execute(
-                select(safety_staff_queues.c.queue_id).where(
-                    safety_staff_queues.c.staff_id == staff_id
-                )
-            ).all()
-        return frozenset(r.queue_id for r in rows)
+        q = safety_staff_queues.c
+        query = select(q.queue_id).where(q.staff_id == staff_id)
+        return frozenset(self._db.all(query, lambda row: str(row.queue_id)))
 
     def add_queue_member(self, staff_id: str, queue_id: str) -> None:
         with self._db.write() as c:
@@ -253,26 +202,13 @@ class SqlStaffRepository:
 
     def add_session(self, session: StaffSession) -> None:
         with self._db.write() as c:
-            insert_row(
-                c,
-                safety_staff_sessions,
-                {
-                    "session_id": session.session_id,
-                    "staff_id": session.staff_id,
-                    "created_ms": session.created_ms,
-                    "expires_ms": session.expires_ms,
-                    "last_seen_ms": session.last_seen_ms,
-                },
-            )
+            insert_row(c, safety_staff_sessions, record_values(session))
 
     def get_session(self, session_id: str) -> StaffSession | None:
-        with self._db.read() as c:
-            row = c.execute(
-                select(safety_staff_sessions).where(
-                    safety_staff_sessions.c.session_id == session_id
-                )
-            ).first()
-        return _session(row) if row is not None else None
+        query = select(safety_staff_sessions).where(
+            safety_staff_sessions.c.session_id == session_id
+        )
+        return self._db.first(query, _session)
 
     def update_session(self, session: StaffSession) -> None:
         with self._db.write() as c:
@@ -297,28 +233,14 @@ class SqlStaffRepository:
             )
 
     def get_throttle(self, key: str) -> ThrottleRecord | None:
-        with self._db.read() as c:
-            row = c.execute(
-                select(safety_login_throttle).where(safety_login_throttle.c.key == key)
-            ).first()
-        if row is None:
-            return None
-        return ThrottleRecord(row.key, row.failures, row.first_failure_ms, row.locked_until_ms)
+        query = select(safety_login_throttle).where(safety_login_throttle.c.key == key)
+        return self._db.first(query, _throttle)
 
     def put_throttle(self, record: ThrottleRecord) -> None:
-        values = {
-            "failures": record.failures,
-            "first_failure_ms": record.first_failure_ms,
-            "locked_until_ms": record.locked_until_ms,
-        }
+        values = record_values(record)
         with self._db.write() as c:
-            result = c.execute(
-                update(safety_login_throttle)
-                .where(safety_login_throttle.c.key == record.key)
-                .values(**values)
-            )
-            if result.rowcount == 0:
-                insert_row(c, safety_login_throttle, {"key": record.key, **values})
+            if update_row(c, safety_login_throttle, "key", values) == 0:
+                insert_row(c, safety_login_throttle, values)
 
     def clear_throttle(self, key: str) -> None:
         with self._db.write() as c:
@@ -327,40 +249,34 @@ class SqlStaffRepository:
     def add_grant(self, grant: StaffGrant) -> None:
         try:
             with self._db.write() as c:
-                insert_row(c, safety_staff_grants, _grant_values(grant))
+                insert_row(c, safety_staff_grants, record_values(grant))
         except IntegrityError:
             raise ConflictError("grant already exists") from None
 
     def get_grant(self, grant_id: str) -> StaffGrant | None:
-        with self._db.read() as c:
-            row = c.execute(
-                select(safety_staff_grants).where(safety_staff_grants.c.grant_id == grant_id)
-            ).first()
-        return _grant(row) if row is not None else None
+        query = select(safety_staff_grants).where(safety_staff_grants.c.grant_id == grant_id)
+        return self._db.first(query, _grant)
 
     def decide_grant(self, grant: StaffGrant) -> None:
-        values = _grant_values(grant)
-        del values["grant_id"]
         with self._db.write() as c:
-            result = c.execute(
-                update(safety_staff_grants)
-                .where(
-                    safety_staff_grants.c.grant_id == grant.grant_id,
-                    safety_staff_grants.c.status == GrantStatus.PENDING.value,
-                )
-                .values(**values)
+            changed = update_row(
+                c,
+                safety_staff_grants,
+                "grant_id",
+                record_values(grant),
+                safety_staff_grants.c.status == GrantStatus.PENDING.value,
             )
-            if result.rowcount != 1:
+            if changed != 1:
                 raise ConflictError("this grant was already decided")
 
     def pending_grants(self) -> list[StaffGrant]:
-        with self._db.read() as c:
-            rows = c.execute(
-                select(safety_staff_grants)
-                .where(safety_staff_grants.c.status == GrantStatus.PENDING.value)
-                .order_by(safety_staff_grants.c.requested_ms, safety_staff_grants.c.grant_id)
-            ).all()
-        return [_grant(r) for r in rows]
+        g = safety_staff_grants.c
+        query = (
+            select(safety_staff_grants)
+            .where(g.status == GrantStatus.PENDING.value)
+            .order_by(g.requested_ms, g.grant_id)
+        )
+        return self._db.all(query, _grant)
 
     def replace_enrolment(self, token: EnrolmentToken) -> None:
         with self._db.write() as c:
@@ -369,30 +285,13 @@ class SqlStaffRepository:
                     safety_staff_enrolment.c.staff_id == token.staff_id
                 )
             )
-            insert_row(
-                c,
-                safety_staff_enrolment,
-                {
-                    "token_hash": token.token_hash,
-                    "staff_id": token.staff_id,
-                    "issued_by": token.issued_by,
-                    "created_ms": token.created_ms,
-                    "expires_ms": token.expires_ms,
-                },
-            )
+            insert_row(c, safety_staff_enrolment, record_values(token))
 
     def get_enrolment(self, token_hash: str) -> EnrolmentToken | None:
-        with self._db.read() as c:
-            row = c.execute(
-                select(safety_staff_enrolment).where(
-                    safety_staff_enrolment.c.token_hash == token_hash
-                )
-            ).first()
-        if row is None:
-            return None
-        return EnrolmentToken(
-            row.token_hash, row.staff_id, row.issued_by, row.created_ms, row.expires_ms
+        query = select(safety_staff_enrolment).where(
+            safety_staff_enrolment.c.token_hash == token_hash
         )
+        return self._db.first(query, _enrolment)
 
     def delete_enrolments_for(self, staff_id: str) -> None:
         with self._db.write() as c:
