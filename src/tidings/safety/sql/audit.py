@@ -5,22 +5,17 @@ primary key, a lost race is `ConflictError`; nothing here updates or deletes a r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError
 from tidings.safety.audit import AuditEntry
-from tidings.safety.sql.engine import SafetyDatabase, insert_row
-from tidings.storage.engine import record_from_row, record_values
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row
+from tidings.storage.engine import record_values
 from tidings.storage.safety_schema import safety_audit_log
 
 __all__ = ["SqlAuditRepository"]
-
-
-def _audit_entry(row: Row[Any]) -> AuditEntry:
-    return record_from_row(AuditEntry, row)
 
 
 class SqlAuditRepository:
@@ -29,6 +24,7 @@ class SqlAuditRepository:
 
     def __init__(self, db: SafetyDatabase, *, page: int = 1000) -> None:
         self._db = db
+        self._rows = RecordTable(db, safety_audit_log, "seq", AuditEntry)
         self._page = page
 
     def append(self, entry: AuditEntry) -> None:
@@ -42,22 +38,16 @@ class SqlAuditRepository:
             raise ConflictError("audit log head moved") from None
 
     def head(self) -> AuditEntry | None:
-        query = select(safety_audit_log).order_by(safety_audit_log.c.seq.desc()).limit(1)
-        return self._db.first(query, _audit_entry)
+        found = self._rows.where(true(), safety_audit_log.c.seq.desc(), limit=1)
+        return found[0] if found else None
 
     def entries(self, start_seq: int = 1) -> Iterator[AuditEntry]:
         """Pages of `page` rows in seq order (keyset pagination: memory stays bounded)."""
         after = start_seq - 1
         while True:
-            with self._db.read() as c:
-                rows = c.execute(
-                    select(safety_audit_log)
-                    .where(safety_audit_log.c.seq > after)
-                    .order_by(safety_audit_log.c.seq)
-                    .limit(self._page)
-                ).all()
-            for row in rows:
-                yield _audit_entry(row)
+            seq = safety_audit_log.c.seq
+            rows = self._rows.where(seq > after, seq, limit=self._page)
+            yield from rows
             if len(rows) < self._page:
                 return
             after = rows[-1].seq
@@ -65,11 +55,9 @@ class SqlAuditRepository:
     def page(self, *, before_seq: int | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest first: up to ``limit`` entries with ``seq < before_seq`` (the console's audit
         page)."""
-        query = select(safety_audit_log).order_by(safety_audit_log.c.seq.desc()).limit(limit)
-        if before_seq is not None:
-            query = query.where(safety_audit_log.c.seq < before_seq)
-        return self._db.all(query, _audit_entry)
+        seq = safety_audit_log.c.seq
+        condition = true() if before_seq is None else seq < before_seq
+        return self._rows.where(condition, seq.desc(), limit=limit)
 
     def count(self) -> int:
-        with self._db.read() as c:
-            return int(c.execute(select(func.count()).select_from(safety_audit_log)).scalar_one())
+        return self._rows.count()

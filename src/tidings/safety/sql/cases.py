@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, or_, update
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError
@@ -21,7 +21,7 @@ from tidings.safety.case_model import (
     Enforcement,
     NoteRecord,
 )
-from tidings.safety.sql.engine import SafetyDatabase, insert_row, update_row
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase
 from tidings.storage.engine import record_from_row, record_values
 from tidings.storage.safety_schema import (
     account_enforcements,
@@ -34,23 +34,8 @@ from tidings.storage.safety_schema import (
 __all__ = ["SqlCaseRepository", "SqlEnforcementRepository"]
 
 
-def _case(row: Row[Any]) -> CaseRecord:
-    return record_from_row(CaseRecord, row)
-
-
-def _note(row: Row[Any]) -> NoteRecord:
-    return record_from_row(NoteRecord, row)
-
-
-def _decision(row: Row[Any]) -> DecisionRecord:
-    return record_from_row(DecisionRecord, row)
-
-
-def _appeal(row: Row[Any]) -> AppealRecord:
-    return record_from_row(AppealRecord, row)
-
-
 _OPEN = [s.value for s in OPEN_STATES]
+_OPEN_CASE_EXISTS = "an open case for this subject exists"
 
 
 class SqlCaseRepository:
@@ -58,116 +43,88 @@ class SqlCaseRepository:
     ``safety_decisions`` and ``safety_appeals``."""
 
     def __init__(self, db: SafetyDatabase) -> None:
-        self._db = db
+        self._cases = RecordTable(db, safety_cases, "case_id", CaseRecord)
+        self._notes = RecordTable(db, safety_notes, "note_id", NoteRecord)
+        self._decisions = RecordTable(db, safety_decisions, "decision_id", DecisionRecord)
+        self._appeals = RecordTable(db, safety_appeals, "appeal_id", AppealRecord)
 
     def add_case(self, case: CaseRecord) -> None:
-        try:
-            with self._db.write() as c:
-                insert_row(c, safety_cases, record_values(case))
-        except IntegrityError:
-            # The id exists, or (partial unique index) an open case for the subject does.
-            raise ConflictError("an open case for this subject exists") from None
+        # The id exists, or (partial unique index) an open case for the subject does.
+        self._cases.insert(case, conflict=_OPEN_CASE_EXISTS)
 
     def get_case(self, case_id: str) -> CaseRecord | None:
-        return self._db.first(select(safety_cases).where(safety_cases.c.case_id == case_id), _case)
+        return self._cases.get(case_id)
 
     def update_case(self, case: CaseRecord, expected_version: int) -> None:
         try:
-            with self._db.write() as c:
-                changed = update_row(
-                    c,
-                    safety_cases,
-                    "case_id",
-                    record_values(case),
-                    safety_cases.c.version == expected_version,
-                )
-                if changed != 1:
-                    raise ConflictError("case changed concurrently")
+            self._cases.update(
+                case,
+                safety_cases.c.version == expected_version,
+                conflict="case changed concurrently",
+            )
         except IntegrityError:
-            raise ConflictError("an open case for this subject exists") from None
+            raise ConflictError(_OPEN_CASE_EXISTS) from None
 
     def open_case_for_subject(self, subject: str) -> CaseRecord | None:
         c = safety_cases.c
-        query = select(safety_cases).where(c.subject == subject, c.state.in_(_OPEN))
-        return self._db.first(query, _case)
+        found = self._cases.where(and_(c.subject == subject, c.state.in_(_OPEN)), limit=1)
+        return found[0] if found else None
 
     def cases_in_queue(self, queue_id: str, states: frozenset[CaseState]) -> list[CaseRecord]:
         c = safety_cases.c
-        query = select(safety_cases).where(
-            c.queue_id == queue_id, c.state.in_([s.value for s in states])
+        return self._cases.where(
+            and_(c.queue_id == queue_id, c.state.in_([s.value for s in states]))
         )
-        return self._db.all(query, _case)
 
     def cases_for_subject(self, subject: str) -> list[CaseRecord]:
         """Every case about an account, oldest first."""
         c = safety_cases.c
-        query = select(safety_cases).where(c.subject == subject).order_by(c.created_ms)
-        return self._db.all(query, _case)
+        return self._cases.where(c.subject == subject, c.created_ms)
 
     def add_note(self, note: NoteRecord) -> None:
-        with self._db.write() as c:
-            insert_row(c, safety_notes, record_values(note))
+        self._notes.insert(note)
 
     def notes_for_case(self, case_id: str) -> list[NoteRecord]:
         c = safety_notes.c
-        query = select(safety_notes).where(c.case_id == case_id).order_by(c.created_ms, c.note_id)
-        return self._db.all(query, _note)
+        return self._notes.where(c.case_id == case_id, c.created_ms, c.note_id)
 
     def add_decision(self, decision: DecisionRecord) -> None:
-        try:
-            with self._db.write() as c:
-                insert_row(c, safety_decisions, record_values(decision))
-        except IntegrityError:
-            raise ConflictError("decision id exists") from None
+        self._decisions.insert(decision, conflict="decision id exists")
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
-        query = select(safety_decisions).where(safety_decisions.c.decision_id == decision_id)
-        return self._db.first(query, _decision)
+        return self._decisions.get(decision_id)
 
     def update_decision(self, decision: DecisionRecord) -> None:
-        with self._db.write() as c:
-            update_row(c, safety_decisions, "decision_id", record_values(decision))
+        self._decisions.update(decision)
 
     def decisions_for_case(self, case_id: str) -> list[DecisionRecord]:
         c = safety_decisions.c
-        query = (
-            select(safety_decisions)
-            .where(c.case_id == case_id)
-            .order_by(c.decided_ms, c.decision_id)
-        )
-        return self._db.all(query, _decision)
+        return self._decisions.where(c.case_id == case_id, c.decided_ms, c.decision_id)
 
     def add_appeal(self, appeal: AppealRecord) -> None:
-        try:
-            with self._db.write() as c:
-                insert_row(c, safety_appeals, record_values(appeal))
-        except IntegrityError:
-            raise ConflictError("this decision was already appealed") from None
+        self._appeals.insert(appeal, conflict="this decision was already appealed")
 
     def get_appeal(self, appeal_id: str) -> AppealRecord | None:
-        query = select(safety_appeals).where(safety_appeals.c.appeal_id == appeal_id)
-        return self._db.first(query, _appeal)
+        return self._appeals.get(appeal_id)
 
     def update_appeal(self, appeal: AppealRecord) -> None:
-        with self._db.write() as c:
-            update_row(c, safety_appeals, "appeal_id", record_values(appeal))
+        self._appeals.update(appeal)
 
-    def _appeals(self, condition: ColumnElement[bool]) -> list[AppealRecord]:
+    def _appeals_where(self, condition: ColumnElement[bool]) -> list[AppealRecord]:
         """The appeals meeting ``condition``, oldest first."""
         c = safety_appeals.c
-        query = select(safety_appeals).where(condition).order_by(c.filed_ms, c.appeal_id)
-        return self._db.all(query, _appeal)
+        return self._appeals.where(condition, c.filed_ms, c.appeal_id)
 
     def appeals_for_decision(self, decision_id: str) -> list[AppealRecord]:
-        return self._appeals(safety_appeals.c.decision_id == decision_id)
+        return self._appeals_where(safety_appeals.c.decision_id == decision_id)
 
     def appeals_by_account(self, account: str) -> list[AppealRecord]:
         """Every appeal an account filed, oldest first."""
-        return self._appeals(safety_appeals.c.account == account)
+        return self._appeals_where(safety_appeals.c.account == account)
 
     def open_appeals(self) -> list[AppealRecord]:
         """Appeals awaiting a decision, oldest first."""
-        return self._appeals(safety_appeals.c.status == AppealStatus.OPEN.value)
+        return self._appeals_where(safety_appeals.c.status == AppealStatus.OPEN.value)
 
 
 # --- enforcement ----------------------------------------------------------------------------
@@ -178,6 +135,10 @@ def _enforcement(row: Row[Any]) -> Enforcement:
     return record_from_row(Enforcement, row, account=row.username)
 
 
+def _enforcement_values(enforcement: Enforcement) -> dict[str, Any]:
+    return record_values(enforcement, renamed={"account": "username"})
+
+
 class SqlEnforcementRepository:
     """`tidings.safety.cases.EnforcementRepository` on ``account_enforcements`` — the table the
     messaging server reads (`tidings.storage.enforcement`): a row written here takes effect on
@@ -185,18 +146,21 @@ class SqlEnforcementRepository:
 
     def __init__(self, db: SafetyDatabase) -> None:
         self._db = db
+        self._rows = RecordTable(
+            db,
+            account_enforcements,
+            "enforcement_id",
+            Enforcement,
+            decode=_enforcement,
+            encode=_enforcement_values,
+        )
 
     def add_enforcement(self, enforcement: Enforcement) -> None:
-        with self._db.write() as c:
-            values = record_values(enforcement, renamed={"account": "username"})
-            insert_row(c, account_enforcements, values)
+        self._rows.insert(enforcement)
 
-    def _select(self, condition: Any) -> list[Enforcement]:
+    def _select(self, condition: ColumnElement[bool]) -> list[Enforcement]:
         c = account_enforcements.c
-        query = (
-            select(account_enforcements).where(condition).order_by(c.created_ms, c.enforcement_id)
-        )
-        return self._db.all(query, _enforcement)
+        return self._rows.where(condition, c.created_ms, c.enforcement_id)
 
     def enforcements_for_decision(self, decision_id: str) -> list[Enforcement]:
         return self._select(account_enforcements.c.decision_id == decision_id)

@@ -8,13 +8,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Executable, Row, Table, insert, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Executable,
+    Row,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 
-from tidings.storage.engine import WRITE_OPTION, make_sync_engine, sync_url, upgrade_schema
+from tidings.errors import ConflictError
+from tidings.storage.engine import (
+    WRITE_OPTION,
+    make_sync_engine,
+    record_from_row,
+    record_values,
+    sync_url,
+    upgrade_schema,
+)
 
-__all__ = ["SafetyDatabase", "insert_row", "sync_url", "update_row"]
+__all__ = ["RecordTable", "SafetyDatabase", "insert_row", "sync_url", "update_row"]
 
 _T = TypeVar("_T")
 
@@ -93,3 +113,84 @@ def update_row(
         update(table).where(table.c[key] == values[key], *conditions).values(**changes)
     )
     return result.rowcount
+
+
+class RecordTable(Generic[_T]):
+    """The rows of one table as records of one type (a frozen dataclass), keyed by one
+    column: the insert, get, update and select shapes every repository shares. Rows become
+    records by `record_from_row` unless ``decode`` is given, records rows by `record_values`
+    unless ``encode`` is (for a table that stores something the record does not hold as it
+    is: a renamed column, an encoded or sealed value)."""
+
+    def __init__(
+        self,
+        db: SafetyDatabase,
+        table: Table,
+        key: str,
+        record_type: type[_T],
+        *,
+        decode: Callable[[Row[Any]], _T] | None = None,
+        encode: Callable[[_T], dict[str, Any]] = record_values,
+    ) -> None:
+        self.db = db
+        self.table = table
+        self.key = key
+        self.decode: Callable[[Row[Any]], _T] = decode or (
+            lambda row: record_from_row(record_type, row)
+        )
+        self.encode = encode
+
+    def insert(self, record: _T, *, conflict: str = "") -> None:
+        """Insert ``record`` in a transaction of its own.
+
+        Raises:
+            ConflictError: with message ``conflict`` when one is given and a unique key
+                (the record's id, a unique index) refuses the row; without one the
+                `IntegrityError` propagates.
+        """
+        try:
+            with self.db.write() as connection:
+                insert_row(connection, self.table, self.encode(record))
+        except IntegrityError:
+            if not conflict:
+                raise
+            raise ConflictError(conflict) from None
+
+    def get(self, key_value: Any) -> _T | None:
+        """The record whose key is ``key_value``, or None."""
+        return self.db.first(
+            select(self.table).where(self.table.c[self.key] == key_value), self.decode
+        )
+
+    def update(self, record: _T, *conditions: ColumnElement[bool], conflict: str = "") -> None:
+        """Store ``record`` over the row of its key (in a transaction of its own), where
+        ``conditions`` (a version check, a state) hold.
+
+        Raises:
+            ConflictError: with message ``conflict`` when one is given and no row matched
+                (without one, a missing row is left unnoticed).
+        """
+        with self.db.write() as connection:
+            changed = update_row(connection, self.table, self.key, self.encode(record), *conditions)
+            if conflict and changed != 1:
+                raise ConflictError(conflict)
+
+    def where(
+        self, condition: ColumnElement[bool], *order_by: Any, limit: int | None = None
+    ) -> list[_T]:
+        """The records meeting ``condition``, ordered by ``order_by``, at most ``limit``."""
+        query = select(self.table).where(condition).order_by(*order_by)
+        if limit is not None:
+            query = query.limit(limit)
+        return self.db.all(query, self.decode)
+
+    def delete(self, condition: ColumnElement[bool]) -> None:
+        """Delete the rows meeting ``condition`` (in a transaction of its own)."""
+        with self.db.write() as connection:
+            connection.execute(delete(self.table).where(condition))
+
+    def count(self) -> int:
+        """How many rows the table holds."""
+        with self.db.read() as connection:
+            query = select(func.count()).select_from(self.table)
+            return int(connection.execute(query).scalar_one())

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError, MessageAlreadyReportedError, ReportReplayError
 from tidings.safety.evidence import EvidenceRecord
 from tidings.safety.reports import ReplayKey, ReplayKind, ReportedItemRecord, ReportRecord
-from tidings.safety.sql.engine import SafetyDatabase, insert_row, update_row
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row
 from tidings.storage.engine import record_from_row, record_values
 from tidings.storage.safety_schema import (
     safety_evidence,
@@ -27,20 +27,12 @@ from tidings.storage.safety_schema import (
 __all__ = ["SqlEvidenceRepository", "SqlReportRepository"]
 
 
-def _report(row: Row[Any]) -> ReportRecord:
-    return record_from_row(ReportRecord, row)
-
-
 def _item_values(item: ReportedItemRecord) -> dict[str, Any]:
     return record_values(item, renamed={"index": "idx"})
 
 
 def _item(row: Row[Any]) -> ReportedItemRecord:
     return record_from_row(ReportedItemRecord, row, index=row.idx)
-
-
-def _evidence(row: Row[Any]) -> EvidenceRecord:
-    return record_from_row(EvidenceRecord, row)
 
 
 def _raise_replay(kinds: set[ReplayKind]) -> None:
@@ -57,6 +49,16 @@ class SqlReportRepository:
 
     def __init__(self, db: SafetyDatabase) -> None:
         self._db = db
+        self._reports = RecordTable(db, safety_reports, "report_id", ReportRecord)
+        # Keyed by (report_id, idx): only read here through `RecordTable.where`.
+        self._items = RecordTable(
+            db,
+            safety_report_items,
+            "report_id",
+            ReportedItemRecord,
+            decode=_item,
+            encode=_item_values,
+        )
 
     def seen_replay_keys(self, keys: Sequence[str]) -> list[ReplayKey]:
         if not keys:
@@ -101,38 +103,27 @@ class SqlReportRepository:
             raise ConflictError("report id exists") from None
 
     def get_report(self, report_id: str) -> ReportRecord | None:
-        query = select(safety_reports).where(safety_reports.c.report_id == report_id)
-        return self._db.first(query, _report)
+        return self._reports.get(report_id)
 
     def update_report(self, report: ReportRecord) -> None:
-        with self._db.write() as c:
-            update_row(c, safety_reports, "report_id", record_values(report))
+        self._reports.update(report)
 
-    def _reports(self, condition: Any) -> list[ReportRecord]:
-        query = (
-            select(safety_reports)
-            .where(condition)
-            .order_by(safety_reports.c.received_ms, safety_reports.c.report_id)
-        )
-        return self._db.all(query, _report)
+    def _reports_where(self, condition: ColumnElement[bool]) -> list[ReportRecord]:
+        r = safety_reports.c
+        return self._reports.where(condition, r.received_ms, r.report_id)
 
     def reports_for_case(self, case_id: str) -> list[ReportRecord]:
-        return self._reports(safety_reports.c.case_id == case_id)
+        return self._reports_where(safety_reports.c.case_id == case_id)
 
     def reports_by_reporter(self, reporter: str) -> list[ReportRecord]:
-        return self._reports(safety_reports.c.reporter == reporter)
+        return self._reports_where(safety_reports.c.reporter == reporter)
 
     def items_for_report(self, report_id: str) -> list[ReportedItemRecord]:
-        query = (
-            select(safety_report_items)
-            .where(safety_report_items.c.report_id == report_id)
-            .order_by(safety_report_items.c.idx)
-        )
-        return self._db.all(query, _item)
+        i = safety_report_items.c
+        return self._items.where(i.report_id == report_id, i.idx)
 
     def count_reports(self) -> int:
-        with self._db.read() as c:
-            return int(c.execute(select(func.count()).select_from(safety_reports)).scalar_one())
+        return self._reports.count()
 
 
 class SqlEvidenceRepository:
@@ -140,16 +131,15 @@ class SqlEvidenceRepository:
 
     def __init__(self, db: SafetyDatabase) -> None:
         self._db = db
+        self._rows = RecordTable(db, safety_evidence, "evidence_id", EvidenceRecord)
 
-    def _select(self, condition: Any, limit: int | None = None) -> list[EvidenceRecord]:
-        query = select(safety_evidence).where(condition).order_by(safety_evidence.c.evidence_id)
-        if limit is not None:
-            query = query.limit(limit)
-        return self._db.all(query, _evidence)
+    def _select(
+        self, condition: ColumnElement[bool], limit: int | None = None
+    ) -> list[EvidenceRecord]:
+        return self._rows.where(condition, safety_evidence.c.evidence_id, limit=limit)
 
     def get_evidence(self, evidence_id: str) -> EvidenceRecord | None:
-        found = self._select(safety_evidence.c.evidence_id == evidence_id)
-        return found[0] if found else None
+        return self._rows.get(evidence_id)
 
     def evidence_for_report(self, report_id: str) -> list[EvidenceRecord]:
         return self._select(safety_evidence.c.report_id == report_id)
@@ -158,16 +148,11 @@ class SqlEvidenceRepository:
         return self._select(safety_evidence.c.key_id != key_id, limit)
 
     def replace_evidence(self, record: EvidenceRecord, expected_key_id: str) -> None:
-        with self._db.write() as c:
-            changed = update_row(
-                c,
-                safety_evidence,
-                "evidence_id",
-                record_values(record),
-                safety_evidence.c.key_id == expected_key_id,
-            )
-            if changed != 1:
-                raise ConflictError("evidence changed concurrently")
+        self._rows.update(
+            record,
+            safety_evidence.c.key_id == expected_key_id,
+            conflict="evidence changed concurrently",
+        )
 
     def set_hold(self, evidence_id: str, hold_until_ms: int) -> None:
         with self._db.write() as c:
@@ -185,5 +170,4 @@ class SqlEvidenceRepository:
         )
 
     def delete_evidence(self, evidence_id: str) -> None:
-        with self._db.write() as c:
-            c.execute(delete(safety_evidence).where(safety_evidence.c.evidence_id == evidence_id))
+        self._rows.delete(safety_evidence.c.evidence_id == evidence_id)

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row, delete, select, true, update
 
 from tidings.crypto.primitives import (
     AES_GCM_NONCE_LEN,
@@ -15,8 +14,8 @@ from tidings.crypto.primitives import (
     aes256_gcm_encrypt,
     random_bytes,
 )
-from tidings.errors import ConflictError, InvalidKeyError
-from tidings.safety.sql.engine import SafetyDatabase, insert_row, update_row
+from tidings.errors import InvalidKeyError
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row, update_row
 from tidings.safety.staff import (
     EnrolmentToken,
     GrantStatus,
@@ -70,18 +69,6 @@ def _grant(row: Row[Any]) -> StaffGrant:
     return record_from_row(StaffGrant, row, role=Role(row.role) if row.role else None)
 
 
-def _session(row: Row[Any]) -> StaffSession:
-    return record_from_row(StaffSession, row)
-
-
-def _enrolment(row: Row[Any]) -> EnrolmentToken:
-    return record_from_row(EnrolmentToken, row)
-
-
-def _throttle(row: Row[Any]) -> ThrottleRecord:
-    return record_from_row(ThrottleRecord, row)
-
-
 class SqlStaffRepository:
     """`tidings.safety.staff.StaffRepository` on the ``safety_staff*`` and
     ``safety_login_throttle`` tables.
@@ -98,6 +85,13 @@ class SqlStaffRepository:
             raise InvalidKeyError(f"the staff key must be {STAFF_KEY_LEN} bytes")
         self._db = db
         self._key = totp_key
+        self._staff_rows = RecordTable(
+            db, safety_staff, "staff_id", StaffAccount, decode=self._staff, encode=self._values
+        )
+        self._grants = RecordTable(db, safety_staff_grants, "grant_id", StaffGrant, decode=_grant)
+        self._sessions = RecordTable(db, safety_staff_sessions, "session_id", StaffSession)
+        self._enrolments = RecordTable(db, safety_staff_enrolment, "token_hash", EnrolmentToken)
+        self._throttles = RecordTable(db, safety_login_throttle, "key", ThrottleRecord)
 
     def _values(self, a: StaffAccount) -> dict[str, Any]:
         return record_values(
@@ -141,39 +135,28 @@ class SqlStaffRepository:
         return len(rows)
 
     def add_staff(self, account: StaffAccount) -> None:
-        try:
-            with self._db.write() as c:
-                insert_row(c, safety_staff, self._values(account))
-        except IntegrityError:
-            raise ConflictError("staff account already exists") from None
+        self._staff_rows.insert(account, conflict="staff account already exists")
 
     def get_staff(self, staff_id: str) -> StaffAccount | None:
-        query = select(safety_staff).where(safety_staff.c.staff_id == staff_id)
-        return self._db.first(query, self._staff)
+        return self._staff_rows.get(staff_id)
 
     def get_staff_by_username(self, username: str) -> StaffAccount | None:
-        query = select(safety_staff).where(safety_staff.c.username == username)
-        return self._db.first(query, self._staff)
+        found = self._staff_rows.where(safety_staff.c.username == username)
+        return found[0] if found else None
 
     def count_staff(self) -> int:
-        with self._db.read() as c:
-            return int(c.execute(select(func.count()).select_from(safety_staff)).scalar_one())
+        return self._staff_rows.count()
 
     def list_staff(self) -> list[StaffAccount]:
         """Every staff account, by username (the console's staff page)."""
-        return self._db.all(select(safety_staff).order_by(safety_staff.c.username), self._staff)
+        return self._staff_rows.where(true(), safety_staff.c.username)
 
     def update_staff(self, account: StaffAccount, expected_version: int) -> None:
-        with self._db.write() as c:
-            changed = update_row(
-                c,
-                safety_staff,
-                "staff_id",
-                self._values(account),
-                safety_staff.c.version == expected_version,
-            )
-            if changed != 1:
-                raise ConflictError("staff account changed concurrently")
+        self._staff_rows.update(
+            account,
+            safety_staff.c.version == expected_version,
+            conflict="staff account changed concurrently",
+        )
 
     def queues_of(self, staff_id: str) -> frozenset[str]:
         q = safety_staff_queues.c
@@ -201,16 +184,13 @@ class SqlStaffRepository:
             )
 
     def add_session(self, session: StaffSession) -> None:
-        with self._db.write() as c:
-            insert_row(c, safety_staff_sessions, record_values(session))
+        self._sessions.insert(session)
 
     def get_session(self, session_id: str) -> StaffSession | None:
-        query = select(safety_staff_sessions).where(
-            safety_staff_sessions.c.session_id == session_id
-        )
-        return self._db.first(query, _session)
+        return self._sessions.get(session_id)
 
     def update_session(self, session: StaffSession) -> None:
+        # Only the times move (staff_id and created_ms are those of the stored row).
         with self._db.write() as c:
             c.execute(
                 update(safety_staff_sessions)
@@ -219,22 +199,13 @@ class SqlStaffRepository:
             )
 
     def delete_session(self, session_id: str) -> None:
-        with self._db.write() as c:
-            c.execute(
-                delete(safety_staff_sessions).where(
-                    safety_staff_sessions.c.session_id == session_id
-                )
-            )
+        self._sessions.delete(safety_staff_sessions.c.session_id == session_id)
 
     def delete_sessions_for(self, staff_id: str) -> None:
-        with self._db.write() as c:
-            c.execute(
-                delete(safety_staff_sessions).where(safety_staff_sessions.c.staff_id == staff_id)
-            )
+        self._sessions.delete(safety_staff_sessions.c.staff_id == staff_id)
 
     def get_throttle(self, key: str) -> ThrottleRecord | None:
-        query = select(safety_login_throttle).where(safety_login_throttle.c.key == key)
-        return self._db.first(query, _throttle)
+        return self._throttles.get(key)
 
     def put_throttle(self, record: ThrottleRecord) -> None:
         values = record_values(record)
@@ -243,40 +214,24 @@ class SqlStaffRepository:
                 insert_row(c, safety_login_throttle, values)
 
     def clear_throttle(self, key: str) -> None:
-        with self._db.write() as c:
-            c.execute(delete(safety_login_throttle).where(safety_login_throttle.c.key == key))
+        self._throttles.delete(safety_login_throttle.c.key == key)
 
     def add_grant(self, grant: StaffGrant) -> None:
-        try:
-            with self._db.write() as c:
-                insert_row(c, safety_staff_grants, record_values(grant))
-        except IntegrityError:
-            raise ConflictError("grant already exists") from None
+        self._grants.insert(grant, conflict="grant already exists")
 
     def get_grant(self, grant_id: str) -> StaffGrant | None:
-        query = select(safety_staff_grants).where(safety_staff_grants.c.grant_id == grant_id)
-        return self._db.first(query, _grant)
+        return self._grants.get(grant_id)
 
     def decide_grant(self, grant: StaffGrant) -> None:
-        with self._db.write() as c:
-            changed = update_row(
-                c,
-                safety_staff_grants,
-                "grant_id",
-                record_values(grant),
-                safety_staff_grants.c.status == GrantStatus.PENDING.value,
-            )
-            if changed != 1:
-                raise ConflictError("this grant was already decided")
+        self._grants.update(
+            grant,
+            safety_staff_grants.c.status == GrantStatus.PENDING.value,
+            conflict="this grant was already decided",
+        )
 
     def pending_grants(self) -> list[StaffGrant]:
         g = safety_staff_grants.c
-        query = (
-            select(safety_staff_grants)
-            .where(g.status == GrantStatus.PENDING.value)
-            .order_by(g.requested_ms, g.grant_id)
-        )
-        return self._db.all(query, _grant)
+        return self._grants.where(g.status == GrantStatus.PENDING.value, g.requested_ms, g.grant_id)
 
     def replace_enrolment(self, token: EnrolmentToken) -> None:
         with self._db.write() as c:
@@ -288,13 +243,7 @@ class SqlStaffRepository:
             insert_row(c, safety_staff_enrolment, record_values(token))
 
     def get_enrolment(self, token_hash: str) -> EnrolmentToken | None:
-        query = select(safety_staff_enrolment).where(
-            safety_staff_enrolment.c.token_hash == token_hash
-        )
-        return self._db.first(query, _enrolment)
+        return self._enrolments.get(token_hash)
 
     def delete_enrolments_for(self, staff_id: str) -> None:
-        with self._db.write() as c:
-            c.execute(
-                delete(safety_staff_enrolment).where(safety_staff_enrolment.c.staff_id == staff_id)
-            )
+        self._enrolments.delete(safety_staff_enrolment.c.staff_id == staff_id)
