@@ -175,8 +175,25 @@ def _configure_sqlite(engine: Engine, url: str) -> None:
     event.listen(engine, "begin", _sqlite_begin)
 
 
-def _pool_args(pool_size: int) -> dict[str, Any]:
-    return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
+def _engine_args(url: str, schema: str, pool_size: int) -> dict[str, Any]:
+    """The engine arguments for the driver URL ``url``: none for SQLite (one file, no pool to
+    size); for PostgreSQL the pool, and ``search_path`` as a connection setting (so every
+    pooled connection sees ``schema``, not only the one that ran the migrations), spelled as
+    the driver takes it."""
+    check_schema(schema, is_sqlite=url.startswith("sqlite"))
+    if url.startswith("sqlite"):
+        return {}
+    connect_args: dict[str, Any] = {}
+    if schema and url.startswith("postgresql+asyncpg"):
+        connect_args = {"server_settings": {"search_path": schema}}
+    elif schema:
+        connect_args = {"options": f"-csearch_path={schema}"}
+    return {
+        "connect_args": connect_args,
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        "pool_pre_ping": True,
+    }
 
 
 def make_async_engine(url: str, *, schema: str = "", pool_size: int = 10) -> AsyncEngine:
@@ -184,17 +201,13 @@ def make_async_engine(url: str, *, schema: str = "", pool_size: int = 10) -> Asy
     says; on PostgreSQL every pooled connection sees ``schema`` (``search_path``).
 
     Raises:
-        ValueError: a bad URL or schema (`async_url`, `check_schema`).
+        ValueError: a bad schema (`check_schema`).
     """
     url = async_url(url)
-    is_sqlite = url.startswith("sqlite")
-    check_schema(schema, is_sqlite=is_sqlite)
-    if is_sqlite:
-        engine = create_async_engine(url)
+    engine = create_async_engine(url, **_engine_args(url, schema, pool_size))
+    if url.startswith("sqlite"):
         _configure_sqlite(engine.sync_engine, url)
-        return engine
-    connect_args = {"server_settings": {"search_path": schema}} if schema else {}
-    return create_async_engine(url, connect_args=connect_args, **_pool_args(pool_size))
+    return engine
 
 
 def make_sync_engine(url: str, *, schema: str = "", pool_size: int = 5) -> Engine:
@@ -202,17 +215,13 @@ def make_sync_engine(url: str, *, schema: str = "", pool_size: int = 5) -> Engin
     docstring says; on PostgreSQL every pooled connection sees ``schema`` (``search_path``).
 
     Raises:
-        ValueError: a bad URL or schema (`sync_url`, `check_schema`).
+        ValueError: not a database URL (`sync_url`), a bad schema (`check_schema`).
     """
     url = sync_url(url)
-    is_sqlite = url.startswith("sqlite")
-    check_schema(schema, is_sqlite=is_sqlite)
-    if is_sqlite:
-        engine = create_engine(url)
+    engine = create_engine(url, **_engine_args(url, schema, pool_size))
+    if url.startswith("sqlite"):
         _configure_sqlite(engine, url)
-        return engine
-    connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
-    return create_engine(url, connect_args=connect_args, **_pool_args(pool_size))
+    return engine
 
 
 def upgrade_schema(connection: Connection, schema: str = "") -> None:
