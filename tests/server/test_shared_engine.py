@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.server.conftest import pg_admin
-from tests.support.services import PG_URL
+from tests.support.services import PG_URL, pg_admin
 from tidings.safety.case_model import Enforcement, EnforcementKind, NoteRecord
 from tidings.safety.sql import (
     SafetyDatabase,
