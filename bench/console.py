@@ -65,9 +65,9 @@ from sqlalchemy import event, insert, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT))  # tests.safety.conftest: the test way to get active staff
+sys.path.insert(0, str(ROOT))  # tests.support.staff: the test way to get active staff
 
-from tests.safety.conftest import active_staff  # noqa: E402
+from tests.support.staff import active_staff  # noqa: E402
 from tidings.app import create_app  # noqa: E402
 from tidings.crypto import franking  # noqa: E402
 from tidings.crypto.franking import ReportItem  # noqa: E402

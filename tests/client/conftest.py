@@ -3,50 +3,26 @@
 from __future__ import annotations
 
 import itertools
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.support.live import LiveServer
+from tidings.server.config import ServerConfig
 
 
 @pytest.fixture(scope="session")
 def server_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     """(base URL, ASGI app) of one real server for the whole session."""
-    from tidings.app import create_app
-    from tidings.server.config import ServerConfig
-    from tidings.server.serving import uvicorn_config
-
     # Every test registers from 127.0.0.1: lift the per-address registration limit.
     config = ServerConfig(
         data_dir=tmp_path_factory.mktemp("server"), rate_registrations_per_hour=100_000
     )
-    app = create_app(config)
-    port = _free_port()
-    server = uvicorn.Server(
-        # The node's own uvicorn settings (frame limit, header timeout, no proxy headers).
-        uvicorn_config(app, config, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(timeout=10)
+    server = LiveServer(config).start()
+    yield server.url, server.app
+    server.stop()
 
 
 @pytest.fixture(scope="session")

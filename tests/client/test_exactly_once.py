@@ -27,7 +27,7 @@ import pytest
 from typer.testing import CliRunner
 
 import tidings
-from tests.client.conftest import _free_port
+from tests.support.live import free_port
 from tidings.cli import cli
 from tidings.client.sdk import Client, ReceiveEvent
 from tidings.client.store import DB_FILE, KdfParams
@@ -211,7 +211,7 @@ class ServerProcess:
 
 @pytest.fixture
 def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path / "server-data", _free_port(), tmp_path / "server.log")
+    server = ServerProcess(tmp_path / "server-data", free_port(), tmp_path / "server.log")
     try:
         yield server
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 
 from textual.widgets import Input, ListView
 
-from tests.safety.conftest import active_staff
+from tests.support.staff import active_staff
 from tidings.client.sdk import Client
 from tidings.client.store import KdfParams
 from tidings.client.tui import ChatApp

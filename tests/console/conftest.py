@@ -14,7 +14,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from tests.safety.conftest import PASSWORD, World, build_world, direct_chat, submission
+from tests.safety.conftest import World, build_world, direct_chat, submission
+from tests.support.staff import PASSWORD
 from tidings.console import ConsoleContext, build_console
 from tidings.safety.categories import QueueId
 from tidings.safety.reports import AttachmentReveal

@@ -20,8 +20,8 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from tests.safety.conftest import PASSWORD
 from tests.support.live import free_port
+from tests.support.staff import PASSWORD
 from tidings.console import build_console
 from tidings.safety.cases import EnforcementKind
 from tidings.safety.staff import Role

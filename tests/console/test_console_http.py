@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from tests.safety.conftest import PASSWORD
+from tests.support.staff import PASSWORD
 from tidings.console import ROUTES, build_console, web
 from tidings.console.web import PUBLIC
 from tidings.safety.audit import AuditAction

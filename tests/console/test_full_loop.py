@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 import pyotp
 import pytest
 
-from tests.safety.conftest import active_staff
 from tests.support.live import LiveServer
+from tests.support.staff import active_staff
 from tidings.client.errors import ServerError
 from tidings.client.sdk import Client
 from tidings.client.store import KdfParams

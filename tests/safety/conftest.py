@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from tests.support.services import PG_URL, require_service
+from tests.support.staff import PASSWORD, enrol
 from tidings.crypto import attachment, franking
 from tidings.crypto.franking import ReportItem
 from tidings.safety.audit import AuditEntry, AuditLog, InMemoryAuditRepository
@@ -72,7 +74,6 @@ OLD_KEY = os.urandom(32)
 NEW_KEY = os.urandom(32)
 STAFF_KEY = os.urandom(32)
 ROTATED_AT = T0 + 1_000_000
-PASSWORD = "correct horse battery staple"
 OPERATOR = Principal(
     staff_id="operator:cli",
     username="operator",
@@ -80,18 +81,6 @@ OPERATOR = Principal(
     permissions=ROLE_PERMISSIONS[Role.ADMIN],
     queues=frozenset(),
 )
-
-
-def enrol(
-    staff: StaffService, issued: IssuedEnrolment, now_ms: int, password: str = PASSWORD
-) -> StaffAccount:
-    """The owner's side of enrolment: set the password, confirm the fresh TOTP secret."""
-    totp = staff.begin_enrolment(issued.token, password, now_ms=now_ms)
-    verifier = TotpVerifier()
-    # The previous step's code (within the allowed skew), so a sign-in at ``now_ms`` is not
-    # refused as a replay of the enrolment code.
-    code = verifier.code_at(totp.secret, verifier.step(now_ms) - 1)
-    return staff.complete_enrolment(issued.token, code, now_ms=now_ms)
 
 
 def activate(
@@ -103,38 +92,6 @@ def activate(
     for grant in issued.pending_grants:
         staff.approve_grant(approver, grant.grant_id, now_ms=now_ms)
     return staff.principal_for(issued.account.staff_id)
-
-
-def active_staff(
-    safety: Any,
-    username: str,
-    roles: Any,
-    *,
-    queues: Any = (),
-    child_safety: bool = False,
-    password: str = PASSWORD,
-) -> StaffAccount:
-    """An active staff member on a `SafetyService`: created by the operator (as `tidings admin
-    create-staff`), enrolled by its owner with ``password``, its grants approved by the first
-    admin (created if missing), then added to ``queues``. Returns the stored account (the
-    owner's TOTP secret is in ``totp_secret``: the test plays the owner)."""
-    if safety.staff_repo.count_staff() == 0:
-        safety.ensure_first_admin()
-    admin = next(a for a in safety.list_staff() if Role.ADMIN in a.roles and a.enrolled)
-    now = safety.clock()
-    issued = safety.create_staff(
-        safety.operator(), username=username, roles=roles, child_safety=child_safety
-    )
-    enrol(safety.staff, issued, now, password)
-    for grant in issued.pending_grants:
-        safety.staff.approve_grant(
-            safety.staff.principal_for(admin.staff_id), grant.grant_id, now_ms=now
-        )
-    for queue in queues:
-        safety.add_to_queue(safety.operator(), issued.account.staff_id, str(queue))
-    account: StaffAccount | None = safety.staff_repo.get_staff(issued.account.staff_id)
-    assert account is not None
-    return account
 
 
 @dataclass
@@ -396,17 +353,6 @@ def build_world(*, anchor_key: bytes | None = None, db: SafetyDatabase | None = 
 # unreachable, except under CI=true where that is a failure). The subclasses below give the
 # SQL repositories the read views (``rows``, ``reports``...) the tests inspect and tamper with
 # (test code only: production repositories have no such views).
-
-PG_URL = os.environ.get("TIDINGS_TEST_PG", "postgresql://127.0.0.1:5432/test")
-
-
-def require_service(name: str, reachable: bool, detail: str = "") -> None:
-    if reachable:
-        return
-    message = f"{name} is unreachable{': ' + detail if detail else ''}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message} (CI=true: every service variant must run)")
-    pytest.skip(message)
 
 
 class _WriteThrough(dict[str, Any]):

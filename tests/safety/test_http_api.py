@@ -12,50 +12,31 @@ import secrets
 import sqlite3
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 from starlette.websockets import WebSocketDisconnect
 from typer.testing import CliRunner
 
-from tests.safety.conftest import PG_URL, active_staff, require_service
-from tests.server.helpers import DeviceKit, ratchet_body
+from tests.safety.conftest import altered_content
+from tests.support.app import Net, make_config
+from tests.support.devices import DeviceKit
+from tests.support.services import PG_URL, pg_admin, require_service
 from tidings.app import create_app
 from tidings.cli import cli
-from tidings.crypto import attachment, franking
+from tidings.crypto import attachment
 from tidings.crypto.franking import ReportItem
-from tidings.safety.service import SafetyService
 from tidings.safety.sql import SafetyDatabase
-from tidings.safety.staff import Principal, Role
+from tidings.safety.staff import Role
 from tidings.server.config import ServerConfig
 from tidings.storage.database import sqlite_url
-from tidings.storage.safety_schema import (
-    account_enforcements,
-    safety_audit_log,
-    safety_cases,
-    safety_evidence,
-    safety_report_replay,
-    safety_reports,
-)
-from tidings.wire import encode, pb
+from tidings.storage.safety_schema import account_enforcements
 from tidings.wire.base64url import b64e
 
 # --- fixtures -------------------------------------------------------------------------------
-
-
-def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:
-    base: dict[str, Any] = {
-        "data_dir": data_dir,
-        "rate_registrations_per_hour": 100_000,
-        "rate_prekey_fetches_per_minute": 100_000,
-        "rate_sends_per_minute": 100_000,
-    }
-    base.update(overrides)
-    return ServerConfig(**base)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -64,180 +45,16 @@ def config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerCon
         yield make_config(tmp_path / "data")
         return
     schema = f"tidings_http_{secrets.token_hex(4)}"
-    try:
-        admin = SafetyDatabase(PG_URL)
-        with admin.write() as c:
-            c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        admin.dispose()
-    except Exception as exc:  # unreachable
-        require_service("PostgreSQL", False, f"{PG_URL} ({type(exc).__name__})")
+    error = pg_admin(f'CREATE SCHEMA "{schema}"')
+    require_service("PostgreSQL", not error, f"{PG_URL} ({error})")
     yield make_config(tmp_path / "data", database_url=PG_URL, database_schema=schema)
-    admin = SafetyDatabase(PG_URL)
-    with admin.write() as c:
-        c.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    admin.dispose()
-
-
-@dataclass
-class Net:
-    """The app plus the test's users: register, send franked messages, report."""
-
-    client: TestClient
-    config: ServerConfig
-    heads: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
-    counter: int = 0
-
-    @property
-    def safety(self) -> SafetyService:
-        service: SafetyService = self.client.app.state.safety  # type: ignore[attr-defined]
-        return service
-
-    def register(self, prefix: str) -> DeviceKit:
-        self.counter += 1
-        kit = DeviceKit()
-        username = f"{prefix}{self.counter}"
-        r = self.client.post(
-            "/v1/accounts", json={"username": username, "device": kit.device_keys()}
-        )
-        assert r.status_code == 201, r.text
-        kit.username, kit.device_id = username, r.json()["device_id"]
-        return kit
-
-    def upload(self, sender: DeviceKit, plaintext: bytes) -> pb.AttachmentPointer:
-        key = attachment.generate_key()
-        ciphertext, digest = attachment.encrypt_bytes(key, plaintext, chunk_size=256)
-        r = self.client.post(
-            "/v1/attachments",
-            content=ciphertext,
-            headers={**sender.auth, "Content-Type": "application/octet-stream"},
-        )
-        assert r.status_code == 201, r.text
-        return pb.AttachmentPointer(
-            id=r.json()["id"],
-            key=key,
-            digest=digest,
-            size=len(plaintext),
-            chunk_size=256,
-            content_type="image/png",
-        )
-
-    def send(
-        self,
-        sender: DeviceKit,
-        recipient: DeviceKit,
-        text: str,
-        *,
-        attachments: tuple[pb.AttachmentPointer, ...] = (),
-        conversation: bytes | None = None,
-    ) -> ReportItem:
-        """Frank, send through the server (which tags), fetch as the recipient: the
-        recipient's `ReportItem` for the message."""
-        conv = conversation or franking.direct_conversation_id(sender.username, recipient.username)
-        data = pb.DataMessage(body=text)
-        data.attachments.extend(attachments)
-        content = pb.Content(
-            version=1,
-            sent_at_ms=1,
-            conversation_id=conv,
-            previous_commitment=self.heads.get((sender.username, conv), b""),
-            data=data,
-        )
-        franked = franking.frank(content)
-        self.heads[(sender.username, conv)] = franked.commitment
-        body = {
-            "messages": [
-                {
-                    "device_id": recipient.device_id,
-                    "registration_id": recipient.registration_id,
-                    "type": pb.Envelope.RATCHET,
-                    "body": b64e(ratchet_body()),
-                    "commitment": b64e(franked.commitment),
-                }
-            ]
-        }
-        r = self.client.put(f"/v1/messages/{recipient.username}", json=body, headers=sender.auth)
-        assert r.status_code == 200, r.text
-        message_id = r.json()["message_ids"][0]
-        envelopes = self.client.get("/v1/messages", headers=recipient.auth).json()["envelopes"]
-        for text_b64 in envelopes:
-            env = pb.Envelope.FromString(_b64d(text_b64))
-            if b64e(env.message_id) == message_id:
-                self.client.delete(f"/v1/messages/{message_id}", headers=recipient.auth)
-                return ReportItem(
-                    content=franked.content,
-                    franking_key=franked.franking_key,
-                    commitment=env.commitment,
-                    franking_tag=env.franking_tag,
-                    sender=env.sender,
-                    sender_device=env.sender_device,
-                    recipient=env.recipient,
-                    recipient_device=env.recipient_device,
-                    server_timestamp_ms=env.server_timestamp_ms,
-                    message_id=env.message_id,
-                )
-        raise AssertionError("the envelope did not arrive")
-
-    def report(
-        self,
-        reporter: DeviceKit,
-        items: list[ReportItem],
-        *,
-        reported: int = -1,
-        category: str = "harassment",
-        attachments: list[dict[str, Any]] | None = None,
-    ) -> Any:
-        body = {
-            "category": category,
-            "note": "they keep doing this",
-            "items": [b64e(i.encode()) for i in items],
-            "reported_index": reported % len(items),
-            "attachments": attachments or [],
-            "block": False,
-        }
-        return self.client.post("/v1/reports", json=body, headers=reporter.auth)
-
-    def counts(self) -> dict[str, int]:
-        db = SafetyDatabase(
-            self.config.database_url or sqlite_url(self.config.data_dir),
-            schema=self.config.database_schema,
-        )
-        try:
-            with db.read() as c:
-                return {
-                    t.name: int(c.execute(select(func.count()).select_from(t)).scalar_one())
-                    for t in (
-                        safety_reports,
-                        safety_evidence,
-                        safety_report_replay,
-                        safety_cases,
-                        safety_audit_log,
-                    )
-                }
-        finally:
-            db.dispose()
-
-    def staff(self, username: str, role: Role, queues: tuple[str, ...]) -> Principal:
-        account = active_staff(self.safety, username, [role], queues=queues)
-        return self.safety.staff.principal_for(account.staff_id)
-
-
-def _b64d(text: str) -> bytes:
-    from tidings.wire.base64url import b64d
-
-    return b64d(text)
+    pg_admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture
 def net(config: ServerConfig) -> Iterator[Net]:
     with TestClient(create_app(config), raise_server_exceptions=True) as client:
         yield Net(client, config)
-
-
-def altered(item: ReportItem, text: str) -> bytes:
-    content = pb.Content()
-    content.ParseFromString(item.content)
-    content.data.body = text
-    return encode(content)
 
 
 # --- reports --------------------------------------------------------------------------------
@@ -259,8 +76,10 @@ def test_a_verified_report_is_stored_and_opens_a_case(net: Net) -> None:
     assert report.subject == alice.username and report.reporter == bob.username
     case = net.safety.case_repo.get_case(body["case_id"])
     assert case is not None and case.queue_id == "harassment"
-    flags = [(i.franking_verified, i.chain_verified) for i in
-             net.safety.report_repo.items_for_report(body["report_id"])]
+    flags = [
+        (i.franking_verified, i.chain_verified)
+        for i in net.safety.report_repo.items_for_report(body["report_id"])
+    ]
     assert flags == [(True, True)] * 3
     # Evidence is stored encrypted: no message text in the database.
     if not net.config.database_url:
@@ -268,13 +87,18 @@ def test_a_verified_report_is_stored_and_opens_a_case(net: Net) -> None:
         assert b"message 1" not in raw and b"they keep doing this" not in raw
 
 
-Forgery = Callable[[Net, DeviceKit, DeviceKit, DeviceKit], tuple[DeviceKit, list[ReportItem],
-                                                               list[dict[str, Any]]]]
+Forgery = Callable[
+    [Net, DeviceKit, DeviceKit, DeviceKit], tuple[DeviceKit, list[ReportItem], list[dict[str, Any]]]
+]
 
 
 def _altered_text(net: Net, alice: DeviceKit, bob: DeviceKit, carol: DeviceKit) -> Any:
     item = net.send(alice, bob, "I never said this")
-    return bob, [item.__class__(**{**_fields(item), "content": altered(item, "I said this")})], []
+    return (
+        bob,
+        [item.__class__(**{**_fields(item), "content": altered_content(item, "I said this")})],
+        [],
+    )
 
 
 def _swapped_franking_key(net: Net, alice: DeviceKit, bob: DeviceKit, carol: DeviceKit) -> Any:
@@ -282,9 +106,7 @@ def _swapped_franking_key(net: Net, alice: DeviceKit, bob: DeviceKit, carol: Dev
     return bob, [item.__class__(**{**_fields(item), "franking_key": os.urandom(32)})], []
 
 
-def _tag_from_another_message(
-    net: Net, alice: DeviceKit, bob: DeviceKit, carol: DeviceKit
-) -> Any:
+def _tag_from_another_message(net: Net, alice: DeviceKit, bob: DeviceKit, carol: DeviceKit) -> Any:
     first, second = net.send(alice, bob, "one"), net.send(alice, bob, "two")
     return bob, [second.__class__(**{**_fields(second), "franking_tag": first.franking_tag})], []
 
@@ -329,8 +151,11 @@ FORGERIES: list[tuple[str, Any, str]] = [
     ("swapped_franking_key", _swapped_franking_key, "commitment_mismatch"),
     ("tag_from_another_message", _tag_from_another_message, "invalid_franking_tag"),
     ("reporter_not_recipient", _reporter_not_recipient, "reporter_not_recipient"),
-    ("context_from_another_conversation", _context_from_another_conversation,
-     "broken_context_chain"),
+    (
+        "context_from_another_conversation",
+        _context_from_another_conversation,
+        "broken_context_chain",
+    ),
     ("attachment_key_swap", _attachment_key_swap, "attachment_key_mismatch"),
 ]
 

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import insert
 from typer.testing import CliRunner
 
+from tests.support.staff import PASSWORD, enrol
 from tidings.cli import cli
 from tidings.errors import (
     AuthenticationError,
@@ -39,7 +40,7 @@ from tidings.safety.staff import (
 )
 from tidings.storage.safety_schema import safety_staff
 
-from .conftest import PASSWORD, T0, World, cheap_hasher, enrol
+from .conftest import T0, World, cheap_hasher
 
 
 def approve_all(world: World, staff_id: str) -> None:

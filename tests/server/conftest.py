@@ -12,8 +12,6 @@ External services: a test that needs one is skipped when it is unreachable, exce
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import os
 import secrets
 import socket
@@ -26,9 +24,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support.app import make_config
 from tests.support.devices import DeviceKit, link_device, register_account
 from tests.support.live import LiveServer
-from tests.support.services import PG_URL, REDIS_URL, require_service
+from tests.support.services import PG_URL, REDIS_URL, pg_admin, pg_run, require_service
 from tidings.app import create_app
 from tidings.server.config import ServerConfig
 
@@ -51,42 +50,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-def _pg_run(sql: str, schema: str | None = None) -> tuple[object, str]:
-    """Run one statement on the test database (in ``schema``); returns (first value of the
-    first row, '') or (None, the error's class name)."""
-    import asyncpg  # type: ignore[import-untyped]
-
-    async def go() -> object:
-        settings = {"search_path": schema} if schema else None
-        conn = await asyncpg.connect(PG_URL, timeout=3, server_settings=settings)
-        try:
-            return await conn.fetchval(sql)
-        finally:
-            await conn.close()
-
-    def in_thread() -> tuple[object, str]:
-        # A thread of its own: the caller may be inside a running event loop (async tests).
-        try:
-            return asyncio.run(go()), ""
-        except Exception as exc:  # any failure means "unreachable" to the caller
-            return None, type(exc).__name__
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(in_thread).result()
-
-
-def pg_admin(sql: str) -> str:
-    """Run one statement on the test database; returns '' or the error's class name."""
-    return _pg_run(sql)[1]
-
-
 def count_rows(config: ServerConfig, table: str) -> int:
     """Rows in ``table`` of the server's database, whichever backend ``config`` names."""
     if not config.database_url:
         with sqlite3.connect(config.data_dir / "tidings.db") as db:
             count: int = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             return count
-    value, error = _pg_run(f"SELECT count(*) FROM {table}", config.database_schema)
+    value, error = pg_run(f"SELECT count(*) FROM {table}", config.database_schema)
     assert not error, error
     assert isinstance(value, int)
     return value
@@ -124,18 +94,6 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
         yield request.param
     finally:
         os.umask(old)
-
-
-def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:
-    """Limits high enough that only the rate-limit tests ever meet them."""
-    base: dict[str, Any] = {
-        "data_dir": data_dir,
-        "rate_registrations_per_hour": 100_000,
-        "rate_prekey_fetches_per_minute": 100_000,
-        "rate_sends_per_minute": 100_000,
-    }
-    base.update(overrides)
-    return ServerConfig(**base)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

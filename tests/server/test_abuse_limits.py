@@ -13,8 +13,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.safety.test_http_api import Net
-from tests.server.conftest import count_rows, make_config
+from tests.server.conftest import count_rows
+from tests.support.app import Net, make_config
 from tidings.app import create_app
 from tidings.errors import AttachmentQuotaExceededError
 from tidings.server.config import ServerConfig

@@ -241,7 +241,7 @@ def test_delete_account_removes_everything(
 
 
 def test_registration_rate_limit_per_address(tmp_path: Path) -> None:
-    from tests.server.conftest import make_config
+    from tests.support.app import make_config
     from tidings.app import create_app
 
     config = make_config(tmp_path, rate_registrations_per_hour=2)

@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.server.conftest import make_config
+from tests.support.app import make_config
 from tests.support.devices import DeviceKit, ratchet_body
 from tests.support.live import LiveServer
 from tidings import errors as e

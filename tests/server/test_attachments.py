@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from fastapi.testclient import TestClient
 
-from tests.server.conftest import make_config
+from tests.support.app import make_config
 from tests.support.devices import DeviceKit
 from tests.support.live import LiveServer
 from tidings.app import create_app, purge_expired

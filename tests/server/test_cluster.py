@@ -16,10 +16,10 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.server.conftest import make_config, pg_admin
+from tests.support.app import make_config
 from tests.support.devices import DeviceKit, outgoing
 from tests.support.live import LiveServer
-from tests.support.services import PG_URL
+from tests.support.services import PG_URL, pg_admin
 from tidings.app import create_app
 from tidings.server.config import ConfigError
 from tidings.server.hub import POLL_INTERVAL_S

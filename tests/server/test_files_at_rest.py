@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tests.server.conftest import make_config
+from tests.support.app import make_config
 from tests.support.devices import DeviceKit
 from tests.support.live import LiveServer
 from tidings.app import create_app, open_safety

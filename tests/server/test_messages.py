@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.server.conftest import count_rows, make_config
+from tests.server.conftest import count_rows
+from tests.support.app import make_config
 from tests.support.devices import DeviceKit, outgoing
 from tidings.app import create_app
 from tidings.crypto.franking import FrankingTagInput, verify_franking_tag

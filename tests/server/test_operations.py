@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.server.conftest import make_config
+from tests.support.app import make_config
 from tests.support.devices import DeviceKit, outgoing
 from tidings.app import create_app
 from tidings.server.config import ServerConfig

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.conftest import make_config
+from tests.support.app import make_config
 from tests.support.devices import DeviceKit
 from tests.support.live import LiveServer
 from tidings.server.config import ConfigError, ServerConfig

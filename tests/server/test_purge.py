@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 import tidings.app
-from tests.safety.test_http_api import Net
+from tests.support.app import Net
 from tests.support.devices import DeviceKit
 from tests.support.live import LiveServer
 from tidings.app import create_app, purge_round

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.server.conftest import make_config
 from tests.server.test_websocket import envelopes_until_empty, frame, send, setup
+from tests.support.app import make_config
 from tests.support.live import LiveServer
 from tidings.server.config import ServerConfig
 from tidings.server.serving import MAX_HEADER_BYTES

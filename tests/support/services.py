@@ -4,6 +4,8 @@ every variant)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 
 import pytest
@@ -20,3 +22,32 @@ def require_service(name: str, reachable: bool, detail: str = "") -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{message} (CI=true: every service variant must run)")
     pytest.skip(message)
+
+
+def pg_run(sql: str, schema: str | None = None) -> tuple[object, str]:
+    """Run one statement on the test database (in ``schema``); returns (first value of the
+    first row, '') or (None, the error's class name)."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    async def go() -> object:
+        settings = {"search_path": schema} if schema else None
+        conn = await asyncpg.connect(PG_URL, timeout=3, server_settings=settings)
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    def in_thread() -> tuple[object, str]:
+        # A thread of its own: the caller may be inside a running event loop (async tests).
+        try:
+            return asyncio.run(go()), ""
+        except Exception as exc:  # any failure means "unreachable" to the caller
+            return None, type(exc).__name__
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(in_thread).result()
+
+
+def pg_admin(sql: str) -> str:
+    """Run one statement on the test database; returns '' or the error's class name."""
+    return pg_run(sql)[1]

@@ -1,85 +1,39 @@
-"""The database handle: an async SQLAlchemy engine for SQLite (embedded, WAL) or PostgreSQL,
-and the Alembic migrations that bring its schema to the current version."""
+"""The messaging server's database handle: an async SQLAlchemy engine for SQLite (embedded,
+WAL) or PostgreSQL, and the Alembic migrations that bring its schema to the current version.
+The engine itself (URLs, pragmas, write transactions, the migration lock) is configured by
+`tidings.storage.engine`, shared with the safety repositories' engine."""
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
-from pathlib import Path
-from typing import Any
+from contextlib import asynccontextmanager
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event, make_url
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.storage.files import create_private_file
+from tidings.storage.engine import (
+    MIGRATIONS,
+    WRITE_OPTION,
+    async_url,
+    create_sqlite_file_privately,
+    make_async_engine,
+    sqlite_url,
+    upgrade_schema,
+)
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-_MIGRATION_LOCK = 0x7469_6469  # "tidi": any constant shared by all nodes
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-def sqlite_url(data_dir: Path) -> str:
-    """The embedded default: ``<data_dir>/tidings.db``."""
-    return f"sqlite+aiosqlite:///{(data_dir / 'tidings.db').resolve()}"
-
-
-def async_url(url: str) -> str:
-    """Accept the plain ``postgresql://`` / ``sqlite:///`` spellings operators write."""
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+asyncpg://" + url.split("://", 1)[1]
-    if url.startswith("sqlite:///"):
-        return "sqlite+aiosqlite:///" + url.split(":///", 1)[1]
-    return url
-
-
-def create_sqlite_file_privately(engine: Engine, url: str) -> None:
-    """Have the SQLite database file of ``url`` created with mode 0600 (whatever the umask)
-    just before ``engine`` first opens it. SQLite gives its ``-wal``, ``-shm`` and ``-journal``
-    files the database file's mode, so they are private too. A no-op for in-memory and
-    PostgreSQL URLs; an existing file is left alone (the data directory is tightened at start).
-    Both engines on the server's database (this module's and the safety side's) use it."""
-    url_ = make_url(url)
-    database = url_.database
-    if not url_.get_backend_name().startswith("sqlite") or not database:
-        return
-    if database == ":memory:" or database.startswith("file:"):
-        return
-    path = Path(database)
-
-    def create(*_: Any) -> None:
-        # A missing directory: SQLite then reports "unable to open database file" as before.
-        with suppress(OSError):
-            create_private_file(path)
-
-    event.listen(engine, "do_connect", create)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers proceed during a write; NORMAL sync is durable across process crashes
-    # in WAL mode; foreign keys make device/account deletion cascade to keys and queues.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    # Acknowledged envelopes are overwritten, not left in free pages of the file.
-    cursor.execute("PRAGMA secure_delete=ON")
-    cursor.close()
+# Re-exported: the server, the CLI and the tests import these from here.
+__all__ = ["MIGRATIONS", "Database", "async_url", "create_sqlite_file_privately", "sqlite_url"]
 
 
 class Database:
     """One engine per process.
 
-    `write()` yields a connection inside a read-write transaction, `read()` one for reads. On
-    SQLite the writers of this process take turns on an asyncio lock: SQLite has one writer at a
-    time anyway, and a deferred transaction that upgrades from read to write under contention
-    fails with "database is locked" instead of waiting (busy_timeout does not cover that case).
-    PostgreSQL writers run concurrently and rely on row locks.
+    `write()` yields a connection inside a read-write transaction (``BEGIN IMMEDIATE`` on
+    SQLite, so it waits for a writer of the other engine or another process instead of failing
+    on a read-to-write upgrade), `read()` one for reads. On SQLite the writers of this process
+    also take turns on an asyncio lock: SQLite has one writer at a time anyway, and a task
+    waiting on the lock costs nothing, where one waiting in busy_timeout holds a pool
+    connection. PostgreSQL writers run concurrently and rely on row locks.
     """
 
     def __init__(self, url: str, *, pool_size: int = 10, schema: str = "") -> None:
@@ -93,31 +47,24 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         self.schema = schema
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
-        if schema and (self.is_sqlite or not _IDENTIFIER.fullmatch(schema)):
-            raise ValueError("database schema must be a plain identifier, PostgreSQL only")
-        if self.is_sqlite:
-            self.engine: AsyncEngine = create_async_engine(self.url)
-            create_sqlite_file_privately(self.engine.sync_engine, self.url)
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        else:
-            # search_path as a connection setting: every pooled connection sees the schema,
-            # not only the one that ran the migrations.
-            connect_args = {"server_settings": {"search_path": schema}} if schema else {}
-            self.engine = create_async_engine(
-                self.url,
-                pool_size=pool_size,
-                max_overflow=pool_size,
-                pool_pre_ping=True,
-                connect_args=connect_args,
-            )
+        self.engine = make_async_engine(self.url, schema=schema, pool_size=pool_size)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as connection:
+            await connection.execution_options(**{WRITE_OPTION: True})
+            async with connection.begin():
+                yield connection
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a write transaction; commits on success, rolls back on any
+        exception."""
         if self._write_lock is None:
-            async with self.engine.begin() as connection:
+            async with self._transaction() as connection:
                 yield connection
             return
-        async with self._write_lock, self.engine.begin() as connection:
+        async with self._write_lock, self._transaction() as connection:
             yield connection
 
     @asynccontextmanager
@@ -127,21 +74,8 @@ class Database:
 
     async def migrate(self) -> None:
         """Apply every pending migration (idempotent; creates the schema if one is set)."""
-
-        def upgrade(connection: Connection) -> None:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-
-        async with self.engine.begin() as connection:
-            if not self.is_sqlite:
-                # Cluster nodes starting together would race on CREATE TABLE: one migrates,
-                # the others wait here and then find nothing left to do.
-                await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
-            if self.schema:
-                await connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            await connection.run_sync(upgrade)
+        async with self.write() as connection:
+            await connection.run_sync(upgrade_schema, self.schema)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -32,7 +32,7 @@ from sqlalchemy import (
     text,
 )
 
-from tidings.storage.schema import metadata
+from tidings.storage.schema import metadata, ms_column
 
 __all__ = [
     "OPEN_CASE_STATES_SQL",
@@ -60,13 +60,33 @@ OPEN_CASE_STATES_SQL = "state IN ('open', 'pending_second_review')"
 _ID = 64  # every generated id ("rep_" + 32 hex, ...) fits
 _NAME = 64  # usernames (accounts and staff)
 
+
+def _id(
+    name: str,
+    *,
+    primary_key: bool = False,
+    nullable: bool = False,
+    index: bool = False,
+    unique: bool = False,
+) -> Column[str]:
+    """A column holding a generated id (a record's own, or a reference to one)."""
+    return Column(
+        name, String(_ID), primary_key=primary_key, nullable=nullable, index=index, unique=unique
+    )
+
+
+def _username(name: str, *, index: bool = False, unique: bool = False) -> Column[str]:
+    """A column holding a username (an account's or a staff member's), never NULL."""
+    return Column(name, String(_NAME), nullable=False, index=index, unique=unique)
+
+
 safety_audit_log = Table(
     "safety_audit_log",
     metadata,
     # Not autoincrement: the log computes seq (head + 1); a lost race is a primary-key
     # violation, which the repository turns into ConflictError.
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("time_ms", BigInteger, nullable=False),
+    ms_column("time_ms"),
     Column("actor", Text, nullable=False),
     Column("action", Text, nullable=False),
     Column("target", Text, nullable=False),
@@ -79,8 +99,8 @@ safety_audit_log = Table(
 safety_staff = Table(
     "safety_staff",
     metadata,
-    Column("staff_id", String(_ID), primary_key=True),
-    Column("username", String(_NAME), nullable=False, unique=True),
+    _id("staff_id", primary_key=True),
+    _username("username", unique=True),
     Column("display_name", String(128), nullable=False),
     Column("roles", String(128), nullable=False),  # comma-separated Role values, sorted
     Column("child_safety", Boolean, nullable=False),
@@ -90,42 +110,42 @@ safety_staff = Table(
     Column("totp_secret", String(64), nullable=False),
     Column("totp_last_step", BigInteger, nullable=False),
     Column("disabled", Boolean, nullable=False),
-    Column("created_ms", BigInteger, nullable=False),
+    ms_column("created_ms"),
     Column("version", Integer, nullable=False),
     Column("totp_sealed", LargeBinary(256), nullable=True),  # nonce || AES-256-GCM(secret)
-    Column("enrolled_ms", BigInteger, nullable=True),  # NULL: enrolment not finished
+    ms_column("enrolled_ms", nullable=True),  # NULL: enrolment not finished
     Column("sponsor", String(_ID), nullable=False, server_default=""),
 )
 
 safety_staff_grants = Table(
     "safety_staff_grants",
     metadata,
-    Column("grant_id", String(_ID), primary_key=True),
-    Column("staff_id", String(_ID), nullable=False, index=True),
+    _id("grant_id", primary_key=True),
+    _id("staff_id", index=True),
     Column("kind", String(16), nullable=False),
     Column("role", String(16), nullable=True),
-    Column("requested_by", String(_ID), nullable=False),
-    Column("requested_ms", BigInteger, nullable=False),
+    _id("requested_by"),
+    ms_column("requested_ms"),
     Column("status", String(16), nullable=False, index=True),
-    Column("decided_by", String(_ID), nullable=False),
-    Column("decided_ms", BigInteger, nullable=False),
+    _id("decided_by"),
+    ms_column("decided_ms"),
 )
 
 safety_staff_enrolment = Table(
     "safety_staff_enrolment",
     metadata,
     Column("token_hash", String(64), primary_key=True),  # SHA-256(token), hex
-    Column("staff_id", String(_ID), nullable=False, index=True),
-    Column("issued_by", String(_ID), nullable=False),
-    Column("created_ms", BigInteger, nullable=False),
-    Column("expires_ms", BigInteger, nullable=False),
+    _id("staff_id", index=True),
+    _id("issued_by"),
+    ms_column("created_ms"),
+    ms_column("expires_ms"),
 )
 
 safety_staff_queues = Table(
     "safety_staff_queues",
     metadata,
-    Column("staff_id", String(_ID), nullable=False),
-    Column("queue_id", String(_ID), nullable=False),
+    _id("staff_id"),
+    _id("queue_id"),
     PrimaryKeyConstraint("staff_id", "queue_id"),
 )
 
@@ -133,10 +153,10 @@ safety_staff_sessions = Table(
     "safety_staff_sessions",
     metadata,
     Column("session_id", String(64), primary_key=True),  # SHA-256(token), hex
-    Column("staff_id", String(_ID), nullable=False, index=True),
-    Column("created_ms", BigInteger, nullable=False),
-    Column("expires_ms", BigInteger, nullable=False),
-    Column("last_seen_ms", BigInteger, nullable=False),
+    _id("staff_id", index=True),
+    ms_column("created_ms"),
+    ms_column("expires_ms"),
+    ms_column("last_seen_ms"),
 )
 
 safety_login_throttle = Table(
@@ -144,44 +164,44 @@ safety_login_throttle = Table(
     metadata,
     Column("key", String(128), primary_key=True),
     Column("failures", Integer, nullable=False),
-    Column("first_failure_ms", BigInteger, nullable=False),
-    Column("locked_until_ms", BigInteger, nullable=False),
+    ms_column("first_failure_ms"),
+    ms_column("locked_until_ms"),
 )
 
 safety_reports = Table(
     "safety_reports",
     metadata,
-    Column("report_id", String(_ID), primary_key=True),
-    Column("reporter", String(_NAME), nullable=False, index=True),
+    _id("report_id", primary_key=True),
+    _username("reporter", index=True),
     Column("reporter_device", Integer, nullable=False),
-    Column("subject", String(_NAME), nullable=False),
+    _username("subject"),
     Column("subject_device", Integer, nullable=False),
     Column("category", String(32), nullable=False),
     Column("conversation_kind", String(16), nullable=False),
     Column("conversation_id", LargeBinary(32), nullable=False),
     Column("reported_message_id", LargeBinary(16), nullable=False),
-    Column("received_ms", BigInteger, nullable=False),
+    ms_column("received_ms"),
     Column("item_count", Integer, nullable=False),
     Column("attachment_count", Integer, nullable=False),
     Column("status", String(16), nullable=False),
-    Column("case_id", String(_ID), nullable=True, index=True),
-    Column("voided_ms", BigInteger, nullable=True),
+    _id("case_id", nullable=True, index=True),
+    ms_column("voided_ms", nullable=True),
 )
 
 safety_report_items = Table(
     "safety_report_items",
     metadata,
-    Column("report_id", String(_ID), nullable=False),
+    _id("report_id"),
     Column("idx", Integer, nullable=False),
     Column("role", String(16), nullable=False),
     Column("message_id", LargeBinary(16), nullable=False),
     Column("commitment", LargeBinary(32), nullable=False),
-    Column("sender", String(_NAME), nullable=False),
+    _username("sender"),
     Column("sender_device", Integer, nullable=False),
-    Column("recipient", String(_NAME), nullable=False),
+    _username("recipient"),
     Column("recipient_device", Integer, nullable=False),
-    Column("server_timestamp_ms", BigInteger, nullable=False),
-    Column("franking_key_id", String(_ID), nullable=False),
+    ms_column("server_timestamp_ms"),
+    _id("franking_key_id"),
     Column("franking_verified", Boolean, nullable=False),
     Column("chain_verified", Boolean, nullable=False),
     Column("attachments_verified", Integer, nullable=False),
@@ -194,48 +214,48 @@ safety_report_replay = Table(
     # The seen-set: the primary key makes two concurrent copies of one report fail atomically.
     Column("key", String(64), primary_key=True),
     Column("kind", String(16), nullable=False),
-    Column("report_id", String(_ID), nullable=False),
+    _id("report_id"),
 )
 
 safety_evidence = Table(
     "safety_evidence",
     metadata,
-    Column("evidence_id", String(_ID), primary_key=True),
-    Column("report_id", String(_ID), nullable=False, index=True),
+    _id("evidence_id", primary_key=True),
+    _id("report_id", index=True),
     Column("kind", String(64), nullable=False),
-    Column("key_id", String(_ID), nullable=False, index=True),
+    _id("key_id", index=True),
     Column("nonce", LargeBinary(12), nullable=False),
     Column("ciphertext", LargeBinary, nullable=False),
     Column("plaintext_size", BigInteger, nullable=False),
     Column("child_safety", Boolean, nullable=False),
-    Column("created_ms", BigInteger, nullable=False),
-    Column("expires_ms", BigInteger, nullable=False),
-    Column("hold_until_ms", BigInteger, nullable=False),
+    ms_column("created_ms"),
+    ms_column("expires_ms"),
+    ms_column("hold_until_ms"),
     Index("ix_safety_evidence_retention", "expires_ms", "hold_until_ms"),
 )
 
 safety_cases = Table(
     "safety_cases",
     metadata,
-    Column("case_id", String(_ID), primary_key=True),
-    Column("subject", String(_NAME), nullable=False),
-    Column("queue_id", String(_ID), nullable=False),
+    _id("case_id", primary_key=True),
+    _username("subject"),
+    _id("queue_id"),
     Column("category", String(32), nullable=False),
     Column("severity", Integer, nullable=False),
     Column("base_priority", Integer, nullable=False),
     Column("priority", Integer, nullable=False),
     Column("state", String(32), nullable=False),
-    Column("created_ms", BigInteger, nullable=False),
-    Column("updated_ms", BigInteger, nullable=False),
-    Column("sla_due_ms", BigInteger, nullable=False),
+    ms_column("created_ms"),
+    ms_column("updated_ms"),
+    ms_column("sla_due_ms"),
     Column("report_count", Integer, nullable=False),
     Column("reporter_count", Integer, nullable=False),
-    Column("assignee", String(_ID), nullable=True),
-    Column("lock_holder", String(_ID), nullable=True),
-    Column("lock_expires_ms", BigInteger, nullable=False),
-    Column("escalated_by", String(_ID), nullable=True),
-    Column("pending_decision_id", String(_ID), nullable=True),
-    Column("final_decision_id", String(_ID), nullable=True),
+    _id("assignee", nullable=True),
+    _id("lock_holder", nullable=True),
+    ms_column("lock_expires_ms"),
+    _id("escalated_by", nullable=True),
+    _id("pending_decision_id", nullable=True),
+    _id("final_decision_id", nullable=True),
     Column("version", Integer, nullable=False),
     Index("ix_safety_cases_queue", "queue_id", "state"),
     Index("ix_safety_cases_subject", "subject"),
@@ -253,56 +273,56 @@ safety_cases = Table(
 safety_notes = Table(
     "safety_notes",
     metadata,
-    Column("note_id", String(_ID), primary_key=True),
-    Column("case_id", String(_ID), nullable=False, index=True),
-    Column("author", String(_ID), nullable=False),
-    Column("created_ms", BigInteger, nullable=False),
+    _id("note_id", primary_key=True),
+    _id("case_id", index=True),
+    _id("author"),
+    ms_column("created_ms"),
     Column("text", Text, nullable=False),
 )
 
 safety_decisions = Table(
     "safety_decisions",
     metadata,
-    Column("decision_id", String(_ID), primary_key=True),
-    Column("case_id", String(_ID), nullable=False, index=True),
-    Column("subject", String(_NAME), nullable=False),
+    _id("decision_id", primary_key=True),
+    _id("case_id", index=True),
+    _username("subject"),
     Column("kind", String(32), nullable=False),
-    Column("policy_id", String(_ID), nullable=False),
+    _id("policy_id"),
     Column("reason", Text, nullable=False),
-    Column("decided_by", String(_ID), nullable=False),
-    Column("decided_ms", BigInteger, nullable=False),
-    Column("until_ms", BigInteger, nullable=True),
+    _id("decided_by"),
+    ms_column("decided_ms"),
+    ms_column("until_ms", nullable=True),
     Column("status", String(16), nullable=False),
-    Column("second_reviewer", String(_ID), nullable=True),
-    Column("second_review_ms", BigInteger, nullable=True),
+    _id("second_reviewer", nullable=True),
+    ms_column("second_review_ms", nullable=True),
     Column("second_review_reason", Text, nullable=False),
 )
 
 safety_appeals = Table(
     "safety_appeals",
     metadata,
-    Column("appeal_id", String(_ID), primary_key=True),
+    _id("appeal_id", primary_key=True),
     # One appeal per decision, enforced by the database as well as by the service.
-    Column("decision_id", String(_ID), nullable=False, unique=True),
-    Column("case_id", String(_ID), nullable=False, index=True),
-    Column("account", String(_NAME), nullable=False, index=True),
-    Column("filed_ms", BigInteger, nullable=False),
+    _id("decision_id", unique=True),
+    _id("case_id", index=True),
+    _username("account", index=True),
+    ms_column("filed_ms"),
     Column("statement", Text, nullable=False),
     Column("status", String(16), nullable=False),
-    Column("decided_by", String(_ID), nullable=True),
-    Column("decided_ms", BigInteger, nullable=True),
+    _id("decided_by", nullable=True),
+    ms_column("decided_ms", nullable=True),
     Column("reason", Text, nullable=False),
 )
 
 account_enforcements = Table(
     "account_enforcements",
     metadata,
-    Column("enforcement_id", String(_ID), primary_key=True),
-    Column("username", String(_NAME), nullable=False, index=True),
+    _id("enforcement_id", primary_key=True),
+    _username("username", index=True),
     Column("kind", String(16), nullable=False),  # warn / restrict / suspend / ban
-    Column("until_ms", BigInteger, nullable=True),  # NULL: no end
-    Column("decision_id", String(_ID), nullable=False, index=True),
-    Column("case_id", String(_ID), nullable=False),
-    Column("created_ms", BigInteger, nullable=False),
-    Column("revoked_ms", BigInteger, nullable=True),  # set when an appeal overturned it
+    ms_column("until_ms", nullable=True),  # NULL: no end
+    _id("decision_id", index=True),
+    _id("case_id"),
+    ms_column("created_ms"),
+    ms_column("revoked_ms", nullable=True),  # set when an appeal overturned it
 )

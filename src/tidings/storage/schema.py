@@ -30,12 +30,18 @@ metadata = MetaData()
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants a 64-bit identity.
 Id64 = BigInteger().with_variant(Integer(), "sqlite")
 
+
+def ms_column(name: str, *, nullable: bool = False) -> Column[int]:
+    """A point in time, milliseconds since the Unix epoch (both schemas store every time so)."""
+    return Column(name, BigInteger, nullable=nullable)
+
+
 accounts = Table(
     "accounts",
     metadata,
     Column("id", Id64, primary_key=True, autoincrement=True),
     Column("username", String(64), nullable=False, unique=True),
-    Column("created_at_ms", BigInteger, nullable=False),
+    ms_column("created_at_ms"),
     Column("next_device_id", Integer, nullable=False, default=1),
 )
 
@@ -50,43 +56,35 @@ devices = Table(
     Column("credential_hash", LargeBinary(32), nullable=False),
     Column("signed_prekey", LargeBinary, nullable=False),
     Column("last_resort_kem_prekey", LargeBinary, nullable=False),
-    Column("created_at_ms", BigInteger, nullable=False),
-    Column("last_seen_ms", BigInteger, nullable=False),
+    ms_column("created_at_ms"),
+    ms_column("last_seen_ms"),
     PrimaryKeyConstraint("account_id", "device_id"),
     ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
 )
 
-one_time_prekeys = Table(
-    "one_time_prekeys",
-    metadata,
-    Column("id", Id64, primary_key=True, autoincrement=True),
-    Column("account_id", Id64, nullable=False),
-    Column("device_id", Integer, nullable=False),
-    Column("key_id", BigInteger, nullable=False),
-    Column("prekey", LargeBinary, nullable=False),
-    UniqueConstraint("account_id", "device_id", "key_id"),
-    ForeignKeyConstraint(
-        ["account_id", "device_id"],
-        ["devices.account_id", "devices.device_id"],
-        ondelete="CASCADE",
-    ),
-)
 
-kem_prekeys = Table(
-    "kem_prekeys",
-    metadata,
-    Column("id", Id64, primary_key=True, autoincrement=True),
-    Column("account_id", Id64, nullable=False),
-    Column("device_id", Integer, nullable=False),
-    Column("key_id", BigInteger, nullable=False),
-    Column("prekey", LargeBinary, nullable=False),
-    UniqueConstraint("account_id", "device_id", "key_id"),
-    ForeignKeyConstraint(
-        ["account_id", "device_id"],
-        ["devices.account_id", "devices.device_id"],
-        ondelete="CASCADE",
-    ),
-)
+def _prekey_table(name: str) -> Table:
+    """A device's stock of one kind of one-time prekey (classical or KEM): the two kinds are
+    stored, claimed and deleted alike."""
+    return Table(
+        name,
+        metadata,
+        Column("id", Id64, primary_key=True, autoincrement=True),
+        Column("account_id", Id64, nullable=False),
+        Column("device_id", Integer, nullable=False),
+        Column("key_id", BigInteger, nullable=False),
+        Column("prekey", LargeBinary, nullable=False),
+        UniqueConstraint("account_id", "device_id", "key_id"),
+        ForeignKeyConstraint(
+            ["account_id", "device_id"],
+            ["devices.account_id", "devices.device_id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+
+one_time_prekeys = _prekey_table("one_time_prekeys")
+kem_prekeys = _prekey_table("kem_prekeys")
 
 messages = Table(
     "messages",
@@ -96,8 +94,8 @@ messages = Table(
     Column("device_id", Integer, nullable=False),
     Column("message_id", LargeBinary(16), nullable=False, unique=True),
     Column("envelope", LargeBinary, nullable=False),
-    Column("created_at_ms", BigInteger, nullable=False),
-    Column("expires_at_ms", BigInteger, nullable=False),
+    ms_column("created_at_ms"),
+    ms_column("expires_at_ms"),
     ForeignKeyConstraint(
         ["account_id", "device_id"],
         ["devices.account_id", "devices.device_id"],
@@ -115,7 +113,7 @@ provisioning_codes = Table(
     metadata,
     Column("code_hash", LargeBinary(32), primary_key=True),
     Column("account_id", Id64, nullable=False),
-    Column("expires_at_ms", BigInteger, nullable=False),
+    ms_column("expires_at_ms"),
     ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
 )
 
@@ -126,8 +124,8 @@ attachments = Table(
     Column("account_id", Id64, nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("complete", Boolean, nullable=False, default=False),
-    Column("created_at_ms", BigInteger, nullable=False),
-    Column("expires_at_ms", BigInteger, nullable=False),
+    ms_column("created_at_ms"),
+    ms_column("expires_at_ms"),
     ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
     Index("ix_attachments_expiry", "expires_at_ms"),
     Index("ix_attachments_account", "account_id"),  # the per-account quota sums by account

@@ -4,8 +4,9 @@ module per aggregate (`audit`, `staff`, `reports`, `cases`) over the shared `eng
 The domain services are synchronous, so these repositories run on a *synchronous* SQLAlchemy
 engine (`SafetyDatabase`) on the same database as the messaging server's async engine:
 
-SQLite and PostgreSQL specifics (``BEGIN IMMEDIATE`` writers, pragmas, ``search_path``) are
-in `tidings.safety.sql.engine`.
+SQLite and PostgreSQL specifics (``BEGIN IMMEDIATE`` writers, pragmas, ``search_path``, the
+migration lock) are in `tidings.storage.engine`, shared with that async engine; the
+repositories' common table shapes are `tidings.safety.sql.engine.RecordTable`.
 
 Protocol notes honoured here: `SqlReportRepository.store_verified_report` is one transaction
 (report, items, evidence, replay keys) and the replay keys are a primary key, so two copies of

@@ -5,31 +5,17 @@ primary key, a lost race is `ConflictError`; nothing here updates or deletes a r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError
 from tidings.safety.audit import AuditEntry
-from tidings.safety.sql.engine import SafetyDatabase, insert_row
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row
+from tidings.storage.engine import record_values
 from tidings.storage.safety_schema import safety_audit_log
 
 __all__ = ["SqlAuditRepository"]
-
-
-def _audit_entry(row: Row[Any]) -> AuditEntry:
-    return AuditEntry(
-        seq=row.seq,
-        time_ms=row.time_ms,
-        actor=row.actor,
-        action=row.action,
-        target=row.target,
-        details=row.details,
-        prev_hash=bytes(row.prev_hash),
-        entry_hash=bytes(row.entry_hash),
-        anchor=bytes(row.anchor),
-    )
 
 
 class SqlAuditRepository:
@@ -38,6 +24,7 @@ class SqlAuditRepository:
 
     def __init__(self, db: SafetyDatabase, *, page: int = 1000) -> None:
         self._db = db
+        self._rows = RecordTable(db, safety_audit_log, "seq", AuditEntry)
         self._page = page
 
     def append(self, entry: AuditEntry) -> None:
@@ -46,48 +33,24 @@ class SqlAuditRepository:
                 head = c.execute(select(func.max(safety_audit_log.c.seq))).scalar()
                 if entry.seq != (head or 0) + 1:
                     raise ConflictError("audit log head moved")
-                insert_row(
-                    c,
-                    safety_audit_log,
-                    {
-                        "seq": entry.seq,
-                        "time_ms": entry.time_ms,
-                        "actor": entry.actor,
-                        "action": entry.action,
-                        "target": entry.target,
-                        "details": entry.details,
-                        "prev_hash": entry.prev_hash,
-                        "entry_hash": entry.entry_hash,
-                        "anchor": entry.anchor,
-                    },
-                )
+                insert_row(c, safety_audit_log, record_values(entry))
         except IntegrityError:
             raise ConflictError("audit log head moved") from None
 
     def head(self) -> AuditEntry | None:
-        with self._db.read() as c:
-            row = c.execute(
-                select(safety_audit_log).order_by(safety_audit_log.c.seq.desc()).limit(1)
-            ).first()
-        return _audit_entry(row) if row is not None else None
+        found = self._rows.where(true(), safety_audit_log.c.seq.desc(), limit=1)
+        return found[0] if found else None
 
     def entries(self, start_seq: int = 1) -> Iterator[AuditEntry]:
         """Pages of `page` rows in seq order (keyset pagination: memory stays bounded)."""
         after = start_seq - 1
         while True:
-            with self._db.read() as c:
-                rows = c.execute(
-                    select(safety_audit_log)
-                    .where(safety_audit_log.c.seq > after)
-                    .order_by(safety_audit_log.c.seq)
-                    .limit(self._page)
-                ).all()
-            for row in rows:
-                yield _audit_entry(row)
+            seq = safety_audit_log.c.seq
+            rows = self._rows.where(seq > after, seq, limit=self._page)
+            yield from rows
             if len(rows) < self._page:
                 return
             after = rows[-1].seq
 
     def count(self) -> int:
-        with self._db.read() as c:
-            return int(c.execute(select(func.count()).select_from(safety_audit_log)).scalar_one())
+        return self._rows.count()

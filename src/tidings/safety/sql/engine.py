@@ -1,90 +1,57 @@
-"""The synchronous SQLAlchemy engine the safety repositories share (`SafetyDatabase`).
-
-- SQLite (``sqlite+pysqlite``): WAL, foreign keys, a busy timeout, and ``BEGIN IMMEDIATE`` for
-  every write transaction, so a writer takes the write lock up front and concurrent writers
-  (this engine's threads, the server's async engine, other processes) *wait* for it instead of
-  failing on a read-to-write upgrade. Reads use plain deferred transactions.
-- PostgreSQL (``postgresql+psycopg``): ordinary transactions; optional schema via
-  ``search_path``.
+"""The synchronous SQLAlchemy engine the safety repositories share (`SafetyDatabase`), on the
+same database as the messaging server's async engine. How either engine is configured (URLs,
+SQLite pragmas and ``BEGIN IMMEDIATE`` writers, ``search_path``, the migration lock) is
+`tidings.storage.engine`'s, so the two cannot disagree.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, insert
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Executable,
+    Row,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 
-from tidings.storage.database import MIGRATIONS, create_sqlite_file_privately
+from tidings.errors import ConflictError
+from tidings.storage.engine import (
+    WRITE_OPTION,
+    make_sync_engine,
+    record_from_row,
+    record_values,
+    sync_url,
+    upgrade_schema,
+)
 
-__all__ = ["SafetyDatabase", "insert_row", "sync_url"]
+__all__ = ["RecordTable", "SafetyDatabase", "insert_row", "sync_url", "update_row"]
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_WRITE = "tidings_write"
-
-
-def sync_url(url: str) -> str:
-    """The synchronous driver URL for a database URL in any of the spellings the server
-    accepts (``postgresql://``, ``postgresql+asyncpg://``, ``sqlite:///``,
-    ``sqlite+aiosqlite:///``)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ValueError("not a database URL")
-    base = scheme.split("+", 1)[0]
-    if base in ("postgresql", "postgres"):
-        return "postgresql+psycopg://" + rest
-    if base == "sqlite":
-        return "sqlite+pysqlite://" + rest
-    return url
-
-
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN would be
-    # deferred and placed before the first DML only).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=15000")
-    cursor.execute("PRAGMA secure_delete=ON")
-    cursor.close()
-
-
-def _sqlite_begin(connection: Connection) -> None:
-    immediate = connection.get_execution_options().get(_WRITE, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+_T = TypeVar("_T")
 
 
 class SafetyDatabase:
     """A synchronous engine for the safety repositories.
 
     Raises (on construction):
-        ValueError: a ``schema`` for SQLite, or one that is not a plain identifier.
+        ValueError: not a database URL, a ``schema`` for SQLite, or one that is not a plain
+            identifier.
     """
 
     def __init__(self, url: str, *, schema: str = "", pool_size: int = 5) -> None:
         self.url = sync_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self.schema = schema
-        if schema and (self.is_sqlite or not _IDENTIFIER.fullmatch(schema)):
-            raise ValueError("database schema must be a plain identifier, PostgreSQL only")
-        if self.is_sqlite:
-            self.engine: Engine = create_engine(self.url, connect_args={"timeout": 15})
-            create_sqlite_file_privately(self.engine, self.url)
-            event.listen(self.engine, "connect", _sqlite_connect)
-            event.listen(self.engine, "begin", _sqlite_begin)
-        else:
-            connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
-            self.engine = create_engine(
-                self.url,
-                pool_size=pool_size,
-                max_overflow=pool_size,
-                pool_pre_ping=True,
-                connect_args=connect_args,
-            )
+        self.engine = make_sync_engine(self.url, schema=schema, pool_size=pool_size)
 
     def __repr__(self) -> str:
         # The URL may carry a password: show the dialect only.
@@ -95,7 +62,7 @@ class SafetyDatabase:
         """A connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on
         success, rolls back on any exception."""
         with self.engine.connect() as connection:
-            connection.execution_options(**{_WRITE: True})
+            connection.execution_options(**{WRITE_OPTION: True})
             with connection.begin():
                 yield connection
 
@@ -104,21 +71,23 @@ class SafetyDatabase:
         with self.engine.connect() as connection:
             yield connection
 
+    def first(self, query: Executable, convert: Callable[[Row[Any]], _T]) -> _T | None:
+        """The first row of ``query`` (in its own read transaction) as ``convert`` makes it,
+        or None when there is none."""
+        with self.read() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else convert(row)
+
+    def all(self, query: Executable, convert: Callable[[Row[Any]], _T]) -> list[_T]:
+        """Every row of ``query`` (in its own read transaction), each as ``convert`` makes
+        it."""
+        with self.read() as connection:
+            return [convert(row) for row in connection.execute(query).all()]
+
     def migrate(self) -> None:
         """Apply every pending Alembic migration (both schemas; idempotent)."""
-        from alembic import command
-        from alembic.config import Config
-
-        with self.engine.connect() as connection:
-            if not self.is_sqlite:
-                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(1953064041)")
-                if self.schema:
-                    connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-            connection.commit()
+        with self.write() as connection:
+            upgrade_schema(connection, self.schema)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -127,3 +96,101 @@ class SafetyDatabase:
 def insert_row(connection: Connection, table: Table, values: dict[str, Any]) -> None:
     """Insert one row of ``values`` into ``table`` (the repositories' shared shorthand)."""
     connection.execute(insert(table).values(**values))
+
+
+def update_row(
+    connection: Connection,
+    table: Table,
+    key: str,
+    values: dict[str, Any],
+    *conditions: ColumnElement[bool],
+) -> int:
+    """Set every column of ``values`` but ``key`` on the row whose ``key`` column equals
+    ``values[key]`` and that meets ``conditions`` (a version check, a state); returns how many
+    rows changed (0 or 1), for the caller to turn 0 into its conflict."""
+    changes = {name: value for name, value in values.items() if name != key}
+    result = connection.execute(
+        update(table).where(table.c[key] == values[key], *conditions).values(**changes)
+    )
+    return result.rowcount
+
+
+class RecordTable(Generic[_T]):
+    """The rows of one table as records of one type (a frozen dataclass), keyed by one
+    column: the insert, get, update and select shapes every repository shares. Rows become
+    records by `record_from_row` unless ``decode`` is given, records rows by `record_values`
+    unless ``encode`` is (for a table that stores something the record does not hold as it
+    is: a renamed column, an encoded or sealed value)."""
+
+    def __init__(
+        self,
+        db: SafetyDatabase,
+        table: Table,
+        key: str,
+        record_type: type[_T],
+        *,
+        decode: Callable[[Row[Any]], _T] | None = None,
+        encode: Callable[[_T], dict[str, Any]] = record_values,
+    ) -> None:
+        self.db = db
+        self.table = table
+        self.key = key
+        self.decode: Callable[[Row[Any]], _T] = decode or (
+            lambda row: record_from_row(record_type, row)
+        )
+        self.encode = encode
+
+    def insert(self, record: _T, *, conflict: str = "") -> None:
+        """Insert ``record`` in a transaction of its own.
+
+        Raises:
+            ConflictError: with message ``conflict`` when one is given and a unique key
+                (the record's id, a unique index) refuses the row; without one the
+                `IntegrityError` propagates.
+        """
+        try:
+            with self.db.write() as connection:
+                insert_row(connection, self.table, self.encode(record))
+        except IntegrityError:
+            if not conflict:
+                raise
+            raise ConflictError(conflict) from None
+
+    def get(self, key_value: Any) -> _T | None:
+        """The record whose key is ``key_value``, or None."""
+        return self.db.first(
+            select(self.table).where(self.table.c[self.key] == key_value), self.decode
+        )
+
+    def update(self, record: _T, *conditions: ColumnElement[bool], conflict: str = "") -> None:
+        """Store ``record`` over the row of its key (in a transaction of its own), where
+        ``conditions`` (a version check, a state) hold.
+
+        Raises:
+            ConflictError: with message ``conflict`` when one is given and no row matched
+                (without one, a missing row is left unnoticed).
+        """
+        with self.db.write() as connection:
+            changed = update_row(connection, self.table, self.key, self.encode(record), *conditions)
+            if conflict and changed != 1:
+                raise ConflictError(conflict)
+
+    def where(
+        self, condition: ColumnElement[bool], *order_by: Any, limit: int | None = None
+    ) -> list[_T]:
+        """The records meeting ``condition``, ordered by ``order_by``, at most ``limit``."""
+        query = select(self.table).where(condition).order_by(*order_by)
+        if limit is not None:
+            query = query.limit(limit)
+        return self.db.all(query, self.decode)
+
+    def delete(self, condition: ColumnElement[bool]) -> None:
+        """Delete the rows meeting ``condition`` (in a transaction of its own)."""
+        with self.db.write() as connection:
+            connection.execute(delete(self.table).where(condition))
+
+    def count(self) -> int:
+        """How many rows the table holds."""
+        with self.db.read() as connection:
+            query = select(func.count()).select_from(self.table)
+            return int(connection.execute(query).scalar_one())

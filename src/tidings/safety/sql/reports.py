@@ -9,21 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, insert, select, update
+from sqlalchemy import ColumnElement, Row, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError, MessageAlreadyReportedError, ReportReplayError
-from tidings.safety.categories import Category, ConversationKind
 from tidings.safety.evidence import EvidenceRecord
-from tidings.safety.reports import (
-    ItemRole,
-    ReplayKey,
-    ReplayKind,
-    ReportedItemRecord,
-    ReportRecord,
-    ReportStatus,
-)
-from tidings.safety.sql.engine import SafetyDatabase, insert_row
+from tidings.safety.reports import ReplayKey, ReplayKind, ReportedItemRecord, ReportRecord
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row
+from tidings.storage.engine import record_from_row, record_values
 from tidings.storage.safety_schema import (
     safety_evidence,
     safety_report_items,
@@ -34,95 +27,12 @@ from tidings.storage.safety_schema import (
 __all__ = ["SqlEvidenceRepository", "SqlReportRepository"]
 
 
-def _report_values(r: ReportRecord) -> dict[str, Any]:
-    return {
-        "report_id": r.report_id,
-        "reporter": r.reporter,
-        "reporter_device": r.reporter_device,
-        "subject": r.subject,
-        "subject_device": r.subject_device,
-        "category": r.category.value,
-        "conversation_kind": r.conversation_kind.value,
-        "conversation_id": r.conversation_id,
-        "reported_message_id": r.reported_message_id,
-        "received_ms": r.received_ms,
-        "item_count": r.item_count,
-        "attachment_count": r.attachment_count,
-        "status": r.status.value,
-        "case_id": r.case_id,
-        "voided_ms": r.voided_ms,
-    }
-
-
-def _report(row: Row[Any]) -> ReportRecord:
-    return ReportRecord(
-        report_id=row.report_id,
-        reporter=row.reporter,
-        reporter_device=row.reporter_device,
-        subject=row.subject,
-        subject_device=row.subject_device,
-        category=Category(row.category),
-        conversation_kind=ConversationKind(row.conversation_kind),
-        conversation_id=bytes(row.conversation_id),
-        reported_message_id=bytes(row.reported_message_id),
-        received_ms=row.received_ms,
-        item_count=row.item_count,
-        attachment_count=row.attachment_count,
-        status=ReportStatus(row.status),
-        case_id=row.case_id,
-        voided_ms=row.voided_ms,
-    )
+def _item_values(item: ReportedItemRecord) -> dict[str, Any]:
+    return record_values(item, renamed={"index": "idx"})
 
 
 def _item(row: Row[Any]) -> ReportedItemRecord:
-    return ReportedItemRecord(
-        report_id=row.report_id,
-        index=row.idx,
-        role=ItemRole(row.role),
-        message_id=bytes(row.message_id),
-        commitment=bytes(row.commitment),
-        sender=row.sender,
-        sender_device=row.sender_device,
-        recipient=row.recipient,
-        recipient_device=row.recipient_device,
-        server_timestamp_ms=row.server_timestamp_ms,
-        franking_key_id=row.franking_key_id,
-        franking_verified=bool(row.franking_verified),
-        chain_verified=bool(row.chain_verified),
-        attachments_verified=row.attachments_verified,
-    )
-
-
-def _evidence_values(e: EvidenceRecord) -> dict[str, Any]:
-    return {
-        "evidence_id": e.evidence_id,
-        "report_id": e.report_id,
-        "kind": e.kind,
-        "key_id": e.key_id,
-        "nonce": e.nonce,
-        "ciphertext": e.ciphertext,
-        "plaintext_size": e.plaintext_size,
-        "child_safety": e.child_safety,
-        "created_ms": e.created_ms,
-        "expires_ms": e.expires_ms,
-        "hold_until_ms": e.hold_until_ms,
-    }
-
-
-def _evidence(row: Row[Any]) -> EvidenceRecord:
-    return EvidenceRecord(
-        evidence_id=row.evidence_id,
-        report_id=row.report_id,
-        kind=row.kind,
-        key_id=row.key_id,
-        nonce=bytes(row.nonce),
-        ciphertext=bytes(row.ciphertext),
-        plaintext_size=row.plaintext_size,
-        child_safety=bool(row.child_safety),
-        created_ms=row.created_ms,
-        expires_ms=row.expires_ms,
-        hold_until_ms=row.hold_until_ms,
-    )
+    return record_from_row(ReportedItemRecord, row, index=row.idx)
 
 
 def _raise_replay(kinds: set[ReplayKind]) -> None:
@@ -139,6 +49,16 @@ class SqlReportRepository:
 
     def __init__(self, db: SafetyDatabase) -> None:
         self._db = db
+        self._reports = RecordTable(db, safety_reports, "report_id", ReportRecord)
+        # Keyed by (report_id, idx): only read here through `RecordTable.where`.
+        self._items = RecordTable(
+            db,
+            safety_report_items,
+            "report_id",
+            ReportedItemRecord,
+            decode=_item,
+            encode=_item_values,
+        )
 
     def seen_replay_keys(self, keys: Sequence[str]) -> list[ReplayKey]:
         if not keys:
@@ -164,32 +84,11 @@ class SqlReportRepository:
                     )
                 ).all()
                 _raise_replay({ReplayKind(r.kind) for r in seen})
-                insert_row(c, safety_reports, _report_values(report))
+                insert_row(c, safety_reports, record_values(report))
                 if items:
-                    c.execute(
-                        insert(safety_report_items),
-                        [
-                            {
-                                "report_id": i.report_id,
-                                "idx": i.index,
-                                "role": i.role.value,
-                                "message_id": i.message_id,
-                                "commitment": i.commitment,
-                                "sender": i.sender,
-                                "sender_device": i.sender_device,
-                                "recipient": i.recipient,
-                                "recipient_device": i.recipient_device,
-                                "server_timestamp_ms": i.server_timestamp_ms,
-                                "franking_key_id": i.franking_key_id,
-                                "franking_verified": i.franking_verified,
-                                "chain_verified": i.chain_verified,
-                                "attachments_verified": i.attachments_verified,
-                            }
-                            for i in items
-                        ],
-                    )
+                    c.execute(insert(safety_report_items), [_item_values(i) for i in items])
                 if evidence:
-                    c.execute(insert(safety_evidence), [_evidence_values(e) for e in evidence])
+                    c.execute(insert(safety_evidence), [record_values(e) for e in evidence])
                 c.execute(
                     insert(safety_report_replay),
                     [
@@ -204,45 +103,24 @@ class SqlReportRepository:
             raise ConflictError("report id exists") from None
 
     def get_report(self, report_id: str) -> ReportRecord | None:
-        with self._db.read() as c:
-            row = c.execute(
-                select(safety_reports).where(safety_reports.c.report_id == report_id)
-            ).first()
-        return _report(row) if row is not None else None
+        return self._reports.get(report_id)
 
     def update_report(self, report: ReportRecord) -> None:
-        values = _report_values(report)
-        del values["report_id"]
-        with self._db.write() as c:
-            c.execute(
-                update(safety_reports)
-                .where(safety_reports.c.report_id == report.report_id)
-                .values(**values)
-            )
+        self._reports.update(report)
 
-    def _reports(self, condition: Any) -> list[ReportRecord]:
-        with self._db.read() as c:
-            rows = c.execute(
-                select(safety_reports)
-                .where(condition)
-                .order_by(safety_reports.c.received_ms, safety_reports.c.report_id)
-            ).all()
-        return [_report(r) for r in rows]
+    def _reports_where(self, condition: ColumnElement[bool]) -> list[ReportRecord]:
+        r = safety_reports.c
+        return self._reports.where(condition, r.received_ms, r.report_id)
 
     def reports_for_case(self, case_id: str) -> list[ReportRecord]:
-        return self._reports(safety_reports.c.case_id == case_id)
+        return self._reports_where(safety_reports.c.case_id == case_id)
 
     def reports_by_reporter(self, reporter: str) -> list[ReportRecord]:
-        return self._reports(safety_reports.c.reporter == reporter)
+        return self._reports_where(safety_reports.c.reporter == reporter)
 
     def items_for_report(self, report_id: str) -> list[ReportedItemRecord]:
-        with self._db.read() as c:
-            rows = c.execute(
-                select(safety_report_items)
-                .where(safety_report_items.c.report_id == report_id)
-                .order_by(safety_report_items.c.idx)
-            ).all()
-        return [_item(r) for r in rows]
+        i = safety_report_items.c
+        return self._items.where(i.report_id == report_id, i.idx)
 
 
 class SqlEvidenceRepository:
@@ -250,17 +128,15 @@ class SqlEvidenceRepository:
 
     def __init__(self, db: SafetyDatabase) -> None:
         self._db = db
+        self._rows = RecordTable(db, safety_evidence, "evidence_id", EvidenceRecord)
 
-    def _select(self, condition: Any, limit: int | None = None) -> list[EvidenceRecord]:
-        query = select(safety_evidence).where(condition).order_by(safety_evidence.c.evidence_id)
-        if limit is not None:
-            query = query.limit(limit)
-        with self._db.read() as c:
-            return [_evidence(r) for r in c.execute(query).all()]
+    def _select(
+        self, condition: ColumnElement[bool], limit: int | None = None
+    ) -> list[EvidenceRecord]:
+        return self._rows.where(condition, safety_evidence.c.evidence_id, limit=limit)
 
     def get_evidence(self, evidence_id: str) -> EvidenceRecord | None:
-        found = self._select(safety_evidence.c.evidence_id == evidence_id)
-        return found[0] if found else None
+        return self._rows.get(evidence_id)
 
     def evidence_for_report(self, report_id: str) -> list[EvidenceRecord]:
         return self._select(safety_evidence.c.report_id == report_id)
@@ -269,19 +145,11 @@ class SqlEvidenceRepository:
         return self._select(safety_evidence.c.key_id != key_id, limit)
 
     def replace_evidence(self, record: EvidenceRecord, expected_key_id: str) -> None:
-        values = _evidence_values(record)
-        del values["evidence_id"]
-        with self._db.write() as c:
-            result = c.execute(
-                update(safety_evidence)
-                .where(
-                    safety_evidence.c.evidence_id == record.evidence_id,
-                    safety_evidence.c.key_id == expected_key_id,
-                )
-                .values(**values)
-            )
-            if result.rowcount != 1:
-                raise ConflictError("evidence changed concurrently")
+        self._rows.update(
+            record,
+            safety_evidence.c.key_id == expected_key_id,
+            conflict="evidence changed concurrently",
+        )
 
     def set_hold(self, evidence_id: str, hold_until_ms: int) -> None:
         with self._db.write() as c:
@@ -299,5 +167,4 @@ class SqlEvidenceRepository:
         )
 
     def delete_evidence(self, evidence_id: str) -> None:
-        with self._db.write() as c:
-            c.execute(delete(safety_evidence).where(safety_evidence.c.evidence_id == evidence_id))
+        self._rows.delete(safety_evidence.c.evidence_id == evidence_id)

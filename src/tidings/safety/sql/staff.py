@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row, delete, select, true, update
 
 from tidings.crypto.primitives import (
     AES_GCM_NONCE_LEN,
@@ -15,11 +14,10 @@ from tidings.crypto.primitives import (
     aes256_gcm_encrypt,
     random_bytes,
 )
-from tidings.errors import ConflictError, InvalidKeyError
-from tidings.safety.sql.engine import SafetyDatabase, insert_row
+from tidings.errors import InvalidKeyError
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row, update_row
 from tidings.safety.staff import (
     EnrolmentToken,
-    GrantKind,
     GrantStatus,
     Role,
     StaffAccount,
@@ -27,6 +25,7 @@ from tidings.safety.staff import (
     StaffSession,
     ThrottleRecord,
 )
+from tidings.storage.engine import record_from_row, record_values
 from tidings.storage.safety_schema import (
     safety_login_throttle,
     safety_staff,
@@ -66,41 +65,8 @@ def open_totp(key: bytes, staff_id: str, sealed: bytes | None) -> str:
 
 
 def _grant(row: Row[Any]) -> StaffGrant:
-    return StaffGrant(
-        grant_id=row.grant_id,
-        staff_id=row.staff_id,
-        kind=GrantKind(row.kind),
-        role=Role(row.role) if row.role else None,
-        requested_by=row.requested_by,
-        requested_ms=row.requested_ms,
-        status=GrantStatus(row.status),
-        decided_by=row.decided_by,
-        decided_ms=row.decided_ms,
-    )
-
-
-def _grant_values(g: StaffGrant) -> dict[str, Any]:
-    return {
-        "grant_id": g.grant_id,
-        "staff_id": g.staff_id,
-        "kind": g.kind.value,
-        "role": g.role.value if g.role is not None else None,
-        "requested_by": g.requested_by,
-        "requested_ms": g.requested_ms,
-        "status": g.status.value,
-        "decided_by": g.decided_by,
-        "decided_ms": g.decided_ms,
-    }
-
-
-def _session(row: Row[Any]) -> StaffSession:
-    return StaffSession(
-        session_id=row.session_id,
-        staff_id=row.staff_id,
-        created_ms=row.created_ms,
-        expires_ms=row.expires_ms,
-        last_seen_ms=row.last_seen_ms,
-    )
+    # NULL, or "" in rows older than the column's nullability: no role (a clearance grant).
+    return record_from_row(StaffGrant, row, role=Role(row.role) if row.role else None)
 
 
 class SqlStaffRepository:
@@ -119,40 +85,28 @@ class SqlStaffRepository:
             raise InvalidKeyError(f"the staff key must be {STAFF_KEY_LEN} bytes")
         self._db = db
         self._key = totp_key
+        self._staff_rows = RecordTable(
+            db, safety_staff, "staff_id", StaffAccount, decode=self._staff, encode=self._values
+        )
+        self._grants = RecordTable(db, safety_staff_grants, "grant_id", StaffGrant, decode=_grant)
+        self._sessions = RecordTable(db, safety_staff_sessions, "session_id", StaffSession)
+        self._enrolments = RecordTable(db, safety_staff_enrolment, "token_hash", EnrolmentToken)
+        self._throttles = RecordTable(db, safety_login_throttle, "key", ThrottleRecord)
 
     def _values(self, a: StaffAccount) -> dict[str, Any]:
-        return {
-            "staff_id": a.staff_id,
-            "username": a.username,
-            "display_name": a.display_name,
-            "roles": ",".join(sorted(r.value for r in a.roles)),
-            "child_safety": a.child_safety,
-            "password_hash": a.password_hash,
-            "totp_secret": "",
-            "totp_sealed": seal_totp(self._key, a.staff_id, a.totp_secret),
-            "totp_last_step": a.totp_last_step,
-            "disabled": a.disabled,
-            "created_ms": a.created_ms,
-            "version": a.version,
-            "enrolled_ms": a.enrolled_ms,
-            "sponsor": a.sponsor,
-        }
+        return record_values(
+            a,
+            roles=",".join(sorted(r.value for r in a.roles)),
+            totp_secret="",  # never in the clear: sealed below
+            totp_sealed=seal_totp(self._key, a.staff_id, a.totp_secret),
+        )
 
     def _staff(self, row: Row[Any]) -> StaffAccount:
-        return StaffAccount(
-            staff_id=row.staff_id,
-            username=row.username,
-            display_name=row.display_name,
+        return record_from_row(
+            StaffAccount,
+            row,
             roles=frozenset(Role(r) for r in row.roles.split(",") if r),
-            child_safety=bool(row.child_safety),
-            password_hash=row.password_hash,
             totp_secret=open_totp(self._key, row.staff_id, row.totp_sealed),
-            totp_last_step=row.totp_last_step,
-            disabled=bool(row.disabled),
-            created_ms=row.created_ms,
-            version=row.version,
-            enrolled_ms=row.enrolled_ms,
-            sponsor=row.sponsor,
         )
 
     def seal_legacy(self) -> int:
@@ -181,55 +135,33 @@ class SqlStaffRepository:
         return len(rows)
 
     def add_staff(self, account: StaffAccount) -> None:
-        try:
-            with self._db.write() as c:
-                insert_row(c, safety_staff, self._values(account))
-        except IntegrityError:
-            raise ConflictError("staff account already exists") from None
+        self._staff_rows.insert(account, conflict="staff account already exists")
 
     def get_staff(self, staff_id: str) -> StaffAccount | None:
-        with self._db.read() as c:
-            row = c.execute(select(safety_staff).where(safety_staff.c.staff_id == staff_id)).first()
-        return self._staff(row) if row is not None else None
+        return self._staff_rows.get(staff_id)
 
     def get_staff_by_username(self, username: str) -> StaffAccount | None:
-        with self._db.read() as c:
-            row = c.execute(select(safety_staff).where(safety_staff.c.username == username)).first()
-        return self._staff(row) if row is not None else None
+        found = self._staff_rows.where(safety_staff.c.username == username)
+        return found[0] if found else None
 
     def count_staff(self) -> int:
-        with self._db.read() as c:
-            return int(c.execute(select(func.count()).select_from(safety_staff)).scalar_one())
+        return self._staff_rows.count()
 
     def list_staff(self) -> list[StaffAccount]:
         """Every staff account, by username (the console's staff page)."""
-        with self._db.read() as c:
-            rows = c.execute(select(safety_staff).order_by(safety_staff.c.username)).all()
-        return [self._staff(r) for r in rows]
+        return self._staff_rows.where(true(), safety_staff.c.username)
 
     def update_staff(self, account: StaffAccount, expected_version: int) -> None:
-        values = self._values(account)
-        del values["staff_id"]
-        with self._db.write() as c:
-            result = c.execute(
-                update(safety_staff)
-                .where(
-                    safety_staff.c.staff_id == account.staff_id,
-                    safety_staff.c.version == expected_version,
-                )
-                .values(**values)
-            )
-            if result.rowcount != 1:
-                raise ConflictError("staff account changed concurrently")
+        self._staff_rows.update(
+            account,
+            safety_staff.c.version == expected_version,
+            conflict="staff account changed concurrently",
+        )
 
     def queues_of(self, staff_id: str) -> frozenset[str]:
-        with self._db.read() as c:
-            rows = c.execute(
-                select(safety_staff_queues.c.queue_id).where(
-                    safety_staff_queues.c.staff_id == staff_id
-                )
-            ).all()
-        return frozenset(r.queue_id for r in rows)
+        q = safety_staff_queues.c
+        query = select(q.queue_id).where(q.staff_id == staff_id)
+        return frozenset(self._db.all(query, lambda row: str(row.queue_id)))
 
     def add_queue_member(self, staff_id: str, queue_id: str) -> None:
         with self._db.write() as c:
@@ -252,29 +184,13 @@ class SqlStaffRepository:
             )
 
     def add_session(self, session: StaffSession) -> None:
-        with self._db.write() as c:
-            insert_row(
-                c,
-                safety_staff_sessions,
-                {
-                    "session_id": session.session_id,
-                    "staff_id": session.staff_id,
-                    "created_ms": session.created_ms,
-                    "expires_ms": session.expires_ms,
-                    "last_seen_ms": session.last_seen_ms,
-                },
-            )
+        self._sessions.insert(session)
 
     def get_session(self, session_id: str) -> StaffSession | None:
-        with self._db.read() as c:
-            row = c.execute(
-                select(safety_staff_sessions).where(
-                    safety_staff_sessions.c.session_id == session_id
-                )
-            ).first()
-        return _session(row) if row is not None else None
+        return self._sessions.get(session_id)
 
     def update_session(self, session: StaffSession) -> None:
+        # Only the times move (staff_id and created_ms are those of the stored row).
         with self._db.write() as c:
             c.execute(
                 update(safety_staff_sessions)
@@ -283,84 +199,39 @@ class SqlStaffRepository:
             )
 
     def delete_session(self, session_id: str) -> None:
-        with self._db.write() as c:
-            c.execute(
-                delete(safety_staff_sessions).where(
-                    safety_staff_sessions.c.session_id == session_id
-                )
-            )
+        self._sessions.delete(safety_staff_sessions.c.session_id == session_id)
 
     def delete_sessions_for(self, staff_id: str) -> None:
-        with self._db.write() as c:
-            c.execute(
-                delete(safety_staff_sessions).where(safety_staff_sessions.c.staff_id == staff_id)
-            )
+        self._sessions.delete(safety_staff_sessions.c.staff_id == staff_id)
 
     def get_throttle(self, key: str) -> ThrottleRecord | None:
-        with self._db.read() as c:
-            row = c.execute(
-                select(safety_login_throttle).where(safety_login_throttle.c.key == key)
-            ).first()
-        if row is None:
-            return None
-        return ThrottleRecord(row.key, row.failures, row.first_failure_ms, row.locked_until_ms)
+        return self._throttles.get(key)
 
     def put_throttle(self, record: ThrottleRecord) -> None:
-        values = {
-            "failures": record.failures,
-            "first_failure_ms": record.first_failure_ms,
-            "locked_until_ms": record.locked_until_ms,
-        }
+        values = record_values(record)
         with self._db.write() as c:
-            result = c.execute(
-                update(safety_login_throttle)
-                .where(safety_login_throttle.c.key == record.key)
-                .values(**values)
-            )
-            if result.rowcount == 0:
-                insert_row(c, safety_login_throttle, {"key": record.key, **values})
+            if update_row(c, safety_login_throttle, "key", values) == 0:
+                insert_row(c, safety_login_throttle, values)
 
     def clear_throttle(self, key: str) -> None:
-        with self._db.write() as c:
-            c.execute(delete(safety_login_throttle).where(safety_login_throttle.c.key == key))
+        self._throttles.delete(safety_login_throttle.c.key == key)
 
     def add_grant(self, grant: StaffGrant) -> None:
-        try:
-            with self._db.write() as c:
-                insert_row(c, safety_staff_grants, _grant_values(grant))
-        except IntegrityError:
-            raise ConflictError("grant already exists") from None
+        self._grants.insert(grant, conflict="grant already exists")
 
     def get_grant(self, grant_id: str) -> StaffGrant | None:
-        with self._db.read() as c:
-            row = c.execute(
-                select(safety_staff_grants).where(safety_staff_grants.c.grant_id == grant_id)
-            ).first()
-        return _grant(row) if row is not None else None
+        return self._grants.get(grant_id)
 
     def decide_grant(self, grant: StaffGrant) -> None:
-        values = _grant_values(grant)
-        del values["grant_id"]
-        with self._db.write() as c:
-            result = c.execute(
-                update(safety_staff_grants)
-                .where(
-                    safety_staff_grants.c.grant_id == grant.grant_id,
-                    safety_staff_grants.c.status == GrantStatus.PENDING.value,
-                )
-                .values(**values)
-            )
-            if result.rowcount != 1:
-                raise ConflictError("this grant was already decided")
+        self._grants.update(
+            grant,
+            safety_staff_grants.c.status == GrantStatus.PENDING.value,
+            conflict="this grant was already decided",
+        )
 
     def pending_grants(self) -> list[StaffGrant]:
-        with self._db.read() as c:
-            rows = c.execute(
-                select(safety_staff_grants)
-                .where(safety_staff_grants.c.status == GrantStatus.PENDING.value)
-                .order_by(safety_staff_grants.c.requested_ms, safety_staff_grants.c.grant_id)
-            ).all()
-        return [_grant(r) for r in rows]
+        g = safety_staff_grants.c
+        return self._grants.where(g.status == GrantStatus.PENDING.value, g.requested_ms, g.grant_id)
 
     def replace_enrolment(self, token: EnrolmentToken) -> None:
         with self._db.write() as c:
@@ -369,33 +240,10 @@ class SqlStaffRepository:
                     safety_staff_enrolment.c.staff_id == token.staff_id
                 )
             )
-            insert_row(
-                c,
-                safety_staff_enrolment,
-                {
-                    "token_hash": token.token_hash,
-                    "staff_id": token.staff_id,
-                    "issued_by": token.issued_by,
-                    "created_ms": token.created_ms,
-                    "expires_ms": token.expires_ms,
-                },
-            )
+            insert_row(c, safety_staff_enrolment, record_values(token))
 
     def get_enrolment(self, token_hash: str) -> EnrolmentToken | None:
-        with self._db.read() as c:
-            row = c.execute(
-                select(safety_staff_enrolment).where(
-                    safety_staff_enrolment.c.token_hash == token_hash
-                )
-            ).first()
-        if row is None:
-            return None
-        return EnrolmentToken(
-            row.token_hash, row.staff_id, row.issued_by, row.created_ms, row.expires_ms
-        )
+        return self._enrolments.get(token_hash)
 
     def delete_enrolments_for(self, staff_id: str) -> None:
-        with self._db.write() as c:
-            c.execute(
-                delete(safety_staff_enrolment).where(safety_staff_enrolment.c.staff_id == staff_id)
-            )
+        self._enrolments.delete(safety_staff_enrolment.c.staff_id == staff_id)
