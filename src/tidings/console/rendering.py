@@ -21,7 +21,8 @@ from tidings.safety.staff import Permission
 
 from .context import ConsoleContext
 from .routing import Ctx
-from .security import ExposureCounter, PreferenceStore, csrf_token
+from .security import csrf_token
+from .state import ExposureStore, PreferenceStore
 
 __all__ = ["FLASH", "PageKit"]
 
@@ -64,7 +65,7 @@ def _fmt_duration(ms: int) -> str:
 
 
 class PageKit:
-    """Rendering and response helpers over one console's context and per-process state.
+    """Rendering and response helpers over one console's context and state.
 
     ``secret`` keys the CSRF tokens; ``secure_cookies`` None means Secure cookies exactly
     when the request is HTTPS; ``media`` holds the reviewers' media settings and the
@@ -78,12 +79,13 @@ class PageKit:
         secret: bytes,
         secure_cookies: bool | None,
         media: PreferenceStore,
+        exposure: ExposureStore,
     ) -> None:
         self.ctx = context
         self.secret = secret
         self.secure_cookies = secure_cookies
         self.media = media
-        self.exposure = ExposureCounter()
+        self.exposure = exposure
         self.env = Environment(
             loader=FileSystemLoader(str(TEMPLATES)),
             autoescape=select_autoescape(default=True, default_for_string=True),

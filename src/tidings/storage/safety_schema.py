@@ -152,7 +152,6 @@ safety_staff_preferences = Table(
     Column("staff_id", String(_ID), primary_key=True),
     Column("blur", Boolean, nullable=True),
     Column("greyscale", Boolean, nullable=True),
-    Column("updated_ms", BigInteger, nullable=False),
 )
 
 safety_console_pending = Table(

@@ -34,7 +34,6 @@ def upgrade() -> None:
         sa.Column("staff_id", sa.String(length=64), nullable=False),
         sa.Column("blur", sa.Boolean(), nullable=True),
         sa.Column("greyscale", sa.Boolean(), nullable=True),
-        sa.Column("updated_ms", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("staff_id"),
     )
     op.create_table(
