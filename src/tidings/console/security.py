@@ -21,9 +21,7 @@ shared database on a SQL deployment, so the TOTP page may be served by another n
 
 from __future__ import annotations
 
-import hmac
-
-from tidings.crypto.primitives import hmac_sha256
+from tidings.crypto.primitives import constant_time_equal, hmac_sha256
 
 __all__ = [
     "CSRF_KEY_LABEL",
@@ -83,6 +81,10 @@ def csrf_token(secret: bytes, binding: str) -> str:
 
 
 def csrf_valid(secret: bytes, binding: str | None, presented: object) -> bool:
+    """Whether ``presented`` is the CSRF token of ``binding`` (constant-time; anything that is
+    not a 64-character ASCII string is simply invalid, never an error)."""
     if not binding or not isinstance(presented, str) or len(presented) != 64:
         return False
-    return hmac.compare_digest(csrf_token(secret, binding), presented)
+    if not presented.isascii():
+        return False
+    return constant_time_equal(csrf_token(secret, binding).encode(), presented.encode())
