@@ -60,14 +60,21 @@ def _in_queue(queue_id: str, states: frozenset[CaseState]) -> ColumnElement[bool
 
 def _beyond(current: CaseRecord, forward: bool) -> ColumnElement[bool]:
     """Rows after (``forward``) or before ``current`` in queue order, as the expanded
-    row-value comparison (priority runs high to low, the other keys low to high)."""
+    row-value comparison (priority runs high to low, the other keys low to high).
+
+    The mixed directions rule out a plain row-value comparison, and neither planner turns the
+    OR chain into an index range; the redundant bound on the leading key (priority ≤ or ≥
+    the current one) does become one, so the scan starts at the current priority band instead
+    of at the queue's end."""
     values = (current.priority, current.sla_due_ms, current.created_ms, current.case_id)
     condition: ColumnElement[bool] | None = None
     for (column, descending), value in reversed(list(zip(_QUEUE_KEYS, values, strict=True))):
         past = column > value if forward != descending else column < value
         condition = past if condition is None else or_(past, and_(column == value, condition))
     assert condition is not None
-    return condition
+    priority = safety_cases.c.priority
+    band = priority <= current.priority if forward else priority >= current.priority
+    return and_(band, condition)
 
 
 def _case_values(case: CaseRecord) -> dict[str, Any]:
