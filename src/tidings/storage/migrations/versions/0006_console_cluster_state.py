@@ -7,7 +7,10 @@ list pages get an index they can walk in order.
   handle, single use, expiring);
 - ``ix_safety_cases_queue_order``: ``(queue_id, priority DESC, sla_due_ms, created_ms,
   case_id, state)``, the queue order (`tidings.safety.case_model.queue_order`), so a queue
-  page is ORDER BY + LIMIT over an index and stepping to a neighbour is one keyset row.
+  page is ORDER BY + LIMIT over an index and stepping to a neighbour is one keyset row;
+- ``ix_safety_cases_queue_counts`` replaces ``ix_safety_cases_queue (queue_id, state)``
+  with the same two leading columns plus ``sla_due_ms, lock_expires_ms, lock_holder``: the
+  queue counts' GROUP BY is then answered from the index alone.
 
 Revision ID: 0006
 Revises: 0005
@@ -54,9 +57,18 @@ def upgrade() -> None:
         ["queue_id", sa.text("priority DESC"), "sla_due_ms", "created_ms", "case_id", "state"],
         unique=False,
     )
+    op.create_index(
+        "ix_safety_cases_queue_counts",
+        "safety_cases",
+        ["queue_id", "state", "sla_due_ms", "lock_expires_ms", "lock_holder"],
+        unique=False,
+    )
+    op.drop_index("ix_safety_cases_queue", table_name="safety_cases")
 
 
 def downgrade() -> None:
+    op.create_index("ix_safety_cases_queue", "safety_cases", ["queue_id", "state"], unique=False)
+    op.drop_index("ix_safety_cases_queue_counts", table_name="safety_cases")
     op.drop_index("ix_safety_cases_queue_order", table_name="safety_cases")
     with op.batch_alter_table("safety_console_pending", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_safety_console_pending_expires_ms"))
