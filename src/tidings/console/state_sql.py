@@ -140,22 +140,19 @@ class SqlExposure:
         return int(value or 0)
 
     def add(self, session_id: str, n: int = 1) -> int:
-        t = safety_staff_sessions.c
-        with self._db.write() as c:
-            c.execute(
-                update(safety_staff_sessions)
-                .where(t.session_id == session_id)
-                .values(exposure=t.exposure + max(0, n))
-            )
-            value = c.execute(select(t.exposure).where(t.session_id == session_id)).scalar()
-        return int(value or 0)
+        return self._set(session_id, safety_staff_sessions.c.exposure + max(0, n))
 
     def forget(self, session_id: str) -> None:
+        self._set(session_id, 0)
+
+    def _set(self, session_id: str, value: Any) -> int:
+        """Set the session's count to ``value`` (a number or a SQL expression of the column)
+        and return the count now stored (0 for no such session)."""
         t = safety_staff_sessions.c
+        this = t.session_id == session_id
         with self._db.write() as c:
-            c.execute(
-                update(safety_staff_sessions).where(t.session_id == session_id).values(exposure=0)
-            )
+            c.execute(update(safety_staff_sessions).where(this).values(exposure=value))
+            return int(c.execute(select(t.exposure).where(this)).scalar() or 0)
 
 
 class SqlPreferences:
