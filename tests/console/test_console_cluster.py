@@ -30,7 +30,7 @@ pytestmark = pytest.mark.anyio
 
 CSRF_RE = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
 KEY_FILES = ("franking.key", "staff.key", "evidence.keys", "audit_anchor.key")
-WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
+WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|BEGIN IMMEDIATE)\b", re.IGNORECASE)
 
 
 @pytest.fixture
@@ -154,7 +154,8 @@ async def test_console_requests_alternate_between_two_nodes(
         assert (one.json(), two.json()) == ({"exposure": 1}, {"exposure": 2})
         assert 'id="exposure-count">2<' in (await cluster.get(0, "/console/queues")).text
 
-        # Console GETs, on either node, write nothing (the session's last-seen is batched).
+        # Console GETs, on either node, write nothing and take no write lock (SQLite BEGIN
+        # IMMEDIATE): the session's last-seen is batched.
         statements: list[str] = []
         engines = [app.state.safety.staff_repo.database.engine for app in cluster.apps]
 
