@@ -32,6 +32,7 @@ from tidings.safety.keyfile import load_staff_key
 from tidings.safety.sql import SafetyDatabase, SqlStaffRepository
 from tidings.safety.staff import (
     ENROLMENT_TTL_MS,
+    LAST_SEEN_STEP_MS,
     Permission,
     Principal,
     Role,
@@ -238,12 +239,41 @@ def test_login_and_session_lifecycle(world: World) -> None:
     assert world.staff_repo.get_session(result.token) is None
     principal = world.staff.authenticate(result.token, now_ms=now + 1000)
     assert principal.username == "rita"
-    assert world.staff.session_remaining_ms(result.token, now_ms=now + 1000) == 30 * 60_000
+    # Within the last-seen step the stored last-seen stays at the sign-in time.
+    remaining = world.staff.session_remaining_ms(result.token, now_ms=now + 1000)
+    assert remaining == 30 * 60_000 - 1000
     # Idle for 30 minutes: expired.
     with pytest.raises(SessionExpiredError):
         world.staff.authenticate(result.token, now_ms=now + 1000 + 30 * 60_000)
     with pytest.raises(AuthenticationError):  # and gone
         world.staff.authenticate(result.token, now_ms=now + 1000 + 30 * 60_000)
+
+
+def test_session_last_seen_is_written_at_most_once_per_step(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.make_staff("rita", Role.REVIEWER)
+    now = world.now
+    token = world.staff.login("rita", PASSWORD, code(world, "rita", now), now_ms=now).token
+    writes: list[int] = []
+    inner = world.staff_repo.update_session
+    monkeypatch.setattr(
+        world.staff_repo,
+        "update_session",
+        lambda session: (writes.append(session.last_seen_ms), inner(session))[1],
+    )
+    # 100 requests over 59 s after sign-in: no session write at all.
+    for i in range(100):
+        world.staff.authenticate(token, now_ms=now + i * 590)
+    assert writes == []
+    # Past the step: exactly one write, then quiet again for another step.
+    for i in range(100):
+        world.staff.authenticate(token, now_ms=now + LAST_SEEN_STEP_MS + i * 500)
+    assert writes == [now + LAST_SEEN_STEP_MS]
+    # The idle timeout counts from the stored last-seen: 30 min after it, the session is gone,
+    # even though the last request was 49.5 s later than that write.
+    with pytest.raises(SessionExpiredError):
+        world.staff.authenticate(token, now_ms=now + LAST_SEEN_STEP_MS + 30 * 60_000)
 
 
 def test_absolute_session_expiry_and_logout(world: World) -> None:

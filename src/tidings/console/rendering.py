@@ -9,6 +9,7 @@ exposure count, and the flash message a redirect asked for (``?done=<key>`` of `
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from tidings.safety.staff import Permission
 
 from .context import ConsoleContext
 from .routing import Ctx
-from .security import ExposureCounter, PreferenceStore, csrf_token
+from .security import csrf_token
+from .state import ExposureStore, PreferenceStore
 
 __all__ = ["FLASH", "PageKit"]
 
@@ -63,35 +65,35 @@ def _fmt_duration(ms: int) -> str:
     return f"{sign}{s // 60}m {s % 60:02d}s"
 
 
+def _environment() -> Environment:
+    """The console's Jinja environment: autoescaping everywhere, the ``ts``/``dur`` filters."""
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["ts"] = _fmt_ts
+    env.filters["dur"] = _fmt_duration
+    return env
+
+
+@dataclass(eq=False)
 class PageKit:
-    """Rendering and response helpers over one console's context and per-process state.
+    """Rendering and response helpers over one console's context and state.
 
     ``secret`` keys the CSRF tokens; ``secure_cookies`` None means Secure cookies exactly
     when the request is HTTPS; ``media`` holds the reviewers' media settings and the
     organisation's defaults. ``exposure`` is the per-session count of revealed media.
     """
 
-    def __init__(
-        self,
-        context: ConsoleContext,
-        *,
-        secret: bytes,
-        secure_cookies: bool | None,
-        media: PreferenceStore,
-    ) -> None:
-        self.ctx = context
-        self.secret = secret
-        self.secure_cookies = secure_cookies
-        self.media = media
-        self.exposure = ExposureCounter()
-        self.env = Environment(
-            loader=FileSystemLoader(str(TEMPLATES)),
-            autoescape=select_autoescape(default=True, default_for_string=True),
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.filters["ts"] = _fmt_ts
-        self.env.filters["dur"] = _fmt_duration
+    ctx: ConsoleContext
+    _: KW_ONLY
+    secret: bytes = field(repr=False)
+    secure_cookies: bool | None
+    media: PreferenceStore
+    exposure: ExposureStore
+    env: Environment = field(init=False, repr=False, default_factory=_environment)
 
     @staticmethod
     def base(request: Request) -> str:

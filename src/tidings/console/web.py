@@ -41,6 +41,7 @@ from tidings.errors import (
     TidingsError,
     http_status,
 )
+from tidings.safety.sql import SqlStaffRepository
 from tidings.safety.staff import Permission
 
 from .context import ConsoleContext
@@ -48,13 +49,14 @@ from .pages import appeals, audit, auth, cases, preferences, staff
 from .rendering import PageKit
 from .routing import PUBLIC, Ctx, Handler, RouteSpec
 from .security import (
+    CSRF_KEY_LABEL,
     PRE_COOKIE,
     SESSION_COOKIE,
-    PendingLogins,
-    PreferenceStore,
     csrf_valid,
     security_headers,
 )
+from .state import ConsoleState, PreferenceStore
+from .state_sql import sql_state
 
 __all__ = ["PUBLIC", "ROUTES", "Console", "RouteSpec", "build_console"]
 
@@ -85,16 +87,19 @@ class ConsoleAssets:
         return Response(self.files[name], media_type=STATIC_TYPES[name], headers=headers)
 
 
-PageFactory = Callable[[PageKit, ConsoleContext], object]
+PageFactory = Callable[[PageKit, ConsoleContext, ConsoleState], object]
 
 PAGES: tuple[tuple[tuple[RouteSpec, ...], PageFactory], ...] = (
-    (STATIC_ROUTES, lambda kit, context: ConsoleAssets()),
-    (auth.ROUTES, lambda kit, context: auth.AuthPages(kit, context, pending=PendingLogins())),
-    (preferences.ROUTES, lambda kit, context: preferences.PreferencePages(kit)),
-    (cases.ROUTES, cases.CasePages),
-    (appeals.ROUTES, appeals.AppealPages),
-    (audit.ROUTES, audit.AuditPages),
-    (staff.ROUTES, staff.StaffPages),
+    (STATIC_ROUTES, lambda kit, context, state: ConsoleAssets()),
+    (
+        auth.ROUTES,
+        lambda kit, context, state: auth.AuthPages(kit, context, pending=state.pending),
+    ),
+    (preferences.ROUTES, lambda kit, context, state: preferences.PreferencePages(kit)),
+    (cases.ROUTES, lambda kit, context, state: cases.CasePages(kit, context)),
+    (appeals.ROUTES, lambda kit, context, state: appeals.AppealPages(kit, context)),
+    (audit.ROUTES, lambda kit, context, state: audit.AuditPages(kit, context)),
+    (staff.ROUTES, lambda kit, context, state: staff.StaffPages(kit, context)),
 )
 """Each page group's route table and how its page object is built; a route's handler is the
 page object's method of the route's name."""
@@ -111,13 +116,21 @@ class Console:
             handler would silently replace the other).
     """
 
-    def __init__(self, context: ConsoleContext, kit: PageKit, *, clock: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        context: ConsoleContext,
+        kit: PageKit,
+        *,
+        clock: Callable[[], int],
+        state: ConsoleState,
+    ) -> None:
         self.ctx = context
         self.kit = kit
         self.clock = clock
+        self.state = state
         self.handlers: dict[str, Handler] = {}
         for routes, build in PAGES:
-            page = build(kit, context)
+            page = build(kit, context, state)
             for spec in routes:
                 if spec.name in self.handlers:
                     raise ValueError(f"two console routes are named {spec.name!r}")
@@ -206,27 +219,43 @@ def build_console(
     secure_cookies: bool | None = None,
     blur_default: bool = True,
     greyscale_default: bool = True,
+    state: ConsoleState | None = None,
 ) -> Starlette:
     """The console as an ASGI app to mount under ``/console``.
 
     ``service_or_context``: a `ConsoleContext`, or the safety service facade (adapted with
     `ConsoleContext.from_service`). ``clock`` returns epoch milliseconds (tests pass a fake).
-    ``secret`` keys the CSRF tokens (random per process if omitted: tokens then do not survive
-    a restart, sessions do). ``secure_cookies`` None: Secure cookies when the request is HTTPS
-    (behind a TLS proxy, pass True). ``blur_default`` / ``greyscale_default``: the
-    organisation's media defaults, which each reviewer may override on the preferences page.
+    ``secure_cookies`` None: Secure cookies when the request is HTTPS (behind a TLS proxy,
+    pass True). ``blur_default`` / ``greyscale_default``: the organisation's media defaults,
+    which each reviewer may override on the preferences page.
+
+    On SQL repositories (a `SqlStaffRepository`) the console is stateless per node: ``state``
+    defaults to the shared-database stores (`tidings.console.state_sql`) and ``secret``, the
+    CSRF key, to one derived from the staff key (`CSRF_KEY_LABEL`), the same on every node
+    that reads the same ``staff.key`` and never stored. On in-memory repositories both default
+    to this process (`ConsoleState.memory`, a random secret).
 
     Raises:
         TypeError: ``service_or_context`` lacks what `ConsoleContext.from_service` needs.
     """
     context = ConsoleContext.from_service(service_or_context)
+    shared = context.staff_repo if isinstance(context.staff_repo, SqlStaffRepository) else None
+    if state is None:
+        state = sql_state(shared.database) if shared is not None else ConsoleState.memory()
+    if secret is None:
+        secret = (
+            shared.derived_key(CSRF_KEY_LABEL) if shared is not None else secrets.token_bytes(32)
+        )
     kit = PageKit(
         context,
-        secret=secret or secrets.token_bytes(32),
+        secret=secret,
         secure_cookies=secure_cookies,
-        media=PreferenceStore(blur_default=blur_default, greyscale_default=greyscale_default),
+        media=PreferenceStore(
+            state.preferences, blur_default=blur_default, greyscale_default=greyscale_default
+        ),
+        exposure=state.exposure,
     )
-    console = Console(context, kit, clock=clock or now_ms)
+    console = Console(context, kit, clock=clock or now_ms, state=state)
     app = console.asgi()
     app.state.console = console
     return app

@@ -4,6 +4,7 @@ ones in `tidings.safety.sql`; the same contracts, including optimistic concurren
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 
 from tidings.errors import ConflictError
@@ -15,6 +16,10 @@ from tidings.safety.case_model import (
     DecisionRecord,
     Enforcement,
     NoteRecord,
+    QueueCounts,
+    lock_remaining_ms,
+    queue_order,
+    sla_remaining_ms,
 )
 
 
@@ -54,6 +59,45 @@ class InMemoryCaseRepository:
 
     def cases_in_queue(self, queue_id: str, states: frozenset[CaseState]) -> list[CaseRecord]:
         return [c for c in self.cases.values() if c.queue_id == queue_id and c.state in states]
+
+    def queue_page(
+        self, queue_id: str, states: frozenset[CaseState], *, limit: int, offset: int = 0
+    ) -> list[CaseRecord]:
+        ordered = sorted(self.cases_in_queue(queue_id, states), key=queue_order)
+        return ordered[offset : offset + limit]
+
+    def queue_neighbour(
+        self,
+        queue_id: str,
+        states: frozenset[CaseState],
+        current: CaseRecord | None,
+        *,
+        forward: bool,
+    ) -> CaseRecord | None:
+        ordered = sorted(self.cases_in_queue(queue_id, states), key=queue_order)
+        if current is not None:
+            key = queue_order(current)
+            ordered = [
+                c for c in ordered if queue_order(c) != key and (queue_order(c) > key) == forward
+            ]
+        if not ordered:
+            return None
+        return ordered[0] if forward else ordered[-1]
+
+    def queue_counts(
+        self, queue_ids: Sequence[str], states: frozenset[CaseState], now_ms: int
+    ) -> dict[str, QueueCounts]:
+        out: dict[str, QueueCounts] = {}
+        for queue_id in queue_ids:
+            cases = self.cases_in_queue(queue_id, states)
+            if cases:
+                out[queue_id] = QueueCounts(
+                    total=len(cases),
+                    overdue=sum(1 for c in cases if sla_remaining_ms(c, now_ms) < 0),
+                    locked=sum(1 for c in cases if lock_remaining_ms(c, now_ms) > 0),
+                    next_due_ms=min(c.sla_due_ms for c in cases),
+                )
+        return out
 
     def add_note(self, note: NoteRecord) -> None:
         self.notes.append(note)

@@ -8,7 +8,7 @@ models the service returns. No behaviour beyond small pure functions of a record
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -211,6 +211,32 @@ class CaseRepository(Protocol):
 
     def cases_in_queue(self, queue_id: str, states: frozenset[CaseState]) -> list[CaseRecord]: ...
 
+    def queue_page(
+        self, queue_id: str, states: frozenset[CaseState], *, limit: int, offset: int = 0
+    ) -> list[CaseRecord]:
+        """At most ``limit`` cases of the queue in ``states``, in `queue_order`, skipping the
+        first ``offset`` (SQL: ORDER BY + LIMIT/OFFSET on ``ix_safety_cases_queue_order``)."""
+        ...
+
+    def queue_neighbour(
+        self,
+        queue_id: str,
+        states: frozenset[CaseState],
+        current: CaseRecord | None,
+        *,
+        forward: bool,
+    ) -> CaseRecord | None:
+        """The case right after (``forward``) or before ``current`` in `queue_order` (keyset:
+        one indexed row); from None, the first (last) case. None past either end."""
+        ...
+
+    def queue_counts(
+        self, queue_ids: Sequence[str], states: frozenset[CaseState], now_ms: int
+    ) -> dict[str, QueueCounts]:
+        """`QueueCounts` of each of ``queue_ids`` that has a case in ``states`` (SQL: one
+        GROUP BY); a queue without one is absent."""
+        ...
+
     def add_note(self, note: NoteRecord) -> None: ...
 
     def notes_for_case(self, case_id: str) -> list[NoteRecord]: ...
@@ -266,6 +292,23 @@ def duplicate_boost(report_count: int, reporter_count: int) -> int:
     extra_reporters = max(0, reporter_count - 1)
     repeats = max(0, report_count - reporter_count)
     return min(25 * extra_reporters + 5 * repeats, MAX_DUPLICATE_BOOST)
+
+
+def queue_order(case: CaseRecord) -> tuple[int, int, int, str]:
+    """The sort key of a queue, most urgent first: priority (high first), SLA deadline,
+    creation time, then the case id so the order is total (keyset paging needs that)."""
+    return (-case.priority, case.sla_due_ms, case.created_ms, case.case_id)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """One queue's figures at ``now_ms``: cases listed, of them past the SLA deadline, of them
+    under a live lock, and the earliest SLA deadline (None for an empty queue)."""
+
+    total: int = 0
+    overdue: int = 0
+    locked: int = 0
+    next_due_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ state machine `tidings.safety.case_lifecycle`, the in-memory repositories
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from tidings.errors import (
@@ -73,10 +74,12 @@ from tidings.safety.case_model import (
     EnforcementRepository,
     NoteRecord,
     Policy,
+    QueueCounts,
     ReportView,
     VoidResult,
     duplicate_boost,
     lock_remaining_ms,
+    queue_order,
     sla_remaining_ms,
 )
 from tidings.safety.categories import CATEGORY_POLICIES, Queue, RoutingInput
@@ -105,6 +108,7 @@ __all__ = [
     "InMemoryEnforcementRepository",
     "NoteRecord",
     "Policy",
+    "QueueCounts",
     "VoidResult",
     "duplicate_boost",
     "lock_remaining_ms",
@@ -210,19 +214,66 @@ class CaseService(CaseAppeals):
 
     # --- reading ------------------------------------------------------------------------------
 
-    def list_queue(self, principal: Principal, queue_id: str, *, now_ms: int) -> list[CaseSummary]:
-        """Open cases of a queue, most urgent first (priority, then SLA deadline).
+    def list_queue(
+        self,
+        principal: Principal,
+        queue_id: str,
+        *,
+        now_ms: int,
+        limit: int | None = None,
+        offset: int = 0,
+        states: frozenset[CaseState] = LOCKABLE_STATES,
+    ) -> list[CaseSummary]:
+        """Cases of a queue in ``states`` (the lockable ones: open, pending second review,
+        appealed), most urgent first (`queue_order`); with ``limit``, at most that many from
+        ``offset`` (bounded in SQL), else all.
 
         Raises:
             PermissionDeniedError / ChildSafetyPermissionError: no VIEW_QUEUE or no access.
         """
-        principal.require(Permission.VIEW_QUEUE)
-        principal.require_queue(self.queue(queue_id))
-        cases = self._cases.cases_in_queue(queue_id, LOCKABLE_STATES)
-        cases.sort(key=lambda c: (-c.priority, c.sla_due_ms, c.created_ms))
+        self._require_queue(principal, queue_id)
+        if limit is None:
+            cases = sorted(self._cases.cases_in_queue(queue_id, states), key=queue_order)
+        else:
+            cases = self._cases.queue_page(queue_id, states, limit=limit, offset=offset)
         return [
             CaseSummary(c, lock_remaining_ms(c, now_ms), sla_remaining_ms(c, now_ms)) for c in cases
         ]
+
+    def _require_queue(self, principal: Principal, queue_id: str) -> None:
+        principal.require(Permission.VIEW_QUEUE)
+        principal.require_queue(self.queue(queue_id))
+
+    def queue_counts(
+        self, principal: Principal, queue_ids: Sequence[str], *, now_ms: int
+    ) -> dict[str, QueueCounts]:
+        """`QueueCounts` of the listed (lockable) cases of each queue, one query for all;
+        an empty queue gets zeros.
+
+        Raises: as `list_queue`, for any of ``queue_ids``.
+        """
+        for queue_id in queue_ids:
+            self._require_queue(principal, queue_id)
+        found = self._cases.queue_counts(queue_ids, LOCKABLE_STATES, now_ms)
+        return {q: found.get(q, QueueCounts()) for q in queue_ids}
+
+    def queue_neighbour(
+        self, principal: Principal, queue_id: str, case_id: str, *, forward: bool
+    ) -> str | None:
+        """The id of the case after (``forward``) or before ``case_id`` in the queue's
+        order; when ``case_id`` is not listed in that queue, the first (last) case. None past
+        either end or in an empty queue.
+
+        Raises: as `list_queue`.
+        """
+        self._require_queue(principal, queue_id)
+        current = self._cases.get_case(case_id) if case_id else None
+        if current is not None and (
+            current.queue_id != queue_id or current.state not in LOCKABLE_STATES
+        ):
+            current = None
+        found = self._cases.queue_neighbour(queue_id, LOCKABLE_STATES, current, forward=forward)
+        return found.case_id if found is not None else None
 
     def view_case(self, principal: Principal, case_id: str, *, now_ms: int) -> CaseView:
         """Everything about a case except evidence content (which `EvidenceVault.open` gives,

@@ -83,6 +83,7 @@ __all__ = [
     "ENROLMENT_TOKEN_BYTES",
     "ENROLMENT_TTL_MS",
     "GATED_ROLES",
+    "LAST_SEEN_STEP_MS",
     "MAX_PASSWORD_CHARS",
     "MIN_PASSWORD_CHARS",
     "ROLE_PERMISSIONS",
@@ -341,6 +342,11 @@ def _default_token_source(n: int) -> bytes:
 
 _session_id = token_digest
 
+LAST_SEEN_STEP_MS = 60_000
+"""How far a session's stored last-seen time may lag before `StaffService.authenticate`
+writes it again (capped at a quarter of the idle timeout): the granularity of the idle
+expiry, traded for no write on most requests."""
+
 
 def _check_username(username: str) -> None:
     if (
@@ -381,6 +387,7 @@ class StaffService(StaffGrants):
         self._throttle = throttle or ThrottlePolicy()
         self._session_ttl_ms = session_ttl_ms
         self._idle_ttl_ms = idle_ttl_ms
+        self._touch_interval_ms = min(LAST_SEEN_STEP_MS, idle_ttl_ms // 4)
         self._token_source = token_source
         self._id_source = id_source or (lambda: "staff_" + token_source(12).hex())
         # Verified against for unknown usernames so that the response time does not reveal
@@ -746,7 +753,13 @@ class StaffService(StaffGrants):
         )
 
     def authenticate(self, token: str, *, now_ms: int) -> Principal:
-        """The principal for a session token; slides the idle expiry.
+        """The principal for a session token; slides the idle expiry, in steps.
+
+        The stored ``last_seen_ms`` is written only once it lags ``now_ms`` by at least the
+        touch interval (`LAST_SEEN_STEP_MS`, at most a quarter of the idle timeout), so a
+        stream of page views costs one session write per interval instead of one per request.
+        The idle timeout is measured from the stored value: a session expires at most one
+        touch interval *earlier* than an exact per-request slide would let it, never later.
 
         Raises:
             SessionExpiredError: past the absolute or idle expiry (the session is deleted).
@@ -761,7 +774,8 @@ class StaffService(StaffGrants):
             self._repo.delete_session(session.session_id)
             raise SessionExpiredError()
         principal = self.principal_for(session.staff_id)
-        self._repo.update_session(replace(session, last_seen_ms=now_ms))
+        if now_ms - session.last_seen_ms >= self._touch_interval_ms:
+            self._repo.update_session(replace(session, last_seen_ms=now_ms))
         return principal
 
     def session_remaining_ms(self, token: str, *, now_ms: int) -> int:

@@ -12,8 +12,9 @@ reported whom, when, which messages by id and commitment), the reported content 
 attachments *encrypted* under the evidence key ring (keys live outside the database), the
 audit log, staff accounts (Argon2id hashes; TOTP secrets *encrypted* under the ``staff.key``
 file key, migration ``0004``), pending privilege grants and enrolment links (SHA-256 of the
-token only), cases, notes, decisions, appeals
-and enforcement records.
+token only), the console's cross-node state (migration ``0006``: per-session exposure counts,
+media preferences, pending sign-ins with the password sealed under the browser's handle),
+cases, notes, decisions, appeals and enforcement records.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "safety_appeals",
     "safety_audit_log",
     "safety_cases",
+    "safety_console_pending",
     "safety_decisions",
     "safety_evidence",
     "safety_login_throttle",
@@ -50,6 +52,7 @@ __all__ = [
     "safety_staff",
     "safety_staff_enrolment",
     "safety_staff_grants",
+    "safety_staff_preferences",
     "safety_staff_queues",
     "safety_staff_sessions",
 ]
@@ -157,6 +160,31 @@ safety_staff_sessions = Table(
     ms_column("created_ms"),
     ms_column("expires_ms"),
     ms_column("last_seen_ms"),
+    # Media items the reviewer revealed in this session (the console's wellbeing counter);
+    # it lives and dies with the session row, on whichever node served the request.
+    Column("exposure", Integer, nullable=False, server_default="0"),
+)
+
+safety_staff_preferences = Table(
+    "safety_staff_preferences",
+    metadata,
+    # A staff member's media overrides; NULL follows the organisation default.
+    _id("staff_id", primary_key=True),
+    Column("blur", Boolean, nullable=True),
+    Column("greyscale", Boolean, nullable=True),
+)
+
+safety_console_pending = Table(
+    "safety_console_pending",
+    metadata,
+    # The console's first sign-in step (password given, TOTP code not yet): keyed by SHA-256
+    # of the random handle in the browser's cookie; the password is sealed under a key
+    # derived from that handle, so the row alone does not reveal it. Single use, expiring.
+    Column("handle_hash", String(64), primary_key=True),
+    _username("username"),
+    Column("password_sealed", LargeBinary(1024), nullable=False),
+    ms_column("expires_ms"),
+    Index("ix_safety_console_pending_expires_ms", "expires_ms"),
 )
 
 safety_login_throttle = Table(
@@ -257,7 +285,15 @@ safety_cases = Table(
     _id("pending_decision_id", nullable=True),
     _id("final_decision_id", nullable=True),
     Column("version", Integer, nullable=False),
-    Index("ix_safety_cases_queue", "queue_id", "state"),
+    # The queue filter, and covering for the queue counts (one GROUP BY reads the index only).
+    Index(
+        "ix_safety_cases_queue_counts",
+        "queue_id",
+        "state",
+        "sla_due_ms",
+        "lock_expires_ms",
+        "lock_holder",
+    ),
     Index("ix_safety_cases_subject", "subject"),
     # One open case per subject, enforced by the database (concurrent intake of two reports
     # about one account cannot open two cases).
@@ -268,6 +304,19 @@ safety_cases = Table(
         sqlite_where=text(OPEN_CASE_STATES_SQL),
         postgresql_where=text(OPEN_CASE_STATES_SQL),
     ),
+)
+
+# The queue list pages: ORDER BY priority DESC, sla_due_ms, created_ms, case_id LIMIT n (and
+# the keyset step to a neighbour) walk this index in order; ``state`` at the end lets the
+# state filter be checked from the index alone.
+Index(
+    "ix_safety_cases_queue_order",
+    safety_cases.c.queue_id,
+    safety_cases.c.priority.desc(),
+    safety_cases.c.sla_due_ms,
+    safety_cases.c.created_ms,
+    safety_cases.c.case_id,
+    safety_cases.c.state,
 )
 
 safety_notes = Table(

@@ -26,6 +26,7 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 OUTCOMES = ("uphold", "overturn")
+APPEALED = frozenset({CaseState.APPEALED})
 
 
 class AppealPages:
@@ -37,9 +38,10 @@ class AppealPages:
         rows = []
         repo = self.ctx.case_repo
         for queue in accessible_queues(self.ctx, c.p):
-            for summary in self.ctx.cases.list_queue(c.p, queue.queue_id, now_ms=c.now_ms):
-                if summary.case.state is not CaseState.APPEALED:
-                    continue
+            appealed = self.ctx.cases.list_queue(
+                c.p, queue.queue_id, now_ms=c.now_ms, states=APPEALED
+            )
+            for summary in appealed:
                 for decision in repo.decisions_for_case(summary.case.case_id):
                     for appeal in repo.appeals_for_decision(decision.decision_id):
                         if appeal.status == AppealStatus.OPEN:

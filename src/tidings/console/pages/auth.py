@@ -33,9 +33,9 @@ from ..security import (
     PENDING_TTL_MS,
     PRE_COOKIE,
     SESSION_COOKIE,
-    PendingLogins,
     csrf_token,
 )
+from ..state import PendingLoginStore
 
 __all__ = ["ROUTES", "AuthPages", "expired_text"]
 
@@ -66,7 +66,9 @@ def expired_text(expired: bool) -> str:
 class AuthPages:
     """The pages before (and at the end of) a session."""
 
-    def __init__(self, kit: PageKit, context: ConsoleContext, *, pending: PendingLogins) -> None:
+    def __init__(
+        self, kit: PageKit, context: ConsoleContext, *, pending: PendingLoginStore
+    ) -> None:
         self.kit = kit
         self.ctx = context
         self.pending = pending

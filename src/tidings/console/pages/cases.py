@@ -87,34 +87,35 @@ class CasePages:
     # --- queues -------------------------------------------------------------------------------
 
     def queues(self, c: Ctx) -> Response:
+        """Every accessible queue with its counts: one GROUP BY for all of them."""
+        visible = accessible_queues(self.ctx, c.p)
+        counts = self.ctx.cases.queue_counts(
+            c.p, [q.queue_id for q in visible], now_ms=c.now_ms
+        )
         rows = []
-        for queue in accessible_queues(self.ctx, c.p):
-            summaries = self.ctx.cases.list_queue(c.p, queue.queue_id, now_ms=c.now_ms)
-            overdue = sum(1 for s in summaries if s.sla_remaining_ms < 0)
-            locked = sum(1 for s in summaries if s.lock_remaining_ms > 0)
-            next_due = min((s.sla_remaining_ms for s in summaries), default=None)
-            rows.append((queue, len(summaries), overdue, locked, next_due))
+        for queue in visible:
+            n = counts[queue.queue_id]
+            next_due = None if n.next_due_ms is None else n.next_due_ms - c.now_ms
+            rows.append((queue, n.total, n.overdue, n.locked, next_due))
         return self.kit.render(c, "queues.html", rows=rows)
 
     def queue(self, c: Ctx) -> Response:
+        """The `QUEUE_PAGE` most urgent cases (ORDER BY + LIMIT in SQL) and the queue's total."""
         queue_id = c.path_param("queue_id")
         queue = self.ctx.cases.queue(queue_id)
-        summaries = self.ctx.cases.list_queue(c.p, queue_id, now_ms=c.now_ms)
-        return self.kit.render(
-            c, "queue.html", queue=queue, total=len(summaries), summaries=summaries[:QUEUE_PAGE]
-        )
+        summaries = self.ctx.cases.list_queue(c.p, queue_id, now_ms=c.now_ms, limit=QUEUE_PAGE)
+        total = self.ctx.cases.queue_counts(c.p, [queue_id], now_ms=c.now_ms)[queue_id].total
+        return self.kit.render(c, "queue.html", queue=queue, total=total, summaries=summaries)
 
     def queue_step(self, c: Ctx) -> Response:
         """The next (``dir=prev``: previous) case after ``case`` in queue order; from
-        nowhere, the first (last); past either end, the queue with "end of the queue"."""
+        nowhere, the first (last); past either end, the queue with "end of the queue".
+        One keyset query, whatever the queue's length."""
         queue_id = c.path_param("queue_id")
-        current = c.query("case")
-        step = -1 if c.query("dir") == "prev" else 1
-        ids = [s.case.case_id for s in self.ctx.cases.list_queue(c.p, queue_id, now_ms=c.now_ms)]
-        start = 0 if step > 0 else len(ids) - 1
-        index = ids.index(current) + step if current in ids else start
-        if 0 <= index < len(ids):
-            return self.kit.redirect(c, f"/cases/{ids[index]}")
+        forward = c.query("dir") != "prev"
+        found = self.ctx.cases.queue_neighbour(c.p, queue_id, c.query("case"), forward=forward)
+        if found is not None:
+            return self.kit.redirect(c, f"/cases/{found}")
         return self.kit.redirect(c, f"/queues/{queue_id}", "end")
 
     # --- the case page ------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The reviewer's own media settings and the wellbeing exposure counter.
 
-``/preferences``: blur and greyscale, each "organisation default", on or off (in memory per
-process, `tidings.console.security.PreferenceStore`). ``/wellbeing/exposure``: the console
-script reports each revealed media item; the answer is the session's running count.
+``/preferences``: blur and greyscale, each "organisation default", on or off
+(`tidings.console.state.PreferenceStore`: in the shared database on a SQL deployment).
+``/wellbeing/exposure``: the console script reports each revealed media item; the answer is
+the session's running count.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from tidings.safety.staff import Permission
 
 from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
-from ..security import Preferences
+from ..state import Preferences
 
 __all__ = ["ROUTES", "PreferencePages"]
 

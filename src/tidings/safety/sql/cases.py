@@ -5,9 +5,11 @@ index keeps one open case per subject) and the enforcement rows the messaging se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, update
+from sqlalchemy import ColumnElement, Row, and_, func, or_, select, update
+from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError
@@ -19,6 +21,7 @@ from tidings.safety.case_model import (
     DecisionRecord,
     Enforcement,
     NoteRecord,
+    QueueCounts,
 )
 from tidings.safety.sql.engine import RecordTable, SafetyDatabase
 from tidings.storage.engine import record_from_row, record_values
@@ -31,6 +34,43 @@ from tidings.storage.safety_schema import (
 )
 
 __all__ = ["SqlCaseRepository", "SqlEnforcementRepository"]
+
+_QUEUE_KEYS = (
+    (safety_cases.c.priority, True),
+    (safety_cases.c.sla_due_ms, False),
+    (safety_cases.c.created_ms, False),
+    (safety_cases.c.case_id, False),
+)
+"""`tidings.safety.case_model.queue_order` in SQL, (column, descending) in the column order
+of the ``ix_safety_cases_queue_order`` index."""
+_QUEUE_ORDER = [col.desc() if desc else col.asc() for col, desc in _QUEUE_KEYS]
+_QUEUE_ORDER_REVERSED = [col.asc() if desc else col.desc() for col, desc in _QUEUE_KEYS]
+
+
+def _in_queue(queue_id: str, states: frozenset[CaseState]) -> ColumnElement[bool]:
+    return and_(
+        safety_cases.c.queue_id == queue_id,
+        safety_cases.c.state.in_([s.value for s in states]),
+    )
+
+
+def _beyond(current: CaseRecord, forward: bool) -> ColumnElement[bool]:
+    """Rows after (``forward``) or before ``current`` in queue order, as the expanded
+    row-value comparison (priority runs high to low, the other keys low to high).
+
+    The mixed directions rule out a plain row-value comparison, and neither planner turns the
+    OR chain into an index range; the redundant bound on the leading key (priority ≤ or ≥
+    the current one) does become one, so the scan starts at the current priority band instead
+    of at the queue's end."""
+    values = (current.priority, current.sla_due_ms, current.created_ms, current.case_id)
+    condition: ColumnElement[bool] | None = None
+    for (column, descending), value in reversed(list(zip(_QUEUE_KEYS, values, strict=True))):
+        past = column > value if forward != descending else column < value
+        condition = past if condition is None else or_(past, and_(column == value, condition))
+    assert condition is not None
+    priority = safety_cases.c.priority
+    band = priority <= current.priority if forward else priority >= current.priority
+    return and_(band, condition)
 
 
 _OPEN = [s.value for s in OPEN_STATES]
@@ -74,6 +114,51 @@ class SqlCaseRepository:
         return self._cases.where(
             and_(c.queue_id == queue_id, c.state.in_([s.value for s in states]))
         )
+
+    def queue_page(
+        self, queue_id: str, states: frozenset[CaseState], *, limit: int, offset: int = 0
+    ) -> list[CaseRecord]:
+        query = (
+            select(safety_cases)
+            .where(_in_queue(queue_id, states))
+            .order_by(*_QUEUE_ORDER)
+            .limit(limit)
+            .offset(offset)
+        )
+        return self._cases.db.all(query, self._cases.decode)
+
+    def queue_neighbour(
+        self,
+        queue_id: str,
+        states: frozenset[CaseState],
+        current: CaseRecord | None,
+        *,
+        forward: bool,
+    ) -> CaseRecord | None:
+        query = select(safety_cases).where(_in_queue(queue_id, states))
+        if current is not None:
+            query = query.where(_beyond(current, forward))
+        order = _QUEUE_ORDER if forward else _QUEUE_ORDER_REVERSED
+        found = self._cases.db.all(query.order_by(*order).limit(1), self._cases.decode)
+        return found[0] if found else None
+
+    def queue_counts(
+        self, queue_ids: Sequence[str], states: frozenset[CaseState], now_ms: int
+    ) -> dict[str, QueueCounts]:
+        t = safety_cases.c
+        overdue = func.sum(sql_case((t.sla_due_ms < now_ms, 1), else_=0))
+        locked = func.sum(
+            sql_case((and_(t.lock_holder.is_not(None), t.lock_expires_ms > now_ms), 1), else_=0)
+        )
+        query = (
+            select(t.queue_id, func.count(), overdue, locked, func.min(t.sla_due_ms))
+            .where(t.queue_id.in_(list(queue_ids)), t.state.in_([s.value for s in states]))
+            .group_by(t.queue_id)
+        )
+        return {
+            q: QueueCounts(total=n, overdue=int(late), locked=int(held), next_due_ms=due)
+            for q, n, late, held, due in self._cases.db.all(query, tuple)
+        }
 
     def add_note(self, note: NoteRecord) -> None:
         self._notes.insert(note)

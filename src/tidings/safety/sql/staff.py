@@ -12,6 +12,7 @@ from tidings.crypto.primitives import (
     AES_GCM_NONCE_LEN,
     aes256_gcm_decrypt,
     aes256_gcm_encrypt,
+    hkdf_sha256,
     random_bytes,
 )
 from tidings.errors import InvalidKeyError
@@ -92,6 +93,17 @@ class SqlStaffRepository:
         self._sessions = RecordTable(db, safety_staff_sessions, "session_id", StaffSession)
         self._enrolments = RecordTable(db, safety_staff_enrolment, "token_hash", EnrolmentToken)
         self._throttles = RecordTable(db, safety_login_throttle, "key", ThrottleRecord)
+
+    @property
+    def database(self) -> SafetyDatabase:
+        """The engine under this repository (the console keeps its cross-node state there)."""
+        return self._db
+
+    def derived_key(self, label: bytes) -> bytes:
+        """A 32-byte key for another purpose, HKDF-SHA256 of the staff key with ``label`` as
+        the info: every node with the same ``staff.key`` derives the same key, the staff key
+        itself never leaves this object, and a derived key does not reveal it."""
+        return hkdf_sha256(self._key, salt=b"", info=label, length=STAFF_KEY_LEN)
 
     def _values(self, a: StaffAccount) -> dict[str, Any]:
         return record_values(
