@@ -190,18 +190,19 @@ class Window:
     cpu: dict[str, Any]
 
 
-def thread_cpu_s(pid: int) -> dict[str, float]:
-    """CPU seconds of a process's main thread and of all its other threads together (the
-    thread names are all "python": aiosqlite's workers, the default executor)."""
-    out = {"main": 0.0, "other threads": 0.0}
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                stat = (task / "stat").read_text()
-                fields_ = stat[stat.rindex(")") + 2 :].split()
-                key = "main" if task.name == str(pid) else "other threads"
-                out[key] += (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
-    return out
+def main_thread_cpu_s(pid: int) -> float:
+    """CPU seconds of a process's main thread (the event loop); the rest of the process's CPU
+    is its other threads: aiosqlite's workers, the default executor."""
+    return proc_cpu_s_of(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def proc_cpu_s_of(stat_file: Path) -> float:
+    try:
+        stat = stat_file.read_text()
+    except OSError:
+        return 0.0
+    fields_ = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(port: int, server_pid: int, holder_pids: list[int], connections: int,
@@ -226,7 +227,7 @@ async def measure(port: int, server_pid: int, holder_pids: list[int], connection
     await pool.request(HEALTHZ)  # one connection warm
     count = max(1, round(rate * seconds))
     cpu = CpuWindow([server_pid])
-    threads0 = thread_cpu_s(server_pid)
+    main0 = main_thread_cpu_s(server_pid)
     holders0 = sum(proc_cpu_s(p) for p in holder_pids)
     cpu.start()
     t0 = time.monotonic() + 0.05
@@ -241,8 +242,9 @@ async def measure(port: int, server_pid: int, holder_pids: list[int], connection
     wall = time.monotonic() - cpu.t0
     usage = cpu.stop()
     holders = (sum(proc_cpu_s(p) for p in holder_pids) - holders0) / wall
-    threads = {name: round((s - threads0.get(name, 0.0)) / wall * 100, 1)
-               for name, s in thread_cpu_s(server_pid).items()}
+    main = (main_thread_cpu_s(server_pid) - main0) / wall
+    threads = {"main": round(main * 100, 1),
+               "other threads": round((usage["server_cores"][0] - main) * 100, 1)}
     await pool.close()
     ordered = sorted(latencies)
     return Window(
