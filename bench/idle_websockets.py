@@ -26,7 +26,10 @@ Method:
 - The sockets are held by ``--client-procs`` separate processes (asyncio on uvloop, the
   `websockets` client with its defaults, as Tidings' client transport uses it), each with
   ``RLIMIT_NOFILE`` raised to its hard limit. A socket counts as open once its first frame,
-  ``queue_empty``, has arrived (every queue is empty: nobody sends).
+  ``queue_empty``, has arrived (every queue is empty: nobody sends). Opening stops after
+  ``--open-timeout`` seconds (240): a node that cannot keep up is measured with however many
+  sockets it opened, and the opening curve (the server's open descriptors every 10 s) shows
+  where it flattened.
 - Two windows of ``--seconds`` each (30; --quick: 10), the same measurement in both: first
   with 0 connections (after registration, so the database and caches are the same), then
   with all N idle. In each: ``GET /healthz`` open-loop at ``--rate`` per second (20) from
@@ -119,19 +122,23 @@ def raise_nofile() -> int:
 # --- the socket holders (separate processes) -----------------------------------------------------
 
 
-def holder_main(ws_url: str, devices: list[tuple[str, int, bytes]], pipe: Connection) -> None:
+def holder_main(ws_url: str, devices: list[tuple[str, int, bytes]], open_s: float,
+                pipe: Connection) -> None:
     """Open one authenticated WebSocket per device, report ``("idle", opened, failures)`` once
-    each has received ``queue_empty``, hold them until anything arrives on ``pipe``, close."""
+    each has received ``queue_empty`` or ``open_s`` seconds have passed (the attempts still
+    under way then count as ``deadline``), hold them until anything arrives on ``pipe``,
+    close."""
     raise_nofile()
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_hold(ws_url, devices, pipe))
+        asyncio.run(_hold(ws_url, devices, open_s, pipe))
     else:
-        uvloop.run(_hold(ws_url, devices, pipe))
+        uvloop.run(_hold(ws_url, devices, open_s, pipe))
 
 
-async def _hold(ws_url: str, devices: list[tuple[str, int, bytes]], pipe: Connection) -> None:
+async def _hold(ws_url: str, devices: list[tuple[str, int, bytes]], open_s: float,
+                pipe: Connection) -> None:
     from websockets.asyncio.client import connect
 
     sockets: list[Any] = []
@@ -160,7 +167,13 @@ async def _hold(ws_url: str, devices: list[tuple[str, int, bytes]], pipe: Connec
         watchers.append(asyncio.ensure_future(watch(ws)))
 
     watchers: list[asyncio.Task[None]] = []
-    await asyncio.gather(*(one(*d) for d in devices))
+    attempts = [asyncio.ensure_future(one(*d)) for d in devices]
+    _, late = await asyncio.wait(attempts, timeout=open_s)
+    for task in late:
+        task.cancel()
+    if late:
+        failures["deadline"] = len(late)
+    await asyncio.gather(*late, return_exceptions=True)
     pipe.send(("idle", len(sockets), failures))
     await asyncio.to_thread(pipe.recv)
     closed_by_server = sum(1 for ws in sockets if ws.close_code is not None)
@@ -244,7 +257,7 @@ async def measure(port: int, server_pid: int, holder_pids: list[int], connection
     holders = (sum(proc_cpu_s(p) for p in holder_pids) - holders0) / wall
     main = (main_thread_cpu_s(server_pid) - main0) / wall
     threads = {"main": round(main * 100, 1),
-               "other threads": round((usage["server_cores"][0] - main) * 100, 1)}
+               "other threads": round(max(0.0, usage["server_cores"][0] - main) * 100, 1)}
     await pool.close()
     ordered = sorted(latencies)
     return Window(
@@ -338,10 +351,13 @@ async def register(port: int, count: int, quiet: bool) -> tuple[list[Device], fl
     return [d for _, d in material], keygen_s, time.monotonic() - t
 
 
-async def open_sockets(port: int, devices: list[Device], procs: int) -> tuple[
-        list[tuple[multiprocessing.Process, Connection]], int, dict[str, int], float]:
-    """Start the holders and wait until every socket is idle; returns (holders, opened,
-    failures, seconds)."""
+async def open_sockets(port: int, devices: list[Device], procs: int, open_s: float,
+                       server_pid: int, say: Any) -> tuple[
+        list[tuple[multiprocessing.Process, Connection]], int, dict[str, int], float,
+        list[tuple[float, int]]]:
+    """Start the holders and wait until every socket is idle (or ``open_s`` passed); returns
+    (holders, opened, failures, seconds, [(seconds, server's open file descriptors)] every
+    10 s: the opening curve, which flattens when the server cannot keep up)."""
     ctx = multiprocessing.get_context("spawn")
     ws_url = f"ws://127.0.0.1:{port}/v1/websocket"
     holders = []
@@ -349,9 +365,21 @@ async def open_sockets(port: int, devices: list[Device], procs: int) -> tuple[
     for i in range(procs):
         mine = [(d.username, d.registration_id, d.secret) for d in devices[i::procs]]
         here, there = ctx.Pipe()
-        proc = ctx.Process(target=holder_main, args=(ws_url, mine, there), daemon=True)
+        proc = ctx.Process(target=holder_main, args=(ws_url, mine, open_s, there),
+                           daemon=True)
         proc.start()
         holders.append((proc, here))
+    curve: list[tuple[float, int]] = []
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(10)
+            with contextlib.suppress(OSError):
+                curve.append((round(time.monotonic() - t, 1),
+                              len(os.listdir(f"/proc/{server_pid}/fd"))))
+                say(f"    {curve[-1][0]:g} s: server has {curve[-1][1]} descriptors open")
+
+    sampler = asyncio.ensure_future(sample())
     opened = 0
     failures: dict[str, int] = {}
     for _, pipe in holders:
@@ -359,7 +387,8 @@ async def open_sockets(port: int, devices: list[Device], procs: int) -> tuple[
         opened += n
         for k, v in failed.items():
             failures[k] = failures.get(k, 0) + v
-    return holders, opened, failures, time.monotonic() - t
+    sampler.cancel()
+    return holders, opened, failures, time.monotonic() - t, curve
 
 
 async def close_sockets(holders: list[tuple[multiprocessing.Process, Connection]]) -> dict[
@@ -429,16 +458,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"  registered in {register_s:.1f} s; baseline window ({seconds:g} s, 0 sockets)")
         await asyncio.sleep(3)
         baseline = await measure(node.port, node.proc.pid, [], 0, seconds, args.rate)
+        say(f"  baseline: /healthz p50 {baseline.p50_ms} ms p99 {baseline.p99_ms} ms, RSS "
+            f"{baseline.server_rss_mb} MB, server CPU {baseline.server_cpu_pct} %")
         say(f"  opening {args.connections} sockets from {args.client_procs} process(es)")
-        holders, opened, failures, open_s = await open_sockets(node.port, devices,
-                                                               args.client_procs)
+        holders, opened, failures, open_s, curve = await open_sockets(
+            node.port, devices, args.client_procs, args.open_timeout, node.proc.pid, say)
         result["setup"] |= {"open_s": round(open_s, 1), "opened": opened,
-                            "open_failures": failures}
+                            "open_failures": failures, "open_curve_fds": curve}
         say(f"  {opened} idle after {open_s:.1f} s (failures {failures}); settling "
             f"{args.settle:g} s, then the idle window ({seconds:g} s)")
         await asyncio.sleep(args.settle)
         pids = [p.pid for p, _ in holders if p.pid is not None]
         idle = await measure(node.port, node.proc.pid, pids, opened, seconds, args.rate)
+        say(f"  idle: /healthz p50 {idle.p50_ms} ms p99 {idle.p99_ms} ms, RSS "
+            f"{idle.server_rss_mb} MB, server CPU {idle.server_cpu_pct} %")
         if args.profile is not None:
             say(f"  profiling the server for {seconds:g} s (cProfile, main thread)")
             result["profile"] = await profile_window(node, seconds, args.profile, args.top)
@@ -468,7 +501,8 @@ def render(r: dict[str, Any]) -> str:
         f"{f['load_avg_at_start']}",
         f"set-up: {r['connections']} accounts registered in {s['register_s']} s "
         f"({s['registrations_per_s']}/s; client key generation {s['keygen_s']} s), sockets "
-        f"open and idle in {s['open_s']} s (failures {s['open_failures'] or 'none'})",
+        f"open and idle in {s['open_s']} s (failures {s['open_failures'] or 'none'}); server "
+        f"descriptors every 10 s: {[n for _, n in s['open_curve_fds']]}",
         "",
         "| | 0 connections | " + f"{idle.connections:,} idle connections |",
         "|---|--:|--:|",
@@ -522,6 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="/healthz requests per second")
     parser.add_argument("--client-procs", type=int, default=2,
                         help="processes holding the sockets")
+    parser.add_argument("--open-timeout", type=float, default=240.0,
+                        help="seconds allowed for opening the sockets; the idle window then "
+                             "runs with however many are open")
     parser.add_argument("--settle", type=float, default=10.0,
                         help="seconds between the last socket open and the idle window")
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE",
