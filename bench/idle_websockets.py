@@ -96,15 +96,36 @@ PROFILE_FOCUS = ("pending", "active_enforcement", "_deliver", "acknowledge", "he
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
 
 # The server, with cProfile switchable from outside (SIGUSR1 on, SIGUSR2 off and dump).
+# The server, with cProfile switchable from outside: SIGUSR1 starts it (and resets the
+# garbage-collector pause counts), SIGUSR2 stops it and dumps the stats to the file, and the
+# collector's pauses per generation (count, total s, longest s) to the file + ".gc.json".
 _SERVER_WRAPPER = """\
-import cProfile, os, signal, sys
+import cProfile, gc, json, os, signal, sys, time
 out = os.environ.pop("IDLE_BENCH_PROFILE", "")
 if out:
     profiler = cProfile.Profile()
-    signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
+    pauses = {}
+    started = [0.0]
+    def _gc(phase, info):
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        row = pauses.setdefault(str(info["generation"]), [0, 0.0, 0.0])
+        took = time.perf_counter() - started[0]
+        row[0] += 1
+        row[1] += took
+        row[2] = max(row[2], took)
+    def _start(*_):
+        pauses.clear()
+        gc.callbacks.append(_gc)
+        profiler.enable()
     def _dump(*_):
         profiler.disable()
+        gc.callbacks.remove(_gc)
+        with open(out + ".gc.json", "w") as f:
+            json.dump(pauses, f)
         profiler.dump_stats(out)
+    signal.signal(signal.SIGUSR1, _start)
     signal.signal(signal.SIGUSR2, _dump)
 from tidings.cli import cli
 sys.argv = ["tidings", *sys.argv[1:]]
@@ -430,6 +451,12 @@ async def profile_window(node: Node, seconds: float, out: Path, top: int) -> lis
                      "cum_ms_per_s": round(cumtime / seconds * 1000, 2)})
     rows.sort(key=lambda r: r["own_ms_per_s"], reverse=True)
     focus = [r for r in rows[top:] if r["function"].rsplit("(", 1)[1][:-1] in PROFILE_FOCUS]
+    gc_file = Path(str(out) + ".gc.json")
+    for generation, (count, total, longest) in sorted(json.loads(gc_file.read_text()).items()):
+        focus.append({"function": f"garbage collection, generation {generation}",
+                      "calls_per_s": round(count / seconds, 2),
+                      "own_ms_per_s": round(total / seconds * 1000, 2),
+                      "cum_ms_per_s": round(longest * 1000, 2)})  # the longest pause, ms
     return rows[:top] + focus
 
 
@@ -529,6 +556,9 @@ def render(r: dict[str, Any]) -> str:
     ]
     if r["close"]["closed_by_server_meanwhile"] or r["close"]["unexpected_frames"]:
         lines.append(f"note: {r['close']}")
+    if r.get("profile"):
+        lines.append("profile (cProfile, main thread; for garbage collection 'cum' is the "
+                     "longest pause in ms):")
     for row in r.get("profile", []):
         lines.append(f"  {row['own_ms_per_s']:8.2f} ms/s own {row['cum_ms_per_s']:9.2f} cum "
                      f"{row['calls_per_s']:9.1f} calls/s  {row['function']}")
