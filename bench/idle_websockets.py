@@ -79,6 +79,7 @@ from relay import (  # bench/ is not a package: its modules import each other by
     TidingsSystem,
     device_keys,
     drop_cluster_state,
+    finite,
     free_port,
     machine_facts,
     percentile,
@@ -563,16 +564,6 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"  {row['own_ms_per_s']:8.2f} ms/s own {row['cum_ms_per_s']:9.2f} cum "
                      f"{row['calls_per_s']:9.1f} calls/s  {row['function']}")
     return "\n".join(lines)
-
-
-def finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
