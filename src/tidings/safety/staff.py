@@ -466,11 +466,8 @@ class StaffService(StaffGrants):
             raise ConflictError("staff accounts already exist")
         account, _ = self._new_account(username, username, [Role.ADMIN], now_ms, password=password)
         self._repo.add_staff(account)
-        self._audit.append(
-            actor="system",
-            action=AuditAction.STAFF_CREATE,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
+        self._audit_staff(
+            "system", AuditAction.STAFF_CREATE, account.staff_id, now_ms,
             details={"username": username, "roles": [Role.ADMIN.value], "bootstrap": True},
         )
         return account
@@ -496,11 +493,8 @@ class StaffService(StaffGrants):
         actor.require(Permission.MANAGE_STAFF)
         account, wanted = self._new_account(username, display_name, roles, now_ms)
         self._repo.add_staff(account)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_CREATE,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
+        self._audit_staff(
+            actor.staff_id, AuditAction.STAFF_CREATE, account.staff_id, now_ms,
             details={"username": username, "requested_roles": sorted(r.value for r in wanted)},
         )
         grants = [self._request(actor, account, GrantKind.ROLE, r, now_ms) for r in sorted(wanted)]
@@ -548,11 +542,8 @@ class StaffService(StaffGrants):
         if kept != account.roles:
             before = sorted(r.value for r in account.roles)
             account = self._update(account, roles=kept)
-            self._audit.append(
-                actor=actor.staff_id,
-                action=AuditAction.STAFF_ROLES,
-                target=f"staff:{staff_id}",
-                now_ms=now_ms,
+            self._audit_staff(
+                actor.staff_id, AuditAction.STAFF_ROLES, staff_id, now_ms,
                 details={"before": before, "after": sorted(r.value for r in kept)},
             )
         for role in sorted(role_set - account.roles):
@@ -587,11 +578,8 @@ class StaffService(StaffGrants):
             if queue is None or queue.child_safety:
                 self._repo.remove_queue_member(staff_id, queue_id)
                 removed.append(queue_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_CHILD_SAFETY,
-            target=f"staff:{staff_id}",
-            now_ms=now_ms,
+        self._audit_staff(
+            actor.staff_id, AuditAction.STAFF_CHILD_SAFETY, staff_id, now_ms,
             details={"granted": False, "removed_queues": removed},
         )
         return account
@@ -615,11 +603,8 @@ class StaffService(StaffGrants):
         if queue.child_safety and not account.child_safety:
             raise ChildSafetyPermissionError()
         self._repo.add_queue_member(staff_id, queue_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_QUEUE,
-            target=f"staff:{staff_id}",
-            now_ms=now_ms,
+        self._audit_staff(
+            actor.staff_id, AuditAction.STAFF_QUEUE, staff_id, now_ms,
             details={"queue": queue_id, "member": True},
         )
 
@@ -629,11 +614,8 @@ class StaffService(StaffGrants):
         """Raises `PermissionDeniedError` without MANAGE_QUEUES."""
         actor.require(Permission.MANAGE_QUEUES)
         self._repo.remove_queue_member(staff_id, queue_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_QUEUE,
-            target=f"staff:{staff_id}",
-            now_ms=now_ms,
+        self._audit_staff(
+            actor.staff_id, AuditAction.STAFF_QUEUE, staff_id, now_ms,
             details={"queue": queue_id, "member": False},
         )
 
@@ -648,12 +630,7 @@ class StaffService(StaffGrants):
         self._update(self._get(staff_id), disabled=True)
         self._repo.delete_sessions_for(staff_id)
         self._repo.delete_enrolments_for(staff_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_DISABLE,
-            target=f"staff:{staff_id}",
-            now_ms=now_ms,
-        )
+        self._audit_staff(actor.staff_id, AuditAction.STAFF_DISABLE, staff_id, now_ms)
 
     # --- sign-in ------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ Separation of duties (no admin can become, or puppet, a reviewer):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -81,6 +81,17 @@ def _role_value(role: Role | None) -> str | None:
     return role.value if role is not None else None
 
 
+def _decided_grant_details(grant: StaffGrant, **outcome: object) -> dict[str, object]:
+    """The audit details of an approved or rejected grant: what it was, plus ``outcome``."""
+    return {
+        "grant": grant.grant_id,
+        "kind": grant.kind.value,
+        "role": _role_value(grant.role),
+        "requested_by": grant.requested_by,
+        **outcome,
+    }
+
+
 class StaffGrants:
     """Enrolment links and privilege grants; `StaffService` supplies the state declared here."""
 
@@ -99,6 +110,19 @@ class StaffGrants:
     def _not_self(self, actor: Principal, staff_id: str) -> None:
         raise NotImplementedError
 
+    def _audit_staff(
+        self,
+        actor: str,
+        action: AuditAction,
+        staff_id: str,
+        now_ms: int,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
+        """Audit ``action`` by ``actor`` on the staff account ``staff_id`` (`AuditLog.append`)."""
+        self._audit.append(
+            actor=actor, action=action, target=f"staff:{staff_id}", now_ms=now_ms, details=details
+        )
+
     # --- enrolment ----------------------------------------------------------------------------
 
     def _issue_enrolment(
@@ -113,11 +137,8 @@ class StaffGrants:
             expires_ms=now_ms + ENROLMENT_TTL_MS,
         )
         self._repo.replace_enrolment(record)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_ENROL_ISSUE,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
+        self._audit_staff(
+            actor.staff_id, AuditAction.STAFF_ENROL_ISSUE, account.staff_id, now_ms,
             details={"expires_ms": record.expires_ms, "link": record.token_hash[:16]},
         )
         return IssuedEnrolment(account, token, record.expires_ms)
@@ -169,12 +190,7 @@ class StaffGrants:
         account = self._update(
             account, password_hash=self._hasher.hash(password), totp_secret=pyotp.random_base32()
         )
-        self._audit.append(
-            actor=account.staff_id,
-            action=AuditAction.STAFF_ENROL_BEGIN,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
-        )
+        self._audit_staff(account.staff_id, AuditAction.STAFF_ENROL_BEGIN, account.staff_id, now_ms)
         return self.enrolment_totp(token, now_ms=now_ms)
 
     def enrolment_totp(self, token: str, *, now_ms: int) -> TotpEnrolment:
@@ -213,11 +229,8 @@ class StaffGrants:
             account, enrolled_ms=now_ms, sponsor=record.issued_by, totp_last_step=step
         )
         self._repo.delete_enrolments_for(account.staff_id)
-        self._audit.append(
-            actor=account.staff_id,
-            action=AuditAction.STAFF_ENROL,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
+        self._audit_staff(
+            account.staff_id, AuditAction.STAFF_ENROL, account.staff_id, now_ms,
             details={"sponsor": record.issued_by, "link": record.token_hash[:16]},
         )
         return account
@@ -249,11 +262,8 @@ class StaffGrants:
             requested_ms=now_ms,
         )
         self._repo.add_grant(grant)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_GRANT_REQUEST,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
+        self._audit_staff(
+            actor.staff_id, AuditAction.STAFF_GRANT_REQUEST, account.staff_id, now_ms,
             details={"grant": grant.grant_id, "kind": kind.value, "role": _role_value(role)},
         )
         return grant
@@ -273,11 +283,8 @@ class StaffGrants:
                         decided_ms=now_ms,
                     )
                 )
-                self._audit.append(
-                    actor=actor.staff_id,
-                    action=AuditAction.STAFF_GRANT_REJECT,
-                    target=f"staff:{staff_id}",
-                    now_ms=now_ms,
+                self._audit_staff(
+                    actor.staff_id, AuditAction.STAFF_GRANT_REJECT, staff_id, now_ms,
                     details={"grant": grant.grant_id, "withdrawn": True},
                 )
 
@@ -355,20 +362,14 @@ class StaffGrants:
             account = self._update(account, child_safety=True)
         elif grant.role is not None:
             account = self._update(account, roles=account.roles | {grant.role})
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_GRANT_APPROVE,
-            target=f"staff:{grant.staff_id}",
-            now_ms=now_ms,
-            details={
-                "grant": grant.grant_id,
-                "kind": grant.kind.value,
-                "role": _role_value(grant.role),
-                "requested_by": grant.requested_by,
-                "roles_before": before,
-                "roles_after": sorted(r.value for r in account.roles),
-                "child_safety": account.child_safety,
-            },
+        self._audit_staff(
+            actor.staff_id, AuditAction.STAFF_GRANT_APPROVE, grant.staff_id, now_ms,
+            details=_decided_grant_details(
+                grant,
+                roles_before=before,
+                roles_after=sorted(r.value for r in account.roles),
+                child_safety=account.child_safety,
+            ),
         )
         return account
 
@@ -390,18 +391,9 @@ class StaffGrants:
             for queue_id in sorted(self._repo.queues_of(grant.staff_id)):
                 self._repo.remove_queue_member(grant.staff_id, queue_id)
                 removed.append(queue_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_GRANT_REJECT,
-            target=f"staff:{grant.staff_id}",
-            now_ms=now_ms,
-            details={
-                "grant": grant.grant_id,
-                "kind": grant.kind.value,
-                "role": _role_value(grant.role),
-                "requested_by": grant.requested_by,
-                "removed_queues": removed,
-            },
+        self._audit_staff(
+            actor.staff_id, AuditAction.STAFF_GRANT_REJECT, grant.staff_id, now_ms,
+            details=_decided_grant_details(grant, removed_queues=removed),
         )
 
     def _may_review(self, staff_id: str) -> bool:
