@@ -512,9 +512,18 @@ class CaseService(CaseAppeals):
         )
         return case
 
-    def _pending(
-        self, principal: Principal, case_id: str, now_ms: int
+    def _second_review(
+        self,
+        principal: Principal,
+        case_id: str,
+        reason: str,
+        status: DecisionStatus,
+        now_ms: int,
     ) -> tuple[CaseRecord, DecisionRecord]:
+        """Record ``principal``'s second review (``status``, ``reason``) of the case's proposed
+        decision and return the case and the stored decision; the caller moves the case on.
+        Raises as `confirm`."""
+        reason = require_text(reason, "reason", MAX_REASON_CHARS)
         case = self._get(case_id)
         self._access(principal, case, Permission.CONFIRM_DECISION)
         if case.state is not CaseState.PENDING_SECOND_REVIEW or case.pending_decision_id is None:
@@ -525,6 +534,14 @@ class CaseService(CaseAppeals):
             raise NotFoundError("the proposed decision is missing")
         if decision.decided_by == principal.staff_id:
             raise SameReviewerError()
+        decision = replace(
+            decision,
+            status=status,
+            second_reviewer=principal.staff_id,
+            second_review_ms=now_ms,
+            second_review_reason=reason,
+        )
+        self._cases.update_decision(decision)
         return case, decision
 
     def confirm(
@@ -537,16 +554,9 @@ class CaseService(CaseAppeals):
             SameReviewerError: the proposer tries to confirm.  InvalidDecisionError: no
             reason.  CaseLockedError, InvalidCaseStateError, permission errors.
         """
-        reason = require_text(reason, "reason", MAX_REASON_CHARS)
-        case, decision = self._pending(principal, case_id, now_ms)
-        decision = replace(
-            decision,
-            status=DecisionStatus.FINAL,
-            second_reviewer=principal.staff_id,
-            second_review_ms=now_ms,
-            second_review_reason=reason,
+        case, decision = self._second_review(
+            principal, case_id, reason, DecisionStatus.FINAL, now_ms
         )
-        self._cases.update_decision(decision)
         self._transition(
             case,
             final_action(decision.kind),
@@ -571,16 +581,9 @@ class CaseService(CaseAppeals):
 
         Raises: as `confirm`.
         """
-        reason = require_text(reason, "reason", MAX_REASON_CHARS)
-        case, decision = self._pending(principal, case_id, now_ms)
-        decision = replace(
-            decision,
-            status=DecisionStatus.REJECTED,
-            second_reviewer=principal.staff_id,
-            second_review_ms=now_ms,
-            second_review_reason=reason,
+        case, decision = self._second_review(
+            principal, case_id, reason, DecisionStatus.REJECTED, now_ms
         )
-        self._cases.update_decision(decision)
         self._transition(case, CaseAction.REJECT, now_ms, pending_decision_id=None)
         self._audit_case(
             principal.staff_id,
