@@ -157,7 +157,7 @@ class CaseService(CaseAppeals):
                     self._cases.add_case(case)
                 except ConflictError:
                     continue
-                self._audit_case(
+                self._audit_on(
                     "system",
                     AuditAction.CASE_OPEN,
                     case.case_id,
@@ -193,7 +193,7 @@ class CaseService(CaseAppeals):
                 case = self._save(case, now_ms, **changes)
             except ConflictError:
                 continue
-            self._audit_case(
+            self._audit_on(
                 "system",
                 AuditAction.CASE_UPDATE,
                 case.case_id,
@@ -233,7 +233,7 @@ class CaseService(CaseAppeals):
         """
         case = self._get(case_id)
         self._access(principal, case, Permission.VIEW_QUEUE)
-        self._audit_case(principal.staff_id, AuditAction.CASE_VIEW, case_id, now_ms)
+        self._audit_on(principal.staff_id, AuditAction.CASE_VIEW, case_id, now_ms)
         reports = tuple(
             ReportView(r, tuple(self._reports.items_for_report(r.report_id)))
             for r in self._reports.reports_for_case(case_id)
@@ -292,7 +292,7 @@ class CaseService(CaseAppeals):
         case = self._save(
             case, now_ms, lock_holder=principal.staff_id, lock_expires_ms=now_ms + duration_ms
         )
-        self._audit_case(
+        self._audit_on(
             principal.staff_id,
             AuditAction.CASE_LOCK,
             case_id,
@@ -319,7 +319,7 @@ class CaseService(CaseAppeals):
             raise CaseLockedError("the lock belongs to another staff member")
         previous = case.lock_holder
         case = self._save(case, now_ms, **RELEASE_LOCK)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id,
             AuditAction.CASE_UNLOCK,
             case_id,
@@ -344,7 +344,7 @@ class CaseService(CaseAppeals):
         assignee.require(Permission.CLAIM_CASE)
         assignee.require_queue(self.queue(case.queue_id))
         case = self._save(case, now_ms, assignee=assignee_id)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id, AuditAction.CASE_ASSIGN, case_id, now_ms, {"assignee": assignee_id}
         )
         return case
@@ -361,7 +361,7 @@ class CaseService(CaseAppeals):
             raise SafetyInputError(f"a note must have 1 to {MAX_NOTE_CHARS} characters")
         note = NoteRecord("note_" + self._ids(), case_id, principal.staff_id, now_ms, text)
         self._cases.add_note(note)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id, AuditAction.CASE_NOTE, case_id, now_ms, {"note": note.note_id}
         )
         return note
@@ -468,7 +468,7 @@ class CaseService(CaseAppeals):
                 case, final_action(kind), now_ms, final_decision_id=decision.decision_id
             )
             enforcements = self._enforce(decision, now_ms)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id,
             AuditAction.DECISION,
             case_id,
@@ -507,7 +507,7 @@ class CaseService(CaseAppeals):
             f"Escalated for a second reviewer: {reason}",
         )
         self._cases.add_note(note)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id, AuditAction.CASE_ESCALATE, case_id, now_ms, {"note": note.note_id}
         )
         return case
@@ -565,7 +565,7 @@ class CaseService(CaseAppeals):
             final_decision_id=decision.decision_id,
         )
         enforcements = self._enforce(decision, now_ms)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id,
             AuditAction.DECISION_CONFIRM,
             case_id,
@@ -585,7 +585,7 @@ class CaseService(CaseAppeals):
             principal, case_id, reason, DecisionStatus.REJECTED, now_ms
         )
         self._transition(case, CaseAction.REJECT, now_ms, pending_decision_id=None)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id,
             AuditAction.DECISION_REJECT,
             case_id,

@@ -466,7 +466,7 @@ class StaffService(StaffGrants):
             raise ConflictError("staff accounts already exist")
         account, _ = self._new_account(username, username, [Role.ADMIN], now_ms, password=password)
         self._repo.add_staff(account)
-        self._audit_staff(
+        self._audit_on(
             "system", AuditAction.STAFF_CREATE, account.staff_id, now_ms,
             details={"username": username, "roles": [Role.ADMIN.value], "bootstrap": True},
         )
@@ -493,7 +493,7 @@ class StaffService(StaffGrants):
         actor.require(Permission.MANAGE_STAFF)
         account, wanted = self._new_account(username, display_name, roles, now_ms)
         self._repo.add_staff(account)
-        self._audit_staff(
+        self._audit_on(
             actor.staff_id, AuditAction.STAFF_CREATE, account.staff_id, now_ms,
             details={"username": username, "requested_roles": sorted(r.value for r in wanted)},
         )
@@ -542,7 +542,7 @@ class StaffService(StaffGrants):
         if kept != account.roles:
             before = sorted(r.value for r in account.roles)
             account = self._update(account, roles=kept)
-            self._audit_staff(
+            self._audit_on(
                 actor.staff_id, AuditAction.STAFF_ROLES, staff_id, now_ms,
                 details={"before": before, "after": sorted(r.value for r in kept)},
             )
@@ -578,7 +578,7 @@ class StaffService(StaffGrants):
             if queue is None or queue.child_safety:
                 self._repo.remove_queue_member(staff_id, queue_id)
                 removed.append(queue_id)
-        self._audit_staff(
+        self._audit_on(
             actor.staff_id, AuditAction.STAFF_CHILD_SAFETY, staff_id, now_ms,
             details={"granted": False, "removed_queues": removed},
         )
@@ -603,7 +603,7 @@ class StaffService(StaffGrants):
         if queue.child_safety and not account.child_safety:
             raise ChildSafetyPermissionError()
         self._repo.add_queue_member(staff_id, queue_id)
-        self._audit_staff(
+        self._audit_on(
             actor.staff_id, AuditAction.STAFF_QUEUE, staff_id, now_ms,
             details={"queue": queue_id, "member": True},
         )
@@ -614,7 +614,7 @@ class StaffService(StaffGrants):
         """Raises `PermissionDeniedError` without MANAGE_QUEUES."""
         actor.require(Permission.MANAGE_QUEUES)
         self._repo.remove_queue_member(staff_id, queue_id)
-        self._audit_staff(
+        self._audit_on(
             actor.staff_id, AuditAction.STAFF_QUEUE, staff_id, now_ms,
             details={"queue": queue_id, "member": False},
         )
@@ -630,7 +630,7 @@ class StaffService(StaffGrants):
         self._update(self._get(staff_id), disabled=True)
         self._repo.delete_sessions_for(staff_id)
         self._repo.delete_enrolments_for(staff_id)
-        self._audit_staff(actor.staff_id, AuditAction.STAFF_DISABLE, staff_id, now_ms)
+        self._audit_on(actor.staff_id, AuditAction.STAFF_DISABLE, staff_id, now_ms)
 
     # --- sign-in ------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ Separation of duties (no admin can become, or puppet, a reviewer):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -48,7 +48,7 @@ from tidings.errors import (
     SafetyInputError,
     TwoPersonRuleError,
 )
-from tidings.safety.audit import AuditAction, AuditLog
+from tidings.safety.audit import AuditAction, AuditLog, AuditsOneKind
 from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.staff_model import (
     ENROLMENT_TOKEN_BYTES,
@@ -92,8 +92,10 @@ def _decided_grant_details(grant: StaffGrant, **outcome: object) -> dict[str, ob
     }
 
 
-class StaffGrants:
+class StaffGrants(AuditsOneKind):
     """Enrolment links and privilege grants; `StaffService` supplies the state declared here."""
+
+    audit_kind = "staff"
 
     _repo: StaffRepository
     _audit: AuditLog
@@ -110,19 +112,6 @@ class StaffGrants:
     def _not_self(self, actor: Principal, staff_id: str) -> None:
         raise NotImplementedError
 
-    def _audit_staff(
-        self,
-        actor: str,
-        action: AuditAction,
-        staff_id: str,
-        now_ms: int,
-        details: Mapping[str, object] | None = None,
-    ) -> None:
-        """Audit ``action`` by ``actor`` on the staff account ``staff_id`` (`AuditLog.append`)."""
-        self._audit.append(
-            actor=actor, action=action, target=f"staff:{staff_id}", now_ms=now_ms, details=details
-        )
-
     # --- enrolment ----------------------------------------------------------------------------
 
     def _issue_enrolment(
@@ -137,7 +126,7 @@ class StaffGrants:
             expires_ms=now_ms + ENROLMENT_TTL_MS,
         )
         self._repo.replace_enrolment(record)
-        self._audit_staff(
+        self._audit_on(
             actor.staff_id, AuditAction.STAFF_ENROL_ISSUE, account.staff_id, now_ms,
             details={"expires_ms": record.expires_ms, "link": record.token_hash[:16]},
         )
@@ -190,7 +179,7 @@ class StaffGrants:
         account = self._update(
             account, password_hash=self._hasher.hash(password), totp_secret=pyotp.random_base32()
         )
-        self._audit_staff(account.staff_id, AuditAction.STAFF_ENROL_BEGIN, account.staff_id, now_ms)
+        self._audit_on(account.staff_id, AuditAction.STAFF_ENROL_BEGIN, account.staff_id, now_ms)
         return self.enrolment_totp(token, now_ms=now_ms)
 
     def enrolment_totp(self, token: str, *, now_ms: int) -> TotpEnrolment:
@@ -229,7 +218,7 @@ class StaffGrants:
             account, enrolled_ms=now_ms, sponsor=record.issued_by, totp_last_step=step
         )
         self._repo.delete_enrolments_for(account.staff_id)
-        self._audit_staff(
+        self._audit_on(
             account.staff_id, AuditAction.STAFF_ENROL, account.staff_id, now_ms,
             details={"sponsor": record.issued_by, "link": record.token_hash[:16]},
         )
@@ -262,7 +251,7 @@ class StaffGrants:
             requested_ms=now_ms,
         )
         self._repo.add_grant(grant)
-        self._audit_staff(
+        self._audit_on(
             actor.staff_id, AuditAction.STAFF_GRANT_REQUEST, account.staff_id, now_ms,
             details={"grant": grant.grant_id, "kind": kind.value, "role": _role_value(role)},
         )
@@ -283,7 +272,7 @@ class StaffGrants:
                         decided_ms=now_ms,
                     )
                 )
-                self._audit_staff(
+                self._audit_on(
                     actor.staff_id, AuditAction.STAFF_GRANT_REJECT, staff_id, now_ms,
                     details={"grant": grant.grant_id, "withdrawn": True},
                 )
@@ -362,7 +351,7 @@ class StaffGrants:
             account = self._update(account, child_safety=True)
         elif grant.role is not None:
             account = self._update(account, roles=account.roles | {grant.role})
-        self._audit_staff(
+        self._audit_on(
             actor.staff_id, AuditAction.STAFF_GRANT_APPROVE, grant.staff_id, now_ms,
             details=_decided_grant_details(
                 grant,
@@ -391,7 +380,7 @@ class StaffGrants:
             for queue_id in sorted(self._repo.queues_of(grant.staff_id)):
                 self._repo.remove_queue_member(grant.staff_id, queue_id)
                 removed.append(queue_id)
-        self._audit_staff(
+        self._audit_on(
             actor.staff_id, AuditAction.STAFF_GRANT_REJECT, grant.staff_id, now_ms,
             details=_decided_grant_details(grant, removed_queues=removed),
         )
