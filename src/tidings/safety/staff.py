@@ -503,12 +503,6 @@ class StaffService(StaffGrants):
         issued = self._issue_enrolment(actor, account, now_ms)
         return replace(issued, pending_grants=tuple(g for g in grants if g is not None))
 
-    def provisioning_uri(self, account: StaffAccount, issuer: str = "Tidings T&S") -> str:
-        """The otpauth:// URI for enrolling an authenticator app (contains the secret)."""
-        return pyotp.TOTP(account.totp_secret).provisioning_uri(
-            name=account.username, issuer_name=issuer
-        )
-
     def _update(self, account: StaffAccount, **changes: object) -> StaffAccount:
         updated = replace(account, version=account.version + 1, **changes)  # type: ignore[arg-type]
         self._repo.update_staff(updated, account.version)

@@ -191,10 +191,13 @@ class StaffGrants(AuditsOneKind):
         _, account = self._enrolment(token, now_ms)
         if not account.password_hash or not account.totp_secret:
             raise SafetyInputError("set your password first")
-        uri = pyotp.TOTP(account.totp_secret).provisioning_uri(
-            name=account.username, issuer_name=TOTP_ISSUER
+        return TotpEnrolment(account.username, account.totp_secret, self.provisioning_uri(account))
+
+    def provisioning_uri(self, account: StaffAccount, issuer: str = TOTP_ISSUER) -> str:
+        """The otpauth:// URI for enrolling an authenticator app (contains the secret)."""
+        return pyotp.TOTP(account.totp_secret).provisioning_uri(
+            name=account.username, issuer_name=issuer
         )
-        return TotpEnrolment(account.username, account.totp_secret, uri)
 
     def complete_enrolment(self, token: str, code: str, *, now_ms: int) -> StaffAccount:
         """Last enrolment step: a valid code from the new authenticator activates the account
