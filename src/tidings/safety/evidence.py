@@ -53,6 +53,7 @@ from tidings.errors import (
 )
 from tidings.safety.audit import AuditAction, AuditLog
 from tidings.safety.categories import Queue
+from tidings.safety.memory_rows import insert_new
 from tidings.safety.staff import Permission, Principal
 from tidings.wire import limits
 from tidings.wire.binary import Reader, u16, var16, var32
@@ -212,9 +213,7 @@ class InMemoryEvidenceRepository:
 
     def add_evidence(self, record: EvidenceRecord) -> None:
         with self._lock:
-            if record.evidence_id in self.rows:
-                raise ConflictError("evidence id exists")
-            self.rows[record.evidence_id] = record
+            insert_new(self.rows, record.evidence_id, record, conflict="evidence id exists")
 
     def get_evidence(self, evidence_id: str) -> EvidenceRecord | None:
         return self.rows.get(evidence_id)

@@ -51,7 +51,6 @@ from tidings.errors import (
     AttachmentKeyMismatchError,
     AttachmentUnavailableError,
     CommitmentMismatchError,
-    ConflictError,
     InvalidFrankingTagError,
     InvalidKeyError,
     InvalidReportError,
@@ -69,6 +68,7 @@ from tidings.safety.evidence import (
     attachment_kind,
     encode_items,
 )
+from tidings.safety.memory_rows import insert_new
 from tidings.wire import pb
 from tidings.wire.binary import u8, u32, var16, var32
 from tidings.wire.report import MAX_REPORT_NOTE_CHARS, MAX_REPORTED_ATTACHMENTS
@@ -501,9 +501,7 @@ class InMemoryReportRepository:
     ) -> None:
         with self._lock:
             _raise_replay(k.kind for k in replay if k.key in self.replay)
-            if report.report_id in self.reports:
-                raise ConflictError("report id exists")
-            self.reports[report.report_id] = report
+            insert_new(self.reports, report.report_id, report, conflict="report id exists")
             self.items[report.report_id] = list(items)
             for record in evidence:
                 self._evidence.add_evidence(record)

@@ -53,6 +53,7 @@ from tidings.errors import (
 )
 from tidings.safety.audit import AuditAction, AuditLog
 from tidings.safety.categories import DEFAULT_QUEUES, Queue
+from tidings.safety.memory_rows import insert_new, replace_versioned
 from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.staff_grants import TOTP_ISSUER, StaffGrants
 from tidings.safety.staff_model import (
@@ -204,10 +205,10 @@ class InMemoryStaffRepository:
 
     def update_staff(self, account: StaffAccount, expected_version: int) -> None:
         with self._lock:
-            current = self._staff.get(account.staff_id)
-            if current is None or current.version != expected_version:
-                raise ConflictError("staff account changed concurrently")
-            self._staff[account.staff_id] = account
+            replace_versioned(
+                self._staff, account.staff_id, account, expected_version,
+                conflict="staff account changed concurrently",
+            )
 
     def queues_of(self, staff_id: str) -> frozenset[str]:
         return frozenset(q for s, q in self._queues if s == staff_id)
@@ -246,9 +247,7 @@ class InMemoryStaffRepository:
 
     def add_grant(self, grant: StaffGrant) -> None:
         with self._lock:
-            if grant.grant_id in self._grants:
-                raise ConflictError("grant already exists")
-            self._grants[grant.grant_id] = grant
+            insert_new(self._grants, grant.grant_id, grant, conflict="grant already exists")
 
     def get_grant(self, grant_id: str) -> StaffGrant | None:
         return self._grants.get(grant_id)
