@@ -191,6 +191,10 @@ class StaffGrants(AuditsOneKind):
         _, account = self._enrolment(token, now_ms)
         if not account.password_hash or not account.totp_secret:
             raise SafetyInputError("set your password first")
+        return self.totp_enrolment(account)
+
+    def totp_enrolment(self, account: StaffAccount) -> TotpEnrolment:
+        """The account's TOTP secret and otpauth:// URI, for its owner's authenticator app."""
         return TotpEnrolment(account.username, account.totp_secret, self.provisioning_uri(account))
 
     def provisioning_uri(self, account: StaffAccount, issuer: str = TOTP_ISSUER) -> str:
