@@ -149,16 +149,16 @@ def test_blobs_are_bound_to_their_record(world: World) -> None:
 
 def test_rotation_reencrypts_everything_and_old_key_can_go(world: World) -> None:
     case_id, evidence_id, contents = reported(world)
-    old_ring = world.vault._keys
+    old_ring = world.vault.keys
     old_key = old_ring._keys["ev1"]
     new_key = os.urandom(32)
-    world.vault._keys = EvidenceKeyRing({"ev1": old_key, "ev2": new_key}, "ev2")
+    world.vault.keys = EvidenceKeyRing({"ev1": old_key, "ev2": new_key}, "ev2")
     before = {k: r.ciphertext for k, r in world.evidence_repo.rows.items()}
     assert world.vault.reencrypt(actor="system", now_ms=world.now) == len(before)
     assert world.vault.reencrypt(actor="system", now_ms=world.now) == 0
     assert {r.key_id for r in world.evidence_repo.rows.values()} == {"ev2"}
     assert all(world.evidence_repo.rows[k].ciphertext != c for k, c in before.items())
-    world.vault._keys = EvidenceKeyRing({"ev2": new_key}, "ev2")
+    world.vault.keys = EvidenceKeyRing({"ev2": new_key}, "ev2")
     reviewer = world.make_staff("rita", Role.REVIEWER, queues=(QueueId.HARASSMENT,))
     opened = world.vault.open(
         evidence_id,
@@ -169,8 +169,8 @@ def test_rotation_reencrypts_everything_and_old_key_can_go(world: World) -> None
         now_ms=world.now,
     )
     assert [i.content for i in opened.items()] == contents
-    assert "ev2" in repr(world.vault._keys) and new_key.hex() not in repr(world.vault._keys)
-    world.vault._keys = EvidenceKeyRing({"ev3": os.urandom(32)}, "ev3")
+    assert "ev2" in repr(world.vault.keys) and new_key.hex() not in repr(world.vault.keys)
+    world.vault.keys = EvidenceKeyRing({"ev3": os.urandom(32)}, "ev3")
     with pytest.raises(UnknownKeyIdError):
         world.vault.open(
             evidence_id,

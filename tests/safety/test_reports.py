@@ -133,7 +133,7 @@ def test_the_full_crypto_path_with_sessions_is_reportable() -> None:
     from tests.crypto import test_end_to_end as e2e
 
     world = build_world()
-    world.intake._keys = FrankingKeyRing([FrankingKey("e2e", e2e.SERVER_KEY)])
+    world.intake.franking_keys = FrankingKeyRing([FrankingKey("e2e", e2e.SERVER_KEY)])
     alice, bob = e2e.Device("alice", 1), e2e.Device("bob", 1)
     conversation = franking.direct_conversation_id("alice", "bob")
     for text in ("hello", "you will regret this"):

@@ -80,10 +80,10 @@ def _first_admin(safety: Any, console_url: str, data_dir: Path) -> None:
         (
             "Tidings console: the first administrator (delete this file once enrolled).",
             f"console:     {console_url}",
-            f"username:    {first.username}",
+            f"username:    {first.totp.username}",
             f"password:    {first.password}",
-            f"TOTP secret: {first.totp_secret}",
-            f"TOTP URI:    {first.otpauth_uri}",
+            f"TOTP secret: {first.totp.secret}",
+            f"TOTP URI:    {first.totp.uri}",
             "",
         )
     )

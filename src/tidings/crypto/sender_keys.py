@@ -34,6 +34,7 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import InitVar, dataclass, field
 from typing import TypeVar
 
 from tidings.crypto import primitives
@@ -392,6 +393,7 @@ class OwnSenderKey:
 # --- a remote sender's keys ----------------------------------------------------------------------
 
 
+@dataclass(slots=True, eq=False, repr=False)  # no repr: it holds the chain key
 class _ChainState:
     """One receiving chain: the next iteration's chain key and the skipped message keys.
 
@@ -400,25 +402,17 @@ class _ChainState:
     only ever added while moving forward), so eviction of the oldest only raises ``floor``.
     """
 
-    __slots__ = ("chain_id", "chain_key", "floor", "iteration", "prefix", "public", "skipped")
+    distribution_id: InitVar[bytes]
+    chain_id: int
+    iteration: int
+    chain_key: bytes
+    public: bytes
+    floor: int
+    skipped: OrderedDict[int, bytes]
+    prefix: bytes = field(init=False)
 
-    def __init__(
-        self,
-        distribution_id: bytes,
-        chain_id: int,
-        iteration: int,
-        chain_key: bytes,
-        public: bytes,
-        floor: int,
-        skipped: OrderedDict[int, bytes],
-    ) -> None:
-        self.chain_id = chain_id
-        self.iteration = iteration
-        self.chain_key = chain_key
-        self.public = public
-        self.floor = floor
-        self.skipped = skipped
-        self.prefix = _prefix(distribution_id, chain_id)
+    def __post_init__(self, distribution_id: bytes) -> None:
+        self.prefix = _prefix(distribution_id, self.chain_id)
 
     def to_bytes(self) -> bytes:
         parts = [

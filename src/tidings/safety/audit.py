@@ -40,7 +40,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from tidings.crypto.primitives import constant_time_equal, hmac_sha256, sha256
 from tidings.errors import AuditChainError, ConflictError, InvalidKeyError, SafetyInputError
@@ -57,6 +57,7 @@ __all__ = [
     "AuditLog",
     "AuditRepository",
     "AuditVerification",
+    "AuditsOneKind",
     "InMemoryAuditRepository",
     "canonical_details",
     "compute_anchor",
@@ -448,4 +449,30 @@ class AuditLog:
         """`verify_chain` over the whole stored log with this log's anchor key."""
         return verify_chain(
             self.repository.entries(), anchor_key=self.anchor_key, checkpoint=checkpoint
+        )
+
+
+class AuditsOneKind:
+    """Mixin for a service that audits what it does to one kind of object: each entry's
+    target is ``"<audit_kind>:<object id>"`` (``"case:…"``, ``"staff:…"``)."""
+
+    _audit: AuditLog
+    audit_kind: ClassVar[str]
+
+    def _audit_on(
+        self,
+        actor: str,
+        action: AuditAction,
+        object_id: str,
+        now_ms: int,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
+        """Append ``action`` by ``actor`` on the object ``object_id`` (`AuditLog.append`,
+        whose errors it raises)."""
+        self._audit.append(
+            actor=actor,
+            action=action,
+            target=f"{self.audit_kind}:{object_id}",
+            now_ms=now_ms,
+            details=details,
         )

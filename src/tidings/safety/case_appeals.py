@@ -123,7 +123,7 @@ class CaseAppeals(CaseCore):
         self._transition(
             case, CaseAction.OVERTURN if overturn else final_action(decision.kind), now_ms
         )
-        self._audit_case(
+        self._audit_on(
             principal.staff_id,
             AuditAction.APPEAL_DECIDED,
             case.case_id,

@@ -11,7 +11,7 @@ from tidings.errors import (
     InvalidDecisionError,
     NotFoundError,
 )
-from tidings.safety.audit import AuditAction, AuditLog
+from tidings.safety.audit import AuditLog, AuditsOneKind
 from tidings.safety.case_lifecycle import RELEASE_LOCK, CaseAction, next_state
 from tidings.safety.case_model import (
     DEFAULT_POLICIES,
@@ -44,9 +44,11 @@ def require_text(value: object, what: str, limit: int) -> str:
     return value.strip()
 
 
-class CaseCore:
+class CaseCore(AuditsOneKind):
     """Repositories, routing and the helpers every part of the case service shares (the
     lifecycle table, the lock check, audit); `CaseService` is the public class."""
+
+    audit_kind = "case"
 
     def __init__(
         self,
@@ -107,18 +109,6 @@ class CaseCore:
     def _require_lock(self, principal: Principal, case: CaseRecord, now_ms: int) -> None:
         if case.lock_holder != principal.staff_id or case.lock_expires_ms <= now_ms:
             raise CaseLockedError("claim the case (hold its lock) first")
-
-    def _audit_case(
-        self,
-        actor: str,
-        action: AuditAction,
-        case_id: str,
-        now_ms: int,
-        details: Mapping[str, object] | None = None,
-    ) -> None:
-        self._audit.append(
-            actor=actor, action=action, target=f"case:{case_id}", now_ms=now_ms, details=details
-        )
 
     def _reporters(self, case_id: str, extra: ReportRecord | None = None) -> tuple[int, int]:
         reports = [

@@ -21,6 +21,7 @@ from tidings.safety.case_model import (
     queue_order,
     sla_remaining_ms,
 )
+from tidings.safety.memory_rows import replace_versioned
 
 
 class InMemoryCaseRepository:
@@ -46,10 +47,10 @@ class InMemoryCaseRepository:
 
     def update_case(self, case: CaseRecord, expected_version: int) -> None:
         with self._lock:
-            current = self.cases.get(case.case_id)
-            if current is None or current.version != expected_version:
-                raise ConflictError("case changed concurrently")
-            self.cases[case.case_id] = case
+            replace_versioned(
+                self.cases, case.case_id, case, expected_version,
+                conflict="case changed concurrently",
+            )
 
     def open_case_for_subject(self, subject: str) -> CaseRecord | None:
         return next(

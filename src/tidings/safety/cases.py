@@ -161,7 +161,7 @@ class CaseService(CaseAppeals):
                     self._cases.add_case(case)
                 except ConflictError:
                     continue
-                self._audit_case(
+                self._audit_on(
                     "system",
                     AuditAction.CASE_OPEN,
                     case.case_id,
@@ -197,7 +197,7 @@ class CaseService(CaseAppeals):
                 case = self._save(case, now_ms, **changes)
             except ConflictError:
                 continue
-            self._audit_case(
+            self._audit_on(
                 "system",
                 AuditAction.CASE_UPDATE,
                 case.case_id,
@@ -284,7 +284,7 @@ class CaseService(CaseAppeals):
         """
         case = self._get(case_id)
         self._access(principal, case, Permission.VIEW_QUEUE)
-        self._audit_case(principal.staff_id, AuditAction.CASE_VIEW, case_id, now_ms)
+        self._audit_on(principal.staff_id, AuditAction.CASE_VIEW, case_id, now_ms)
         reports = tuple(
             ReportView(r, tuple(self._reports.items_for_report(r.report_id)))
             for r in self._reports.reports_for_case(case_id)
@@ -343,7 +343,7 @@ class CaseService(CaseAppeals):
         case = self._save(
             case, now_ms, lock_holder=principal.staff_id, lock_expires_ms=now_ms + duration_ms
         )
-        self._audit_case(
+        self._audit_on(
             principal.staff_id,
             AuditAction.CASE_LOCK,
             case_id,
@@ -370,7 +370,7 @@ class CaseService(CaseAppeals):
             raise CaseLockedError("the lock belongs to another staff member")
         previous = case.lock_holder
         case = self._save(case, now_ms, **RELEASE_LOCK)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id,
             AuditAction.CASE_UNLOCK,
             case_id,
@@ -395,7 +395,7 @@ class CaseService(CaseAppeals):
         assignee.require(Permission.CLAIM_CASE)
         assignee.require_queue(self.queue(case.queue_id))
         case = self._save(case, now_ms, assignee=assignee_id)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id, AuditAction.CASE_ASSIGN, case_id, now_ms, {"assignee": assignee_id}
         )
         return case
@@ -412,7 +412,7 @@ class CaseService(CaseAppeals):
             raise SafetyInputError(f"a note must have 1 to {MAX_NOTE_CHARS} characters")
         note = NoteRecord("note_" + self._ids(), case_id, principal.staff_id, now_ms, text)
         self._cases.add_note(note)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id, AuditAction.CASE_NOTE, case_id, now_ms, {"note": note.note_id}
         )
         return note
@@ -519,7 +519,7 @@ class CaseService(CaseAppeals):
                 case, final_action(kind), now_ms, final_decision_id=decision.decision_id
             )
             enforcements = self._enforce(decision, now_ms)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id,
             AuditAction.DECISION,
             case_id,
@@ -558,14 +558,23 @@ class CaseService(CaseAppeals):
             f"Escalated for a second reviewer: {reason}",
         )
         self._cases.add_note(note)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id, AuditAction.CASE_ESCALATE, case_id, now_ms, {"note": note.note_id}
         )
         return case
 
-    def _pending(
-        self, principal: Principal, case_id: str, now_ms: int
+    def _second_review(
+        self,
+        principal: Principal,
+        case_id: str,
+        reason: str,
+        status: DecisionStatus,
+        now_ms: int,
     ) -> tuple[CaseRecord, DecisionRecord]:
+        """Record ``principal``'s second review (``status``, ``reason``) of the case's proposed
+        decision and return the case and the stored decision; the caller moves the case on.
+        Raises as `confirm`."""
+        reason = require_text(reason, "reason", MAX_REASON_CHARS)
         case = self._get(case_id)
         self._access(principal, case, Permission.CONFIRM_DECISION)
         if case.state is not CaseState.PENDING_SECOND_REVIEW or case.pending_decision_id is None:
@@ -576,6 +585,14 @@ class CaseService(CaseAppeals):
             raise NotFoundError("the proposed decision is missing")
         if decision.decided_by == principal.staff_id:
             raise SameReviewerError()
+        decision = replace(
+            decision,
+            status=status,
+            second_reviewer=principal.staff_id,
+            second_review_ms=now_ms,
+            second_review_reason=reason,
+        )
+        self._cases.update_decision(decision)
         return case, decision
 
     def confirm(
@@ -588,16 +605,9 @@ class CaseService(CaseAppeals):
             SameReviewerError: the proposer tries to confirm.  InvalidDecisionError: no
             reason.  CaseLockedError, InvalidCaseStateError, permission errors.
         """
-        reason = require_text(reason, "reason", MAX_REASON_CHARS)
-        case, decision = self._pending(principal, case_id, now_ms)
-        decision = replace(
-            decision,
-            status=DecisionStatus.FINAL,
-            second_reviewer=principal.staff_id,
-            second_review_ms=now_ms,
-            second_review_reason=reason,
+        case, decision = self._second_review(
+            principal, case_id, reason, DecisionStatus.FINAL, now_ms
         )
-        self._cases.update_decision(decision)
         self._transition(
             case,
             final_action(decision.kind),
@@ -606,7 +616,7 @@ class CaseService(CaseAppeals):
             final_decision_id=decision.decision_id,
         )
         enforcements = self._enforce(decision, now_ms)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id,
             AuditAction.DECISION_CONFIRM,
             case_id,
@@ -622,18 +632,11 @@ class CaseService(CaseAppeals):
 
         Raises: as `confirm`.
         """
-        reason = require_text(reason, "reason", MAX_REASON_CHARS)
-        case, decision = self._pending(principal, case_id, now_ms)
-        decision = replace(
-            decision,
-            status=DecisionStatus.REJECTED,
-            second_reviewer=principal.staff_id,
-            second_review_ms=now_ms,
-            second_review_reason=reason,
+        case, decision = self._second_review(
+            principal, case_id, reason, DecisionStatus.REJECTED, now_ms
         )
-        self._cases.update_decision(decision)
         self._transition(case, CaseAction.REJECT, now_ms, pending_decision_id=None)
-        self._audit_case(
+        self._audit_on(
             principal.staff_id,
             AuditAction.DECISION_REJECT,
             case_id,

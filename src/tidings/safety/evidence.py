@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Protocol
 
 from tidings.clock import DAY_MS
@@ -53,6 +53,7 @@ from tidings.errors import (
 )
 from tidings.safety.audit import AuditAction, AuditLog
 from tidings.safety.categories import Queue
+from tidings.safety.memory_rows import insert_new
 from tidings.safety.staff import Permission, Principal
 from tidings.wire import limits
 from tidings.wire.binary import Reader, u16, var16, var32
@@ -212,9 +213,7 @@ class InMemoryEvidenceRepository:
 
     def add_evidence(self, record: EvidenceRecord) -> None:
         with self._lock:
-            if record.evidence_id in self.rows:
-                raise ConflictError("evidence id exists")
-            self.rows[record.evidence_id] = record
+            insert_new(self.rows, record.evidence_id, record, conflict="evidence id exists")
 
     def get_evidence(self, evidence_id: str) -> EvidenceRecord | None:
         return self.rows.get(evidence_id)
@@ -269,23 +268,16 @@ def _default_random(n: int) -> bytes:
     return os.urandom(n)
 
 
+@dataclass(eq=False, repr=False, slots=True)  # no repr: it holds the key ring
 class EvidenceVault:
     """Seal, open (audited), export (audited), re-encrypt and purge evidence."""
 
-    def __init__(
-        self,
-        repository: EvidenceRepository,
-        keys: EvidenceKeyRing,
-        audit: AuditLog,
-        *,
-        retention_ms: int = 365 * DAY_MS,
-        random_source: Callable[[int], bytes] = _default_random,
-    ) -> None:
-        self._repo = repository
-        self._keys = keys
-        self._audit = audit
-        self.retention_ms = retention_ms
-        self._random = random_source
+    repository: EvidenceRepository
+    keys: EvidenceKeyRing
+    audit: AuditLog
+    _: KW_ONLY
+    retention_ms: int = 365 * DAY_MS
+    random_source: Callable[[int], bytes] = _default_random
 
     def seal(
         self,
@@ -299,10 +291,10 @@ class EvidenceVault:
     ) -> EvidenceRecord:
         """Encrypt ``plaintext`` under the active key into a record (not stored: the caller
         stores it together with its report, in one transaction)."""
-        key_id = self._keys.active_key_id
-        nonce = self._random(_NONCE_LEN)
+        key_id = self.keys.active_key_id
+        nonce = self.random_source(_NONCE_LEN)
         ciphertext = aes256_gcm_encrypt(
-            self._keys.key(key_id), nonce, plaintext, _aad(evidence_id, report_id, kind, key_id)
+            self.keys.key(key_id), nonce, plaintext, _aad(evidence_id, report_id, kind, key_id)
         )
         return EvidenceRecord(
             evidence_id=evidence_id,
@@ -318,7 +310,7 @@ class EvidenceVault:
         )
 
     def _decrypt(self, record: EvidenceRecord) -> bytes:
-        key = self._keys.key(record.key_id)
+        key = self.keys.key(record.key_id)
         aad = _aad(record.evidence_id, record.report_id, record.kind, record.key_id)
         try:
             return aes256_gcm_decrypt(key, record.nonce, record.ciphertext, aad)
@@ -328,7 +320,7 @@ class EvidenceVault:
             raise DecryptionError("evidence blob does not authenticate for this record") from None
 
     def _load(self, evidence_id: str, now_ms: int) -> EvidenceRecord:
-        record = self._repo.get_evidence(evidence_id)
+        record = self.repository.get_evidence(evidence_id)
         if record is None:
             raise NotFoundError("no such evidence")
         if record.retained_until_ms <= now_ms:
@@ -360,7 +352,7 @@ class EvidenceVault:
         record = self._load(evidence_id, now_ms)
         self._check_access(principal, queue, record, permission)
         # Audit first: if the append fails, nothing is decrypted.
-        entry = self._audit.append(
+        entry = self.audit.append(
             actor=principal.staff_id,
             action=action,
             target=f"evidence:{evidence_id}",
@@ -444,11 +436,11 @@ class EvidenceVault:
         """Extend retention (preservation hold) of records to at least ``until_ms``; audited.
         Holds only lengthen retention, never shorten it."""
         for evidence_id in evidence_ids:
-            record = self._repo.get_evidence(evidence_id)
+            record = self.repository.get_evidence(evidence_id)
             if record is None:
                 raise NotFoundError("no such evidence")
-            self._repo.set_hold(evidence_id, max(record.hold_until_ms, until_ms))
-        self._audit.append(
+            self.repository.set_hold(evidence_id, max(record.hold_until_ms, until_ms))
+        self.audit.append(
             actor=actor,
             action=AuditAction.EVIDENCE_HOLD,
             target=f"evidence:{','.join(evidence_ids)[:900]}",
@@ -464,20 +456,20 @@ class EvidenceVault:
             UnknownKeyIdError: a record's key was dropped from the ring too early.
             DecryptionError: a record does not authenticate (left untouched).
         """
-        active = self._keys.active_key_id
-        records = self._repo.evidence_not_under_key(active, batch)
+        active = self.keys.active_key_id
+        records = self.repository.evidence_not_under_key(active, batch)
         done = 0
         for record in records:
             plaintext = self._decrypt(record)
-            nonce = self._random(_NONCE_LEN)
+            nonce = self.random_source(_NONCE_LEN)
             ciphertext = aes256_gcm_encrypt(
-                self._keys.key(active),
+                self.keys.key(active),
                 nonce,
                 plaintext,
                 _aad(record.evidence_id, record.report_id, record.kind, active),
             )
             try:
-                self._repo.replace_evidence(
+                self.repository.replace_evidence(
                     replace(record, key_id=active, nonce=nonce, ciphertext=ciphertext),
                     record.key_id,
                 )
@@ -485,7 +477,7 @@ class EvidenceVault:
                 continue
             done += 1
         if done:
-            self._audit.append(
+            self.audit.append(
                 actor=actor,
                 action=AuditAction.EVIDENCE_REENCRYPT,
                 target=f"key:{active}",
@@ -499,9 +491,9 @@ class EvidenceVault:
 
         The audit entry is appended first (as for opening): a deletion is never left without
         its record; if a delete then fails, the next call deletes and audits it again."""
-        records = self._repo.expired_evidence(now_ms, batch)
+        records = self.repository.expired_evidence(now_ms, batch)
         if records:
-            self._audit.append(
+            self.audit.append(
                 actor="system",
                 action=AuditAction.EVIDENCE_PURGE,
                 target="evidence:expired",
@@ -509,9 +501,9 @@ class EvidenceVault:
                 details={"ids": [r.evidence_id for r in records][:200], "count": len(records)},
             )
         for record in records:
-            self._repo.delete_evidence(record.evidence_id)
+            self.repository.delete_evidence(record.evidence_id)
         return len(records)
 
     def records_for_report(self, report_id: str) -> Iterator[EvidenceRecord]:
         """Metadata of a report's evidence (no decryption, no audit needed)."""
-        return iter(self._repo.evidence_for_report(report_id))
+        return iter(self.repository.evidence_for_report(report_id))

@@ -51,7 +51,6 @@ from tidings.errors import (
     AttachmentKeyMismatchError,
     AttachmentUnavailableError,
     CommitmentMismatchError,
-    ConflictError,
     InvalidFrankingTagError,
     InvalidKeyError,
     InvalidReportError,
@@ -69,6 +68,7 @@ from tidings.safety.evidence import (
     attachment_kind,
     encode_items,
 )
+from tidings.safety.memory_rows import insert_new
 from tidings.wire import pb
 from tidings.wire.binary import u8, u32, var16, var32
 from tidings.wire.report import MAX_REPORT_NOTE_CHARS, MAX_REPORTED_ATTACHMENTS
@@ -501,9 +501,7 @@ class InMemoryReportRepository:
     ) -> None:
         with self._lock:
             _raise_replay(k.kind for k in replay if k.key in self.replay)
-            if report.report_id in self.reports:
-                raise ConflictError("report id exists")
-            self.reports[report.report_id] = report
+            insert_new(self.reports, report.report_id, report, conflict="report id exists")
             self.items[report.report_id] = list(items)
             for record in evidence:
                 self._evidence.add_evidence(record)
@@ -550,6 +548,7 @@ def _default_id() -> str:
     return os.urandom(16).hex()
 
 
+@dataclass(eq=False, repr=False, kw_only=True, slots=True)  # no repr: it holds the key ring
 class ReportIntake:
     """Verify, seal and store one report, then hand it to the case service.
 
@@ -558,24 +557,13 @@ class ReportIntake:
     (better) one SQL transaction around `store_verified_report` and `attach_report`.
     """
 
-    def __init__(
-        self,
-        *,
-        franking_keys: FrankingKeyRing,
-        fetcher: AttachmentFetcher,
-        reports: ReportRepository,
-        vault: EvidenceVault,
-        cases: CaseSink,
-        audit: AuditLog,
-        id_source: Callable[[], str] = _default_id,
-    ) -> None:
-        self._keys = franking_keys
-        self._fetcher = fetcher
-        self._reports = reports
-        self._vault = vault
-        self._cases = cases
-        self._audit = audit
-        self._ids = id_source
+    franking_keys: FrankingKeyRing
+    fetcher: AttachmentFetcher
+    reports: ReportRepository
+    vault: EvidenceVault
+    cases: CaseSink
+    audit: AuditLog
+    id_source: Callable[[], str] = _default_id
 
     def submit(self, submission: ReportSubmission, *, now_ms: int) -> ReportReceipt:
         """Verify and accept a report.
@@ -584,18 +572,18 @@ class ReportIntake:
             Every error of `verify_submission` and `verify_attachments`, and
             ReportReplayError / MessageAlreadyReportedError. Nothing is stored on any error.
         """
-        verified = verify_submission(self._keys, submission)
+        verified = verify_submission(self.franking_keys, submission)
         replay = replay_keys(submission)
         # Early refusal before the expensive attachment work; the store re-checks atomically.
-        _raise_replay(k.kind for k in self._reports.seen_replay_keys([k.key for k in replay]))
-        attachments = verify_attachments(verified, self._fetcher)
+        _raise_replay(k.kind for k in self.reports.seen_replay_keys([k.key for k in replay]))
+        attachments = verify_attachments(verified, self.fetcher)
 
-        report_id = "rep_" + self._ids()
+        report_id = "rep_" + self.id_source()
         reported = verified.reported
         child_safety = verified.category is Category.CHILD_SEXUAL_EXPLOITATION
         evidence = [
-            self._vault.seal(
-                evidence_id="ev_" + self._ids(),
+            self.vault.seal(
+                evidence_id="ev_" + self.id_source(),
                 report_id=report_id,
                 kind=KIND_MESSAGES,
                 plaintext=encode_items(submission.items),
@@ -605,8 +593,8 @@ class ReportIntake:
         ]
         if submission.comment:
             evidence.append(
-                self._vault.seal(
-                    evidence_id="ev_" + self._ids(),
+                self.vault.seal(
+                    evidence_id="ev_" + self.id_source(),
                     report_id=report_id,
                     kind="comment",
                     plaintext=submission.comment.encode("utf-8"),
@@ -615,8 +603,8 @@ class ReportIntake:
                 )
             )
         evidence += [
-            self._vault.seal(
-                evidence_id="ev_" + self._ids(),
+            self.vault.seal(
+                evidence_id="ev_" + self.id_source(),
                 report_id=report_id,
                 kind=attachment_kind(a.item_index, a.attachment_index),
                 plaintext=a.plaintext,
@@ -661,8 +649,8 @@ class ReportIntake:
             item_count=len(submission.items),
             attachment_count=len(attachments),
         )
-        self._reports.store_verified_report(record, items, evidence, replay)
-        case_id = self._cases.attach_report(
+        self.reports.store_verified_report(record, items, evidence, replay)
+        case_id = self.cases.attach_report(
             record,
             RoutingInput(
                 category=verified.category,
@@ -671,8 +659,8 @@ class ReportIntake:
             ),
             now_ms=now_ms,
         )
-        self._reports.update_report(replace(record, case_id=case_id))
-        self._audit.append(
+        self.reports.update_report(replace(record, case_id=case_id))
+        self.audit.append(
             actor=f"account:{submission.reporter}",
             action=AuditAction.REPORT_ACCEPTED,
             target=f"report:{report_id}",

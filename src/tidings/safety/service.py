@@ -101,6 +101,7 @@ from tidings.safety.staff import (
     StaffAccount,
     StaffRepository,
     StaffService,
+    TotpEnrolment,
     permissions_for,
 )
 
@@ -179,12 +180,11 @@ class AccountStatus:
 
 @dataclass(frozen=True, slots=True)
 class FirstAdmin:
-    """Credentials of the bootstrap admin, to print once."""
+    """Credentials of the bootstrap admin, to print once: its password and the TOTP
+    enrolment (username, secret, otpauth:// URI) for its authenticator app."""
 
-    username: str
     password: str = field(repr=False)
-    totp_secret: str = field(repr=False)
-    otpauth_uri: str = field(repr=False)
+    totp: TotpEnrolment
 
 
 # --- repositories ---------------------------------------------------------------------------
@@ -451,12 +451,7 @@ class SafetyService:
             account = self.staff.bootstrap_admin(username, password, now_ms=self.clock())
         except ConflictError:
             return None
-        return FirstAdmin(
-            username=account.username,
-            password=password,
-            totp_secret=account.totp_secret,
-            otpauth_uri=self.staff.provisioning_uri(account),
-        )
+        return FirstAdmin(password=password, totp=self.staff.totp_enrolment(account))
 
     def operator(self) -> Principal:
         """The operator at the command line: an admin's permissions (no queues, no evidence),

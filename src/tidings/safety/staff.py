@@ -53,6 +53,7 @@ from tidings.errors import (
 )
 from tidings.safety.audit import AuditAction, AuditLog
 from tidings.safety.categories import DEFAULT_QUEUES, Queue
+from tidings.safety.memory_rows import insert_new, replace_versioned
 from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.staff_grants import TOTP_ISSUER, StaffGrants
 from tidings.safety.staff_model import (
@@ -205,10 +206,10 @@ class InMemoryStaffRepository:
 
     def update_staff(self, account: StaffAccount, expected_version: int) -> None:
         with self._lock:
-            current = self._staff.get(account.staff_id)
-            if current is None or current.version != expected_version:
-                raise ConflictError("staff account changed concurrently")
-            self._staff[account.staff_id] = account
+            replace_versioned(
+                self._staff, account.staff_id, account, expected_version,
+                conflict="staff account changed concurrently",
+            )
 
     def queues_of(self, staff_id: str) -> frozenset[str]:
         return frozenset(q for s, q in self._queues if s == staff_id)
@@ -247,9 +248,7 @@ class InMemoryStaffRepository:
 
     def add_grant(self, grant: StaffGrant) -> None:
         with self._lock:
-            if grant.grant_id in self._grants:
-                raise ConflictError("grant already exists")
-            self._grants[grant.grant_id] = grant
+            insert_new(self._grants, grant.grant_id, grant, conflict="grant already exists")
 
     def get_grant(self, grant_id: str) -> StaffGrant | None:
         return self._grants.get(grant_id)
@@ -473,11 +472,8 @@ class StaffService(StaffGrants):
             raise ConflictError("staff accounts already exist")
         account, _ = self._new_account(username, username, [Role.ADMIN], now_ms, password=password)
         self._repo.add_staff(account)
-        self._audit.append(
-            actor="system",
-            action=AuditAction.STAFF_CREATE,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
+        self._audit_on(
+            "system", AuditAction.STAFF_CREATE, account.staff_id, now_ms,
             details={"username": username, "roles": [Role.ADMIN.value], "bootstrap": True},
         )
         return account
@@ -503,11 +499,8 @@ class StaffService(StaffGrants):
         actor.require(Permission.MANAGE_STAFF)
         account, wanted = self._new_account(username, display_name, roles, now_ms)
         self._repo.add_staff(account)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_CREATE,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
+        self._audit_on(
+            actor.staff_id, AuditAction.STAFF_CREATE, account.staff_id, now_ms,
             details={"username": username, "requested_roles": sorted(r.value for r in wanted)},
         )
         grants = [self._request(actor, account, GrantKind.ROLE, r, now_ms) for r in sorted(wanted)]
@@ -515,12 +508,6 @@ class StaffService(StaffGrants):
             grants.append(self._request(actor, account, GrantKind.CHILD_SAFETY, None, now_ms))
         issued = self._issue_enrolment(actor, account, now_ms)
         return replace(issued, pending_grants=tuple(g for g in grants if g is not None))
-
-    def provisioning_uri(self, account: StaffAccount, issuer: str = "Tidings T&S") -> str:
-        """The otpauth:// URI for enrolling an authenticator app (contains the secret)."""
-        return pyotp.TOTP(account.totp_secret).provisioning_uri(
-            name=account.username, issuer_name=issuer
-        )
 
     def _update(self, account: StaffAccount, **changes: object) -> StaffAccount:
         updated = replace(account, version=account.version + 1, **changes)  # type: ignore[arg-type]
@@ -555,11 +542,8 @@ class StaffService(StaffGrants):
         if kept != account.roles:
             before = sorted(r.value for r in account.roles)
             account = self._update(account, roles=kept)
-            self._audit.append(
-                actor=actor.staff_id,
-                action=AuditAction.STAFF_ROLES,
-                target=f"staff:{staff_id}",
-                now_ms=now_ms,
+            self._audit_on(
+                actor.staff_id, AuditAction.STAFF_ROLES, staff_id, now_ms,
                 details={"before": before, "after": sorted(r.value for r in kept)},
             )
         for role in sorted(role_set - account.roles):
@@ -594,11 +578,8 @@ class StaffService(StaffGrants):
             if queue is None or queue.child_safety:
                 self._repo.remove_queue_member(staff_id, queue_id)
                 removed.append(queue_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_CHILD_SAFETY,
-            target=f"staff:{staff_id}",
-            now_ms=now_ms,
+        self._audit_on(
+            actor.staff_id, AuditAction.STAFF_CHILD_SAFETY, staff_id, now_ms,
             details={"granted": False, "removed_queues": removed},
         )
         return account
@@ -622,11 +603,8 @@ class StaffService(StaffGrants):
         if queue.child_safety and not account.child_safety:
             raise ChildSafetyPermissionError()
         self._repo.add_queue_member(staff_id, queue_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_QUEUE,
-            target=f"staff:{staff_id}",
-            now_ms=now_ms,
+        self._audit_on(
+            actor.staff_id, AuditAction.STAFF_QUEUE, staff_id, now_ms,
             details={"queue": queue_id, "member": True},
         )
 
@@ -636,11 +614,8 @@ class StaffService(StaffGrants):
         """Raises `PermissionDeniedError` without MANAGE_QUEUES."""
         actor.require(Permission.MANAGE_QUEUES)
         self._repo.remove_queue_member(staff_id, queue_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_QUEUE,
-            target=f"staff:{staff_id}",
-            now_ms=now_ms,
+        self._audit_on(
+            actor.staff_id, AuditAction.STAFF_QUEUE, staff_id, now_ms,
             details={"queue": queue_id, "member": False},
         )
 
@@ -655,12 +630,7 @@ class StaffService(StaffGrants):
         self._update(self._get(staff_id), disabled=True)
         self._repo.delete_sessions_for(staff_id)
         self._repo.delete_enrolments_for(staff_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_DISABLE,
-            target=f"staff:{staff_id}",
-            now_ms=now_ms,
-        )
+        self._audit_on(actor.staff_id, AuditAction.STAFF_DISABLE, staff_id, now_ms)
 
     # --- sign-in ------------------------------------------------------------------------------
 

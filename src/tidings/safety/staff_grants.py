@@ -48,7 +48,7 @@ from tidings.errors import (
     SafetyInputError,
     TwoPersonRuleError,
 )
-from tidings.safety.audit import AuditAction, AuditLog
+from tidings.safety.audit import AuditAction, AuditLog, AuditsOneKind
 from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.staff_model import (
     ENROLMENT_TOKEN_BYTES,
@@ -81,8 +81,21 @@ def _role_value(role: Role | None) -> str | None:
     return role.value if role is not None else None
 
 
-class StaffGrants:
+def _decided_grant_details(grant: StaffGrant, **outcome: object) -> dict[str, object]:
+    """The audit details of an approved or rejected grant: what it was, plus ``outcome``."""
+    return {
+        "grant": grant.grant_id,
+        "kind": grant.kind.value,
+        "role": _role_value(grant.role),
+        "requested_by": grant.requested_by,
+        **outcome,
+    }
+
+
+class StaffGrants(AuditsOneKind):
     """Enrolment links and privilege grants; `StaffService` supplies the state declared here."""
+
+    audit_kind = "staff"
 
     _repo: StaffRepository
     _audit: AuditLog
@@ -113,11 +126,8 @@ class StaffGrants:
             expires_ms=now_ms + ENROLMENT_TTL_MS,
         )
         self._repo.replace_enrolment(record)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_ENROL_ISSUE,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
+        self._audit_on(
+            actor.staff_id, AuditAction.STAFF_ENROL_ISSUE, account.staff_id, now_ms,
             details={"expires_ms": record.expires_ms, "link": record.token_hash[:16]},
         )
         return IssuedEnrolment(account, token, record.expires_ms)
@@ -169,12 +179,7 @@ class StaffGrants:
         account = self._update(
             account, password_hash=self._hasher.hash(password), totp_secret=pyotp.random_base32()
         )
-        self._audit.append(
-            actor=account.staff_id,
-            action=AuditAction.STAFF_ENROL_BEGIN,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
-        )
+        self._audit_on(account.staff_id, AuditAction.STAFF_ENROL_BEGIN, account.staff_id, now_ms)
         return self.enrolment_totp(token, now_ms=now_ms)
 
     def enrolment_totp(self, token: str, *, now_ms: int) -> TotpEnrolment:
@@ -186,10 +191,17 @@ class StaffGrants:
         _, account = self._enrolment(token, now_ms)
         if not account.password_hash or not account.totp_secret:
             raise SafetyInputError("set your password first")
-        uri = pyotp.TOTP(account.totp_secret).provisioning_uri(
-            name=account.username, issuer_name=TOTP_ISSUER
+        return self.totp_enrolment(account)
+
+    def totp_enrolment(self, account: StaffAccount) -> TotpEnrolment:
+        """The account's TOTP secret and otpauth:// URI, for its owner's authenticator app."""
+        return TotpEnrolment(account.username, account.totp_secret, self.provisioning_uri(account))
+
+    def provisioning_uri(self, account: StaffAccount, issuer: str = TOTP_ISSUER) -> str:
+        """The otpauth:// URI for enrolling an authenticator app (contains the secret)."""
+        return pyotp.TOTP(account.totp_secret).provisioning_uri(
+            name=account.username, issuer_name=issuer
         )
-        return TotpEnrolment(account.username, account.totp_secret, uri)
 
     def complete_enrolment(self, token: str, code: str, *, now_ms: int) -> StaffAccount:
         """Last enrolment step: a valid code from the new authenticator activates the account
@@ -213,11 +225,8 @@ class StaffGrants:
             account, enrolled_ms=now_ms, sponsor=record.issued_by, totp_last_step=step
         )
         self._repo.delete_enrolments_for(account.staff_id)
-        self._audit.append(
-            actor=account.staff_id,
-            action=AuditAction.STAFF_ENROL,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
+        self._audit_on(
+            account.staff_id, AuditAction.STAFF_ENROL, account.staff_id, now_ms,
             details={"sponsor": record.issued_by, "link": record.token_hash[:16]},
         )
         return account
@@ -249,11 +258,8 @@ class StaffGrants:
             requested_ms=now_ms,
         )
         self._repo.add_grant(grant)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_GRANT_REQUEST,
-            target=f"staff:{account.staff_id}",
-            now_ms=now_ms,
+        self._audit_on(
+            actor.staff_id, AuditAction.STAFF_GRANT_REQUEST, account.staff_id, now_ms,
             details={"grant": grant.grant_id, "kind": kind.value, "role": _role_value(role)},
         )
         return grant
@@ -273,11 +279,8 @@ class StaffGrants:
                         decided_ms=now_ms,
                     )
                 )
-                self._audit.append(
-                    actor=actor.staff_id,
-                    action=AuditAction.STAFF_GRANT_REJECT,
-                    target=f"staff:{staff_id}",
-                    now_ms=now_ms,
+                self._audit_on(
+                    actor.staff_id, AuditAction.STAFF_GRANT_REJECT, staff_id, now_ms,
                     details={"grant": grant.grant_id, "withdrawn": True},
                 )
 
@@ -355,20 +358,14 @@ class StaffGrants:
             account = self._update(account, child_safety=True)
         elif grant.role is not None:
             account = self._update(account, roles=account.roles | {grant.role})
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_GRANT_APPROVE,
-            target=f"staff:{grant.staff_id}",
-            now_ms=now_ms,
-            details={
-                "grant": grant.grant_id,
-                "kind": grant.kind.value,
-                "role": _role_value(grant.role),
-                "requested_by": grant.requested_by,
-                "roles_before": before,
-                "roles_after": sorted(r.value for r in account.roles),
-                "child_safety": account.child_safety,
-            },
+        self._audit_on(
+            actor.staff_id, AuditAction.STAFF_GRANT_APPROVE, grant.staff_id, now_ms,
+            details=_decided_grant_details(
+                grant,
+                roles_before=before,
+                roles_after=sorted(r.value for r in account.roles),
+                child_safety=account.child_safety,
+            ),
         )
         return account
 
@@ -390,18 +387,9 @@ class StaffGrants:
             for queue_id in sorted(self._repo.queues_of(grant.staff_id)):
                 self._repo.remove_queue_member(grant.staff_id, queue_id)
                 removed.append(queue_id)
-        self._audit.append(
-            actor=actor.staff_id,
-            action=AuditAction.STAFF_GRANT_REJECT,
-            target=f"staff:{grant.staff_id}",
-            now_ms=now_ms,
-            details={
-                "grant": grant.grant_id,
-                "kind": grant.kind.value,
-                "role": _role_value(grant.role),
-                "requested_by": grant.requested_by,
-                "removed_queues": removed,
-            },
+        self._audit_on(
+            actor.staff_id, AuditAction.STAFF_GRANT_REJECT, grant.staff_id, now_ms,
+            details=_decided_grant_details(grant, removed_queues=removed),
         )
 
     def _may_review(self, staff_id: str) -> bool:
