@@ -87,10 +87,14 @@ def build_state(config: ServerConfig) -> ServerState:
         if config.redis_url
         else MemoryRateLimiter()
     )
+    try:
+        store = MessagingStore(db, durability=config.relay_durability)
+    except ValueError as exc:
+        raise ConfigError(f"relay_durability: {exc}") from None
     return ServerState(
         config=config,
         db=db,
-        store=MessagingStore(db),
+        store=store,
         hub=hub,
         limiter=limiter,
         metrics=metrics,
@@ -288,6 +292,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 await purge
             await state.hub.stop()
             await state.limiter.close()
+            await state.store.close()
             await state.db.close()
             safety.close()
             loops.clear()

@@ -433,6 +433,12 @@ class AttachmentQuotaExceededError(RequestError):
     code = "attachment_quota_exceeded"
 
 
+class StorageUnavailableError(TidingsError):
+    """The server could not commit the request's writes (nothing of them was stored); retry."""
+
+    code = "storage_unavailable"
+
+
 # --- enforcement on the messaging API (trust & safety decisions) -----------------------------
 
 
@@ -480,6 +486,7 @@ HTTP_STATUS: Mapping[type[TidingsError], int] = MappingProxyType(
         RateLimitedError: 429,
         QueueFullError: 507,
         AttachmentQuotaExceededError: 507,
+        StorageUnavailableError: 503,
     }
 )
 """The HTTP status of each error class that is not 400; a subclass not listed takes its

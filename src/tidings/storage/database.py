@@ -59,7 +59,8 @@ def create_sqlite_file_privately(engine: Engine, url: str) -> None:
     event.listen(engine, "do_connect", create)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def apply_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """The pragmas of every server connection to the SQLite file (a ``connect`` listener)."""
     cursor = dbapi_connection.cursor()
     # WAL lets readers proceed during a write; NORMAL sync is durable across process crashes
     # in WAL mode; foreign keys make device/account deletion cascade to keys and queues.
@@ -98,7 +99,7 @@ class Database:
         if self.is_sqlite:
             self.engine: AsyncEngine = create_async_engine(self.url)
             create_sqlite_file_privately(self.engine.sync_engine, self.url)
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", apply_sqlite_pragmas)
         else:
             # search_path as a connection setting: every pooled connection sees the schema,
             # not only the one that ran the migrations.
@@ -119,6 +120,16 @@ class Database:
             return
         async with self._write_lock, self.engine.begin() as connection:
             yield connection
+
+    @asynccontextmanager
+    async def write_turn(self) -> AsyncIterator[None]:
+        """This process's SQLite write turn without a connection: for a writer with a
+        connection of its own (`tidings.storage.relay`). A no-op on PostgreSQL."""
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

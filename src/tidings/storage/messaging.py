@@ -4,7 +4,8 @@ completes or changes nothing.
 
 The durable queue is the single source of truth for delivery (as in Signal-Server and Synapse):
 an envelope is acknowledged to its sender only once it is committed here, pushed as a hint,
-and deleted only when the recipient device acknowledges it.
+and deleted only when the recipient device acknowledges it. Sends and acknowledgements go
+through the group-commit writer of `tidings.storage.relay` (one transaction per batch).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from tidings.errors import (
     AttachmentQuotaExceededError,
     LastDeviceError,
     ProvisioningCodeError,
-    QueueFullError,
     UnknownAccountError,
     UnknownDeviceError,
     UsernameTakenError,
 )
 from tidings.storage.database import Database
+from tidings.storage.relay import DURABILITY_FULL, QueueWriter
+from tidings.storage.relay import OutgoingEnvelope as OutgoingEnvelope  # re-exported
 from tidings.storage.schema import (
     accounts,
     attachments,
@@ -83,13 +85,6 @@ class QueuedEnvelope:
     envelope: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingEnvelope:
-    device_id: int
-    message_id: bytes
-    envelope: bytes
-
-
 _DEVICE_COLUMNS = (
     devices.c.account_id,
     accounts.c.username,
@@ -110,8 +105,14 @@ def _device(row: object) -> DeviceRecord:
 class MessagingStore:
     """Async repository over `Database`; methods raise `tidings.errors` types only."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, durability: str = DURABILITY_FULL) -> None:
+        """``durability``: see `tidings.storage.relay` (raises ValueError if unknown)."""
         self.db = db
+        self.queue = QueueWriter(db, durability=durability)
+
+    async def close(self) -> None:
+        """Finish the queue writer's batch in flight and release its connection."""
+        await self.queue.close()
 
     # -- accounts and devices -----------------------------------------------------------
 
@@ -253,6 +254,7 @@ class MessagingStore:
             if count <= 1:
                 raise LastDeviceError("cannot remove the last device; delete the account")
             await conn.execute(delete(devices).where(where))
+        self.queue.forget_counts()  # its queue went with it
 
     async def delete_account(self, account_id: int) -> list[str]:
         """Delete the account and everything hanging off it; returns its attachment ids (the
@@ -268,6 +270,7 @@ class MessagingStore:
                 .all()
             )
             await conn.execute(delete(accounts).where(accounts.c.id == account_id))
+        self.queue.forget_counts()  # its queues went with it
         return list(ids)
 
     # -- provisioning ---------------------------------------------------------------------
@@ -445,37 +448,19 @@ class MessagingStore:
         expires_at_ms: int,
         queue_limit: int,
     ) -> None:
-        """Store every envelope durably, all or nothing.
+        """Store every envelope durably, all or nothing, in the writer's next batch.
 
         Raises:
             QueueFullError: a recipient device already holds ``queue_limit`` envelopes.
+            StorageUnavailableError: the batch could not be committed (nothing stored).
         """
-        async with self.db.write() as conn:
-            for device_id in {e.device_id for e in envelopes}:
-                size = (
-                    await conn.execute(
-                        select(func.count()).where(
-                            messages.c.account_id == account_id,
-                            messages.c.device_id == device_id,
-                        )
-                    )
-                ).scalar_one()
-                if size >= queue_limit:
-                    raise QueueFullError("a recipient device's queue is full; try again later")
-            await conn.execute(
-                insert(messages),
-                [
-                    {
-                        "account_id": account_id,
-                        "device_id": e.device_id,
-                        "message_id": e.message_id,
-                        "envelope": e.envelope,
-                        "created_at_ms": now_ms,
-                        "expires_at_ms": expires_at_ms,
-                    }
-                    for e in envelopes
-                ],
-            )
+        await self.queue.enqueue(
+            account_id,
+            envelopes,
+            now_ms=now_ms,
+            expires_at_ms=expires_at_ms,
+            queue_limit=queue_limit,
+        )
 
     async def pending(
         self,
@@ -503,16 +488,9 @@ class MessagingStore:
             return [QueuedEnvelope(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
 
     async def acknowledge(self, account_id: int, device_id: int, message_id: bytes) -> bool:
-        """Delete an envelope the device has safely stored; idempotent."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                delete(messages).where(
-                    messages.c.account_id == account_id,
-                    messages.c.device_id == device_id,
-                    messages.c.message_id == message_id,
-                )
-            )
-        return bool(result.rowcount)
+        """Delete an envelope the device has safely stored, in the writer's next batch;
+        idempotent. Raises `StorageUnavailableError` (nothing deleted)."""
+        return await self.queue.acknowledge(account_id, device_id, message_id)
 
     async def purge_expired(self, now_ms: int) -> tuple[int, list[str]]:
         """Delete expired envelopes and attachment records; returns (envelopes deleted,
@@ -530,6 +508,8 @@ class MessagingStore:
                 .scalars()
                 .all()
             )
+        if gone.rowcount:
+            self.queue.forget_counts()
         return int(gone.rowcount), list(ids)
 
     # -- attachments --------------------------------------------------------------------------

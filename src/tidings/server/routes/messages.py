@@ -15,6 +15,7 @@ from tidings.errors import (
     QueueFullError,
     RateLimitedError,
     StaleDevicesError,
+    StorageUnavailableError,
     TruncatedError,
     UnknownAccountError,
     UnsupportedVersionError,
@@ -54,6 +55,7 @@ _BODY_KINDS: dict[int, type[Message]] = {
         StaleDevicesError,
         RateLimitedError,
         QueueFullError,
+        StorageUnavailableError,
     ),
 )
 async def send(username: str, body: SendRequest, auth: DeviceDep, state: StateDep) -> SendResult:
@@ -61,7 +63,8 @@ async def send(username: str, body: SendRequest, auth: DeviceDep, state: StateDe
     but the sending one).
 
     Raises: MismatchedDevicesError (409), StaleDevicesError (410), DecodeError (400),
-    QueueFullError (507), RateLimitedError (429), UnknownAccountError (404).
+    QueueFullError (507), RateLimitedError (429), UnknownAccountError (404),
+    StorageUnavailableError (503: its batch could not be committed; nothing stored).
     """
     await state.limiter.hit("send", str(auth.account_id), state.config.rate_sends_per_minute, 60)
     account_id = await state.store.account_id(username)
@@ -124,7 +127,11 @@ async def pending(auth: DeviceDep, state: StateDep) -> Pending:
     return Pending(envelopes=[b64e(q.envelope) for q in queued[:PAGE]], more=len(queued) > PAGE)
 
 
-@router.delete("/{message_id}", status_code=204, responses=errors(*DEVICE_AUTH, DecodeError))
+@router.delete(
+    "/{message_id}",
+    status_code=204,
+    responses=errors(*DEVICE_AUTH, DecodeError, StorageUnavailableError),
+)
 async def acknowledge(message_id: str, auth: DeviceDep, state: StateDep) -> Response:
     raw = b64d(message_id, what="message id", max_len=MESSAGE_ID_LEN)
     if len(raw) != MESSAGE_ID_LEN:
