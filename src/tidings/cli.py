@@ -73,8 +73,11 @@ def server(
         return
     app = create_app(cfg)
     _first_admin(app.state.safety, f"http://{cfg.host}:{cfg.port}/console", cfg.data_dir)
-    typer.echo(f"Tidings {__version__} listening on http://{cfg.host}:{cfg.port} "
-               f"(data in {cfg.data_dir.resolve()}); health: /healthz", err=True)
+    typer.echo(
+        f"Tidings {__version__} listening on http://{cfg.host}:{cfg.port} "
+        f"(data in {cfg.data_dir.resolve()}); health: /healthz",
+        err=True,
+    )
     # JSON lines; uvicorn's access log is off because it prints raw paths (usernames, ids):
     # tidings.access logs route templates instead. Every limit uvicorn enforces (WebSocket
     # frame size, header timeout, proxy headers) comes from tidings.server.serving.
@@ -131,8 +134,7 @@ def _passphrase(confirm: bool = False) -> str:
         return value
     if not sys.stdin.isatty():
         raise _CliError(f"no passphrase: set {PASSPHRASE_ENV} or run in a terminal")
-    entered: str = typer.prompt("Profile passphrase", hide_input=True,
-                                confirmation_prompt=confirm)
+    entered: str = typer.prompt("Profile passphrase", hide_input=True, confirmation_prompt=confirm)
     return entered
 
 
@@ -165,8 +167,14 @@ def _progress(as_json: bool, label: str) -> Iterator[Progress | None]:
     from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
     from rich.progress import Progress as Bar
 
-    with Bar(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-             console=Console(stderr=True), transient=True) as bar:
+    with Bar(
+        TextColumn(label),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
@@ -194,16 +202,25 @@ def register(
 
     async def body() -> None:
         client = await Client.register(
-            _profile(ctx), _passphrase(confirm=True), username, server_url,
+            _profile(ctx),
+            _passphrase(confirm=True),
+            username,
+            server_url,
             device_name=device_name,
         )
         async with client:
             a = client.account
-            _emit(as_json,
-                  {"username": a.username, "device_id": a.device_id, "server": a.server_url,
-                   "profile": str(_profile(ctx))},
-                  f"registered {a.username} (device {a.device_id}) on {a.server_url}; "
-                  f"profile in {_profile(ctx)}")
+            _emit(
+                as_json,
+                {
+                    "username": a.username,
+                    "device_id": a.device_id,
+                    "server": a.server_url,
+                    "profile": str(_profile(ctx)),
+                },
+                f"registered {a.username} (device {a.device_id}) on {a.server_url}; "
+                f"profile in {_profile(ctx)}",
+            )
 
     _run(as_json, body)
 
@@ -215,10 +232,12 @@ def link_code(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     async def body() -> None:
         async with await _open(ctx) as client:
             code, expires = await client.create_link_code()
-            _emit(as_json, {"code": code, "expires_at_ms": expires,
-                            "username": client.account.username},
-                  f"link code: {code} (on the new device: tidings --profile DIR link "
-                  f"{client.account.username} --code {code} --server {client.account.server_url})")
+            _emit(
+                as_json,
+                {"code": code, "expires_at_ms": expires, "username": client.account.username},
+                f"link code: {code} (on the new device: tidings --profile DIR link "
+                f"{client.account.username} --code {code} --server {client.account.server_url})",
+            )
 
     _run(as_json, body)
 
@@ -237,14 +256,25 @@ def link(
 
     async def body() -> None:
         client = await Client.link(
-            _profile(ctx), _passphrase(confirm=True), username, code, server_url,
+            _profile(ctx),
+            _passphrase(confirm=True),
+            username,
+            code,
+            server_url,
             device_name=device_name,
         )
         async with client:
             a = client.account
-            _emit(as_json, {"username": a.username, "device_id": a.device_id,
-                            "server": a.server_url, "profile": str(_profile(ctx))},
-                  f"linked as {a.username} device {a.device_id}")
+            _emit(
+                as_json,
+                {
+                    "username": a.username,
+                    "device_id": a.device_id,
+                    "server": a.server_url,
+                    "profile": str(_profile(ctx)),
+                },
+                f"linked as {a.username} device {a.device_id}",
+            )
 
     _run(as_json, body)
 
@@ -285,10 +315,14 @@ def send_file(
     async def body() -> None:
         async with await _open(ctx) as client:
             with _progress(as_json, f"uploading {path.name}") as progress:
-                sent = await client.send_file(username, path, caption=caption,
-                                              content_type=content_type, progress=progress)
-            _emit(as_json, sent.to_dict(),
-                  f"sent {path.name} to {username} ({sent.devices} device(s))")
+                sent = await client.send_file(
+                    username, path, caption=caption, content_type=content_type, progress=progress
+                )
+            _emit(
+                as_json,
+                sent.to_dict(),
+                f"sent {path.name} to {username} ({sent.devices} device(s))",
+            )
 
     _run(as_json, body)
 
@@ -306,8 +340,9 @@ def download(
     async def body() -> None:
         async with await _open(ctx) as client:
             with _progress(as_json, "downloading") as progress:
-                written = await client.download_attachment(message_id, destination,
-                                                           index=index, progress=progress)
+                written = await client.download_attachment(
+                    message_id, destination, index=index, progress=progress
+                )
             _emit(as_json, {"path": str(written)}, f"saved {written}")
 
     _run(as_json, body)
@@ -321,12 +356,16 @@ def _event_line(ev: ReceiveEvent) -> str:
         text = ev.message.body or ev.message.notice
         if ev.message.body and ev.message.notice:
             text = f"{ev.message.notice}: {ev.message.body}"
-        files = "".join(f" [file {a.file_name}, {a.size} bytes; message {ev.message.id}]"
-                        for a in ev.message.attachments)
+        files = "".join(
+            f" [file {a.file_name}, {a.size} bytes; message {ev.message.id}]"
+            for a in ev.message.attachments
+        )
         return f"{warn}{where} {who}: {text}{files}"
     if ev.kind == "message" and ev.message is not None:
-        files = "".join(f" [file {a.file_name}, {a.size} bytes; message {ev.message.id}]"
-                        for a in ev.message.attachments)
+        files = "".join(
+            f" [file {a.file_name}, {a.size} bytes; message {ev.message.id}]"
+            for a in ev.message.attachments
+        )
         return f"{warn}{who}: {ev.message.body}{files}"
     if ev.kind == "sync" and ev.message is not None:
         return f"(sent from device {ev.sender_device}) to {ev.message.peer}: {ev.message.body}"
@@ -414,14 +453,21 @@ def safety_number(
     async def body() -> None:
         async with await _open(ctx) as client:
             safety = await client.safety_numbers(username)
-            lines = [f"{username} device {d.device_id}: {d.safety_number}"
-                     + (" (verified)" if d.verified else "") for d in safety.devices]
+            lines = [
+                f"{username} device {d.device_id}: {d.safety_number}"
+                + (" (verified)" if d.verified else "")
+                for d in safety.devices
+            ]
             if safety.blocked:
-                lines.append(f"warning: {username}'s keys changed since you verified them; "
-                             f"compare again, then run `tidings verify {username}`")
+                lines.append(
+                    f"warning: {username}'s keys changed since you verified them; "
+                    f"compare again, then run `tidings verify {username}`"
+                )
             elif safety.events:
-                lines.append(f"note: {username}'s devices changed "
-                             f"({', '.join(e.kind for e in safety.events)})")
+                lines.append(
+                    f"note: {username}'s devices changed "
+                    f"({', '.join(e.kind for e in safety.events)})"
+                )
             _emit(as_json, safety.to_dict(), "\n".join(lines) or f"{username} has no devices")
 
     _run(as_json, body)
@@ -441,8 +487,9 @@ def verify(
     async def body() -> None:
         async with await _open(ctx) as client:
             safety = await client.verify(username, number)
-            _emit(as_json, safety.to_dict(),
-                  f"{username} verified ({len(safety.devices)} device(s))")
+            _emit(
+                as_json, safety.to_dict(), f"{username} verified ({len(safety.devices)} device(s))"
+            )
 
     _run(as_json, body)
 
@@ -455,8 +502,11 @@ def devices(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         async with await _open(ctx) as client:
             listed = await client.devices()
             me = client.account.device_id
-            lines = [f"device {d.get('device_id')}: {d.get('name', '')}"
-                     + (" (this device)" if d.get("device_id") == me else "") for d in listed]
+            lines = [
+                f"device {d.get('device_id')}: {d.get('name', '')}"
+                + (" (this device)" if d.get("device_id") == me else "")
+                for d in listed
+            ]
             _emit(as_json, {"devices": listed}, "\n".join(lines))
 
     _run(as_json, body)
@@ -577,9 +627,9 @@ def group_send_file(
     async def body() -> None:
         async with await _open(ctx) as client:
             with _progress(as_json, f"uploading {path.name}") as progress:
-                result = await client.send_group_file(group, path, caption=caption,
-                                                      content_type=content_type,
-                                                      progress=progress)
+                result = await client.send_group_file(
+                    group, path, caption=caption, content_type=content_type, progress=progress
+                )
             _emit(as_json, result.to_dict(), _group_line(f"sent {path.name} to", result))
 
     _run(as_json, body)
@@ -592,10 +642,13 @@ def group_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     async def body() -> None:
         async with await _open(ctx) as client:
             groups = client.groups()
-            lines = [f"{g.id}  {g.title}  ({', '.join(g.members)})"
-                     + ("" if g.active else "  [left]") for g in groups]
-            _emit(as_json, {"groups": [g.to_dict() for g in groups]},
-                  "\n".join(lines) or "no groups")
+            lines = [
+                f"{g.id}  {g.title}  ({', '.join(g.members)})" + ("" if g.active else "  [left]")
+                for g in groups
+            ]
+            _emit(
+                as_json, {"groups": [g.to_dict() for g in groups]}, "\n".join(lines) or "no groups"
+            )
 
     _run(as_json, body)
 
@@ -609,8 +662,11 @@ def report(
     message_id: Annotated[str, typer.Argument(help="Message id (from `messages --json`).")],
     reason: Annotated[
         str,
-        typer.Option("--reason", help="child_sexual_exploitation, violent_threat, terrorism, "
-                     "harassment, self_harm, spam, fraud or other."),
+        typer.Option(
+            "--reason",
+            help="child_sexual_exploitation, violent_threat, terrorism, "
+            "harassment, self_harm, spam, fraud or other.",
+        ),
     ],
     context: Annotated[
         int, typer.Option("--context", help="Messages of context before and after (0-50).")
@@ -626,12 +682,16 @@ def report(
 
     async def body() -> None:
         async with await _open(ctx) as client:
-            answer = await client.report(message_id, reason, context=context, note=note,
-                                         block=block)
-            _emit(as_json, answer,
-                  f"reported ({answer['items']} message(s) sent); report "
-                  f"{answer.get('report_id')}, case {answer.get('case_id')}"
-                  + ("; sender blocked" if block else ""))
+            answer = await client.report(
+                message_id, reason, context=context, note=note, block=block
+            )
+            _emit(
+                as_json,
+                answer,
+                f"reported ({answer['items']} message(s) sent); report "
+                f"{answer.get('report_id')}, case {answer.get('case_id')}"
+                + ("; sender blocked" if block else ""),
+            )
 
     _run(as_json, body)
 
@@ -652,17 +712,18 @@ def _status_text(state: dict[str, Any]) -> str:
     kind = str(state.get("status", "unknown"))
     if kind == "active":
         return "your account is in good standing"
-    lines = [f"your account is {kind}"
-             + (f" until {_when(state['until_ms'])}" if state.get("until_ms") else "")]
+    lines = [
+        f"your account is {kind}"
+        + (f" until {_when(state['until_ms'])}" if state.get("until_ms") else "")
+    ]
     if state.get("policy") or state.get("reason"):
         lines.append(f"reason: {state.get('policy') or ''} {state.get('reason') or ''}".strip())
     appeal_state = state.get("appeal")
     if isinstance(appeal_state, dict):
         outcome = appeal_state.get("outcome")
-        lines.append(f"appeal: {appeal_state.get('state')}"
-                     + (f" ({outcome})" if outcome else ""))
+        lines.append(f"appeal: {appeal_state.get('state')}" + (f" ({outcome})" if outcome else ""))
     elif state.get("decision_id"):
-        lines.append(f"to appeal: tidings appeal {state['decision_id']} \"why this is wrong\"")
+        lines.append(f'to appeal: tidings appeal {state["decision_id"]} "why this is wrong"')
     return "\n".join(lines)
 
 
@@ -672,7 +733,8 @@ def _when(ms: object) -> str:
     if not isinstance(ms, int):
         return str(ms)
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime(
-        "%Y-%m-%d %H:%M UTC")
+        "%Y-%m-%d %H:%M UTC"
+    )
 
 
 @cli.command()
@@ -752,8 +814,7 @@ def _first_admin(safety: Any, console_url: str, data_dir: Path) -> None:
                 "",
                 "First start: created the console administrator.",
                 f"  Its username, password and TOTP secret are in {path} (readable by this user",
-                "  only). Add the secret to an authenticator app, sign in at "
-                f"{console_url},",
+                f"  only). Add the secret to an authenticator app, sign in at {console_url},",
                 "  then delete the file. New staff get enrolment links (Staff page, or",
                 "  `tidings admin create-staff`); a second admin must approve their roles.",
                 "",
@@ -763,9 +824,7 @@ def _first_admin(safety: Any, console_url: str, data_dir: Path) -> None:
     )
 
 
-def _server_config(
-    config: Path | None, data_dir: Path | None, database_url: str | None
-) -> Any:
+def _server_config(config: Path | None, data_dir: Path | None, database_url: str | None) -> Any:
     from tidings.server.config import ServerConfig
 
     return ServerConfig.load(config).with_overrides(data_dir=data_dir, database_url=database_url)

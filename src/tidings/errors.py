@@ -388,9 +388,7 @@ class MismatchedDevicesError(RequestError):
     code = "mismatched_devices"
 
     def __init__(self, missing: list[int], extra: list[int]) -> None:
-        super().__init__(
-            f"device list mismatch: {len(missing)} missing, {len(extra)} extra"
-        )
+        super().__init__(f"device list mismatch: {len(missing)} missing, {len(extra)} extra")
         self.missing = missing
         self.extra = extra
 

@@ -97,9 +97,7 @@ class KdfParams:
     @classmethod
     def fast_for_tests(cls) -> KdfParams:
         """The libsodium minimum (1 pass, 8 KiB): for tests only, never for real profiles."""
-        return cls(
-            ops=argon2id.OPSLIMIT_MIN, mem=argon2id.MEMLIMIT_MIN, salt=random_bytes(16)
-        )
+        return cls(ops=argon2id.OPSLIMIT_MIN, mem=argon2id.MEMLIMIT_MIN, salt=random_bytes(16))
 
     def to_json(self) -> str:
         return json.dumps(
@@ -166,9 +164,7 @@ class Store:
         return (Path(directory) / DB_FILE).is_file()
 
     @classmethod
-    def create(
-        cls, directory: Path, passphrase: str, *, kdf: KdfParams | None = None
-    ) -> Store:
+    def create(cls, directory: Path, passphrase: str, *, kdf: KdfParams | None = None) -> Store:
         """Create a new profile in ``directory`` (made if missing) locked by ``passphrase``.
 
         Raises:
@@ -195,8 +191,11 @@ class Store:
         with store.transaction():
             store._exec(
                 "INSERT INTO meta(name, value) VALUES ('format', ?), ('kdf', ?), ('check', ?)",
-                (str(STORE_FORMAT).encode(), params.to_json().encode(),
-                 store._seal("meta", "check", _CHECK_PLAINTEXT)),
+                (
+                    str(STORE_FORMAT).encode(),
+                    params.to_json().encode(),
+                    store._seal("meta", "check", _CHECK_PLAINTEXT),
+                ),
             )
         return store
 
@@ -305,7 +304,9 @@ class Store:
             raise StoreTamperedError(f"a stored {kind} row is damaged")
         try:
             plain = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-                value[1 + _NONCE_LEN :], self._ad(kind, row_id), value[1 : 1 + _NONCE_LEN],
+                value[1 + _NONCE_LEN :],
+                self._ad(kind, row_id),
+                value[1 : 1 + _NONCE_LEN],
                 self._seal_key,
             )
         except nacl.exceptions.CryptoError:

@@ -297,9 +297,7 @@ class Transport:
         Claims one-time prekeys on the server: call only when a session is needed.
         """
         params = None if device_id is None else {"device_id": str(device_id)}
-        body = await self._request_obj(
-            "GET", f"/v1/keys/{quote(username, safe='')}", params=params
-        )
+        body = await self._request_obj("GET", f"/v1/keys/{quote(username, safe='')}", params=params)
         bundles = body.get("bundles")
         if not isinstance(bundles, list):
             raise TransportError("the server sent a malformed bundle list")
@@ -452,7 +450,7 @@ class Transport:
         """
         if self.credentials is None:
             raise TransportError("this device is not registered")
-        url = "ws" + self.base_url[len("http"):] + "/v1/websocket"
+        url = "ws" + self.base_url[len("http") :] + "/v1/websocket"
         try:
             ws = await connect(
                 url,
@@ -502,9 +500,7 @@ class MessageSocket:
             try:
                 frame = await self._ws.recv()
             except WebSocketException as exc:
-                raise TransportError(
-                    f"the WebSocket closed ({exc.__class__.__name__})"
-                ) from None
+                raise TransportError(f"the WebSocket closed ({exc.__class__.__name__})") from None
             try:
                 data = json.loads(frame)
             except ValueError:

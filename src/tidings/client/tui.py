@@ -55,8 +55,10 @@ from tidings.errors import TidingsError
 
 STATUS_MARKS = {"sent": "✓", "delivered": "✓✓", "read": "✓✓ read"}
 REPORT_CONTEXT = 5  # messages of context before and after a reported one
-NO_CONVERSATION_HINT = ("No conversation open. Type /to USER and Enter to start one, "
-                        "or pick one on the left (ctrl+l, arrows, Enter).")
+NO_CONVERSATION_HINT = (
+    "No conversation open. Type /to USER and Enter to start one, "
+    "or pick one on the left (ctrl+l, arrows, Enter)."
+)
 
 
 def account_notice(state: dict[str, Any]) -> str:
@@ -80,7 +82,8 @@ def account_notice(state: dict[str, Any]) -> str:
     if isinstance(appeal, dict):
         outcome = appeal.get("outcome")
         text += f" Decision {decision}: appeal {appeal.get('state')}" + (
-            f" ({outcome})." if outcome else ".")
+            f" ({outcome})." if outcome else "."
+        )
     elif decision:
         text += f" Decision {decision}. To appeal, type: /appeal {decision} why this is wrong"
     return text
@@ -148,9 +151,12 @@ class ChatApp(App[None]):
                 yield Static("", id="status")
                 # No select-all on focus: keys redirected to the composer (`on_event`) must
                 # add to what is typed there, not replace it.
-                yield Input(placeholder="message, or /to USER, /file PATH, /verify, "
-                                        "/report [N] CATEGORY [NOTE], /appeal ID TEXT ...",
-                            id="composer", select_on_focus=False)
+                yield Input(
+                    placeholder="message, or /to USER, /file PATH, /verify, "
+                    "/report [N] CATEGORY [NOTE], /appeal ID TEXT ...",
+                    id="composer",
+                    select_on_focus=False,
+                )
         yield Footer()
 
     async def on_mount(self) -> None:
@@ -272,8 +278,12 @@ class ChatApp(App[None]):
         so it joins the composer's queue behind keys already sent there and typing keeps its
         order.
         """
-        if (isinstance(event, events.Key) and not event.is_forwarded and event.is_printable
-                and not isinstance(self.focused, Input)):
+        if (
+            isinstance(event, events.Key)
+            and not event.is_forwarded
+            and event.is_printable
+            and not isinstance(self.focused, Input)
+        ):
             composer = self.screen.query("#composer")  # absent on another screen (palette)
             if composer:
                 self.screen.set_focus(composer.first(Input))
@@ -301,8 +311,9 @@ class ChatApp(App[None]):
             self.lines = []
             self._line_ids = []
         else:
-            history = sorted(self.client.messages(self.current),
-                             key=lambda m: m.server_timestamp_ms)
+            history = sorted(
+                self.client.messages(self.current), key=lambda m: m.server_timestamp_ms
+            )
             self.lines = [self._line(m) for m in history]
             self._line_ids = [m.id for m in history]
         empty = NO_CONVERSATION_HINT if self.current is None else "(no messages)"
@@ -318,8 +329,10 @@ class ChatApp(App[None]):
         parts = [self._account_notice] if self._account_notice else []
         if self._changed:
             names = ", ".join(sorted(self._changed))
-            parts.append(f"⚠ The safety number with {names} changed. Compare it "
-                         f"(`tidings safety-number`) and type /verify in the chat.")
+            parts.append(
+                f"⚠ The safety number with {names} changed. Compare it "
+                f"(`tidings safety-number`) and type /verify in the chat."
+            )
         self.banner_text = "\n".join(parts)
         if parts:
             banner.update(self.banner_text)
@@ -405,8 +418,10 @@ class ChatApp(App[None]):
         if self.current is None:
             # Not sent, and not lost: it waits in the composer of the next conversation.
             self._draft = text
-            self.set_status("not sent: no conversation is open. Type /to USER and Enter "
-                            "(or pick one on the left); your message will be waiting.")
+            self.set_status(
+                "not sent: no conversation is open. Type /to USER and Enter "
+                "(or pick one on the left); your message will be waiting."
+            )
             self.render_messages()
             return
         group = self.current.startswith(GROUP_PEER_PREFIX)
@@ -465,8 +480,9 @@ class ChatApp(App[None]):
                 self.set_status(f"line {number} is not a received message")
                 return
         else:
-            received = [history[i] for i in self._line_ids
-                        if i in history and history[i].direction == "in"]
+            received = [
+                history[i] for i in self._line_ids if i in history and history[i].direction == "in"
+            ]
             if not received:
                 self.set_status("no received message to report here")
                 return
@@ -477,12 +493,15 @@ class ChatApp(App[None]):
         category, note = args[0], " ".join(args[1:]) or None
         try:
             answer = await self.client.report(
-                message.id, category, context=REPORT_CONTEXT, note=note)
+                message.id, category, context=REPORT_CONTEXT, note=note
+            )
         except TidingsError as exc:
             self.set_status(f"report refused ({exc.code}): {exc.message}")
             return
-        self.set_status(f"reported {message.sender}'s message ({answer.get('items')} message(s) "
-                        f"sent): report {answer.get('report_id')}, case {answer.get('case_id')}")
+        self.set_status(
+            f"reported {message.sender}'s message ({answer.get('items')} message(s) "
+            f"sent): report {answer.get('report_id')}, case {answer.get('case_id')}"
+        )
 
     async def _appeal(self, rest: str) -> None:
         decision_id, _, text = rest.partition(" ")

@@ -146,9 +146,7 @@ class Session:
             InvalidKeyError: a bundle key is degenerate.
         """
         result = pqxdh.initiate(identity, bundle, expected_identity=expected_identity, rng=rng)
-        ratchet = DoubleRatchet.init_alice(
-            result.shared_secret, result.remote_ratchet_key, rng=rng
-        )
+        ratchet = DoubleRatchet.init_alice(result.shared_secret, result.remote_ratchet_key, rng=rng)
         return cls(
             ratchet=ratchet,
             role=ROLE_INITIATOR,

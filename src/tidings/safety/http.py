@@ -128,9 +128,7 @@ class ReportBody(BaseModel):
         min_length=1, max_length=MAX_CONTEXT_ITEMS
     )
     reported_index: StrictInt = Field(ge=0, lt=MAX_CONTEXT_ITEMS)
-    attachments: list[RevealBody] = Field(
-        default_factory=list, max_length=MAX_REPORTED_ATTACHMENTS
-    )
+    attachments: list[RevealBody] = Field(default_factory=list, max_length=MAX_REPORTED_ATTACHMENTS)
     block: StrictBool = False  # the reporter's client blocks locally; the server ignores it
 
 

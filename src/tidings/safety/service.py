@@ -768,9 +768,7 @@ class SafetyService:
         if pager is not None:
             page: list[AuditEntry] = pager(before_seq=before_seq, limit=limit)
             return page
-        entries = [
-            e for e in self.audit_repo.entries() if before_seq is None or e.seq < before_seq
-        ]
+        entries = [e for e in self.audit_repo.entries() if before_seq is None or e.seq < before_seq]
         return list(reversed(entries[-limit:]))
 
     def verify_audit(

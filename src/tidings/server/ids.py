@@ -64,6 +64,7 @@ def _schema(maximum: int, minimum: int = 1) -> WithJsonSchema:
 DeviceIdText = Annotated[int, _text_id("device id", DEVICE_ID_MAX), _schema(DEVICE_ID_MAX)]
 """A device id in a path or query parameter (answered 400 ``malformed`` when not strict)."""
 
+
 def _json_integer(value: object) -> object:
     # A JSON-Schema integer is a number with no fraction; pydantic then refuses 1.5 itself.
     if isinstance(value, bool | str):

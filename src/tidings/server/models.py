@@ -33,6 +33,7 @@ USERNAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{2,31}$")
 """Usernames: 3-32 characters, lower-case letters, digits, '_', '.', '-', starting with a
 letter (so they cannot be confused with device ids or look like another script's letters)."""
 
+
 def b64url_of(size: int) -> str:
     """The pattern of exactly ``size`` bytes in unpadded base64url."""
     return f"^[A-Za-z0-9_-]{{{(size * 4 + 2) // 3}}}$"

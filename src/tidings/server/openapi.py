@@ -181,7 +181,7 @@ def install(app: FastAPI) -> None:
                 "type": "http",
                 "scheme": "basic",
                 "description": "user `<username>.<device_id>`, password base64url(device "
-                "secret) (docs/api.md \"Authentication\")",
+                'secret) (docs/api.md "Authentication")',
             }
         }
         components["responses"] = {

@@ -471,7 +471,8 @@ class MessagingStore:
         after_seq: int = 0,
         limit: int = 100,
     ) -> list[QueuedEnvelope]:
-        """Unexpired queued envelopes of a device, oldest first, after ``after_seq``."""
+        """Unexpired queued envelopes of a device, oldest first, after ``after_seq``; those
+        whose acknowledgement is waiting for its batch are left out."""
         async with self.db.read() as conn:
             rows = await conn.execute(
                 select(messages.c.id, messages.c.message_id, messages.c.envelope)
@@ -483,9 +484,12 @@ class MessagingStore:
                     messages.c.expires_at_ms >= now_ms,
                 )
                 .order_by(messages.c.id)
-                .limit(limit)
+                # As many more as may be hidden: a full page means "there may be more".
+                .limit(limit + self.queue.acks_waiting(account_id, device_id))
             )
-            return [QueuedEnvelope(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+            found = [QueuedEnvelope(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+        acking = self.queue.is_being_acknowledged
+        return [q for q in found if not acking(account_id, device_id, q.message_id)][:limit]
 
     async def acknowledge(self, account_id: int, device_id: int, message_id: bytes) -> bool:
         """Delete an envelope the device has safely stored, in the writer's next batch;

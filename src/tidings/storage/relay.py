@@ -172,6 +172,12 @@ def _commit_batch(
     return _BatchResult(send_errors, acked, sizes)
 
 
+def _decrement(counts: dict[Any, int], key: object) -> None:
+    left = counts.pop(key) - 1
+    if left:
+        counts[key] = left
+
+
 def _sqlite_writer_engine(path: str, durability: str) -> Engine:
     """A sync engine for the writer thread: its own connection, ``BEGIN IMMEDIATE`` (take the
     write lock up front instead of failing to upgrade), the server's pragmas, and the WAL
@@ -209,6 +215,8 @@ class QueueWriter:
         self._sends: list[_Send] = []
         self._acks: list[_Ack] = []
         self._task: asyncio.Task[None] | None = None
+        self._acking: dict[tuple[int, int, bytes], int] = {}
+        self._acking_per_queue: dict[QueueKey, int] = {}
         url = make_url(db.url)
         path = url.database or ""
         self._sqlite_path = (
@@ -256,8 +264,24 @@ class QueueWriter:
         """
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._acks.append(_Ack(account_id, device_id, message_id, future))
+        row, queue = (account_id, device_id, message_id), (account_id, device_id)
+        self._acking[row] = self._acking.get(row, 0) + 1
+        self._acking_per_queue[queue] = self._acking_per_queue.get(queue, 0) + 1
         self._wake()
-        return await future
+        try:
+            return await future
+        finally:
+            _decrement(self._acking, row)
+            _decrement(self._acking_per_queue, queue)
+
+    def acks_waiting(self, account_id: int, device_id: int) -> int:
+        """How many acks of this device's envelopes wait for their batch."""
+        return self._acking_per_queue.get((account_id, device_id), 0)
+
+    def is_being_acknowledged(self, account_id: int, device_id: int, message_id: bytes) -> bool:
+        """Whether an ack of this envelope waits for its batch: readers of this node hide it
+        (read-your-acks); if the batch fails, it shows again."""
+        return (account_id, device_id, message_id) in self._acking
 
     def forget_counts(self) -> None:
         """Forget the in-memory queue sizes: call after deleting envelopes outside the writer

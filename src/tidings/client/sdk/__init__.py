@@ -50,7 +50,6 @@ Modules, one concept each: `models` (result types, decoded from stored records i
 `groups`, `inbox`, `reports`; `client` is the facade (lifecycle, registration, history).
 """
 
-
 from tidings.client.sdk.client import Client
 from tidings.client.sdk.constants import GROUP_PEER_PREFIX, K_MESSAGE
 from tidings.client.sdk.models import (

@@ -38,9 +38,7 @@ class AttachmentsMixin(OutboxMixin):
             and everything `send_text` raises.
         """
         pointer = await self._upload_file(Path(path), content_type, progress)
-        return await self._send_data(
-            username, pb.DataMessage(body=caption, attachments=[pointer])
-        )
+        return await self._send_data(username, pb.DataMessage(body=caption, attachments=[pointer]))
 
     async def _upload_file(
         self, path: Path, content_type: str, progress: Progress | None
@@ -128,4 +126,3 @@ class AttachmentsMixin(OutboxMixin):
             partial.unlink(missing_ok=True)
             raise
         return destination
-

@@ -137,8 +137,16 @@ class Client(ReportsMixin):
             return await t.create_account(username, keys)
 
         return await cls._enroll(
-            profile, passphrase, username, server_url, device_name, kdf, transport, clock,
-            prekey_count, post,
+            profile,
+            passphrase,
+            username,
+            server_url,
+            device_name,
+            kdf,
+            transport,
+            clock,
+            prekey_count,
+            post,
         )
 
     @classmethod
@@ -166,8 +174,16 @@ class Client(ReportsMixin):
             return await t.link_device(username, code, keys)
 
         return await cls._enroll(
-            profile, passphrase, username, server_url, device_name, kdf, transport, clock,
-            prekey_count, post,
+            profile,
+            passphrase,
+            username,
+            server_url,
+            device_name,
+            kdf,
+            transport,
+            clock,
+            prekey_count,
+            post,
         )
 
     @classmethod
@@ -268,4 +284,3 @@ class Client(ReportsMixin):
     @property
     def identity_key(self) -> IdentityKey:
         return self._identity.public
-

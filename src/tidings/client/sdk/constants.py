@@ -50,8 +50,14 @@ cannot contain ':' (server rule), so a group never collides with a contact."""
 MAX_GROUP_TITLE_CHARS = 128
 
 REPORT_CATEGORIES = (
-    "child_sexual_exploitation", "violent_threat", "terrorism", "harassment", "self_harm",
-    "spam", "fraud", "other",
+    "child_sexual_exploitation",
+    "violent_threat",
+    "terrorism",
+    "harassment",
+    "self_harm",
+    "spam",
+    "fraud",
+    "other",
 )
 """The report categories of docs/api.md."""
 
@@ -64,4 +70,3 @@ MAX_REPORTED_ATTACHMENTS = 8
 
 def session_name(username: str, device_id: int) -> str:
     return f"{device_id}:{username}"
-

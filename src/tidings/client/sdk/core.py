@@ -55,7 +55,11 @@ class ClientCore:
             self._store.put_json(
                 K_REJECTED,
                 mid,
-                {"sender": envelope.sender, "sender_device": envelope.sender_device,
-                 "server_timestamp_ms": envelope.server_timestamp_ms, "code": code},
+                {
+                    "sender": envelope.sender,
+                    "sender_device": envelope.sender_device,
+                    "server_timestamp_ms": envelope.server_timestamp_ms,
+                    "code": code,
+                },
             )
         return ReceiveEvent("rejected", envelope.sender, envelope.sender_device, mid, code=code)

@@ -151,8 +151,7 @@ class GroupsMixin(AttachmentsMixin):
         """
         title = title.strip()
         if not title or len(title) > MAX_GROUP_TITLE_CHARS:
-            raise InvalidArgumentError(
-                f"a group title has 1 to {MAX_GROUP_TITLE_CHARS} characters")
+            raise InvalidArgumentError(f"a group title has 1 to {MAX_GROUP_TITLE_CHARS} characters")
         me = self.account.username
         accounts = await self._check_accounts([m for m in members if m != me])
         member_list = sorted({me, *accounts})
@@ -160,12 +159,19 @@ class GroupsMixin(AttachmentsMixin):
             raise InvalidArgumentError(f"a group has at most {limits.MAX_GROUP_MEMBERS} members")
         group_id = secrets.token_bytes(16)
         gid = b64e(group_id)
-        record = {"id": gid, "title": title, "revision": 1, "members": member_list,
-                  "active": True, "key_devices": []}
+        record = {
+            "id": gid,
+            "title": title,
+            "revision": 1,
+            "members": member_list,
+            "active": True,
+            "key_devices": [],
+        }
         self._store.put_json(K_GROUP, gid, record)
         notice = f"{me} created the group"
-        return await self._send_group(gid, pb.DataMessage(), targets=member_list, change=True,
-                                      notice=notice)
+        return await self._send_group(
+            gid, pb.DataMessage(), targets=member_list, change=True, notice=notice
+        )
 
     async def add_group_members(self, ref: str, usernames: list[str]) -> GroupSendResult:
         """Add accounts to a group (next revision) and announce it to every member, the new
@@ -186,8 +192,9 @@ class GroupsMixin(AttachmentsMixin):
             record.update(revision=int(record["revision"]) + 1, members=members)
             self._store.put_json(K_GROUP, group.id, record)
         notice = f"{self.account.username} added {', '.join(new)}"
-        return await self._send_group(group.id, pb.DataMessage(), targets=members, change=True,
-                                      notice=notice)
+        return await self._send_group(
+            group.id, pb.DataMessage(), targets=members, change=True, notice=notice
+        )
 
     async def remove_group_members(self, ref: str, usernames: list[str]) -> GroupSendResult:
         """Remove accounts from a group (next revision). The removal notice reaches the removed
@@ -213,8 +220,9 @@ class GroupsMixin(AttachmentsMixin):
             record.update(revision=int(record["revision"]) + 1, members=remaining)
             self._store.put_json(K_GROUP, group.id, record)
         notice = f"{me} removed {', '.join(sorted(set(usernames)))}"
-        result = await self._send_group(group.id, pb.DataMessage(), targets=list(group.members),
-                                        change=True, notice=notice)
+        result = await self._send_group(
+            group.id, pb.DataMessage(), targets=list(group.members), change=True, notice=notice
+        )
         conversation = group_conversation_id(b64d(group.id))
         with self._store.transaction():
             keys = self._group_keys(conversation)
@@ -241,8 +249,13 @@ class GroupsMixin(AttachmentsMixin):
             record = self._group_record(group.id)
             record.update(revision=int(record["revision"]) + 1, members=remaining)
             self._store.put_json(K_GROUP, group.id, record)
-        result = await self._send_group(group.id, pb.DataMessage(), targets=list(group.members),
-                                        change=True, notice=f"{me} left")
+        result = await self._send_group(
+            group.id,
+            pb.DataMessage(),
+            targets=list(group.members),
+            change=True,
+            notice=f"{me} left",
+        )
         with self._store.transaction():
             record = self._group_record(group.id)
             record.update(active=False, key_devices=[])
@@ -264,8 +277,9 @@ class GroupsMixin(AttachmentsMixin):
             reached; partial failures are listed in the result's ``failed``).
         """
         group = self._active_group(ref)
-        return await self._send_group(group.id, pb.DataMessage(body=text),
-                                      targets=list(group.members))
+        return await self._send_group(
+            group.id, pb.DataMessage(body=text), targets=list(group.members)
+        )
 
     async def send_group_file(
         self,
@@ -283,7 +297,8 @@ class GroupsMixin(AttachmentsMixin):
         group = self._active_group(ref)
         pointer = await self._upload_file(Path(path), content_type, progress)
         return await self._send_group(
-            group.id, pb.DataMessage(body=caption, attachments=[pointer]),
+            group.id,
+            pb.DataMessage(body=caption, attachments=[pointer]),
             targets=list(group.members),
         )
 
@@ -320,8 +335,11 @@ class GroupsMixin(AttachmentsMixin):
             # Cheap for single-device accounts, and finds own devices linked since.
             await self.refresh_contact(me)
         now = self._clock()
-        data.group.CopyFrom(pb.GroupContext(group_id=group_id, revision=int(record["revision"]),
-                                            title=str(record["title"])))
+        data.group.CopyFrom(
+            pb.GroupContext(
+                group_id=group_id, revision=int(record["revision"]), title=str(record["title"])
+            )
+        )
         if change:
             data.group.members.extend(record["members"])
         content = self._content(conversation, now)
@@ -333,8 +351,11 @@ class GroupsMixin(AttachmentsMixin):
             current = set(self._member_devices(list(record["members"])))
             # Only devices of accounts still in the group: removed accounts are handled by the
             # caller after this message (the removal notice must still reach them).
-            departed = [(str(a), int(d)) for a, d in record.get("key_devices", [])
-                        if (a, d) not in current and a in record["members"]]
+            departed = [
+                (str(a), int(d))
+                for a, d in record.get("key_devices", [])
+                if (a, d) not in current and a in record["members"]
+            ]
             if departed:
                 # A member device was unlinked since it got this key: it must not read on.
                 for account, device in departed:
@@ -379,17 +400,21 @@ class GroupsMixin(AttachmentsMixin):
         )
         with self._store.transaction():
             self._store.put(K_CHAIN, b64e(conversation), franked.commitment)
-            self._store_message(message, extra={
-                "commitment": b64e(franked.commitment),
-                "attachments": attachment_pointers(data),
-                "group": gid,
-            })
+            self._store_message(
+                message,
+                extra={
+                    "commitment": b64e(franked.commitment),
+                    "attachments": attachment_pointers(data),
+                    "group": gid,
+                },
+            )
             for account in delivered:
                 # Receipts from members come 1:1 and name the sent_at_ms: index them all.
                 self._store.put(K_SENT_INDEX, f"{account}\0{now}", message.id.encode())
             group = group_from_record(self._group_record(gid))
-        return GroupSendResult(group=group, message=message, delivered=tuple(delivered),
-                               failed=failed, devices=devices)
+        return GroupSendResult(
+            group=group, message=message, delivered=tuple(delivered), failed=failed, devices=devices
+        )
 
     async def _deliver_group(
         self,
@@ -418,7 +443,8 @@ class GroupsMixin(AttachmentsMixin):
             if account == me and not device_ids:
                 return None, 0
             need = self._group_keys(conversation).devices_needing_key(
-                [(account, d) for d in device_ids])
+                [(account, d) for d in device_ids]
+            )
             if need or force or not device_ids:
                 distribution = self._content(conversation, now)
                 distribution.sender_key_distribution.CopyFrom(snapshot)
@@ -463,7 +489,8 @@ class GroupsMixin(AttachmentsMixin):
                     self._put_contact(account, contact)
                 force = True
         raise SendFailedError(
-            f"could not deliver to {account}: the device list kept changing; try again")
+            f"could not deliver to {account}: the device list kept changing; try again"
+        )
 
     def _receive_distribution(
         self, envelope: pb.Envelope, content: pb.Content, changed: bool
@@ -483,8 +510,9 @@ class GroupsMixin(AttachmentsMixin):
             _line_name(sender, sender_device, content.sender_key_distribution.distribution_id),
             conversation,
         )
-        return ReceiveEvent("key", sender, sender_device, b64e(envelope.message_id),
-                            identity_changed=changed)
+        return ReceiveEvent(
+            "key", sender, sender_device, b64e(envelope.message_id), identity_changed=changed
+        )
 
     def _receive_group_message(self, envelope: pb.Envelope) -> ReceiveEvent:
         """Decrypt a SENDER_KEY envelope with the sender device's key, open its franking, apply
@@ -498,7 +526,8 @@ class GroupsMixin(AttachmentsMixin):
         except DecodeError as exc:
             return self._reject(envelope, exc.code)
         conversation = self._store.get(
-            K_SK_LINE, _line_name(sender, sender_device, message.distribution_id))
+            K_SK_LINE, _line_name(sender, sender_device, message.distribution_id)
+        )
         if conversation is None:
             return self._reject(envelope, "unknown_sender_key")
         keys = self._group_keys(conversation)
@@ -517,9 +546,12 @@ class GroupsMixin(AttachmentsMixin):
         except (CryptoError, DecodeError) as exc:
             return self._reject(envelope, exc.code)
         content = opened.content
-        if (content.conversation_id != conversation or content.WhichOneof("body") != "data"
-                or not content.data.HasField("group")
-                or group_conversation_id(content.data.group.group_id) != conversation):
+        if (
+            content.conversation_id != conversation
+            or content.WhichOneof("body") != "data"
+            or not content.data.HasField("group")
+            or group_conversation_id(content.data.group.group_id) != conversation
+        ):
             # A sender-key message must be a group data message of the conversation the
             # sender's key was given for.
             return self._reject(envelope, "wrong_conversation")
@@ -545,19 +577,30 @@ class GroupsMixin(AttachmentsMixin):
             if record is None:
                 if me not in new_members or sender not in new_members:
                     return self._reject(envelope, "not_a_member")
-                record = {"id": gid, "title": context.title[:MAX_GROUP_TITLE_CHARS],
-                          "revision": context.revision, "members": new_members,
-                          "active": True, "key_devices": []}
-                notice = f"{sender} created the group" if context.revision <= 1 else \
-                    f"{sender} added you"
+                record = {
+                    "id": gid,
+                    "title": context.title[:MAX_GROUP_TITLE_CHARS],
+                    "revision": context.revision,
+                    "members": new_members,
+                    "active": True,
+                    "key_devices": [],
+                }
+                notice = (
+                    f"{sender} created the group"
+                    if context.revision <= 1
+                    else f"{sender} added you"
+                )
             else:
                 if sender not in record["members"]:
                     return self._reject(envelope, "not_a_member")
                 if _supersedes(context.revision, new_members, context.title, record):
                     old = set(record["members"])
                     removed, added = old - set(new_members), set(new_members) - old
-                    record.update(revision=context.revision, members=new_members,
-                                  title=context.title[:MAX_GROUP_TITLE_CHARS])
+                    record.update(
+                        revision=context.revision,
+                        members=new_members,
+                        title=context.title[:MAX_GROUP_TITLE_CHARS],
+                    )
                     notice = _change_notice(sender, added, removed)
                     if me not in new_members:
                         record.update(active=False, key_devices=[])
@@ -585,14 +628,20 @@ class GroupsMixin(AttachmentsMixin):
             incoming=not own,
             notice=notice,
         )
-        self._store_message(message, extra={
-            "report_item": b64e(item.encode()), "conversation_id": b64e(conversation),
-            "attachments": attachment_pointers(content.data), "group": gid})
+        self._store_message(
+            message,
+            extra={
+                "report_item": b64e(item.encode()),
+                "conversation_id": b64e(conversation),
+                "attachments": attachment_pointers(content.data),
+                "group": gid,
+            },
+        )
         if self.auto_delivery_receipts and not own:
             self._pending_receipts.setdefault(sender, []).append(content.sent_at_ms)
-        return ReceiveEvent("sync" if own else "message", sender, sender_device, mid,
-                            message=message)
-
+        return ReceiveEvent(
+            "sync" if own else "message", sender, sender_device, mid, message=message
+        )
 
 
 def _membership_digest(members: list[str], title: str) -> bytes:
@@ -607,7 +656,8 @@ def _supersedes(revision: int, members: list[str], title: str, record: dict[str,
     if revision != current:
         return revision > current
     return _membership_digest(members, title) > _membership_digest(
-        list(record["members"]), str(record["title"]))
+        list(record["members"]), str(record["title"])
+    )
 
 
 def _change_notice(sender: str, added: set[str], removed: set[str]) -> str:
@@ -623,5 +673,3 @@ def _change_notice(sender: str, added: set[str], removed: set[str]) -> str:
 
 def _line_name(sender: str, device: int, distribution_id: bytes) -> str:
     return f"{sender}\0{device}\0{b64e(distribution_id)}"
-
-

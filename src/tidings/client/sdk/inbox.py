@@ -75,8 +75,10 @@ class InboxMixin(GroupsMixin):
             with self._store.transaction():
                 if self._store.contains(K_SEEN, mid):
                     return event("duplicate")
-                if (envelope.recipient != self.account.username
-                        or envelope.recipient_device != self.account.device_id):
+                if (
+                    envelope.recipient != self.account.username
+                    or envelope.recipient_device != self.account.device_id
+                ):
                     result = self._reject(envelope, "misrouted")
                 else:
                     result = self._decrypt_and_store(envelope)
@@ -161,8 +163,10 @@ class InboxMixin(GroupsMixin):
         mid = b64e(envelope.message_id)
         me = self.account.username
         kind = content.WhichOneof("body")
-        franking = {"report_item": b64e(item.encode()),
-                    "conversation_id": b64e(content.conversation_id)}
+        franking = {
+            "report_item": b64e(item.encode()),
+            "conversation_id": b64e(content.conversation_id),
+        }
         if kind == "data" and self._contact(sender).blocked_by_user:
             # The user blocked this account (e.g. `report --block`): drop its messages.
             return self._reject(envelope, "blocked")
@@ -187,12 +191,14 @@ class InboxMixin(GroupsMixin):
                 incoming=True,
                 identity_changed=changed,
             )
-            self._store_message(message, extra={**franking,
-                                                "attachments": attachment_pointers(content.data)})
+            self._store_message(
+                message, extra={**franking, "attachments": attachment_pointers(content.data)}
+            )
             if self.auto_delivery_receipts and sender != me:
                 self._pending_receipts.setdefault(sender, []).append(content.sent_at_ms)
-            return ReceiveEvent("message", sender, sender_device, mid, message=message,
-                                identity_changed=changed)
+            return ReceiveEvent(
+                "message", sender, sender_device, mid, message=message, identity_changed=changed
+            )
         if kind == "sent":
             if sender != me:
                 # Only our own devices may tell us what "we" sent.
@@ -208,9 +214,10 @@ class InboxMixin(GroupsMixin):
                 server_timestamp_ms=envelope.server_timestamp_ms,
                 incoming=False,
             )
-            self._store_message(message, extra={
-                **franking, "attachments": attachment_pointers(content.sent.message)
-            })
+            self._store_message(
+                message,
+                extra={**franking, "attachments": attachment_pointers(content.sent.message)},
+            )
             return ReceiveEvent("sync", sender, sender_device, mid, message=message)
         if kind == "receipt":
             status = "read" if content.receipt.type == pb.ReceiptMessage.READ else "delivered"
@@ -223,10 +230,12 @@ class InboxMixin(GroupsMixin):
                     continue
                 record["status"] = status
                 self._store.put_json(K_MESSAGE, ref.decode(), record)
-            return ReceiveEvent("receipt", sender, sender_device, mid, code=status,
-                                identity_changed=changed)
-        return ReceiveEvent("ignored", sender, sender_device, mid, code=kind or "empty",
-                            identity_changed=changed)
+            return ReceiveEvent(
+                "receipt", sender, sender_device, mid, code=status, identity_changed=changed
+            )
+        return ReceiveEvent(
+            "ignored", sender, sender_device, mid, code=kind or "empty", identity_changed=changed
+        )
 
     async def _after_batch(self) -> None:
         """Send the delivery receipts collected while receiving, then top up prekeys."""
@@ -261,11 +270,18 @@ class InboxMixin(GroupsMixin):
         """File ``event`` as not yet delivered (inside the receive transaction)."""
         if event.kind not in APPLICATION_KINDS:
             return
-        self._store.put_json(K_UNDELIVERED, event.message_id, {
-            "kind": event.kind, "sender": event.sender, "sender_device": event.sender_device,
-            "message": event.message.id if event.message is not None else None,
-            "code": event.code, "identity_changed": event.identity_changed,
-        })
+        self._store.put_json(
+            K_UNDELIVERED,
+            event.message_id,
+            {
+                "kind": event.kind,
+                "sender": event.sender,
+                "sender_device": event.sender_device,
+                "message": event.message.id if event.message is not None else None,
+                "code": event.code,
+                "identity_changed": event.identity_changed,
+            },
+        )
 
     def undelivered(self) -> list[ReceiveEvent]:
         """The events stored but not yet marked delivered to the application, oldest first
@@ -287,10 +303,17 @@ class InboxMixin(GroupsMixin):
                         raise ValueError("message missing")
                     message = message_from_record(stored)
                 code = record.get("code")
-                out.append(ReceiveEvent(
-                    cast(EventKind, kind), str(record["sender"]), int(record["sender_device"]),
-                    mid, message=message, code=None if code is None else str(code),
-                    identity_changed=bool(record.get("identity_changed"))))
+                out.append(
+                    ReceiveEvent(
+                        cast(EventKind, kind),
+                        str(record["sender"]),
+                        int(record["sender_device"]),
+                        mid,
+                        message=message,
+                        code=None if code is None else str(code),
+                        identity_changed=bool(record.get("identity_changed")),
+                    )
+                )
             except (KeyError, ValueError, TypeError):
                 raise StoreTamperedError("a stored undelivered event is damaged") from None
         return out
@@ -416,4 +439,3 @@ class InboxMixin(GroupsMixin):
                     raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
-

@@ -93,7 +93,7 @@ class Message:
     def group_id(self) -> str | None:
         """The base64url group id of a group message, else None."""
         if self.peer.startswith(GROUP_PEER_PREFIX):
-            return self.peer[len(GROUP_PEER_PREFIX):]
+            return self.peer[len(GROUP_PEER_PREFIX) :]
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,8 +197,11 @@ def message_from_record(record: dict[str, Any]) -> Message:
             reportable=bool(record.get("reportable")),
             identity_changed=bool(record.get("identity_changed")),
             attachments=tuple(
-                AttachmentSummary(str(a.get("file_name", "")), str(a.get("content_type", "")),
-                                  int(a.get("size", 0)))
+                AttachmentSummary(
+                    str(a.get("file_name", "")),
+                    str(a.get("content_type", "")),
+                    int(a.get("size", 0)),
+                )
                 for a in record.get("attachments", [])
             ),
             notice=str(record.get("notice", "")),
@@ -248,11 +251,17 @@ def attachment_summaries(data: pb.DataMessage) -> tuple[AttachmentSummary, ...]:
 def attachment_pointers(data: pb.DataMessage) -> list[dict[str, Any]]:
     """Attachment pointers as stored (sealed) beside the message, keys included."""
     return [
-        {"id": a.id, "key": b64e(a.key), "digest": b64e(a.digest), "size": a.size,
-         "chunk_size": a.chunk_size, "content_type": a.content_type, "file_name": a.file_name}
+        {
+            "id": a.id,
+            "key": b64e(a.key),
+            "digest": b64e(a.digest),
+            "size": a.size,
+            "chunk_size": a.chunk_size,
+            "content_type": a.content_type,
+            "file_name": a.file_name,
+        }
         for a in data.attachments
     ]
-
 
 
 # --- groups and reports: helpers ------------------------------------------------------------
@@ -275,8 +284,14 @@ class Group:
         return GROUP_PEER_PREFIX + self.id
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title, "revision": self.revision,
-                "members": list(self.members), "active": self.active, "peer": self.peer}
+        return {
+            "id": self.id,
+            "title": self.title,
+            "revision": self.revision,
+            "members": list(self.members),
+            "active": self.active,
+            "peer": self.peer,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,9 +306,13 @@ class GroupSendResult:
     devices: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"group": self.group.to_dict(), "message": self.message.to_dict(),
-                "delivered": list(self.delivered), "failed": dict(self.failed),
-                "devices": self.devices}
+        return {
+            "group": self.group.to_dict(),
+            "message": self.message.to_dict(),
+            "delivered": list(self.delivered),
+            "failed": dict(self.failed),
+            "devices": self.devices,
+        }
 
 
 def group_from_record(record: dict[str, Any]) -> Group:
@@ -307,4 +326,3 @@ def group_from_record(record: dict[str, Any]) -> Group:
         )
     except (KeyError, ValueError, TypeError):
         raise StoreTamperedError("a stored group is damaged") from None
-

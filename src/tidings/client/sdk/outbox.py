@@ -76,15 +76,13 @@ class OutboxMixin(TrustMixin):
         bundle = PrekeyBundle.decode(bundle_bytes)  # verifies both prekey signatures
         if bundle.device_id != device_id:
             raise ProtocolError("the server returned a bundle for another device")
-        self._observe_device(contact, device_id, bundle.identity_key.encode(),
-                             bundle.registration_id)
+        self._observe_device(
+            contact, device_id, bundle.identity_key.encode(), bundle.registration_id
+        )
         if force or record.needs_new_session(bundle):
-            record.start(self._identity, bundle,
-                         local_registration_id=self.account.registration_id)
+            record.start(self._identity, bundle, local_registration_id=self.account.registration_id)
 
-    async def _fetch_bundles(
-        self, username: str, device_ids: list[int] | None
-    ) -> dict[int, bytes]:
+    async def _fetch_bundles(self, username: str, device_ids: list[int] | None) -> dict[int, bytes]:
         """Bundles of ``username``'s devices (all when ``device_ids`` is None), without this
         device. A device the server does not know is simply absent from the result.
 
@@ -137,8 +135,9 @@ class OutboxMixin(TrustMixin):
                 records: dict[int, SessionRecord] = {}
                 for device_id, data in bundles.items():
                     record = self._load_session(username, device_id)
-                    self._start_session(username, contact, device_id, data, record,
-                                        force=device_id in forced)
+                    self._start_session(
+                        username, contact, device_id, data, record, force=device_id in forced
+                    )
                     records[device_id] = record
                 bundles, forced, drop = {}, set(), set()
                 device_ids = sorted(contact.devices)
@@ -150,8 +149,9 @@ class OutboxMixin(TrustMixin):
                 held = contact.sending_held
                 if not (missing or first_contact or held):
                     for device_id in device_ids:
-                        encrypted = records[device_id].encrypt(franked.plaintext,
-                                                               franked.commitment)
+                        encrypted = records[device_id].encrypt(
+                            franked.plaintext, franked.commitment
+                        )
                         registration = contact.devices[device_id].registration_id
                         outgoing.append(
                             OutgoingEnvelope(
@@ -165,8 +165,7 @@ class OutboxMixin(TrustMixin):
                 # Saved before uploading: a crash after the upload must never make this device
                 # encrypt twice with the same message key.
                 for device_id, record in records.items():
-                    self._store.put(K_SESSION, session_name(username, device_id),
-                                    record.to_bytes())
+                    self._store.put(K_SESSION, session_name(username, device_id), record.to_bytes())
                 self._put_contact(username, contact)
             if held:
                 raise UntrustedIdentityError(
@@ -242,8 +241,13 @@ class OutboxMixin(TrustMixin):
         with self._store.transaction():
             # The data message is the new head of this device's chain in the conversation.
             self._store.put(K_CHAIN, b64e(conversation), franked.commitment)
-            self._store_message(message, extra={"commitment": b64e(franked.commitment),
-                                                "attachments": attachment_pointers(data)})
+            self._store_message(
+                message,
+                extra={
+                    "commitment": b64e(franked.commitment),
+                    "attachments": attachment_pointers(data),
+                },
+            )
         synced, sync_error = 0, None
         if username != me:
             sync = self._content(conversation, now)
@@ -291,8 +295,9 @@ class OutboxMixin(TrustMixin):
         franking chain."""
         if not sent_at_ms or username == self.account.username:
             return
-        content = self._content(direct_conversation_id(self.account.username, username),
-                                self._clock())
+        content = self._content(
+            direct_conversation_id(self.account.username, username), self._clock()
+        )
         content.receipt.type = pb.ReceiptMessage.READ if read else pb.ReceiptMessage.DELIVERY
         content.receipt.timestamps.extend(sent_at_ms)
         await self._send_franked(username, frank(content))
@@ -304,11 +309,13 @@ class OutboxMixin(TrustMixin):
         stamps: dict[str, list[int]] = {}
         with self._store.transaction():
             for name, record in self._store.items_json(K_MESSAGE):
-                if (record.get("direction") == "in" and record.get("peer") == username
-                        and record.get("status") == "received"):
+                if (
+                    record.get("direction") == "in"
+                    and record.get("peer") == username
+                    and record.get("status") == "received"
+                ):
                     record["status"] = "read"
-                    stamps.setdefault(str(record["sender"]), []).append(
-                        int(record["sent_at_ms"]))
+                    stamps.setdefault(str(record["sender"]), []).append(int(record["sent_at_ms"]))
                     self._store.put_json(K_MESSAGE, name, record)
         for sender, sent in stamps.items():
             try:
@@ -326,4 +333,3 @@ class OutboxMixin(TrustMixin):
                 peer = str(record.get("peer"))
                 counts[peer] = counts.get(peer, 0) + 1
         return counts
-

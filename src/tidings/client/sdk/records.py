@@ -48,14 +48,17 @@ class ContactRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "devices": {str(d): {"identity": r.identity, "registration_id": r.registration_id}
-                        for d, r in self.devices.items()},
+            "devices": {
+                str(d): {"identity": r.identity, "registration_id": r.registration_id}
+                for d, r in self.devices.items()
+            },
             "verified": self.verified,
             "verified_keys": {str(d): k for d, k in self.verified_keys.items()},
             "sending_held": self.sending_held,
             "blocked_by_user": self.blocked_by_user,
-            "events": [{"kind": e.kind, "device_id": e.device_id, "at_ms": e.at_ms}
-                       for e in self.events],
+            "events": [
+                {"kind": e.kind, "device_id": e.device_id, "at_ms": e.at_ms} for e in self.events
+            ],
         }
 
     @classmethod
@@ -63,15 +66,20 @@ class ContactRecord:
         """Raises: StoreTamperedError (the record is damaged)."""
         try:
             return cls(
-                devices={int(d): DeviceRecord(str(r["identity"]), int(r["registration_id"]))
-                         for d, r in _mapping(data.get("devices", {})).items()},
+                devices={
+                    int(d): DeviceRecord(str(r["identity"]), int(r["registration_id"]))
+                    for d, r in _mapping(data.get("devices", {})).items()
+                },
                 verified=bool(data.get("verified")),
-                verified_keys={int(d): str(k)
-                               for d, k in _mapping(data.get("verified_keys", {})).items()},
+                verified_keys={
+                    int(d): str(k) for d, k in _mapping(data.get("verified_keys", {})).items()
+                },
                 sending_held=bool(data.get("sending_held", data.get("blocked"))),
                 blocked_by_user=bool(data.get("blocked_by_user", data.get("user_blocked"))),
-                events=[TrustEvent(str(e["kind"]), int(e["device_id"]), int(e["at_ms"]))
-                        for e in data.get("events", [])],
+                events=[
+                    TrustEvent(str(e["kind"]), int(e["device_id"]), int(e["at_ms"]))
+                    for e in data.get("events", [])
+                ],
             )
         except (KeyError, ValueError, TypeError, AttributeError):
             raise StoreTamperedError("a stored contact is damaged") from None

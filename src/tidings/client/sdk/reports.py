@@ -50,18 +50,21 @@ class ReportsMixin(InboxMixin):
         """
         if category not in REPORT_CATEGORIES:
             raise InvalidArgumentError(
-                f"unknown category {category!r}; one of: {', '.join(REPORT_CATEGORIES)}")
+                f"unknown category {category!r}; one of: {', '.join(REPORT_CATEGORIES)}"
+            )
         if not 0 <= context <= MAX_REPORT_CONTEXT:
             raise InvalidArgumentError(f"context is 0 to {MAX_REPORT_CONTEXT} messages")
         if note is not None and len(note) > MAX_REPORT_NOTE_CHARS:
-            raise InvalidArgumentError(f"the note is longer than {MAX_REPORT_NOTE_CHARS} "
-                                       "characters")
+            raise InvalidArgumentError(
+                f"the note is longer than {MAX_REPORT_NOTE_CHARS} characters"
+            )
         record = self._store.get_json(K_MESSAGE, message_id)
         target = None if record is None else _reportable(record)
         if record is None or target is None or record.get("direction") != "in":
             raise NotReportableError(
                 "only a message received by this device can be reported (see `messages --json`"
-                " for ids)")
+                " for ids)"
+            )
         candidates: list[tuple[int, str, ReportItem, pb.Content]] = []
         for name, other in self._store.items_json(K_MESSAGE):
             if other.get("peer") != record.get("peer"):
@@ -75,7 +78,7 @@ class ReportsMixin(InboxMixin):
 
         def valid(first: int, last: int) -> bool:
             try:
-                verify_context_chain([c[2] for c in candidates[first:last + 1]])
+                verify_context_chain([c[2] for c in candidates[first : last + 1]])
             except TidingsError:
                 return False
             return True
@@ -84,7 +87,7 @@ class ReportsMixin(InboxMixin):
             lo -= 1
         while hi < len(candidates) - 1 and hi - index < context and valid(lo, hi + 1):
             hi += 1
-        window = candidates[lo:hi + 1]
+        window = candidates[lo : hi + 1]
         reported_index = index - lo
         pointers = target[1].data.attachments
         body: dict[str, Any] = {
@@ -140,7 +143,6 @@ class ReportsMixin(InboxMixin):
         if not text.strip() or not decision_id.strip():
             raise InvalidArgumentError("an appeal needs the decision id and a text")
         return await self._transport.post_appeal(decision_id, text)
-
 
 
 def _reportable(record: dict[str, Any]) -> tuple[ReportItem, pb.Content] | None:

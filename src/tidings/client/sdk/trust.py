@@ -72,8 +72,9 @@ class TrustMixin(PrekeysMixin):
             if username == self.account.username and device.device_id == self.account.device_id:
                 continue
             seen.add(device.device_id)
-            self._observe_device(contact, device.device_id, device.identity_key,
-                                 device.registration_id)
+            self._observe_device(
+                contact, device.device_id, device.identity_key, device.registration_id
+            )
         for device_id in list(contact.devices):
             if device_id not in seen:
                 self._drop_device(username, contact, device_id)
@@ -93,8 +94,9 @@ class TrustMixin(PrekeysMixin):
         own = self._identity.public.encode()
         numbers = []
         for device_id, device in sorted(contact.devices.items()):
-            number = SafetyNumber.compute(own, self.account.username, b64d(device.identity),
-                                          username)
+            number = SafetyNumber.compute(
+                own, self.account.username, b64d(device.identity), username
+            )
             pinned = contact.verified_keys.get(device_id)
             numbers.append(
                 DeviceSafetyNumber(
@@ -111,9 +113,7 @@ class TrustMixin(PrekeysMixin):
             events=tuple(contact.events),
         )
 
-    async def verify(
-        self, username: str, safety_number: str | None = None
-    ) -> ContactSafety:
+    async def verify(self, username: str, safety_number: str | None = None) -> ContactSafety:
         """Mark ``username`` verified with its current device keys (after the user compared the
         safety numbers out of band). When ``safety_number`` is given it must equal one device's
         number (spaces ignored). Clears the change warnings and unblocks sending.
@@ -157,4 +157,3 @@ class TrustMixin(PrekeysMixin):
             contact = self._contact(username)
             contact.blocked_by_user = blocked
             self._put_contact(username, contact)
-
