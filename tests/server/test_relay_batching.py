@@ -157,9 +157,9 @@ async def test_sqlite_writer_fsyncs_every_commit(tmp_path: Path) -> None:
         try:
             account = await store.create_account("bob", device(), NOW)
             await send(store, account, env())
-            engine = store.queue._engine
-            assert engine is not None
-            with engine.connect() as conn:
+            writer = store.queue._writer
+            assert writer is not None
+            with writer.engine.connect() as conn:
                 assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == expected
         finally:
             await store.close()

@@ -473,21 +473,22 @@ class MessagingStore:
     ) -> list[QueuedEnvelope]:
         """Unexpired queued envelopes of a device, oldest first, after ``after_seq``; those
         whose acknowledgement is waiting for its batch are left out."""
-        async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(messages.c.id, messages.c.message_id, messages.c.envelope)
-                .where(
-                    messages.c.account_id == account_id,
-                    messages.c.device_id == device_id,
-                    messages.c.id > after_seq,
-                    # The purge runs only every minute: expired means gone from that instant.
-                    messages.c.expires_at_ms >= now_ms,
-                )
-                .order_by(messages.c.id)
-                # As many more as may be hidden: a full page means "there may be more".
-                .limit(limit + self.queue.acks_waiting(account_id, device_id))
+        query = (
+            select(messages.c.id, messages.c.message_id, messages.c.envelope)
+            .where(
+                messages.c.account_id == account_id,
+                messages.c.device_id == device_id,
+                messages.c.id > after_seq,
+                # The purge runs only every minute: expired means gone from that instant.
+                messages.c.expires_at_ms >= now_ms,
             )
-            found = [QueuedEnvelope(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+            .order_by(messages.c.id)
+            # As many more as may be hidden: a full page means "there may be more".
+            .limit(limit + self.queue.acks_waiting(account_id, device_id))
+        )
+        # The hot read of delivery: one hop to the queue's reader thread on SQLite.
+        rows = await self.queue.read(lambda conn: conn.execute(query).all())
+        found = [QueuedEnvelope(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
         acking = self.queue.is_being_acknowledged
         return [q for q in found if not acking(account_id, device_id, q.message_id)][:limit]
 

@@ -37,11 +37,10 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, delete, event, func, insert, make_url, select
 from sqlalchemy import tuple_ as sql_tuple
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import QueueFullError, StorageUnavailableError, TidingsError
@@ -56,6 +55,7 @@ DURABILITY_MODES = (DURABILITY_FULL, DURABILITY_RELAXED)
 MAX_BATCH = 512
 """Items (sends + acks) per transaction: bounds one commit's latency and statement size."""
 
+T = TypeVar("T")
 QueueKey = tuple[int, int]
 """(account id, device id): one device's queue."""
 
@@ -178,24 +178,43 @@ def _decrement(counts: dict[Any, int], key: object) -> None:
         counts[key] = left
 
 
-def _sqlite_writer_engine(path: str, durability: str) -> Engine:
-    """A sync engine for the writer thread: its own connection, ``BEGIN IMMEDIATE`` (take the
-    write lock up front instead of failing to upgrade), the server's pragmas, and the WAL
-    fsync policy of ``durability``."""
-    engine = create_engine(f"sqlite:///{path}", pool_size=1, max_overflow=0)
-    synchronous = "FULL" if durability == DURABILITY_FULL else "NORMAL"
+class _SqliteThread:
+    """A dedicated thread owning one connection to the SQLite file (the sync driver): each
+    `run` is one thread hop for a whole transaction, instead of several per statement.
 
-    def on_connect(dbapi_connection: Any, record: Any) -> None:
-        dbapi_connection.isolation_level = None  # transactions are ours (on_begin)
-        apply_sqlite_pragmas(dbapi_connection, record)
-        dbapi_connection.execute(f"PRAGMA synchronous={synchronous}")
+    ``writer``: ``BEGIN IMMEDIATE`` (take the write lock up front instead of failing to
+    upgrade) and the WAL fsync policy of ``durability``; else a reader (WAL readers never wait
+    for the writer)."""
 
-    def on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def __init__(self, path: str, *, writer: bool, durability: str = DURABILITY_FULL) -> None:
+        name = "tidings-queue-writer" if writer else "tidings-queue-reader"
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.engine = create_engine(f"sqlite:///{path}", pool_size=1, max_overflow=0)
+        synchronous = "FULL" if durability == DURABILITY_FULL else "NORMAL"
 
-    event.listen(engine, "connect", on_connect)
-    event.listen(engine, "begin", on_begin)
-    return engine
+        def on_connect(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.isolation_level = None  # transactions are ours (on_begin)
+            apply_sqlite_pragmas(dbapi_connection, record)
+            dbapi_connection.execute(f"PRAGMA synchronous={synchronous}")
+
+        def on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+        event.listen(self.engine, "connect", on_connect)
+        event.listen(self.engine, "begin", on_begin)
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in one transaction on the thread (committed if it returns)."""
+
+        def in_thread() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, in_thread)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self.engine.dispose)
+        self._pool.shutdown(wait=True)
 
 
 class QueueWriter:
@@ -224,8 +243,8 @@ class QueueWriter:
             if db.is_sqlite and path not in ("", ":memory:") and not path.startswith("file:")
             else ""
         )
-        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
-        self._engine: Engine | None = None
+        self._writer: _SqliteThread | None = None
+        self._reader: _SqliteThread | None = None
         # One node owns an SQLite file: queue sizes can live in memory. Elsewhere: counted.
         self._sizes: dict[QueueKey, int] | None = {} if db.is_sqlite else None
         self._sizes_generation = 0
@@ -295,11 +314,20 @@ class QueueWriter:
         if self._task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._task
-        if self._thread is not None:
-            thread, engine, self._thread, self._engine = self._thread, self._engine, None, None
-            if engine is not None:
-                await asyncio.get_running_loop().run_in_executor(thread, engine.dispose)
-            thread.shutdown(wait=True)
+        threads, self._writer, self._reader = (self._writer, self._reader), None, None
+        for thread in threads:
+            if thread is not None:
+                await thread.close()
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run the read ``fn`` on a connection of its own: on an SQLite file, the dedicated
+        reader thread (one hop per read); else the `Database`'s async engine."""
+        if self._sqlite_path:
+            if self._reader is None:
+                self._reader = _SqliteThread(self._sqlite_path, writer=False)
+            return await self._reader.run(fn)
+        async with self.db.read() as conn:
+            return await conn.run_sync(fn)
 
     # -- the writer --------------------------------------------------------------------------
 
@@ -358,20 +386,13 @@ class QueueWriter:
     async def _commit(self, sends: list[_Send], acks: list[_Ack]) -> _BatchResult:
         sizes, hook = self._sizes, self.before_commit
         if self._sqlite_path:
-            if self._thread is None:
-                self._thread = concurrent.futures.ThreadPoolExecutor(
-                    1, thread_name_prefix="tidings-queue-writer"
+            if self._writer is None:
+                self._writer = _SqliteThread(
+                    self._sqlite_path, writer=True, durability=self.durability
                 )
-                self._engine = _sqlite_writer_engine(self._sqlite_path, self.durability)
-            engine = self._engine
-            assert engine is not None
-
-            def in_thread() -> _BatchResult:
-                with engine.begin() as conn:
-                    return _commit_batch(conn, sends, acks, sizes, hook)
-
+            writer = self._writer
             async with self.db.write_turn():
-                return await asyncio.get_running_loop().run_in_executor(self._thread, in_thread)
+                return await writer.run(lambda conn: _commit_batch(conn, sends, acks, sizes, hook))
         async with self.db.write() as conn:
             if not self.db.is_sqlite:
                 setting = "on" if self.durability == DURABILITY_FULL else "off"
