@@ -597,7 +597,7 @@ class TidingsSystem(System):
         self.receivers += [asyncio.ensure_future(self.receive(ws)) for ws in receivers]
         self.pool = HttpPool(send_port, self.pairs)
         self.frames = [
-            (f'{{"destination":"{r.username}","messages":[{{"device_id":1,'
+            (f'"destination":"{r.username}","messages":[{{"device_id":1,'
              f'"registration_id":{r.registration_id},"type":2,"body":"{self.body_b64}",'
              f'"commitment":"')
             for r in self.receiver_devices

@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 
 from tests.support.devices import DeviceKit, outgoing
-from tidings.server.hub import EVERY_ACCOUNT, RedisHub
+from tidings.server.hub import EVERY_ACCOUNT, MAX_PUSHED, Mailbox, RedisHub
 from tidings.server.relay import NodeCache
 from tidings.server.serving import MAX_WS_MESSAGE_BYTES
+from tidings.storage.relay import StoredEnvelope
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
 from tidings.wire.base64url import b64d, b64e
@@ -224,3 +225,46 @@ def test_redis_invalidations_reach_the_listeners() -> None:
     hub._on_hint(b"x+1")  # not canonical: ignored
     hub._on_hint(b"7:1")  # a mail hint: no invalidation
     assert seen == [42]
+
+
+def test_an_embedded_node_pushes_committed_envelopes_without_reading_the_queue(
+    client: TestClient, register: Register
+) -> None:
+    """On SQLite the writer hands every committed envelope to the connected devices: after the
+    backlog read, delivery needs no queue read (on PostgreSQL every hint reads the queue)."""
+    alice, bob = register("alice"), register("bob")
+    state = client.app.state.tidings  # type: ignore[attr-defined]
+    reads: list[int] = []
+    real_pending = state.store.pending
+
+    async def counting_pending(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return await real_pending(*args, **kwargs)
+
+    state.store.pending = counting_pending
+    with client.websocket_connect("/v1/websocket", headers=bob.auth) as b:
+        opened(b)
+        with client.websocket_connect("/v1/websocket", headers=alice.auth) as a:
+            opened(a)
+            after_backlog = len(reads)  # each connection's backlog
+            for i in range(20):
+                a.send_json(send_frame(bob, [outgoing(bob)], request_id=i))
+            answers = [a.receive_json() for _ in range(20)]
+        assert all(x["type"] == "send_result" for x in answers)
+        ids = {m for x in answers for m in x["message_ids"]}
+        got = [codec.decode(pb.Envelope, b64d(b.receive_json()["envelope"])) for _ in range(20)]
+        assert {b64e(e.message_id) for e in got} == ids
+        positions = [e.server_timestamp_ms for e in got]
+        assert positions == sorted(positions)
+        if state.db.is_sqlite:
+            assert len(reads) == after_backlog  # bob's connection read nothing more
+        else:
+            assert len(reads) > after_backlog  # cluster mode reads on every hint
+
+
+def test_an_overflowing_mailbox_is_read_from_the_queue() -> None:
+    mailbox = Mailbox(complete=True)
+    stored = [StoredEnvelope(1, 1, seq, bytes(16), b"e") for seq in range(MAX_PUSHED + 1)]
+    for item in stored:
+        mailbox.push(item)
+    assert mailbox.overflowed and mailbox.is_set() and len(mailbox.pushed) < MAX_PUSHED

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
 
 from tidings.errors import DecodeError
 from tidings.server.ids import ACCOUNT_ID_MAX, DEVICE_ID_MAX, parse_id
+from tidings.storage.relay import StoredEnvelope
 
 log = logging.getLogger("tidings.server.hub")
 
@@ -30,11 +31,41 @@ EVERY_ACCOUNT = 0
 """The account id a listener gets when everything must go (account ids start at 1)."""
 
 
+class Mailbox(asyncio.Event):
+    """One connection's subscription: an event set on every hint, and, when the hub is handed
+    every committed envelope of this node's queues (`LocalHub.deliver_committed`, an SQLite
+    node), those envelopes in queue order (``pushed``): the connection sends them without
+    reading its queue. ``complete`` says whether it may rely on that; ``overflowed`` that some
+    were dropped (more than `MAX_PUSHED` waiting), so the queue must be read."""
+
+    def __init__(self, complete: bool) -> None:
+        super().__init__()
+        self.complete = complete
+        self.pushed: deque[StoredEnvelope] = deque()
+        self.overflowed = False
+
+    def push(self, item: StoredEnvelope) -> None:
+        if len(self.pushed) >= MAX_PUSHED:
+            self.pushed.clear()
+            self.overflowed = True
+        else:
+            self.pushed.append(item)
+        self.set()
+
+
+MAX_PUSHED = 1000
+"""Envelopes waiting in one `Mailbox`; past it, they are dropped and read from the queue."""
+
+
 class LocalHub:
     """In-process wake-ups keyed by (account id, device id)."""
 
+    pushes_complete = False
+    """True once `deliver_committed` receives every envelope committed to the queues (the
+    embedded node's writer), so connections can take them from their `Mailbox`."""
+
     def __init__(self) -> None:
-        self._waiters: dict[tuple[int, int], set[asyncio.Event]] = defaultdict(set)
+        self._waiters: dict[tuple[int, int], set[Mailbox]] = defaultdict(set)
         self._on_invalidate: list[Callable[[int], None]] = []
 
     def on_invalidate(self, listener: Callable[[int], None]) -> None:
@@ -56,9 +87,16 @@ class LocalHub:
         what it cached about it and wakes its connections."""
         self.invalidate_local(account_id)
 
+    def deliver_committed(self, stored: list[StoredEnvelope]) -> None:
+        """Hand freshly committed envelopes to the mailboxes of their devices here."""
+        waiters = self._waiters
+        for item in stored:
+            for mailbox in waiters.get((item.account_id, item.device_id), ()):
+                mailbox.push(item)
+
     @contextlib.asynccontextmanager
-    async def subscribe(self, account_id: int, device_id: int) -> AsyncIterator[asyncio.Event]:
-        event = asyncio.Event()
+    async def subscribe(self, account_id: int, device_id: int) -> AsyncIterator[Mailbox]:
+        event = Mailbox(self.pushes_complete)
         key = (account_id, device_id)
         self._waiters[key].add(event)
         try:

@@ -91,6 +91,23 @@ class _BatchResult:
     acked: list[bool]
     sizes: dict[QueueKey, int]
     """Queue sizes after the commit of every device the batch counted or touched."""
+    stored: list[StoredEnvelope]
+    """What the batch inserted, in queue order (only when the writer was asked for it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEnvelope:
+    """An envelope as committed: its queue and its position there (``seq``)."""
+
+    account_id: int
+    device_id: int
+    seq: int
+    message_id: bytes
+    envelope: bytes
+
+
+Committed = Callable[[list[StoredEnvelope]], None]
+"""Listener called (on the event loop) with every batch's envelopes right after its commit."""
 
 
 BeforeCommit = Callable[[], None]
@@ -103,6 +120,7 @@ def _commit_batch(
     acks: Sequence[_Ack],
     cached: dict[QueueKey, int] | None,
     before_commit: BeforeCommit | None,
+    want_stored: bool = False,
 ) -> _BatchResult:
     """One batch inside the caller's transaction: acks, queue-limit check, inserts. A send that
     would overfill a queue gets `QueueFullError` and stores nothing; the others go in.
@@ -160,7 +178,18 @@ def _commit_batch(
                     "expires_at_ms": s.expires_at_ms,
                 }
             )
-    if rows_in:
+    stored: list[StoredEnvelope] = []
+    if rows_in and want_stored:
+        # One multi-row insert still; RETURNING gives each row's queue position.
+        returning = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
+        seqs = conn.execute(returning, rows_in).scalars().all()
+        stored = [
+            StoredEnvelope(
+                r["account_id"], r["device_id"], int(seq), r["message_id"], r["envelope"]
+            )
+            for r, seq in zip(rows_in, seqs, strict=True)
+        ]
+    elif rows_in:
         conn.execute(insert(messages), rows_in)
     if before_commit is not None:
         before_commit()
@@ -169,7 +198,7 @@ def _commit_batch(
         row = (a.account_id, a.device_id, a.message_id)
         acked.append(row in deleted)
         deleted.discard(row)  # the same ack twice in a batch: only the first deleted it
-    return _BatchResult(send_errors, acked, sizes)
+    return _BatchResult(send_errors, acked, sizes, stored)
 
 
 def _decrement(counts: dict[Any, int], key: object) -> None:
@@ -231,6 +260,9 @@ class QueueWriter:
         self.db = db
         self.durability = durability
         self.before_commit: BeforeCommit | None = None
+        self.on_committed: Committed | None = None
+        """Set (SQLite, one node: the writer sees every insert) to hand committed envelopes
+        to their connected devices without a read; see `tidings.server.hub.LocalHub`."""
         self._sends: list[_Send] = []
         self._acks: list[_Ack] = []
         self._task: asyncio.Task[None] | None = None
@@ -366,6 +398,13 @@ class QueueWriter:
         self.batches += 1
         if self._sizes is not None and generation == self._sizes_generation:
             self._sizes.update(result.sizes)
+        if result.stored and self.on_committed is not None:
+            try:
+                self.on_committed(result.stored)
+            except Exception as exc:  # a lost push only delays delivery to the next read
+                log.warning(
+                    "committed-envelope listener failed", extra={"error": type(exc).__name__}
+                )
         for s, error in zip(sends, result.send_errors, strict=True):
             if not s.future.done():
                 if error is None:
@@ -391,10 +430,15 @@ class QueueWriter:
                     self._sqlite_path, writer=True, durability=self.durability
                 )
             writer = self._writer
+            want = self.on_committed is not None
             async with self.db.write_turn():
-                return await writer.run(lambda conn: _commit_batch(conn, sends, acks, sizes, hook))
+                return await writer.run(
+                    lambda conn: _commit_batch(conn, sends, acks, sizes, hook, want)
+                )
         async with self.db.write() as conn:
             if not self.db.is_sqlite:
                 setting = "on" if self.durability == DURABILITY_FULL else "off"
                 await conn.exec_driver_sql(f"SET LOCAL synchronous_commit = {setting}")
-            return await conn.run_sync(_commit_batch, sends, acks, sizes, hook)
+            return await conn.run_sync(
+                _commit_batch, sends, acks, sizes, hook, self.on_committed is not None
+            )

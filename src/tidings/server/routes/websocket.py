@@ -97,10 +97,11 @@ async def _deliver(
     last_seq = 0
     announced_empty = False
     recheck = False  # `authenticate` has just checked the enforcement
+    read_queue = True  # the backlog first; then, on an embedded node, what commits push
     seen = state.cache.account_generation(auth.account_id)
-    async with state.hub.subscribe(auth.account_id, auth.device_id) as wake:
+    async with state.hub.subscribe(auth.account_id, auth.device_id) as mailbox:
         while not acks.done():
-            wake.clear()
+            mailbox.clear()
             # Re-checked when the account was invalidated (a decision wakes the account's
             # connections on every node through the hub) and at every poll: a ban or
             # suspension decided meanwhile closes the connection.
@@ -113,30 +114,48 @@ async def _deliver(
                     await ws.send_text(_error_frame(code, "account " + code[8:]))
                     await ws.close(code=4403, reason=code)
                     return
-            batch = await state.store.pending(
-                auth.account_id,
-                auth.device_id,
-                now_ms=state.clock(),
-                after_seq=last_seq,
-                limit=_PAGE,
-            )
-            for item in batch:
-                await ws.send_text(
-                    json.dumps({"type": "envelope", "envelope": b64e(item.envelope)})
+            if mailbox.overflowed:
+                mailbox.overflowed, read_queue = False, True
+                mailbox.pushed.clear()
+            if read_queue or not mailbox.complete:
+                batch = await state.store.pending(
+                    auth.account_id,
+                    auth.device_id,
+                    now_ms=state.clock(),
+                    after_seq=last_seq,
+                    limit=_PAGE,
                 )
-                last_seq = item.seq
-            if len(batch) == _PAGE:
-                continue
+                for item in batch:
+                    await ws.send_text(_envelope_frame(item.envelope))
+                    last_seq = item.seq
+                if len(batch) == _PAGE:
+                    continue
+                read_queue = False
+            # Pushed by the commits since the subscription (in queue order): what the read
+            # above already sent is skipped by its position.
+            pushed = mailbox.pushed
+            while pushed:
+                stored = pushed.popleft()
+                if stored.seq > last_seq:
+                    await ws.send_text(_envelope_frame(stored.envelope))
+                    last_seq = stored.seq
             if not announced_empty:
                 await ws.send_text('{"type": "queue_empty"}')
                 announced_empty = True
-            waiter = asyncio.create_task(wake.wait())
+            if mailbox.is_set():
+                continue
+            waiter = asyncio.create_task(mailbox.wait())
             done, _ = await asyncio.wait(
                 {waiter, acks}, timeout=POLL_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED
             )
             if waiter not in done:
                 waiter.cancel()
-                recheck = True  # the lost-hint poll re-checks the enforcement too
+                # The lost-hint poll reads the queue and re-checks the enforcement.
+                recheck = read_queue = True
+
+
+def _envelope_frame(envelope: bytes) -> str:
+    return '{"type": "envelope", "envelope": "' + b64e(envelope) + '"}'
 
 
 async def _read_frames(ws: WebSocket, auth: AuthenticatedDevice, state: ServerState) -> None:
