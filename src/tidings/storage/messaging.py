@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Table, and_, delete, func, insert, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -96,6 +96,21 @@ _DEVICE_COLUMNS = (
     devices.c.created_at_ms,
     devices.c.last_seen_ms,
 )
+
+
+_PENDING = (
+    select(messages.c.id, messages.c.message_id, messages.c.envelope)
+    .where(
+        messages.c.account_id == bindparam("account_id"),
+        messages.c.device_id == bindparam("device_id"),
+        messages.c.id > bindparam("after_seq"),
+        # The purge runs only every minute: expired means gone from that instant.
+        messages.c.expires_at_ms >= bindparam("now_ms"),
+    )
+    .order_by(messages.c.id)
+    .limit(bindparam("limit"))
+)
+"""`MessagingStore.pending`'s query, built once (it runs per delivery wake-up)."""
 
 
 def _device(row: object) -> DeviceRecord:
@@ -473,21 +488,16 @@ class MessagingStore:
     ) -> list[QueuedEnvelope]:
         """Unexpired queued envelopes of a device, oldest first, after ``after_seq``; those
         whose acknowledgement is waiting for its batch are left out."""
-        query = (
-            select(messages.c.id, messages.c.message_id, messages.c.envelope)
-            .where(
-                messages.c.account_id == account_id,
-                messages.c.device_id == device_id,
-                messages.c.id > after_seq,
-                # The purge runs only every minute: expired means gone from that instant.
-                messages.c.expires_at_ms >= now_ms,
-            )
-            .order_by(messages.c.id)
+        params = {
+            "account_id": account_id,
+            "device_id": device_id,
+            "after_seq": after_seq,
+            "now_ms": now_ms,
             # As many more as may be hidden: a full page means "there may be more".
-            .limit(limit + self.queue.acks_waiting(account_id, device_id))
-        )
+            "limit": limit + self.queue.acks_waiting(account_id, device_id),
+        }
         # The hot read of delivery: one hop to the queue's reader thread on SQLite.
-        rows = await self.queue.read(lambda conn: conn.execute(query).all())
+        rows = await self.queue.read(lambda conn: conn.execute(_PENDING, params).all())
         found = [QueuedEnvelope(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
         acking = self.queue.is_being_acknowledged
         return [q for q in found if not acking(account_id, device_id, q.message_id)][:limit]

@@ -39,7 +39,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, create_engine, delete, event, func, insert, make_url, select
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    make_url,
+    select,
+)
 from sqlalchemy import tuple_ as sql_tuple
 from sqlalchemy.exc import IntegrityError
 
@@ -114,6 +124,24 @@ BeforeCommit = Callable[[], None]
 """Test hook: called inside the batch transaction just before the commit (raise to fail it)."""
 
 
+# Built once: a batch of one message should not pay for building its statements.
+_m = messages.c
+_DELETE_ACKED = (
+    delete(messages)
+    .where(
+        sql_tuple(_m.account_id, _m.device_id, _m.message_id).in_(bindparam("rows", expanding=True))
+    )
+    .returning(_m.account_id, _m.device_id, _m.message_id)
+)
+_COUNT_QUEUES = (
+    select(_m.account_id, _m.device_id, func.count())
+    .where(sql_tuple(_m.account_id, _m.device_id).in_(bindparam("queues", expanding=True)))
+    .group_by(_m.account_id, _m.device_id)
+)
+_INSERT = insert(messages)
+_INSERT_RETURNING = insert(messages).returning(_m.id, sort_by_parameter_order=True)
+
+
 def _commit_batch(
     conn: Connection,
     sends: Sequence[_Send],
@@ -125,17 +153,10 @@ def _commit_batch(
     """One batch inside the caller's transaction: acks, queue-limit check, inserts. A send that
     would overfill a queue gets `QueueFullError` and stores nothing; the others go in.
     ``cached``: the in-memory queue sizes (None: count every touched queue in the database)."""
-    m = messages.c
     deleted: set[tuple[int, int, bytes]] = set()
     if acks:
         rows = conn.execute(
-            delete(messages)
-            .where(
-                sql_tuple(m.account_id, m.device_id, m.message_id).in_(
-                    [(a.account_id, a.device_id, a.message_id) for a in acks]
-                )
-            )
-            .returning(m.account_id, m.device_id, m.message_id)
+            _DELETE_ACKED, {"rows": [(a.account_id, a.device_id, a.message_id) for a in acks]}
         )
         deleted = {(int(a), int(d), bytes(mid)) for a, d, mid in rows}
     sizes: dict[QueueKey, int] = {}
@@ -153,11 +174,7 @@ def _commit_batch(
     unknown = {(s.account_id, e.device_id) for s in sends for e in s.envelopes} - sizes.keys()
     if unknown:
         sizes.update(dict.fromkeys(unknown, 0))
-        counted = conn.execute(
-            select(m.account_id, m.device_id, func.count())
-            .where(sql_tuple(m.account_id, m.device_id).in_(sorted(unknown)))
-            .group_by(m.account_id, m.device_id)
-        )
+        counted = conn.execute(_COUNT_QUEUES, {"queues": sorted(unknown)})
         sizes.update({(int(a), int(d)): int(n) for a, d, n in counted})
     send_errors: list[TidingsError | None] = []
     rows_in: list[dict[str, Any]] = []
@@ -181,8 +198,7 @@ def _commit_batch(
     stored: list[StoredEnvelope] = []
     if rows_in and want_stored:
         # One multi-row insert still; RETURNING gives each row's queue position.
-        returning = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
-        seqs = conn.execute(returning, rows_in).scalars().all()
+        seqs = conn.execute(_INSERT_RETURNING, rows_in).scalars().all()
         stored = [
             StoredEnvelope(
                 r["account_id"], r["device_id"], int(seq), r["message_id"], r["envelope"]
@@ -190,7 +206,7 @@ def _commit_batch(
             for r, seq in zip(rows_in, seqs, strict=True)
         ]
     elif rows_in:
-        conn.execute(insert(messages), rows_in)
+        conn.execute(_INSERT, rows_in)
     if before_commit is not None:
         before_commit()
     acked = []
