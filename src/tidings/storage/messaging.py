@@ -455,27 +455,12 @@ class MessagingStore:
     # -- messages -------------------------------------------------------------------------
 
     async def enqueue(
-        self,
-        account_id: int,
-        envelopes: Sequence[OutgoingEnvelope],
-        *,
-        now_ms: int,
-        expires_at_ms: int,
-        queue_limit: int,
+        self, account_id: int, envelopes: Sequence[OutgoingEnvelope], **batch: int
     ) -> None:
-        """Store every envelope durably, all or nothing, in the writer's next batch.
-
-        Raises:
-            QueueFullError: a recipient device already holds ``queue_limit`` envelopes.
-            StorageUnavailableError: the batch could not be committed (nothing stored).
-        """
-        await self.queue.enqueue(
-            account_id,
-            envelopes,
-            now_ms=now_ms,
-            expires_at_ms=expires_at_ms,
-            queue_limit=queue_limit,
-        )
+        """Store every envelope durably, all or nothing, in the writer's next batch:
+        `QueueWriter.enqueue` (keywords ``now_ms``, ``expires_at_ms``, ``queue_limit``; raises
+        `QueueFullError`, `StorageUnavailableError`)."""
+        await self.queue.enqueue(account_id, envelopes, **batch)
 
     async def pending(
         self,
