@@ -5,7 +5,8 @@ uvicorn's defaults: uvloop, httptools, the `websockets` WebSocket implementation
     python bench/_relay_server.py bare PORT      # the bare relay: no storage, auth or franking
 
 The Tidings node is started exactly as `tidings server` starts it (`create_app`, the JSON log
-configuration, uvicorn's access log off), minus the first-admin console bootstrap, which
+configuration, `tidings.server.serving.uvicorn_config`: no per-message deflate, the frame and
+header limits, uvicorn's access log off), minus the first-admin console bootstrap, which
 prints staff credentials and has nothing to do with messaging.
 
 The bare relay accepts ``/ws/{client_id}``; every text frame it receives is a JSON object with
@@ -60,6 +61,7 @@ def main(argv: list[str]) -> int:
     from tidings.app import create_app
     from tidings.server.config import ServerConfig
     from tidings.server.logs import log_config
+    from tidings.server.serving import uvicorn_config
 
     config = ServerConfig.load().with_overrides(host="127.0.0.1", port=port)
     profile_to = os.environ.get("RELAY_BENCH_CPROFILE")  # analysis only: call counts
@@ -68,14 +70,11 @@ def main(argv: list[str]) -> int:
         # uvicorn re-raises the SIGTERM it handled after shutting down; let that return here.
         signal.signal(signal.SIGTERM, lambda *_: None)
         profiler.enable()
-    uvicorn.run(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        log_level=config.log_level,
-        log_config=log_config(config.log_level),
-        access_log=False,
-    )
+    # The node's own uvicorn settings (tidings.server.serving), as `tidings server` uses them:
+    # frame limit, no per-message deflate, header timeout.
+    uvicorn.Server(
+        uvicorn_config(create_app(config), config, log_config=log_config(config.log_level))
+    ).run()
     if profiler is not None and profile_to:
         profiler.disable()
         profiler.dump_stats(f"{profile_to}.{os.getpid()}")

@@ -41,6 +41,7 @@ from tidings.server.errors import body_for, headers_for, status_for
 from tidings.server.hub import LocalHub, RedisHub
 from tidings.server.metrics import Metrics
 from tidings.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from tidings.server.relay import NodeCache
 from tidings.server.routes import accounts, attachments, keys, messages, websocket
 from tidings.server.state import ServerState, load_franking_key
 from tidings.storage.blobs import AttachmentStore, LocalAttachmentStore
@@ -91,15 +92,27 @@ def build_state(config: ServerConfig) -> ServerState:
         if config.redis_url
         else MemoryRateLimiter()
     )
+    try:
+        store = MessagingStore(db, durability=config.relay_durability)
+    except ValueError as exc:
+        raise ConfigError(f"relay_durability: {exc}") from None
+    if db.is_sqlite and type(hub) is LocalHub:
+        # One node owns the file: its writer sees every envelope, so connections here get
+        # them straight from the commit instead of reading their queue.
+        store.queue.on_committed = hub.deliver_committed
+        hub.pushes_complete = True
+    cache = NodeCache(ttl_s=config.relay_cache_ttl_s)
+    hub.on_invalidate(cache.invalidate)
     return ServerState(
         config=config,
         db=db,
-        store=MessagingStore(db),
+        store=store,
         hub=hub,
         limiter=limiter,
         metrics=metrics,
         franking_key=load_franking_key(config),
         attachments=build_attachment_store(config, attachments_dir),
+        cache=cache,
     )
 
 
@@ -266,14 +279,15 @@ def open_safety(config: ServerConfig) -> SafetyService:
 
 async def wake_account(state: ServerState, username: str) -> None:
     """Wake every WebSocket of ``username`` (on every node, through the hub): each re-checks
-    the account's enforcement and closes if it is now banned or suspended."""
+    the account's enforcement and closes if it is now banned or suspended; every node's cached
+    credentials and enforcement of the account are dropped (`LocalHub.invalidate`)."""
     try:
         account_id = await state.store.account_id(username)
-        devices = await state.store.devices(account_id)
     except TidingsError:
         return  # no such account (any more): nothing to wake
-    for device in devices:
-        await state.hub.notify(account_id, device.device_id)
+    # Every node forgets the account's cached credentials and enforcement, and wakes its
+    # connections: each re-checks the enforcement.
+    await state.hub.invalidate(account_id)
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -285,6 +299,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         # Called by the (synchronous) safety side, from a worker thread, right after an
         # enforcement row is stored.
         if loops and not loops[0].is_closed():
+            # This node's cache first, as the loop's next callback: no request it serves
+            # after the decision returned finds the old enforcement.
+            loops[0].call_soon_threadsafe(state.cache.forget_username, username)
             asyncio.run_coroutine_threadsafe(wake_account(state, username), loops[0])
 
     safety = build_safety(
@@ -312,6 +329,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 await purge
             await state.hub.stop()
             await state.limiter.close()
+            await state.store.close()
             await state.db.close()
             safety.close()
             loops.clear()
@@ -322,6 +340,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(build_router())
     for module in (accounts, keys, messages, websocket, attachments):
         app.include_router(module.router)
+
     async def limit_reports(device: AuthenticatedDevice) -> None:
         # Per account: a report costs the provider review time, and a refused one as well.
         await state.limiter.hit(
@@ -423,9 +442,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         )
         return response
 
-    app.add_middleware(
-        ChunkedBodyLimit, max_bytes=MAX_JSON_BODY, exempt={"/v1/attachments"}
-    )
+    app.add_middleware(ChunkedBodyLimit, max_bytes=MAX_JSON_BODY, exempt={"/v1/attachments"})
 
     if config.trusted_proxies:
         # Outermost, so every layer (rate limits, the console's lockout and its https checks)

@@ -388,9 +388,7 @@ class MismatchedDevicesError(RequestError):
     code = "mismatched_devices"
 
     def __init__(self, missing: list[int], extra: list[int]) -> None:
-        super().__init__(
-            f"device list mismatch: {len(missing)} missing, {len(extra)} extra"
-        )
+        super().__init__(f"device list mismatch: {len(missing)} missing, {len(extra)} extra")
         self.missing = missing
         self.extra = extra
 
@@ -434,8 +432,9 @@ class AttachmentQuotaExceededError(RequestError):
 
 
 class StorageUnavailableError(TidingsError):
-    """The attachment store (local disk or S3 object storage) cannot be reached or refused the
-    operation; nothing was stored. Try again later."""
+    """The server could not store the request's data: the database commit of a send or an ack
+    failed, or the attachment store (local disk or S3 object storage) cannot be reached or
+    refused the operation. Nothing was stored; try again later."""
 
     code = "storage_unavailable"
 

@@ -17,7 +17,7 @@ import secrets
 import socket
 import sqlite3
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from tests.support.live import LiveServer
 from tests.support.services import PG_URL, REDIS_URL, pg_admin, pg_run, require_service
 from tidings.app import create_app
 from tidings.server.config import ServerConfig
+from tidings.storage.database import Database, sqlite_url
+from tidings.storage.messaging import MessagingStore
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -141,3 +143,30 @@ def live_server(config: ServerConfig) -> Iterator[LiveServer]:
     server = LiveServer(config).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessagingStore]:
+    """A `MessagingStore` on a fresh SQLite file or PostgreSQL schema (closed afterwards)."""
+    if request.param == "sqlite":
+        db = Database(sqlite_url(tmp_path))
+    else:
+        schema = request.getfixturevalue("pg_schema")
+        # One schema per test: the session schema name plus a suffix, dropped afterwards.
+        db = Database(PG_URL, schema=f"{schema}_{os.urandom(3).hex()}")
+    await db.migrate()
+    await db.migrate()  # idempotent
+    store = MessagingStore(db)
+    try:
+        yield store
+    finally:
+        await store.close()
+        if not db.is_sqlite:
+            async with db.engine.begin() as conn:
+                await conn.exec_driver_sql(f'DROP SCHEMA "{db.schema}" CASCADE')
+        await db.close()

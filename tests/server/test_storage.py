@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from tests.support.services import PG_URL
 from tidings.errors import (
     LastDeviceError,
     ProvisioningCodeError,
@@ -22,7 +19,7 @@ from tidings.errors import (
     UnknownDeviceError,
     UsernameTakenError,
 )
-from tidings.storage.database import MIGRATIONS, Database, sqlite_url
+from tidings.storage.database import MIGRATIONS
 from tidings.storage.messaging import MessagingStore, NewDevice, OutgoingEnvelope
 from tidings.storage.schema import metadata
 
@@ -35,30 +32,6 @@ def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessagingStore]:
-    if request.param == "sqlite":
-        db = Database(sqlite_url(tmp_path))
-    else:
-        schema = request.getfixturevalue("pg_schema")
-        # One schema per test: the session schema name plus a suffix, dropped afterwards.
-        db = Database(PG_URL, schema=f"{schema}_{os.urandom(3).hex()}")
-    await db.migrate()
-    await db.migrate()  # idempotent
-    try:
-        yield MessagingStore(db)
-    finally:
-        if not db.is_sqlite:
-            async with db.engine.begin() as conn:
-                await conn.exec_driver_sql(f'DROP SCHEMA "{db.schema}" CASCADE')
-        await db.close()
 
 
 def device(one_time: int = 0, kem: int = 0, name: str = "d") -> NewDevice:

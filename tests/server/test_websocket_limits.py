@@ -1,7 +1,8 @@
 """Hostile WebSocket clients against a real uvicorn server started with the node's own settings
-(`tidings.server.serving`): a message past 64 KiB closes the connection (1009) before it is
-buffered, no per-message deflate, a binary frame gets a typed error frame and the connection
-stays open, and an account's connections are limited (a typed error frame, close 4429)."""
+(`tidings.server.serving`): a message past `MAX_WS_MESSAGE_BYTES` (256 KiB) closes the
+connection (1009) before it is buffered, no per-message deflate, a binary frame gets a typed
+error frame and the connection stays open, and an account's connections are limited (a typed
+error frame, close 4429)."""
 
 from __future__ import annotations
 

@@ -240,28 +240,42 @@ class SafetyRepositories:
 
 
 class _NotifyingEnforcements:
-    """An `EnforcementRepository` that calls ``callback(account)`` after storing an
+    """An `EnforcementRepository` that calls ``callback(account)`` after storing or revoking an
     enforcement (the callback's failure is logged by class name and never undoes the row)."""
 
     def __init__(self, inner: EnforcementRepository, callback: Callable[[str], None]) -> None:
         self.inner = inner
         self._callback = callback
+        self._accounts: dict[str, str] = {}
+        """Enforcement id -> account of those read here: a revocation names only the id."""
 
     def add_enforcement(self, enforcement: Enforcement) -> None:
         self.inner.add_enforcement(enforcement)
+        self._notify(enforcement.account)
+
+    def _notify(self, account: str) -> None:
         try:
-            self._callback(enforcement.account)
+            self._callback(account)
         except Exception as exc:  # the row is stored; the server re-checks within seconds
             log.warning("enforcement callback failed: %s", type(exc).__name__)
 
+    def _remember(self, found: list[Enforcement]) -> list[Enforcement]:
+        self._accounts.update((e.enforcement_id, e.account) for e in found)
+        return found
+
     def enforcements_for_decision(self, decision_id: str) -> list[Enforcement]:
-        return self.inner.enforcements_for_decision(decision_id)
+        return self._remember(self.inner.enforcements_for_decision(decision_id))
 
     def enforcements_for_account(self, account: str) -> list[Enforcement]:
-        return self.inner.enforcements_for_account(account)
+        return self._remember(self.inner.enforcements_for_account(account))
 
     def revoke_enforcement(self, enforcement_id: str, revoked_ms: int) -> None:
+        """Revoke, then notify (the messaging server's caches lift the enforcement at once;
+        an id never read here is lifted by the caches' expiry instead)."""
         self.inner.revoke_enforcement(enforcement_id, revoked_ms)
+        account = self._accounts.pop(enforcement_id, None)
+        if account is not None:
+            self._notify(account)
 
 
 def _new_password() -> str:

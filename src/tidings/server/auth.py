@@ -22,6 +22,7 @@ from tidings.errors import (
 from tidings.server.ids import DEVICE_ID_MAX, parse_id
 from tidings.server.state import ServerState, StateDep
 from tidings.storage.enforcement import BAN, RESTRICT, SUSPEND, active_enforcement
+from tidings.storage.messaging import DeviceRecord
 from tidings.wire.base64url import b64d
 
 SECRET_LEN = 32
@@ -84,22 +85,60 @@ async def authenticate(
     """Raises `UnauthorizedError` for missing, malformed or wrong credentials (one message for
     all three cases after parsing, so the answer does not reveal which accounts exist), and,
     unless ``allow_blocked``, `AccountBannedError` / `AccountSuspendedError` for an account under
-    a ban or suspension (checked on every request: a decision takes effect at once)."""
+    a ban or suspension (a decision takes effect at once: the device record and enforcement
+    come from `ServerState.cache`, which every decision invalidates on every node, else from
+    the database)."""
     username, device_id, secret = _parse(headers)
-    record = await state.store.device(username, device_id)
+    now = state.clock()
+    record, enforcement = await _device_and_enforcement(state, username, device_id, now)
     expected = record.credential_hash if record is not None else bytes(32)
     if not constant_time_equal(expected, credential_hash(secret)) or record is None:
         raise UnauthorizedError("unknown device or wrong secret")
-    now = state.clock()
-    found = await active_enforcement(state.db, username, now)
-    enforcement = found.kind if found is not None else None
     if not allow_blocked:
         refuse_if_blocked(enforcement)
     if now - record.last_seen_ms >= LAST_SEEN_RESOLUTION_MS:
         await state.store.touch(record.account_id, device_id, now)
+        state.cache.touched(username, device_id, now)
     return AuthenticatedDevice(
         record.account_id, username, device_id, record.registration_id, enforcement
     )
+
+
+async def still_allowed(state: ServerState, auth: AuthenticatedDevice) -> None:
+    """Re-check a device authenticated earlier (a WebSocket's, before each send it makes).
+
+    Raises:
+        UnauthorizedError: the device is gone (removed, or its account deleted).
+        AccountBannedError / AccountSuspendedError: a decision since.
+    """
+    record, enforcement = await _device_and_enforcement(
+        state, auth.username, auth.device_id, state.clock()
+    )
+    if record is None or record.account_id != auth.account_id:
+        raise UnauthorizedError("unknown device or wrong secret")
+    refuse_if_blocked(enforcement)
+
+
+async def _device_and_enforcement(
+    state: ServerState, username: str, device_id: int, now: int
+) -> tuple[DeviceRecord | None, str | None]:
+    """The device's record and its account's active enforcement kind: from the node cache
+    (`tidings.server.relay.NodeCache`, invalidated on every node by every decision and device
+    change) or from the database (and then cached)."""
+    cached = state.cache.device(username, device_id, now)
+    if cached is not None:
+        return cached.record, cached.enforcement
+    # Noted before reading: a decision racing this read is used once but not kept.
+    generation = state.cache.generation
+    record = await state.store.device(username, device_id)
+    if record is None:
+        return None, None
+    found = await active_enforcement(state.db, username, now)
+    if found is None:
+        state.cache.keep_device(generation, record, None, None)
+        return record, None
+    state.cache.keep_device(generation, record, found.kind, found.until_ms)
+    return record, found.kind
 
 
 async def authenticated_device(request: Request, state: StateDep) -> AuthenticatedDevice:

@@ -43,6 +43,14 @@ class ServerConfig:
     queue_limit: int = 10_000
     """Envelopes kept per device before sends to it get 507 queue_full."""
     message_ttl_s: int = 30 * 24 * 3600
+    relay_durability: str = "full"
+    """``full``: every acknowledged send survives a process crash and a power loss (SQLite WAL
+    fsynced at every batch commit; PostgreSQL ``synchronous_commit = on``). ``relaxed``: it
+    survives a process crash; a power loss may lose the last batches (docs/api.md, Operations)."""
+    relay_cache_ttl_s: float = 10.0
+    """How long a node trusts its cached credentials, enforcement and device lists without an
+    invalidation (they are invalidated at once on every change; this bounds a lost one, say
+    with Redis unreachable). 0 turns the caches off."""
     attachment_max_bytes: int = 100 * 1024 * 1024 + 4 * 1024 * 1024
     """Ciphertext limit: 100 MiB of plaintext plus the chunk tags and header."""
     attachment_ttl_s: int = 30 * 24 * 3600

@@ -28,10 +28,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tidings.server.config import ServerConfig
 
-MAX_WS_MESSAGE_BYTES = 64 * 1024
-"""Largest WebSocket message a client may send. The protocol's client frames are acks of
-about 100 bytes (`tidings.server.routes.websocket.MAX_CLIENT_FRAME` is the app's own, tighter
-check); 64 KiB leaves room for any later control frame without letting a socket pin memory."""
+MAX_WS_MESSAGE_BYTES = 256 * 1024
+"""Largest WebSocket message a client may send: a ``send`` frame to one device with the
+largest envelope body (96 KiB, 128 KiB in base64) and room for a few more devices' small
+ones; larger multi-device sends go over HTTP (2 MiB). Acks stay limited to
+`tidings.server.routes.websocket.MAX_CLIENT_FRAME`. What a socket can pin is this much per
+connection (16 per account): `bench/ws_abuse.py` measures it."""
 
 WS_PING_INTERVAL_S = 20.0
 """uvicorn's default keep-alive ping: dead peers are dropped and their memory returned."""

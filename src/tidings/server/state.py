@@ -16,6 +16,7 @@ from tidings.server.config import ServerConfig
 from tidings.server.hub import LocalHub
 from tidings.server.metrics import Metrics
 from tidings.server.ratelimit import RateLimiter
+from tidings.server.relay import NodeCache
 from tidings.storage.blobs import AttachmentStore
 from tidings.storage.database import Database
 from tidings.storage.files import FRANKING_KEY_FILE, load_key_file
@@ -34,6 +35,8 @@ class ServerState:
     attachments: AttachmentStore
     """Where attachment ciphertext lives: local disk or S3 (`app.build_attachment_store`)."""
     clock: Callable[[], int] = now_ms
+    cache: NodeCache = field(default_factory=lambda: NodeCache(ttl_s=10.0))
+    """Credentials, enforcement and device lists of this node, invalidated through the hub."""
     websockets_open: dict[int, int] = field(default_factory=dict)
     """Open WebSocket connections per account id on this node (for the per-account limit)."""
 

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.storage.engine import (
     MIGRATIONS,
     WRITE_OPTION,
+    apply_sqlite_pragmas,
     async_url,
     create_sqlite_file_privately,
     make_async_engine,
@@ -22,7 +23,14 @@ from tidings.storage.engine import (
 )
 
 # Re-exported: the server, the CLI and the tests import these from here.
-__all__ = ["MIGRATIONS", "Database", "async_url", "create_sqlite_file_privately", "sqlite_url"]
+__all__ = [
+    "MIGRATIONS",
+    "Database",
+    "apply_sqlite_pragmas",
+    "async_url",
+    "create_sqlite_file_privately",
+    "sqlite_url",
+]
 
 
 class Database:
@@ -66,6 +74,16 @@ class Database:
             return
         async with self._write_lock, self._transaction() as connection:
             yield connection
+
+    @asynccontextmanager
+    async def write_turn(self) -> AsyncIterator[None]:
+        """This process's SQLite write turn without a connection: for a writer with a
+        connection of its own (`tidings.storage.relay`). A no-op on PostgreSQL."""
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -42,6 +42,7 @@ __all__ = [
     "MIGRATION_LOCK",
     "SQLITE_BUSY_TIMEOUT_MS",
     "WRITE_OPTION",
+    "apply_sqlite_pragmas",
     "async_url",
     "check_schema",
     "create_sqlite_file_privately",
@@ -146,7 +147,9 @@ def create_sqlite_file_privately(engine: Engine, url: str) -> None:
     event.listen(engine, "do_connect", create)
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+def apply_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """The settings of every connection to the server's SQLite file (a ``connect`` listener;
+    also used by the queue writer's own connections, `tidings.storage.relay`)."""
     # Let SQLAlchemy's "begin" event issue BEGIN itself: the driver's implicit BEGIN would be
     # deferred, and placed before the first DML statement only.
     dbapi_connection.isolation_level = None
@@ -171,7 +174,7 @@ def _sqlite_begin(connection: Connection) -> None:
 
 def _configure_sqlite(engine: Engine, url: str) -> None:
     create_sqlite_file_privately(engine, url)
-    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "connect", apply_sqlite_pragmas)
     event.listen(engine, "begin", _sqlite_begin)
 
 

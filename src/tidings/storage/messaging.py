@@ -4,7 +4,8 @@ completes or changes nothing.
 
 The durable queue is the single source of truth for delivery (as in Signal-Server and Synapse):
 an envelope is acknowledged to its sender only once it is committed here, pushed as a hint,
-and deleted only when the recipient device acknowledges it.
+and deleted only when the recipient device acknowledges it. Sends and acknowledgements go
+through the group-commit writer of `tidings.storage.relay` (one transaction per batch).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Table, and_, delete, func, insert, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,12 +21,13 @@ from tidings.errors import (
     AttachmentQuotaExceededError,
     LastDeviceError,
     ProvisioningCodeError,
-    QueueFullError,
     UnknownAccountError,
     UnknownDeviceError,
     UsernameTakenError,
 )
 from tidings.storage.database import Database
+from tidings.storage.relay import DURABILITY_FULL, QueueWriter
+from tidings.storage.relay import OutgoingEnvelope as OutgoingEnvelope  # re-exported
 from tidings.storage.schema import (
     accounts,
     attachments,
@@ -83,13 +85,6 @@ class QueuedEnvelope:
     envelope: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingEnvelope:
-    device_id: int
-    message_id: bytes
-    envelope: bytes
-
-
 _DEVICE_COLUMNS = (
     devices.c.account_id,
     accounts.c.username,
@@ -103,6 +98,21 @@ _DEVICE_COLUMNS = (
 )
 
 
+_PENDING = (
+    select(messages.c.id, messages.c.message_id, messages.c.envelope)
+    .where(
+        messages.c.account_id == bindparam("account_id"),
+        messages.c.device_id == bindparam("device_id"),
+        messages.c.id > bindparam("after_seq"),
+        # The purge runs only every minute: expired means gone from that instant.
+        messages.c.expires_at_ms >= bindparam("now_ms"),
+    )
+    .order_by(messages.c.id)
+    .limit(bindparam("limit"))
+)
+"""`MessagingStore.pending`'s query, built once (it runs per delivery wake-up)."""
+
+
 def _device(row: object) -> DeviceRecord:
     return DeviceRecord(*row)  # type: ignore[misc]
 
@@ -110,8 +120,14 @@ def _device(row: object) -> DeviceRecord:
 class MessagingStore:
     """Async repository over `Database`; methods raise `tidings.errors` types only."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, durability: str = DURABILITY_FULL) -> None:
+        """``durability``: see `tidings.storage.relay` (raises ValueError if unknown)."""
         self.db = db
+        self.queue = QueueWriter(db, durability=durability)
+
+    async def close(self) -> None:
+        """Finish the queue writer's batch in flight and release its connection."""
+        await self.queue.close()
 
     # -- accounts and devices -----------------------------------------------------------
 
@@ -253,6 +269,7 @@ class MessagingStore:
             if count <= 1:
                 raise LastDeviceError("cannot remove the last device; delete the account")
             await conn.execute(delete(devices).where(where))
+        self.queue.forget_counts()  # its queue went with it
 
     async def delete_account(self, account_id: int) -> list[str]:
         """Delete the account and everything hanging off it; returns its attachment ids (the
@@ -268,6 +285,7 @@ class MessagingStore:
                 .all()
             )
             await conn.execute(delete(accounts).where(accounts.c.id == account_id))
+        self.queue.forget_counts()  # its queues went with it
         return list(ids)
 
     # -- provisioning ---------------------------------------------------------------------
@@ -437,45 +455,12 @@ class MessagingStore:
     # -- messages -------------------------------------------------------------------------
 
     async def enqueue(
-        self,
-        account_id: int,
-        envelopes: Sequence[OutgoingEnvelope],
-        *,
-        now_ms: int,
-        expires_at_ms: int,
-        queue_limit: int,
+        self, account_id: int, envelopes: Sequence[OutgoingEnvelope], **batch: int
     ) -> None:
-        """Store every envelope durably, all or nothing.
-
-        Raises:
-            QueueFullError: a recipient device already holds ``queue_limit`` envelopes.
-        """
-        async with self.db.write() as conn:
-            for device_id in {e.device_id for e in envelopes}:
-                size = (
-                    await conn.execute(
-                        select(func.count()).where(
-                            messages.c.account_id == account_id,
-                            messages.c.device_id == device_id,
-                        )
-                    )
-                ).scalar_one()
-                if size >= queue_limit:
-                    raise QueueFullError("a recipient device's queue is full; try again later")
-            await conn.execute(
-                insert(messages),
-                [
-                    {
-                        "account_id": account_id,
-                        "device_id": e.device_id,
-                        "message_id": e.message_id,
-                        "envelope": e.envelope,
-                        "created_at_ms": now_ms,
-                        "expires_at_ms": expires_at_ms,
-                    }
-                    for e in envelopes
-                ],
-            )
+        """Store every envelope durably, all or nothing, in the writer's next batch:
+        `QueueWriter.enqueue` (keywords ``now_ms``, ``expires_at_ms``, ``queue_limit``; raises
+        `QueueFullError`, `StorageUnavailableError`)."""
+        await self.queue.enqueue(account_id, envelopes, **batch)
 
     async def pending(
         self,
@@ -486,33 +471,26 @@ class MessagingStore:
         after_seq: int = 0,
         limit: int = 100,
     ) -> list[QueuedEnvelope]:
-        """Unexpired queued envelopes of a device, oldest first, after ``after_seq``."""
-        async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(messages.c.id, messages.c.message_id, messages.c.envelope)
-                .where(
-                    messages.c.account_id == account_id,
-                    messages.c.device_id == device_id,
-                    messages.c.id > after_seq,
-                    # The purge runs only every minute: expired means gone from that instant.
-                    messages.c.expires_at_ms >= now_ms,
-                )
-                .order_by(messages.c.id)
-                .limit(limit)
-            )
-            return [QueuedEnvelope(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+        """Unexpired queued envelopes of a device, oldest first, after ``after_seq``; those
+        whose acknowledgement is waiting for its batch are left out."""
+        params = {
+            "account_id": account_id,
+            "device_id": device_id,
+            "after_seq": after_seq,
+            "now_ms": now_ms,
+            # As many more as may be hidden: a full page means "there may be more".
+            "limit": limit + self.queue.acks_waiting(account_id, device_id),
+        }
+        # The hot read of delivery: one hop to the queue's reader thread on SQLite.
+        rows = await self.queue.read(lambda conn: conn.execute(_PENDING, params).all())
+        found = [QueuedEnvelope(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+        acking = self.queue.is_being_acknowledged
+        return [q for q in found if not acking(account_id, device_id, q.message_id)][:limit]
 
     async def acknowledge(self, account_id: int, device_id: int, message_id: bytes) -> bool:
-        """Delete an envelope the device has safely stored; idempotent."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                delete(messages).where(
-                    messages.c.account_id == account_id,
-                    messages.c.device_id == device_id,
-                    messages.c.message_id == message_id,
-                )
-            )
-        return bool(result.rowcount)
+        """Delete an envelope the device has safely stored, in the writer's next batch;
+        idempotent. Raises `StorageUnavailableError` (nothing deleted)."""
+        return await self.queue.acknowledge(account_id, device_id, message_id)
 
     async def purge_expired(self, now_ms: int) -> tuple[int, list[str]]:
         """Delete expired envelopes and attachment records; returns (envelopes deleted,
@@ -530,6 +508,8 @@ class MessagingStore:
                 .scalars()
                 .all()
             )
+        if gone.rowcount:
+            self.queue.forget_counts()
         return int(gone.rowcount), list(ids)
 
     # -- attachments --------------------------------------------------------------------------

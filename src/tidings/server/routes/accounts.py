@@ -85,6 +85,7 @@ async def register(body: Registration, request: Request, state: StateDep) -> Reg
 @router.delete("/accounts/me", status_code=204, responses=errors(*DEVICE_AUTH))
 async def delete_account(auth: DeviceDep, state: StateDep) -> Response:
     attachment_ids = await state.store.delete_account(auth.account_id)
+    await state.hub.invalidate(auth.account_id)  # every node forgets its devices
     try:
         await state.attachments.delete_many(attachment_ids)
     except StorageUnavailableError:
@@ -116,18 +117,17 @@ async def provisioning_code(auth: DeviceDep, state: StateDep) -> ProvisioningCod
     "/devices/link",
     status_code=201,
     response_model=Registered,
-    responses=errors(
-        *BAD_REQUEST, *DEVICE_KEYS, e.ProvisioningCodeError, e.RateLimitedError
-    ),
+    responses=errors(*BAD_REQUEST, *DEVICE_KEYS, e.ProvisioningCodeError, e.RateLimitedError),
 )
 async def link(body: LinkRequest, request: Request, state: StateDep) -> Registered:
     await state.limiter.hit(
         "register", client_address(request), state.config.rate_registrations_per_hour, 3600
     )
     device = body.device.to_new_device()
-    _, device_id = await state.store.link_device(
+    account_id, device_id = await state.store.link_device(
         check_username(body.username), _code_hash(body.code), device, state.clock()
     )
+    await state.hub.invalidate(account_id)  # senders' cached device lists now miss it
     return Registered(username=body.username, device_id=device_id)
 
 
@@ -166,6 +166,7 @@ async def rename_device(
 )
 async def remove_device(device_id: DeviceIdText, auth: DeviceDep, state: StateDep) -> Response:
     await state.store.remove_device(auth.account_id, device_id)
+    await state.hub.invalidate(auth.account_id)  # its credentials and queue are gone
     return Response(status_code=204)
 
 

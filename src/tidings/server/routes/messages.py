@@ -15,14 +15,16 @@ from tidings.errors import (
     QueueFullError,
     RateLimitedError,
     StaleDevicesError,
+    StorageUnavailableError,
     TruncatedError,
     UnknownAccountError,
     UnsupportedVersionError,
 )
-from tidings.server.auth import DeviceDep
+from tidings.server.auth import AuthenticatedDevice, DeviceDep
 from tidings.server.models import Pending, SendRequest, SendResult
 from tidings.server.openapi import BAD_REQUEST, DEVICE_AUTH, errors
-from tidings.server.state import StateDep
+from tidings.server.relay import DeviceList
+from tidings.server.state import ServerState, StateDep
 from tidings.storage.messaging import OutgoingEnvelope
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
@@ -54,29 +56,36 @@ _BODY_KINDS: dict[int, type[Message]] = {
         StaleDevicesError,
         RateLimitedError,
         QueueFullError,
+        StorageUnavailableError,
     ),
 )
 async def send(username: str, body: SendRequest, auth: DeviceDep, state: StateDep) -> SendResult:
     """Send one message to every device of ``username`` (for one's own account: every device
-    but the sending one).
+    but the sending one): `relay_send`."""
+    return await relay_send(state, auth, username, body)
+
+
+async def relay_send(
+    state: ServerState, auth: AuthenticatedDevice, username: str, body: SendRequest
+) -> SendResult:
+    """One send, over HTTP or the WebSocket (``send`` frame): checks, envelopes with franking
+    tags, the durable store (answered after its batch committed), then the push hints.
 
     Raises: MismatchedDevicesError (409), StaleDevicesError (410), DecodeError (400),
-    QueueFullError (507), RateLimitedError (429), UnknownAccountError (404).
+    QueueFullError (507), RateLimitedError (429), UnknownAccountError (404),
+    StorageUnavailableError (503: its batch could not be committed; nothing stored).
     """
     await state.limiter.hit("send", str(auth.account_id), state.config.rate_sends_per_minute, 60)
-    account_id = await state.store.account_id(username)
-    current = {d.device_id: d.registration_id for d in await state.store.devices(account_id)}
-    if account_id == auth.account_id:
-        current.pop(auth.device_id, None)
     given = {m.device_id: m for m in body.messages}
     if len(given) != len(body.messages):
         raise DecodeError("a device is named twice")
-    missing, extra = sorted(current.keys() - given.keys()), sorted(given.keys() - current.keys())
-    if missing or extra or not current:
-        raise MismatchedDevicesError(missing, extra)
-    stale = sorted(d for d, m in given.items() if m.registration_id != current[d])
-    if stale:
-        raise StaleDevicesError(stale)
+    registration_ids = {d: m.registration_id for d, m in given.items()}
+    cached = state.cache.device_list(username)
+    if cached is not None and _check_devices(cached, auth, registration_ids, raise_=False):
+        account_id = cached.account_id
+    else:
+        # Not cached, or it does not match: the database decides before any refusal.
+        account_id = await _current_devices(state, username, auth, registration_ids)
 
     timestamp = state.clock()
     envelopes, ids = [], []
@@ -116,6 +125,49 @@ async def send(username: str, body: SendRequest, auth: DeviceDep, state: StateDe
     return SendResult(server_timestamp_ms=timestamp, message_ids=ids)
 
 
+async def _current_devices(
+    state: ServerState, username: str, auth: AuthenticatedDevice, registration_ids: dict[int, int]
+) -> int:
+    """The account id of ``username`` if the send names exactly its current devices (read from
+    the database, and remembered in the node cache).
+
+    Raises: UnknownAccountError, MismatchedDevicesError, StaleDevicesError."""
+    generation = state.cache.generation
+    account_id = await state.store.account_id(username)
+    current = {d.device_id: d.registration_id for d in await state.store.devices(account_id)}
+    entry = state.cache.keep_device_list(generation, username, account_id, current)
+    _check_devices(entry, auth, registration_ids, raise_=True)
+    return account_id
+
+
+def _check_devices(
+    devices: DeviceList,
+    auth: AuthenticatedDevice,
+    registration_ids: dict[int, int],
+    *,
+    raise_: bool,
+) -> bool:
+    """Whether ``registration_ids`` (device id -> registration id of a send) names exactly the
+    account's devices, less the sending one on one's own account.
+
+    Raises (with ``raise_``; else returns False): MismatchedDevicesError, StaleDevicesError."""
+    current = devices.registration_ids
+    if devices.account_id == auth.account_id:
+        current = {d: r for d, r in current.items() if d != auth.device_id}
+    missing = sorted(current.keys() - registration_ids.keys())
+    extra = sorted(registration_ids.keys() - current.keys())
+    if missing or extra or not current:
+        if raise_:
+            raise MismatchedDevicesError(missing, extra)
+        return False
+    stale = sorted(d for d, r in registration_ids.items() if r != current[d])
+    if stale:
+        if raise_:
+            raise StaleDevicesError(stale)
+        return False
+    return True
+
+
 @router.get("", response_model=Pending, responses=errors(*DEVICE_AUTH))
 async def pending(auth: DeviceDep, state: StateDep) -> Pending:
     queued = await state.store.pending(
@@ -124,7 +176,11 @@ async def pending(auth: DeviceDep, state: StateDep) -> Pending:
     return Pending(envelopes=[b64e(q.envelope) for q in queued[:PAGE]], more=len(queued) > PAGE)
 
 
-@router.delete("/{message_id}", status_code=204, responses=errors(*DEVICE_AUTH, DecodeError))
+@router.delete(
+    "/{message_id}",
+    status_code=204,
+    responses=errors(*DEVICE_AUTH, DecodeError, StorageUnavailableError),
+)
 async def acknowledge(message_id: str, auth: DeviceDep, state: StateDep) -> Response:
     raw = b64d(message_id, what="message id", max_len=MESSAGE_ID_LEN)
     if len(raw) != MESSAGE_ID_LEN:

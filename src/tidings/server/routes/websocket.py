@@ -1,6 +1,8 @@
 """WebSocket delivery: the device's backlog oldest first, `queue_empty`, then new envelopes as
 hints arrive (or every `POLL_INTERVAL_S` without one). Envelopes are deleted only on ack;
-whatever is unacknowledged when the socket drops is sent again on the next connection."""
+whatever is unacknowledged when the socket drops is sent again on the next connection. The
+client may also send over it (``send`` frames, answered ``send_result`` or ``error`` with the
+codes of ``PUT /v1/messages/{username}``: `tidings.server.routes.messages.relay_send`)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,18 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Coroutine
+from typing import TypeGuard
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
 
-from tidings.errors import TidingsError
-from tidings.server.auth import AuthenticatedDevice, authenticate
+from tidings.errors import RateLimitedError, StorageUnavailableError, TidingsError
+from tidings.server.auth import AuthenticatedDevice, authenticate, still_allowed
+from tidings.server.errors import body_for
 from tidings.server.hub import POLL_INTERVAL_S
+from tidings.server.models import SendRequest
+from tidings.server.routes.messages import relay_send
 from tidings.server.state import ServerState, get_state
 from tidings.storage.enforcement import BAN, SUSPEND, active_enforcement
 from tidings.wire.base64url import b64d, b64e
@@ -22,18 +30,25 @@ log = logging.getLogger("tidings.server.websocket")
 router = APIRouter(tags=["delivery"])
 
 MAX_CLIENT_FRAME = 256
-"""Longest client frame the app parses (an ack is ~70 characters); the transport refuses
-anything past `tidings.server.serving.MAX_WS_MESSAGE_BYTES` before it is buffered."""
+"""Longest ack frame (an ack is ~70 characters). A send frame may be as long as the transport
+allows: it refuses anything past `tidings.server.serving.MAX_WS_MESSAGE_BYTES` before it is
+buffered."""
 MAX_WEBSOCKETS_PER_ACCOUNT = 16
 """Open connections per account on one node: a device keeps one (briefly two while it
 reconnects), so this covers an account with several devices; more is a client bug or abuse,
 each connection costing buffers and a queue poll every few seconds."""
 TOO_MANY_CONNECTIONS_CLOSE = 4429
+MAX_REQUESTS_IN_FLIGHT = 256
+"""Acks and sends of one connection waiting for their batch; past it, reading waits."""
+MAX_REQUEST_ID_CHARS = 64
 _PAGE = 100
 
 
-def _error_frame(code: str, message: str) -> str:
-    return json.dumps({"type": "error", "code": code, "message": message})
+def _error_frame(code: str, message: str, request_id: str | int | None = None) -> str:
+    frame: dict[str, object] = {"type": "error", "code": code, "message": message}
+    if request_id is not None:
+        frame["id"] = request_id
+    return json.dumps(frame)
 
 
 @router.websocket("/v1/websocket")
@@ -61,7 +76,7 @@ async def websocket(ws: WebSocket) -> None:
         return
     state.websockets_open[auth.account_id] = open_now + 1
     state.metrics.websockets.inc()
-    acks = asyncio.create_task(_read_acks(ws, auth, state))
+    acks = asyncio.create_task(_read_frames(ws, auth, state))
     try:
         await _deliver(ws, auth, state, acks)
     except (WebSocketDisconnect, RuntimeError):
@@ -81,60 +96,185 @@ async def _deliver(
 ) -> None:
     last_seq = 0
     announced_empty = False
-    async with state.hub.subscribe(auth.account_id, auth.device_id) as wake:
+    recheck = False  # `authenticate` has just checked the enforcement
+    read_queue = True  # the backlog first; then, on an embedded node, what commits push
+    seen = state.cache.account_generation(auth.account_id)
+    async with state.hub.subscribe(auth.account_id, auth.device_id) as mailbox:
         while not acks.done():
-            wake.clear()
-            # Re-checked on every wake (a hint, or the poll): a ban or suspension decided
-            # meanwhile closes the connection (the safety side wakes the account's devices).
-            found = await active_enforcement(state.db, auth.username, state.clock())
-            if found is not None and found.kind in (BAN, SUSPEND):
-                code = "account_banned" if found.kind == BAN else "account_suspended"
-                await ws.send_text(_error_frame(code, "account " + code[8:]))
-                await ws.close(code=4403, reason=code)
-                return
-            batch = await state.store.pending(
-                auth.account_id,
-                auth.device_id,
-                now_ms=state.clock(),
-                after_seq=last_seq,
-                limit=_PAGE,
-            )
-            for item in batch:
-                await ws.send_text(
-                    json.dumps({"type": "envelope", "envelope": b64e(item.envelope)})
+            mailbox.clear()
+            # Re-checked when the account was invalidated (a decision wakes the account's
+            # connections on every node through the hub) and at every poll: a ban or
+            # suspension decided meanwhile closes the connection.
+            generation = state.cache.account_generation(auth.account_id)
+            if recheck or generation != seen:
+                recheck, seen = False, generation
+                found = await active_enforcement(state.db, auth.username, state.clock())
+                if found is not None and found.kind in (BAN, SUSPEND):
+                    code = "account_banned" if found.kind == BAN else "account_suspended"
+                    await ws.send_text(_error_frame(code, "account " + code[8:]))
+                    await ws.close(code=4403, reason=code)
+                    return
+            if mailbox.overflowed:
+                mailbox.overflowed, read_queue = False, True
+                mailbox.pushed.clear()
+            if read_queue or not mailbox.complete:
+                batch = await state.store.pending(
+                    auth.account_id,
+                    auth.device_id,
+                    now_ms=state.clock(),
+                    after_seq=last_seq,
+                    limit=_PAGE,
                 )
-                last_seq = item.seq
-            if len(batch) == _PAGE:
-                continue
+                for item in batch:
+                    await ws.send_text(_envelope_frame(item.envelope))
+                    last_seq = item.seq
+                if len(batch) == _PAGE:
+                    continue
+                read_queue = False
+            # Pushed by the commits since the subscription (in queue order): what the read
+            # above already sent is skipped by its position.
+            pushed = mailbox.pushed
+            while pushed:
+                stored = pushed.popleft()
+                if stored.seq > last_seq:
+                    await ws.send_text(_envelope_frame(stored.envelope))
+                    last_seq = stored.seq
             if not announced_empty:
                 await ws.send_text('{"type": "queue_empty"}')
                 announced_empty = True
-            waiter = asyncio.create_task(wake.wait())
+            if mailbox.is_set():
+                continue
+            waiter = asyncio.create_task(mailbox.wait())
             done, _ = await asyncio.wait(
                 {waiter, acks}, timeout=POLL_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED
             )
             if waiter not in done:
                 waiter.cancel()
+                # The lost-hint poll reads the queue and re-checks the enforcement.
+                recheck = read_queue = True
 
 
-async def _read_acks(ws: WebSocket, auth: AuthenticatedDevice, state: ServerState) -> None:
+def _envelope_frame(envelope: bytes) -> str:
+    return '{"type": "envelope", "envelope": "' + b64e(envelope) + '"}'
+
+
+async def _read_frames(ws: WebSocket, auth: AuthenticatedDevice, state: ServerState) -> None:
+    """Client frames: ``ack`` and ``send`` (docs/api.md). Each is handled in a task of its own,
+    so that a client can pipeline them; at most `MAX_REQUESTS_IN_FLIGHT` at once."""
+    in_flight = asyncio.Semaphore(MAX_REQUESTS_IN_FLIGHT)
+    pending: set[asyncio.Task[None]] = set()
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
+            if pending:  # what was sent before the close is committed (or refused) first
+                await asyncio.wait(set(pending))
             raise WebSocketDisconnect(message.get("code", 1000))
         text = message.get("text")
         try:
-            if text is None:
-                # A binary frame: the protocol is JSON text. Answered, not fatal (docs/api.md).
-                raise ValueError("binary frame")
-            if len(text) > MAX_CLIENT_FRAME:
-                raise ValueError("frame too long")
-            frame = json.loads(text)
-            if frame.get("type") != "ack":
-                raise ValueError("unknown frame type")
-            message_id = b64d(frame["message_id"], what="message id", max_len=16)
-        except (ValueError, KeyError, TypeError, AttributeError, TidingsError):
-            await ws.send_text(_error_frame("malformed", "bad frame"))
+            work = _parse_frame(text, auth, state, ws)
+        except _BadFrame as bad:
+            await ws.send_text(_error_frame("malformed", bad.why, bad.request_id))
             continue
+        await in_flight.acquire()
+        task = asyncio.create_task(work)
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        task.add_done_callback(lambda _: in_flight.release())
+
+
+class _BadFrame(Exception):
+    def __init__(self, why: str, request_id: RequestId | None = None) -> None:
+        super().__init__(why)
+        self.why, self.request_id = why, request_id
+
+
+RequestId = str | int
+
+
+def _parse_frame(
+    text: str | None, auth: AuthenticatedDevice, state: ServerState, ws: WebSocket
+) -> Coroutine[None, None, None]:
+    """The work a client frame asks for. Raises `_BadFrame` (answered ``malformed``)."""
+    if text is None:
+        # A binary frame: the protocol is JSON text. Answered, not fatal (docs/api.md).
+        raise _BadFrame("binary frame")
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        raise _BadFrame("bad frame") from None
+    if not isinstance(frame, dict):
+        raise _BadFrame("bad frame")
+    kind = frame.get("type")
+    if kind == "ack":
+        if len(text) > MAX_CLIENT_FRAME:
+            raise _BadFrame("bad frame")
+        try:
+            message_id = b64d(frame["message_id"], what="message id", max_len=16)
+        except (KeyError, TypeError, AttributeError, TidingsError):
+            raise _BadFrame("bad frame") from None
+        return _acknowledge(auth, state, message_id)
+    if kind == "send":
+        request_id = frame.get("id")
+        if not _is_request_id(request_id):
+            raise _BadFrame(
+                f"a send frame needs an id: a string of 1-{MAX_REQUEST_ID_CHARS} "
+                "characters or an integer 0..2^53-1"
+            )
+        destination = frame.get("destination")
+        if not isinstance(destination, str) or not destination:
+            raise _BadFrame("a send frame needs a destination username", request_id)
+        try:
+            body = SendRequest.model_validate({"messages": frame.get("messages")})
+        except ValidationError:
+            raise _BadFrame(
+                "the messages do not validate (docs/api.md, Messages)", request_id
+            ) from None
+        return _send(ws, auth, state, request_id, destination, body)
+    raise _BadFrame("unknown frame type")
+
+
+def _is_request_id(value: object) -> TypeGuard[RequestId]:
+    if isinstance(value, str):
+        return 0 < len(value) <= MAX_REQUEST_ID_CHARS
+    return type(value) is int and 0 <= value < 2**53
+
+
+async def _send(
+    ws: WebSocket,
+    auth: AuthenticatedDevice,
+    state: ServerState,
+    request_id: RequestId,
+    destination: str,
+    body: SendRequest,
+) -> None:
+    """One ``send`` frame: answered ``send_result`` or ``error`` with the HTTP route's code."""
+    try:
+        await still_allowed(state, auth)  # a ban or a removed device since the upgrade
+        result = await relay_send(state, auth, destination, body)
+    except TidingsError as exc:
+        state.metrics.errors.labels(code=exc.code).inc()
+        error = body_for(exc)["error"]
+        if isinstance(exc, RateLimitedError):
+            error["retry_after_s"] = exc.retry_after_s
+        reply = {"type": "error", "id": request_id, **error}
+    except Exception as exc:  # a bug or an outage: answered, never a silently dropped socket
+        log.error("websocket send failed", extra={"error": type(exc).__name__})
+        state.metrics.errors.labels(code="internal").inc()
+        reply = {
+            "type": "error",
+            "id": request_id,
+            "code": "internal",
+            "message": "internal server error",
+        }
+    else:
+        reply = {"type": "send_result", "id": request_id, **result.model_dump()}
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await ws.send_text(json.dumps(reply))
+
+
+async def _acknowledge(auth: AuthenticatedDevice, state: ServerState, message_id: bytes) -> None:
+    try:
         if await state.store.acknowledge(auth.account_id, auth.device_id, message_id):
             state.metrics.envelopes_delivered.inc()
+    except StorageUnavailableError:
+        pass  # not deleted: sent again on the next connection (at-least-once)

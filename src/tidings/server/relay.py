@@ -1,0 +1,155 @@
+"""Hot-path caches of one node: device credentials with the account's enforcement (for
+`tidings.server.auth.authenticate`) and each account's device list (for sends).
+
+Invalidation, not guesswork: every change that could make an entry wrong calls
+`LocalHub.invalidate` with the account id, which reaches `NodeCache.invalidate` on every node
+(`RedisHub` publishes it): a trust & safety decision (`tidings.app.wake_account`), a device
+linked or removed, an account deleted. A ban therefore takes effect at once on every node.
+``ttl_s`` bounds what a lost invalidation (Redis unreachable) can leave stale, and a send whose
+device list does not match the cached one is checked against the database before any refusal.
+
+Entries are filled only by reads that started after the last invalidation (`generation`): a read
+racing an invalidation is used once but not kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from tidings.server.hub import EVERY_ACCOUNT
+from tidings.storage.messaging import DeviceRecord
+
+MAX_ENTRIES = 200_000
+"""Per map: past it the map starts over (a bound on memory, never on correctness)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedDevice:
+    """A device's record and its account's active enforcement, as of ``fetched_s``."""
+
+    record: DeviceRecord
+    enforcement: str | None
+    enforcement_until_ms: int | None
+    fetched_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceList:
+    """An account's current devices: device id -> registration id."""
+
+    account_id: int
+    registration_ids: dict[int, int]
+    fetched_s: float
+
+
+class NodeCache:
+    """Per-node caches keyed so that one account id invalidates everything about it."""
+
+    def __init__(self, ttl_s: float, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self._monotonic = monotonic
+        self._devices: dict[tuple[str, int], CachedDevice] = {}
+        self._lists: dict[str, DeviceList] = {}
+        self._keys: dict[int, set[tuple[str, int]]] = {}
+        """Account id -> its keys in ``_devices``; ``(username, 0)`` stands for its list."""
+        self._account_generation: dict[int, int] = {}
+        self._account_of: dict[str, int] = {}
+        """Username -> account id of every cached entry (for `forget_username`)."""
+        self.generation = 0
+        """Bumped by every invalidation: a read that started before one is not stored."""
+
+    # -- credentials and enforcement ---------------------------------------------------------
+
+    def device(self, username: str, device_id: int, now_ms: int) -> CachedDevice | None:
+        """The fresh cached entry, or None (missing, past ``ttl_s``, or its enforcement's
+        end has passed)."""
+        entry = self._devices.get((username, device_id))
+        if entry is None or self._monotonic() - entry.fetched_s > self.ttl_s:
+            return None
+        if entry.enforcement_until_ms is not None and now_ms >= entry.enforcement_until_ms:
+            return None
+        return entry
+
+    def keep_device(
+        self,
+        generation: int,
+        record: DeviceRecord,
+        enforcement: str | None,
+        until_ms: int | None,
+    ) -> None:
+        """Remember what a read begun at ``generation`` found (ignored if an invalidation came
+        since)."""
+        if generation != self.generation or self.ttl_s <= 0:
+            return
+        if len(self._devices) >= MAX_ENTRIES:
+            self.invalidate(EVERY_ACCOUNT)
+        key = (record.username, record.device_id)
+        self._devices[key] = CachedDevice(record, enforcement, until_ms, self._monotonic())
+        self._keys.setdefault(record.account_id, set()).add(key)
+        self._account_of[record.username] = record.account_id
+
+    def touched(self, username: str, device_id: int, now_ms: int) -> None:
+        """The device's ``last_seen_ms`` was just moved to ``now_ms`` in the database."""
+        entry = self._devices.get((username, device_id))
+        if entry is not None:
+            record = replace(entry.record, last_seen_ms=now_ms)
+            self._devices[(username, device_id)] = replace(entry, record=record)
+
+    # -- device lists ------------------------------------------------------------------------
+
+    def device_list(self, username: str) -> DeviceList | None:
+        entry = self._lists.get(username)
+        if entry is None or self._monotonic() - entry.fetched_s > self.ttl_s:
+            return None
+        return entry
+
+    def keep_device_list(
+        self, generation: int, username: str, account_id: int, registration_ids: dict[int, int]
+    ) -> DeviceList:
+        """Remember an account's device list read at ``generation``; returns it either way."""
+        entry = DeviceList(account_id, registration_ids, self._monotonic())
+        if generation == self.generation and self.ttl_s > 0:
+            if len(self._lists) >= MAX_ENTRIES:
+                self.invalidate(EVERY_ACCOUNT)
+            self._lists[username] = entry
+            self._keys.setdefault(account_id, set()).add((username, 0))
+            self._account_of[username] = account_id
+        return entry
+
+    # -- invalidation ------------------------------------------------------------------------
+
+    def invalidate(self, account_id: int) -> None:
+        """Forget everything about the account (its credentials, enforcement, device list);
+        `EVERY_ACCOUNT`: about every account."""
+        self.generation += 1
+        if account_id == EVERY_ACCOUNT:
+            self._devices.clear()
+            self._lists.clear()
+            self._keys.clear()
+            self._account_of.clear()
+            for account in self._account_generation:
+                self._account_generation[account] += 1
+            return
+        self._account_generation[account_id] = self._account_generation.get(account_id, 0) + 1
+        for username, device_id in self._keys.pop(account_id, ()):
+            if device_id:
+                self._devices.pop((username, device_id), None)
+            else:
+                self._lists.pop(username, None)
+
+    def forget_username(self, username: str) -> None:
+        """`invalidate` by name: what the safety side's decision callback calls, on the event
+        loop, before anything else runs there (the hub then tells the other nodes)."""
+        account_id = self._account_of.get(username)
+        if account_id is None:
+            self.generation += 1  # nothing cached; a read in flight must not be kept either
+        else:
+            self.invalidate(account_id)
+
+    def account_generation(self, account_id: int) -> int:
+        """How many invalidations this account has had on this node: a connection that saw a
+        change re-checks the account's enforcement. Counted from the connection's first call
+        (`watch`), so that a forget-everything reaches it too."""
+        return self._account_generation.setdefault(account_id, 0)

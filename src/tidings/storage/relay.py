@@ -1,0 +1,460 @@
+"""Group commit for the durable per-device queues: one writer per database.
+
+Every send (a set of envelopes, all or nothing) and every acknowledgement is queued here; one
+writer task drains the queue and commits everything waiting in ONE transaction per batch —
+acknowledgements first (one ``DELETE ... RETURNING``), then the queue-limit check, then one
+multi-row insert. Each caller's future completes only after its batch committed, so a send is
+acknowledged to its sender only once it is durable, and an envelope is deleted only after its
+recipient's ack (the Synapse event-persist queue, RocksDB write groups).
+
+Where the batch runs:
+
+- SQLite file (embedded mode): on a dedicated thread owning its own connection (the sync
+  driver, ``BEGIN IMMEDIATE``), one thread hop per batch, while the `Database` write turn is
+  held so the process's other writers never interleave with it;
+- PostgreSQL (and an in-memory SQLite): on the `Database`'s async engine, SQLAlchemy Core
+  through ``run_sync``, one transaction per batch.
+
+Durability (`DURABILITY_FULL`, the default): an acknowledged batch survives a process crash
+and a power loss — SQLite WAL with ``synchronous=FULL`` (the WAL is fsynced at every commit),
+PostgreSQL with ``synchronous_commit = on`` set for the batch transaction. `DURABILITY_RELAXED`
+(``relay_durability = "relaxed"``) survives a process crash but may lose the last batches on a
+power loss (SQLite ``synchronous=NORMAL``; PostgreSQL ``synchronous_commit = off``).
+
+Queue limits: on SQLite (one node owns the file) the per-device queue sizes are kept in memory,
+seeded from the database the first time a device is written to and forgotten (re-seeded) after
+anything else deletes envelopes (`QueueWriter.forget_counts`). On PostgreSQL, where other nodes
+write the same queues, every batch counts its devices' queues in its own transaction: the
+database stays the source of truth, and concurrent batches of different nodes may each admit one
+envelope per device past the limit (the bound: ``queue_limit`` + one per node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    make_url,
+    select,
+)
+from sqlalchemy import tuple_ as sql_tuple
+from sqlalchemy.exc import IntegrityError
+
+from tidings.errors import QueueFullError, StorageUnavailableError, TidingsError
+from tidings.storage.database import Database, apply_sqlite_pragmas
+from tidings.storage.schema import messages
+
+log = logging.getLogger("tidings.storage.relay")
+
+DURABILITY_FULL = "full"
+DURABILITY_RELAXED = "relaxed"
+DURABILITY_MODES = (DURABILITY_FULL, DURABILITY_RELAXED)
+MAX_BATCH = 512
+"""Items (sends + acks) per transaction: bounds one commit's latency and statement size."""
+
+T = TypeVar("T")
+QueueKey = tuple[int, int]
+"""(account id, device id): one device's queue."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEnvelope:
+    device_id: int
+    message_id: bytes
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    account_id: int
+    envelopes: Sequence[OutgoingEnvelope]
+    now_ms: int
+    expires_at_ms: int
+    queue_limit: int
+    future: asyncio.Future[None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Ack:
+    account_id: int
+    device_id: int
+    message_id: bytes
+    future: asyncio.Future[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchResult:
+    send_errors: list[TidingsError | None]
+    acked: list[bool]
+    sizes: dict[QueueKey, int]
+    """Queue sizes after the commit of every device the batch counted or touched."""
+    stored: list[StoredEnvelope]
+    """What the batch inserted, in queue order (only when the writer was asked for it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEnvelope:
+    """An envelope as committed: its queue and its position there (``seq``)."""
+
+    account_id: int
+    device_id: int
+    seq: int
+    message_id: bytes
+    envelope: bytes
+
+
+Committed = Callable[[list[StoredEnvelope]], None]
+"""Listener called (on the event loop) with every batch's envelopes right after its commit."""
+
+
+BeforeCommit = Callable[[], None]
+"""Test hook: called inside the batch transaction just before the commit (raise to fail it)."""
+
+
+# Built once: a batch of one message should not pay for building its statements.
+_m = messages.c
+_DELETE_ACKED = (
+    delete(messages)
+    .where(
+        sql_tuple(_m.account_id, _m.device_id, _m.message_id).in_(bindparam("rows", expanding=True))
+    )
+    .returning(_m.account_id, _m.device_id, _m.message_id)
+)
+_COUNT_QUEUES = (
+    select(_m.account_id, _m.device_id, func.count())
+    .where(sql_tuple(_m.account_id, _m.device_id).in_(bindparam("queues", expanding=True)))
+    .group_by(_m.account_id, _m.device_id)
+)
+_INSERT = insert(messages)
+_INSERT_RETURNING = insert(messages).returning(_m.id, sort_by_parameter_order=True)
+
+
+def _commit_batch(
+    conn: Connection,
+    sends: Sequence[_Send],
+    acks: Sequence[_Ack],
+    cached: dict[QueueKey, int] | None,
+    before_commit: BeforeCommit | None,
+    want_stored: bool = False,
+) -> _BatchResult:
+    """One batch inside the caller's transaction: acks, queue-limit check, inserts. A send that
+    would overfill a queue gets `QueueFullError` and stores nothing; the others go in.
+    ``cached``: the in-memory queue sizes (None: count every touched queue in the database)."""
+    deleted: set[tuple[int, int, bytes]] = set()
+    if acks:
+        rows = conn.execute(
+            _DELETE_ACKED, {"rows": [(a.account_id, a.device_id, a.message_id) for a in acks]}
+        )
+        deleted = {(int(a), int(d), bytes(mid)) for a, d, mid in rows}
+    sizes: dict[QueueKey, int] = {}
+    if cached is not None:
+        # Cached sizes of every queue the batch touches, less what its acks just deleted.
+        touched = {(a.account_id, a.device_id) for a in acks}
+        touched.update((s.account_id, e.device_id) for s in sends for e in s.envelopes)
+        for key in touched:
+            size = cached.get(key)
+            if size is not None:
+                sizes[key] = size
+        for account_id, device_id, _ in deleted:
+            if (account_id, device_id) in sizes:
+                sizes[(account_id, device_id)] -= 1
+    unknown = {(s.account_id, e.device_id) for s in sends for e in s.envelopes} - sizes.keys()
+    if unknown:
+        sizes.update(dict.fromkeys(unknown, 0))
+        counted = conn.execute(_COUNT_QUEUES, {"queues": sorted(unknown)})
+        sizes.update({(int(a), int(d)): int(n) for a, d, n in counted})
+    send_errors: list[TidingsError | None] = []
+    rows_in: list[dict[str, Any]] = []
+    for s in sends:
+        if any(sizes[(s.account_id, e.device_id)] >= s.queue_limit for e in s.envelopes):
+            send_errors.append(QueueFullError("a recipient device's queue is full; try again"))
+            continue
+        send_errors.append(None)
+        for e in s.envelopes:
+            sizes[(s.account_id, e.device_id)] += 1
+            rows_in.append(
+                {
+                    "account_id": s.account_id,
+                    "device_id": e.device_id,
+                    "message_id": e.message_id,
+                    "envelope": e.envelope,
+                    "created_at_ms": s.now_ms,
+                    "expires_at_ms": s.expires_at_ms,
+                }
+            )
+    stored: list[StoredEnvelope] = []
+    if rows_in and want_stored:
+        # One multi-row insert still; RETURNING gives each row's queue position.
+        seqs = conn.execute(_INSERT_RETURNING, rows_in).scalars().all()
+        stored = [
+            StoredEnvelope(
+                r["account_id"], r["device_id"], int(seq), r["message_id"], r["envelope"]
+            )
+            for r, seq in zip(rows_in, seqs, strict=True)
+        ]
+    elif rows_in:
+        conn.execute(_INSERT, rows_in)
+    if before_commit is not None:
+        before_commit()
+    acked = []
+    for a in acks:
+        row = (a.account_id, a.device_id, a.message_id)
+        acked.append(row in deleted)
+        deleted.discard(row)  # the same ack twice in a batch: only the first deleted it
+    return _BatchResult(send_errors, acked, sizes, stored)
+
+
+def _decrement(counts: dict[Any, int], key: object) -> None:
+    left = counts.pop(key) - 1
+    if left:
+        counts[key] = left
+
+
+class _SqliteThread:
+    """A dedicated thread owning one connection to the SQLite file (the sync driver): each
+    `run` is one thread hop for a whole transaction, instead of several per statement.
+
+    ``writer``: ``BEGIN IMMEDIATE`` (take the write lock up front instead of failing to
+    upgrade) and the WAL fsync policy of ``durability``; else a reader (WAL readers never wait
+    for the writer)."""
+
+    def __init__(self, path: str, *, writer: bool, durability: str = DURABILITY_FULL) -> None:
+        name = "tidings-queue-writer" if writer else "tidings-queue-reader"
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.engine = create_engine(f"sqlite:///{path}", pool_size=1, max_overflow=0)
+        synchronous = "FULL" if durability == DURABILITY_FULL else "NORMAL"
+
+        def on_connect(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.isolation_level = None  # transactions are ours (on_begin)
+            apply_sqlite_pragmas(dbapi_connection, record)
+            dbapi_connection.execute(f"PRAGMA synchronous={synchronous}")
+
+        def on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+        event.listen(self.engine, "connect", on_connect)
+        event.listen(self.engine, "begin", on_begin)
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in one transaction on the thread (committed if it returns)."""
+
+        def in_thread() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, in_thread)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self.engine.dispose)
+        self._pool.shutdown(wait=True)
+
+
+class QueueWriter:
+    """The group-commit writer of one `Database` (see the module docstring).
+
+    `enqueue` and `acknowledge` are safe to call from any number of tasks of one event loop;
+    the writer task starts on demand and ends when the queue is empty."""
+
+    def __init__(self, db: Database, *, durability: str = DURABILITY_FULL) -> None:
+        """Raises:
+        ValueError: ``durability`` is not one of `DURABILITY_MODES`."""
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}")
+        self.db = db
+        self.durability = durability
+        self.before_commit: BeforeCommit | None = None
+        self.on_committed: Committed | None = None
+        """Set (SQLite, one node: the writer sees every insert) to hand committed envelopes
+        to their connected devices without a read; see `tidings.server.hub.LocalHub`."""
+        self._sends: list[_Send] = []
+        self._acks: list[_Ack] = []
+        self._task: asyncio.Task[None] | None = None
+        self._acking: dict[tuple[int, int, bytes], int] = {}
+        self._acking_per_queue: dict[QueueKey, int] = {}
+        url = make_url(db.url)
+        path = url.database or ""
+        self._sqlite_path = (
+            path
+            if db.is_sqlite and path not in ("", ":memory:") and not path.startswith("file:")
+            else ""
+        )
+        self._writer: _SqliteThread | None = None
+        self._reader: _SqliteThread | None = None
+        # One node owns an SQLite file: queue sizes can live in memory. Elsewhere: counted.
+        self._sizes: dict[QueueKey, int] | None = {} if db.is_sqlite else None
+        self._sizes_generation = 0
+        self.batches = 0
+        """Committed batches (for tests and the bench's logs)."""
+
+    # -- the callers' side -------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        account_id: int,
+        envelopes: Sequence[OutgoingEnvelope],
+        *,
+        now_ms: int,
+        expires_at_ms: int,
+        queue_limit: int,
+    ) -> None:
+        """Store every envelope durably, all or nothing; returns once its batch committed.
+
+        Raises:
+            QueueFullError: a recipient device already holds ``queue_limit`` envelopes.
+            StorageUnavailableError: the batch could not be committed (nothing of it stored).
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sends.append(
+            _Send(account_id, tuple(envelopes), now_ms, expires_at_ms, queue_limit, future)
+        )
+        self._wake()
+        await future
+
+    async def acknowledge(self, account_id: int, device_id: int, message_id: bytes) -> bool:
+        """Delete one envelope of this device; idempotent. Returns whether it was there.
+
+        Raises:
+            StorageUnavailableError: the batch could not be committed (nothing deleted).
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._acks.append(_Ack(account_id, device_id, message_id, future))
+        row, queue = (account_id, device_id, message_id), (account_id, device_id)
+        self._acking[row] = self._acking.get(row, 0) + 1
+        self._acking_per_queue[queue] = self._acking_per_queue.get(queue, 0) + 1
+        self._wake()
+        try:
+            return await future
+        finally:
+            _decrement(self._acking, row)
+            _decrement(self._acking_per_queue, queue)
+
+    def acks_waiting(self, account_id: int, device_id: int) -> int:
+        """How many acks of this device's envelopes wait for their batch."""
+        return self._acking_per_queue.get((account_id, device_id), 0)
+
+    def is_being_acknowledged(self, account_id: int, device_id: int, message_id: bytes) -> bool:
+        """Whether an ack of this envelope waits for its batch: readers of this node hide it
+        (read-your-acks); if the batch fails, it shows again."""
+        return (account_id, device_id, message_id) in self._acking
+
+    def forget_counts(self) -> None:
+        """Forget the in-memory queue sizes: call after deleting envelopes outside the writer
+        (purge, device or account deletion). A batch in flight does not write its sizes back."""
+        if self._sizes is not None:
+            self._sizes.clear()
+            self._sizes_generation += 1
+
+    async def close(self) -> None:
+        """Wait for the batch in flight, then release the writer's thread and connection."""
+        if self._task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._task
+        threads, self._writer, self._reader = (self._writer, self._reader), None, None
+        for thread in threads:
+            if thread is not None:
+                await thread.close()
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run the read ``fn`` on a connection of its own: on an SQLite file, the dedicated
+        reader thread (one hop per read); else the `Database`'s async engine."""
+        if self._sqlite_path:
+            if self._reader is None:
+                self._reader = _SqliteThread(self._sqlite_path, writer=False)
+            return await self._reader.run(fn)
+        async with self.db.read() as conn:
+            return await conn.run_sync(fn)
+
+    # -- the writer --------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._sends or self._acks:
+            # One turn of the loop first: every sender already runnable joins this batch.
+            await asyncio.sleep(0)
+            acks, self._acks = self._acks[:MAX_BATCH], self._acks[MAX_BATCH:]
+            room = MAX_BATCH - len(acks)
+            sends, self._sends = self._sends[:room], self._sends[room:]
+            await self._run(sends, acks)
+
+    async def _run(self, sends: list[_Send], acks: list[_Ack]) -> None:
+        generation = self._sizes_generation
+        try:
+            result = await self._commit(sends, acks)
+        except IntegrityError:
+            # One bad item (say, a device removed meanwhile) must not sink the others: each
+            # alone, in a transaction of its own.
+            if len(sends) + len(acks) > 1:
+                for s in sends:
+                    await self._run([s], [])
+                for a in acks:
+                    await self._run([], [a])
+                return
+            self._fail(sends, acks, "the envelope could not be stored")
+            return
+        except Exception as exc:  # every waiting caller gets an answer, and the writer goes on
+            log.warning("queue batch failed", extra={"error": type(exc).__name__})
+            self._fail(sends, acks, "storage is unavailable; try again")
+            return
+        self.batches += 1
+        if self._sizes is not None and generation == self._sizes_generation:
+            self._sizes.update(result.sizes)
+        if result.stored and self.on_committed is not None:
+            try:
+                self.on_committed(result.stored)
+            except Exception as exc:  # a lost push only delays delivery to the next read
+                log.warning(
+                    "committed-envelope listener failed", extra={"error": type(exc).__name__}
+                )
+        for s, error in zip(sends, result.send_errors, strict=True):
+            if not s.future.done():
+                if error is None:
+                    s.future.set_result(None)
+                else:
+                    s.future.set_exception(error)
+        for a, acked in zip(acks, result.acked, strict=True):
+            if not a.future.done():
+                a.future.set_result(acked)
+
+    def _fail(self, sends: Sequence[_Send], acks: Sequence[_Ack], why: str) -> None:
+        futures: list[asyncio.Future[Any]] = [s.future for s in sends]
+        futures.extend(a.future for a in acks)
+        for f in futures:
+            if not f.done():
+                f.set_exception(StorageUnavailableError(why))
+
+    async def _commit(self, sends: list[_Send], acks: list[_Ack]) -> _BatchResult:
+        sizes, hook = self._sizes, self.before_commit
+        if self._sqlite_path:
+            if self._writer is None:
+                self._writer = _SqliteThread(
+                    self._sqlite_path, writer=True, durability=self.durability
+                )
+            writer = self._writer
+            want = self.on_committed is not None
+            async with self.db.write_turn():
+                return await writer.run(
+                    lambda conn: _commit_batch(conn, sends, acks, sizes, hook, want)
+                )
+        async with self.db.write() as conn:
+            if not self.db.is_sqlite:
+                setting = "on" if self.durability == DURABILITY_FULL else "off"
+                await conn.exec_driver_sql(f"SET LOCAL synchronous_commit = {setting}")
+            return await conn.run_sync(
+                _commit_batch, sends, acks, sizes, hook, self.on_committed is not None
+            )
