@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -20,9 +21,11 @@ from websockets.asyncio.client import connect
 from tests.server.test_storage import device
 from tests.support.devices import DeviceKit, outgoing
 from tests.support.live import LiveServer
+from tests.support.services import pg_run
 from tidings.server import sweep as sweep_module
 from tidings.server.config import ServerConfig
 from tidings.server.hub import LocalHub, Mailbox
+from tidings.server.routes import websocket as websocket_module
 from tidings.server.sweep import QueueSweep
 from tidings.storage.messaging import MessagingStore, OutgoingEnvelope
 from tidings.wire import codec
@@ -78,6 +81,66 @@ def test_an_envelope_whose_hint_was_lost_comes_by_the_sweep(config: ServerConfig
                     assert sum(woken) == 1  # the sweep woke bob's connection, once
                     with pytest.raises(TimeoutError):  # and it is sent only once
                         await asyncio.wait_for(ws.recv(), 0.6)
+
+        asyncio.run(main())
+    finally:
+        server.stop()
+
+
+async def _register(http: httpx.AsyncClient, *names: str) -> list[DeviceKit]:
+    kits = []
+    for name in names:
+        kit = DeviceKit(one_time=1, kem=1)
+        body = {"username": name, "device": kit.device_keys()}
+        assert (await http.post("/v1/accounts", json=body)).status_code == 201
+        kit.username, kit.device_id = name, 1
+        kits.append(kit)
+    return kits
+
+
+def test_a_ban_whose_invalidation_was_lost_closes_the_socket_at_the_timed_recheck(
+    config: ServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The enforcement is no longer re-read every 5 s; a ban written without any invalidation
+    (as if it were lost) still closes the socket at the connection's own jittered re-check,
+    and that re-check reads the enforcement only, not the queue."""
+    monkeypatch.setattr(websocket_module, "ENFORCEMENT_RECHECK_S", (0.2, 0.3))
+    server = LiveServer(replace(config, sweep_interval_s=3600)).start()
+    try:
+        state = server.app.state.tidings
+        reads: list[int] = []
+        real_pending = state.store.pending
+
+        async def counting_pending(*args: Any, **kwargs: Any) -> Any:
+            reads.append(1)
+            return await real_pending(*args, **kwargs)
+
+        state.store.pending = counting_pending
+
+        async def main() -> None:
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                (bob,) = await _register(http, "bob")
+                async with connect(server.ws_url, additional_headers=bob.auth) as ws:
+                    first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    assert first == {"type": "queue_empty"}
+                    backlog_reads = len(reads)
+                    await asyncio.sleep(1.0)  # three or more timed re-checks
+                    assert len(reads) == backlog_reads
+                    insert = (
+                        "INSERT INTO account_enforcements (enforcement_id, username, kind, "
+                        "until_ms, decision_id, case_id, created_ms, revoked_ms) VALUES "
+                        f"('e1', 'bob', 'ban', NULL, 'd1', 'c1', {NOW}, NULL)"
+                    )
+                    if config.database_url:
+                        _, error = pg_run(insert, config.database_schema)
+                        assert not error, error
+                    else:
+                        with sqlite3.connect(config.data_dir / "tidings.db") as db:
+                            db.execute(insert)
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    assert frame["type"] == "error" and frame["code"] == "account_banned"
+                    await asyncio.wait_for(ws.wait_closed(), 5)
+                    assert ws.close_code == 4403
 
         asyncio.run(main())
     finally:

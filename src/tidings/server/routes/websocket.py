@@ -114,6 +114,7 @@ async def _deliver(
     last_seq = 0
     announced_empty = False
     recheck = False  # `authenticate` has just checked the enforcement
+    timed_out = False  # the re-check timer, not a wake-up: nothing new in the queue
     read_queue = True  # the backlog first; then, on an embedded node, what commits push
     seen = state.cache.account_generation(auth.account_id)
     loop = asyncio.get_running_loop()
@@ -121,6 +122,8 @@ async def _deliver(
     async with state.hub.subscribe(auth.account_id, auth.device_id) as mailbox:
         while not acks.done():
             mailbox.clear()
+            # A wake-up during the re-check below sets the mailbox: the next turn reads.
+            quiet, timed_out = timed_out, False
             generation = state.cache.account_generation(auth.account_id)
             if recheck or generation != seen:
                 recheck, seen = False, generation
@@ -136,7 +139,7 @@ async def _deliver(
                 mailbox.pushed.clear()
             if mailbox.stale:
                 mailbox.stale, read_queue = False, True
-            if read_queue or not mailbox.complete:
+            if read_queue or not (mailbox.complete or quiet):
                 batch = await state.store.pending(
                     auth.account_id,
                     auth.device_id,
@@ -172,7 +175,7 @@ async def _deliver(
             )
             if waiter not in done:
                 waiter.cancel()
-                recheck = True
+                recheck = timed_out = True
 
 
 def _envelope_frame(envelope: bytes) -> str:
