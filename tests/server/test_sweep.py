@@ -59,11 +59,7 @@ def test_an_envelope_whose_hint_was_lost_comes_by_the_sweep(config: ServerConfig
 
         async def main() -> None:
             async with httpx.AsyncClient(base_url=server.url) as http:
-                alice, bob = DeviceKit(one_time=1, kem=1), DeviceKit(one_time=1, kem=1)
-                for name, kit in (("alice", alice), ("bob", bob)):
-                    body = {"username": name, "device": kit.device_keys()}
-                    assert (await http.post("/v1/accounts", json=body)).status_code == 201
-                    kit.username, kit.device_id = name, 1
+                alice, bob = await _register(http, "alice", "bob")
                 async with connect(server.ws_url, additional_headers=bob.auth) as ws:
                     first = json.loads(await asyncio.wait_for(ws.recv(), 10))
                     assert first == {"type": "queue_empty"}
