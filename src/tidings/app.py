@@ -44,6 +44,7 @@ from tidings.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLi
 from tidings.server.relay import NodeCache
 from tidings.server.routes import accounts, attachments, keys, messages, websocket
 from tidings.server.state import ServerState, load_franking_key
+from tidings.server.sweep import QueueSweep
 from tidings.storage.blobs import AttachmentStore, LocalAttachmentStore
 from tidings.storage.database import Database, sqlite_url
 from tidings.storage.files import (
@@ -311,12 +312,14 @@ def create_app(config: ServerConfig) -> FastAPI:
         clock=state.clock,
         on_enforcement=on_enforcement,
     )
+    sweep = QueueSweep(state.store, state.hub, interval_s=config.sweep_interval_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await state.db.migrate()
         loops.append(asyncio.get_running_loop())
         await state.hub.start()
+        await sweep.start()  # the lost-hint safety net of every connection here
         # Uploads cut off by a crash of this node (or another one on the same store).
         await _purge_task(state, "orphan_uploads", lambda: remove_orphan_uploads(state))
         purge = asyncio.create_task(_purge_forever(state, safety))
@@ -327,6 +330,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             purge.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purge
+            await sweep.stop()
             await state.hub.stop()
             await state.limiter.close()
             await state.store.close()
@@ -337,6 +341,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app = FastAPI(title="Tidings", version=__version__, lifespan=lifespan)
     app.state.tidings = state
     app.state.safety = safety
+    app.state.sweep = sweep
     app.include_router(build_router())
     for module in (accounts, keys, messages, websocket, attachments):
         app.include_router(module.router)

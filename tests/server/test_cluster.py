@@ -22,7 +22,7 @@ from tests.support.live import LiveServer
 from tests.support.services import PG_URL, pg_admin
 from tidings.app import create_app
 from tidings.server.config import ConfigError
-from tidings.server.hub import POLL_INTERVAL_S
+from tidings.server.hub import SWEEP_INTERVAL_S
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
 from tidings.wire.base64url import b64d, b64e
@@ -114,8 +114,8 @@ def test_message_through_node_a_reaches_device_on_node_b(
                 elapsed = time.monotonic() - started
                 envelope = codec.decode(pb.Envelope, b64d(frame["envelope"]))
                 assert b64e(envelope.message_id) == sent.json()["message_ids"][0]
-                # Pushed on the hint, well before the lost-hint poll would have found it.
-                assert elapsed < POLL_INTERVAL_S / 2, elapsed
+                # Pushed on the hint, well before the lost-hint sweep would have found it.
+                assert elapsed < SWEEP_INTERVAL_S / 2, elapsed
                 await ws.send(json.dumps({"type": "ack", "message_id": b64e(envelope.message_id)}))
                 await asyncio.sleep(0.3)
             # The ack through node B emptied the shared queue, as seen from node A.
@@ -144,7 +144,7 @@ def test_without_redis_mail_is_late_but_not_lost(tmp_path: Path, pg_schema: str)
                     "/v1/messages/bob", json={"messages": [outgoing(bob)]}, headers=alice.auth
                 )
                 assert sent.status_code == 200, sent.text
-                frame = json.loads(await asyncio.wait_for(ws.recv(), POLL_INTERVAL_S + 5))
+                frame = json.loads(await asyncio.wait_for(ws.recv(), SWEEP_INTERVAL_S + 5))
                 envelope = codec.decode(pb.Envelope, b64d(frame["envelope"]))
                 assert b64e(envelope.message_id) == sent.json()["message_ids"][0]
 
@@ -201,7 +201,7 @@ def test_hints_lost_mid_run_delay_delivery_but_lose_nothing(
 ) -> None:
     """First a live push through Redis; then node A's hints go nowhere (as if its Redis link
     died): the next message still reaches the device on node B from the durable queue, by the
-    periodic re-read, and nothing is lost or duplicated."""
+    sweep, and nothing is lost or duplicated."""
     node_a, node_b = nodes
 
     async def main() -> None:
@@ -230,13 +230,13 @@ def test_hints_lost_mid_run_delay_delivery_but_lose_nothing(
                 started = time.monotonic()
                 first = await send()
                 assert await next_id(ws, 10) == first
-                assert time.monotonic() - started < POLL_INTERVAL_S / 2
+                assert time.monotonic() - started < SWEEP_INTERVAL_S / 2
                 # Node A now publishes where nobody listens: its hints are lost.
                 node_a.app.state.tidings.hub._channel = f"nowhere-{os.urandom(4).hex()}"
                 started = time.monotonic()
                 second = await send()
-                assert await next_id(ws, POLL_INTERVAL_S + 5) == second
-                assert time.monotonic() - started > 1.0  # it came by the poll, not a hint
+                assert await next_id(ws, SWEEP_INTERVAL_S + 5) == second
+                assert time.monotonic() - started > 1.0  # it came by the sweep, not a hint
                 with pytest.raises(TimeoutError):  # and only once
                     await asyncio.wait_for(ws.recv(), 0.5)
 

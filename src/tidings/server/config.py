@@ -51,6 +51,10 @@ class ServerConfig:
     """How long a node trusts its cached credentials, enforcement and device lists without an
     invalidation (they are invalidated at once on every change; this bounds a lost one, say
     with Redis unreachable). 0 turns the caches off."""
+    sweep_interval_s: float = 5.0
+    """How often the node looks for queued envelopes whose wake-up hint was lost (Redis down,
+    another node) and wakes their connections here: such an envelope is delivered within about
+    this long (`tidings.server.sweep`). One query per interval, whatever the connections."""
     attachment_max_bytes: int = 100 * 1024 * 1024 + 4 * 1024 * 1024
     """Ciphertext limit: 100 MiB of plaintext plus the chunk tags and header."""
     attachment_ttl_s: int = 30 * 24 * 3600

@@ -3,8 +3,9 @@ changed: tells every node to forget what it cached about an account (`invalidate
 
 The durable queue is the source of truth; the hub only carries hints. `LocalHub` serves one
 node. `RedisHub` publishes every hint on Redis as well, so a device connected to another node
-wakes at once; if Redis is down, the hint is lost but the envelope is not — the device's
-connection also polls its queue every `POLL_INTERVAL_S` seconds.
+wakes at once; if Redis is down, the hint is lost but the envelope is not — the node's
+`tidings.server.sweep.QueueSweep` finds it within about one `SWEEP_INTERVAL_S` and wakes the
+device's connection here (`LocalHub.wake_stale`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from tidings.storage.relay import StoredEnvelope
 
 log = logging.getLogger("tidings.server.hub")
 
-POLL_INTERVAL_S = 5.0
-"""How often a connected device re-reads its queue without any hint (lost-hint safety net)."""
+SWEEP_INTERVAL_S = 5.0
+"""How often a node looks for envelopes whose hint was lost (`tidings.server.sweep`)."""
 
 
 _INVALIDATE = "x"
@@ -36,13 +37,17 @@ class Mailbox(asyncio.Event):
     every committed envelope of this node's queues (`LocalHub.deliver_committed`, an SQLite
     node), those envelopes in queue order (``pushed``): the connection sends them without
     reading its queue. ``complete`` says whether it may rely on that; ``overflowed`` that some
-    were dropped (more than `MAX_PUSHED` waiting), so the queue must be read."""
+    were dropped (more than `MAX_PUSHED` waiting), so the queue must be read; ``stale`` that
+    the node's sweep found an envelope past ``sent_through`` (the connection's last sent queue
+    position), so the queue must be read."""
 
     def __init__(self, complete: bool) -> None:
         super().__init__()
         self.complete = complete
         self.pushed: deque[StoredEnvelope] = deque()
         self.overflowed = False
+        self.stale = False
+        self.sent_through = 0
 
     def push(self, item: StoredEnvelope) -> None:
         if len(self.pushed) >= MAX_PUSHED:
@@ -110,6 +115,21 @@ class LocalHub:
         for event in self._waiters.get((account_id, device_id), ()):
             event.set()
 
+    def wake_stale(self, newest: dict[tuple[int, int], int]) -> int:
+        """The sweep's finding, ``(account id, device id) -> newest queue position``: wake the
+        connections here of those devices that have not sent that position yet, marking their
+        mailbox ``stale`` (read the queue, even where pushes are complete). Returns how many
+        were woken."""
+        woken = 0
+        waiters = self._waiters
+        for key, position in newest.items():
+            for mailbox in waiters.get(key, ()):
+                if mailbox.sent_through < position:
+                    mailbox.stale = True
+                    mailbox.set()
+                    woken += 1
+        return woken
+
     def wake_all_local(self) -> None:
         for events in self._waiters.values():
             for event in events:
@@ -168,7 +188,7 @@ class RedisHub(LocalHub):
                     await pubsub.subscribe(self._channel)
                     if lost:
                         # Hints published while we were away are gone: every device connected
-                        # here re-reads its queue now instead of at its next poll.
+                        # here re-reads its queue now instead of at the next sweep.
                         self.wake_all_local()
                         # So were invalidations: forget everything cached.
                         for listener in self._on_invalidate:
@@ -179,7 +199,7 @@ class RedisHub(LocalHub):
                             self._on_hint(message["data"])
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # reconnect; polling covers the gap
+            except Exception as exc:  # reconnect; the sweep covers the gap
                 lost = True
                 log.warning("redis pub/sub lost (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)

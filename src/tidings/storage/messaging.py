@@ -112,6 +112,13 @@ _PENDING = (
 )
 """`MessagingStore.pending`'s query, built once (it runs per delivery wake-up)."""
 
+_POSITIONS_AFTER = (
+    select(messages.c.id, messages.c.account_id, messages.c.device_id)
+    .where(messages.c.id > bindparam("after"))
+    .order_by(messages.c.id)
+    .limit(bindparam("limit"))
+)
+
 
 def _device(row: object) -> DeviceRecord:
     return DeviceRecord(*row)  # type: ignore[misc]
@@ -486,6 +493,20 @@ class MessagingStore:
         found = [QueuedEnvelope(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
         acking = self.queue.is_being_acknowledged
         return [q for q in found if not acking(account_id, device_id, q.message_id)][:limit]
+
+    async def newest_position(self) -> int:
+        """The highest queue position (``messages.id``) stored now; 0 when every queue is
+        empty. Where `tidings.server.sweep.QueueSweep` starts."""
+        newest = select(func.coalesce(func.max(messages.c.id), 0))
+        return int(await self.queue.read(lambda conn: conn.execute(newest).scalar_one()))
+
+    async def positions_after(self, after: int, limit: int) -> list[tuple[int, int, int]]:
+        """``(position, account id, device id)`` of the envelopes queued past position
+        ``after`` (any device, expired or not), lowest first, at most ``limit``: the one read
+        of a `tidings.server.sweep.QueueSweep` (a primary-key range scan)."""
+        params = {"after": after, "limit": limit}
+        rows = await self.queue.read(lambda conn: conn.execute(_POSITIONS_AFTER, params).all())
+        return [(int(p), int(a), int(d)) for p, a, d in rows]
 
     async def acknowledge(self, account_id: int, device_id: int, message_id: bytes) -> bool:
         """Delete an envelope the device has safely stored, in the writer's next batch;

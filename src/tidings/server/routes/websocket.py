@@ -1,5 +1,6 @@
 """WebSocket delivery: the device's backlog oldest first, `queue_empty`, then new envelopes as
-hints arrive (or every `POLL_INTERVAL_S` without one). Envelopes are deleted only on ack;
+hints arrive (or, when a hint was lost, as the node's sweep finds them: `tidings.server.sweep`,
+within about `SWEEP_INTERVAL_S`). Envelopes are deleted only on ack;
 whatever is unacknowledged when the socket drops is sent again on the next connection. The
 client may also send over it (``send`` frames, answered ``send_result`` or ``error`` with the
 codes of ``PUT /v1/messages/{username}``: `tidings.server.routes.messages.relay_send`)."""
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from collections.abc import Coroutine
 from typing import TypeGuard
 
@@ -19,7 +21,6 @@ from pydantic import ValidationError
 from tidings.errors import RateLimitedError, StorageUnavailableError, TidingsError
 from tidings.server.auth import AuthenticatedDevice, authenticate, still_allowed
 from tidings.server.errors import body_for
-from tidings.server.hub import POLL_INTERVAL_S
 from tidings.server.models import SendRequest
 from tidings.server.routes.messages import relay_send
 from tidings.server.state import ServerState, get_state
@@ -36,11 +37,14 @@ buffered."""
 MAX_WEBSOCKETS_PER_ACCOUNT = 16
 """Open connections per account on one node: a device keeps one (briefly two while it
 reconnects), so this covers an account with several devices; more is a client bug or abuse,
-each connection costing buffers and a queue poll every few seconds."""
+each connection costing buffers and an enforcement re-check every minute or two."""
 TOO_MANY_CONNECTIONS_CLOSE = 4429
 MAX_REQUESTS_IN_FLIGHT = 256
 """Acks and sends of one connection waiting for their batch; past it, reading waits."""
 MAX_REQUEST_ID_CHARS = 64
+ENFORCEMENT_RECHECK_S = (60.0, 120.0)
+"""Bounds of the jittered interval at which an idle connection re-reads its account's
+enforcement without being told to (see `_deliver`)."""
 _PAGE = 100
 
 
@@ -94,20 +98,36 @@ async def websocket(ws: WebSocket) -> None:
 async def _deliver(
     ws: WebSocket, auth: AuthenticatedDevice, state: ServerState, acks: asyncio.Task[None]
 ) -> None:
+    """Send the backlog, then what the mailbox brings, until the client goes. Nothing here
+    runs on a timer but the enforcement re-check below: lost hints are the node sweep's
+    (`tidings.server.sweep`), which wakes this connection with its mailbox ``stale``.
+
+    A ban or suspension closes the connection (an error frame, then close 4403). It is pushed,
+    not polled: the decision invalidates the account through the hub
+    (`tidings.app.wake_account`: this node at once, the other nodes over the Redis channel),
+    which moves `NodeCache.account_generation` and wakes this connection, which re-checks. A
+    lost invalidation: a node whose Redis subscription dropped forgets every account and wakes
+    every connection when it is back (`RedisHub`); one that never noticed (only the publish
+    failed) is covered by a re-check every `ENFORCEMENT_RECHECK_S`, jittered so that a node's
+    connections do not re-check together, which bounds how long a banned device can stay
+    connected there (the node's cached credentials expire sooner, after ``ttl_s``)."""
     last_seq = 0
     announced_empty = False
     recheck = False  # `authenticate` has just checked the enforcement
+    timed_out = False  # the re-check timer, not a wake-up: nothing new in the queue
     read_queue = True  # the backlog first; then, on an embedded node, what commits push
     seen = state.cache.account_generation(auth.account_id)
+    loop = asyncio.get_running_loop()
+    recheck_at = loop.time() + random.uniform(*ENFORCEMENT_RECHECK_S)  # noqa: S311 (jitter)
     async with state.hub.subscribe(auth.account_id, auth.device_id) as mailbox:
         while not acks.done():
             mailbox.clear()
-            # Re-checked when the account was invalidated (a decision wakes the account's
-            # connections on every node through the hub) and at every poll: a ban or
-            # suspension decided meanwhile closes the connection.
+            # A wake-up during the re-check below sets the mailbox: the next turn reads.
+            quiet, timed_out = timed_out, False
             generation = state.cache.account_generation(auth.account_id)
             if recheck or generation != seen:
                 recheck, seen = False, generation
+                recheck_at = loop.time() + random.uniform(*ENFORCEMENT_RECHECK_S)  # noqa: S311
                 found = await active_enforcement(state.db, auth.username, state.clock())
                 if found is not None and found.kind in (BAN, SUSPEND):
                     code = "account_banned" if found.kind == BAN else "account_suspended"
@@ -117,7 +137,9 @@ async def _deliver(
             if mailbox.overflowed:
                 mailbox.overflowed, read_queue = False, True
                 mailbox.pushed.clear()
-            if read_queue or not mailbox.complete:
+            if mailbox.stale:
+                mailbox.stale, read_queue = False, True
+            if read_queue or not (mailbox.complete or quiet):
                 batch = await state.store.pending(
                     auth.account_id,
                     auth.device_id,
@@ -139,6 +161,7 @@ async def _deliver(
                 if stored.seq > last_seq:
                     await ws.send_text(_envelope_frame(stored.envelope))
                     last_seq = stored.seq
+            mailbox.sent_through = last_seq  # the sweep wakes only for what is past it
             if not announced_empty:
                 await ws.send_text('{"type": "queue_empty"}')
                 announced_empty = True
@@ -146,12 +169,13 @@ async def _deliver(
                 continue
             waiter = asyncio.create_task(mailbox.wait())
             done, _ = await asyncio.wait(
-                {waiter, acks}, timeout=POLL_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED
+                {waiter, acks},
+                timeout=max(0.0, recheck_at - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if waiter not in done:
                 waiter.cancel()
-                # The lost-hint poll reads the queue and re-checks the enforcement.
-                recheck = read_queue = True
+                recheck = timed_out = True
 
 
 def _envelope_frame(envelope: bytes) -> str:
