@@ -92,8 +92,10 @@ TARGET_P99_MS = 50.0
 REGISTER_IN_FLIGHT = 8
 CONNECT_IN_FLIGHT = 32
 PROFILE_FOCUS = ("pending", "active_enforcement", "_deliver", "acknowledge", "healthz",
-                 "authenticate", "keepalive_ping", "send_ping", "wait_for", "read", "rollback")
-"""Functions whose rate the profile always shows: the per-socket poll and what it touches."""
+                 "authenticate", "keepalive_ping", "send_ping", "wait_for", "read", "rollback",
+                 "positions_after", "wake_stale")
+"""Functions whose rate the profile always shows: what an idle socket still costs (the
+timed enforcement re-check, keep-alive pings) and the node's queue sweep."""
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
 
 # The server, with cProfile switchable from outside (SIGUSR1 on, SIGUSR2 off and dump).
