@@ -97,6 +97,9 @@ P99_LIMIT_S = 0.5
 RATE_TRACKING = 0.95
 DELIVERED_FRACTION = 0.99
 MAX_DOUBLINGS = 12
+SETTLE_LIMIT_S = 60.0
+"""How long a step waits for the previous steps' messages to arrive before it starts (an
+overloaded step can leave a queue behind that takes longer than its drain period)."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SYSTEMS = ("sqlite", "sqlite-ws", "cluster", "cluster-ws", "bare")
 """``-ws``: the Tidings senders send ``send`` frames on their WebSocket instead of HTTP PUTs."""
@@ -330,6 +333,9 @@ class Step:
     cpu: dict[str, Any]
     rss_mb: list[float]
     errors: dict[str, int]
+    backlog_at_start: int = 0
+    """Messages of earlier steps still in flight when this one began (after `settle`): a step
+    that starts behind measures the backlog's drain, not its own rate."""
 
 
 # --- systems --------------------------------------------------------------------------------------
@@ -705,7 +711,8 @@ async def settle(system: System, limit_s: float) -> bool:
 async def run_step(system: System, rate: float, seconds: float, phase: str,
                    profile: Profile) -> Step:
     ledger = system.ledger
-    await settle(system, profile.drain_s * 2)
+    await settle(system, SETTLE_LIMIT_S)
+    backlog = ledger.in_flight()
     count = max(1, round(rate * seconds))
     t0 = time.monotonic() + 0.02
     base = ledger.reserve([t0 + k / rate for k in range(count)])
@@ -755,7 +762,8 @@ async def run_step(system: System, rate: float, seconds: float, phase: str,
     peak = [max(col) for col in zip(*rss, strict=True)] if rss else []
     return Step(system.name, phase, round(rate, 1), seconds, count, delivered, failed,
                 round(rate_out, 1), ms(percentile(everything, 0.50)), ms(p99),
-                ms(everything[-1]), sustained, usage, [round(x, 1) for x in peak], errors)
+                ms(everything[-1]), sustained, usage, [round(x, 1) for x in peak], errors,
+                backlog)
 
 
 def ms(seconds: float) -> float:
@@ -771,7 +779,9 @@ def show(step: Step, quiet: bool) -> None:
           f"{step.p50_ms:8.1f} ms  p99 {step.p99_ms:8.1f} ms  "
           f"{'ok  ' if step.sustained else 'FAIL'}  cpu srv {cpu['server_cores']} db "
           f"{cpu['db_cores']} gen {cpu['client_cores']} other {cpu['other_cores']}"
-          + (f"  errors {step.errors}" if step.errors else ""), file=sys.stderr, flush=True)
+          + (f"  errors {step.errors}" if step.errors else "")
+          + (f"  BEHIND by {step.backlog_at_start}" if step.backlog_at_start else ""),
+          file=sys.stderr, flush=True)
 
 
 @dataclass
