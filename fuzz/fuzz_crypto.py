@@ -14,7 +14,7 @@ from tidings.crypto.identity import IdentityKey, IdentityKeyPair
 from tidings.crypto.ratchet import DoubleRatchet, Header
 from tidings.crypto.safety_number import SafetyNumber
 from tidings.crypto.sender_keys import GroupSenderKeys, RemoteSenderKey
-from tidings.crypto.session import PREKEY, RATCHET, SessionRecord
+from tidings.crypto.session import PREKEY, RATCHET, Session, SessionRecord
 from tidings.wire import pb
 
 TargetSpec = tuple[str, Callable[[bytes], object], list[bytes]]
@@ -27,7 +27,7 @@ def crypto_targets() -> Iterator[TargetSpec]:
         1, 7, bob_prekeys.one_time_prekeys[0].id, bob_prekeys.kem_prekeys[0].id
     )
     alice_record = SessionRecord()
-    alice_record.start(alice, bundle, local_registration_id=3)
+    alice_record.promote(Session.initiate(alice, bundle, local_registration_id=3))
     content = pb.Content(version=1, conversation_id=bytes(32), data=pb.DataMessage(body="hi"))
     franked = franking.frank(content)
     first = alice_record.encrypt(franked.plaintext, franked.commitment)

@@ -12,7 +12,7 @@ from tidings.crypto import franking
 from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKeyPair
 from tidings.crypto.sender_keys import GroupSenderKeys
-from tidings.crypto.session import SessionRecord
+from tidings.crypto.session import Session, SessionRecord
 from tidings.errors import (
     CommitmentMismatchError,
     ContextChainError,
@@ -64,7 +64,9 @@ class Device:
         for device in to:
             record = self.records.setdefault((device.account, device.device_id), SessionRecord())
             if record.current is None:
-                record.start(self.identity, device.bundle(), local_registration_id=1)
+                record.promote(
+                    Session.initiate(self.identity, device.bundle(), local_registration_id=1)
+                )
             out = record.encrypt(franked.plaintext, franked.commitment)
             envelopes.append(server_accept(self, device, out.type, out.body, franked.commitment))
         return envelopes

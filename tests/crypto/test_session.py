@@ -65,7 +65,11 @@ class Device:
     def send(self, peer: Device, plaintext: bytes) -> tuple[int, bytes, bytes]:
         record = self.record(peer.name)
         if record.current is None:
-            record.start(self.identity, peer.bundle(), local_registration_id=self.registration_id)
+            record.promote(
+                Session.initiate(
+                    self.identity, peer.bundle(), local_registration_id=self.registration_id
+                )
+            )
         commitment = os.urandom(32)
         out = record.encrypt(plaintext, commitment)
         return out.type, out.body, commitment
@@ -105,7 +109,7 @@ def test_prekey_messages_until_reply_then_ratchet_messages() -> None:
 def test_session_without_one_time_prekey_uses_last_resort_kem_key() -> None:
     alice, bob = Device("alice", 1), Device("bob", 2)
     bundle = bob.prekeys.bundle(1, 2)  # no one-time keys: last-resort KEM key
-    alice.record("bob").start(alice.identity, bundle, local_registration_id=1)
+    alice.record("bob").promote(Session.initiate(alice.identity, bundle, local_registration_id=1))
     msg = alice.send(bob, b"hi")
     kem_before = bob.prekeys.kem_prekey_count
     assert bob.receive("alice", msg) == b"hi"
@@ -152,7 +156,7 @@ def test_replayed_prekey_message_is_a_duplicate_or_unknown_prekey() -> None:
 def test_expected_identity_is_enforced_both_ways() -> None:
     alice, bob, mallory = Device("alice", 1), Device("bob", 2), Device("mallory", 3)
     with pytest.raises(UntrustedIdentityError):
-        SessionRecord().start(
+        Session.initiate(
             alice.identity,
             mallory.bundle(),
             local_registration_id=1,
@@ -178,7 +182,7 @@ def test_reregistered_device_gets_new_session_and_old_is_not_reused() -> None:
     record = alice.record("bob")
     assert record.needs_new_session(new_bob.bundle())
     old = record.current
-    record.start(alice.identity, new_bob.bundle(), local_registration_id=1)
+    record.promote(Session.initiate(alice.identity, new_bob.bundle(), local_registration_id=1))
     assert record.archived[0] is old
     # Messages in flight from the old registration still decrypt from the archive...
     assert alice.receive("bob", in_flight) == b"sent before re-registering"
@@ -222,7 +226,9 @@ def test_archive_is_bounded() -> None:
     record = alice.record("bob")
     bob.prekeys.generate_one_time_prekeys(MAX_ARCHIVED_SESSIONS + 5)
     for _ in range(MAX_ARCHIVED_SESSIONS + 3):
-        record.start(alice.identity, bob.prekeys.bundle(1, 2), local_registration_id=1)
+        record.promote(
+            Session.initiate(alice.identity, bob.prekeys.bundle(1, 2), local_registration_id=1)
+        )
     assert len(record.archived) == MAX_ARCHIVED_SESSIONS
 
 

@@ -21,7 +21,7 @@ from unittest import mock
 from tidings.crypto import primitives
 from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKeyPair
-from tidings.crypto.session import SessionRecord
+from tidings.crypto.session import Session, SessionRecord
 
 
 def stream(label: str) -> Callable[[int], bytes]:
@@ -60,8 +60,10 @@ def build() -> dict[str, object]:
     alice_record, bob_record = SessionRecord(), SessionRecord()
     messages = []
     with fixed_encapsulation(bob_prekeys):
-        alice_record.start(
-            alice, bundle, local_registration_id=1111, rng=stream("alice ephemerals")
+        alice_record.promote(
+            Session.initiate(
+                alice, bundle, local_registration_id=1111, rng=stream("alice ephemerals")
+            )
         )
     script = [
         ("alice", b"first message"),

@@ -54,7 +54,6 @@ from tidings.client.sdk import GROUP_PEER_PREFIX, Client, Message, ReceiveEvent
 from tidings.errors import TidingsError
 
 STATUS_MARKS = {"sent": "✓", "delivered": "✓✓", "read": "✓✓ read"}
-REPORT_CONTEXT = 5  # messages of context before and after a reported one
 NO_CONVERSATION_HINT = ("No conversation open. Type /to USER and Enter to start one, "
                         "or pick one on the left (ctrl+l, arrows, Enter).")
 
@@ -476,8 +475,7 @@ class ChatApp(App[None]):
             return
         category, note = args[0], " ".join(args[1:]) or None
         try:
-            answer = await self.client.report(
-                message.id, category, context=REPORT_CONTEXT, note=note)
+            answer = await self.client.report(message.id, category, note=note)
         except TidingsError as exc:
             self.set_status(f"report refused ({exc.code}): {exc.message}")
             return

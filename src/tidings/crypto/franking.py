@@ -78,6 +78,7 @@ __all__ = [
     "FrankingTagInput",
     "OpenedContent",
     "ReportItem",
+    "TaggedFields",
     "compute_commitment",
     "compute_franking_tag",
     "direct_conversation_id",
@@ -86,6 +87,7 @@ __all__ = [
     "group_conversation_id",
     "open_franked",
     "padding_length",
+    "tagged_fields",
     "verify_context_chain",
     "verify_franking_tag",
     "verify_report",
@@ -284,9 +286,9 @@ def open_franked(plaintext: bytes, commitment: bytes) -> OpenedContent:
 
 
 @dataclass(frozen=True, slots=True)
-class _TaggedFields:
-    """The fields the server's franking tag vouches for, shared by `FrankingTagInput` and
-    `ReportItem`, and their checks.
+class TaggedFields:
+    """The fields the server's franking tag vouches for, shared by `FrankingTagInput`,
+    `ReportItem` and the safety side's stored report item, and their checks.
 
     Raises (on construction):
         DecodeError: a field has the wrong type, length or range (account names: non-empty, at
@@ -313,11 +315,11 @@ class _TaggedFields:
 
 
 @dataclass(frozen=True, slots=True)
-class FrankingTagInput(_TaggedFields):
+class FrankingTagInput(TaggedFields):
     """Everything the server's franking tag vouches for. Always well formed once constructed.
 
     Raises (on construction):
-        DecodeError: a field is malformed (see `_TaggedFields`).
+        DecodeError: a field is malformed (see `TaggedFields`).
     """
 
     @classmethod
@@ -328,13 +330,13 @@ class FrankingTagInput(_TaggedFields):
             DecodeError: a field is malformed (see the class).
         """
         # The Envelope's fields have the same names (docs/protocol.md, "Server tag").
-        return cls(**_tagged_fields(envelope))
+        return cls(**tagged_fields(envelope))
 
 
-def _tagged_fields(source: _TaggedFields | pb.Envelope) -> dict[str, Any]:
-    """The `_TaggedFields` attributes of ``source`` by name, to build a `FrankingTagInput` or a
-    `ReportItem` from an Envelope or from the other kind."""
-    return {f.name: getattr(source, f.name) for f in fields(_TaggedFields)}
+def tagged_fields(source: TaggedFields | pb.Envelope) -> dict[str, Any]:
+    """The `TaggedFields` attributes of ``source`` by name, to build one kind of
+    `TaggedFields` (`FrankingTagInput`, `ReportItem`, ...) from an Envelope or another kind."""
+    return {f.name: getattr(source, f.name) for f in fields(TaggedFields)}
 
 
 def franking_tag_input_bytes(tag_input: FrankingTagInput) -> bytes:
@@ -395,7 +397,7 @@ def verify_franking_tag(server_key: bytes, tag_input: FrankingTagInput, tag: byt
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ReportItem(_TaggedFields):
+class ReportItem(TaggedFields):
     """One franked message as the receiver keeps it and a reporter submits it: the fields the
     server's tag vouches for (those of `FrankingTagInput`), the opening of the commitment
     (``content``, ``franking_key``) and the tag. Constructed with keyword arguments.
@@ -420,12 +422,12 @@ class ReportItem(_TaggedFields):
         require_bytes(self.franking_key, FRANKING_KEY_LEN, "franking key")
         require_bytes(self.franking_tag, FRANKING_TAG_LEN, "franking tag")
         # Zero-argument super() does not work in slotted dataclasses (Python 3.11).
-        _TaggedFields.__post_init__(self)
+        TaggedFields.__post_init__(self)
 
     @property
     def tag_input(self) -> FrankingTagInput:
         """What the server's tag covers."""
-        return FrankingTagInput(**_tagged_fields(self))
+        return FrankingTagInput(**tagged_fields(self))
 
     @property
     def sender_address(self) -> tuple[str, int]:
@@ -446,7 +448,7 @@ class ReportItem(_TaggedFields):
             content=opened.content_bytes,
             franking_key=opened.franking_key,
             franking_tag=envelope.franking_tag,
-            **_tagged_fields(envelope),
+            **tagged_fields(envelope),
         )
 
     def encode(self) -> bytes:

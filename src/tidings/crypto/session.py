@@ -412,34 +412,23 @@ class SessionRecord:
             or current.remote_registration_id != bundle.registration_id
         )
 
-    def start(
-        self,
-        identity: IdentityKeyPair,
-        bundle: PrekeyBundle,
-        *,
-        local_registration_id: int,
-        expected_identity: IdentityKey | None = None,
-        rng: RandomSource | None = None,
-    ) -> Session:
-        """Initiate a new current session from ``bundle``, archiving the old one.
-
-        Raises: as `Session.initiate` (the record is unchanged on error).
-        """
-        session = Session.initiate(
-            identity,
-            bundle,
-            local_registration_id=local_registration_id,
-            expected_identity=expected_identity,
-            rng=rng,
-        )
-        self._promote(session)
-        return session
+    def promote(self, session: Session) -> None:
+        """Make ``session`` current, archiving the one it replaces (the oldest archived session
+        beyond `MAX_ARCHIVED_SESSIONS` is dropped). A sender starts a session with
+        ``record.promote(Session.initiate(...))``, so the record changes only once the
+        handshake has succeeded."""
+        self._archived = [s for s in self._archived if s is not session]
+        if self._current is not None and self._current is not session:
+            self._archived.insert(0, self._current)
+        self._current = session
+        del self._archived[MAX_ARCHIVED_SESSIONS:]
 
     def encrypt(self, plaintext: bytes, commitment: bytes) -> OutgoingMessage:
         """Encrypt with the current session.
 
         Raises:
-            NoSessionError: there is no current session (call `start` with a fresh bundle).
+            NoSessionError: there is no current session (`promote` a `Session.initiate`d
+                from a fresh bundle).
         """
         if self._current is None:
             raise NoSessionError("no current session with this device")
@@ -494,7 +483,7 @@ class SessionRecord:
                 first_error = first_error or exc
                 continue
             if session is not self._current and self._same_registration(session):
-                self._promote(session)
+                self.promote(session)
             return Decrypted(plaintext, session.remote_identity, False, False)
         assert first_error is not None
         raise first_error
@@ -521,7 +510,7 @@ class SessionRecord:
         )
         previous = self._current
         changed = previous is not None and previous.remote_identity != session.remote_identity
-        self._promote(session)
+        self.promote(session)
         return Decrypted(plaintext, session.remote_identity, True, changed)
 
     def _same_registration(self, session: Session) -> bool:
@@ -530,13 +519,6 @@ class SessionRecord:
             current.remote_identity == session.remote_identity
             and current.remote_registration_id == session.remote_registration_id
         )
-
-    def _promote(self, session: Session) -> None:
-        self._archived = [s for s in self._archived if s is not session]
-        if self._current is not None and self._current is not session:
-            self._archived.insert(0, self._current)
-        self._current = session
-        del self._archived[MAX_ARCHIVED_SESSIONS:]
 
     def to_bytes(self) -> bytes:
         """Versioned serialization of the whole record. Contains keys: store encrypted."""

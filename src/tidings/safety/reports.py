@@ -422,24 +422,21 @@ class ReportRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class ReportedItemRecord:
-    """Per-item verification record shown in the case view: what was verified and how.
+class ReportedItemRecord(franking.TaggedFields):
+    """Per-item verification record shown in the case view: what was verified and how (the
+    fields the server's tag vouched for, from `franking.TaggedFields`, and their checks).
 
     Stored items always have ``franking_verified`` and ``chain_verified`` True (a report with
     any failing item is refused whole); the flags are stored so the console shows them
     explicitly, and so a future import path that stores unverified items cannot hide it.
+
+    Raises (on construction):
+        DecodeError: a tagged field is malformed (see `franking.TaggedFields`).
     """
 
     report_id: str
     index: int
     role: ItemRole
-    message_id: bytes
-    commitment: bytes
-    sender: str
-    sender_device: int
-    recipient: str
-    recipient_device: int
-    server_timestamp_ms: int
     franking_key_id: str
     franking_verified: bool
     chain_verified: bool
@@ -621,13 +618,7 @@ class ReportIntake:
                 report_id=report_id,
                 index=i,
                 role=ItemRole.REPORTED if i == submission.reported_index else ItemRole.CONTEXT,
-                message_id=item.message_id,
-                commitment=item.commitment,
-                sender=item.sender,
-                sender_device=item.sender_device,
-                recipient=item.recipient,
-                recipient_device=item.recipient_device,
-                server_timestamp_ms=item.server_timestamp_ms,
+                **franking.tagged_fields(item),
                 franking_key_id=verified.key_ids[i],
                 franking_verified=True,
                 chain_verified=True,

@@ -160,15 +160,22 @@ class MessagingStore:
     async def add_device(self, account_id: int, device: NewDevice, now_ms: int) -> int:
         """Link ``device`` to the account; returns its new device id (ids are never reused)."""
         async with self.db.write() as conn:
-            device_id = (
-                await conn.execute(
-                    update(accounts)
-                    .where(accounts.c.id == account_id)
-                    .values(next_device_id=accounts.c.next_device_id + 1)
-                    .returning(accounts.c.next_device_id - 1)
-                )
-            ).scalar_one()
-            await self._insert_device(conn, account_id, int(device_id), device, now_ms)
+            return await self._append_device(conn, account_id, device, now_ms)
+
+    async def _append_device(
+        self, conn: AsyncConnection, account_id: int, device: NewDevice, now_ms: int
+    ) -> int:
+        """Take the account's next device id (atomically, in ``conn``'s transaction) and insert
+        ``device`` under it; returns the id."""
+        device_id = (
+            await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == account_id)
+                .values(next_device_id=accounts.c.next_device_id + 1)
+                .returning(accounts.c.next_device_id - 1)
+            )
+        ).scalar_one()
+        await self._insert_device(conn, account_id, int(device_id), device, now_ms)
         return int(device_id)
 
     async def _insert_device(
@@ -328,16 +335,8 @@ class MessagingStore:
             ).scalar_one_or_none()
             if row is None or owner is None or row[0] != owner or row[1] < now_ms:
                 raise ProvisioningCodeError("the code is unknown, used or expired")
-            device_id = (
-                await conn.execute(
-                    update(accounts)
-                    .where(accounts.c.id == owner)
-                    .values(next_device_id=accounts.c.next_device_id + 1)
-                    .returning(accounts.c.next_device_id - 1)
-                )
-            ).scalar_one()
-            await self._insert_device(conn, int(owner), int(device_id), device, now_ms)
-        return int(owner), int(device_id)
+            device_id = await self._append_device(conn, int(owner), device, now_ms)
+        return int(owner), device_id
 
     # -- prekeys ------------------------------------------------------------------------------
 

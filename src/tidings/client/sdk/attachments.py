@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from tidings.client.errors import StoreError
+from tidings.client.sdk.constants import DEFAULT_CONTENT_TYPE
 from tidings.client.sdk.models import SentMessage
 from tidings.client.sdk.outbox import OutboxMixin
 from tidings.client.transport import Progress, b64d
@@ -23,7 +24,7 @@ class AttachmentsMixin(OutboxMixin):
         path: Path,
         *,
         caption: str = "",
-        content_type: str = "application/octet-stream",
+        content_type: str = DEFAULT_CONTENT_TYPE,
         progress: Progress | None = None,
     ) -> SentMessage:
         """Encrypt the file at ``path`` (fresh 32-byte key, streaming, docs/protocol.md
@@ -36,15 +37,14 @@ class AttachmentsMixin(OutboxMixin):
             StoreError: the file cannot be read.
             and everything `send_text` raises.
         """
-        pointer = await self._upload_file(Path(path), content_type, progress)
-        return await self._send_data(
-            username, pb.DataMessage(body=caption, attachments=[pointer])
-        )
+        data = await self._file_message(Path(path), caption, content_type, progress)
+        return await self._send_data(username, data)
 
-    async def _upload_file(
-        self, path: Path, content_type: str, progress: Progress | None
-    ) -> pb.AttachmentPointer:
-        """Encrypt and upload one file; the pointer to send (the key stays in it).
+    async def _file_message(
+        self, path: Path, caption: str, content_type: str, progress: Progress | None
+    ) -> pb.DataMessage:
+        """Encrypt and upload one file; the message that carries its pointer (the key is in
+        it) under ``caption``, to send to a contact or a group.
 
         Raises: AttachmentTooLargeError, StoreError (unreadable file), ServerError,
         TransportError.
@@ -68,7 +68,7 @@ class AttachmentsMixin(OutboxMixin):
             attachment_id = await self._transport.upload_attachment(
                 ciphertext, info.ciphertext_size, progress=progress
             )
-        return pb.AttachmentPointer(
+        pointer = pb.AttachmentPointer(
             id=attachment_id,
             key=key,
             digest=info.digest,
@@ -77,6 +77,7 @@ class AttachmentsMixin(OutboxMixin):
             content_type=content_type,
             file_name=path.name[:255],
         )
+        return pb.DataMessage(body=caption, attachments=[pointer])
 
     async def download_attachment(
         self,

@@ -49,6 +49,12 @@ cannot contain ':' (server rule), so a group never collides with a contact."""
 
 MAX_GROUP_TITLE_CHARS = 128
 
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+"""The MIME type a sent file is labelled with when the caller names none."""
+
+DEFAULT_REPORT_CONTEXT = 5
+"""Context messages on each side of a reported one when the caller names no number."""
+
 MAX_REPORT_CONTEXT = 50
 """At most this many context messages on each side of a reported one (the client's choice; the
 server takes up to `tidings.crypto.franking.MAX_CONTEXT_ITEMS` items)."""

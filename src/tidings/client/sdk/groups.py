@@ -16,6 +16,7 @@ from tidings.client.errors import (
 )
 from tidings.client.sdk.attachments import AttachmentsMixin
 from tidings.client.sdk.constants import (
+    DEFAULT_CONTENT_TYPE,
     GROUP_PEER_PREFIX,
     K_GROUP,
     K_SEEN,
@@ -263,7 +264,7 @@ class GroupsMixin(AttachmentsMixin):
         path: Path,
         *,
         caption: str = "",
-        content_type: str = "application/octet-stream",
+        content_type: str = DEFAULT_CONTENT_TYPE,
         progress: Progress | None = None,
     ) -> GroupSendResult:
         """Encrypt, upload and send a file to a group (see `send_file`).
@@ -271,11 +272,8 @@ class GroupsMixin(AttachmentsMixin):
         Raises: as `send_file` and `send_group_text`.
         """
         group = self._active_group(ref)
-        pointer = await self._upload_file(Path(path), content_type, progress)
-        return await self._send_group(
-            group.id, pb.DataMessage(body=caption, attachments=[pointer]),
-            targets=list(group.members),
-        )
+        data = await self._file_message(Path(path), caption, content_type, progress)
+        return await self._send_group(group.id, data, targets=list(group.members))
 
     async def _send_group(
         self,

@@ -31,7 +31,7 @@ from tidings.client.sdk.trust import TrustMixin
 from tidings.client.transport import OutgoingEnvelope, SendResult, b64e
 from tidings.crypto.bundle import PrekeyBundle
 from tidings.crypto.franking import FrankedPlaintext, ReportItem, direct_conversation_id, frank
-from tidings.crypto.session import SessionRecord
+from tidings.crypto.session import Session, SessionRecord
 from tidings.errors import (
     MismatchedDevicesError,
     ProtocolError,
@@ -79,8 +79,8 @@ class OutboxMixin(TrustMixin):
         self._observe_device(contact, device_id, bundle.identity_key.encode(),
                              bundle.registration_id)
         if force or record.needs_new_session(bundle):
-            record.start(self._identity, bundle,
-                         local_registration_id=self.account.registration_id)
+            record.promote(Session.initiate(
+                self._identity, bundle, local_registration_id=self.account.registration_id))
 
     async def _fetch_bundles(
         self, username: str, device_ids: list[int] | None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tidings.client.errors import InvalidArgumentError, NotReportableError, TransportError
-from tidings.client.sdk.constants import MAX_REPORT_CONTEXT
+from tidings.client.sdk.constants import DEFAULT_REPORT_CONTEXT, MAX_REPORT_CONTEXT
 from tidings.client.sdk.inbox import InboxMixin
 from tidings.client.sdk.records import MessageRecord
 from tidings.client.transport import b64d, b64e
@@ -30,7 +30,7 @@ class ReportsMixin(InboxMixin):
         message_id: str,
         category: str,
         *,
-        context: int = 5,
+        context: int = DEFAULT_REPORT_CONTEXT,
         note: str | None = None,
         block: bool = False,
     ) -> dict[str, Any]:
@@ -106,7 +106,7 @@ class ReportsMixin(InboxMixin):
         message_id: str,
         category: str,
         *,
-        context: int = 5,
+        context: int = DEFAULT_REPORT_CONTEXT,
         note: str | None = None,
         block: bool = False,
     ) -> dict[str, Any]:

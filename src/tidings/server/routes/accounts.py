@@ -26,7 +26,7 @@ from tidings.server.models import (
     check_username,
 )
 from tidings.server.openapi import BAD_REQUEST, DEVICE_AUTH, DEVICE_KEYS, errors
-from tidings.server.state import StateDep, client_address
+from tidings.server.state import ServerState, StateDep, client_address
 from tidings.storage.enforcement import is_banned
 from tidings.wire.base64url import b64e
 
@@ -60,6 +60,25 @@ class _Digits(Convertor[str]):
 
 register_url_convertor("digits", _Digits())
 
+# Registering an account and linking a device both create a device from a request body, and
+# share one per-address budget (so linking is no way around the registration limit).
+_REGISTRATION_ERRORS = (*BAD_REQUEST, *DEVICE_KEYS, e.RateLimitedError)
+_REGISTRATION_WINDOW_S = 3600
+
+
+async def _limit_registrations(request: Request, state: ServerState) -> None:
+    """Count one registration or link against the client address's hourly budget.
+
+    Raises:
+        RateLimitedError: the budget is spent.
+    """
+    await state.limiter.hit(
+        "register",
+        client_address(request),
+        state.config.rate_registrations_per_hour,
+        _REGISTRATION_WINDOW_S,
+    )
+
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
 
@@ -67,12 +86,10 @@ router = APIRouter(prefix="/v1", tags=["accounts"])
     "/accounts",
     status_code=201,
     response_model=Registered,
-    responses=errors(*BAD_REQUEST, *DEVICE_KEYS, e.UsernameTakenError, e.RateLimitedError),
+    responses=errors(*_REGISTRATION_ERRORS, e.UsernameTakenError),
 )
 async def register(body: Registration, request: Request, state: StateDep) -> Registered:
-    await state.limiter.hit(
-        "register", client_address(request), state.config.rate_registrations_per_hour, 3600
-    )
+    await _limit_registrations(request, state)
     username = check_username(body.username)
     device = body.device.to_new_device()
     if await is_banned(state.db, username, state.clock()):
@@ -117,12 +134,10 @@ async def provisioning_code(auth: DeviceDep, state: StateDep) -> ProvisioningCod
     "/devices/link",
     status_code=201,
     response_model=Registered,
-    responses=errors(*BAD_REQUEST, *DEVICE_KEYS, e.ProvisioningCodeError, e.RateLimitedError),
+    responses=errors(*_REGISTRATION_ERRORS, e.ProvisioningCodeError),
 )
 async def link(body: LinkRequest, request: Request, state: StateDep) -> Registered:
-    await state.limiter.hit(
-        "register", client_address(request), state.config.rate_registrations_per_hour, 3600
-    )
+    await _limit_registrations(request, state)
     device = body.device.to_new_device()
     account_id, device_id = await state.store.link_device(
         check_username(body.username), _code_hash(body.code), device, state.clock()
