@@ -261,6 +261,28 @@ def test_share_decoding_errors_are_typed() -> None:
         ShareEnvelope.from_bytes(good, MAX_TAG_DIMENSION + 1)
 
 
+def test_a_share_holds_only_field_elements() -> None:
+    for x, y, tag in [
+        (0, 1, (1,)),
+        (P, 1, (1,)),
+        (1, P, (1,)),
+        (1, -1, (1,)),
+        (1, 1, (P,)),
+        (1, 1, ()),
+        (1, 1, [1]),
+        (True, 1, (1,)),
+    ]:
+        with pytest.raises(InvalidShareError):
+            ShareEnvelope(x, y, tag)  # type: ignore[arg-type]
+    assert ShareEnvelope(P - 1, P - 1, (0, P - 1)).to_bytes()[:16] == (P - 1).to_bytes(16, "big")
+
+
+def test_share_x_is_drawn_from_the_nonzero_elements() -> None:
+    assert draw_share_x(lambda n: bytes(n)) == 1
+    assert 0 < draw_share_x(lambda n: b"\xff" * n) < P
+    assert draw_share_x(lambda n: (P - 2).to_bytes(n, "big")) == P - 1
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=120), st.integers(min_value=1, max_value=6))
 def test_decoding_arbitrary_bytes_gives_a_share_or_a_typed_error(data: bytes, d: int) -> None:

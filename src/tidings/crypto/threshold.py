@@ -104,16 +104,21 @@ _WINDOW_KEY_INFO = b"Tidings_Threshold_v1_window_key"
 _ZERO_SALT = bytes(32)
 
 
-def _check_parameters(threshold: int, dimension: int) -> None:
-    if isinstance(threshold, bool) or not isinstance(threshold, int):
-        raise ThresholdParameterError("the threshold must be an integer")
-    if isinstance(dimension, bool) or not isinstance(dimension, int):
-        raise ThresholdParameterError("the tag dimension must be an integer")
-    if not MIN_THRESHOLD <= threshold <= MAX_THRESHOLD:
-        raise ThresholdParameterError(f"the threshold must be in {MIN_THRESHOLD}..{MAX_THRESHOLD}")
-    if not MIN_TAG_DIMENSION <= dimension <= MAX_TAG_DIMENSION:
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_threshold(threshold: int) -> None:
+    if not _is_int(threshold) or not MIN_THRESHOLD <= threshold <= MAX_THRESHOLD:
         raise ThresholdParameterError(
-            f"the tag dimension must be in {MIN_TAG_DIMENSION}..{MAX_TAG_DIMENSION}"
+            f"the threshold must be an integer in {MIN_THRESHOLD}..{MAX_THRESHOLD}"
+        )
+
+
+def _check_dimension(dimension: int) -> None:
+    if not _is_int(dimension) or not MIN_TAG_DIMENSION <= dimension <= MAX_TAG_DIMENSION:
+        raise ThresholdParameterError(
+            f"the tag dimension must be an integer in {MIN_TAG_DIMENSION}..{MAX_TAG_DIMENSION}"
         )
 
 
@@ -152,6 +157,18 @@ class ShareEnvelope:
     y: int
     tag: tuple[int, ...]
 
+    def __post_init__(self) -> None:
+        """Raises `InvalidShareError` unless x is a nonzero field element, y and every tag
+        value are field elements, and there are 1..MAX_TAG_DIMENSION tag values."""
+        if not _is_int(self.x) or not 0 < self.x < FIELD_PRIME:
+            raise InvalidShareError("a share's x must be a nonzero field element")
+        if not isinstance(self.tag, tuple) or not MIN_TAG_DIMENSION <= len(self.tag) <= (
+            MAX_TAG_DIMENSION
+        ):
+            raise InvalidShareError("a share's tag has the wrong number of values")
+        if not all(_is_int(v) and 0 <= v < FIELD_PRIME for v in (self.y, *self.tag)):
+            raise InvalidShareError("a share value is not a field element")
+
     @property
     def dimension(self) -> int:
         return len(self.tag)
@@ -177,16 +194,12 @@ class ShareEnvelope:
             DecodeError: the input is longer (trailing bytes), or is not bytes.
             InvalidShareError: a value is not below p, or x is zero.
         """
-        _check_parameters(MIN_THRESHOLD, dimension)
+        _check_dimension(dimension)
         reader = Reader(data, "threshold share")
         values = [
             int.from_bytes(reader.take(FIELD_ELEMENT_LEN), "big") for _ in range(2 + dimension)
         ]
         reader.finish()
-        if any(v >= FIELD_PRIME for v in values):
-            raise InvalidShareError("a share value is not a field element")
-        if values[0] == 0:
-            raise InvalidShareError("a share's x is zero")
         return cls(values[0], values[1], tuple(values[2:]))
 
 
@@ -197,7 +210,7 @@ def synthetic_share(rng: RandomSource, dimension: int) -> ShareEnvelope:
     Raises:
         ThresholdParameterError: ``dimension`` is outside the accepted bounds.
     """
-    _check_parameters(MIN_THRESHOLD, dimension)
+    _check_dimension(dimension)
     x = draw_share_x(rng)
     rest = _field_elements(draw_random(rng, _SAMPLE_LEN * (1 + dimension)))
     return ShareEnvelope(x, rest[0], tuple(rest[1:]))
@@ -220,7 +233,8 @@ class WindowDealer:
     def __init__(self, seed: bytes, threshold: int, dimension: int) -> None:
         if not isinstance(seed, bytes) or len(seed) != WINDOW_SEED_LEN:
             raise InvalidKeyError(f"a window seed must be {WINDOW_SEED_LEN} bytes")
-        _check_parameters(threshold, dimension)
+        _check_threshold(threshold)
+        _check_dimension(dimension)
         self.threshold = threshold
         self.dimension = dimension
         shape = u16(threshold) + u16(dimension)
@@ -368,11 +382,6 @@ def _consistent_secret(shares: Sequence[ShareEnvelope], threshold: int) -> int |
     return _interpolate_at(xs, ys, weights, 0)
 
 
-def _check_dimension(shares: Sequence[ShareEnvelope], dimension: int) -> None:
-    if any(share.dimension != dimension for share in shares):
-        raise ThresholdParameterError("a share's tag dimension is not the window's")
-
-
 def find_real_shares(shares: Sequence[ShareEnvelope], threshold: int, dimension: int) -> list[int]:
     """Indices (ascending, into ``shares``) of the real shares, once at least ``threshold`` of
     them are among ``shares``; [] otherwise.
@@ -389,8 +398,10 @@ def find_real_shares(shares: Sequence[ShareEnvelope], threshold: int, dimension:
         ThresholdParameterError: t or D is outside the accepted bounds, or a share's tag
             dimension is not D.
     """
-    _check_parameters(threshold, dimension)
-    _check_dimension(shares, dimension)
+    _check_threshold(threshold)
+    _check_dimension(dimension)
+    if any(share.dimension != dimension for share in shares):
+        raise ThresholdParameterError("a share's tag dimension is not the window's")
     kept = _first_of_each_x(shares)
     if len(kept) < threshold:
         return []
@@ -418,7 +429,7 @@ def recover_window_key(shares: Sequence[ShareEnvelope], threshold: int) -> bytes
         ShareRecoveryError: fewer than t shares, two shares with the same x, or shares that do
             not lie on one polynomial of degree t-1 (a synthetic or tampered share among them).
     """
-    _check_parameters(threshold, MIN_TAG_DIMENSION)
+    _check_threshold(threshold)
     if len(shares) < threshold:
         raise ShareRecoveryError(f"recovery needs at least {threshold} shares")
     if len({s.x for s in shares}) != len(shares):
