@@ -198,14 +198,12 @@ class _View:
     def size(self) -> int:
         return len(self.base.ids) - len(self.stale) + len(self.delta.ids)
 
-    @property
-    def changes(self) -> int:
-        return len(self.stale) + len(self.delta.ids)
-
     def search(self, queries: _Rows, max_distance: int) -> dict[int, list[PdqMatch]]:
         """Matches per query index, each list sorted by (distance, entry id)."""
         found: dict[int, list[PdqMatch]] = {}
         for part, skip in ((self.base, self.stale), (self.delta, frozenset[int]())):
+            if len(part.ids) == 0:
+                continue
             query_of, ids, distance = part.search(queries, max_distance)
             for qi, entry_id, d in zip(
                 query_of.tolist(), ids.tolist(), distance.tolist(), strict=True
