@@ -75,13 +75,22 @@ _EMPTY_IDS: Final = np.zeros(0, dtype=np.int64)
 _EMPTY_ROWS: Final = np.zeros((0, PDQ_BYTES), dtype=np.uint8)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class PdqMatch:
     """One listed entry within the queried radius, and its Hamming distance to the query
     (for `PdqIndex.query_dihedral`, the smallest over the query's hashes)."""
 
-    distance: int
     entry_id: int
+    distance: int
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        """The order results come in: nearest first, ties by entry id."""
+        return self.distance, self.entry_id
+
+
+def _by_rank(match: PdqMatch) -> tuple[int, int]:
+    return match.rank
 
 
 def _check_radius(max_distance: int) -> None:
@@ -216,9 +225,9 @@ class _View:
                 query_of.tolist(), ids.tolist(), distance.tolist(), strict=True
             ):
                 if entry_id not in skip:
-                    found.setdefault(qi, []).append(PdqMatch(d, entry_id))
+                    found.setdefault(qi, []).append(PdqMatch(entry_id, d))
         for matches in found.values():
-            matches.sort()
+            matches.sort(key=_by_rank)
         return found
 
 
@@ -304,7 +313,7 @@ class PdqIndex:
             for match in matches:
                 if match.distance < best.get(match.entry_id, PDQ_BITS + 1):
                     best[match.entry_id] = match.distance
-        return sorted(PdqMatch(d, entry_id) for entry_id, d in best.items())
+        return sorted((PdqMatch(entry_id, d) for entry_id, d in best.items()), key=_by_rank)
 
     def _delta_limit(self, base_size: int) -> int:
         return max(DELTA_MIN, base_size // DELTA_FRACTION)
