@@ -23,7 +23,8 @@ same (entry, distance) set for every query; the run fails otherwise. faiss runs 
 thread (`--faiss-threads`), like the numpy index: per-core figures.
 
 Hashing: `hash_image` and `dihedral_hashes` of the reference photograph
-(tests/vectors/pdq/bridge-mods/aaa-orig.jpg, a 1600 x 1004 JPEG), median of 20.
+(Meta's bridge-mods/aaa-orig.jpg beside the checkout in ../shared, a 1600 x 1004 JPEG, or
+--photo), median of 20.
 
 Memory: a subprocess builds a `PdqIndex` of `--memory-hashes` random hashes and reports its RSS
 before and after (input freed), and the peak.
@@ -176,14 +177,16 @@ def run_queries(
     return results
 
 
-PHOTO = Path(__file__).resolve().parents[1] / "tests/vectors/pdq/bridge-mods/aaa-orig.jpg"
+PHOTO = Path(__file__).resolve().parents[2] / "shared/fixtures/pdq/bridge-mods/aaa-orig.jpg"
+"""Meta's reference photograph (1600 x 1004 JPEG) beside the checkout (``../shared``), or
+`--photo`; it is not committed here."""
 
 
-def measure_hashing(rounds: int = 20) -> dict[str, float]:
+def measure_hashing(photo: Path, rounds: int = 20) -> dict[str, float]:
     """Median ms of hashing the reference photograph, once and with its 8 dihedral variants."""
     from tidings.media.pdq import dihedral_hashes, hash_image
 
-    data = PHOTO.read_bytes()
+    data = photo.read_bytes()
     result: dict[str, float] = {}
     for name, fn in (("hash_image", hash_image), ("dihedral_hashes", dihedral_hashes)):
         result[name + "_ms"] = 1e3 * statistics.median(
@@ -238,6 +241,7 @@ def main() -> None:
     parser.add_argument("--slow-every", type=int, default=10, help="PDQIndex2: 1 query in N")
     parser.add_argument("--faiss-threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--photo", type=Path, default=PHOTO, help="a photograph to time hashing on")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -262,7 +266,7 @@ def main() -> None:
     timings = run_queries(
         queries, {"random": range(q), "near (0-31 bits)": range(q, 2 * q)}, args.slow_every
     )
-    hashing = measure_hashing()
+    hashing = measure_hashing(args.photo)
     memory = measure_memory(memory_n)
 
     ours = "tidings PdqIndex"
@@ -300,7 +304,7 @@ def main() -> None:
         f" (input objects included), build {memory['build_s']:.1f} s (target < 8 GB)"
     )
     print(
-        f"hashing {PHOTO.name} (1600 x 1004 JPEG): hash_image {hashing['hash_image_ms']:.1f} ms,"
+        f"hashing {args.photo.name}: hash_image {hashing['hash_image_ms']:.1f} ms,"
         f" dihedral_hashes {hashing['dihedral_hashes_ms']:.1f} ms (medians of 20)"
     )
     if args.json:
