@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from tidings.crypto import primitives
+from tidings.crypto import primitives, threshold
 from tidings.crypto.identity import RandomSource, draw_random, random_source
 from tidings.errors import (
     DecodeError,
@@ -98,7 +98,7 @@ _OKVS_DOMAIN = b"tidings/psi/okvs-slots/v1"
 # The measured distribution of how many of a matching image's 4K query elements open, for the
 # default parameters (bench/psi_recall.py prints it; docs/detection.md, "Vouchers"). Pairs of
 # (number of opening elements, weight). A synthetic voucher draws its count from it.
-# Measured over the 608 matching edits of 12 photographs (K=40, b=42, pixel-space classes).
+# Measured over the 515 matching edits of 12 photographs (K=40, b=42, pixel-space classes).
 SYNTHETIC_OPEN_COUNTS: tuple[tuple[int, int], ...] = (
     (1, 42),
     (2, 31),
@@ -145,10 +145,16 @@ class PsiParameters:
     """Every constant of the matching protocol, in one place, published inside the list.
 
     ``tables`` (K) and ``bits_per_key`` (b) fix the LSH; ``lsh_seed`` its bit positions;
-    ``orientation_classes`` the dihedral hashes a device queries; ``threshold`` (t),
-    ``tag_dimension`` (D), ``synthetic_rate_ppm`` and ``window_size`` (W) the threshold layer
-    (tidings.crypto.threshold and docs/detection.md); ``synthetic_open_counts`` the published
+    ``orientation_classes`` the dihedral classes a device queries; ``threshold`` (t),
+    ``tag_dimension`` (D), ``synthetic_rate_ppm`` (q, parts per million) and ``window_size``
+    (W, vouchers per window) the threshold layer; ``synthetic_open_counts`` the published
     distribution a synthetic voucher's count of always-opening elements is drawn from.
+
+    Defaults: K = 40 and b = 42 are the smallest K meeting issue 10's recall and
+    false-candidate targets (bench/psi_recall.py); t = 10, D = 32, q = 1/512 and W = 4,096
+    are the threshold layer's proposal (docs/detection.md, "Threshold and synthetic vouchers").
+    ``synthetic_open_counts`` is measured for K = 40, b = 42: a list with other K or b must
+    carry its own measurement.
 
     Raises (on construction):
         DetectionListError: a value outside its documented range.
@@ -160,8 +166,8 @@ class PsiParameters:
     orientation_classes: tuple[int, ...] = ORIENTATION_CLASSES
     threshold: int = 10
     tag_dimension: int = 32
-    synthetic_rate_ppm: int = 40_000
-    window_size: int = 256
+    synthetic_rate_ppm: int = 1_953
+    window_size: int = 4_096
     synthetic_open_counts: tuple[tuple[int, int], ...] = SYNTHETIC_OPEN_COUNTS
     _positions: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = field(
         init=False, repr=False, compare=False
@@ -181,8 +187,11 @@ class PsiParameters:
             or not all(0 <= c < DIHEDRAL_COUNT for c in classes)
         ):
             raise DetectionListError("orientation classes are distinct dihedral indices 0..7")
-        if not 2 <= self.threshold <= 0xFFFF or not 1 <= self.tag_dimension <= 0xFFFF:
-            raise DetectionListError("threshold must be >= 2 and tag dimension >= 1")
+        if not (
+            threshold.MIN_THRESHOLD <= self.threshold <= threshold.MAX_THRESHOLD
+            and threshold.MIN_TAG_DIMENSION <= self.tag_dimension <= threshold.MAX_TAG_DIMENSION
+        ):
+            raise DetectionListError("threshold or tag dimension outside the threshold layer's")
         if not 0 <= self.synthetic_rate_ppm <= PPM or not 1 <= self.window_size <= 0xFFFF_FFFF:
             raise DetectionListError("synthetic rate is 0..1e6 ppm, window size >= 1")
         counts = self.synthetic_open_counts
