@@ -9,7 +9,9 @@ hashes (real and synthetic vouchers, an inner payload of 200 bytes); `VoucherOpe
 voucher that matches nothing (every element tried: the common and the worst case) and of one
 that matches; `BlindedList.build` of ``--list-hashes`` random hashes (K keys each), extrapolated
 linearly to 100k hashes (its cost is one hash-to-group and one scalar multiplication per key
-plus linear peeling); `BlindedList.check_points` per slot. Medians; one process, one core.
+plus linear peeling); `BlindedList.check_points` per slot. Interleaved with the vouchers:
+160 bare X25519 agreements (the server's floor per voucher), so that figures from a loaded
+machine compare as ratios. Medians; one process, one core.
 Timing never goes into the test suite.
 """
 
@@ -24,7 +26,7 @@ import statistics
 import sys
 import time
 
-from tidings.crypto import psi, threshold, voucher
+from tidings.crypto import primitives, psi, threshold, voucher
 
 PAYLOAD = 200
 """A plausible inner payload: attachment id, key and digest, message id, sender device."""
@@ -85,8 +87,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     synthetic = voucher.VoucherBuilder(synthetic_list, dealer)
     payload = os.urandom(PAYLOAD)
     build_real, build_synth, open_miss, open_hit, sizes = [], [], [], [], set()
-    miss_vouchers, hit_vouchers = [], []
+    miss_vouchers, hit_vouchers, floor = [], [], []
+    u_ref = primitives.ed25519_point_to_x25519(psi.hash_to_group(b"reference"))
     for i in range(args.vouchers):
+        # Interleaved with every voucher: 160 bare X25519 agreements (the server's unavoidable
+        # work per voucher), so that figures from a loaded machine can be compared as ratios.
+        start = time.perf_counter()
+        for _ in range(params.elements_per_voucher):
+            primitives.x25519(secret, u_ref)
+        floor.append(time.perf_counter() - start)
         image = [os.urandom(32) for _ in range(4)]
         start = time.perf_counter()
         data = real.build(image, payload)
@@ -105,6 +114,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         start = time.perf_counter()
         assert opener.open(data) is not None
         open_hit.append(time.perf_counter() - start)
+    out["x25519_floor_ms_per_voucher"] = _median_ms(floor)
+    out["client_over_floor"] = _median_ms(build_real) / _median_ms(floor)
+    out["server_no_match_over_floor"] = _median_ms(open_miss) / _median_ms(floor)
     out["client_ms_per_voucher"] = {
         "real": _median_ms(build_real),
         "synthetic": _median_ms(build_synth),
