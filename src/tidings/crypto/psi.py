@@ -414,7 +414,8 @@ class BlindedList:
     """The device-held blinded list: parameters, version, ``P = a·G`` and the OKVS table.
 
     Immutable. ``digest()`` (SHA-256 of ``encode()``) is what the server signs and publishes
-    and what every device compares before using a list.
+    and what every device compares before using a list. The constructor trusts its arguments
+    (it is what `build` and `decode` return through); bytes from elsewhere go through `decode`.
     """
 
     def __init__(
