@@ -34,7 +34,8 @@ Nothing here reads a clock, does I/O or keeps global state; randomness is passed
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -169,7 +170,7 @@ class PsiParameters:
     synthetic_rate_ppm: int = 1_953
     window_size: int = 4_096
     synthetic_open_counts: tuple[tuple[int, int], ...] = SYNTHETIC_OPEN_COUNTS
-    _positions: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = field(
+    _samplers: tuple[tuple[Callable[[str], tuple[str, ...]], ...], ...] = field(
         init=False, repr=False, compare=False
     )
 
@@ -201,8 +202,14 @@ class PsiParameters:
             raise DetectionListError("synthetic open counts are (1..4K, weight >= 1) pairs")
         object.__setattr__(
             self,
-            "_positions",
-            tuple(table_positions(self.lsh_seed, k, self.bits_per_key) for k in range(self.tables)),
+            "_samplers",
+            tuple(
+                tuple(
+                    operator.itemgetter(*positions)
+                    for positions in table_positions(self.lsh_seed, k, self.bits_per_key)
+                )
+                for k in range(self.tables)
+            ),
         )
 
     @property
@@ -280,22 +287,17 @@ DEFAULT_PSI_PARAMETERS = PsiParameters()
 """The measured defaults (bench/psi_recall.py; docs/detection.md)."""
 
 
-def _check_pdq(pdq: bytes) -> int:
+def _bit_string(pdq: bytes) -> str:
+    """The hash as 256 characters '0'/'1', bit 0 first: sampling positions is then a C-level
+    item lookup per table instead of a Python loop over bits."""
     if not isinstance(pdq, bytes) or len(pdq) != PDQ_BYTES:
         raise DecodeError(f"a PDQ hash is {PDQ_BYTES} bytes")
-    return int.from_bytes(pdq, "big")
+    return format(int.from_bytes(pdq, "big"), f"0{PDQ_BITS}b")
 
 
-def _sample(value: int, positions: tuple[int, ...]) -> int:
-    out = 0
-    for p in positions:
-        out = (out << 1) | ((value >> (PDQ_BITS - 1 - p)) & 1)
-    return out
-
-
-def _table_key(value: int, table: int, params: PsiParameters) -> bytes:
-    direct, transposed = params._positions[table]
-    sampled = min(_sample(value, direct), _sample(value, transposed))
+def _table_key(bits: str, table: int, params: PsiParameters) -> bytes:
+    direct, transposed = params._samplers[table]
+    sampled = min(int("".join(direct(bits)), 2), int("".join(transposed(bits)), 2))
     return _KEY_DOMAIN + u8(table) + sampled.to_bytes((params.bits_per_key + 7) // 8, "big")
 
 
@@ -305,8 +307,8 @@ def list_keys(pdq: bytes, params: PsiParameters) -> list[bytes]:
     Raises:
         DecodeError: ``pdq`` is not 32 bytes.
     """
-    value = _check_pdq(pdq)
-    return [_table_key(value, k, params) for k in range(params.tables)]
+    bits = _bit_string(pdq)
+    return [_table_key(bits, k, params) for k in range(params.tables)]
 
 
 def query_keys(dihedral: Sequence[bytes], params: PsiParameters) -> list[bytes]:
