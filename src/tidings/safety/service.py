@@ -63,6 +63,9 @@ from tidings.safety.audit import (
     AuditRepository,
     AuditVerification,
 )
+from tidings.safety.bank_memory import InMemoryBankRepository
+from tidings.safety.bank_model import BankRepository
+from tidings.safety.banks import BankService
 from tidings.safety.case_model import (
     DEFAULT_LOCK_MS,
     DEFAULT_POLICIES,
@@ -77,9 +80,6 @@ from tidings.safety.case_model import (
     EnforcementRepository,
     Policy,
 )
-from tidings.safety.bank_memory import InMemoryBankRepository
-from tidings.safety.bank_model import BankRepository
-from tidings.safety.banks import BankService
 from tidings.safety.cases import CaseService
 from tidings.safety.categories import Queue, Router
 from tidings.safety.evidence import (

@@ -131,8 +131,7 @@ class SqlBankRepository:
             func.sum(sql_case((active, 0), else_=1)),
         ).group_by(_E.bank_id)
         return {
-            bank: BankCounts(int(a), int(e), int(r))
-            for bank, a, e, r in self._db.all(query, tuple)
+            bank: BankCounts(int(a), int(e), int(r)) for bank, a, e, r in self._db.all(query, tuple)
         }
 
     # --- reading entries -----------------------------------------------------------------
