@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tidings.safety.audit import AuditLog
+from tidings.safety.banks import BankService
 from tidings.safety.cases import (
     DEFAULT_POLICIES,
     CaseRepository,
@@ -37,7 +38,8 @@ class ConsoleContext:
     """The safety services and lookups the console uses (all synchronous).
 
     ``list_staff`` returns every staff account (the staff page); ``enforcement_history``
-    returns every enforcement of an account (the case page's account history).
+    returns every enforcement of an account (the case page's account history); ``banks`` is
+    the hash-bank service (None: the bank pages answer 404).
     """
 
     staff: StaffService
@@ -50,13 +52,14 @@ class ConsoleContext:
     enforcement_history: Callable[[str], Sequence[Enforcement]] = _no_enforcements
     queues: Mapping[str, Queue] = field(default_factory=lambda: dict(DEFAULT_QUEUES))
     policies: Mapping[str, Policy] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
+    banks: BankService | None = None
 
     @classmethod
     def from_service(cls, service: object) -> ConsoleContext:
         """A context from a `ConsoleContext` (returned as is) or a safety-service facade
         exposing ``staff``, ``cases``, ``vault``, ``audit``, the repositories ``staff_repo`` /
-        ``case_repo`` (and optionally ``enforcement_repo``), and ``list_staff`` (or a staff
-        repository that has it).
+        ``case_repo`` (and optionally ``enforcement_repo`` and ``banks``), and ``list_staff`` (or
+        a staff repository that has it).
 
         Raises:
             TypeError: a required attribute is missing.
@@ -81,6 +84,7 @@ class ConsoleContext:
             history = enforcement_repo.enforcements_for_account  # type: ignore[attr-defined]
         queues = attr("queues", required=False)
         policies = attr("policies", required=False)
+        banks = attr("banks", required=False)
         return cls(
             staff=attr("staff"),  # type: ignore[arg-type]
             cases=attr("cases"),  # type: ignore[arg-type]
@@ -92,4 +96,5 @@ class ConsoleContext:
             enforcement_history=history,
             queues=queues if isinstance(queues, Mapping) else dict(DEFAULT_QUEUES),
             policies=policies if isinstance(policies, Mapping) else dict(DEFAULT_POLICIES),
+            banks=banks if isinstance(banks, BankService) else None,
         )

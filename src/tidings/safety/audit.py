@@ -99,6 +99,7 @@ class AuditAction(StrEnum):
     EVIDENCE_HOLD = "evidence.hold"
     CASE_OPEN = "case.open"
     CASE_VIEW = "case.view"
+    CASE_LIST = "case.list"
     CASE_UPDATE = "case.update"
     CASE_LOCK = "case.lock"
     CASE_UNLOCK = "case.unlock"
@@ -112,6 +113,11 @@ class AuditAction(StrEnum):
     APPEAL_DECIDED = "appeal.decided"
     KEY_ROTATION = "key.rotation"
     AUDIT_VERIFY = "audit.verify"
+    BANK_CREATE = "bank.create"
+    BANK_IMPORT = "bank.import"
+    BANK_REMOVE = "bank.remove"
+    BANK_VIEW = "bank.view"
+    BANK_EXPORT = "bank.export"
 
 
 def _check_json(value: object, depth: int = 0) -> None:
