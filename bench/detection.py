@@ -46,8 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tidings.media.pdq import PDQ_MATCH_DISTANCE, PdqHash
+from tidings.media.pdq import PdqHash
 from tidings.safety.pdq_index import PdqIndex
+from tidings.wire.pdq import PDQ_MATCH_DISTANCE
 
 Matches = frozenset[tuple[int, int]]
 Query = Callable[[int], Matches]

@@ -16,7 +16,8 @@ import csv
 import sys
 from pathlib import Path
 
-from tidings.media.pdq import PDQ_MATCH_DISTANCE, PdqHash, hash_image
+from tidings.media.pdq import PdqHash, hash_image
+from tidings.wire.pdq import PDQ_MATCH_DISTANCE
 
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pdq"
 REFERENCE_TOLERANCE = 4

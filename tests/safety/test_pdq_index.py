@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidings.media.digests import content_digests
-from tidings.media.pdq import PDQ_MATCH_DISTANCE, PdqHash
+from tidings.media.pdq import PdqHash
 from tidings.safety import pdq_index
 from tidings.safety.pdq_index import ExactHashIndex, ExactMatch, PdqIndex, PdqMatch
+from tidings.wire.pdq import PDQ_MATCH_DISTANCE
 
 
 def _flip(h: PdqHash, bits: list[int]) -> PdqHash:

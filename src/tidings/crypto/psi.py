@@ -49,10 +49,7 @@ from tidings.errors import (
     UnsupportedVersionError,
 )
 from tidings.wire.binary import Reader, u8, u16, u32
-
-PDQ_BYTES = 32
-PDQ_SIDE = 16
-PDQ_BITS = PDQ_SIDE * PDQ_SIDE
+from tidings.wire.pdq import PDQ_BITS, PDQ_BYTES, PDQ_SIDE
 
 DIHEDRAL_COUNT = 8
 """pdqhash.compute_dihedral returns 8 hashes, in this order (measured on real photographs,

@@ -43,15 +43,13 @@ from tidings.errors import (
     ImageTruncatedError,
     PdqHashFormatError,
 )
-
-PDQ_BITS: Final = 256
-PDQ_BYTES: Final = PDQ_BITS // 8
-PDQ_HEX_DIGITS: Final = PDQ_BITS // 4
-PDQ_MATCH_DISTANCE: Final = 31
-"""Two PDQ hashes match when their Hamming distance is at most this (the industry threshold)."""
-PDQ_MIN_QUALITY: Final = 50
-"""A hash of lower quality is refused for matching: PDQ itself calls it unreliable."""
-PDQ_MAX_QUALITY: Final = 100
+from tidings.wire.pdq import (
+    PDQ_BYTES,
+    PDQ_HEX_DIGITS,
+    PDQ_MATCH_DISTANCE,
+    PDQ_MAX_QUALITY,
+    PDQ_MIN_QUALITY,
+)
 
 MAX_IMAGE_BYTES: Final = 64 * 1024 * 1024
 """Encoded images larger than this are refused before decoding."""

@@ -25,7 +25,7 @@ from typing import Protocol
 from tidings.errors import BankImportError, SafetyInputError
 from tidings.safety.categories import Category
 from tidings.safety.jurisdictions import canonical_jurisdiction
-from tidings.wire.pdq import PDQ_HEX_CHARS, PDQ_MAX_QUALITY, PDQ_MIN_QUALITY
+from tidings.wire.pdq import PDQ_HEX_DIGITS, PDQ_MAX_QUALITY, PDQ_MIN_QUALITY
 
 __all__ = [
     "DEVICE_MIN_JURISDICTIONS",
@@ -69,7 +69,7 @@ class SignalType(StrEnum):
 
 
 SIGNAL_HEX_CHARS: Mapping[SignalType, int] = {
-    SignalType.PDQ: PDQ_HEX_CHARS,
+    SignalType.PDQ: PDQ_HEX_DIGITS,
     SignalType.MD5: 32,
     SignalType.SHA256: 64,
 }

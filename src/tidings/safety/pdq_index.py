@@ -46,7 +46,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tidings.media.digests import DIGEST_SIZES, ContentDigests, DigestKind
-from tidings.media.pdq import PDQ_BITS, PDQ_BYTES, PDQ_MATCH_DISTANCE, PdqHash
+from tidings.media.pdq import PdqHash
+from tidings.wire.pdq import PDQ_BITS, PDQ_BYTES, PDQ_MATCH_DISTANCE
 
 SEGMENTS: Final = 16
 SEGMENT_BITS: Final = PDQ_BITS // SEGMENTS

@@ -10,10 +10,21 @@ image has too little structure for the hash to be trusted.
 
 from __future__ import annotations
 
-__all__ = ["PDQ_BITS", "PDQ_HEX_CHARS", "PDQ_MATCH_DISTANCE", "PDQ_MAX_QUALITY", "PDQ_MIN_QUALITY"]
+__all__ = [
+    "PDQ_BITS",
+    "PDQ_BYTES",
+    "PDQ_HEX_DIGITS",
+    "PDQ_MATCH_DISTANCE",
+    "PDQ_MAX_QUALITY",
+    "PDQ_MIN_QUALITY",
+    "PDQ_SIDE",
+]
 
-PDQ_BITS = 256
-PDQ_HEX_CHARS = PDQ_BITS // 4
+PDQ_SIDE = 16
+"""The hash is a 16 x 16 bit matrix (signs of the image's 16 x 16 low DCT coefficients)."""
+PDQ_BITS = PDQ_SIDE * PDQ_SIDE
+PDQ_BYTES = PDQ_BITS // 8
+PDQ_HEX_DIGITS = PDQ_BITS // 4
 PDQ_MATCH_DISTANCE = 31
 """Two PDQ hashes match when their Hamming distance is at most this."""
 PDQ_MIN_QUALITY = 50
