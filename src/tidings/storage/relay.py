@@ -329,17 +329,28 @@ class QueueWriter:
         Raises:
             StorageUnavailableError: the batch could not be committed (nothing deleted).
         """
+        return await self.acknowledge_soon(account_id, device_id, message_id)
+
+    def acknowledge_soon(
+        self, account_id: int, device_id: int, message_id: bytes
+    ) -> asyncio.Future[bool]:
+        """`acknowledge` without a coroutine (a WebSocket queues its acks without a task per
+        ack): the future gets whether the envelope was there, or `StorageUnavailableError`,
+        once its batch committed (or failed)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._acks.append(_Ack(account_id, device_id, message_id, future))
         row, queue = (account_id, device_id, message_id), (account_id, device_id)
-        self._acking[row] = self._acking.get(row, 0) + 1
-        self._acking_per_queue[queue] = self._acking_per_queue.get(queue, 0) + 1
+        acking, per_queue = self._acking, self._acking_per_queue
+        acking[row] = acking.get(row, 0) + 1
+        per_queue[queue] = per_queue.get(queue, 0) + 1
+
+        def settled(_: asyncio.Future[bool]) -> None:
+            _decrement(acking, row)
+            _decrement(per_queue, queue)
+
+        future.add_done_callback(settled)
         self._wake()
-        try:
-            return await future
-        finally:
-            _decrement(self._acking, row)
-            _decrement(self._acking_per_queue, queue)
+        return future
 
     def acks_waiting(self, account_id: int, device_id: int) -> int:
         """How many acks of this device's envelopes wait for their batch."""
