@@ -2,7 +2,7 @@
 
 Client frames (``ack``, ``send``) are read with one `json.loads` and the checks written out
 here instead of a pydantic model (≈ 7 µs instead of ≈ 9 µs for the bench's send frame, most of
-either being `json.loads` itself: `bench/relay_frames.py`). The checks are exactly the model's
+either being `json.loads` itself: `bench/relay_hot_path.py`). The checks are exactly the model's
 (`tidings.server.models.OutgoingMessage`: the same limits, from the same constants; JSON-Schema
 integers as in `tidings.server.ids`): tests/server/test_frames.py compares the two on
 hypothesis-generated frames, so the HTTP route (which keeps the model, for /openapi.json) and
