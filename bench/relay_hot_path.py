@@ -7,6 +7,11 @@ it replaced (issue 9, "the relay's named levers"):
   ``json.loads`` + the pydantic `SendRequest` model; an ack; writing ``send_result`` as text
   against ``json.dumps``. The send frame is `bench/relay.py`'s: one device, a 1,119-byte
   RatchetMessage body in base64url.
+- The embedded writer's batch (`tidings.storage.relay`): one transaction of N sends and N acks
+  on an SQLite file (WAL, synchronous=FULL; CPU only, so fsync waits do not count) through
+  SQLAlchemy Core on the sync driver, as the writer ran it before, and through `sqlite3`, as
+  it runs now; and one `MessagingStore.pending` read (Core, as it still runs) beside the
+  same query on `sqlite3`.
 - HTTP middleware: one request through a one-route FastAPI app bare, behind Starlette's
   `BaseHTTPMiddleware` running the dispatch `tidings.app` had (copied below for the
   comparison), and behind the pure ASGI `tidings.server.middleware.LimitsAndMetrics`.
@@ -20,8 +25,11 @@ import asyncio
 import json
 import logging
 import os
+import sqlite3
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -33,6 +41,16 @@ from tidings.server.frames import read_client_frame, send_result_frame
 from tidings.server.metrics import Metrics
 from tidings.server.middleware import LimitsAndMetrics
 from tidings.server.models import SendRequest
+from tidings.storage.database import Database, apply_sqlite_pragmas, sqlite_url
+from tidings.storage.messaging import _PENDING, MessagingStore, NewDevice
+from tidings.storage.relay import (
+    CoreStatements,
+    OutgoingEnvelope,
+    SqliteStatements,
+    _Ack,
+    _commit_batch,
+    _Send,
+)
 from tidings.wire.base64url import b64e
 
 ROUNDS = 5
@@ -174,8 +192,118 @@ def middleware_rows() -> list[tuple[str, float]]:
     ]
 
 
+def _sqlite_file(directory: Path) -> tuple[Path, int]:
+    """A migrated SQLite file with one account (one device); returns it and the account id."""
+
+    async def build() -> int:
+        db = Database(sqlite_url(directory))
+        await db.migrate()
+        store = MessagingStore(db)
+        device = NewDevice(
+            name="d",
+            registration_id=1,
+            identity_key=bytes(65),
+            credential_hash=bytes(32),
+            signed_prekey=b"s",
+            last_resort_kem_prekey=b"k",
+            one_time_prekeys=[],
+            kem_prekeys=[],
+        )
+        try:
+            return await store.create_account("bench", device, 1)
+        finally:
+            await store.close()
+            await db.close()
+
+    return directory / "tidings.db", asyncio.run(build())
+
+
+def batch_rows() -> list[tuple[str, float]]:
+    from sqlalchemy import create_engine, event
+
+    rows: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path, account = _sqlite_file(Path(tmp))
+        raw = sqlite3.connect(path, isolation_level=None)
+        apply_sqlite_pragmas(raw, None)
+        raw.execute("PRAGMA synchronous=FULL")
+        engine = create_engine(f"sqlite:///{path}", pool_size=1, max_overflow=0)
+        event.listen(
+            engine,
+            "connect",
+            lambda c, r: (apply_sqlite_pragmas(c, r), c.execute("PRAGMA synchronous=FULL")),
+        )
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        counter = iter(range(1000, 10**9))
+        envelope = os.urandom(1200)
+
+        def batch(size: int) -> tuple[list[_Send], list[_Ack]]:
+            # Each batch acks what the previous one of its size stored: the queue stays small.
+            ids = [next(counter).to_bytes(16, "big") for _ in range(size)]
+            sends = [
+                _Send(account, (OutgoingEnvelope(1, mid, envelope),), 1, 2**40, 10**6, None)  # type: ignore[arg-type]
+                for mid in ids
+            ]
+            acks = [
+                _Ack(account, 1, (int.from_bytes(mid, "big") - size).to_bytes(16, "big"), None)  # type: ignore[arg-type]
+                for mid in ids
+            ]
+            return sends, acks
+
+        def core(size: int) -> None:
+            sends, acks = batch(size)
+            with engine.begin() as conn:
+                _commit_batch(CoreStatements(conn), sends, acks, {}, None, True)
+
+        def plain(size: int) -> None:
+            sends, acks = batch(size)
+            raw.execute("BEGIN IMMEDIATE")
+            _commit_batch(SqliteStatements(raw), sends, acks, {}, None, True)
+            raw.execute("COMMIT")
+
+        for size in (1, 16, 128):
+            n = max(20, 2000 // size)
+            rows.append(
+                (
+                    f"batch of {size} sends + {size} acks: SQLAlchemy Core",
+                    per_call_us(lambda s=size: core(s), n),
+                )
+            )
+            rows.append(
+                (
+                    f"batch of {size} sends + {size} acks: sqlite3",
+                    per_call_us(lambda s=size: plain(s), n),
+                )
+            )
+        params = {"account_id": account, "device_id": 1, "after_seq": 0, "now_ms": 0, "limit": 100}
+        sql = (
+            "SELECT id, message_id, envelope FROM messages WHERE account_id = :account_id "
+            "AND device_id = :device_id AND id > :after_seq AND expires_at_ms >= :now_ms "
+            "ORDER BY id LIMIT :limit"
+        )
+
+        def core_read() -> object:
+            with engine.begin() as conn:
+                return conn.execute(_PENDING, params).all()
+
+        def raw_read() -> object:
+            raw.execute("BEGIN")
+            try:
+                return raw.execute(sql, params).fetchall()
+            finally:
+                raw.execute("COMMIT")
+
+        rows.append(
+            ("pending read of 100 envelopes: SQLAlchemy Core", per_call_us(core_read, 2000))
+        )
+        rows.append(("pending read of 100 envelopes: sqlite3", per_call_us(raw_read, 2000)))
+        raw.close()
+        engine.dispose()
+    return rows
+
+
 def main() -> None:
-    for name, us in frame_rows() + middleware_rows():
+    for name, us in frame_rows() + batch_rows() + middleware_rows():
         print(f"{name:60s} {us:7.2f} µs")
 
 
