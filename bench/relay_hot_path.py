@@ -12,6 +12,8 @@ it replaced (issue 9, "the relay's named levers"):
   SQLAlchemy Core on the sync driver, as the writer ran it before, and through `sqlite3`, as
   it runs now; and one `MessagingStore.pending` read (Core, as it still runs) beside the
   same query on `sqlite3`.
+- Starlette's `WebSocket` per frame: ``send_text`` / ``receive`` against the raw ASGI calls
+  underneath (what a raw ASGI endpoint would save per frame).
 - HTTP middleware: one request through a one-route FastAPI app bare, behind Starlette's
   `BaseHTTPMiddleware` running the dispatch `tidings.app` had (copied below for the
   comparison), and behind the pure ASGI `tidings.server.middleware.LimitsAndMetrics`.
@@ -302,8 +304,45 @@ def batch_rows() -> list[tuple[str, float]]:
     return rows
 
 
+def websocket_rows() -> list[tuple[str, float]]:
+    from starlette.websockets import WebSocket, WebSocketState
+
+    text = "y" * 1500
+
+    async def send(message: Message) -> None:
+        return None
+
+    async def receive() -> Message:
+        return {"type": "websocket.receive", "text": text}
+
+    ws = WebSocket({"type": "websocket", "path": "/", "headers": []}, receive, send)
+    ws.client_state = ws.application_state = WebSocketState.CONNECTED
+
+    def timed(step: Callable[[], Awaitable[object]], n: int = 50_000) -> float:
+        async def many() -> None:
+            for _ in range(n):
+                await step()
+
+        best = float("inf")
+        for _ in range(ROUNDS):
+            started = time.process_time()
+            asyncio.run(many())
+            best = min(best, time.process_time() - started)
+        return best / n * 1e6
+
+    return [
+        (
+            "WebSocket frame out: raw ASGI send",
+            timed(lambda: send({"type": "websocket.send", "text": text})),
+        ),
+        ("WebSocket frame out: Starlette WebSocket.send_text", timed(lambda: ws.send_text(text))),
+        ("WebSocket frame in: raw ASGI receive", timed(receive)),
+        ("WebSocket frame in: Starlette WebSocket.receive", timed(ws.receive)),
+    ]
+
+
 def main() -> None:
-    for name, us in frame_rows() + batch_rows() + middleware_rows():
+    for name, us in frame_rows() + websocket_rows() + batch_rows() + middleware_rows():
         print(f"{name:60s} {us:7.2f} µs")
 
 
