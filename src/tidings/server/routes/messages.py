@@ -139,12 +139,17 @@ async def _current_devices(
     the database, and remembered in the node cache).
 
     Raises: UnknownAccountError, MismatchedDevicesError, StaleDevicesError."""
-    generation = state.cache.generation
-    account_id = await state.store.account_id(username)
-    current = {d.device_id: d.registration_id for d in await state.store.devices(account_id)}
-    entry = state.cache.keep_device_list(generation, username, account_id, current)
+
+    async def read() -> DeviceList:
+        generation = state.cache.generation
+        account_id = await state.store.account_id(username)
+        current = {d.device_id: d.registration_id for d in await state.store.devices(account_id)}
+        return state.cache.keep_device_list(generation, username, account_id, current)
+
+    # Every send to this account missing the cache at once waits for one read.
+    entry = await state.cache.read_once(("devices", username), read)
     _check_devices(entry, auth, registration_ids, raise_=True)
-    return account_id
+    return entry.account_id
 
 
 def _check_devices(
