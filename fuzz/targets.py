@@ -29,11 +29,19 @@ def build() -> Registry:
     from fuzz_media import media_targets
     from fuzz_psi import psi_targets
     from fuzz_safety import safety_targets
+    from fuzz_server import server_targets
     from fuzz_wire import wire_targets
 
     targets: dict[str, Target] = {}
     seeds: dict[str, list[bytes]] = {}
-    for register in (wire_targets, crypto_targets, media_targets, psi_targets, safety_targets):
+    for register in (
+        wire_targets,
+        crypto_targets,
+        media_targets,
+        psi_targets,
+        safety_targets,
+        server_targets,
+    ):
         for name, target, target_seeds in register():
             targets[name] = target
             seeds[name] = list(target_seeds)

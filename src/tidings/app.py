@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from tidings.server.config import ConfigError, ServerConfig
 from tidings.server.errors import body_for, headers_for, status_for
 from tidings.server.hub import LocalHub, RedisHub
 from tidings.server.metrics import Metrics
+from tidings.server.middleware import LimitsAndMetrics
 from tidings.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from tidings.server.relay import NodeCache
 from tidings.server.routes import accounts, attachments, keys, messages, websocket
@@ -58,10 +58,12 @@ from tidings.storage.messaging import MessagingStore
 from tidings.storage.s3 import S3AttachmentStore
 
 log = logging.getLogger("tidings.app")
-access_log = logging.getLogger("tidings.access")
 
 MAX_JSON_BODY = 2 * 1024 * 1024
 """Largest request body outside attachment uploads (a send to 1000 devices fits)."""
+
+UPLOAD_PATH = "/v1/attachments"
+"""The streamed upload, which enforces its own size limit instead of `MAX_JSON_BODY`."""
 
 PURGE_INTERVAL_S = 60.0
 
@@ -411,43 +413,12 @@ def create_app(config: ServerConfig) -> FastAPI:
             content={"error": {"code": "malformed", "message": f"invalid request at {where}"}},
         )
 
-    @app.middleware("http")
-    async def _limits_and_metrics(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        is_upload = request.url.path == "/v1/attachments"
-        if (
-            not is_upload
-            and length is not None
-            and length.isdigit()
-            and int(length) > MAX_JSON_BODY
-        ):
-            response: Response = JSONResponse(
-                status_code=413,
-                content={"error": {"code": "oversized", "message": "request body too large"}},
-            )
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        elapsed = time.perf_counter() - started
-        state.metrics.requests.labels(route=template, status=str(response.status_code)).inc()
-        state.metrics.latency.labels(route=template).observe(elapsed)
-        # The route template, never the raw path: paths carry usernames and ids.
-        access_log.info(
-            "request",
-            extra={
-                "method": request.method,
-                "route": template,
-                "status": response.status_code,
-                "duration_ms": round(elapsed * 1000, 2),
-            },
-        )
-        return response
-
-    app.add_middleware(ChunkedBodyLimit, max_bytes=MAX_JSON_BODY, exempt={"/v1/attachments"})
+    # Innermost of the three: the 413 for a declared Content-Length, metrics by route
+    # template and the access log (a pure ASGI middleware: tidings.server.middleware).
+    app.add_middleware(
+        LimitsAndMetrics, metrics=state.metrics, max_bytes=MAX_JSON_BODY, exempt={UPLOAD_PATH}
+    )
+    app.add_middleware(ChunkedBodyLimit, max_bytes=MAX_JSON_BODY, exempt={UPLOAD_PATH})
 
     if config.trusted_proxies:
         # Outermost, so every layer (rate limits, the console's lockout and its https checks)

@@ -159,8 +159,8 @@ async def test_sqlite_writer_fsyncs_every_commit(tmp_path: Path) -> None:
             await send(store, account, env())
             writer = store.queue._writer
             assert writer is not None
-            with writer.engine.connect() as conn:
-                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == expected
+            pragma = await writer.run(lambda conn: conn.execute("PRAGMA synchronous").fetchone())
+            assert pragma == (expected,)
         finally:
             await store.close()
             await db.close()
@@ -187,3 +187,49 @@ def test_http_send_answers_503_when_its_batch_cannot_commit(
     response = client.put(f"/v1/messages/{bob.username}", json=body, headers=alice.auth)
     assert response.status_code == 200, response.text
     assert count_rows(config, "messages") == 1
+
+
+async def test_raw_sqlite_and_core_statements_agree(tmp_path: Path) -> None:
+    """The embedded writer's `sqlite3` statements do what the Core ones (PostgreSQL's) do, on
+    the same file: positions in row order across several multi-row pages, deletes by (account,
+    device, message id) only — another device's id deletes nothing — and queue counts."""
+    from sqlalchemy import create_engine
+
+    from tidings.storage.relay import _SQLITE_PAGE, CoreStatements, SqliteStatements
+
+    db = Database(sqlite_url(tmp_path))
+    await db.migrate()
+    store = MessagingStore(db)
+    try:
+        account = await store.create_account("bob", device(), NOW)
+    finally:
+        await store.close()
+        await db.close()
+    path = tmp_path / "tidings.db"
+    raw = sqlite3.connect(path, isolation_level=None)
+    core = create_engine(f"sqlite:///{path}").connect()
+    try:
+        count = _SQLITE_PAGE * 2 + 7
+        results = []
+        for n, statements in enumerate((SqliteStatements(raw), CoreStatements(core))):
+            rows = [
+                (account, 1, bytes([n]) + i.to_bytes(15, "big"), b"e%d" % i, NOW, NOW + 1)
+                for i in range(count)
+            ]
+            seqs = statements.insert(rows, returning=True)
+            assert seqs == sorted(seqs) and len(set(seqs)) == count
+            acks = [(account, 1, rows[0][2]), (account, 2, rows[1][2]), (account, 1, b"x" * 16)]
+            results.append(
+                (
+                    statements.delete_acked(acks),
+                    list(statements.count_queues([(account, 1), (account, 2)])),
+                )
+            )
+        raw_result, core_result = results
+        assert raw_result[0] == {(account, 1, bytes([0]) + bytes(15))}
+        assert core_result[0] == {(account, 1, bytes([1]) + bytes(15))}
+        assert raw_result[1] == [(account, 1, count - 1)]
+        assert core_result[1] == [(account, 1, 2 * count - 2)]
+    finally:
+        raw.close()
+        core.close()

@@ -4,6 +4,7 @@ and credentials invalidated by device changes, and by the hub's invalidations.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 
 from tests.support.devices import DeviceKit, outgoing
+from tidings.errors import StorageUnavailableError
 from tidings.server.hub import EVERY_ACCOUNT, MAX_PUSHED, Mailbox, RedisHub
 from tidings.server.relay import NodeCache
 from tidings.server.serving import MAX_WS_MESSAGE_BYTES
@@ -215,6 +217,53 @@ def test_node_cache_keeps_no_read_that_raced_an_invalidation() -> None:
     cache.keep_device_list(cache.generation, "bob", 5, {1: 1})
     cache.forget_username("bob")
     assert cache.device_list("bob") is None
+
+
+def test_concurrent_misses_share_one_read_begun_since_the_last_invalidation() -> None:
+    cache = NodeCache(ttl_s=10.0)
+    reads: list[str] = []
+
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        async def read(tag: str) -> str:
+            reads.append(tag)
+            await gate.wait()
+            return tag
+
+        # Ten requests missing the same entry at once: one read, one answer for all.
+        first = [asyncio.create_task(cache.read_once("k", lambda: read("a"))) for _ in range(10)]
+        await asyncio.sleep(0)
+        # After an invalidation (a ban, say), a new request does not join the older read.
+        cache.invalidate(5)
+        later = asyncio.create_task(cache.read_once("k", lambda: read("b")))
+        await asyncio.sleep(0)
+        gate.set()
+        assert await asyncio.gather(*first) == ["a"] * 10
+        assert await later == "b"
+        assert reads == ["a", "b"]
+
+        # The reading request goes away: the others read again themselves.
+        gate.clear()
+        leader = asyncio.create_task(cache.read_once("k", lambda: read("c")))
+        await asyncio.sleep(0)
+        follower = asyncio.create_task(cache.read_once("k", lambda: read("d")))
+        await asyncio.sleep(0)
+        leader.cancel()
+        await asyncio.sleep(0)
+        gate.set()
+        assert await follower == "d"
+
+        # A failed read fails every request that shared it.
+        async def broken() -> str:
+            await asyncio.sleep(0)
+            raise StorageUnavailableError("down")
+
+        shared = [asyncio.create_task(cache.read_once("k", broken)) for _ in range(3)]
+        outcomes = await asyncio.gather(*shared, return_exceptions=True)
+        assert all(isinstance(o, StorageUnavailableError) for o in outcomes)
+
+    asyncio.run(main())
 
 
 def test_redis_invalidations_reach_the_listeners() -> None:

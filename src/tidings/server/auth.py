@@ -128,17 +128,22 @@ async def _device_and_enforcement(
     cached = state.cache.device(username, device_id, now)
     if cached is not None:
         return cached.record, cached.enforcement
-    # Noted before reading: a decision racing this read is used once but not kept.
-    generation = state.cache.generation
-    record = await state.store.device(username, device_id)
-    if record is None:
-        return None, None
-    found = await active_enforcement(state.db, username, now)
-    if found is None:
-        state.cache.keep_device(generation, record, None, None)
-        return record, None
-    state.cache.keep_device(generation, record, found.kind, found.until_ms)
-    return record, found.kind
+
+    async def read() -> tuple[DeviceRecord | None, str | None]:
+        # Noted before reading: a decision racing this read is used once but not kept.
+        generation = state.cache.generation
+        record = await state.store.device(username, device_id)
+        if record is None:
+            return None, None
+        found = await active_enforcement(state.db, username, now)
+        if found is None:
+            state.cache.keep_device(generation, record, None, None)
+            return record, None
+        state.cache.keep_device(generation, record, found.kind, found.until_ms)
+        return record, found.kind
+
+    # Every request of this device missing the cache at once waits for one read.
+    return await state.cache.read_once(("device", username, device_id), read)
 
 
 async def authenticated_device(request: Request, state: StateDep) -> AuthenticatedDevice:

@@ -1,7 +1,7 @@
 """A request-body ceiling for requests that carry no Content-Length (chunked transfer).
 
-Requests with a Content-Length are refused up front by the app's middleware when it is too
-large, and the HTTP server stops them at the declared length. A chunked body has no declared
+Requests with a Content-Length are refused up front by `tidings.server.middleware` when it
+is too large, and the HTTP server stops them at the declared length. A chunked body has no declared
 length: without this guard a JSON route would read it whole into memory. This middleware
 buffers such a body up to the limit, answers 413 ``oversized`` beyond it, and otherwise
 replays the buffered body to the app unchanged. Paths in ``exempt`` (streamed uploads, which
@@ -39,7 +39,7 @@ class ChunkedBodyLimit:
                 break  # a disconnect: let the app see it
             total += len(message.get("body", b""))
             if total > self.max_bytes:
-                await _too_large(send)
+                await send_too_large(send)
                 return
             if not message.get("more_body", False):
                 break
@@ -50,7 +50,9 @@ class ChunkedBodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _too_large(send: Send) -> None:
+async def send_too_large(send: Send) -> None:
+    """Answer 413 ``oversized`` (also `tidings.server.middleware`'s answer to a declared
+    Content-Length past the limit)."""
     body = json.dumps(
         {"error": {"code": "oversized", "message": "request body too large"}}
     ).encode()

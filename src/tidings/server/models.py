@@ -210,16 +210,26 @@ class Bundles(BaseModel):
     bundles: list[DeviceBundle]
 
 
+MAX_MESSAGES_PER_SEND = 1000
+"""Devices one send may address (a send to 1000 devices fits `tidings.app.MAX_JSON_BODY`)."""
+MESSAGE_TYPE_MIN, MESSAGE_TYPE_MAX = 1, 3
+"""``Envelope.Type``: PREKEY, RATCHET, SENDER_KEY."""
+
+
 class OutgoingMessage(BaseModel):
+    """One device's message of a send. `tidings.server.frames` checks the same fields by hand
+    for WebSocket ``send`` frames: a change here goes there too (tests/server/test_frames.py
+    compares the two)."""
+
     device_id: DeviceIdJson
     registration_id: ClaimedRegistrationIdJson
-    type: JsonInt = Field(ge=1, le=3)
+    type: JsonInt = Field(ge=MESSAGE_TYPE_MIN, le=MESSAGE_TYPE_MAX)
     body: str = Field(pattern=B64URL_PATTERN, max_length=b64url_max(MAX_ENVELOPE_BYTES))
     commitment: str = Field(pattern=b64url_of(COMMITMENT_LEN))
 
 
 class SendRequest(BaseModel):
-    messages: list[OutgoingMessage] = Field(max_length=1000)
+    messages: list[OutgoingMessage] = Field(max_length=MAX_MESSAGES_PER_SEND)
 
 
 class SendResult(BaseModel):

@@ -10,16 +10,26 @@ device list does not match the cached one is checked against the database before
 
 Entries are filled only by reads that started after the last invalidation (`generation`): a read
 racing an invalidation is used once but not kept.
+
+Misses are read once, not once per request (`NodeCache.read_once`): when an entry expires, every
+request of that device or account in flight at that moment waits for one database read. Without
+it, a node that had fallen behind (hundreds of pipelined sends in flight per sender) paid one
+read per waiting send at each expiry, and more time lost meant more sends waiting: it did not
+recover from an overload (docs/performance.md, "Levers pulled").
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from tidings.server.hub import EVERY_ACCOUNT
 from tidings.storage.messaging import DeviceRecord
+
+T = TypeVar("T")
 
 MAX_ENTRIES = 200_000
 """Per map: past it the map starts over (a bound on memory, never on correctness)."""
@@ -59,6 +69,39 @@ class NodeCache:
         """Username -> account id of every cached entry (for `forget_username`)."""
         self.generation = 0
         """Bumped by every invalidation: a read that started before one is not stored."""
+        self._reading: dict[tuple[Hashable, int], asyncio.Future[Any]] = {}
+        """The reads in flight (`read_once`), by key and the generation they started in."""
+
+    async def read_once(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``, or the result of the same read already in flight: concurrent misses of
+        one entry share one database read. Only a read begun since the last invalidation is
+        shared (a request after a ban never gets a read from before it). A request whose
+        shared read was cancelled (its request went away) reads again itself; one whose
+        shared read failed gets the same exception.
+
+        Raises: whatever ``read`` raises."""
+        slot = (key, self.generation)
+        while (shared := self._reading.get(slot)) is not None:
+            await asyncio.wait([shared])  # raises only if this request itself is cancelled
+            if not shared.cancelled():
+                return shared.result()  # type: ignore[no-any-return]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # Retrieved here, so a failure nobody else waited for is not logged as unretrieved.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._reading[slot] = future
+        try:
+            result = await read()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._reading[slot]
 
     # -- credentials and enforcement ---------------------------------------------------------
 

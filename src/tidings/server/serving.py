@@ -32,7 +32,7 @@ MAX_WS_MESSAGE_BYTES = 256 * 1024
 """Largest WebSocket message a client may send: a ``send`` frame to one device with the
 largest envelope body (96 KiB, 128 KiB in base64) and room for a few more devices' small
 ones; larger multi-device sends go over HTTP (2 MiB). Acks stay limited to
-`tidings.server.routes.websocket.MAX_CLIENT_FRAME`. What a socket can pin is this much per
+`tidings.server.frames.MAX_CLIENT_FRAME`. What a socket can pin is this much per
 connection (16 per account): `bench/ws_abuse.py` measures it."""
 
 WS_PING_INTERVAL_S = 20.0

@@ -10,6 +10,7 @@ through the group-commit writer of `tidings.storage.relay` (one transaction per 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -511,6 +512,12 @@ class MessagingStore:
         """Delete an envelope the device has safely stored, in the writer's next batch;
         idempotent. Raises `StorageUnavailableError` (nothing deleted)."""
         return await self.queue.acknowledge(account_id, device_id, message_id)
+
+    def acknowledge_soon(
+        self, account_id: int, device_id: int, message_id: bytes
+    ) -> asyncio.Future[bool]:
+        """`acknowledge` as a future, without a coroutine: `QueueWriter.acknowledge_soon`."""
+        return self.queue.acknowledge_soon(account_id, device_id, message_id)
 
     async def purge_expired(self, now_ms: int) -> tuple[int, list[str]]:
         """Delete expired envelopes and attachment records; returns (envelopes deleted,

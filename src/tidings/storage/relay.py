@@ -9,9 +9,11 @@ recipient's ack (the Synapse event-persist queue, RocksDB write groups).
 
 Where the batch runs:
 
-- SQLite file (embedded mode): on a dedicated thread owning its own connection (the sync
-  driver, ``BEGIN IMMEDIATE``), one thread hop per batch, while the `Database` write turn is
-  held so the process's other writers never interleave with it;
+- SQLite file (embedded mode): on a dedicated thread owning its own connection (the
+  standard library's `sqlite3`, no SQLAlchemy: its per-statement execute costs more than the
+  statements themselves at the batch sizes a node sees, `bench/relay_hot_path.py`;
+  ``BEGIN IMMEDIATE``), one thread hop per batch, while the `Database` write turn is held so
+  the process's other writers never interleave with it;
 - PostgreSQL (and an in-memory SQLite): on the `Database`'s async engine, SQLAlchemy Core
   through ``run_sync``, one transaction per batch.
 
@@ -35,9 +37,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -124,6 +127,29 @@ BeforeCommit = Callable[[], None]
 """Test hook: called inside the batch transaction just before the commit (raise to fail it)."""
 
 
+Row = tuple[int, int, bytes, bytes, int, int]
+"""One envelope to insert: account id, device id, message id, envelope, created, expires."""
+AckRow = tuple[int, int, bytes]
+"""(account id, device id, message id) of an acknowledged envelope."""
+
+
+class _BatchStatements(Protocol):
+    """The three statements of a batch, on one connection inside its transaction."""
+
+    def delete_acked(self, rows: list[AckRow]) -> set[AckRow]:
+        """Delete these envelopes; returns those that were there."""
+        ...
+
+    def count_queues(self, queues: list[QueueKey]) -> Iterable[tuple[int, int, int]]:
+        """(account id, device id, envelopes queued) of those of ``queues`` that hold any."""
+        ...
+
+    def insert(self, rows: list[Row], *, returning: bool) -> list[int]:
+        """Insert every row (one statement or a few); with ``returning``, each row's queue
+        position in the order of ``rows`` (else an empty list)."""
+        ...
+
+
 # Built once: a batch of one message should not pay for building its statements.
 _m = messages.c
 _DELETE_ACKED = (
@@ -140,10 +166,106 @@ _COUNT_QUEUES = (
 )
 _INSERT = insert(messages)
 _INSERT_RETURNING = insert(messages).returning(_m.id, sort_by_parameter_order=True)
+_ROW_COLUMNS = (
+    "account_id",
+    "device_id",
+    "message_id",
+    "envelope",
+    "created_at_ms",
+    "expires_at_ms",
+)
+
+
+class CoreStatements:
+    """`_BatchStatements` through SQLAlchemy Core (PostgreSQL, an in-memory SQLite)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def delete_acked(self, rows: list[AckRow]) -> set[AckRow]:
+        found = self.conn.execute(_DELETE_ACKED, {"rows": rows})
+        return {(int(a), int(d), bytes(mid)) for a, d, mid in found}
+
+    def count_queues(self, queues: list[QueueKey]) -> Iterable[tuple[int, int, int]]:
+        counted = self.conn.execute(_COUNT_QUEUES, {"queues": queues})
+        return [(int(a), int(d), int(n)) for a, d, n in counted]
+
+    def insert(self, rows: list[Row], *, returning: bool) -> list[int]:
+        params = [dict(zip(_ROW_COLUMNS, row, strict=True)) for row in rows]
+        if not returning:
+            self.conn.execute(_INSERT, params)
+            return []
+        return [int(seq) for seq in self.conn.execute(_INSERT_RETURNING, params).scalars()]
+
+
+_SQLITE_PAGE = 500
+"""Rows per multi-row statement on SQLite (6 parameters a row: far below its 32,766)."""
+# The `messages` table of `tidings.storage.schema` (test_relay_batching runs both statement
+# sets on SQLite); "{values}" takes only "?" placeholders, one group per row (`_placeholders`).
+_SQLITE_DELETE = (
+    "DELETE FROM messages WHERE (account_id, device_id, message_id) IN (VALUES {values}) "
+    "RETURNING account_id, device_id, message_id"
+)
+_SQLITE_COUNT = (
+    "SELECT account_id, device_id, count(*) FROM messages "
+    "WHERE (account_id, device_id) IN (VALUES {values}) GROUP BY account_id, device_id"
+)
+_SQLITE_INSERT = (
+    "INSERT INTO messages (account_id, device_id, message_id, envelope, created_at_ms, "
+    "expires_at_ms) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_INSERT_RETURNING = (
+    "INSERT INTO messages (account_id, device_id, message_id, envelope, created_at_ms, "
+    "expires_at_ms) VALUES {values} RETURNING id, message_id"
+)
+
+
+def _placeholders(rows: int, width: int) -> str:
+    group = "(" + ", ".join("?" * width) + ")"
+    return ", ".join([group] * rows)
+
+
+def _pages(items: list[Any]) -> Iterable[list[Any]]:
+    for start in range(0, len(items), _SQLITE_PAGE):
+        yield items[start : start + _SQLITE_PAGE]
+
+
+class SqliteStatements:
+    """`_BatchStatements` on a `sqlite3` connection (the embedded node's writer thread)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def delete_acked(self, rows: list[AckRow]) -> set[AckRow]:
+        deleted: set[AckRow] = set()
+        for page in _pages(rows):
+            sql = _SQLITE_DELETE.format(values=_placeholders(len(page), 3))
+            deleted.update(self.conn.execute(sql, [v for row in page for v in row]))
+        return deleted
+
+    def count_queues(self, queues: list[QueueKey]) -> Iterable[tuple[int, int, int]]:
+        counted: list[tuple[int, int, int]] = []
+        for page in _pages(queues):
+            sql = _SQLITE_COUNT.format(values=_placeholders(len(page), 2))
+            counted.extend(self.conn.execute(sql, [v for key in page for v in key]))
+        return counted
+
+    def insert(self, rows: list[Row], *, returning: bool) -> list[int]:
+        if not returning:
+            self.conn.executemany(_SQLITE_INSERT, rows)
+            return []
+        # RETURNING's row order is not promised by SQLite: matched back by message id (unique).
+        position: dict[bytes, int] = {}
+        for page in _pages(rows):
+            sql = _SQLITE_INSERT_RETURNING.format(values=_placeholders(len(page), 6))
+            position.update(
+                (mid, seq) for seq, mid in self.conn.execute(sql, [v for row in page for v in row])
+            )
+        return [position[row[2]] for row in rows]
 
 
 def _commit_batch(
-    conn: Connection,
+    statements: _BatchStatements,
     sends: Sequence[_Send],
     acks: Sequence[_Ack],
     cached: dict[QueueKey, int] | None,
@@ -153,12 +275,9 @@ def _commit_batch(
     """One batch inside the caller's transaction: acks, queue-limit check, inserts. A send that
     would overfill a queue gets `QueueFullError` and stores nothing; the others go in.
     ``cached``: the in-memory queue sizes (None: count every touched queue in the database)."""
-    deleted: set[tuple[int, int, bytes]] = set()
+    deleted: set[AckRow] = set()
     if acks:
-        rows = conn.execute(
-            _DELETE_ACKED, {"rows": [(a.account_id, a.device_id, a.message_id) for a in acks]}
-        )
-        deleted = {(int(a), int(d), bytes(mid)) for a, d, mid in rows}
+        deleted = statements.delete_acked([(a.account_id, a.device_id, a.message_id) for a in acks])
     sizes: dict[QueueKey, int] = {}
     if cached is not None:
         # Cached sizes of every queue the batch touches, less what its acks just deleted.
@@ -174,10 +293,9 @@ def _commit_batch(
     unknown = {(s.account_id, e.device_id) for s in sends for e in s.envelopes} - sizes.keys()
     if unknown:
         sizes.update(dict.fromkeys(unknown, 0))
-        counted = conn.execute(_COUNT_QUEUES, {"queues": sorted(unknown)})
-        sizes.update({(int(a), int(d)): int(n) for a, d, n in counted})
+        sizes.update({(a, d): n for a, d, n in statements.count_queues(sorted(unknown))})
     send_errors: list[TidingsError | None] = []
-    rows_in: list[dict[str, Any]] = []
+    rows_in: list[Row] = []
     for s in sends:
         if any(sizes[(s.account_id, e.device_id)] >= s.queue_limit for e in s.envelopes):
             send_errors.append(QueueFullError("a recipient device's queue is full; try again"))
@@ -186,27 +304,18 @@ def _commit_batch(
         for e in s.envelopes:
             sizes[(s.account_id, e.device_id)] += 1
             rows_in.append(
-                {
-                    "account_id": s.account_id,
-                    "device_id": e.device_id,
-                    "message_id": e.message_id,
-                    "envelope": e.envelope,
-                    "created_at_ms": s.now_ms,
-                    "expires_at_ms": s.expires_at_ms,
-                }
+                (s.account_id, e.device_id, e.message_id, e.envelope, s.now_ms, s.expires_at_ms)
             )
     stored: list[StoredEnvelope] = []
     if rows_in and want_stored:
         # One multi-row insert still; RETURNING gives each row's queue position.
-        seqs = conn.execute(_INSERT_RETURNING, rows_in).scalars().all()
+        seqs = statements.insert(rows_in, returning=True)
         stored = [
-            StoredEnvelope(
-                r["account_id"], r["device_id"], int(seq), r["message_id"], r["envelope"]
-            )
+            StoredEnvelope(r[0], r[1], seq, r[2], r[3])
             for r, seq in zip(rows_in, seqs, strict=True)
         ]
     elif rows_in:
-        conn.execute(_INSERT, rows_in)
+        statements.insert(rows_in, returning=False)
     if before_commit is not None:
         before_commit()
     acked = []
@@ -224,8 +333,8 @@ def _decrement(counts: dict[Any, int], key: object) -> None:
 
 
 class _SqliteThread:
-    """A dedicated thread owning one connection to the SQLite file (the sync driver): each
-    `run` is one thread hop for a whole transaction, instead of several per statement.
+    """A dedicated thread owning one `sqlite3` connection to the SQLite file: each `run` is one
+    thread hop for a whole transaction, instead of several per statement.
 
     ``writer``: ``BEGIN IMMEDIATE`` (take the write lock up front instead of failing to
     upgrade) and the WAL fsync policy of ``durability``; else a reader (WAL readers never wait
@@ -234,23 +343,68 @@ class _SqliteThread:
     def __init__(self, path: str, *, writer: bool, durability: str = DURABILITY_FULL) -> None:
         name = "tidings-queue-writer" if writer else "tidings-queue-reader"
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._path = path
+        self._begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+        self._synchronous = "FULL" if durability == DURABILITY_FULL else "NORMAL"
+        self.conn: sqlite3.Connection | None = None
+        """Opened on the thread at its first `run`; used only there."""
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        apply_sqlite_pragmas(conn, None)  # the settings of every connection to the file
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        return conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in one transaction on the thread (committed if it returns, else rolled
+        back)."""
+
+        def in_thread() -> T:
+            if self.conn is None:
+                self.conn = self._connect()
+            conn = self.conn
+            conn.execute(self._begin)
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, in_thread)
+
+    async def close(self) -> None:
+        def close_connection() -> None:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, close_connection)
+        self._pool.shutdown(wait=True)
+
+
+class _CoreThread:
+    """A dedicated thread owning one SQLAlchemy (sync driver) connection to the SQLite file,
+    for the reads that take a Core `Connection` (`QueueWriter.read`): one hop per read."""
+
+    def __init__(self, path: str) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="tidings-queue-reader"
+        )
         self.engine = create_engine(f"sqlite:///{path}", pool_size=1, max_overflow=0)
-        synchronous = "FULL" if durability == DURABILITY_FULL else "NORMAL"
 
         def on_connect(dbapi_connection: Any, record: Any) -> None:
-            dbapi_connection.isolation_level = None  # transactions are ours (on_begin)
-            apply_sqlite_pragmas(dbapi_connection, record)
-            dbapi_connection.execute(f"PRAGMA synchronous={synchronous}")
+            apply_sqlite_pragmas(dbapi_connection, record)  # isolation_level None: ours
 
         def on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+            conn.exec_driver_sql("BEGIN")
 
         event.listen(self.engine, "connect", on_connect)
         event.listen(self.engine, "begin", on_begin)
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
-        """``fn`` in one transaction on the thread (committed if it returns)."""
-
         def in_thread() -> T:
             with self.engine.begin() as conn:
                 return fn(conn)
@@ -292,7 +446,7 @@ class QueueWriter:
             else ""
         )
         self._writer: _SqliteThread | None = None
-        self._reader: _SqliteThread | None = None
+        self._reader: _CoreThread | None = None
         # One node owns an SQLite file: queue sizes can live in memory. Elsewhere: counted.
         self._sizes: dict[QueueKey, int] | None = {} if db.is_sqlite else None
         self._sizes_generation = 0
@@ -329,17 +483,28 @@ class QueueWriter:
         Raises:
             StorageUnavailableError: the batch could not be committed (nothing deleted).
         """
+        return await self.acknowledge_soon(account_id, device_id, message_id)
+
+    def acknowledge_soon(
+        self, account_id: int, device_id: int, message_id: bytes
+    ) -> asyncio.Future[bool]:
+        """`acknowledge` without a coroutine (a WebSocket queues its acks without a task per
+        ack): the future gets whether the envelope was there, or `StorageUnavailableError`,
+        once its batch committed (or failed)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._acks.append(_Ack(account_id, device_id, message_id, future))
         row, queue = (account_id, device_id, message_id), (account_id, device_id)
-        self._acking[row] = self._acking.get(row, 0) + 1
-        self._acking_per_queue[queue] = self._acking_per_queue.get(queue, 0) + 1
+        acking, per_queue = self._acking, self._acking_per_queue
+        acking[row] = acking.get(row, 0) + 1
+        per_queue[queue] = per_queue.get(queue, 0) + 1
+
+        def settled(_: asyncio.Future[bool]) -> None:
+            _decrement(acking, row)
+            _decrement(per_queue, queue)
+
+        future.add_done_callback(settled)
         self._wake()
-        try:
-            return await future
-        finally:
-            _decrement(self._acking, row)
-            _decrement(self._acking_per_queue, queue)
+        return future
 
     def acks_waiting(self, account_id: int, device_id: int) -> int:
         """How many acks of this device's envelopes wait for their batch."""
@@ -372,7 +537,7 @@ class QueueWriter:
         reader thread (one hop per read); else the `Database`'s async engine."""
         if self._sqlite_path:
             if self._reader is None:
-                self._reader = _SqliteThread(self._sqlite_path, writer=False)
+                self._reader = _CoreThread(self._sqlite_path)
             return await self._reader.run(fn)
         async with self.db.read() as conn:
             return await conn.run_sync(fn)
@@ -396,7 +561,7 @@ class QueueWriter:
         generation = self._sizes_generation
         try:
             result = await self._commit(sends, acks)
-        except IntegrityError:
+        except (IntegrityError, sqlite3.IntegrityError):
             # One bad item (say, a device removed meanwhile) must not sink the others: each
             # alone, in a transaction of its own.
             if len(sends) + len(acks) > 1:
@@ -449,12 +614,15 @@ class QueueWriter:
             want = self.on_committed is not None
             async with self.db.write_turn():
                 return await writer.run(
-                    lambda conn: _commit_batch(conn, sends, acks, sizes, hook, want)
+                    lambda conn: _commit_batch(
+                        SqliteStatements(conn), sends, acks, sizes, hook, want
+                    )
                 )
         async with self.db.write() as conn:
             if not self.db.is_sqlite:
                 setting = "on" if self.durability == DURABILITY_FULL else "off"
                 await conn.exec_driver_sql(f"SET LOCAL synchronous_commit = {setting}")
+            want = self.on_committed is not None
             return await conn.run_sync(
-                _commit_batch, sends, acks, sizes, hook, self.on_committed is not None
+                lambda sync: _commit_batch(CoreStatements(sync), sends, acks, sizes, hook, want)
             )

@@ -4,6 +4,7 @@ answer, push hint), pull and acknowledge."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from fastapi import APIRouter, Response
 from google.protobuf.message import Message
@@ -21,7 +22,8 @@ from tidings.errors import (
     UnsupportedVersionError,
 )
 from tidings.server.auth import AuthenticatedDevice, DeviceDep
-from tidings.server.models import Pending, SendRequest, SendResult
+from tidings.server.frames import DeviceMessage
+from tidings.server.models import OutgoingMessage, Pending, SendRequest, SendResult
 from tidings.server.openapi import BAD_REQUEST, DEVICE_AUTH, errors
 from tidings.server.relay import DeviceList
 from tidings.server.state import ServerState, StateDep
@@ -62,13 +64,17 @@ _BODY_KINDS: dict[int, type[Message]] = {
 async def send(username: str, body: SendRequest, auth: DeviceDep, state: StateDep) -> SendResult:
     """Send one message to every device of ``username`` (for one's own account: every device
     but the sending one): `relay_send`."""
-    return await relay_send(state, auth, username, body)
+    return await relay_send(state, auth, username, body.messages)
 
 
 async def relay_send(
-    state: ServerState, auth: AuthenticatedDevice, username: str, body: SendRequest
+    state: ServerState,
+    auth: AuthenticatedDevice,
+    username: str,
+    messages: Sequence[OutgoingMessage | DeviceMessage],
 ) -> SendResult:
-    """One send, over HTTP or the WebSocket (``send`` frame): checks, envelopes with franking
+    """One send, over HTTP (``messages`` checked by the model) or the WebSocket (a ``send``
+    frame's, checked the same way by `tidings.server.frames`): checks, envelopes with franking
     tags, the durable store (answered after its batch committed), then the push hints.
 
     Raises: MismatchedDevicesError (409), StaleDevicesError (410), DecodeError (400),
@@ -76,8 +82,8 @@ async def relay_send(
     StorageUnavailableError (503: its batch could not be committed; nothing stored).
     """
     await state.limiter.hit("send", str(auth.account_id), state.config.rate_sends_per_minute, 60)
-    given = {m.device_id: m for m in body.messages}
-    if len(given) != len(body.messages):
+    given = {m.device_id: m for m in messages}
+    if len(given) != len(messages):
         raise DecodeError("a device is named twice")
     registration_ids = {d: m.registration_id for d, m in given.items()}
     cached = state.cache.device_list(username)
@@ -89,7 +95,7 @@ async def relay_send(
 
     timestamp = state.clock()
     envelopes, ids = [], []
-    for m in body.messages:
+    for m in messages:
         commitment = b64d(m.commitment, what="commitment", max_len=32)
         payload = b64d(m.body, what="body", max_len=MAX_ENVELOPE_BYTES)
         codec.decode(_BODY_KINDS[m.type], payload)  # refuse garbage before storing it
@@ -122,7 +128,8 @@ async def relay_send(
     state.metrics.envelopes_queued.inc(len(envelopes))
     for e in envelopes:
         await state.hub.notify(account_id, e.device_id)
-    return SendResult(server_timestamp_ms=timestamp, message_ids=ids)
+    # Built from values made here: nothing to validate (the WebSocket reads its two fields).
+    return SendResult.model_construct(server_timestamp_ms=timestamp, message_ids=ids)
 
 
 async def _current_devices(
@@ -132,12 +139,17 @@ async def _current_devices(
     the database, and remembered in the node cache).
 
     Raises: UnknownAccountError, MismatchedDevicesError, StaleDevicesError."""
-    generation = state.cache.generation
-    account_id = await state.store.account_id(username)
-    current = {d.device_id: d.registration_id for d in await state.store.devices(account_id)}
-    entry = state.cache.keep_device_list(generation, username, account_id, current)
+
+    async def read() -> DeviceList:
+        generation = state.cache.generation
+        account_id = await state.store.account_id(username)
+        current = {d.device_id: d.registration_id for d in await state.store.devices(account_id)}
+        return state.cache.keep_device_list(generation, username, account_id, current)
+
+    # Every send to this account missing the cache at once waits for one read.
+    entry = await state.cache.read_once(("devices", username), read)
     _check_devices(entry, auth, registration_ids, raise_=True)
-    return account_id
+    return entry.account_id
 
 
 def _check_devices(

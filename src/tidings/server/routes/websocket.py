@@ -12,28 +12,29 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Coroutine
-from typing import TypeGuard
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import ValidationError
 
-from tidings.errors import RateLimitedError, StorageUnavailableError, TidingsError
+from tidings.errors import RateLimitedError, TidingsError
 from tidings.server.auth import AuthenticatedDevice, authenticate, still_allowed
 from tidings.server.errors import body_for
-from tidings.server.models import SendRequest
+from tidings.server.frames import (
+    AckFrame,
+    BadFrame,
+    DeviceMessage,
+    RequestId,
+    envelope_frame,
+    error_frame,
+    read_client_frame,
+    send_result_frame,
+)
 from tidings.server.routes.messages import relay_send
 from tidings.server.state import ServerState, get_state
 from tidings.storage.enforcement import BAN, SUSPEND, active_enforcement
-from tidings.wire.base64url import b64d, b64e
 
 log = logging.getLogger("tidings.server.websocket")
 router = APIRouter(tags=["delivery"])
 
-MAX_CLIENT_FRAME = 256
-"""Longest ack frame (an ack is ~70 characters). A send frame may be as long as the transport
-allows: it refuses anything past `tidings.server.serving.MAX_WS_MESSAGE_BYTES` before it is
-buffered."""
 MAX_WEBSOCKETS_PER_ACCOUNT = 16
 """Open connections per account on one node: a device keeps one (briefly two while it
 reconnects), so this covers an account with several devices; more is a client bug or abuse,
@@ -41,18 +42,10 @@ each connection costing buffers and an enforcement re-check every minute or two.
 TOO_MANY_CONNECTIONS_CLOSE = 4429
 MAX_REQUESTS_IN_FLIGHT = 256
 """Acks and sends of one connection waiting for their batch; past it, reading waits."""
-MAX_REQUEST_ID_CHARS = 64
 ENFORCEMENT_RECHECK_S = (60.0, 120.0)
 """Bounds of the jittered interval at which an idle connection re-reads its account's
 enforcement without being told to (see `_deliver`)."""
 _PAGE = 100
-
-
-def _error_frame(code: str, message: str, request_id: str | int | None = None) -> str:
-    frame: dict[str, object] = {"type": "error", "code": code, "message": message}
-    if request_id is not None:
-        frame["id"] = request_id
-    return json.dumps(frame)
 
 
 @router.websocket("/v1/websocket")
@@ -71,7 +64,7 @@ async def websocket(ws: WebSocket) -> None:
     if open_now >= MAX_WEBSOCKETS_PER_ACCOUNT:
         # Counted after authentication only: nobody can use up another account's slots.
         await ws.send_text(
-            _error_frame(
+            error_frame(
                 "too_many_connections",
                 f"at most {MAX_WEBSOCKETS_PER_ACCOUNT} connections per account",
             )
@@ -131,7 +124,7 @@ async def _deliver(
                 found = await active_enforcement(state.db, auth.username, state.clock())
                 if found is not None and found.kind in (BAN, SUSPEND):
                     code = "account_banned" if found.kind == BAN else "account_suspended"
-                    await ws.send_text(_error_frame(code, "account " + code[8:]))
+                    await ws.send_text(error_frame(code, "account " + code[8:]))
                     await ws.close(code=4403, reason=code)
                     return
             if mailbox.overflowed:
@@ -148,7 +141,7 @@ async def _deliver(
                     limit=_PAGE,
                 )
                 for item in batch:
-                    await ws.send_text(_envelope_frame(item.envelope))
+                    await ws.send_text(envelope_frame(item.envelope))
                     last_seq = item.seq
                 if len(batch) == _PAGE:
                     continue
@@ -159,7 +152,7 @@ async def _deliver(
             while pushed:
                 stored = pushed.popleft()
                 if stored.seq > last_seq:
-                    await ws.send_text(_envelope_frame(stored.envelope))
+                    await ws.send_text(envelope_frame(stored.envelope))
                     last_seq = stored.seq
             mailbox.sent_through = last_seq  # the sweep wakes only for what is past it
             if not announced_empty:
@@ -178,89 +171,47 @@ async def _deliver(
                 recheck = timed_out = True
 
 
-def _envelope_frame(envelope: bytes) -> str:
-    return '{"type": "envelope", "envelope": "' + b64e(envelope) + '"}'
-
-
 async def _read_frames(ws: WebSocket, auth: AuthenticatedDevice, state: ServerState) -> None:
-    """Client frames: ``ack`` and ``send`` (docs/api.md). Each is handled in a task of its own,
-    so that a client can pipeline them; at most `MAX_REQUESTS_IN_FLIGHT` at once."""
-    in_flight = asyncio.Semaphore(MAX_REQUESTS_IN_FLIGHT)
-    pending: set[asyncio.Task[None]] = set()
+    """Client frames: ``ack`` and ``send`` (docs/api.md, read by `tidings.server.frames`), all
+    pipelined: a send runs in a task of its own; an ack is only queued for the writer's next
+    batch (a future, no task). At most `MAX_REQUESTS_IN_FLIGHT` of both at once."""
+    pending: set[asyncio.Future[None] | asyncio.Future[bool]] = set()
+    room = asyncio.Event()
+
+    def finished(done: asyncio.Future[None] | asyncio.Future[bool]) -> None:
+        pending.discard(done)
+        room.set()
+
+    def acked(done: asyncio.Future[bool]) -> None:
+        finished(done)
+        # Not deleted (StorageUnavailableError, or the socket's end cancelled it): sent again
+        # on the next connection (at-least-once). Retrieved either way, so never logged.
+        if not done.cancelled() and done.exception() is None and done.result():
+            state.metrics.envelopes_delivered.inc()
+
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             if pending:  # what was sent before the close is committed (or refused) first
                 await asyncio.wait(set(pending))
             raise WebSocketDisconnect(message.get("code", 1000))
-        text = message.get("text")
-        try:
-            work = _parse_frame(text, auth, state, ws)
-        except _BadFrame as bad:
-            await ws.send_text(_error_frame("malformed", bad.why, bad.request_id))
+        frame = read_client_frame(message.get("text"))
+        if isinstance(frame, BadFrame):
+            await ws.send_text(error_frame("malformed", frame.why, frame.request_id))
             continue
-        await in_flight.acquire()
-        task = asyncio.create_task(work)
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-        task.add_done_callback(lambda _: in_flight.release())
-
-
-class _BadFrame(Exception):
-    def __init__(self, why: str, request_id: RequestId | None = None) -> None:
-        super().__init__(why)
-        self.why, self.request_id = why, request_id
-
-
-RequestId = str | int
-
-
-def _parse_frame(
-    text: str | None, auth: AuthenticatedDevice, state: ServerState, ws: WebSocket
-) -> Coroutine[None, None, None]:
-    """The work a client frame asks for. Raises `_BadFrame` (answered ``malformed``)."""
-    if text is None:
-        # A binary frame: the protocol is JSON text. Answered, not fatal (docs/api.md).
-        raise _BadFrame("binary frame")
-    try:
-        frame = json.loads(text)
-    except ValueError:
-        raise _BadFrame("bad frame") from None
-    if not isinstance(frame, dict):
-        raise _BadFrame("bad frame")
-    kind = frame.get("type")
-    if kind == "ack":
-        if len(text) > MAX_CLIENT_FRAME:
-            raise _BadFrame("bad frame")
-        try:
-            message_id = b64d(frame["message_id"], what="message id", max_len=16)
-        except (KeyError, TypeError, AttributeError, TidingsError):
-            raise _BadFrame("bad frame") from None
-        return _acknowledge(auth, state, message_id)
-    if kind == "send":
-        request_id = frame.get("id")
-        if not _is_request_id(request_id):
-            raise _BadFrame(
-                f"a send frame needs an id: a string of 1-{MAX_REQUEST_ID_CHARS} "
-                "characters or an integer 0..2^53-1"
+        while len(pending) >= MAX_REQUESTS_IN_FLIGHT:
+            room.clear()
+            await room.wait()
+        if isinstance(frame, AckFrame):
+            ack = state.store.acknowledge_soon(auth.account_id, auth.device_id, frame.message_id)
+            pending.add(ack)
+            ack.add_done_callback(acked)
+        else:
+            task = asyncio.create_task(
+                _send(ws, auth, state, frame.request_id, frame.destination, frame.messages)
             )
-        destination = frame.get("destination")
-        if not isinstance(destination, str) or not destination:
-            raise _BadFrame("a send frame needs a destination username", request_id)
-        try:
-            body = SendRequest.model_validate({"messages": frame.get("messages")})
-        except ValidationError:
-            raise _BadFrame(
-                "the messages do not validate (docs/api.md, Messages)", request_id
-            ) from None
-        return _send(ws, auth, state, request_id, destination, body)
-    raise _BadFrame("unknown frame type")
-
-
-def _is_request_id(value: object) -> TypeGuard[RequestId]:
-    if isinstance(value, str):
-        return 0 < len(value) <= MAX_REQUEST_ID_CHARS
-    return type(value) is int and 0 <= value < 2**53
+            pending.add(task)
+            task.add_done_callback(finished)
 
 
 async def _send(
@@ -269,36 +220,23 @@ async def _send(
     state: ServerState,
     request_id: RequestId,
     destination: str,
-    body: SendRequest,
+    messages: list[DeviceMessage],
 ) -> None:
     """One ``send`` frame: answered ``send_result`` or ``error`` with the HTTP route's code."""
     try:
         await still_allowed(state, auth)  # a ban or a removed device since the upgrade
-        result = await relay_send(state, auth, destination, body)
+        result = await relay_send(state, auth, destination, messages)
     except TidingsError as exc:
         state.metrics.errors.labels(code=exc.code).inc()
         error = body_for(exc)["error"]
         if isinstance(exc, RateLimitedError):
             error["retry_after_s"] = exc.retry_after_s
-        reply = {"type": "error", "id": request_id, **error}
+        reply = json.dumps({"type": "error", "id": request_id, **error})
     except Exception as exc:  # a bug or an outage: answered, never a silently dropped socket
         log.error("websocket send failed", extra={"error": type(exc).__name__})
         state.metrics.errors.labels(code="internal").inc()
-        reply = {
-            "type": "error",
-            "id": request_id,
-            "code": "internal",
-            "message": "internal server error",
-        }
+        reply = error_frame("internal", "internal server error", request_id)
     else:
-        reply = {"type": "send_result", "id": request_id, **result.model_dump()}
+        reply = send_result_frame(request_id, result.server_timestamp_ms, result.message_ids)
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        await ws.send_text(json.dumps(reply))
-
-
-async def _acknowledge(auth: AuthenticatedDevice, state: ServerState, message_id: bytes) -> None:
-    try:
-        if await state.store.acknowledge(auth.account_id, auth.device_id, message_id):
-            state.metrics.envelopes_delivered.inc()
-    except StorageUnavailableError:
-        pass  # not deleted: sent again on the next connection (at-least-once)
+        await ws.send_text(reply)
