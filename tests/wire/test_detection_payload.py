@@ -12,6 +12,7 @@ from tidings.wire.detection import (
     INNER_PAYLOAD_LEN,
     NO_MESSAGE_ID,
     DetectionInnerPayload,
+    list_statement,
 )
 
 _ASCII = st.text(
@@ -140,3 +141,20 @@ def test_garbage_gives_typed_errors_only(data: bytes) -> None:
     except DecodeError:
         return
     assert payload.encode() == data
+
+
+def test_list_statement_binds_every_field() -> None:
+    base = {"version": 3, "digest": bytes(32), "threshold": 10, "created_ms": 1_700_000_000_000}
+    statement = list_statement(**base)  # type: ignore[arg-type]
+    assert statement.startswith(b"Tidings_DetectionList_v1")
+    for name, other in (
+        ("version", 4),
+        ("digest", b"\x01" * 32),
+        ("threshold", 11),
+        ("created_ms", 1),
+    ):
+        assert list_statement(**{**base, name: other}) != statement  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="list digest"):
+        list_statement(**{**base, "digest": bytes(31)})  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="list version"):
+        list_statement(**{**base, "version": -1})  # type: ignore[arg-type]

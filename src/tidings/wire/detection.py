@@ -21,6 +21,13 @@ content type (a synthetic voucher's random inner bytes then have the length of a
     zero bytes up to `INNER_PAYLOAD_LEN` (256)
 
 Every padding byte must be zero and every length in range: one payload has one encoding.
+
+The published list's signature (``GET /v1/detection/list/digest``) is Ed25519 over
+`list_statement`, which every client and ``tidings audit detection-list`` rebuild from the
+published fields::
+
+    "Tidings_DetectionList_v1" || u64(version) || digest (32) || u32(threshold)
+        || u64(created_ms)
 """
 
 from __future__ import annotations
@@ -28,15 +35,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tidings.errors import DecodeError, OversizedError, TruncatedError, UnsupportedVersionError
-from tidings.wire.binary import U64_MAX, Reader, require_bytes, require_uint, u8, u64
+from tidings.wire.binary import U32_MAX, U64_MAX, Reader, require_bytes, require_uint, u8, u32, u64
 
 __all__ = [
     "DETECTION_INNER_VERSION",
     "INNER_PAYLOAD_LEN",
+    "LIST_STATEMENT_LABEL",
     "MAX_INNER_ATTACHMENT_ID_CHARS",
     "MAX_INNER_CONTENT_TYPE_CHARS",
     "NO_MESSAGE_ID",
     "DetectionInnerPayload",
+    "list_statement",
 ]
 
 DETECTION_INNER_VERSION = 1
@@ -50,6 +59,27 @@ _PDQ_LEN = 32
 _MESSAGE_ID_LEN = 16
 NO_MESSAGE_ID = bytes(_MESSAGE_ID_LEN)
 """The message id field of a payload whose message id the device did not know."""
+
+
+LIST_STATEMENT_LABEL = b"Tidings_DetectionList_v1"
+_LIST_DIGEST_LEN = 32
+
+
+def list_statement(*, version: int, digest: bytes, threshold: int, created_ms: int) -> bytes:
+    """The bytes the list-signing key signs for one published list (module docstring).
+
+    Raises:
+        DecodeError: a field out of range (``digest`` not 32 bytes, a negative number).
+    """
+    return b"".join(
+        (
+            LIST_STATEMENT_LABEL,
+            u64(require_uint(version, U64_MAX, "list version")),
+            require_bytes(digest, _LIST_DIGEST_LEN, "list digest"),
+            u32(require_uint(threshold, U32_MAX, "threshold")),
+            u64(require_uint(created_ms, U64_MAX, "list creation time")),
+        )
+    )
 
 
 def _ascii_field(value: object, limit: int, what: str, *, allow_empty: bool) -> bytes:
