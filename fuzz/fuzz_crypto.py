@@ -1,6 +1,6 @@
 """Fuzz targets for the protocol core's decoders of untrusted bytes: ratchet headers, key
 encodings, stored state, session messages, sender-key messages, franked plaintexts, report
-items, attachment ciphertexts and safety-number QR payloads."""
+items, attachment ciphertexts, safety-number QR payloads and threshold shares."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tidings.crypto.ratchet import DoubleRatchet, Header
 from tidings.crypto.safety_number import SafetyNumber
 from tidings.crypto.sender_keys import GroupSenderKeys, RemoteSenderKey
 from tidings.crypto.session import PREKEY, RATCHET, SessionRecord
+from tidings.crypto.threshold import ShareEnvelope, WindowDealer, draw_share_x
 from tidings.wire import pb
 
 TargetSpec = tuple[str, Callable[[bytes], object], list[bytes]]
@@ -94,3 +95,10 @@ def crypto_targets() -> Iterator[TargetSpec]:
     yield "crypto.attachment_decrypt", attachment_decrypt, [ciphertext]
     number = SafetyNumber.compute(alice.public.encode(), "alice", bob.public.encode(), "bob")
     yield "crypto.safety_number_scan", number.matches_scanned, [number.qr_payload()]
+    window = WindowDealer(os.urandom(32), threshold=10, dimension=32)
+    share = window.share(draw_share_x(os.urandom))
+    yield (
+        "crypto.ShareEnvelope",
+        lambda data: ShareEnvelope.from_bytes(data, window.dimension),
+        [share.to_bytes()],
+    )

@@ -96,6 +96,28 @@ class ContextChainError(CryptoError):
     code = "broken_context_chain"
 
 
+# --- private matching: threshold shares (tidings.crypto.threshold) -------------------------
+
+
+class InvalidShareError(DecodeError):
+    """A threshold share holds a value that is not a field element, or an x of zero."""
+
+    code = "invalid_share"
+
+
+class ShareRecoveryError(CryptoError):
+    """The shares do not determine one window key: too few, a repeated x, or not on one
+    polynomial of the threshold's degree (a synthetic or tampered share among them)."""
+
+    code = "share_recovery_failed"
+
+
+class ThresholdParameterError(CryptoError):
+    """A threshold-sharing parameter (threshold, tag dimension, rate, count) is out of range."""
+
+    code = "invalid_threshold_parameters"
+
+
 # --- protocol state -------------------------------------------------------------------------
 
 
