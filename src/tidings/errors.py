@@ -196,6 +196,18 @@ class SafetyInputError(SafetyError):
     code = "invalid_safety_input"
 
 
+class BankImportError(SafetyInputError):
+    """A hash-bank file (import or removal) has a bad row; nothing from the file was applied.
+    ``line`` is the 1-based line number of the first bad row (0: the file as a whole)."""
+
+    code = "bank_file_invalid"
+
+    def __init__(self, message: str | None = None, *, line: int = 0) -> None:
+        text = message or self.__class__.__doc__ or self.code
+        super().__init__(f"line {line}: {text}" if line else text)
+        self.line = line
+
+
 class NotFoundError(SafetyError):
     """The case, report, evidence, staff account or other record does not exist."""
 

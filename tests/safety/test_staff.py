@@ -85,8 +85,16 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.EXPORT_EVIDENCE,
         P.MAKE_REFERRAL,
         P.VIEW_AUDIT,
+        P.VIEW_BANKS,
     },
-    Role.ADMIN: {P.MANAGE_STAFF, P.MANAGE_QUEUES, P.VIEW_AUDIT, P.ROTATE_KEYS},
+    Role.ADMIN: {
+        P.MANAGE_STAFF,
+        P.MANAGE_QUEUES,
+        P.VIEW_AUDIT,
+        P.ROTATE_KEYS,
+        P.VIEW_BANKS,
+        P.MANAGE_BANKS,
+    },
 }
 
 

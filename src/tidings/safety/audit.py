@@ -112,6 +112,11 @@ class AuditAction(StrEnum):
     APPEAL_DECIDED = "appeal.decided"
     KEY_ROTATION = "key.rotation"
     AUDIT_VERIFY = "audit.verify"
+    BANK_CREATE = "bank.create"
+    BANK_IMPORT = "bank.import"
+    BANK_REMOVE = "bank.remove"
+    BANK_VIEW = "bank.view"
+    BANK_EXPORT = "bank.export"
 
 
 def _check_json(value: object, depth: int = 0) -> None:

@@ -58,6 +58,10 @@ class InMemoryCaseRepository:
             None,
         )
 
+    def list_cases(self, *, limit: int, offset: int = 0) -> list[CaseRecord]:
+        ordered = sorted(self.cases.values(), key=lambda c: (c.created_ms, c.case_id))
+        return ordered[offset : offset + limit]
+
     def cases_in_queue(self, queue_id: str, states: frozenset[CaseState]) -> list[CaseRecord]:
         return [c for c in self.cases.values() if c.queue_id == queue_id and c.state in states]
 

@@ -41,6 +41,13 @@ OPEN_STATES = frozenset({CaseState.OPEN, CaseState.PENDING_SECOND_REVIEW})
 LOCKABLE_STATES = OPEN_STATES | {CaseState.APPEALED}
 
 
+class CaseSource(StrEnum):
+    """What opened a case. Values are stable (stored)."""
+
+    REPORT = "report"  # user reports (franked, verified)
+    DETECTION = "detection"  # a match against a hash bank
+
+
 class DecisionKind(StrEnum):
     DISMISS = "dismiss"
     WARN = "warn"
@@ -134,6 +141,7 @@ class CaseRecord:
     pending_decision_id: str | None = None
     final_decision_id: str | None = None
     version: int = 0
+    source: CaseSource = CaseSource.REPORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +216,11 @@ class CaseRepository(Protocol):
         ...
 
     def open_case_for_subject(self, subject: str) -> CaseRecord | None: ...
+
+    def list_cases(self, *, limit: int, offset: int = 0) -> list[CaseRecord]:
+        """At most ``limit`` cases of every queue and state, oldest first (by created time,
+        then id), skipping the first ``offset``: `tidings admin cases`."""
+        ...
 
     def cases_in_queue(self, queue_id: str, states: frozenset[CaseState]) -> list[CaseRecord]: ...
 

@@ -16,7 +16,7 @@ Construction:
   SafetyService(repos: SafetyRepositories, *, ...same keywords...)
   .migrate()  .close()
 Attributes (`tidings.console.context.ConsoleContext.from_service` reads these):
-  .staff  .cases  .vault  .audit  .intake        (domain services)
+  .staff  .cases  .vault  .audit  .intake  .banks (domain services)
   .staff_repo  .case_repo  .enforcement_repo  .report_repo  .evidence_repo  .audit_repo
   .queues: Mapping[str, Queue]   .policies: Mapping[str, Policy]   .clock() -> ms
   .list_staff() -> list[StaffAccount]
@@ -77,6 +77,9 @@ from tidings.safety.case_model import (
     EnforcementRepository,
     Policy,
 )
+from tidings.safety.bank_memory import InMemoryBankRepository
+from tidings.safety.bank_model import BankRepository
+from tidings.safety.banks import BankService
 from tidings.safety.cases import CaseService
 from tidings.safety.categories import Queue, Router
 from tidings.safety.evidence import (
@@ -198,6 +201,7 @@ class SafetyRepositories:
     evidence: EvidenceRepository
     cases: CaseRepository
     enforcements: EnforcementRepository
+    banks: BankRepository = field(default_factory=InMemoryBankRepository)
     close: Callable[[], None] = lambda: None
     migrate: Callable[[], None] = lambda: None
 
@@ -213,6 +217,7 @@ class SafetyRepositories:
         from tidings.safety.sql import (
             SafetyDatabase,
             SqlAuditRepository,
+            SqlBankRepository,
             SqlCaseRepository,
             SqlEnforcementRepository,
             SqlEvidenceRepository,
@@ -234,6 +239,7 @@ class SafetyRepositories:
             evidence=SqlEvidenceRepository(db),
             cases=SqlCaseRepository(db),
             enforcements=SqlEnforcementRepository(db),
+            banks=SqlBankRepository(db),
             close=db.dispose,
             migrate=migrate,
         )
@@ -329,6 +335,8 @@ class SafetyService:
             principals=self.staff.principal_for,
             policies=policies,
         )
+        self.bank_repo = repos.banks
+        self.banks = BankService(repos.banks, self.audit, clock=clock)
         self.intake = ReportIntake(
             franking_keys=franking_keys,
             fetcher=fetcher,

@@ -65,6 +65,8 @@ class Permission(StrEnum):
     VIEW_AUDIT = "view_audit"
     MANAGE_STAFF = "manage_staff"
     ROTATE_KEYS = "rotate_keys"
+    VIEW_BANKS = "view_banks"  # hash banks, their entries and sources
+    MANAGE_BANKS = "manage_banks"  # create banks, import and remove entries
     CHILD_SAFETY = "child_safety"  # never from a role: StaffAccount.child_safety
 
 
@@ -102,15 +104,19 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             Permission.EXPORT_EVIDENCE,
             Permission.MAKE_REFERRAL,
             Permission.VIEW_AUDIT,
+            Permission.VIEW_BANKS,
         }
     ),
-    # Admin runs the console, not the moderation: no evidence, no decisions.
+    # Admin runs the console, not the moderation: no evidence, no decisions. It keeps the
+    # hash banks (their entries are hashes supplied by outside organisations, not evidence).
     Role.ADMIN: frozenset(
         {
             Permission.MANAGE_STAFF,
             Permission.MANAGE_QUEUES,
             Permission.VIEW_AUDIT,
             Permission.ROTATE_KEYS,
+            Permission.VIEW_BANKS,
+            Permission.MANAGE_BANKS,
         }
     ),
 }

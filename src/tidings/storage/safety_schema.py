@@ -14,7 +14,9 @@ audit log, staff accounts (Argon2id hashes; TOTP secrets *encrypted* under the `
 file key, migration ``0004``), pending privilege grants and enrolment links (SHA-256 of the
 token only), the console's cross-node state (migration ``0006``: per-session exposure counts,
 media preferences, pending sign-ins with the password sealed under the browser's handle),
-cases, notes, decisions, appeals and enforcement records.
+cases, notes, decisions, appeals and enforcement records; the hash banks (migration ``0007``:
+banks, their entries — hashes of known illegal images, supplied by outside organisations,
+never of users' content — each entry's sources, and the list version).
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ __all__ = [
     "account_enforcements",
     "safety_appeals",
     "safety_audit_log",
+    "safety_bank_entries",
+    "safety_bank_list",
+    "safety_bank_sources",
+    "safety_banks",
     "safety_cases",
     "safety_console_pending",
     "safety_decisions",
@@ -285,6 +291,8 @@ safety_cases = Table(
     _id("pending_decision_id", nullable=True),
     _id("final_decision_id", nullable=True),
     Column("version", Integer, nullable=False),
+    # "report" (opened by user reports) or "detection" (by a hash-bank match); 0007.
+    Column("source", String(16), nullable=False, server_default="report"),
     # The queue filter, and covering for the queue counts (one GROUP BY reads the index only).
     Index(
         "ix_safety_cases_queue_counts",
@@ -374,4 +382,59 @@ account_enforcements = Table(
     _id("case_id"),
     ms_column("created_ms"),
     ms_column("revoked_ms", nullable=True),  # set when an appeal overturned it
+)
+
+safety_banks = Table(
+    "safety_banks",
+    metadata,
+    _id("bank_id", primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("category", String(32), nullable=False),
+    Column("description", Text, nullable=False),
+    ms_column("created_ms"),
+    _id("created_by"),
+)
+
+safety_bank_entries = Table(
+    "safety_bank_entries",
+    metadata,
+    _id("entry_id", primary_key=True),
+    _id("bank_id"),
+    Column("signal_type", String(16), nullable=False),
+    Column("value", String(64), nullable=False),  # canonical lowercase hex
+    Column("quality", Integer, nullable=True),
+    ms_column("added_ms"),
+    ms_column("removed_ms", nullable=True),  # set when the last source withdrew it
+    # Derived from the active sources (the two-jurisdiction rule), kept in step by every
+    # write so that a bank page filters and counts eligibility in SQL.
+    Column("device_eligible", Boolean, nullable=False),
+    # One entry per value and bank (the same value from several sources is one entry); also
+    # the bank page's order, (signal_type, value).
+    Index("uq_safety_bank_entries_value", "bank_id", "signal_type", "value", unique=True),
+    # The lists across banks: active entries of a type (the device-eligible ones), by value.
+    Index(
+        "ix_safety_bank_entries_lists", "signal_type", "removed_ms", "device_eligible", "value"
+    ),
+)
+
+safety_bank_sources = Table(
+    "safety_bank_sources",
+    metadata,
+    _id("entry_id"),
+    Column("organisation", String(128), nullable=False),
+    Column("jurisdiction", String(2), nullable=False),  # ISO 3166-1 alpha-2
+    ms_column("added_ms"),
+    ms_column("removed_ms", nullable=True),
+    PrimaryKeyConstraint("entry_id", "organisation", "added_ms"),
+    # An organisation's recorded jurisdiction (one per organisation).
+    Index("ix_safety_bank_sources_organisation", "organisation"),
+)
+
+safety_bank_list = Table(
+    "safety_bank_list",
+    metadata,
+    # One row (id 1): the version of the lists, +1 in the transaction of every change to the
+    # active or the device-eligible entries. No row: version 0.
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
 )

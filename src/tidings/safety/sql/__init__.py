@@ -18,6 +18,7 @@ updates; a partial unique index keeps one open case per subject.
 from __future__ import annotations
 
 from tidings.safety.sql.audit import SqlAuditRepository
+from tidings.safety.sql.banks import SqlBankRepository
 from tidings.safety.sql.cases import SqlCaseRepository, SqlEnforcementRepository
 from tidings.safety.sql.engine import SafetyDatabase, sync_url
 from tidings.safety.sql.reports import SqlEvidenceRepository, SqlReportRepository
@@ -27,6 +28,7 @@ __all__ = [
     "STAFF_KEY_LEN",
     "SafetyDatabase",
     "SqlAuditRepository",
+    "SqlBankRepository",
     "SqlCaseRepository",
     "SqlEnforcementRepository",
     "SqlEvidenceRepository",

@@ -109,6 +109,11 @@ class SqlCaseRepository:
         found = self._cases.where(and_(c.subject == subject, c.state.in_(_OPEN)), limit=1)
         return found[0] if found else None
 
+    def list_cases(self, *, limit: int, offset: int = 0) -> list[CaseRecord]:
+        c = safety_cases.c
+        query = select(safety_cases).order_by(c.created_ms, c.case_id).limit(limit).offset(offset)
+        return self._cases.db.all(query, self._cases.decode)
+
     def cases_in_queue(self, queue_id: str, states: frozenset[CaseState]) -> list[CaseRecord]:
         c = safety_cases.c
         return self._cases.where(
