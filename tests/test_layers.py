@@ -13,13 +13,16 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tidings"
 # Besides itself, what each layer may import from tidings ("" is the package root, for
 # __version__; "errors" is the typed errors every layer raises; "clock" the one time source).
 ALLOWED: dict[str, set[str]] = {
+    # media: fingerprints of plaintext media (PDQ, MD5/SHA-256), shared by the device (client)
+    # and the provider side (safety, server); it depends on nothing of Tidings but errors.
+    "media": {"", "errors"},
     "wire": {"", "errors", "clock"},
     "crypto": {"", "errors", "clock", "wire"},
     "storage": {"", "errors", "clock", "wire"},
-    "server": {"", "errors", "clock", "wire", "crypto", "storage"},
-    "safety": {"", "errors", "clock", "wire", "crypto", "storage"},
+    "server": {"", "errors", "clock", "wire", "crypto", "storage", "media"},
+    "safety": {"", "errors", "clock", "wire", "crypto", "storage", "media"},
     "console": {"", "errors", "clock", "wire", "crypto", "storage", "safety"},
-    "client": {"", "errors", "clock", "wire", "crypto"},
+    "client": {"", "errors", "clock", "wire", "crypto", "media"},
 }
 
 
@@ -100,7 +103,10 @@ HAZMAT_LIBRARIES = frozenset(
 """Primitive libraries: only `HAZMAT_MODULES` may import them (ARCHITECTURE.md: the hazmat
 layer is crypto/primitives.py; argon2-cffi's password hasher has one home beside it)."""
 
-HAZMAT_MODULES = frozenset({"crypto/primitives.py", "safety/passwords.py"})
+HAZMAT_MODULES = frozenset({"crypto/primitives.py", "safety/passwords.py", "media/digests.py"})
+# media/digests.py: MD5 and SHA-256 of plaintext as content identifiers for hash banks' exact
+# entries (the field publishes MD5); no security property rests on them, and the media layer
+# sits below crypto, so it cannot borrow crypto.primitives.sha256.
 
 
 def _external_imports(path: Path) -> set[str]:

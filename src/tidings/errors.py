@@ -494,6 +494,33 @@ class AccountRestrictedError(ForbiddenError):
     code = "account_restricted"
 
 
+# --- media (image hashing for known-image detection) ------------------------------------------
+
+
+class ImageDecodeError(DecodeError):
+    """The bytes are not an image in a supported format, or the image data is corrupt."""
+
+    code = "image_undecodable"
+
+
+class ImageTruncatedError(TruncatedError):
+    """The image data ends before the image it describes is complete."""
+
+    code = "image_truncated"
+
+
+class ImageTooLargeError(OversizedError):
+    """The image exceeds the hashing limit in bytes or in decoded pixels (a decompression bomb)."""
+
+    code = "image_too_large"
+
+
+class PdqHashFormatError(DecodeError):
+    """A PDQ hash is not 256 bits (32 bytes, 64 hex digits) with a quality of 0-100."""
+
+    code = "pdq_hash_malformed"
+
+
 # --- HTTP status: one table for every HTTP surface (messaging API and staff console) ---------
 
 HTTP_STATUS: Mapping[type[TidingsError], int] = MappingProxyType(
