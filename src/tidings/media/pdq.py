@@ -7,8 +7,8 @@ HMA) and have their one home here.
 
 Bit order: the 256 bits are written most significant first, as Meta's reference implementations
 print them: byte 0 holds bits 255..248 (the high bits of the reference's 16-bit word 15), so
-``PdqHash.hex`` is the 64-hex-digit form found in hash banks and in
-/work/shared/fixtures/pdq/reference-hashes.csv. `pdqhash` returns its bits in that order already.
+``PdqHash.hex`` is the 64-hex-digit form found in hash banks and in Meta's reference hashes
+(tests/vectors/pdq/reference-hashes.csv). `pdqhash` returns its bits in that order already.
 
 Decoding: Pillow, restricted to `IMAGE_FORMATS`, with the byte and pixel limits checked before
 any pixel is decoded. As in Meta's reference Python implementation the image is first scaled to
