@@ -188,7 +188,7 @@ def test_an_organisation_keeps_one_jurisdiction(banks: Banks) -> None:
     value = pdq()
     banks.import_rows("ncmec-like", [f"pdq,{pdq()}"], "NCMEC", "US")
     audited = len(banks.actions())
-    with pytest.raises(BankImportError, match="line 1: .*recorded with jurisdiction US"):
+    with pytest.raises(BankImportError, match=r"line 1: .*recorded with jurisdiction US"):
         banks.import_rows("ncmec-like", [f"pdq,{value}"], "NCMEC", "GB")
     assert len(banks.service.active_entries("pdq")) == 1
     assert len(banks.actions()) == audited
@@ -416,7 +416,8 @@ def test_removal_withdraws_one_source_and_the_last_removes_the_entry(banks: Bank
 
     # Removing again changes nothing; a re-import brings the entry back.
     again = banks.service.remove_file(OPERATOR, "ncmec-like", data, organisation="NCMEC")
-    assert again.outcome.not_found == 2 and again.outcome.list_version == second.outcome.list_version
+    assert again.outcome.not_found == 2
+    assert again.outcome.list_version == second.outcome.list_version
     banks.import_rows("ncmec-like", [f"pdq,{value}"], "NCMEC", "US")
     assert banks.entry("ncmec-like", value).active
 

@@ -4,6 +4,7 @@
 - `client`: the client commands on a profile (register, send, receive, verify, report, ...);
 - `groups`: `group ...`;
 - `operator`: `audit ...` and `admin ...`, on a node's data directory;
+- `banks`: `admin bank ...` (hash banks);
 - `_common`: the --json/error contract and the decorators that open a profile.
 """
 
@@ -15,6 +16,7 @@ from typing import Annotated
 import typer
 
 from tidings.cli._common import DEFAULT_PROFILE
+from tidings.cli.banks import bank_cli
 from tidings.cli.client import _status_text as _status_text
 from tidings.cli.client import client_cli
 from tidings.cli.groups import group_cli
@@ -53,6 +55,7 @@ cli.add_typer(server_cli)
 cli.add_typer(client_cli)
 cli.add_typer(group_cli)
 cli.add_typer(audit_cli, name="audit")
+admin_cli.add_typer(bank_cli, name="bank")
 cli.add_typer(admin_cli, name="admin")
 
 

@@ -1,5 +1,6 @@
 """The operator commands of `tidings`: `audit verify` checks the tamper-evident audit log,
-`admin ...` operates the trust & safety side (staff accounts, evidence keys). They work on a
+`admin ...` operates the trust & safety side (staff accounts, evidence keys, the case list;
+the hash banks are `tidings.cli.banks`, ``admin bank ...``). They work on a
 node's data directory or database directly, not through a client profile."""
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ DatabaseUrlOpt = Annotated[
 ]
 
 
-def _server_config(
+def server_config(
     config: Path | None, data_dir: Path | None, database_url: str | None
 ) -> Any:
     from tidings.server.config import ServerConfig
 
+    """The node's configuration: ``config`` (TOML) with the command line's overrides."""
     return ServerConfig.load(config).with_overrides(data_dir=data_dir, database_url=database_url)
 
 
@@ -54,7 +56,7 @@ def audit_verify(
     from tidings.storage.database import sqlite_url
 
     try:
-        cfg = _server_config(config, data_dir, database_url)
+        cfg = server_config(config, data_dir, database_url)
         key_path = anchor_key_file or cfg.data_dir / AUDIT_ANCHOR_FILE
         anchor = key_path.read_bytes() if key_path.is_file() else None
         if anchor_key_file is not None and anchor is None:
@@ -133,7 +135,7 @@ def admin_create_staff(
     from tidings.app import open_safety
 
     try:
-        cfg = _server_config(config, data_dir, database_url)
+        cfg = server_config(config, data_dir, database_url)
         safety = open_safety(cfg)
         try:
             issued = safety.create_staff(
@@ -183,7 +185,7 @@ def admin_rotate_evidence_key(
     from tidings.safety.keyfile import rotate_evidence_key
 
     try:
-        cfg = _server_config(config, data_dir, database_url)
+        cfg = server_config(config, data_dir, database_url)
         key_id = rotate_evidence_key(cfg.data_dir / EVIDENCE_KEYS_FILE)
         safety = open_safety(cfg)
         try:
@@ -205,3 +207,67 @@ def admin_rotate_evidence_key(
         {"active_key_id": key_id, "reencrypted": done},
         f"evidence key {key_id} is active; {done} record(s) re-encrypted",
     )
+
+
+CASE_LIST_BATCH = 1000
+"""Cases `admin cases` reads per query."""
+
+
+@admin_cli.command("cases")
+def admin_cases(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every case, oldest first: id, source (report or detection), subject, category, state
+    and queue (the listing is audited as the command-line operator)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tidings.app import open_safety
+    from tidings.safety.audit import AuditAction
+    from tidings.safety.case_model import CaseRecord
+
+    try:
+        cfg = server_config(config, data_dir, database_url)
+        safety = open_safety(cfg)
+        try:
+            cases: list[CaseRecord] = []
+            while True:
+                page = safety.case_repo.list_cases(limit=CASE_LIST_BATCH, offset=len(cases))
+                cases.extend(page)
+                if len(page) < CASE_LIST_BATCH:
+                    break
+            safety.audit.append(
+                actor=safety.operator().staff_id,
+                action=AuditAction.CASE_LIST,
+                target="case:*",
+                now_ms=safety.clock(),
+                details={"listed": len(cases)},
+            )
+        finally:
+            safety.close()
+    except TidingsError as exc:
+        fail(exc, as_json)
+        return
+    except (SQLAlchemyError, OSError) as exc:
+        fail(UsageError(f"cannot read the cases ({type(exc).__name__})"), as_json)
+        return
+    rows = [
+        {
+            "id": c.case_id,
+            "source": c.source.value,
+            "subject": c.subject,
+            "category": c.category.value,
+            "state": c.state.value,
+            "queue": c.queue_id,
+        }
+        for c in cases
+    ]
+    header = f"{'CASE':<28} {'SOURCE':<10} {'SUBJECT':<20} {'CATEGORY':<26} {'STATE':<22} QUEUE"
+    lines = [header] + [
+        f"{r['id']:<28} {r['source']:<10} {r['subject']:<20} {r['category']:<26} "
+        f"{r['state']:<22} {r['queue']}"
+        for r in rows
+    ]
+    emit(as_json, {"cases": rows}, "\n".join(lines) if rows else "no cases")

@@ -99,6 +99,7 @@ class AuditAction(StrEnum):
     EVIDENCE_HOLD = "evidence.hold"
     CASE_OPEN = "case.open"
     CASE_VIEW = "case.view"
+    CASE_LIST = "case.list"
     CASE_UPDATE = "case.update"
     CASE_LOCK = "case.lock"
     CASE_UNLOCK = "case.unlock"
