@@ -521,6 +521,33 @@ class PdqHashFormatError(DecodeError):
     code = "pdq_hash_malformed"
 
 
+# --- private threshold matching (tidings.crypto.psi / voucher) -------------------------------
+
+
+class DetectionListError(DecodeError):
+    """A blinded detection list is malformed or its parameters are out of range."""
+
+    code = "invalid_detection_list"
+
+
+class DetectionListMismatchError(ProtocolError):
+    """A voucher was built against another detection list (version or digest)."""
+
+    code = "detection_list_mismatch"
+
+
+class MalformedVoucherError(DecodeError):
+    """A matching voucher is not a well-formed encoding."""
+
+    code = "malformed_voucher"
+
+
+class VoucherTamperedError(CryptoError):
+    """An opened voucher's share or inner layer does not authenticate or is inconsistent."""
+
+    code = "voucher_tampered"
+
+
 # --- HTTP status: one table for every HTTP surface (messaging API and staff console) ---------
 
 HTTP_STATUS: Mapping[type[TidingsError], int] = MappingProxyType(
@@ -539,6 +566,7 @@ HTTP_STATUS: Mapping[type[TidingsError], int] = MappingProxyType(
         MismatchedDevicesError: 409,
         LastDeviceError: 409,
         ConflictError: 409,
+        DetectionListMismatchError: 409,
         CaseLockedError: 409,
         SameReviewerError: 409,
         InvalidCaseStateError: 409,

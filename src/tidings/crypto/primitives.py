@@ -81,7 +81,15 @@ __all__ = [
     "constant_time_equal",
     "ed25519_expand",
     "ed25519_generate",
+    "ed25519_point_add",
+    "ed25519_point_from_uniform",
+    "ed25519_point_is_valid",
+    "ed25519_point_sub",
+    "ed25519_point_to_x25519",
     "ed25519_public",
+    "ed25519_scalar_from_wide",
+    "ed25519_scalarmult",
+    "ed25519_scalarmult_base",
     "ed25519_sign",
     "ed25519_verify",
     "hkdf_sha256",
@@ -93,6 +101,7 @@ __all__ = [
     "random_bytes",
     "sha256",
     "sha512",
+    "shake256",
     "x25519",
     "x25519_generate",
     "x25519_public",
@@ -448,3 +457,94 @@ class Sha256Stream:
 def sha512(data: bytes) -> bytes:
     """SHA-512 of ``data`` (64 bytes out)."""
     return hashlib.sha512(data).digest()
+
+
+def shake256(data: bytes, length: int) -> bytes:
+    """SHAKE-256 (FIPS 202) of ``data``, ``length`` bytes out: the PSI layer's deterministic
+    derivations (LSH bit positions, OKVS slot indices) draw from it."""
+    return hashlib.shake_256(data).digest(length)
+
+
+# --- edwards25519 group operations (private threshold matching, crypto/psi.py) ---------------
+# libsodium's crypto_core_ed25519_* and crypto_scalarmult_ed25519_*: the vetted group law; the
+# PSI layer never touches a coordinate itself. Points are 32-byte compressed encodings.
+
+ED25519_POINT_LEN = 32
+ED25519_SCALAR_LEN = 32
+ED25519_WIDE_SCALAR_LEN = 64
+
+
+def ed25519_point_from_uniform(uniform: bytes) -> bytes:
+    """The Elligator 2 map of 32 uniform bytes to a point of the prime-order subgroup
+    (libsodium ``crypto_core_ed25519_from_uniform``: the cofactor is cleared)."""
+    if len(uniform) != ED25519_POINT_LEN:
+        raise InvalidKeyError("from_uniform needs 32 bytes")
+    return bytes(_sodium.crypto_core_ed25519_from_uniform(uniform))
+
+
+def ed25519_point_is_valid(point: bytes) -> bool:
+    """True when ``point`` is a canonical encoding of a point of the prime-order subgroup other
+    than a small-order point (libsodium ``crypto_core_ed25519_is_valid_point``)."""
+    return len(point) == ED25519_POINT_LEN and bool(
+        _sodium.crypto_core_ed25519_is_valid_point(point)
+    )
+
+
+def ed25519_point_add(p: bytes, q: bytes) -> bytes:
+    """``p + q``. Raises `InvalidKeyError` when either is not a point on the curve."""
+    try:
+        return bytes(_sodium.crypto_core_ed25519_add(p, q))
+    except (_sodium_errors.RuntimeError, _sodium_errors.TypeError, ValueError) as exc:
+        raise InvalidKeyError("not an edwards25519 point") from exc
+
+
+def ed25519_point_sub(p: bytes, q: bytes) -> bytes:
+    """``p - q``. Raises `InvalidKeyError` when either is not a point on the curve."""
+    try:
+        return bytes(_sodium.crypto_core_ed25519_sub(p, q))
+    except (_sodium_errors.RuntimeError, _sodium_errors.TypeError, ValueError) as exc:
+        raise InvalidKeyError("not an edwards25519 point") from exc
+
+
+def ed25519_scalar_from_wide(wide: bytes) -> bytes:
+    """A scalar mod L from 64 uniform bytes (``crypto_core_ed25519_scalar_reduce``): the bias is
+    below 2^-250."""
+    if len(wide) != ED25519_WIDE_SCALAR_LEN:
+        raise InvalidKeyError("a wide scalar is 64 bytes")
+    return bytes(_sodium.crypto_core_ed25519_scalar_reduce(wide))
+
+
+def ed25519_scalarmult(scalar: bytes, point: bytes) -> bytes:
+    """``scalar · point`` without clamping (``crypto_scalarmult_ed25519_noclamp``). libsodium
+    refuses a point outside the prime-order subgroup, a small-order point and an identity
+    result; each of those raises `InvalidKeyError`."""
+    if len(scalar) != ED25519_SCALAR_LEN or len(point) != ED25519_POINT_LEN:
+        raise InvalidKeyError("scalar and point are 32 bytes each")
+    try:
+        return bytes(_sodium.crypto_scalarmult_ed25519_noclamp(scalar, point))
+    except (_sodium_errors.RuntimeError, _sodium_errors.TypeError, ValueError) as exc:
+        raise InvalidKeyError("scalar multiplication refused the point") from exc
+
+
+def ed25519_scalarmult_base(scalar: bytes) -> bytes:
+    """``scalar · G`` without clamping (``crypto_scalarmult_ed25519_base_noclamp``). Raises
+    `InvalidKeyError` for a zero scalar (identity result) or a bad length."""
+    if len(scalar) != ED25519_SCALAR_LEN:
+        raise InvalidKeyError("a scalar is 32 bytes")
+    try:
+        return bytes(_sodium.crypto_scalarmult_ed25519_base_noclamp(scalar))
+    except (_sodium_errors.RuntimeError, _sodium_errors.TypeError, ValueError) as exc:
+        raise InvalidKeyError("base multiplication gave the identity") from exc
+
+
+def ed25519_point_to_x25519(point: bytes) -> bytes:
+    """The Montgomery u-coordinate ``(1 + y) / (1 - y)`` of an edwards25519 point
+    (``crypto_sign_ed25519_pk_to_curve25519``), so that ``x25519(k, u(P)) == u(k · P)``.
+    libsodium checks the point is canonical, of prime order and not small order; a point that
+    fails raises `InvalidKeyError`."""
+    if len(point) != ED25519_POINT_LEN:
+        raise InvalidKeyError("a point is 32 bytes")
+    try:
+        return bytes(_sodium.crypto_sign_ed25519_pk_to_curve25519(point))
+    except (_sodium_errors.RuntimeError, _sodium_errors.TypeError, ValueError) as exc:
+        raise InvalidKeyError("not a valid prime-order edwards25519 point") from exc
