@@ -28,6 +28,7 @@ from tidings.crypto.threshold import (
     recover_window_key,
     synthetic_share,
 )
+from tidings.crypto.threshold import _dependent_rows as dependent_rows
 from tidings.errors import (
     DecodeError,
     InvalidKeyError,
@@ -261,6 +262,28 @@ def test_share_decoding_errors_are_typed() -> None:
         ShareEnvelope.from_bytes(good, MAX_TAG_DIMENSION + 1)
 
 
+def test_a_share_holds_only_field_elements() -> None:
+    for x, y, tag in [
+        (0, 1, (1,)),
+        (P, 1, (1,)),
+        (1, P, (1,)),
+        (1, -1, (1,)),
+        (1, 1, (P,)),
+        (1, 1, ()),
+        (1, 1, [1]),
+        (True, 1, (1,)),
+    ]:
+        with pytest.raises(InvalidShareError):
+            ShareEnvelope(x, y, tag)  # type: ignore[arg-type]
+    assert ShareEnvelope(P - 1, P - 1, (0, P - 1)).to_bytes()[:16] == (P - 1).to_bytes(16, "big")
+
+
+def test_share_x_is_drawn_from_the_nonzero_elements() -> None:
+    assert draw_share_x(lambda n: bytes(n)) == 1
+    assert 0 < draw_share_x(lambda n: b"\xff" * n) < P
+    assert draw_share_x(lambda n: (P - 2).to_bytes(n, "big")) == P - 1
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=120), st.integers(min_value=1, max_value=6))
 def test_decoding_arbitrary_bytes_gives_a_share_or_a_typed_error(data: bytes, d: int) -> None:
@@ -319,6 +342,55 @@ def test_any_t_real_shares_recover_the_same_key(seed: int, t: int, data: st.Data
     shares = real_shares(window, t + 4, rng_of(("any", seed)))
     subset = data.draw(st.permutations(shares)).copy()[: data.draw(st.integers(t, t + 4))]
     assert recover_window_key(subset, t) == window.window_key()
+
+
+def _rank(rows: list[list[int]]) -> int:
+    """Rank mod p by plain Gaussian elimination (a reference, written independently)."""
+    work = [list(r) for r in rows]
+    rank = 0
+    for col in range(len(work[0]) if work else 0):
+        pivot = next((i for i in range(rank, len(work)) if work[i][col] % P), None)
+        if pivot is None:
+            continue
+        work[rank], work[pivot] = work[pivot], work[rank]
+        inverse = pow(work[rank][col], P - 2, P)
+        for i in range(len(work)):
+            if i != rank and work[i][col] % P:
+                f = work[i][col] * inverse % P
+                work[i] = [(a - f * b) % P for a, b in zip(work[i], work[rank], strict=True)]
+        rank += 1
+    return rank
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=9),
+    m=st.integers(min_value=1, max_value=7),
+    small=st.booleans(),
+    data=st.data(),
+)
+def test_dependent_rows_are_the_rows_in_the_span_of_the_others(
+    n: int, m: int, small: bool, data: st.DataObject
+) -> None:
+    """Against the definition: row i is flagged iff removing it does not lower the rank."""
+    top = 3 if small else P - 1
+    rows: list[list[int]] = []
+    for _ in range(n):
+        combine = bool(rows) and data.draw(st.booleans())
+        if combine:  # a combination of earlier rows, or a copy of one
+            picks = data.draw(st.lists(st.integers(0, len(rows) - 1), min_size=1, max_size=3))
+            weights = [data.draw(st.integers(0, top)) for _ in picks]
+            rows.append(
+                [
+                    sum(w * rows[k][c] for k, w in zip(picks, weights, strict=True)) % P
+                    for c in range(m)
+                ]
+            )
+        else:
+            rows.append([data.draw(st.integers(0, top)) for _ in range(m)])
+    full = _rank(rows)
+    expected = {i for i in range(n) if _rank(rows[:i] + rows[i + 1 :]) == full}
+    assert dependent_rows(rows) == expected
 
 
 # --- the innocent-crossing probability -------------------------------------------------------
