@@ -215,6 +215,26 @@ def test_mutated_vouchers_open_or_raise_typed_errors(data: st.DataObject) -> Non
         pass
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(0, 0xFFFF_FFFF),
+    st.binary(min_size=32, max_size=32),
+    st.lists(
+        st.tuples(st.binary(min_size=32, max_size=32), st.binary(min_size=16, max_size=16)),
+        min_size=1,
+        max_size=256,
+    ),
+    st.binary(min_size=16, max_size=4096),
+)
+def test_the_wire_format_round_trips(
+    version: int, digest: bytes, elements: list[tuple[bytes, bytes]], outer: bytes
+) -> None:
+    wire = VoucherWire(version, digest, tuple(elements), outer)
+    data = wire.encode()
+    assert len(data) == 41 + 48 * len(elements) + len(outer)
+    assert VoucherWire.decode(data) == wire
+
+
 _PROPERTY_WORLD = World(PARAMS, seed=77)
 _OPENER_FOR_PROPERTY = _PROPERTY_WORLD.opener
 _VOUCHER_FOR_PROPERTY = _PROPERTY_WORLD.builder(8).build(_image(_PROPERTY_WORLD.hashes[0]), b"p")

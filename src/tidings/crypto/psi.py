@@ -34,11 +34,12 @@ Nothing here reads a clock, does I/O or keeps global state; randomness is passed
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from tidings.crypto import primitives
+from tidings.crypto import primitives, threshold
 from tidings.crypto.identity import RandomSource, draw_random, random_source
 from tidings.errors import (
     DecodeError,
@@ -98,7 +99,7 @@ _OKVS_DOMAIN = b"tidings/psi/okvs-slots/v1"
 # The measured distribution of how many of a matching image's 4K query elements open, for the
 # default parameters (bench/psi_recall.py prints it; docs/detection.md, "Vouchers"). Pairs of
 # (number of opening elements, weight). A synthetic voucher draws its count from it.
-# Measured over the 608 matching edits of 12 photographs (K=40, b=42, pixel-space classes).
+# Measured over the 515 matching edits of 12 photographs (K=40, b=42, pixel-space classes).
 SYNTHETIC_OPEN_COUNTS: tuple[tuple[int, int], ...] = (
     (1, 42),
     (2, 31),
@@ -145,10 +146,16 @@ class PsiParameters:
     """Every constant of the matching protocol, in one place, published inside the list.
 
     ``tables`` (K) and ``bits_per_key`` (b) fix the LSH; ``lsh_seed`` its bit positions;
-    ``orientation_classes`` the dihedral hashes a device queries; ``threshold`` (t),
-    ``tag_dimension`` (D), ``synthetic_rate_ppm`` and ``window_size`` (W) the threshold layer
-    (tidings.crypto.threshold and docs/detection.md); ``synthetic_open_counts`` the published
+    ``orientation_classes`` the dihedral classes a device queries; ``threshold`` (t),
+    ``tag_dimension`` (D), ``synthetic_rate_ppm`` (q, parts per million) and ``window_size``
+    (W, vouchers per window) the threshold layer; ``synthetic_open_counts`` the published
     distribution a synthetic voucher's count of always-opening elements is drawn from.
+
+    Defaults: K = 40 and b = 42 are the smallest K meeting issue 10's recall and
+    false-candidate targets (bench/psi_recall.py); t = 10, D = 32, q = 1/512 and W = 4,096
+    are the threshold layer's proposal (docs/detection.md, "Threshold and synthetic vouchers").
+    ``synthetic_open_counts`` is measured for K = 40, b = 42: a list with other K or b must
+    carry its own measurement.
 
     Raises (on construction):
         DetectionListError: a value outside its documented range.
@@ -160,10 +167,10 @@ class PsiParameters:
     orientation_classes: tuple[int, ...] = ORIENTATION_CLASSES
     threshold: int = 10
     tag_dimension: int = 32
-    synthetic_rate_ppm: int = 40_000
-    window_size: int = 256
+    synthetic_rate_ppm: int = 1_953
+    window_size: int = 4_096
     synthetic_open_counts: tuple[tuple[int, int], ...] = SYNTHETIC_OPEN_COUNTS
-    _positions: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = field(
+    _samplers: tuple[tuple[Callable[[str], tuple[str, ...]], ...], ...] = field(
         init=False, repr=False, compare=False
     )
 
@@ -181,8 +188,11 @@ class PsiParameters:
             or not all(0 <= c < DIHEDRAL_COUNT for c in classes)
         ):
             raise DetectionListError("orientation classes are distinct dihedral indices 0..7")
-        if not 2 <= self.threshold <= 0xFFFF or not 1 <= self.tag_dimension <= 0xFFFF:
-            raise DetectionListError("threshold must be >= 2 and tag dimension >= 1")
+        if not (
+            threshold.MIN_THRESHOLD <= self.threshold <= threshold.MAX_THRESHOLD
+            and threshold.MIN_TAG_DIMENSION <= self.tag_dimension <= threshold.MAX_TAG_DIMENSION
+        ):
+            raise DetectionListError("threshold or tag dimension outside the threshold layer's")
         if not 0 <= self.synthetic_rate_ppm <= PPM or not 1 <= self.window_size <= 0xFFFF_FFFF:
             raise DetectionListError("synthetic rate is 0..1e6 ppm, window size >= 1")
         counts = self.synthetic_open_counts
@@ -192,8 +202,14 @@ class PsiParameters:
             raise DetectionListError("synthetic open counts are (1..4K, weight >= 1) pairs")
         object.__setattr__(
             self,
-            "_positions",
-            tuple(table_positions(self.lsh_seed, k, self.bits_per_key) for k in range(self.tables)),
+            "_samplers",
+            tuple(
+                tuple(
+                    operator.itemgetter(*positions)
+                    for positions in table_positions(self.lsh_seed, k, self.bits_per_key)
+                )
+                for k in range(self.tables)
+            ),
         )
 
     @property
@@ -271,22 +287,17 @@ DEFAULT_PSI_PARAMETERS = PsiParameters()
 """The measured defaults (bench/psi_recall.py; docs/detection.md)."""
 
 
-def _check_pdq(pdq: bytes) -> int:
+def _bit_string(pdq: bytes) -> str:
+    """The hash as 256 characters '0'/'1', bit 0 first: sampling positions is then a C-level
+    item lookup per table instead of a Python loop over bits."""
     if not isinstance(pdq, bytes) or len(pdq) != PDQ_BYTES:
         raise DecodeError(f"a PDQ hash is {PDQ_BYTES} bytes")
-    return int.from_bytes(pdq, "big")
+    return format(int.from_bytes(pdq, "big"), f"0{PDQ_BITS}b")
 
 
-def _sample(value: int, positions: tuple[int, ...]) -> int:
-    out = 0
-    for p in positions:
-        out = (out << 1) | ((value >> (PDQ_BITS - 1 - p)) & 1)
-    return out
-
-
-def _table_key(value: int, table: int, params: PsiParameters) -> bytes:
-    direct, transposed = params._positions[table]
-    sampled = min(_sample(value, direct), _sample(value, transposed))
+def _table_key(bits: str, table: int, params: PsiParameters) -> bytes:
+    direct, transposed = params._samplers[table]
+    sampled = min(int("".join(direct(bits)), 2), int("".join(transposed(bits)), 2))
     return _KEY_DOMAIN + u8(table) + sampled.to_bytes((params.bits_per_key + 7) // 8, "big")
 
 
@@ -296,8 +307,8 @@ def list_keys(pdq: bytes, params: PsiParameters) -> list[bytes]:
     Raises:
         DecodeError: ``pdq`` is not 32 bytes.
     """
-    value = _check_pdq(pdq)
-    return [_table_key(value, k, params) for k in range(params.tables)]
+    bits = _bit_string(pdq)
+    return [_table_key(bits, k, params) for k in range(params.tables)]
 
 
 def query_keys(dihedral: Sequence[bytes], params: PsiParameters) -> list[bytes]:
@@ -405,7 +416,8 @@ class BlindedList:
     """The device-held blinded list: parameters, version, ``P = a·G`` and the OKVS table.
 
     Immutable. ``digest()`` (SHA-256 of ``encode()``) is what the server signs and publishes
-    and what every device compares before using a list.
+    and what every device compares before using a list. The constructor trusts its arguments
+    (it is what `build` and `decode` return through); bytes from elsewhere go through `decode`.
     """
 
     def __init__(

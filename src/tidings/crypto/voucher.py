@@ -12,14 +12,14 @@ of k_j, a fresh X25519 scalar β_j, ``u(Q_j) = X25519(β_j, u(H(k_j)))`` and
 Montgomery form (the same multiplications as on edwards25519, about twice as fast through
 libsodium's X25519; `u` is the birational map, `primitives.ed25519_point_to_x25519`, which
 also checks each point the device uses is a valid prime-order point). The element is
-``(u(Q_j), wrap_j = kv XOR KDF(u(S_j), u(Q_j))[:16])`` with one random 16-byte ``kv`` per
+``(u(Q_j), wrap_j = kv XOR KDF(u(S_j) || u(Q_j))[:16])`` with one random 16-byte ``kv`` per
 voucher. The server computes ``X25519(a, u(Q_j)) = u(a·β_j·H(k_j))``, which equals u(S_j)
 exactly when L_j = a·H(k_j), i.e. when k_j is on the list; otherwise u(S_j) is, under DDH,
 unrelated to anything the server can compute. A point the list hands the device that is not
 valid (a corrupt or malicious list) makes that element a non-opening one rather than an error,
 so the device's behaviour never depends on which slots its image touches.
 
-**Layers.** ``outer_ct = AES-256-GCM(HKDF(kv), share_bytes || inner_ct)`` with the voucher's
+**Layers.** ``outer_ct = AES-256-GCM(KDF(kv), share_bytes || inner_ct)`` with the voucher's
 header (format, list version, list digest) as associated data; the nonce is fixed because each
 kv encrypts exactly one message. ``inner_ct = nonce || AES-256-GCM(HKDF(window key, nonce),
 inner payload)``, the window key being the one `threshold.WindowDealer` shares.
@@ -91,7 +91,8 @@ def _uniform_below(rng: RandomSource, n: int) -> int:
 # KDF(u(S), u(Q)) and the outer key are HMAC-SHA256 keyed with a domain string over the input
 # (HKDF's extract step, RFC 5869 2.2, with the domain as salt; one output block suffices), via
 # the hashlib HMAC of `primitives`: the opener runs it for every element of every voucher, and
-# the one-shot HMAC is several times cheaper than building an HKDF object (docs/performance.md).
+# it is cheaper than an HKDF object (one loaded run: 8 ms instead of 20 ms to open a voucher
+# that matches nothing).
 
 
 def _wrap_key(u_s: bytes, u_q: bytes) -> bytes:
