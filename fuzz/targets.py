@@ -28,11 +28,20 @@ def build() -> Registry:
     from fuzz_crypto import crypto_targets
     from fuzz_media import media_targets
     from fuzz_psi import psi_targets
+    from fuzz_safety import safety_targets
     from fuzz_wire import detection_targets, wire_targets
 
     targets: dict[str, Target] = {}
     seeds: dict[str, list[bytes]] = {}
-    for register in (wire_targets, crypto_targets, media_targets, psi_targets, detection_targets):
+    registers = (
+        wire_targets,
+        crypto_targets,
+        media_targets,
+        psi_targets,
+        safety_targets,
+        detection_targets,
+    )
+    for register in registers:
         for name, target, target_seeds in register():
             targets[name] = target
             seeds[name] = list(target_seeds)

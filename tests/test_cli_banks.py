@@ -45,11 +45,23 @@ def test_a_bank_through_the_command_line(data: Path, tmp_path: Path) -> None:
     gb = tmp_path / "gb.te"
     gb.write_text(f"pdq {shared}\n")
 
-    first = ok_json(data, "bank", "import", "cse", str(us), "--source", "NCMEC",
-                    "--jurisdiction", "US")
+    first = ok_json(
+        data, "bank", "import", "cse", str(us), "--source", "NCMEC", "--jurisdiction", "US"
+    )
     assert (first["rows"], first["entries_added"]) == (2, 2)
-    second = ok_json(data, "bank", "import", "cse", str(gb), "--source", "IWF",
-                     "--jurisdiction", "GB", "--format", "te")
+    second = ok_json(
+        data,
+        "bank",
+        "import",
+        "cse",
+        str(gb),
+        "--source",
+        "IWF",
+        "--jurisdiction",
+        "GB",
+        "--format",
+        "te",
+    )
     assert second["sources_added"] == 1
     assert int(str(second["list_version"])) > int(str(first["list_version"]))
 
@@ -78,8 +90,19 @@ def test_a_bank_through_the_command_line(data: Path, tmp_path: Path) -> None:
     summary = ok_json(data, "bank", "export", "cse", "--format", "jsonl", "--output", str(out))
     assert summary["entries"] == 2
     ok_json(data, "bank", "create", "copy", "--category", "child_sexual_exploitation")
-    copied = ok_json(data, "bank", "import", "copy", str(out), "--format", "jsonl",
-                     "--source", "NCMEC", "--jurisdiction", "US")
+    copied = ok_json(
+        data,
+        "bank",
+        "import",
+        "copy",
+        str(out),
+        "--format",
+        "jsonl",
+        "--source",
+        "NCMEC",
+        "--jurisdiction",
+        "US",
+    )
     assert copied["entries_added"] == 2
     code, text, _ = run(data, "bank", "export", "cse")
     assert code == 0 and text.splitlines()[0] == "signal_type,signal_value,quality"
@@ -101,22 +124,48 @@ def test_bad_input_is_a_one_line_typed_error_and_nothing_is_applied(
 ) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text(f"pdq,{secrets.token_hex(32)}\npdq,{'0' * 63}\n")
-    code, out, err = run(data, "bank", "import", "cse", str(bad), "--source", "NCMEC",
-                         "--jurisdiction", "US")
+    code, out, err = run(
+        data, "bank", "import", "cse", str(bad), "--source", "NCMEC", "--jurisdiction", "US"
+    )
     assert code == 1 and out == ""
     assert err.strip() == "error: line 2: not a valid pdq hash (64 hex digits)"
-    code, out, _ = run(data, "bank", "import", "cse", str(bad), "--source", "NCMEC",
-                       "--jurisdiction", "US", "--json")
+    code, out, _ = run(
+        data,
+        "bank",
+        "import",
+        "cse",
+        str(bad),
+        "--source",
+        "NCMEC",
+        "--jurisdiction",
+        "US",
+        "--json",
+    )
     assert code == 1 and json.loads(out)["error"]["code"] == "bank_file_invalid"
     assert ok_json(data, "bank", "list")["banks"][0]["active"] == 0  # type: ignore[index]
 
     for args, message in [
-        (("bank", "import", "cse", str(tmp_path / "missing.csv"), "--source", "X",
-          "--jurisdiction", "US"), "cannot read"),
-        (("bank", "import", "cse", str(bad), "--source", "X", "--jurisdiction", "UK"),
-         "ISO 3166-1"),
-        (("bank", "import", "nope", str(bad), "--source", "X", "--jurisdiction", "US"),
-         "no such bank"),
+        (
+            (
+                "bank",
+                "import",
+                "cse",
+                str(tmp_path / "missing.csv"),
+                "--source",
+                "X",
+                "--jurisdiction",
+                "US",
+            ),
+            "cannot read",
+        ),
+        (
+            ("bank", "import", "cse", str(bad), "--source", "X", "--jurisdiction", "UK"),
+            "ISO 3166-1",
+        ),
+        (
+            ("bank", "import", "nope", str(bad), "--source", "X", "--jurisdiction", "US"),
+            "no such bank",
+        ),
         (("bank", "create", "cse", "--category", "spam"), "exists"),
         (("bank", "create", "x", "--category", "bogus"), "unknown category"),
         (("bank", "remove", "cse", "--source", "X"), "either FILE or --value"),
@@ -138,8 +187,12 @@ def test_admin_cases_lists_every_case_with_its_source(data: Path) -> None:
         for n, (subject, source, category, queue) in enumerate(
             [
                 ("mallory", CaseSource.REPORT, Category.HARASSMENT, QueueId.HARASSMENT),
-                ("eve", CaseSource.DETECTION, Category.CHILD_SEXUAL_EXPLOITATION,
-                 QueueId.CHILD_SAFETY),
+                (
+                    "eve",
+                    CaseSource.DETECTION,
+                    Category.CHILD_SEXUAL_EXPLOITATION,
+                    QueueId.CHILD_SAFETY,
+                ),
             ]
         ):
             safety.case_repo.add_case(
@@ -164,10 +217,22 @@ def test_admin_cases_lists_every_case_with_its_source(data: Path) -> None:
         safety.close()
     listed = ok_json(data, "cases")
     assert listed["cases"] == [
-        {"id": "case_0", "source": "report", "subject": "mallory", "category": "harassment",
-         "state": "open", "queue": "harassment"},
-        {"id": "case_1", "source": "detection", "subject": "eve",
-         "category": "child_sexual_exploitation", "state": "open", "queue": "child_safety"},
+        {
+            "id": "case_0",
+            "source": "report",
+            "subject": "mallory",
+            "category": "harassment",
+            "state": "open",
+            "queue": "harassment",
+        },
+        {
+            "id": "case_1",
+            "source": "detection",
+            "subject": "eve",
+            "category": "child_sexual_exploitation",
+            "state": "open",
+            "queue": "child_safety",
+        },
     ]
     code, text, _ = run(data, "cases")
     assert code == 0 and "detection" in text and text.splitlines()[0].startswith("CASE")

@@ -17,6 +17,8 @@ from starlette.testclient import TestClient
 from tests.safety.conftest import World, build_world, direct_chat, submission
 from tests.support.staff import PASSWORD
 from tidings.console import ConsoleContext, build_console
+from tidings.safety.bank_memory import InMemoryBankRepository
+from tidings.safety.banks import BankService
 from tidings.safety.categories import QueueId
 from tidings.safety.reports import AttachmentReveal
 from tidings.safety.staff import Principal, Role, StaffAccount
@@ -83,6 +85,7 @@ def seed(now_ms: int) -> Seeded:
         case_repo=world.case_repo,
         list_staff=lambda: all_staff(world),
         enforcement_history=world.enforcement_repo.enforcements_for_account,
+        banks=BankService(InMemoryBankRepository(), world.audit, clock=clock),
     )
     s = Seeded(world, clock, context)
     s.staff = {

@@ -157,6 +157,7 @@ def _path(spec_path: str, s: Seeded, target_staff: str, appeal_id: str) -> str:
         .replace("{staff_id}", target_staff)
         .replace("{grant_id}", "grant_unknown")
         .replace("{name}", "console.css")
+        .replace("{bank_name}", "cse")
     )
 
 
@@ -188,6 +189,8 @@ def test_every_route_refuses_roles_without_its_permission(seeded: Seeded, role: 
         "mallory", outcome.decision.decision_id, statement="not me", now_ms=s.clock.now
     )
     target = s.world.make_staff("target", Role.REVIEWER).staff_id
+    assert s.context.banks is not None
+    s.context.banks.create_bank(s.world.admin, name="cse", category="child_sexual_exploitation")
     perms = permissions_for([role], child_safety=False)
     with make_client(s) as c:
         csrf = login(c, s, ROLE_USER[role])

@@ -15,6 +15,7 @@ from tidings.errors import (
     SameReviewerError,
 )
 from tidings.safety.cases import (
+    CaseSource,
     CaseState,
     DecisionKind,
     DecisionStatus,
@@ -413,3 +414,16 @@ def test_notes_are_stored_but_not_copied_into_the_audit_log(
     with pytest.raises(SafetyInputError):
         world.cases.add_note(staff["rita"], case_id, " ", now_ms=world.now)
     assert world.audit.verify().ok
+
+
+def test_list_cases_pages_every_case_oldest_first_with_its_source(world: World) -> None:
+    ids = []
+    for n, (subject, category) in enumerate(
+        [("alice", "harassment"), ("mallory", "spam"), ("eve", "child_sexual_exploitation")]
+    ):
+        world.now += 1000
+        ids.append(report(world, f"reporter{n}", subject, category))
+    listed = world.case_repo.list_cases(limit=2) + world.case_repo.list_cases(limit=2, offset=2)
+    assert [c.case_id for c in listed] == ids
+    assert {c.source for c in listed} == {CaseSource.REPORT}
+    assert listed[2].queue_id == QueueId.CHILD_SAFETY

@@ -199,9 +199,7 @@ def bank_import(
 def bank_remove(
     name: NameArg,
     source: SourceOpt,
-    file: Annotated[
-        Path | None, typer.Argument(help="A file of the hashes to withdraw.")
-    ] = None,
+    file: Annotated[Path | None, typer.Argument(help="A file of the hashes to withdraw.")] = None,
     value: Annotated[
         list[str] | None, typer.Option("--value", help="A hash to withdraw (repeatable).")
     ] = None,
@@ -365,9 +363,7 @@ def bank_entries(
             except ValueError:
                 raise UsageError("the signal type is pdq, md5 or sha256") from None
             where = EntryFilter(kind, eligible, removed)
-            page = safety.banks.entries(
-                safety.operator(), name, where, limit=limit, offset=offset
-            )
+            page = safety.banks.entries(safety.operator(), name, where, limit=limit, offset=offset)
             entries = [_entry_json(e) for e in page.entries]
             lines = [_entry_line(e) for e in page.entries]
             lines.append(f"{page.offset + len(entries)} of {page.total}")

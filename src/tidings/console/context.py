@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidings.safety.audit import AuditLog
+from tidings.safety.banks import BankService
 from tidings.safety.cases import (
     DEFAULT_POLICIES,
     CaseRepository,
@@ -44,7 +45,8 @@ class ConsoleContext:
     ``list_staff`` returns every staff account (the staff page); ``enforcement_history``
     returns every enforcement of an account (the case page's account history);
     ``detection_matches`` the confirmed detection images of a case
-    (`tidings.safety.detection.DetectionService.matches_for_case`).
+    (`tidings.safety.detection.DetectionService.matches_for_case`); ``banks`` is the
+    hash-bank service (None: the bank pages answer 404).
     """
 
     staff: StaffService
@@ -58,12 +60,13 @@ class ConsoleContext:
     detection_matches: Callable[[str], Sequence[Any]] = _no_matches
     queues: Mapping[str, Queue] = field(default_factory=lambda: dict(DEFAULT_QUEUES))
     policies: Mapping[str, Policy] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
+    banks: BankService | None = None
 
     @classmethod
     def from_service(cls, service: object) -> ConsoleContext:
         """A context from a `ConsoleContext` (returned as is) or a safety-service facade
         exposing ``staff``, ``cases``, ``vault``, ``audit``, the repositories ``staff_repo`` /
-        ``case_repo`` (and optionally ``enforcement_repo`` and ``detection``), and
+        ``case_repo`` (and optionally ``enforcement_repo``, ``detection`` and ``banks``), and
         ``list_staff`` (or a staff repository that has it).
 
         Raises:
@@ -93,6 +96,7 @@ class ConsoleContext:
             matches = detection.matches_for_case  # type: ignore[attr-defined]
         queues = attr("queues", required=False)
         policies = attr("policies", required=False)
+        banks = attr("banks", required=False)
         return cls(
             staff=attr("staff"),  # type: ignore[arg-type]
             cases=attr("cases"),  # type: ignore[arg-type]
@@ -105,4 +109,5 @@ class ConsoleContext:
             detection_matches=matches,
             queues=queues if isinstance(queues, Mapping) else dict(DEFAULT_QUEUES),
             policies=policies if isinstance(policies, Mapping) else dict(DEFAULT_POLICIES),
+            banks=banks if isinstance(banks, BankService) else None,
         )

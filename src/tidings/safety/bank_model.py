@@ -375,9 +375,7 @@ def merge_removal(
     lists_changed = False
     for row in rows:
         before = changed.get(row.key) or existing.get(row.key)
-        if before is None or not any(
-            s.organisation == organisation for s in before.active_sources
-        ):
+        if before is None or not any(s.organisation == organisation for s in before.active_sources):
             not_found += 1
             continue
         sources = tuple(

@@ -3,7 +3,8 @@ entries, reading them (the console, the CLI) and for the lists matching is built
 
 Staff operations take the acting `Principal` (the console's signed-in staff member, or
 `tidings.safety.service.SafetyService.operator` at the command line) and are audited under
-it: creating a bank, an import, a removal, every view of a bank's entries and every export.
+it: creating a bank, an import, a removal, every view of the banks or of a bank's entries and
+every export.
 A change is audited right after its transaction commits, with what it changed; a view is
 audited before its rows are returned. The system reads (`device_list`, `active_entries`,
 `list_version`) take no principal: they feed the matching engines, not a person.
@@ -174,10 +175,15 @@ class BankService(AuditsOneKind):
         return found
 
     def list_banks(self, actor: Principal) -> list[BankSummary]:
-        """Every bank with its counts, by name. Raises PermissionDeniedError: no VIEW_BANKS."""
+        """Every bank with its counts, by name (audited, target ``bank:*``).
+
+        Raises PermissionDeniedError: no VIEW_BANKS."""
         actor.require(Permission.VIEW_BANKS)
         counts = self.repository.bank_counts()
         banks = self.repository.list_banks()
+        self._audit_on(
+            actor.staff_id, AuditAction.BANK_VIEW, "*", self._clock(), {"banks": len(banks)}
+        )
         return [BankSummary(b, counts.get(b.bank_id, BankCounts())) for b in banks]
 
     # --- entries in and out ----------------------------------------------------------------
@@ -290,9 +296,7 @@ class BankService(AuditsOneKind):
     ) -> RemovalOutcome:
         org = check_organisation(organisation)
         now = self._clock()
-        outcome = self.repository.apply_removal(
-            bank, distinct_rows(parsed.rows), org, now_ms=now
-        )
+        outcome = self.repository.apply_removal(bank, distinct_rows(parsed.rows), org, now_ms=now)
         self._audit_on(
             actor.staff_id,
             AuditAction.BANK_REMOVE,

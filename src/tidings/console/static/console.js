@@ -87,8 +87,8 @@
     announce(label + " selected. Choose the policy and write the reason.");
     return true;
   }
-  // Queue table: j/k move the selection, Enter opens (native link).
-  var rows = Array.prototype.slice.call(document.querySelectorAll("#case-list a.row-link, #queue-list a.row-link"));
+  // Queue and bank tables: j/k move the selection, Enter opens (native link).
+  var rows = Array.prototype.slice.call(document.querySelectorAll("#case-list a.row-link, #queue-list a.row-link, #bank-list a.row-link"));
   function moveRow(step) {
     if (!rows.length) { return false; }
     var i = rows.indexOf(document.activeElement);

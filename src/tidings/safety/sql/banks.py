@@ -19,7 +19,7 @@ from sqlalchemy import (
     Connection,
     Row,
     and_,
-    delete,
+    bindparam,
     func,
     insert,
     or_,
@@ -45,7 +45,6 @@ from tidings.safety.bank_model import (
     merge_removal,
 )
 from tidings.safety.sql.engine import RecordTable, SafetyDatabase
-from tidings.storage.engine import record_from_row
 from tidings.storage.safety_schema import (
     safety_bank_entries,
     safety_bank_list,
@@ -92,6 +91,19 @@ def _source_values(entry_id: str, source: EntrySource) -> dict[str, Any]:
     }
 
 
+def _entry(row: Row[Any], sources: tuple[EntrySource, ...]) -> BankEntry:
+    return BankEntry(
+        entry_id=row.entry_id,
+        bank_id=row.bank_id,
+        signal_type=SignalType(row.signal_type),
+        value=row.value,
+        added_ms=row.added_ms,
+        removed_ms=row.removed_ms,
+        quality=row.quality,
+        sources=sources,
+    )
+
+
 def _where(bank_id: str, where: EntryFilter) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = [_E.bank_id == bank_id]
     if not where.include_removed:
@@ -131,8 +143,7 @@ class SqlBankRepository:
             func.sum(sql_case((active, 0), else_=1)),
         ).group_by(_E.bank_id)
         return {
-            bank: BankCounts(int(a), int(e), int(r))
-            for bank, a, e, r in self._db.all(query, tuple)
+            bank: BankCounts(int(a), int(e), int(r)) for bank, a, e, r in self._db.all(query, tuple)
         }
 
     # --- reading entries -----------------------------------------------------------------
@@ -144,23 +155,57 @@ class SqlBankRepository:
         ids = [row.entry_id for row in rows]
         for chunk in _chunks(ids):
             query = (
-                select(safety_bank_sources)
+                select(_S.entry_id, _S.organisation, _S.jurisdiction, _S.added_ms, _S.removed_ms)
                 .where(_S.entry_id.in_(chunk))
                 .order_by(_S.entry_id, _S.added_ms, _S.organisation)
             )
-            for s in connection.execute(query):
-                sources.setdefault(s.entry_id, []).append(
-                    EntrySource(s.organisation, s.jurisdiction, s.added_ms, s.removed_ms)
-                )
-        return [
-            record_from_row(BankEntry, row, sources=tuple(sources.get(row.entry_id, ())))
-            for row in rows
-        ]
+            for entry_id, *source in connection.execute(query).all():
+                sources.setdefault(entry_id, []).append(EntrySource(*source))
+        return [_entry(row, tuple(sources.get(row.entry_id, ()))) for row in rows]
 
     def _entries(self, query: Any) -> list[BankEntry]:
         with self._db.read() as connection:
             rows = connection.execute(query).all()
             return self._with_sources(connection, rows)
+
+    def _entries_joined(self, condition: ColumnElement[bool], *order_by: Any) -> list[BankEntry]:
+        """Every entry meeting ``condition`` with its sources, in one joined query (for the
+        whole-list reads, where an ``IN`` list per chunk would cost a query per 500)."""
+        query = (
+            select(
+                safety_bank_entries,
+                _S.organisation,
+                _S.jurisdiction,
+                _S.added_ms.label("source_added_ms"),
+                _S.removed_ms.label("source_removed_ms"),
+            )
+            .select_from(
+                safety_bank_entries.outerjoin(safety_bank_sources, _S.entry_id == _E.entry_id)
+            )
+            .where(condition)
+            .order_by(*order_by, _E.entry_id, _S.added_ms, _S.organisation)
+        )
+        out: list[BankEntry] = []
+        current: Row[Any] | None = None
+        sources: list[EntrySource] = []
+        with self._db.read() as connection:
+            for row in connection.execute(query):
+                if current is None or row.entry_id != current.entry_id:
+                    if current is not None:
+                        out.append(_entry(current, tuple(sources)))
+                    current, sources = row, []
+                if row.organisation is not None:
+                    sources.append(
+                        EntrySource(
+                            row.organisation,
+                            row.jurisdiction,
+                            row.source_added_ms,
+                            row.source_removed_ms,
+                        )
+                    )
+        if current is not None:
+            out.append(_entry(current, tuple(sources)))
+        return out
 
     def _existing(
         self, connection: Connection, bank_id: str, rows: Sequence[SignalRow]
@@ -205,12 +250,10 @@ class SqlBankRepository:
     def active_entries(
         self, signal_type: SignalType, *, device_eligible_only: bool = False
     ) -> list[BankEntry]:
-        query = select(safety_bank_entries).where(
-            _E.signal_type == signal_type.value, _E.removed_ms.is_(None)
-        )
+        condition = and_(_E.signal_type == signal_type.value, _E.removed_ms.is_(None))
         if device_eligible_only:
-            query = query.where(_E.device_eligible.is_(True))
-        return self._entries(query.order_by(_E.value, _E.bank_id))
+            condition = and_(condition, _E.device_eligible.is_(True))
+        return self._entries_joined(condition, _E.value, _E.bank_id)
 
     def list_version(self) -> int:
         with self._db.read() as connection:
@@ -231,30 +274,71 @@ class SqlBankRepository:
         existing: Iterable[BankEntry],
         lists_changed: bool,
     ) -> int:
-        """Write ``changed`` (new entries inserted, stored ones updated with their sources
-        rewritten) and bump the version when a list changed; returns the version."""
-        stored = {e.entry_id for e in existing}
+        """Write ``changed`` (new entries inserted, stored ones updated, each in one
+        executemany; new source rows inserted, changed ones updated) and bump the version when
+        a list changed; returns the version."""
+        before = {e.entry_id: e for e in existing}
         entries = list(changed)
-        new = [e for e in entries if e.entry_id not in stored]
-        updated = [e for e in entries if e.entry_id in stored]
+        new = [e for e in entries if e.entry_id not in before]
+        updated = [e for e in entries if e.entry_id in before]
         if new:
             connection.execute(insert(safety_bank_entries), [_entry_values(e) for e in new])
-        for entry in updated:
-            values = _entry_values(entry)
+        if updated:
             connection.execute(
                 update(safety_bank_entries)
-                .where(_E.entry_id == entry.entry_id)
+                .where(_E.entry_id == bindparam("b_entry_id"))
                 .values(
-                    quality=values["quality"],
-                    removed_ms=values["removed_ms"],
-                    device_eligible=values["device_eligible"],
-                )
+                    quality=bindparam("b_quality"),
+                    removed_ms=bindparam("b_removed_ms"),
+                    device_eligible=bindparam("b_device_eligible"),
+                ),
+                [
+                    {
+                        "b_entry_id": e.entry_id,
+                        "b_quality": e.quality,
+                        "b_removed_ms": e.removed_ms,
+                        "b_device_eligible": e.device_eligible,
+                    }
+                    for e in updated
+                ],
             )
-        for chunk in _chunks([e.entry_id for e in updated]):
-            connection.execute(delete(safety_bank_sources).where(_S.entry_id.in_(chunk)))
-        sources = [_source_values(e.entry_id, s) for e in entries for s in e.sources]
-        if sources:
-            connection.execute(insert(safety_bank_sources), sources)
+        # Sources: a merge appends a source or withdraws one (sets removed_ms); rows are keyed
+        # by (entry, organisation, added time), so only those keys are inserted or updated.
+        fresh: list[dict[str, Any]] = []
+        withdrawn: list[dict[str, Any]] = []
+        for entry in entries:
+            old = before.get(entry.entry_id)
+            old_keys = {(s.organisation, s.added_ms): s for s in old.sources} if old else {}
+            for source in entry.sources:
+                prior = old_keys.get((source.organisation, source.added_ms))
+                if prior is None:
+                    fresh.append(_source_values(entry.entry_id, source))
+                elif prior != source:
+                    withdrawn.append(
+                        {
+                            "b_entry_id": entry.entry_id,
+                            "b_organisation": source.organisation,
+                            "b_added_ms": source.added_ms,
+                            "b_jurisdiction": source.jurisdiction,
+                            "b_removed_ms": source.removed_ms,
+                        }
+                    )
+        if fresh:
+            connection.execute(insert(safety_bank_sources), fresh)
+        if withdrawn:
+            connection.execute(
+                update(safety_bank_sources)
+                .where(
+                    _S.entry_id == bindparam("b_entry_id"),
+                    _S.organisation == bindparam("b_organisation"),
+                    _S.added_ms == bindparam("b_added_ms"),
+                )
+                .values(
+                    jurisdiction=bindparam("b_jurisdiction"),
+                    removed_ms=bindparam("b_removed_ms"),
+                ),
+                withdrawn,
+            )
         version = self._version(connection)
         if not lists_changed:
             return version

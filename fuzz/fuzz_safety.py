@@ -1,0 +1,38 @@
+"""Fuzz targets for the safety side's decoders of operator-supplied files: the hash-bank
+formats (`tidings.safety.bank_formats.parse_bank_file`), one target per format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+TargetSpec = tuple[str, Callable[[bytes], object], list[bytes]]
+
+_PDQ = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
+_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
+
+
+def safety_targets() -> Iterator[TargetSpec]:
+    from tidings.safety.bank_formats import parse_bank_file
+
+    seeds = {
+        "csv": [
+            f"signal_type,signal_value,quality,tags\npdq,{_PDQ},90,a\nmd5,{_MD5},,\n".encode(),
+            f"pdq,{_PDQ}\nvideo_md5,{_MD5}\n".encode(),
+        ],
+        "te": [f"pdq {_PDQ}\nvideo_md5 {_MD5} 'collab' {{}}\n# note\n".encode()],
+        "jsonl": [
+            (
+                json.dumps({"signal_type": "pdq", "signal_value": _PDQ, "quality": 80})
+                + "\n"
+                + json.dumps({"signal_type": "photo_md5", "signal_str": _MD5})
+                + "\n"
+            ).encode()
+        ],
+    }
+    for fmt, fmt_seeds in seeds.items():
+
+        def target(data: bytes, fmt: str = fmt) -> object:
+            return parse_bank_file(data, fmt)
+
+        yield f"safety.bank_file_{fmt}", target, fmt_seeds
