@@ -25,9 +25,12 @@ def _flip(h: PdqHash, bits: list[int]) -> PdqHash:
 
 def _brute_force(listed: dict[int, PdqHash], query: PdqHash, radius: int) -> list[PdqMatch]:
     return sorted(
-        PdqMatch(h.distance(query), entry_id)
-        for entry_id, h in listed.items()
-        if h.distance(query) <= radius
+        (
+            PdqMatch(entry_id, h.distance(query))
+            for entry_id, h in listed.items()
+            if h.distance(query) <= radius
+        ),
+        key=lambda m: (m.distance, m.entry_id),
     )
 
 
@@ -69,18 +72,18 @@ def test_worst_case_spreads_across_segments_are_found() -> None:
     assert (base.distance(at_31), base.distance(at_32)) == (31, 32)
     others = {i: PdqHash(rng.randbytes(32)) for i in range(1, 5000)}
     index = PdqIndex([(0, base), *others.items()])
-    assert index.query(at_31) == [PdqMatch(31, 0)]
+    assert index.query(at_31) == [PdqMatch(0, 31)]
     assert index.query(at_32) == []
-    assert index.query(at_32, 32) == [PdqMatch(32, 0)]
+    assert index.query(at_32, 32) == [PdqMatch(0, 32)]
     assert index.query(_flip(base, list(range(0, 256, 2)))) == []  # 128 bits away
     complement = _flip(base, list(range(256)))
-    assert index.query(complement, 256)[-1] == PdqMatch(256, 0)  # no popcount overflow
+    assert index.query(complement, 256)[-1] == PdqMatch(0, 256)  # no popcount overflow
 
 
 def test_results_are_sorted_by_distance_then_id_and_duplicates_are_kept() -> None:
     h = PdqHash(bytes(32))
     index = PdqIndex([(9, _flip(h, [1, 2])), (4, _flip(h, [3])), (7, h), (2, h)])
-    assert index.query(h) == [PdqMatch(0, 2), PdqMatch(0, 7), PdqMatch(1, 4), PdqMatch(2, 9)]
+    assert index.query(h) == [PdqMatch(2, 0), PdqMatch(7, 0), PdqMatch(4, 1), PdqMatch(9, 2)]
 
 
 def test_add_replaces_remove_forgets_and_len_counts() -> None:
@@ -92,7 +95,7 @@ def test_add_replaces_remove_forgets_and_len_counts() -> None:
     assert [m.entry_id for m in index.query(a)] == [1, 2]
     index.add(1, b)  # replaced: 1 now matches b only
     assert [m.entry_id for m in index.query(a)] == [2]
-    assert index.query(b) == [PdqMatch(0, 1)]
+    assert index.query(b) == [PdqMatch(1, 0)]
     assert len(index) == 2
     assert index.remove(2) is True
     assert index.remove(2) is False
@@ -139,12 +142,12 @@ def test_query_dihedral_reports_each_entry_once_at_its_best_distance() -> None:
         ]
     )
     index.add(4, _flip(turned[5], [40]))
-    assert index.query_dihedral(turned) == [PdqMatch(1, 2), PdqMatch(1, 4), PdqMatch(3, 1)]
+    assert index.query_dihedral(turned) == [PdqMatch(2, 1), PdqMatch(4, 1), PdqMatch(1, 3)]
     assert index.query_dihedral([]) == []
     # An entry near two of the variants: the smaller distance.
     index.add(5, turned[2])
     both = [_flip(turned[2], [7, 8]), turned[2]]
-    assert [m for m in index.query_dihedral(both) if m.entry_id == 5] == [PdqMatch(0, 5)]
+    assert [m for m in index.query_dihedral(both) if m.entry_id == 5] == [PdqMatch(5, 0)]
 
 
 def test_radius_outside_the_hash_is_refused() -> None:

@@ -8,12 +8,14 @@ HMA) and have their one home here.
 Bit order: the 256 bits are written most significant first, as Meta's reference implementations
 print them: byte 0 holds bits 255..248 (the high bits of the reference's 16-bit word 15), so
 ``PdqHash.hex`` is the 64-hex-digit form found in hash banks and in Meta's reference hashes
-(tests/vectors/pdq/reference-hashes.csv). `pdqhash` returns its bits in that order already.
+(`bench/pdq_reference.py` checks it against Meta's reference table). `pdqhash` returns its
+bits in that order already.
 
 Decoding: Pillow, restricted to `IMAGE_FORMATS`, with the byte and pixel limits checked before
-any pixel is decoded. As in Meta's reference Python implementation the image is first scaled to
-fit `PDQ_PRESCALE_SIDE` square (Pillow's ``thumbnail``), which also bounds the memory and time
-hashing takes; the reference hashes then come out within 0-2 bits.
+any pixel is decoded. The image is first scaled to fit a `PDQ_PRESCALE_SIDE` square (Pillow's
+``thumbnail``): Meta's reference hashes then come out within 0-2 bits (hashing at full size gives
+0-12 bits on the same files, so the reference evidently prescales the same way), and the memory
+and time hashing takes are bounded.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ MAX_IMAGE_PIXELS: Final = 50_000_000
 """Decoded width x height above this is refused before decoding (decompression bombs): above a
 48-megapixel phone photograph, below Pillow's own 89-megapixel warning."""
 PDQ_PRESCALE_SIDE: Final = 512
-"""Images are scaled to fit this square before hashing, as the reference implementation does."""
+"""Images are scaled to fit this square before hashing (see the module docstring)."""
 _DECODERS: Final = (
     JpegImagePlugin.JpegImageFile,  # also opens the multi-picture (MPO) JPEGs of phone cameras
     PngImagePlugin.PngImageFile,
