@@ -521,3 +521,22 @@ def test_a_voucher_accepted_before_a_crash_is_processed_after(
         assert restarted.repository.pending_count() == 0
     finally:
         safety.close()
+
+
+def test_a_window_past_the_synthetic_bound_is_recorded_once_and_left() -> None:
+    """A modified client making every voucher open (all synthetic): past 2·(t + D) opened
+    records with nothing recovered, the window is recorded once and not evaluated again."""
+    noisy = replace(DEFAULT_PSI_PARAMETERS, synthetic_rate_ppm=1_000_000, tag_dimension=2)
+    env = make_env(None, params=noisy)
+    bound = 2 * (THRESHOLD + 2)
+    device = env.device("sender")
+    names = [*UNLISTED, *LISTED]
+    for i in range(bound + 3):
+        device.send(edited(names[i % len(names)]))
+        if i in (bound - 1, bound, bound + 2):
+            env.detection.run_round()
+    actions = env.audit_actions()
+    assert actions.count(AuditAction.DETECTION_WINDOW_OVER_BOUND.value) == 1
+    assert AuditAction.DETECTION_RECOVERED.value not in actions
+    assert _cases(env) == []
+    assert env.detection.repository.windows_to_evaluate(10) == []

@@ -92,6 +92,7 @@ __all__ = [
     "CLAIM_LEASE_MS",
     "DETECTION_IMAGE_KIND",
     "PROCESS_BATCH",
+    "SYNTHETIC_BOUND_FACTOR",
     "WINDOW_ID_LEN",
     "DetectionKeys",
     "DetectionService",
@@ -112,6 +113,10 @@ PROCESS_BATCH = 64
 CLAIM_LEASE_MS = 120_000
 """How long a claim on a pending voucher holds: a node that crashed mid-round leaves its
 vouchers to be taken again after this."""
+SYNTHETIC_BOUND_FACTOR = 2
+"""A window with more than 2·(t + D) opened vouchers and nothing recovered is not evaluated
+again (docs/detection.md "Server cost": an honest window with fewer than t real shares passes
+that with probability below 1e-30)."""
 DETECTION_IMAGE_KIND = "detection_image"
 """The evidence kind of a matched image (its ``report_id`` is the match id)."""
 _SIGNING_SEED_LEN = 32
@@ -487,7 +492,20 @@ class DetectionService:
         records = self.repository.opened_for_window(window)
         fresh = [r.opened_id for r in records if not r.evaluated]
         found = missed = 0
-        if len(records) >= self.threshold:
+        cap = SYNTHETIC_BOUND_FACTOR * (self.threshold + self.params.tag_dimension)
+        if len(records) > cap and all(r.outcome is None for r in records):
+            # More opened vouchers than an honest window ever has without t real ones: a
+            # modified client making every voucher open. Not run again (the cost grows with
+            # every record); recorded once, as the sign it is, and evidence of nothing else.
+            if len(records) - len(fresh) <= cap:
+                self.audit.append(
+                    actor="system",
+                    action=AuditAction.DETECTION_WINDOW_OVER_BOUND,
+                    target=f"account:{window.account}",
+                    now_ms=self.clock(),
+                    details={"device": window.device_id, "opened": len(records)},
+                )
+        elif len(records) >= self.threshold:
             recovered = self._recover(records)
             todo = [(records[i], payload) for i, payload in recovered if records[i].outcome is None]
             if todo:
