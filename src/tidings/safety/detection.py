@@ -62,6 +62,7 @@ from tidings.errors import (
     DecodeError,
     DetectionListMissingError,
     DetectionThresholdMismatchError,
+    InvalidKeyError,
     OversizedError,
     StorageUnavailableError,
     TidingsError,
@@ -152,8 +153,6 @@ class DetectionKeys:
         try:
             check_list_secret(secret)
         except TidingsError:
-            from tidings.errors import InvalidKeyError
-
             raise InvalidKeyError(f"{secret_path} is not a detection secret") from None
         return cls(secret, load_key_file(signing_path, _SIGNING_SEED_LEN))
 
@@ -550,9 +549,7 @@ class DetectionService:
         if cached is not None and cached[0] == version:
             return cached[1], cached[2]
         listed = self.banks.listed_hashes()
-        index = PdqIndex()
-        for position, entry in enumerate(listed):
-            index.add(position, PdqHash(entry.pdq))
+        index = PdqIndex((position, PdqHash(entry.pdq)) for position, entry in enumerate(listed))
         self._index = (version, index, listed)
         return index, listed
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Row, delete, func, select, update
@@ -105,16 +106,7 @@ class SqlDetectionRepository:
                 ).rowcount
                 if changed == 1:
                     record = self._pending.decode(row)
-                    claimed.append(
-                        PendingVoucher(
-                            voucher_id=record.voucher_id,
-                            account=record.account,
-                            device_id=record.device_id,
-                            window_id=record.window_id,
-                            voucher=record.voucher,
-                            claimed_until_ms=now_ms + lease_ms,
-                        )
-                    )
+                    claimed.append(replace(record, claimed_until_ms=now_ms + lease_ms))
         return claimed
 
     def finish_pending(self, voucher_id: str, opened: OpenedRecord | None) -> bool:
