@@ -506,3 +506,29 @@ def test_every_change_is_audited_under_its_actor(banks: Banks) -> None:
     assert details["organisation"] == "NCMEC" and details["entries_added"] == 1
     assert len(details["file_sha256"]) == 64
     assert banks.audit.verify().ok
+
+
+def test_a_large_import_on_postgresql_refreshes_the_planner_statistics(
+    request: pytest.FixtureRequest,
+) -> None:
+    db: SafetyDatabase = request.getfixturevalue("pg_safety_db")
+    with db.write() as c:
+        c.exec_driver_sql("TRUNCATE safety_banks, safety_bank_entries, safety_bank_sources")
+    repo = SqlBankRepository(db, analyze_after_rows=3)
+    service = BankService(repo, AuditLog(SqlAuditRepository(db)), clock=Clock())
+    service.create_bank(OPERATOR, name="big", category="child_sexual_exploitation")
+
+    def analyzed() -> object:
+        with db.read() as c:
+            return c.exec_driver_sql(
+                "SELECT last_analyze FROM pg_stat_user_tables"
+                " WHERE schemaname = current_schema() AND relname = 'safety_bank_entries'"
+            ).scalar()
+
+    service.import_file(
+        OPERATOR, "big", b"pdq,%s\n" % pdq().encode(), organisation="A", jurisdiction="US"
+    )
+    assert analyzed() is None  # below the threshold: no ANALYZE
+    rows = "".join(f"pdq,{pdq()}\n" for _ in range(3)).encode()
+    service.import_file(OPERATOR, "big", rows, organisation="A", jurisdiction="US")
+    assert analyzed() is not None

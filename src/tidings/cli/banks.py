@@ -36,7 +36,6 @@ FormatOpt = Annotated[
     str, typer.Option("--format", help="csv (signal_type,signal_value), te or jsonl.")
 ]
 SourceOpt = Annotated[str, typer.Option("--source", help="The supplying organisation.")]
-MAX_FILE_ARG_BYTES = 512 * 1024 * 1024
 
 
 def _iso(ms: int | None) -> str | None:
@@ -69,9 +68,11 @@ def _safety(
 
 def _read(path: Path) -> bytes:
     """The file's bytes. Raises UsageError: unreadable, or larger than the bank-file limit."""
+    from tidings.safety.bank_formats import MAX_BANK_FILE_BYTES
+
     try:
-        if path.stat().st_size > MAX_FILE_ARG_BYTES:
-            raise UsageError(f"{path} is larger than {MAX_FILE_ARG_BYTES} bytes")
+        if path.stat().st_size > MAX_BANK_FILE_BYTES:
+            raise UsageError(f"{path} is larger than {MAX_BANK_FILE_BYTES} bytes")
         return path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {path} ({type(exc).__name__})") from None

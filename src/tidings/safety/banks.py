@@ -32,6 +32,7 @@ from tidings.safety.bank_formats import (
 from tidings.safety.bank_model import (
     DEVICE_MIN_JURISDICTIONS,
     MAX_BANK_DESCRIPTION_CHARS,
+    MAX_BANK_NAME_CHARS,
     BankCounts,
     BankEntry,
     BankRepository,
@@ -167,7 +168,7 @@ class BankService(AuditsOneKind):
 
     def bank(self, name: str) -> HashBank:
         """The bank called ``name``. Raises NotFoundError: none (or not a bank name)."""
-        if not isinstance(name, str) or len(name) > 64:
+        if not isinstance(name, str) or len(name) > MAX_BANK_NAME_CHARS:
             raise NotFoundError("no such bank")
         found = self.repository.bank_by_name(name)
         if found is None:
