@@ -425,6 +425,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         except TidingsError as exc:
             raise ConfigError(exc.message) from None
         purge = asyncio.create_task(_purge_forever(state, safety))
+        detection_wake.set()  # a first round at once: what a previous run left pending
         detect = (
             asyncio.create_task(_detect_forever(detection, detection_wake))
             if config.detection_enabled

@@ -224,3 +224,33 @@ def test_a_node_refuses_to_start_on_a_list_of_another_threshold(tmp_path: Path) 
     other = make_config(tmp_path / "data", detection_threshold=THRESHOLD + 2)
     with pytest.raises(Exception, match="build-list"), TestClient(create_app(other)):
         pass
+
+
+def test_vouchers_accepted_before_a_crash_are_processed_after_the_restart(
+    config: ServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node accepts vouchers and dies before its background task ran (here: it never
+    runs); the next node on the same storage processes them on its own."""
+
+    async def never(*_: object) -> None:
+        return None
+
+    with monkeypatch.context() as patched:
+        patched.setattr("tidings.app._detect_forever", never)
+        with TestClient(create_app(config)) as client:
+            net = Net(client, config)
+            _publish(net)
+            sender = _sender(net)
+            for name in LISTED[:THRESHOLD]:
+                assert sender.post(sender.voucher(edited(name))).status_code == 202
+            assert client.app.state.detection.repository.pending_count() == THRESHOLD  # type: ignore[attr-defined]
+    with TestClient(create_app(config)) as client:
+        detection = client.app.state.detection  # type: ignore[attr-defined]
+        safety = client.app.state.safety  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not safety.case_repo.list_cases(limit=1):
+            time.sleep(0.2)  # the restarted node's own background task, nothing else
+        (case,) = safety.case_repo.list_cases(limit=10)
+        assert case.subject == sender.kit.username
+        assert len(detection.matches_for_case(case.case_id)) == THRESHOLD
+        assert detection.repository.pending_count() == 0
