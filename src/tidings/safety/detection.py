@@ -55,7 +55,7 @@ from tidings.crypto.psi import (
     generate_list_secret,
     list_keys,
 )
-from tidings.crypto.threshold import ShareEnvelope
+from tidings.crypto.threshold import FIELD_ELEMENT_LEN, ShareEnvelope
 from tidings.crypto.voucher import OpenedVoucher, VoucherOpener, recover_inner
 from tidings.errors import (
     ConflictError,
@@ -276,6 +276,7 @@ class DetectionService:
         self._ids = id_source
         self._lists: dict[int, tuple[bytes, VoucherOpener]] = {}
         self._round_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
         self._index: tuple[int, PdqIndex, list[ListedHash]] | None = None
 
     def __repr__(self) -> str:
@@ -376,9 +377,10 @@ class DetectionService:
         if blinded.digest() != record.digest:
             raise StorageUnavailableError("the stored detection list does not match its digest")
         loaded = (data, VoucherOpener(self.keys.psi_secret, blinded))
-        self._lists[record.version] = loaded
-        while len(self._lists) > _LISTS_CACHED:
-            del self._lists[min(self._lists)]
+        with self._cache_lock:  # request threads and the processing task share the cache
+            self._lists[record.version] = loaded
+            while len(self._lists) > _LISTS_CACHED:
+                del self._lists[min(self._lists)]
         return loaded
 
     def list_bytes(self) -> tuple[ListRecord, bytes]:
@@ -527,8 +529,11 @@ class DetectionService:
     def _recover(self, records: Sequence[OpenedRecord]) -> list[tuple[int, bytes]]:
         opened: list[OpenedVoucher] = []
         for record in records:
+            # The dimension the share was dealt with (the list it was built against may
+            # predate a change of D): 16-byte x, y, then D tag values.
+            dimension = len(record.share) // FIELD_ELEMENT_LEN - 2
             try:
-                share = ShareEnvelope.from_bytes(record.share, self.params.tag_dimension)
+                share = ShareEnvelope.from_bytes(record.share, dimension)
             except TidingsError:
                 share = None
             if share is None:
