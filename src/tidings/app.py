@@ -280,10 +280,10 @@ def build_safety(
 
 def detection_key_paths(config: ServerConfig) -> tuple[Path, Path]:
     """(PSI secret file, list-signing key file): ``detection_key_file`` and
-    ``detection_signing_key_file``, by default in the data directory, or in cluster mode
-    beside ``franking_key_file`` (the directory of the keys every node shares)."""
+    ``detection_signing_key_file``, by default beside ``franking_key_file`` when that is set
+    (the directory of the keys every node of a cluster shares), else in the data directory."""
     base = config.data_dir
-    if config.redis_url and config.franking_key_file is not None:
+    if config.franking_key_file is not None:
         base = config.franking_key_file.parent
     return (
         config.detection_key_file or base / DETECTION_KEY_FILE,

@@ -540,3 +540,18 @@ def test_a_window_past_the_synthetic_bound_is_recorded_once_and_left() -> None:
     assert AuditAction.DETECTION_RECOVERED.value not in actions
     assert _cases(env) == []
     assert env.detection.repository.windows_to_evaluate(10) == []
+
+
+def test_a_node_with_another_secret_serves_the_list_and_leaves_vouchers_pending(env: Env) -> None:
+    """A cluster node reading other key files than the one that built the list: it still
+    serves the published bytes, and opens nothing (nor drops anything) with its own secret."""
+    stray_keys = DetectionKeys(generate_list_secret(), os.urandom(32))
+    stray = _detection(env.safety, env.store, env.clock, stray_keys)
+    device = env.device("sender")
+    device.send(edited(LISTED[0]))
+    assert stray.list_bytes() == env.detection.list_bytes()
+    assert stray.run_round().processed == 0
+    assert env.detection.repository.pending_count() == 1
+    env.clock.now += CLAIM_LEASE_MS + 1  # the stray node's claim lapses
+    assert env.detection.run_round().processed == 1
+    assert env.detection.repository.opened_count() == 1

@@ -274,7 +274,8 @@ class DetectionService:
         self.params = replace(params, threshold=threshold)
         self.clock = clock
         self._ids = id_source
-        self._lists: dict[int, tuple[bytes, VoucherOpener]] = {}
+        self._lists: dict[int, tuple[bytes, BlindedList]] = {}
+        self._openers: dict[int, VoucherOpener] = {}
         self._round_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._index: tuple[int, PdqIndex, list[ListedHash]] | None = None
@@ -360,8 +361,9 @@ class DetectionService:
                 "run `tidings admin detection build-list`"
             )
 
-    def _load(self, record: ListRecord) -> tuple[bytes, VoucherOpener]:
-        """The bytes and opener of a published list (the last `_LISTS_CACHED` kept).
+    def _load(self, record: ListRecord) -> tuple[bytes, BlindedList]:
+        """The bytes and the decoded list of a published version (the last `_LISTS_CACHED`
+        kept).
 
         Raises:
             StorageUnavailableError: its bytes are gone from the store, or do not have its
@@ -376,12 +378,11 @@ class DetectionService:
         blinded = BlindedList.decode(data)
         if blinded.digest() != record.digest:
             raise StorageUnavailableError("the stored detection list does not match its digest")
-        loaded = (data, VoucherOpener(self.keys.psi_secret, blinded))
         with self._cache_lock:  # request threads and the processing task share the cache
-            self._lists[record.version] = loaded
+            self._lists[record.version] = (data, blinded)
             while len(self._lists) > _LISTS_CACHED:
                 del self._lists[min(self._lists)]
-        return loaded
+        return data, blinded
 
     def list_bytes(self) -> tuple[ListRecord, bytes]:
         """The current list and its bytes (``GET /v1/detection/list``).
@@ -400,14 +401,31 @@ class DetectionService:
         one, or names no published list (it can never open: it is dropped).
 
         Raises:
-            StorageUnavailableError: the list's bytes cannot be read (the voucher waits).
+            StorageUnavailableError: the list's bytes cannot be read, or this node's PSI
+                secret is not the one the list was built with (a node of a cluster reading
+                other key files than the others): the voucher waits, and the log says why.
         """
         try:
             version = VoucherWire.decode(voucher).list_version
         except TidingsError:
             return None
         record = self.repository.get_list(version)
-        return None if record is None else self._load(record)[1]
+        if record is None:
+            return None
+        opener = self._openers.get(version)
+        if opener is None:
+            try:
+                opener = VoucherOpener(self.keys.psi_secret, self._load(record)[1])
+            except InvalidKeyError:
+                log.error("the detection secret of this node did not build list %d", version)
+                raise StorageUnavailableError(
+                    "this node's detection secret is not the list's"
+                ) from None
+            with self._cache_lock:
+                self._openers[version] = opener
+                while len(self._openers) > _LISTS_CACHED:
+                    del self._openers[min(self._openers)]
+        return opener
 
     # --- intake -------------------------------------------------------------------------------
 

@@ -89,11 +89,11 @@ class ServerConfig:
     carries it: a node refuses to start when the current list was built for another value
     (rebuild it with ``tidings admin detection build-list``)."""
     detection_key_file: Path | None = None
-    """The PSI secret that opens vouchers. Default ``<data_dir>/detection.key``; in cluster
-    mode (``redis_url``) beside ``franking_key_file`` (the keys every node shares)."""
+    """The PSI secret that opens vouchers. Default: beside ``franking_key_file`` when that is
+    set (the keys every node of a cluster shares), else ``<data_dir>/detection.key``."""
     detection_signing_key_file: Path | None = None
-    """The Ed25519 key signing published lists. Default ``<data_dir>/detection_list_signing.key``;
-    in cluster mode beside ``franking_key_file``."""
+    """The Ed25519 key signing published lists. Default: beside ``franking_key_file`` when
+    that is set, else ``<data_dir>/detection_list_signing.key``."""
     rate_vouchers_per_hour: int = 2000
     """Per account: ``POST /v1/detection/vouchers`` (one voucher per image sent)."""
     s3_bucket: str = ""
