@@ -472,6 +472,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             error_docs=openapi.errors,
         )
     )
+
     async def limit_vouchers(device: AuthenticatedDevice) -> None:
         # Per account: a flood of (synthetic or garbage) vouchers costs storage and work.
         await state.limiter.hit(

@@ -230,9 +230,7 @@ class CaseService(CaseAppeals):
             ConflictError: concurrent changes kept winning (after retries).
         """
         prior = sum(
-            1
-            for e in self._enforcements.enforcements_for_account(subject)
-            if e.revoked_ms is None
+            1 for e in self._enforcements.enforcements_for_account(subject) if e.revoked_ms is None
         )
         category = Category.CHILD_SEXUAL_EXPLOITATION
         decision = self._router.route(
