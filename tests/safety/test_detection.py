@@ -555,3 +555,39 @@ def test_a_node_with_another_secret_serves_the_list_and_leaves_vouchers_pending(
     env.clock.now += CLAIM_LEASE_MS + 1  # the stray node's claim lapses
     assert env.detection.run_round().processed == 1
     assert env.detection.repository.opened_count() == 1
+
+
+def test_a_detection_joins_the_subjects_open_case_and_moves_it_to_child_safety(
+    env: Env,
+) -> None:
+    from tidings.safety.case_model import CaseRecord
+    from tidings.safety.categories import Severity
+
+    report_case = CaseRecord(
+        case_id="case_reported",
+        subject="sender",
+        queue_id=QueueId.HARASSMENT.value,
+        category=Category.HARASSMENT,
+        severity=Severity.MEDIUM,
+        base_priority=100,
+        priority=100,
+        state=CaseState.OPEN,
+        created_ms=T0,
+        updated_ms=T0,
+        sla_due_ms=T0 + 10**9,
+        report_count=1,
+        reporter_count=1,
+        lock_holder="staff_rita",
+        lock_expires_ms=T0 + 10**9,
+    )
+    env.safety.case_repo.add_case(report_case)
+    device = env.device("sender")
+    for name in LISTED[:THRESHOLD]:
+        device.send(edited(name))
+    assert env.detection.run_round().matches == THRESHOLD
+    case = env.safety.case_repo.get_case("case_reported")
+    assert case is not None and case.queue_id == QueueId.CHILD_SAFETY.value
+    assert case.category is Category.CHILD_SEXUAL_EXPLOITATION and case.lock_holder is None
+    assert case.sla_due_ms < report_case.sla_due_ms
+    assert len(env.detection.matches_for_case("case_reported")) == THRESHOLD
+    assert [c.case_id for c in _cases(env)] == ["case_reported"]
