@@ -34,6 +34,7 @@ from tidings.errors import (
     DecodeError,
     DetectionListMissingError,
     DetectionThresholdMismatchError,
+    InvalidKeyError,
     OversizedError,
 )
 from tidings.media.pdq import dihedral_hashes, hash_image
@@ -591,3 +592,18 @@ def test_a_detection_joins_the_subjects_open_case_and_moves_it_to_child_safety(
     assert case.sla_due_ms < report_case.sla_due_ms
     assert len(env.detection.matches_for_case("case_reported")) == THRESHOLD
     assert [c.case_id for c in _cases(env)] == ["case_reported"]
+
+
+def test_detection_keys_are_created_private_stable_and_checked(tmp_path: Path) -> None:
+    secret, signing = tmp_path / "keys" / "detection.key", tmp_path / "keys" / "signing.key"
+    keys = DetectionKeys.load(secret, signing)
+    assert DetectionKeys.load(secret, signing) == keys  # stable across loads
+    for path in (secret, signing):
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert keys.psi_secret.hex() not in repr(keys) and keys.signing_seed.hex() not in repr(keys)
+    secret.write_bytes(b"\xff" * 32)  # 32 bytes, not a clamped scalar
+    with pytest.raises(InvalidKeyError, match=r"detection\.key"):
+        DetectionKeys.load(secret, signing)
+    signing.write_bytes(b"short")
+    with pytest.raises(InvalidKeyError):
+        DetectionKeys.load(tmp_path / "fresh.key", signing)

@@ -51,8 +51,6 @@ from tidings.crypto.psi import (
     DEFAULT_PSI_PARAMETERS,
     BlindedList,
     PsiParameters,
-    check_list_secret,
-    generate_list_secret,
     list_keys,
 )
 from tidings.crypto.threshold import FIELD_ELEMENT_LEN, ShareEnvelope
@@ -81,10 +79,10 @@ from tidings.safety.detection_model import (
     WindowKey,
 )
 from tidings.safety.evidence import EvidenceVault
+from tidings.safety.keyfile import load_detection_secret, load_detection_signing_key
 from tidings.safety.pdq_index import PdqIndex
 from tidings.safety.reports import AttachmentFetcher
 from tidings.storage.blobs import ATTACHMENT_ID_PATTERN, AttachmentStore
-from tidings.storage.files import load_key_file, read_or_create_private
 from tidings.wire.base64url import b64e
 from tidings.wire.detection import DetectionInnerPayload, list_statement
 from tidings.wire.voucher import MAX_VOUCHER_BYTES, VoucherWire
@@ -120,7 +118,6 @@ again (docs/detection.md "Server cost": an honest window with fewer than t real 
 that with probability below 1e-30)."""
 DETECTION_IMAGE_KIND = "detection_image"
 """The evidence kind of a matched image (its ``report_id`` is the match id)."""
-_SIGNING_SEED_LEN = 32
 _LISTS_CACHED = 4
 
 
@@ -141,20 +138,15 @@ class DetectionKeys:
 
     @classmethod
     def load(cls, secret_path: Path, signing_path: Path) -> DetectionKeys:
-        """The keys in the two files, each created on first use (mode 0600, atomically, by
-        `tidings.storage.files`): a fresh clamped PSI secret, a fresh signing seed.
+        """The keys in the two files, each created on first use (mode 0600, atomically:
+        `tidings.safety.keyfile`): a fresh clamped PSI secret, a fresh signing seed.
 
         Raises:
             InvalidKeyError: a file is not a key of the right length (or the PSI secret is
                 not clamped); the message names the path, never the bytes.
             OSError: a file cannot be created or read.
         """
-        secret = read_or_create_private(secret_path, generate_list_secret)
-        try:
-            check_list_secret(secret)
-        except TidingsError:
-            raise InvalidKeyError(f"{secret_path} is not a detection secret") from None
-        return cls(secret, load_key_file(signing_path, _SIGNING_SEED_LEN))
+        return cls(load_detection_secret(secret_path), load_detection_signing_key(signing_path))
 
 
 # --- collaborators --------------------------------------------------------------------------
