@@ -70,3 +70,14 @@ def wire_targets() -> Iterator[TargetSpec]:
             return codec.decode(kind, data)
 
         yield f"wire.{kind.DESCRIPTOR.name}", target, [_seed(kind)]
+
+
+def detection_targets() -> Iterator[TargetSpec]:
+    """The detection voucher's inner payload (`tidings.wire.detection`), which the server
+    decodes from a recovered voucher."""
+    from tidings.wire.detection import DetectionInnerPayload
+
+    seed = DetectionInnerPayload(
+        "A" * 43, bytes(32), bytes(32), 1000, "image/jpeg", bytes(32), bytes(16)
+    ).encode()
+    yield "wire.DetectionInnerPayload", DetectionInnerPayload.decode, [seed]

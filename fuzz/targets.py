@@ -30,7 +30,7 @@ def build() -> Registry:
     from fuzz_psi import psi_targets
     from fuzz_safety import safety_targets
     from fuzz_server import server_targets
-    from fuzz_wire import wire_targets
+    from fuzz_wire import detection_targets, wire_targets
 
     targets: dict[str, Target] = {}
     seeds: dict[str, list[bytes]] = {}
@@ -41,6 +41,7 @@ def build() -> Registry:
         psi_targets,
         safety_targets,
         server_targets,
+        detection_targets,
     ):
         for name, target, target_seeds in register():
             targets[name] = target

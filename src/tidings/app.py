@@ -24,6 +24,14 @@ from tidings.clock import now_ms
 from tidings.console import build_console
 from tidings.errors import TidingsError
 from tidings.safety import http as safety_http
+from tidings.safety.detection import (
+    PROCESS_BATCH,
+    DetectionKeys,
+    DetectionService,
+    StoreListBlobs,
+    banks_device_list,
+)
+from tidings.safety.detection_http import build_detection_router
 from tidings.safety.keyfile import load_anchor_key, load_evidence_keys, load_staff_key
 from tidings.safety.reports import FrankingKey, FrankingKeyRing
 from tidings.safety.service import SafetyService
@@ -49,6 +57,8 @@ from tidings.storage.blobs import AttachmentStore, LocalAttachmentStore
 from tidings.storage.database import Database, sqlite_url
 from tidings.storage.files import (
     AUDIT_ANCHOR_FILE,
+    DETECTION_KEY_FILE,
+    DETECTION_SIGNING_KEY_FILE,
     EVIDENCE_KEYS_FILE,
     STAFF_KEY_FILE,
     ensure_private_dir,
@@ -66,6 +76,9 @@ UPLOAD_PATH = "/v1/attachments"
 """The streamed upload, which enforces its own size limit instead of `MAX_JSON_BODY`."""
 
 PURGE_INTERVAL_S = 60.0
+DETECTION_INTERVAL_S = 5.0
+"""How often a node looks for detection vouchers to process when none woke it (a voucher
+accepted by another node, or left by a crash)."""
 
 
 def build_state(config: ServerConfig) -> ServerState:
@@ -267,6 +280,74 @@ def build_safety(
     )
 
 
+def detection_key_paths(config: ServerConfig) -> tuple[Path, Path]:
+    """(PSI secret file, list-signing key file): ``detection_key_file`` and
+    ``detection_signing_key_file``, by default beside ``franking_key_file`` when that is set
+    (the directory of the keys every node of a cluster shares), else in the data directory."""
+    base = config.data_dir
+    if config.franking_key_file is not None:
+        base = config.franking_key_file.parent
+    return (
+        config.detection_key_file or base / DETECTION_KEY_FILE,
+        config.detection_signing_key_file or base / DETECTION_SIGNING_KEY_FILE,
+    )
+
+
+def build_detection(
+    config: ServerConfig,
+    safety: SafetyService,
+    attachments: AttachmentStore,
+    *,
+    clock: Callable[[], int] = now_ms,
+) -> DetectionService:
+    """Detection over the safety service (its vault, cases, audit, banks and repository),
+    the attachment store (list bytes and matched attachments) and the detection keys
+    (`detection_key_paths`, created 0600 on first use); set as ``safety.detection``.
+
+    Raises:
+        InvalidKeyError: a key file holds something else than a key.  OSError.
+        TypeError: the safety service has no detection repository.
+    """
+    if safety.detection_repo is None:
+        raise TypeError("the safety service has no detection repository")
+    secret_file, signing_file = detection_key_paths(config)
+    detection = DetectionService(
+        repository=safety.detection_repo,
+        banks=banks_device_list(safety.banks),
+        vault=safety.vault,
+        cases=safety.cases,
+        audit=safety.audit,
+        blobs=StoreListBlobs(attachments),
+        fetcher=safety_http.StoreAttachmentFetcher(attachments),
+        keys=DetectionKeys.load(secret_file, signing_file),
+        threshold=config.detection_threshold,
+        clock=clock,
+    )
+    safety.detection = detection
+    return detection
+
+
+async def detection_round(detection: DetectionService) -> bool:
+    """One processing round in a worker thread (`DetectionService.run_round`); True when it
+    took a full batch (more may wait). A failure is logged by its class and retried next
+    round: accepted vouchers stay stored until processed. Never raises (but cancellation)."""
+    try:
+        result = await asyncio.to_thread(detection.run_round)
+    except Exception as exc:
+        log.warning("detection round failed", extra={"error": type(exc).__name__})
+        return False
+    return result.processed >= PROCESS_BATCH
+
+
+async def _detect_forever(detection: DetectionService, wake: asyncio.Event) -> None:
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), DETECTION_INTERVAL_S)
+        wake.clear()
+        if await detection_round(detection):
+            wake.set()
+
+
 def open_safety(config: ServerConfig) -> SafetyService:
     """The safety service alone (for `tidings admin` commands), migrated to the current
     schema; no messaging server is started."""
@@ -278,6 +359,21 @@ def open_safety(config: ServerConfig) -> SafetyService:
     )
     service.migrate()
     return service
+
+
+def open_detection(config: ServerConfig) -> tuple[SafetyService, DetectionService]:
+    """The safety service (as `open_safety`) with its detection service (for `tidings admin
+    detection`); close the safety service when done."""
+    attachments_dir = prepare_data_dir(config.data_dir)
+    store = build_attachment_store(config, attachments_dir)
+    service = build_safety(config, franking_key=load_franking_key(config), attachments=store)
+    service.migrate()
+    try:
+        detection = build_detection(config, service, store, clock=service.clock)
+    except BaseException:
+        service.close()
+        raise
+    return service, detection
 
 
 async def wake_account(state: ServerState, username: str) -> None:
@@ -315,6 +411,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         on_enforcement=on_enforcement,
     )
     sweep = QueueSweep(state.store, state.hub, interval_s=config.sweep_interval_s)
+    detection = build_detection(config, safety, state.attachments, clock=state.clock)
+    detection_wake = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -324,14 +422,26 @@ def create_app(config: ServerConfig) -> FastAPI:
         await sweep.start()  # the lost-hint safety net of every connection here
         # Uploads cut off by a crash of this node (or another one on the same store).
         await _purge_task(state, "orphan_uploads", lambda: remove_orphan_uploads(state))
+        try:
+            await asyncio.to_thread(detection.check_threshold)
+        except TidingsError as exc:
+            raise ConfigError(exc.message) from None
         purge = asyncio.create_task(_purge_forever(state, safety))
+        detection_wake.set()  # a first round at once: what a previous run left pending
+        detect = (
+            asyncio.create_task(_detect_forever(detection, detection_wake))
+            if config.detection_enabled
+            else None
+        )
         try:
             yield
         finally:
             # Every acknowledged send is already committed; stopping loses nothing.
-            purge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purge
+            for task in (purge, detect):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await sweep.stop()
             await state.hub.stop()
             await state.limiter.close()
@@ -343,6 +453,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app = FastAPI(title="Tidings", version=__version__, lifespan=lifespan)
     app.state.tidings = state
     app.state.safety = safety
+    app.state.detection = detection
     app.state.sweep = sweep
     app.include_router(build_router())
     for module in (accounts, keys, messages, websocket, attachments):
@@ -360,6 +471,23 @@ def create_app(config: ServerConfig) -> FastAPI:
             authenticated_device,
             authenticate_any=authenticated_device_any,
             limit_report=limit_reports,
+            error_docs=openapi.errors,
+        )
+    )
+
+    async def limit_vouchers(device: AuthenticatedDevice) -> None:
+        # Per account: a flood of (synthetic or garbage) vouchers costs storage and work.
+        await state.limiter.hit(
+            "detection_voucher", str(device.account_id), config.rate_vouchers_per_hour, 3600
+        )
+
+    app.include_router(
+        build_detection_router(
+            detection,
+            authenticated_device,
+            limit_voucher=limit_vouchers,
+            on_voucher=detection_wake.set,
+            accept_vouchers=config.detection_enabled,
             error_docs=openapi.errors,
         )
     )

@@ -548,6 +548,22 @@ class VoucherTamperedError(CryptoError):
     code = "voucher_tampered"
 
 
+# --- detection on the server (tidings.safety.detection) -------------------------------------
+
+
+class DetectionListMissingError(NotFoundError):
+    """No detection list has been published yet (`tidings admin detection build-list`)."""
+
+    code = "detection_list_missing"
+
+
+class DetectionThresholdMismatchError(SafetyError):
+    """The published detection list was built for another threshold than the configured
+    ``detection_threshold``: rebuild it (`tidings admin detection build-list`)."""
+
+    code = "detection_threshold_mismatch"
+
+
 # --- HTTP status: one table for every HTTP surface (messaging API and staff console) ---------
 
 HTTP_STATUS: Mapping[type[TidingsError], int] = MappingProxyType(

@@ -19,6 +19,7 @@ from tidings.cli._common import DEFAULT_PROFILE
 from tidings.cli.banks import bank_cli
 from tidings.cli.client import _status_text as _status_text
 from tidings.cli.client import client_cli
+from tidings.cli.detection import detection_cli
 from tidings.cli.groups import group_cli
 from tidings.cli.operator import admin_cli, audit_cli
 from tidings.cli.server import _first_admin as _first_admin
@@ -56,6 +57,7 @@ cli.add_typer(client_cli)
 cli.add_typer(group_cli)
 cli.add_typer(audit_cli, name="audit")
 admin_cli.add_typer(bank_cli, name="bank")
+admin_cli.add_typer(detection_cli, name="detection")
 cli.add_typer(admin_cli, name="admin")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tidings.safety.audit import AuditLog
 from tidings.safety.banks import BankService
@@ -33,13 +34,19 @@ def _no_enforcements(_: str) -> list[Enforcement]:
     return []
 
 
+def _no_matches(_: str) -> list[Any]:
+    return []
+
+
 @dataclass(frozen=True, slots=True)
 class ConsoleContext:
     """The safety services and lookups the console uses (all synchronous).
 
     ``list_staff`` returns every staff account (the staff page); ``enforcement_history``
-    returns every enforcement of an account (the case page's account history); ``banks`` is
-    the hash-bank service (None: the bank pages answer 404).
+    returns every enforcement of an account (the case page's account history);
+    ``detection_matches`` the confirmed detection images of a case
+    (`tidings.safety.detection.DetectionService.matches_for_case`); ``banks`` is the
+    hash-bank service (None: the bank pages answer 404).
     """
 
     staff: StaffService
@@ -50,6 +57,7 @@ class ConsoleContext:
     case_repo: CaseRepository
     list_staff: Callable[[], Sequence[StaffAccount]]
     enforcement_history: Callable[[str], Sequence[Enforcement]] = _no_enforcements
+    detection_matches: Callable[[str], Sequence[Any]] = _no_matches
     queues: Mapping[str, Queue] = field(default_factory=lambda: dict(DEFAULT_QUEUES))
     policies: Mapping[str, Policy] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
     banks: BankService | None = None
@@ -58,8 +66,8 @@ class ConsoleContext:
     def from_service(cls, service: object) -> ConsoleContext:
         """A context from a `ConsoleContext` (returned as is) or a safety-service facade
         exposing ``staff``, ``cases``, ``vault``, ``audit``, the repositories ``staff_repo`` /
-        ``case_repo`` (and optionally ``enforcement_repo`` and ``banks``), and ``list_staff`` (or
-        a staff repository that has it).
+        ``case_repo`` (and optionally ``enforcement_repo``, ``detection`` and ``banks``), and
+        ``list_staff`` (or a staff repository that has it).
 
         Raises:
             TypeError: a required attribute is missing.
@@ -82,6 +90,10 @@ class ConsoleContext:
         history: Callable[[str], Sequence[Enforcement]] = _no_enforcements
         if enforcement_repo is not None:
             history = enforcement_repo.enforcements_for_account  # type: ignore[attr-defined]
+        detection = attr("detection", required=False)
+        matches: Callable[[str], Sequence[Any]] = _no_matches
+        if detection is not None:
+            matches = detection.matches_for_case  # type: ignore[attr-defined]
         queues = attr("queues", required=False)
         policies = attr("policies", required=False)
         banks = attr("banks", required=False)
@@ -94,6 +106,7 @@ class ConsoleContext:
             case_repo=case_repo,  # type: ignore[arg-type]
             list_staff=list_staff,  # type: ignore[arg-type]
             enforcement_history=history,
+            detection_matches=matches,
             queues=queues if isinstance(queues, Mapping) else dict(DEFAULT_QUEUES),
             policies=policies if isinstance(policies, Mapping) else dict(DEFAULT_POLICIES),
             banks=banks if isinstance(banks, BankService) else None,

@@ -83,7 +83,13 @@ from tidings.safety.case_model import (
     queue_order,
     sla_remaining_ms,
 )
-from tidings.safety.categories import CATEGORY_POLICIES, Queue, RoutingInput
+from tidings.safety.categories import (
+    CATEGORY_POLICIES,
+    Category,
+    ConversationKind,
+    Queue,
+    RoutingInput,
+)
 from tidings.safety.reports import ReportRecord, ReportStatus
 from tidings.safety.staff import Permission, Principal
 
@@ -210,6 +216,82 @@ class CaseService(CaseAppeals):
                     "queue": case.queue_id,
                     "moved": moved,
                 },
+            )
+            return case.case_id
+        raise ConflictError("case changed concurrently; retry")
+
+    def attach_detection(self, subject: str, *, now_ms: int) -> str:
+        """One more confirmed image from on-device detection about ``subject``
+        (`tidings.safety.detection`): open a case in the child-safety queue (routed as child
+        sexual exploitation), or join the subject's open case, moving it into that queue if
+        it is elsewhere (dropping its lock and assignee, as for a more severe report).
+
+        Raises:
+            ConflictError: concurrent changes kept winning (after retries).
+        """
+        prior = sum(
+            1 for e in self._enforcements.enforcements_for_account(subject) if e.revoked_ms is None
+        )
+        category = Category.CHILD_SEXUAL_EXPLOITATION
+        decision = self._router.route(
+            RoutingInput(
+                category=category,
+                conversation_kind=ConversationKind.DIRECT,
+                has_attachments=True,
+                prior_enforcements=prior,
+            )
+        )
+        for _ in range(8):
+            case = self._cases.open_case_for_subject(subject)
+            if case is None:
+                case = CaseRecord(
+                    case_id="case_" + self._ids(),
+                    subject=subject,
+                    queue_id=decision.queue_id,
+                    category=category,
+                    severity=decision.severity,
+                    base_priority=decision.priority,
+                    priority=decision.priority,
+                    state=CaseState.OPEN,
+                    created_ms=now_ms,
+                    updated_ms=now_ms,
+                    sla_due_ms=now_ms + decision.sla_ms,
+                    report_count=0,
+                    reporter_count=0,
+                    source=CaseSource.DETECTION,
+                )
+                try:
+                    self._cases.add_case(case)
+                except ConflictError:
+                    continue
+                self._audit_on(
+                    "system",
+                    AuditAction.CASE_OPEN,
+                    case.case_id,
+                    now_ms,
+                    {"queue": case.queue_id, "category": category.value, "source": "detection"},
+                )
+                return case.case_id
+            changes: dict[str, object] = {
+                "sla_due_ms": min(case.sla_due_ms, now_ms + decision.sla_ms),
+                "base_priority": max(case.base_priority, decision.priority),
+            }
+            changes["priority"] = max(case.priority, decision.priority)
+            moved = decision.queue_id != case.queue_id
+            if (decision.severity, decision.priority) > (case.severity, case.base_priority):
+                changes.update(category=category, severity=decision.severity)
+            if moved:
+                changes.update(RELEASE_LOCK, queue_id=decision.queue_id, assignee=None)
+            try:
+                case = self._save(case, now_ms, **changes)
+            except ConflictError:
+                continue
+            self._audit_on(
+                "system",
+                AuditAction.CASE_UPDATE,
+                case.case_id,
+                now_ms,
+                {"source": "detection", "queue": case.queue_id, "moved": moved},
             )
             return case.case_id
         raise ConflictError("case changed concurrently; retry")

@@ -1,7 +1,9 @@
 """Key files of the safety side: the evidence key ring (``evidence.keys``), the audit anchor
-key (``audit_anchor.key``) and the staff key (``staff.key``, sealing staff TOTP secrets), kept
-outside the database (a database dump alone opens no evidence, cannot re-anchor the audit log
-and mints no staff second factor). Created with mode 0600 on first use, atomically, by the one
+key (``audit_anchor.key``), the staff key (``staff.key``, sealing staff TOTP secrets) and
+detection's PSI secret and list-signing key (``detection.key``,
+``detection_list_signing.key``), kept outside the database (a database dump alone opens no
+evidence or voucher, cannot re-anchor the audit log, mints no staff second factor and signs
+no list). Created with mode 0600 on first use, atomically, by the one
 key-file helper (`tidings.storage.files.load_key_file`), where the file names are defined.
 
 ``evidence.keys`` is JSON ``{"active": "<id>", "keys": {"<id>": "<b64url 32 bytes>", ...}}``.
@@ -17,6 +19,7 @@ import json
 import os
 from pathlib import Path
 
+from tidings.crypto.psi import check_list_secret, generate_list_secret
 from tidings.errors import InvalidKeyError, TidingsError
 from tidings.safety.evidence import EVIDENCE_KEY_LEN, EvidenceKeyRing
 from tidings.safety.sql.staff import STAFF_KEY_LEN
@@ -25,14 +28,19 @@ from tidings.wire.base64url import b64d, b64e
 
 __all__ = [
     "ANCHOR_KEY_LEN",
+    "DETECTION_SIGNING_KEY_LEN",
     "drop_evidence_key",
     "load_anchor_key",
+    "load_detection_secret",
+    "load_detection_signing_key",
     "load_evidence_keys",
     "load_staff_key",
     "rotate_evidence_key",
 ]
 
 ANCHOR_KEY_LEN = 32
+DETECTION_SIGNING_KEY_LEN = 32
+"""An Ed25519 seed."""
 
 
 def _new_key_id(existing: set[str]) -> str:
@@ -127,3 +135,27 @@ def load_staff_key(path: Path) -> bytes:
         InvalidKeyError: the file does not hold exactly 32 bytes.  OSError.
     """
     return load_key_file(path, STAFF_KEY_LEN)
+
+
+def load_detection_secret(path: Path) -> bytes:
+    """The PSI secret in ``path`` (``detection.key``: a clamped 32-byte scalar, created with
+    mode 0600 if missing): it opens detection vouchers, so it never leaves the server.
+
+    Raises:
+        InvalidKeyError: the file does not hold a clamped 32-byte scalar.  OSError.
+    """
+    secret = read_or_create_private(path, generate_list_secret)
+    try:
+        return check_list_secret(secret)
+    except TidingsError:
+        raise InvalidKeyError(f"{path} is not a detection secret") from None
+
+
+def load_detection_signing_key(path: Path) -> bytes:
+    """The Ed25519 seed in ``path`` (``detection_list_signing.key``, 32 random bytes,
+    created with mode 0600 if missing) that signs published detection lists.
+
+    Raises:
+        InvalidKeyError: the file does not hold exactly 32 bytes.  OSError.
+    """
+    return load_key_file(path, DETECTION_SIGNING_KEY_LEN)

@@ -18,6 +18,7 @@ Construction:
 Attributes (`tidings.console.context.ConsoleContext.from_service` reads these):
   .staff  .cases  .vault  .audit  .intake  .banks (domain services)
   .staff_repo  .case_repo  .enforcement_repo  .report_repo  .evidence_repo  .audit_repo
+  .detection_repo   .detection (the DetectionService, once the composition root set it)
   .queues: Mapping[str, Queue]   .policies: Mapping[str, Policy]   .clock() -> ms
   .list_staff() -> list[StaffAccount]
 Users (behind POST /v1/reports, GET /v1/account/status, POST /v1/appeals):
@@ -52,7 +53,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidings.clock import DAY_MS, now_ms
 from tidings.errors import ConflictError, InvalidCaseStateError, NotFoundError, SafetyInputError
@@ -82,10 +83,12 @@ from tidings.safety.case_model import (
 )
 from tidings.safety.cases import CaseService
 from tidings.safety.categories import Queue, Router
+from tidings.safety.detection_model import DetectionRepository, InMemoryDetectionRepository
 from tidings.safety.evidence import (
     EvidenceKeyRing,
     EvidenceRepository,
     EvidenceVault,
+    InMemoryEvidenceRepository,
 )
 from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.reports import (
@@ -107,6 +110,9 @@ from tidings.safety.staff import (
     TotpEnrolment,
     permissions_for,
 )
+
+if TYPE_CHECKING:
+    from tidings.safety.detection import DetectionService
 
 __all__ = [
     "EVIDENCE_PURGE_BATCH",
@@ -204,6 +210,8 @@ class SafetyRepositories:
     banks: BankRepository = field(default_factory=InMemoryBankRepository)
     close: Callable[[], None] = lambda: None
     migrate: Callable[[], None] = lambda: None
+    detection: DetectionRepository | None = None
+    """None: in memory over ``evidence`` (`tidings.safety.detection_model`)."""
 
     @classmethod
     def sql(
@@ -219,6 +227,7 @@ class SafetyRepositories:
             SqlAuditRepository,
             SqlBankRepository,
             SqlCaseRepository,
+            SqlDetectionRepository,
             SqlEnforcementRepository,
             SqlEvidenceRepository,
             SqlReportRepository,
@@ -242,6 +251,7 @@ class SafetyRepositories:
             banks=SqlBankRepository(db),
             close=db.dispose,
             migrate=migrate,
+            detection=SqlDetectionRepository(db),
         )
 
 
@@ -337,6 +347,11 @@ class SafetyService:
         )
         self.bank_repo = repos.banks
         self.banks = BankService(repos.banks, self.audit, clock=clock)
+        self.detection_repo: DetectionRepository | None = repos.detection
+        if self.detection_repo is None and isinstance(repos.evidence, InMemoryEvidenceRepository):
+            self.detection_repo = InMemoryDetectionRepository(repos.evidence)
+        self.detection: DetectionService | None = None
+        """Set by the composition root (`tidings.app.build_detection`)."""
         self.intake = ReportIntake(
             franking_keys=franking_keys,
             fetcher=fetcher,

@@ -80,6 +80,22 @@ class ServerConfig:
     """Addresses or networks (``10.0.0.0/8``) of reverse proxies whose ``X-Forwarded-For``
     and ``X-Forwarded-Proto`` are believed. Empty: the headers are ignored, the TCP peer is
     the client. TOML: a list; environment: comma-separated."""
+    detection_enabled: bool = True
+    """Accept detection vouchers (``POST /v1/detection/vouchers``) and process them; the list
+    endpoints answer whether or not. Off: vouchers answer 404 ``not_found``."""
+    detection_threshold: int = 10
+    """Matching vouchers one device window needs before the server can open any of them
+    (docs/detection.md "Threshold and synthetic vouchers"); at least 2. The published list
+    carries it: a node refuses to start when the current list was built for another value
+    (rebuild it with ``tidings admin detection build-list``)."""
+    detection_key_file: Path | None = None
+    """The PSI secret that opens vouchers. Default: beside ``franking_key_file`` when that is
+    set (the keys every node of a cluster shares), else ``<data_dir>/detection.key``."""
+    detection_signing_key_file: Path | None = None
+    """The Ed25519 key signing published lists. Default: beside ``franking_key_file`` when
+    that is set, else ``<data_dir>/detection_list_signing.key``."""
+    rate_vouchers_per_hour: int = 2000
+    """Per account: ``POST /v1/detection/vouchers`` (one voucher per image sent)."""
     s3_bucket: str = ""
     """Empty (the embedded default): attachments on local disk in ``<data_dir>/attachments``.
     Else the S3 bucket (created by the operator) every node keeps attachments in."""
@@ -132,7 +148,7 @@ class ServerConfig:
                 raise ConfigError(f"unknown setting {key!r} in {source}")
             current = getattr(self, key)
             try:
-                if key == "franking_key_file":
+                if key in OPTIONAL_PATHS:
                     changes[key] = Path(str(value)) if value else None
                 elif key == "trusted_proxies":
                     changes[key] = _networks(value)
@@ -150,8 +166,22 @@ class ServerConfig:
                 if key == "trusted_proxies":
                     raise ConfigError(f"setting {key!r} in {source}: {exc}") from None
                 raise ConfigError(f"setting {key!r} in {source} must be a number") from None
-        return replace(self, **changes)  # type: ignore[arg-type]
+        merged = replace(self, **changes)  # type: ignore[arg-type]
+        if merged.detection_threshold < MIN_DETECTION_THRESHOLD:
+            raise ConfigError(
+                f"setting 'detection_threshold' in {source} must be at least "
+                f"{MIN_DETECTION_THRESHOLD}"
+            )
+        return merged
 
+
+OPTIONAL_PATHS = frozenset(
+    {"franking_key_file", "detection_key_file", "detection_signing_key_file"}
+)
+"""Settings holding a path or nothing (an empty value unsets them)."""
+
+MIN_DETECTION_THRESHOLD = 2
+"""One matching voucher alone must never open anything."""
 
 STORAGE_SETTINGS = frozenset(
     {"s3_bucket", "s3_endpoint", "s3_region", "s3_access_key_id", "s3_secret_access_key"}

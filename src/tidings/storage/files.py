@@ -9,12 +9,13 @@ an older version or by hand is tightened at start by `tighten_tree`.
 Key files (the one key-file helper, `load_key_file` / `read_or_create_private`, and the file
 names, defined once): the server franking key (``franking.key``), the evidence key ring
 (``evidence.keys``), the audit anchor key (``audit_anchor.key``) and the staff key
-(``staff.key``) live in the data directory, created on first start by an atomic write (a crash
-never leaves a short or empty key file: the bytes are written and fsynced under a temporary
-name, then linked into place) with mode 0600. The helper lives here, in storage, because it is
-file I/O (``tidings.crypto`` does none) and storage sits below both of its users,
-``tidings.server`` (the franking key) and ``tidings.safety`` (the other three), so neither
-imports the other.
+(``staff.key``), and detection's PSI secret (``detection.key``) and list-signing key
+(``detection_list_signing.key``) live in the data directory, created on first start by an
+atomic write (a crash never leaves a short or empty key file: the bytes are written and
+fsynced under a temporary name, then linked into place) with mode 0600. The helper lives
+here, in storage, because it is file I/O (``tidings.crypto`` does none) and storage sits below
+both of its users, ``tidings.server`` (the franking key) and ``tidings.safety`` (the others),
+so neither imports the other.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from tidings.errors import InvalidKeyError
 
 __all__ = [
     "AUDIT_ANCHOR_FILE",
+    "DETECTION_KEY_FILE",
+    "DETECTION_SIGNING_KEY_FILE",
     "EVIDENCE_KEYS_FILE",
     "FRANKING_KEY_FILE",
     "PRIVATE_DIR_MODE",
@@ -59,6 +62,10 @@ AUDIT_ANCHOR_FILE = "audit_anchor.key"
 """The audit log's anchor key."""
 STAFF_KEY_FILE = "staff.key"
 """The key sealing staff TOTP secrets."""
+DETECTION_KEY_FILE = "detection.key"
+"""The PSI secret scalar that opens detection vouchers (``detection_key_file``)."""
+DETECTION_SIGNING_KEY_FILE = "detection_list_signing.key"
+"""The Ed25519 seed that signs published detection lists (``detection_signing_key_file``)."""
 
 
 def ensure_private_dir(path: Path) -> Path:

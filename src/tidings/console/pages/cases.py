@@ -20,7 +20,7 @@ from tidings.safety.staff import Permission, Principal
 from ..context import ConsoleContext
 from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
-from .evidence import report_panel, unopened_panel
+from .evidence import detection_panel, report_panel, unopened_panel
 
 __all__ = [
     "CASE_ACTIONS",
@@ -126,11 +126,15 @@ class CasePages:
         view = self.ctx.cases.view_case(p, case_id, now_ms=c.now_ms)
         case = view.case
         queue = self.ctx.cases.queue(case.queue_id)
+        checked_queue: Queue | None = None
         if p.has(Permission.VIEW_EVIDENCE):
             checked_queue = self.ctx.cases.queue_for_case(p, case_id)
             reports = [report_panel(self.ctx, c, rv, checked_queue, case_id) for rv in view.reports]
         else:
             reports = [unopened_panel(rv) for rv in view.reports]
+        detections = detection_panel(
+            self.ctx, c, self.ctx.detection_matches(case_id), checked_queue, case_id
+        )
         pending: DecisionRecord | None = None
         if case.pending_decision_id:
             pending = next(
@@ -144,6 +148,7 @@ class CasePages:
             case=case,
             queue=queue,
             reports=reports,
+            detections=detections,
             appeals=[
                 (d, a)
                 for d in view.decisions

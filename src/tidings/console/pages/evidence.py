@@ -27,7 +27,14 @@ from tidings.wire import pb
 from ..context import ConsoleContext
 from ..routing import Ctx
 
-__all__ = ["EVIDENCE_PURPOSE", "ReportPanel", "report_panel", "unopened_panel"]
+__all__ = [
+    "EVIDENCE_PURPOSE",
+    "DetectionPanel",
+    "ReportPanel",
+    "detection_panel",
+    "report_panel",
+    "unopened_panel",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +138,43 @@ def report_panel(
         lines.append(LineView(record, item, body, media))
     comment = opened.get("comment", b"").decode("utf-8", "replace")
     return ReportPanel(report, lines, comment, withheld)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionPanel:
+    """One confirmed detection image: its match record (banks, entries, distances, sources),
+    the image (None without VIEW_EVIDENCE, or withheld with the reason)."""
+
+    match: Any
+    media: MediaView | None
+    withheld: str | None
+
+
+def detection_panel(
+    context: ConsoleContext, c: Ctx, matches: Any, queue: Queue | None, case_id: str
+) -> list[DetectionPanel]:
+    """The case's detection images, each opened for ``c.p`` through the vault (audited);
+    ``queue`` None: the principal may not view evidence, so nothing is opened."""
+    panels = []
+    for match in matches:
+        if queue is None:
+            panels.append(DetectionPanel(match, None, None))
+            continue
+        try:
+            evidence = context.vault.open(
+                match.evidence_id,
+                principal=c.p,
+                queue=queue,
+                case_id=case_id,
+                purpose=EVIDENCE_PURPOSE,
+                now_ms=c.now_ms,
+            )
+        except PermissionDeniedError as exc:
+            panels.append(DetectionPanel(match, None, exc.message))
+            continue
+        except EvidenceExpiredError:
+            panels.append(DetectionPanel(match, None, "evidence past its retention period"))
+            continue
+        media = _media(evidence.kind, evidence.evidence_id, match.content_type, evidence.plaintext)
+        panels.append(DetectionPanel(match, media, None))
+    return panels

@@ -20,6 +20,7 @@ from __future__ import annotations
 from tidings.safety.sql.audit import SqlAuditRepository
 from tidings.safety.sql.banks import SqlBankRepository
 from tidings.safety.sql.cases import SqlCaseRepository, SqlEnforcementRepository
+from tidings.safety.sql.detection import SqlDetectionRepository
 from tidings.safety.sql.engine import SafetyDatabase, sync_url
 from tidings.safety.sql.reports import SqlEvidenceRepository, SqlReportRepository
 from tidings.safety.sql.staff import STAFF_KEY_LEN, SqlStaffRepository
@@ -30,6 +31,7 @@ __all__ = [
     "SqlAuditRepository",
     "SqlBankRepository",
     "SqlCaseRepository",
+    "SqlDetectionRepository",
     "SqlEnforcementRepository",
     "SqlEvidenceRepository",
     "SqlReportRepository",
