@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -22,6 +23,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from tidings import __version__
 from tidings.clock import now_ms
 from tidings.console import build_console
+from tidings.crypto.psi import DEFAULT_PSI_PARAMETERS
 from tidings.errors import TidingsError
 from tidings.safety import http as safety_http
 from tidings.safety.detection import (
@@ -321,6 +323,7 @@ def build_detection(
         fetcher=safety_http.StoreAttachmentFetcher(attachments),
         keys=DetectionKeys.load(secret_file, signing_file),
         threshold=config.detection_threshold,
+        params=replace(DEFAULT_PSI_PARAMETERS, synthetic_rate_ppm=config.detection_synthetic_ppm),
         clock=clock,
     )
     safety.detection = detection

@@ -536,6 +536,14 @@ class DetectionListMismatchError(ProtocolError):
     code = "detection_list_mismatch"
 
 
+class DetectionListRefusedError(ProtocolError):
+    """A detection list or its published digest does not verify: the signature is bad, the
+    signing key is not the one this device (or auditor) pinned, or the list's bytes do not
+    have the published digest, version or threshold. The list is not used."""
+
+    code = "detection_list_refused"
+
+
 class MalformedVoucherError(DecodeError):
     """A matching voucher is not a well-formed encoding."""
 

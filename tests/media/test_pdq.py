@@ -149,6 +149,32 @@ def test_dihedral_hashes_come_in_the_documented_order() -> None:
         assert turned.distance(hashes[0]) > pdq.PDQ_MATCH_DISTANCE, (name, distances)
 
 
+def test_pixel_transforms_are_pillows_transposes() -> None:
+    pixels = pdq._prepared_pixels(ORIGINAL)
+    image = Image.fromarray(pixels)
+    for index, name in enumerate(pdq.DIHEDRAL_TRANSFORMS):
+        expected = pixels if index == 0 else np.asarray(image.transpose(TRANSPOSES[name]))
+        assert np.array_equal(pdq._PIXEL_TRANSFORMS[index](pixels), expected), name
+
+
+def test_oriented_hashes_are_the_hashes_of_turned_copies() -> None:
+    """Each oriented hash is (within resampling of the re-encoded copy) the hash that a turned
+    copy of the image gets, and the identity is `hash_image`."""
+    photo = Image.open(io.BytesIO(ORIGINAL))
+    order = (0, 2, 4, 5, 1, 6)
+    hashes = pdq.oriented_hashes(ORIGINAL, order)
+    assert len(hashes) == len(order) and hashes[0] == hash_image(ORIGINAL)
+    for index, h in zip(order[1:], hashes[1:], strict=True):
+        name = pdq.DIHEDRAL_TRANSFORMS[index]
+        turned = hash_image(_encode(photo.transpose(TRANSPOSES[name]), "PNG"))
+        assert turned.distance(h) <= 4, name
+        assert h.distance(hashes[0]) > pdq.PDQ_MATCH_DISTANCE, name
+    with pytest.raises(ValueError):
+        pdq.oriented_hashes(ORIGINAL, (8,))
+    with pytest.raises(ImageDecodeError):
+        pdq.oriented_hashes(b"not an image", (0,))
+
+
 # --- formats -------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@
 - `groups`: `group ...`;
 - `operator`: `audit ...` and `admin ...`, on a node's data directory;
 - `banks`: `admin bank ...` (hash banks);
+- `detection`: `admin detection ...` and `audit detection-list`;
 - `_common`: the --json/error contract and the decorators that open a profile.
 """
 
@@ -19,7 +20,7 @@ from tidings.cli._common import DEFAULT_PROFILE
 from tidings.cli.banks import bank_cli
 from tidings.cli.client import _status_text as _status_text
 from tidings.cli.client import client_cli
-from tidings.cli.detection import detection_cli
+from tidings.cli.detection import audit_detection_list, detection_cli
 from tidings.cli.groups import group_cli
 from tidings.cli.operator import admin_cli, audit_cli
 from tidings.cli.server import _first_admin as _first_admin
@@ -55,6 +56,7 @@ def _root(
 cli.add_typer(server_cli)
 cli.add_typer(client_cli)
 cli.add_typer(group_cli)
+audit_cli.command("detection-list")(audit_detection_list)
 cli.add_typer(audit_cli, name="audit")
 admin_cli.add_typer(bank_cli, name="bank")
 admin_cli.add_typer(detection_cli, name="detection")

@@ -311,13 +311,28 @@ async def report(
 async def status(client: Client, as_json: JsonOpt = False) -> None:
     """Show whether the provider took action on your account, and how to appeal."""
     state = await client.account_status()
+    state["detection"] = client.detection_status()
     emit(as_json, state, _status_text(state))
+
+
+@client_cli.command("detection-sync")
+@client_command
+async def detection_sync(client: Client, as_json: JsonOpt = False) -> None:
+    """Fetch the server's detection list if it changed, after checking its signature (under
+    the key pinned the first time) and digest; then post any vouchers still waiting. Sending
+    an image does this by itself when the last check is older than six hours."""
+    detection = await client.sync_detection_list()
+    emit(as_json, detection, _detection_text(detection))
 
 
 def _status_text(state: dict[str, Any]) -> str:
     kind = str(state.get("status", "unknown"))
+    detection = state.get("detection")
     if kind == "active":
-        return "your account is in good standing"
+        lines = ["your account is in good standing"]
+        if isinstance(detection, dict):
+            lines.append(_detection_text(detection))
+        return "\n".join(lines)
     lines = [f"your account is {kind}"
              + (f" until {_when(state['until_ms'])}" if state.get("until_ms") else "")]
     if state.get("policy") or state.get("reason"):
@@ -329,7 +344,25 @@ def _status_text(state: dict[str, Any]) -> str:
                      + (f" ({outcome})" if outcome else ""))
     elif state.get("decision_id"):
         lines.append(f"to appeal: tidings appeal {state['decision_id']} \"why this is wrong\"")
+    if isinstance(detection, dict):
+        lines.append(_detection_text(detection))
     return "\n".join(lines)
+
+
+def _detection_text(detection: dict[str, Any]) -> str:
+    listed = detection.get("list")
+    if not isinstance(listed, dict):
+        text = ("detection: no list published by the server"
+                if detection.get("server_publishes") is False else "detection: no list yet")
+    else:
+        text = (f"detection: list version {listed['version']} (digest {listed['digest'][:16]}…, "
+                f"threshold {listed['threshold']}), checked {_when(detection.get('checked_ms'))}")
+    if detection.get("pending_vouchers"):
+        text += f"; {detection['pending_vouchers']} voucher(s) waiting to be posted"
+    refused = detection.get("refused")
+    if isinstance(refused, dict):
+        text += f"\ndetection list REFUSED: {refused.get('message')}"
+    return text
 
 
 def _when(ms: object) -> str:

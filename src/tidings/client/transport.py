@@ -461,6 +461,56 @@ class Transport:
             "POST", "/v1/appeals", json_body={"decision_id": decision_id, "text": text}
         )
 
+    # -- detection (docs/api.md "Detection") -------------------------------------------------
+
+    async def detection_list_digest(self) -> dict[str, Any] | None:
+        """``GET /v1/detection/list/digest`` (no authentication): the signed statement of the
+        published list, or None while none is published (404 ``detection_list_missing``)."""
+        try:
+            return await self._request_obj("GET", "/v1/detection/list/digest", auth=False)
+        except ServerError as exc:
+            if exc.code == "detection_list_missing":
+                return None
+            raise
+
+    async def detection_list(self, max_bytes: int) -> bytes | None:
+        """``GET /v1/detection/list`` (no authentication): the published list's bytes, or
+        None while none is published. Refuses (TransportError) a body over ``max_bytes``,
+        without reading the rest of it."""
+        try:
+            async with self._http.stream("GET", "/v1/detection/list") as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    error = _error_from_response(response)
+                    if isinstance(error, ServerError) and error.code == "detection_list_missing":
+                        return None
+                    raise error
+                parts: list[bytes] = []
+                done = 0
+                async for piece in response.aiter_bytes(UPLOAD_CHUNK):
+                    done += len(piece)
+                    if done > max_bytes:
+                        raise TransportError("the server's detection list is too large")
+                    parts.append(piece)
+                return b"".join(parts)
+        except httpx.HTTPError as exc:
+            raise TransportError(
+                f"cannot reach the server at {self.base_url} ({exc.__class__.__name__})"
+            ) from None
+
+    async def post_voucher(self, window_id: bytes, voucher: bytes) -> None:
+        """``POST /v1/detection/vouchers``: one voucher of this device's window ``window_id``.
+        The answer is the same whatever the voucher holds (202 ``accepted``).
+
+        Raises: ServerError (``rate_limited``, ``not_found`` when the server takes no
+        vouchers, a malformed voucher's code), TransportError.
+        """
+        await self._request(
+            "POST",
+            "/v1/detection/vouchers",
+            json_body={"window": b64e(window_id), "voucher": b64e(voucher)},
+        )
+
     # -- WebSocket ---------------------------------------------------------------------------
 
     @asynccontextmanager

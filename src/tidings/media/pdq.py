@@ -21,6 +21,7 @@ and time hashing takes are bounded.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from string import hexdigits
 from typing import Final
@@ -166,6 +167,43 @@ def dihedral_hashes(data: bytes) -> tuple[PdqHash, ...]:
     """
     vectors, quality = pdqhash.compute_dihedral(_prepared_pixels(data))
     return tuple(_from_vector(vector, quality) for vector in vectors)
+
+
+_PIXEL_TRANSFORMS: Final[tuple[Callable[[np.ndarray], np.ndarray], ...]] = (
+    lambda a: a,
+    lambda a: np.rot90(a, 1),
+    lambda a: np.rot90(a, 2),
+    lambda a: np.rot90(a, 3),
+    lambda a: a[::-1],
+    lambda a: a[:, ::-1],
+    lambda a: a.transpose(1, 0, 2),
+    lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+)
+"""Each of `DIHEDRAL_TRANSFORMS` on a (height x width x 3) pixel array, as Pillow's
+``Image.transpose`` does it (tests/media/test_pdq.py compares them pixel for pixel)."""
+
+
+def oriented_hashes(data: bytes, transforms: Sequence[int]) -> tuple[PdqHash, ...]:
+    """The PDQ hashes of the image in ``data`` turned in pixel space by each transform in
+    ``transforms`` (indices into `DIHEDRAL_TRANSFORMS`), in that order.
+
+    Unlike `dihedral_hashes`, whose seven other hashes are transforms of the image's own DCT,
+    each hash here is PDQ computed afresh on the turned pixels, so it is exactly the hash a
+    turned copy of the image gets (docs/detection.md, "Orientation hashes: pixel space"). The
+    image is decoded once; each extra orientation costs one more PDQ computation.
+
+    Raises:
+        ValueError: an index outside 0..7 (a programming error, never input).
+        The errors of `hash_image`.
+    """
+    if not all(0 <= t < len(_PIXEL_TRANSFORMS) for t in transforms):
+        raise ValueError("dihedral transform indices are 0..7")
+    pixels = _prepared_pixels(data)
+    out = []
+    for t in transforms:
+        vector, quality = pdqhash.compute(np.ascontiguousarray(_PIXEL_TRANSFORMS[t](pixels)))
+        out.append(_from_vector(vector, quality))
+    return tuple(out)
 
 
 def _from_vector(vector: np.ndarray, quality: int) -> PdqHash:

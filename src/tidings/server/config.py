@@ -88,6 +88,12 @@ class ServerConfig:
     (docs/detection.md "Threshold and synthetic vouchers"); at least 2. The published list
     carries it: a node refuses to start when the current list was built for another value
     (rebuild it with ``tidings admin detection build-list``)."""
+    detection_synthetic_ppm: int = 1_953
+    """Parts per million of vouchers a device makes synthetic (docs/detection.md "Threshold
+    and synthetic vouchers"; default 1/512, so about 8 per window of 4,096). Published inside
+    the list, so it takes effect with the next ``tidings admin detection build-list``. 0 turns
+    synthetic vouchers off, which lets the server count a window's real matches below t: for
+    tests and measurements only."""
     detection_key_file: Path | None = None
     """The PSI secret that opens vouchers. Default: beside ``franking_key_file`` when that is
     set (the keys every node of a cluster shares), else ``<data_dir>/detection.key``."""
@@ -172,6 +178,10 @@ class ServerConfig:
                 f"setting 'detection_threshold' in {source} must be at least "
                 f"{MIN_DETECTION_THRESHOLD}"
             )
+        if not 0 <= merged.detection_synthetic_ppm <= MAX_SYNTHETIC_PPM:
+            raise ConfigError(
+                f"setting 'detection_synthetic_ppm' in {source} must be 0..{MAX_SYNTHETIC_PPM}"
+            )
         return merged
 
 
@@ -182,6 +192,9 @@ OPTIONAL_PATHS = frozenset(
 
 MIN_DETECTION_THRESHOLD = 2
 """One matching voucher alone must never open anything."""
+
+MAX_SYNTHETIC_PPM = 1_000_000
+"""Parts per million: every voucher synthetic (detection blind) at most."""
 
 STORAGE_SETTINGS = frozenset(
     {"s3_bucket", "s3_endpoint", "s3_region", "s3_access_key_id", "s3_secret_access_key"}

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import tempfile
 from pathlib import Path
 
 from tidings.client.errors import StoreError
 from tidings.client.sdk.constants import DEFAULT_CONTENT_TYPE
 from tidings.client.sdk.models import SentMessage
-from tidings.client.sdk.outbox import OutboxMixin
+from tidings.client.sdk.detection import DetectionMixin
 from tidings.client.transport import Progress, b64d
 from tidings.crypto import attachment
 from tidings.errors import AttachmentTooLargeError, ProtocolError
+from tidings.media.pdq import MAX_IMAGE_BYTES
 from tidings.wire import tidings_pb2 as pb
 
 
-class AttachmentsMixin(OutboxMixin):
+class AttachmentsMixin(DetectionMixin):
     """Attachments, a part of `Client`."""
 
     async def send_file(
@@ -38,13 +41,17 @@ class AttachmentsMixin(OutboxMixin):
             and everything `send_text` raises.
         """
         data = await self._file_message(Path(path), caption, content_type, progress)
-        return await self._send_data(username, data)
+        sent = await self._send_data(username, data)
+        await self._flush_vouchers_quietly()
+        return sent
 
     async def _file_message(
         self, path: Path, caption: str, content_type: str, progress: Progress | None
     ) -> pb.DataMessage:
         """Encrypt and upload one file; the message that carries its pointer (the key is in
-        it) under ``caption``, to send to a contact or a group.
+        it) under ``caption``, to send to a contact or a group. An image also gets its
+        detection voucher filed (`DetectionMixin._vouch`); the caller posts it after the send
+        (`_flush_vouchers_quietly`).
 
         Raises: AttachmentTooLargeError, StoreError (unreadable file), ServerError,
         TransportError.
@@ -57,11 +64,19 @@ class AttachmentsMixin(OutboxMixin):
             raise AttachmentTooLargeError(
                 f"the file is larger than {attachment.MAX_ATTACHMENT_BYTES // (1024 * 1024)} MiB"
             )
+        # A file small enough to be an image PDQ hashes is read once, and the same bytes are
+        # encrypted and vouched for (a file changed between two reads cannot get a voucher
+        # for other bytes than those sent).
+        plaintext: bytes | None = None
         key = attachment.generate_key()
         with tempfile.TemporaryFile() as ciphertext:
             try:
-                with path.open("rb") as source:
-                    info = attachment.encrypt_file(key, source, ciphertext)
+                if size <= MAX_IMAGE_BYTES:
+                    plaintext = await asyncio.to_thread(path.read_bytes)
+                    info = attachment.encrypt_file(key, io.BytesIO(plaintext), ciphertext)
+                else:
+                    with path.open("rb") as source:
+                        info = attachment.encrypt_file(key, source, ciphertext)
             except OSError:
                 raise StoreError(f"cannot read {path}") from None
             ciphertext.seek(0)
@@ -77,6 +92,8 @@ class AttachmentsMixin(OutboxMixin):
             content_type=content_type,
             file_name=path.name[:255],
         )
+        if plaintext is not None:
+            await self._vouch(plaintext, pointer)
         return pb.DataMessage(body=caption, attachments=[pointer])
 
     async def download_attachment(

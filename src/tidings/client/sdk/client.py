@@ -67,6 +67,7 @@ class Client(ReportsMixin):
         self.auto_delivery_receipts = auto_delivery_receipts
         self._pending_receipts: dict[str, list[int]] = {}
         self._prekeys_used = True  # check the server's prekey count on the first batch
+        self._detection_list = None  # decoded from the store on first use
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -19,6 +19,13 @@ MAX_TRUST_EVENTS = 50
 MAX_REGISTRATION_ID = 16380
 """Registration ids are drawn from 1..16380 (14 bits, as Signal)."""
 
+LIST_REFRESH_MS = 6 * 3600 * 1000
+"""Sending an image checks the server's detection list digest again once the last check is
+older than this (6 hours): a new list reaches devices within a working day."""
+
+MAX_VOUCHERS_PER_FLUSH = 64
+"""Filed detection vouchers posted at most per send or sync (the oldest first)."""
+
 # --- store kinds ----------------------------------------------------------------------------
 
 K_ACCOUNT = "account"  # "self" -> account JSON (username, device id, server, secret, ...)
@@ -34,6 +41,9 @@ K_REJECTED = "rejected"  # b64(message id) -> why an envelope was refused (no co
 K_GROUP = "group"  # b64(group id) -> `Group.to_json()` (id, title, revision, members, active)
 K_SENDER_KEYS = "sender_keys"  # b64(conversation id) -> GroupSenderKeys.to_bytes()
 K_SK_LINE = "sk_line"  # "<sender>\0<device>\0<b64 distribution id>" -> conversation id
+K_DETECTION = "detection"  # list / pin / checked / window / refused -> JSON (sdk/detection.py)
+K_DETECTION_LIST = "detection_list"  # "current" -> the verified blinded list's bytes
+K_VOUCHER = "voucher"  # "<ms>-<random>" -> {"window", "voucher"}: filed, not yet posted
 K_UNDELIVERED = "undelivered"  # b64(message id) -> event JSON: stored, not yet shown to the app
 
 SELF = "self"

@@ -273,7 +273,9 @@ class GroupsMixin(AttachmentsMixin):
         """
         group = self._active_group(ref)
         data = await self._file_message(Path(path), caption, content_type, progress)
-        return await self._send_group(group.id, data, targets=list(group.members))
+        sent = await self._send_group(group.id, data, targets=list(group.members))
+        await self._flush_vouchers_quietly()
+        return sent
 
     async def _send_group(
         self,
