@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tidings.client.errors import StoreError
 from tidings.client.sdk.constants import DEFAULT_CONTENT_TYPE
-from tidings.client.sdk.models import SentMessage
 from tidings.client.sdk.detection import DetectionMixin
+from tidings.client.sdk.models import SentMessage
 from tidings.client.transport import Progress, b64d
 from tidings.crypto import attachment
 from tidings.errors import AttachmentTooLargeError, ProtocolError

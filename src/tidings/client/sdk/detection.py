@@ -31,6 +31,7 @@ What a modified client can do (omit vouchers) is in docs/detection.md, "Threat m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -229,10 +230,8 @@ class DetectionMixin(OutboxMixin):
         checked = self._store.get_json(K_DETECTION, _CHECKED)
         last = 0 if checked is None else int(checked["ms"])
         if self._clock() - last >= LIST_REFRESH_MS:
-            try:
+            with contextlib.suppress(DetectionListRefusedError, TransportError, ServerError):
                 await self._sync_list()
-            except (DetectionListRefusedError, TransportError, ServerError):
-                pass
         return await self._held_list()
 
     # -- vouchers ----------------------------------------------------------------------------
@@ -306,10 +305,8 @@ class DetectionMixin(OutboxMixin):
     async def _flush_vouchers_quietly(self) -> None:
         """`flush_vouchers` after a send: a failure to post leaves them filed, never fails
         the send that has already gone out."""
-        try:
+        with contextlib.suppress(TransportError, ServerError):
             await self.flush_vouchers()
-        except (TransportError, ServerError):
-            pass
 
     def detection_status(self) -> dict[str, Any]:
         """What this device holds for detection: the verified list (version, digest,
