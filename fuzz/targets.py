@@ -25,6 +25,7 @@ def build() -> Registry:
     Imports happen here, not at module level, so that `main` can instrument exactly the
     `tidings` package for coverage feedback (instrumenting everything costs ~20 s a process).
     """
+    from fuzz_client import client_targets
     from fuzz_crypto import crypto_targets
     from fuzz_media import media_targets
     from fuzz_psi import psi_targets
@@ -42,6 +43,7 @@ def build() -> Registry:
         safety_targets,
         server_targets,
         detection_targets,
+        client_targets,
     ):
         for name, target, target_seeds in register():
             targets[name] = target
