@@ -271,3 +271,30 @@ def admin_cases(
         for r in rows
     ]
     emit(as_json, {"cases": rows}, "\n".join(lines) if rows else "no cases")
+
+
+@admin_cli.command("inventory")
+def admin_inventory(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """The data inventory lawful requests are scoped against: every category of user data
+    this node holds, where, for how long (from its configuration) and the legal process each
+    needs; and what it never holds, and why (docs/operations.md, "Data inventory")."""
+    from tidings.safety.inventory import NEVER_HELD, RetentionSettings, inventory
+
+    try:
+        cfg = server_config(config, None, None)
+    except TidingsError as exc:
+        fail(exc, as_json)
+        return
+    categories = inventory(RetentionSettings.from_config(cfg))
+    data = {
+        "categories": [c.to_json() for c in categories],
+        "never_held": [n.to_json() for n in NEVER_HELD],
+    }
+    lines = []
+    for c in categories:
+        lines.append(f"{c.title} [{c.key}] — {c.process.value.replace('_', ' ')}")
+        lines.append(f"  {c.description}")
+        lines.append(f"  kept: {c.retention}")
+    lines.append("Never held:")
+    lines.extend(f"  {n.what}: {n.why}" for n in NEVER_HELD)
+    emit(as_json, data, "\n".join(lines))

@@ -1,0 +1,257 @@
+"""The data inventory (issue 11, docs/operations.md "Data inventory"): every category of data
+the provider holds about its users, where it lives, how long it is kept and the legal process a
+request for it needs; and what the provider never holds, and why.
+
+This is the one place lawful requests are scoped against: a production may contain only
+categories listed here (the production workflow, when it lands, takes its fields from
+`DataCategory.fields`), and `tests/safety/test_inventory.py` checks that every table of the
+database is either in a category or named in `NOT_PRODUCIBLE` with the reason — a new table
+cannot be added without deciding which it is.
+
+The legal process column states the baseline Tidings' legal team applies: the United States'
+Stored Communications Act (18 U.S.C. 2703) — a subpoena for basic subscriber records (2703(c)(2)),
+a court order on specific and articulable facts for other non-content records (2703(d)), a
+search warrant for content (2703(a)-(b)) — or the equivalent instrument under the requester's
+law (for example a production order under the UK Investigatory Powers Act 2016 or an order
+under the US-UK Data Access Agreement), reviewed by legal in every case. Emergency disclosure
+(18 U.S.C. 2702(b)(8), (c)(4)) may release any category listed here, on a recorded
+justification. Retention is computed from the node's configuration, so what the inventory says
+is what the node does.
+
+Pure: a function of the configuration's retention settings; no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "NEVER_HELD",
+    "NOT_PRODUCIBLE",
+    "DataCategory",
+    "LegalProcess",
+    "NeverHeld",
+    "RetentionSettings",
+    "inventory",
+]
+
+
+class LegalProcess(StrEnum):
+    """The least process a request for a category needs (module docstring)."""
+
+    SUBPOENA = "subpoena"
+    COURT_ORDER = "court_order"
+    SEARCH_WARRANT = "search_warrant"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """The retention figures the inventory states, from the node's configuration
+    (`from_config`) so the inventory cannot drift from what the node does."""
+
+    message_ttl_s: int
+    attachment_ttl_s: int
+    evidence_retention_days: int = 365
+
+    @classmethod
+    def from_config(cls, config: Any) -> RetentionSettings:
+        """From a `tidings.server.config.ServerConfig` (duck-typed: the safety layer does not
+        import the server's)."""
+        return cls(message_ttl_s=int(config.message_ttl_s),
+                   attachment_ttl_s=int(config.attachment_ttl_s))
+
+
+@dataclass(frozen=True, slots=True)
+class DataCategory:
+    """One category of data held: ``key`` (stable, what a request scope names), what it is,
+    the ``tables`` and ``fields`` it consists of, how long it is kept and the process it needs.
+    ``excluded`` names fields of those tables that are never produced, and why. Evidence
+    (``safety_evidence.ciphertext``) is produced decrypted, through the evidence vault, so the
+    opening is audited under the person who produced it."""
+
+    key: str
+    title: str
+    description: str
+    tables: tuple[str, ...]
+    fields: tuple[str, ...]
+    retention: str
+    process: LegalProcess
+    excluded: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "title": self.title,
+            "description": self.description,
+            "tables": list(self.tables),
+            "fields": list(self.fields),
+            "retention": self.retention,
+            "process": self.process.value,
+            "excluded": [{"field": f, "why": why} for f, why in self.excluded],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NeverHeld:
+    """Something a requester may ask for that the provider does not have, and why."""
+
+    what: str
+    why: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"what": self.what, "why": self.why}
+
+
+def _days(seconds: int) -> str:
+    days = seconds / 86_400
+    return f"{days:g} days" if days != 1 else "1 day"
+
+
+_CREDENTIAL = "a credential (a hash of the device secret): never produced to anyone"
+
+
+def inventory(retention: RetentionSettings) -> tuple[DataCategory, ...]:
+    """Every category of user data the provider holds, in the order the docs list them."""
+    evidence = f"{retention.evidence_retention_days} days from capture, longer under a hold"
+    return (
+        DataCategory(
+            key="subscriber",
+            title="Subscriber records",
+            description="The account name and when the account was created. No name, phone "
+            "number, e-mail address or payment details are asked for, so none are held.",
+            tables=("accounts",),
+            fields=("accounts.username", "accounts.created_at_ms"),
+            retention="while the account exists; deleted with it, unless held",
+            process=LegalProcess.SUBPOENA,
+        ),
+        DataCategory(
+            key="devices",
+            title="Devices and last connection",
+            description="Each device of the account: its name, when it was added and when it "
+            "last connected.",
+            tables=("devices",),
+            fields=("devices.device_id", "devices.name", "devices.created_at_ms",
+                    "devices.last_seen_ms"),
+            retention="while the device is registered; deleted when it is removed, unless held",
+            process=LegalProcess.SUBPOENA,
+            excluded=(("devices.credential_hash", _CREDENTIAL),),
+        ),
+        DataCategory(
+            key="public_keys",
+            title="Device public keys",
+            description="Each device's public identity key, signed prekeys and unused one-time "
+            "prekeys: what anyone who messages the account fetches. Public keys only; the "
+            "private keys never leave the device.",
+            tables=("devices", "one_time_prekeys", "kem_prekeys"),
+            fields=("devices.identity_key", "devices.registration_id", "devices.signed_prekey",
+                    "devices.last_resort_kem_prekey", "one_time_prekeys.prekey",
+                    "kem_prekeys.prekey"),
+            retention="while the device is registered; one-time prekeys until fetched",
+            process=LegalProcess.SUBPOENA,
+        ),
+        DataCategory(
+            key="queued_envelopes",
+            title="Undelivered encrypted envelopes",
+            description="End-to-end encrypted envelopes waiting for a device that has not "
+            "fetched them: the recipient device, when each arrived and its size. The provider "
+            "cannot decrypt them; a production gives the records, never a readable message.",
+            tables=("messages",),
+            fields=("messages.account_id", "messages.device_id", "messages.created_at_ms",
+                    "messages.expires_at_ms"),
+            retention=f"until delivered and acknowledged, at most {_days(retention.message_ttl_s)}",
+            process=LegalProcess.COURT_ORDER,
+            excluded=(("messages.envelope", "ciphertext under keys only the devices hold"),),
+        ),
+        DataCategory(
+            key="attachments",
+            title="Encrypted attachments",
+            description="Which account uploaded an attachment, when, and its size. The file is "
+            "encrypted with a key only the sender and recipients hold.",
+            tables=("attachments",),
+            fields=("attachments.id", "attachments.account_id", "attachments.size",
+                    "attachments.created_at_ms", "attachments.expires_at_ms"),
+            retention=f"{_days(retention.attachment_ttl_s)} from upload, unless held",
+            process=LegalProcess.COURT_ORDER,
+        ),
+        DataCategory(
+            key="reports",
+            title="Verified reports",
+            description="Messages a participant chose to report, with the franking proof that "
+            "the reported account sent them, and their context as the reporter revealed it; "
+            "the reported images sealed as evidence.",
+            tables=("safety_reports", "safety_report_items", "safety_evidence"),
+            fields=("safety_reports.*", "safety_report_items.*", "safety_evidence.ciphertext"),
+            retention=evidence,
+            process=LegalProcess.SEARCH_WARRANT,
+        ),
+        DataCategory(
+            key="enforcement",
+            title="Trust & safety cases and actions",
+            description="Cases about the account, the decisions taken (warnings, suspensions, "
+            "bans) with their reasons, and appeals with their outcomes. Reviewers' internal "
+            "notes are not produced.",
+            tables=("safety_cases", "safety_decisions", "safety_appeals",
+                    "account_enforcements"),
+            fields=("safety_cases.*", "safety_decisions.*", "safety_appeals.*",
+                    "account_enforcements.*"),
+            retention="kept; no automatic deletion yet (a retention rule is still to be set)",
+            process=LegalProcess.COURT_ORDER,
+        ),
+        DataCategory(
+            key="detection",
+            title="Detection cases",
+            description="Images sent by the account that matched a listed hash of known child "
+            "sexual abuse material after crossing the threshold (docs/detection.md), with the "
+            "bank entries they matched, sealed as evidence.",
+            tables=("safety_detection_matches", "safety_evidence"),
+            fields=("safety_detection_matches.*", "safety_evidence.ciphertext"),
+            retention=evidence,
+            process=LegalProcess.SEARCH_WARRANT,
+        ),
+    )
+
+
+NOT_PRODUCIBLE: dict[str, str] = {
+    "provisioning_codes": "hashes of one-time device-linking codes, valid ten minutes",
+    "safety_report_replay": "replay protection for reports: commitments already reported",
+    "safety_notes": "reviewers' internal notes (deliberation, not records about the user)",
+    "safety_detection_pending": "vouchers not yet processed: nothing the provider can read",
+    "safety_detection_opened": "threshold shares below the threshold: they reveal nothing",
+    "safety_detection_lists": "the published blinded list (public)",
+    "safety_banks": "the provider's hash banks (reference data, not about users)",
+    "safety_bank_entries": "the provider's hash banks (reference data, not about users)",
+    "safety_bank_sources": "the provider's hash banks (reference data, not about users)",
+    "safety_bank_list": "the provider's hash banks (reference data, not about users)",
+    "safety_audit_log": "the staff audit log (about staff actions; shown to oversight)",
+    "safety_staff": "staff accounts (not user data)",
+    "safety_staff_grants": "staff role grants (not user data)",
+    "safety_staff_enrolment": "staff enrolment tokens (not user data)",
+    "safety_staff_queues": "staff queue membership (not user data)",
+    "safety_staff_sessions": "staff console sessions (not user data)",
+    "safety_staff_preferences": "staff display preferences (not user data)",
+    "safety_console_pending": "half-finished staff sign-ins (not user data)",
+    "safety_login_throttle": "staff sign-in throttling (not user data)",
+}
+"""Tables that hold no user data a request could be for, each with the reason. With the
+categories' tables this covers every table (tests/safety/test_inventory.py)."""
+
+
+NEVER_HELD: tuple[NeverHeld, ...] = (
+    NeverHeld("Message content", "Messages are end-to-end encrypted on the devices; the "
+              "server relays ciphertext and deletes it once delivered."),
+    NeverHeld("Encryption keys", "Identity, session, message and attachment keys are made and "
+              "kept on the devices. The server has public keys only."),
+    NeverHeld("Contacts and address books", "The client never uploads them."),
+    NeverHeld("Group memberships", "Groups live on the members' devices (sender keys); the "
+              "server sees only that one device sent one envelope to several devices."),
+    NeverHeld("IP addresses", "Rate limits count by address in memory only; addresses are not "
+              "written to the database, and the access log is off."),
+    NeverHeld("Location, phone numbers, e-mail addresses", "Registration asks for none."),
+    NeverHeld("Message metadata after delivery", "A delivered envelope is deleted with its "
+              "record once the recipient device acknowledges it: who wrote to whom is not kept. "
+              "Reported messages are the exception, as the reporter revealed them."),
+)
+"""What the provider does not have, so cannot produce, and why."""
+
