@@ -34,6 +34,7 @@ from tidings.safety.detection import (
     banks_device_list,
 )
 from tidings.safety.detection_http import build_detection_router
+from tidings.safety.inventory import RetentionSettings
 from tidings.safety.keyfile import load_anchor_key, load_evidence_keys, load_staff_key
 from tidings.safety.reports import FrankingKey, FrankingKeyRing
 from tidings.safety.service import SafetyService
@@ -498,6 +499,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     openapi.install(app)
     # The staff console over the same service (sign-in: password + TOTP; `tidings server`
     # prints the first admin's credentials on an empty data directory).
+    safety.retention = RetentionSettings.from_config(config)
     app.mount("/console", build_console(safety, clock=state.clock))
 
     @app.exception_handler(TidingsError)

@@ -25,6 +25,7 @@ from tidings.safety.cases import (
 )
 from tidings.safety.categories import DEFAULT_QUEUES, Queue
 from tidings.safety.evidence import EvidenceVault
+from tidings.safety.inventory import RetentionSettings
 from tidings.safety.staff import StaffAccount, StaffRepository, StaffService
 
 __all__ = ["ConsoleContext"]
@@ -61,6 +62,7 @@ class ConsoleContext:
     queues: Mapping[str, Queue] = field(default_factory=lambda: dict(DEFAULT_QUEUES))
     policies: Mapping[str, Policy] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
     banks: BankService | None = None
+    retention: RetentionSettings | None = None
 
     @classmethod
     def from_service(cls, service: object) -> ConsoleContext:
@@ -97,6 +99,7 @@ class ConsoleContext:
         queues = attr("queues", required=False)
         policies = attr("policies", required=False)
         banks = attr("banks", required=False)
+        retention = attr("retention", required=False)
         return cls(
             staff=attr("staff"),  # type: ignore[arg-type]
             cases=attr("cases"),  # type: ignore[arg-type]
@@ -110,4 +113,5 @@ class ConsoleContext:
             queues=queues if isinstance(queues, Mapping) else dict(DEFAULT_QUEUES),
             policies=policies if isinstance(policies, Mapping) else dict(DEFAULT_POLICIES),
             banks=banks if isinstance(banks, BankService) else None,
+            retention=retention if isinstance(retention, RetentionSettings) else None,
         )

@@ -123,6 +123,7 @@ class AuditAction(StrEnum):
     BANK_REMOVE = "bank.remove"
     BANK_VIEW = "bank.view"
     BANK_EXPORT = "bank.export"
+    INVENTORY_VIEW = "inventory.view"
 
 
 def _check_json(value: object, depth: int = 0) -> None:

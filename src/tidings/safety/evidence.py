@@ -59,6 +59,7 @@ from tidings.wire import limits
 from tidings.wire.binary import Reader, u16, var16, var32
 
 __all__ = [
+    "DEFAULT_EVIDENCE_RETENTION_MS",
     "EVIDENCE_AAD_LABEL",
     "EVIDENCE_KEY_LEN",
     "KIND_MESSAGES",
@@ -268,6 +269,10 @@ def _default_random(n: int) -> bytes:
     return os.urandom(n)
 
 
+DEFAULT_EVIDENCE_RETENTION_MS = 365 * DAY_MS
+"""Evidence is kept a year from capture unless a hold extends it (the data inventory states it)."""
+
+
 @dataclass(eq=False, repr=False, slots=True)  # no repr: it holds the key ring
 class EvidenceVault:
     """Seal, open (audited), export (audited), re-encrypt and purge evidence."""
@@ -276,7 +281,7 @@ class EvidenceVault:
     keys: EvidenceKeyRing
     audit: AuditLog
     _: KW_ONLY
-    retention_ms: int = 365 * DAY_MS
+    retention_ms: int = DEFAULT_EVIDENCE_RETENTION_MS
     random_source: Callable[[int], bytes] = _default_random
 
     def seal(

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from tidings.clock import DAY_MS
+from tidings.safety.evidence import DEFAULT_EVIDENCE_RETENTION_MS
+
 __all__ = [
     "NEVER_HELD",
     "NOT_PRODUCIBLE",
@@ -53,7 +56,6 @@ class RetentionSettings:
 
     message_ttl_s: int
     attachment_ttl_s: int
-    evidence_retention_days: int = 365
 
     @classmethod
     def from_config(cls, config: Any) -> RetentionSettings:
@@ -104,7 +106,9 @@ class NeverHeld:
         return {"what": self.what, "why": self.why}
 
 
-def _days(seconds: int) -> str:
+def _days(seconds: int | None, setting: str) -> str:
+    if seconds is None:
+        return f"the node's {setting}"
     days = seconds / 86_400
     return f"{days:g} days" if days != 1 else "1 day"
 
@@ -112,9 +116,13 @@ def _days(seconds: int) -> str:
 _CREDENTIAL = "a credential (a hash of the device secret): never produced to anyone"
 
 
-def inventory(retention: RetentionSettings) -> tuple[DataCategory, ...]:
-    """Every category of user data the provider holds, in the order the docs list them."""
-    evidence = f"{retention.evidence_retention_days} days from capture, longer under a hold"
+def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
+    """Every category of user data the provider holds, in the order the docs list them;
+    ``retention`` None (no configuration at hand) names the settings instead of their values."""
+    evidence_days = DEFAULT_EVIDENCE_RETENTION_MS // DAY_MS
+    message_ttl = None if retention is None else retention.message_ttl_s
+    attachment_ttl = None if retention is None else retention.attachment_ttl_s
+    evidence = f"{evidence_days} days from capture, longer under a hold"
     return (
         DataCategory(
             key="subscriber",
@@ -160,7 +168,8 @@ def inventory(retention: RetentionSettings) -> tuple[DataCategory, ...]:
             tables=("messages",),
             fields=("messages.account_id", "messages.device_id", "messages.created_at_ms",
                     "messages.expires_at_ms"),
-            retention=f"until delivered and acknowledged, at most {_days(retention.message_ttl_s)}",
+            retention="until delivered and acknowledged, at most "
+            + _days(message_ttl, "message_ttl_s"),
             process=LegalProcess.COURT_ORDER,
             excluded=(("messages.envelope", "ciphertext under keys only the devices hold"),),
         ),
@@ -172,7 +181,7 @@ def inventory(retention: RetentionSettings) -> tuple[DataCategory, ...]:
             tables=("attachments",),
             fields=("attachments.id", "attachments.account_id", "attachments.size",
                     "attachments.created_at_ms", "attachments.expires_at_ms"),
-            retention=f"{_days(retention.attachment_ttl_s)} from upload, unless held",
+            retention=f"{_days(attachment_ttl, 'attachment_ttl_s')} from upload, unless held",
             process=LegalProcess.COURT_ORDER,
         ),
         DataCategory(

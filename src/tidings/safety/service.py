@@ -90,6 +90,7 @@ from tidings.safety.evidence import (
     EvidenceVault,
     InMemoryEvidenceRepository,
 )
+from tidings.safety.inventory import RetentionSettings
 from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.reports import (
     AttachmentFetcher,
@@ -352,6 +353,8 @@ class SafetyService:
             self.detection_repo = InMemoryDetectionRepository(repos.evidence)
         self.detection: DetectionService | None = None
         """Set by the composition root (`tidings.app.build_detection`)."""
+        self.retention: RetentionSettings | None = None
+        """The node's retention settings, for the data inventory (set by `tidings.app`)."""
         self.intake = ReportIntake(
             franking_keys=franking_keys,
             fetcher=fetcher,

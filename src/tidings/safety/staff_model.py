@@ -67,6 +67,7 @@ class Permission(StrEnum):
     ROTATE_KEYS = "rotate_keys"
     VIEW_BANKS = "view_banks"  # hash banks, their entries and sources
     MANAGE_BANKS = "manage_banks"  # create banks, import and remove entries
+    VIEW_INVENTORY = "view_inventory"  # the data inventory lawful requests are scoped against
     CHILD_SAFETY = "child_safety"  # never from a role: StaffAccount.child_safety
 
 
@@ -105,6 +106,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             Permission.MAKE_REFERRAL,
             Permission.VIEW_AUDIT,
             Permission.VIEW_BANKS,
+            Permission.VIEW_INVENTORY,
         }
     ),
     # Admin runs the console, not the moderation: no evidence, no decisions. It keeps the
@@ -117,6 +119,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             Permission.ROTATE_KEYS,
             Permission.VIEW_BANKS,
             Permission.MANAGE_BANKS,
+            Permission.VIEW_INVENTORY,
         }
     ),
 }
