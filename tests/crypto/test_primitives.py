@@ -297,3 +297,34 @@ def test_aes256_gcm_refuses_a_ciphertext_shorter_than_its_tag() -> None:
     for body in (b"", bytes(15)):
         with pytest.raises(DecryptionError):
             p.aes256_gcm_decrypt(bytes(32), bytes(12), body, b"")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=32, max_size=32))
+def test_the_unchecked_montgomery_map_is_libsodiums_on_prime_order_points(uniform: bytes) -> None:
+    """Cross-implementation: RFC 7748's map computed here equals libsodium's
+    ``crypto_sign_ed25519_pk_to_curve25519`` on every point of the prime-order subgroup (from
+    Elligator and Ed25519 public keys), and X25519 on it agrees with the edwards25519 scalar
+    multiplication."""
+    point = p.ed25519_point_from_uniform(uniform)
+    if point == (1).to_bytes(32, "little"):  # Elligator met a small-order point: cleared to 0
+        with pytest.raises(InvalidKeyError):
+            p.ed25519_point_to_x25519(point)
+        with pytest.raises(InvalidKeyError):
+            p.ed25519_point_to_x25519_unchecked(point)
+    else:
+        assert p.ed25519_point_to_x25519_unchecked(point) == p.ed25519_point_to_x25519(point)
+    public = p.ed25519_public(uniform)
+    assert p.ed25519_point_to_x25519_unchecked(public) == p.ed25519_point_to_x25519(public)
+
+
+def test_the_unchecked_montgomery_map_refuses_what_has_no_u_coordinate() -> None:
+    identity = (1).to_bytes(32, "little")
+    non_canonical = (2**255 - 19 + 3).to_bytes(32, "little")
+    for bad in (identity, non_canonical, b"\x00" * 31):
+        with pytest.raises(InvalidKeyError):
+            p.ed25519_point_to_x25519_unchecked(bad)
+    # The sign bit of x does not change u (u depends on y only).
+    point = p.ed25519_point_from_uniform(bytes(range(32)))
+    flipped = point[:31] + bytes([point[31] ^ 0x80])
+    assert p.ed25519_point_to_x25519_unchecked(flipped) == p.ed25519_point_to_x25519(point)

@@ -86,6 +86,7 @@ __all__ = [
     "ed25519_point_is_valid",
     "ed25519_point_sub",
     "ed25519_point_to_x25519",
+    "ed25519_point_to_x25519_unchecked",
     "ed25519_public",
     "ed25519_scalar_from_wide",
     "ed25519_scalarmult",
@@ -535,6 +536,36 @@ def ed25519_scalarmult_base(scalar: bytes) -> bytes:
         return bytes(_sodium.crypto_scalarmult_ed25519_base_noclamp(scalar))
     except (_sodium_errors.RuntimeError, _sodium_errors.TypeError, ValueError) as exc:
         raise InvalidKeyError("base multiplication gave the identity") from exc
+
+
+_P25519 = 2**255 - 19
+
+
+def ed25519_point_to_x25519_unchecked(point: bytes) -> bytes:
+    """The Montgomery u-coordinate ``(1 + y) / (1 - y) mod 2^255 - 19`` of an edwards25519
+    point encoding (RFC 7748 section 4.1's birational map), *without* libsodium's check that the
+    point is of prime order.
+
+    Only for points whose order does not matter to the caller: outputs of
+    `ed25519_point_from_uniform` (prime order by construction), or points multiplied by a
+    clamped X25519 scalar (a multiple of the cofactor 8, which clears any small-order part;
+    Curve25519 is twist-secure, so an encoding off the curve leaks nothing of the scalar
+    either). Written here because libsodium's only conversion,
+    ``crypto_sign_ed25519_pk_to_curve25519``, always runs that subgroup check, a scalar
+    multiplication that cost 47 us of a voucher element's 240 (bench/psi_costs.py). The
+    result equals libsodium's on every valid point (tests/crypto/test_primitives.py).
+
+    Raises:
+        InvalidKeyError: not 32 bytes, a non-canonical y, or y = 1 (the neutral point, which
+            has no u-coordinate).
+    """
+    if len(point) != ED25519_POINT_LEN:
+        raise InvalidKeyError("a point is 32 bytes")
+    y = int.from_bytes(point, "little") & ((1 << 255) - 1)  # the top bit is x's sign
+    if y >= _P25519 or y == 1:
+        raise InvalidKeyError("not an edwards25519 point with a u-coordinate")
+    u = (1 + y) * pow(1 - y, -1, _P25519) % _P25519
+    return u.to_bytes(32, "little")
 
 
 def ed25519_point_to_x25519(point: bytes) -> bytes:
