@@ -411,6 +411,15 @@ def test_retract_an_open_report_and_not_a_finished_one(server: CyberTiplineServe
         finally:
             await client.aclose()
 
+    async def anonymous() -> None:
+        client = CyberTiplineClient(config)
+        try:
+            await client.retract(open_progress, sink, by="")
+        finally:
+            await client.aclose()
+
+    with pytest.raises(e.ReferralStateError):
+        asyncio.run(anonymous())
     retracted = asyncio.run(retract(open_progress))
     assert retracted.state is ReferralState.RETRACTED and sink.events[-1].by == "legal-1"
     assert server.reports[retracted.report_id or ""].retracted

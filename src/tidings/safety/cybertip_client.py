@@ -397,11 +397,14 @@ class CyberTiplineClient:
         "Already retracted" (5101) counts as done.
 
         Raises:
-            ReferralStateError: the referral has no open report (pending, finished — the API
-                retracts only unfinished reports; a finished one takes NCMEC's own process).
+            ReferralStateError: ``by`` is empty, or the referral has no open report (pending,
+                finished: the API retracts only unfinished reports; a finished one takes
+                NCMEC's own process).
             ClearinghouseReportClosedError: NCMEC says the report is already finished.
             ClearinghouseError: (subclasses) NCMEC refused or failed.
         """
+        if not by:
+            raise ReferralStateError("retracting a referral takes a named staff member")
         report_id = progress.report_id
         if progress.state is not ReferralState.OPEN or report_id is None:
             raise ReferralStateError(f"a {progress.state.value} referral cannot be retracted")
