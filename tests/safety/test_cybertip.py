@@ -318,6 +318,30 @@ def test_failures_after_submit_are_retried_without_a_second_report(
     assert server.requests.count("submit") == 1
     assert server.opened == 1 and len(server.finished()) == 1
     assert server.requests.count(step) >= 2
+    if (step, mode) == ("upload", "drop"):
+        # The lost answer leaves one undescribed file inside the same report, not a new report.
+        [report] = server.finished()
+        assert len(report.files) == 3
+        assert sum(f.details is not None for f in report.files.values()) == 2
+
+
+def test_retries_back_off_exponentially_up_to_the_cap(server: CyberTiplineServer) -> None:
+    server.fail("upload", "code_1000", "code_1000", "http_500")
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+
+    async def main() -> ReferralProgress:
+        config = config_for(server, max_attempts=4, backoff_s=0.5, max_backoff_s=1.5)
+        client = CyberTiplineClient(config, sleep=sleep)
+        try:
+            return await client.send(make_referral(), CONTENTS, Sink())
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()).state is ReferralState.FINISHED
+    assert delays == [0.5, 1.0, 1.5]
 
 
 def test_submit_failing_before_it_opens_a_report_is_retried(server: CyberTiplineServer) -> None:
