@@ -1,5 +1,6 @@
-"""Fuzz targets for the safety side's decoders of operator-supplied files: the hash-bank
-formats (`tidings.safety.bank_formats.parse_bank_file`), one target per format."""
+"""Fuzz targets for the safety side's decoders of untrusted bytes: the hash-bank formats
+(`tidings.safety.bank_formats.parse_bank_file`), one target per format, and the answers of
+NCMEC's CyberTipline (`tidings.safety.cybertip_xml.parse_response`)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,21 @@ def safety_targets() -> Iterator[TargetSpec]:
             return parse_bank_file(data, fmt)
 
         yield f"safety.bank_file_{fmt}", target, fmt_seeds
+
+
+_CYBERTIP_SEEDS = [
+    b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><reportResponse>'
+    b"<responseCode>0</responseCode><responseDescription>Success</responseDescription>"
+    b"<reportId>4564654</reportId><fileId>b0754af766b426f2928a02c651ed4b99</fileId>"
+    b"<hash>fafa5efeaf3cbe3b23b2748d13e629a1</hash></reportResponse>",
+    b"<reportDoneResponse><responseCode>0</responseCode><reportId>4564654</reportId>"
+    b"<files><fileId>a1</fileId><fileId>b2</fileId></files></reportDoneResponse>",
+    b"<reportResponse><responseCode>5102</responseCode>"
+    b"<responseDescription>Report already finished</responseDescription></reportResponse>",
+]
+
+
+def cybertip_targets() -> Iterator[TargetSpec]:
+    from tidings.safety.cybertip_xml import parse_response
+
+    yield "safety.cybertip_response", parse_response, _CYBERTIP_SEEDS

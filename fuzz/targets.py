@@ -29,7 +29,7 @@ def build() -> Registry:
     from fuzz_crypto import crypto_targets
     from fuzz_media import media_targets
     from fuzz_psi import psi_targets
-    from fuzz_safety import safety_targets
+    from fuzz_safety import cybertip_targets, safety_targets
     from fuzz_server import server_targets
     from fuzz_wire import detection_targets, wire_targets
 
@@ -41,6 +41,7 @@ def build() -> Registry:
         media_targets,
         psi_targets,
         safety_targets,
+        cybertip_targets,
         server_targets,
         detection_targets,
         client_targets,

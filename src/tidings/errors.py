@@ -572,6 +572,100 @@ class DetectionThresholdMismatchError(SafetyError):
     code = "detection_threshold_mismatch"
 
 
+# --- referrals to NCMEC's CyberTipline (tidings.safety.cybertip_*) ---------------------------
+
+
+class ReferralError(SafetyError):
+    """A referral to the clearinghouse (NCMEC's CyberTipline) was refused or failed."""
+
+    code = "referral_error"
+
+
+class ReferralConfigError(ReferralError):
+    """The referral configuration is missing or invalid (URL, credentials, HTTPS, limits)."""
+
+    code = "invalid_referral_config"
+
+
+class InvalidReferralError(ReferralError):
+    """The referral cannot be built: a required field is missing or a value is out of range
+    (no reporter e-mail, a bad IP address or hash, text the XML format cannot carry)."""
+
+    code = "invalid_referral"
+
+
+class ReferralStateError(ReferralError):
+    """The referral is not in a state that allows this step (already finished, retracted,
+    or waiting for a person to resolve it)."""
+
+    code = "invalid_referral_state"
+
+
+class ReferralSubmitUncertainError(ReferralStateError):
+    """A /submit reached the clearinghouse but its answer was lost: a report may have been
+    opened. Nothing is sent again until a person resolves the referral."""
+
+    code = "referral_submit_uncertain"
+
+
+class ClearinghouseError(ReferralError):
+    """The clearinghouse answered with an error code this client does not know.
+
+    ``response_code`` is the documented ``responseCode`` (None when there was no answer),
+    ``step`` the endpoint (``submit``, ``upload``, ...). Neither carries report content."""
+
+    code = "clearinghouse_error"
+
+    def __init__(
+        self, message: str | None = None, *, step: str = "", response_code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.step = step
+        self.response_code = response_code
+
+
+class ClearinghouseUnavailableError(ClearinghouseError):
+    """The clearinghouse could not be reached, timed out, or reported a server-side failure
+    (responseCode 1000, 1100, 1110, 1111, 1300; HTTP 5xx). Safe steps are retried."""
+
+    code = "clearinghouse_unavailable"
+
+
+class ClearinghouseAuthError(ClearinghouseError):
+    """The clearinghouse refused the credentials or this account's authorization
+    (responseCode 2000, 3000, 3100, 3300; HTTP 401/403)."""
+
+    code = "clearinghouse_auth_failed"
+
+
+class ClearinghouseRejectedError(ClearinghouseError):
+    """The clearinghouse rejected what was sent as invalid (responseCode 4000, 4100, 4110,
+    4200): fix the referral; retrying the same bytes cannot succeed."""
+
+    code = "clearinghouse_rejected"
+
+
+class ClearinghouseUnknownReportError(ClearinghouseError):
+    """The clearinghouse does not know the report or file (responseCode 1210, 5001, 5002): an
+    unfinished report is deleted 24 hours after it was opened or 1 hour after its last change,
+    whichever is later."""
+
+    code = "clearinghouse_unknown_report"
+
+
+class ClearinghouseReportClosedError(ClearinghouseError):
+    """The report is already finished or retracted (responseCode 5101, 5102)."""
+
+    code = "clearinghouse_report_closed"
+
+
+class ClearinghouseResponseError(ClearinghouseError):
+    """The clearinghouse's answer is not a well-formed response document (not XML, too large,
+    a DOCTYPE or entity declaration, a missing or malformed field)."""
+
+    code = "clearinghouse_bad_response"
+
+
 # --- HTTP status: one table for every HTTP surface (messaging API and staff console) ---------
 
 HTTP_STATUS: Mapping[type[TidingsError], int] = MappingProxyType(
@@ -600,6 +694,11 @@ HTTP_STATUS: Mapping[type[TidingsError], int] = MappingProxyType(
         QueueFullError: 507,
         AttachmentQuotaExceededError: 507,
         StorageUnavailableError: 503,
+        ReferralConfigError: 503,
+        ReferralStateError: 409,
+        ClearinghouseError: 502,
+        ClearinghouseUnavailableError: 503,
+        ClearinghouseReportClosedError: 409,
     }
 )
 """The HTTP status of each error class that is not 400; a subclass not listed takes its
