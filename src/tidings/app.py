@@ -322,6 +322,7 @@ def build_detection(
         keys=DetectionKeys.load(secret_file, signing_file),
         threshold=config.detection_threshold,
         clock=clock,
+        matcher=safety.bank_matcher,  # one index per node, shared with reported attachments
     )
     safety.detection = detection
     return detection

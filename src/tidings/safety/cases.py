@@ -368,7 +368,11 @@ class CaseService(CaseAppeals):
         self._access(principal, case, Permission.VIEW_QUEUE)
         self._audit_on(principal.staff_id, AuditAction.CASE_VIEW, case_id, now_ms)
         reports = tuple(
-            ReportView(r, tuple(self._reports.items_for_report(r.report_id)))
+            ReportView(
+                r,
+                tuple(self._reports.items_for_report(r.report_id)),
+                tuple(self._reports.matches_for_report(r.report_id)),
+            )
             for r in self._reports.reports_for_case(case_id)
         )
         return CaseView(
