@@ -227,6 +227,8 @@ class BankMatcher:
             Whatever the source raises reading the banks (SQLAlchemyError: the database is
             unreachable); the previous snapshot stays for the next call.
         """
+        # The version is read before the entries: a change in between leaves a snapshot
+        # labelled older than what it holds, which the next call replaces (never the reverse).
         version = self._source.list_version()
         cached = self._index
         if cached is not None and cached.version == version:
