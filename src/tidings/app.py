@@ -326,6 +326,7 @@ def build_detection(
         threshold=config.detection_threshold,
         params=replace(DEFAULT_PSI_PARAMETERS, synthetic_rate_ppm=config.detection_synthetic_ppm),
         clock=clock,
+        matcher=safety.bank_matcher,  # one index per node, shared with reported attachments
     )
     safety.detection = detection
     return detection

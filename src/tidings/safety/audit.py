@@ -91,6 +91,7 @@ class AuditAction(StrEnum):
     STAFF_GRANT_APPROVE = "staff.grant_approve"
     STAFF_GRANT_REJECT = "staff.grant_reject"
     REPORT_ACCEPTED = "report.accepted"
+    REPORT_MATCH = "report.match"
     REPORTER_VOIDED = "report.reporter_voided"
     DETECTION_LIST_BUILT = "detection.list_built"
     DETECTION_RECOVERED = "detection.recovered"

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from tidings.clock import DAY_MS
 from tidings.safety.categories import Category, Severity
-from tidings.safety.reports import ReportedItemRecord, ReportRecord
+from tidings.safety.reports import ReportedItemRecord, ReportMatch, ReportRecord
 
 MINUTE_MS = 60_000
 DEFAULT_LOCK_MS = 15 * MINUTE_MS
@@ -335,6 +335,8 @@ class CaseSummary:
 class ReportView:
     report: ReportRecord
     items: tuple[ReportedItemRecord, ...]
+    matches: tuple[ReportMatch, ...] = ()
+    """The report's attachments that matched hash-bank entries."""
 
     @property
     def all_items_verified(self) -> bool:

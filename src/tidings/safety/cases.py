@@ -31,7 +31,7 @@ state machine `tidings.safety.case_lifecycle`, the in-memory repositories
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from tidings.errors import (
@@ -88,6 +88,7 @@ from tidings.safety.categories import (
     Category,
     ConversationKind,
     Queue,
+    RoutingDecision,
     RoutingInput,
 )
 from tidings.safety.reports import ReportRecord, ReportStatus
@@ -141,84 +142,41 @@ class CaseService(CaseAppeals):
         Raises:
             ConflictError: concurrent changes kept winning (after retries).
         """
-        prior = sum(
-            1
-            for e in self._enforcements.enforcements_for_account(report.subject)
-            if e.revoked_ms is None
-        )
+        prior = self._prior_enforcements(report.subject)
         decision = self._router.route(replace(routing, prior_enforcements=prior))
-        for _ in range(8):
-            case = self._cases.open_case_for_subject(report.subject)
-            if case is None:
-                case = CaseRecord(
-                    case_id="case_" + self._ids(),
-                    subject=report.subject,
-                    queue_id=decision.queue_id,
-                    category=routing.category,
-                    severity=decision.severity,
-                    base_priority=decision.priority,
-                    priority=decision.priority,
-                    state=CaseState.OPEN,
-                    created_ms=now_ms,
-                    updated_ms=now_ms,
-                    sla_due_ms=now_ms + decision.sla_ms,
-                    report_count=1,
-                    reporter_count=1,
-                )
-                try:
-                    self._cases.add_case(case)
-                except ConflictError:
-                    continue
-                self._audit_on(
-                    "system",
-                    AuditAction.CASE_OPEN,
-                    case.case_id,
-                    now_ms,
-                    {
-                        "queue": case.queue_id,
-                        "category": case.category.value,
-                        "report": report.report_id,
-                    },
-                )
-                return case.case_id
+
+        def join(case: CaseRecord) -> tuple[dict[str, object], bool]:
             reports, reporters = self._reporters(case.case_id, report)
+            base = max(case.base_priority, decision.priority)
             changes: dict[str, object] = {
                 "report_count": reports,
                 "reporter_count": reporters,
-                "sla_due_ms": min(case.sla_due_ms, now_ms + decision.sla_ms),
+                "base_priority": base,
+                "priority": base + duplicate_boost(reports, reporters),
             }
-            base = max(case.base_priority, decision.priority)
-            changes["base_priority"] = base
-            changes["priority"] = base + duplicate_boost(reports, reporters)
             more_severe = (decision.severity, decision.priority) > (
                 case.severity,
                 CATEGORY_POLICIES[case.category].base_priority,
             )
-            moved = more_severe and decision.queue_id != case.queue_id
             if more_severe:
                 changes.update(category=routing.category, severity=decision.severity)
-            if moved:
-                # A case moving queue (e.g. into child safety) drops its lock and assignee:
-                # they were given access under the old queue's rules.
-                changes.update(RELEASE_LOCK, queue_id=decision.queue_id, assignee=None)
-            try:
-                case = self._save(case, now_ms, **changes)
-            except ConflictError:
-                continue
-            self._audit_on(
-                "system",
-                AuditAction.CASE_UPDATE,
-                case.case_id,
-                now_ms,
-                {
-                    "report": report.report_id,
-                    "priority": case.priority,
-                    "queue": case.queue_id,
-                    "moved": moved,
-                },
-            )
-            return case.case_id
-        raise ConflictError("case changed concurrently; retry")
+            return changes, more_severe and decision.queue_id != case.queue_id
+
+        return self._open_or_join(
+            report.subject,
+            decision,
+            routing.category,
+            now_ms=now_ms,
+            opened={"report_count": 1, "reporter_count": 1},
+            join=join,
+            open_details={"report": report.report_id},
+            update_details=lambda case, moved: {
+                "report": report.report_id,
+                "priority": case.priority,
+                "queue": case.queue_id,
+                "moved": moved,
+            },
+        )
 
     def attach_detection(self, subject: str, *, now_ms: int) -> str:
         """One more confirmed image from on-device detection about ``subject``
@@ -229,18 +187,70 @@ class CaseService(CaseAppeals):
         Raises:
             ConflictError: concurrent changes kept winning (after retries).
         """
-        prior = sum(
-            1 for e in self._enforcements.enforcements_for_account(subject) if e.revoked_ms is None
-        )
         category = Category.CHILD_SEXUAL_EXPLOITATION
         decision = self._router.route(
             RoutingInput(
                 category=category,
                 conversation_kind=ConversationKind.DIRECT,
                 has_attachments=True,
-                prior_enforcements=prior,
+                prior_enforcements=self._prior_enforcements(subject),
             )
         )
+
+        def join(case: CaseRecord) -> tuple[dict[str, object], bool]:
+            changes: dict[str, object] = {
+                "base_priority": max(case.base_priority, decision.priority),
+                "priority": max(case.priority, decision.priority),
+            }
+            if (decision.severity, decision.priority) > (case.severity, case.base_priority):
+                changes.update(category=category, severity=decision.severity)
+            return changes, decision.queue_id != case.queue_id
+
+        return self._open_or_join(
+            subject,
+            decision,
+            category,
+            now_ms=now_ms,
+            opened={"report_count": 0, "reporter_count": 0, "source": CaseSource.DETECTION},
+            join=join,
+            open_details={"source": "detection"},
+            update_details=lambda case, moved: {
+                "source": "detection",
+                "queue": case.queue_id,
+                "moved": moved,
+            },
+        )
+
+    def _prior_enforcements(self, subject: str) -> int:
+        """How many enforcements of ``subject`` are not revoked (routing weighs them)."""
+        return sum(
+            1 for e in self._enforcements.enforcements_for_account(subject) if e.revoked_ms is None
+        )
+
+    def _open_or_join(
+        self,
+        subject: str,
+        decision: RoutingDecision,
+        category: Category,
+        *,
+        now_ms: int,
+        opened: Mapping[str, object],
+        join: Callable[[CaseRecord], tuple[dict[str, object], bool]],
+        open_details: Mapping[str, object],
+        update_details: Callable[[CaseRecord, bool], dict[str, object]],
+    ) -> str:
+        """The intake loop both `attach_report` and `attach_detection` run: open a case for
+        ``subject`` as ``decision`` routes it (with the ``opened`` fields: counts, source) or
+        join its open case — ``join(case)`` gives the changes and whether the case moves
+        queue; the SLA only ever tightens, and a move drops the lock and the assignee (they
+        were given access under the old queue's rules). Audited by ``system``: the opening
+        with the queue, the category and ``open_details``, an update with
+        ``update_details(saved case, moved)``. A lost race (another node opened or changed
+        the case) is retried, up to 8 times.
+
+        Raises:
+            ConflictError: concurrent changes kept winning.
+        """
         for _ in range(8):
             case = self._cases.open_case_for_subject(subject)
             if case is None:
@@ -256,9 +266,7 @@ class CaseService(CaseAppeals):
                     created_ms=now_ms,
                     updated_ms=now_ms,
                     sla_due_ms=now_ms + decision.sla_ms,
-                    report_count=0,
-                    reporter_count=0,
-                    source=CaseSource.DETECTION,
+                    **opened,  # type: ignore[arg-type]
                 )
                 try:
                     self._cases.add_case(case)
@@ -269,17 +277,11 @@ class CaseService(CaseAppeals):
                     AuditAction.CASE_OPEN,
                     case.case_id,
                     now_ms,
-                    {"queue": case.queue_id, "category": category.value, "source": "detection"},
+                    {"queue": case.queue_id, "category": category.value, **open_details},
                 )
                 return case.case_id
-            changes: dict[str, object] = {
-                "sla_due_ms": min(case.sla_due_ms, now_ms + decision.sla_ms),
-                "base_priority": max(case.base_priority, decision.priority),
-            }
-            changes["priority"] = max(case.priority, decision.priority)
-            moved = decision.queue_id != case.queue_id
-            if (decision.severity, decision.priority) > (case.severity, case.base_priority):
-                changes.update(category=category, severity=decision.severity)
+            changes, moved = join(case)
+            changes["sla_due_ms"] = min(case.sla_due_ms, now_ms + decision.sla_ms)
             if moved:
                 changes.update(RELEASE_LOCK, queue_id=decision.queue_id, assignee=None)
             try:
@@ -287,11 +289,7 @@ class CaseService(CaseAppeals):
             except ConflictError:
                 continue
             self._audit_on(
-                "system",
-                AuditAction.CASE_UPDATE,
-                case.case_id,
-                now_ms,
-                {"source": "detection", "queue": case.queue_id, "moved": moved},
+                "system", AuditAction.CASE_UPDATE, case.case_id, now_ms, update_details(case, moved)
             )
             return case.case_id
         raise ConflictError("case changed concurrently; retry")
@@ -370,7 +368,11 @@ class CaseService(CaseAppeals):
         self._access(principal, case, Permission.VIEW_QUEUE)
         self._audit_on(principal.staff_id, AuditAction.CASE_VIEW, case_id, now_ms)
         reports = tuple(
-            ReportView(r, tuple(self._reports.items_for_report(r.report_id)))
+            ReportView(
+                r,
+                tuple(self._reports.items_for_report(r.report_id)),
+                tuple(self._reports.matches_for_report(r.report_id)),
+            )
             for r in self._reports.reports_for_case(case_id)
         )
         return CaseView(

@@ -22,12 +22,13 @@ Flow:
    `recover_inner`; each recovered inner payload (`DetectionInnerPayload`) names one
    attachment, which is fetched, decrypted (`tidings.crypto.attachment`), hashed by the server
    (`tidings.media.pdq.dihedral_hashes`) and checked in the clear against the device list
-   (`tidings.safety.pdq_index.PdqIndex`, distance ≤ 31). Only a confirmed image goes on: it is
-   sealed in the `EvidenceVault` (child-safety evidence, kept past attachment expiry, opened
-   only with an audit entry) and joins the subject's open detection case in the child-safety
-   queue (`CaseService.attach_detection`) with its bank, entry, distance and sources. A false
-   candidate (recovered, but farther than 31 bits in the clear) is recorded as such, audited,
-   and never opens a case.
+   (the device-eligible entries of the node's `tidings.safety.bank_match.BankMatcher`, the
+   index reported attachments are matched with too; PDQ distance ≤ 31). Only a confirmed
+   image goes on: it is sealed in the `EvidenceVault` (child-safety evidence, kept past
+   attachment expiry, opened only with an audit entry) and joins the subject's open detection
+   case in the child-safety queue (`CaseService.attach_detection`) with its bank, entry,
+   distance and sources. A false candidate (recovered, but farther than 31 bits in the clear)
+   is recorded as such, audited, and never opens a case.
 
 Everything here is synchronous (the async callers use worker threads), time comes from the
 injected clock and ids from an injectable source.
@@ -65,14 +66,14 @@ from tidings.errors import (
     StorageUnavailableError,
     TidingsError,
 )
-from tidings.media.pdq import PdqHash, dihedral_hashes
+from tidings.media.pdq import dihedral_hashes
 from tidings.safety.audit import AuditAction, AuditLog
+from tidings.safety.bank_match import BankMatcher, ListedHash, bank_hash_source
 from tidings.safety.cases import CaseService
 from tidings.safety.detection_model import (
     DetectionMatch,
     DetectionRepository,
     ListRecord,
-    MatchedEntry,
     OpenedRecord,
     Outcome,
     PendingVoucher,
@@ -80,12 +81,10 @@ from tidings.safety.detection_model import (
 )
 from tidings.safety.evidence import EvidenceVault
 from tidings.safety.keyfile import load_detection_secret, load_detection_signing_key
-from tidings.safety.pdq_index import PdqIndex
 from tidings.safety.reports import AttachmentFetcher
 from tidings.storage.blobs import ATTACHMENT_ID_PATTERN, AttachmentStore
 from tidings.wire.base64url import b64e
 from tidings.wire.detection import DetectionInnerPayload, list_statement
-from tidings.wire.pdq import PDQ_MATCH_DISTANCE
 from tidings.wire.voucher import MAX_VOUCHER_BYTES, VoucherWire
 
 __all__ = [
@@ -153,20 +152,10 @@ class DetectionKeys:
 # --- collaborators --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ListedHash:
-    """One PDQ entry the device list holds: the bank entry's id, its bank's name, the hash and
-    the (organisation, jurisdiction) of its active sources."""
-
-    entry_id: str
-    bank: str
-    pdq: bytes
-    sources: tuple[tuple[str, str], ...]
-
-
 class DeviceListSource(Protocol):
     """What detection needs of the hash banks (`tidings.safety.banks.BankService` through
-    `banks_device_list`)."""
+    `banks_device_list`): the device-eligible PDQ entries (`ListedHash`, from
+    `tidings.safety.bank_match`) and the list version."""
 
     def listed_hashes(self) -> list[ListedHash]: ...
 
@@ -221,22 +210,14 @@ def _default_id() -> str:
     return os.urandom(16).hex()
 
 
-def _hits_of(index: PdqIndex, hashes: Sequence[PdqHash]) -> dict[int, int]:
-    """Best distance per listed entry (by index position) within the match distance over the
-    image's dihedral hashes."""
-    best: dict[int, int] = {}
-    for match in index.query_dihedral(list(hashes)):
-        if match.distance <= PDQ_MATCH_DISTANCE:
-            best[match.entry_id] = min(best.get(match.entry_id, 256), match.distance)
-    return best
-
-
 class DetectionService:
     """Lists, voucher intake, processing and detection cases (module docstring).
 
     ``threshold`` is the configured t; ``params`` the PSI parameters lists are built with (its
     threshold replaced by t). ``fetcher`` reads attachment ciphertext; ``blobs`` keeps list
-    bytes.
+    bytes. ``matcher`` confirms recovered images in the clear (its device-eligible PDQ
+    entries only): the node's shared `BankMatcher` (`SafetyService.bank_matcher`); None, one
+    of its own over ``banks``.
     """
 
     def __init__(
@@ -254,6 +235,7 @@ class DetectionService:
         params: PsiParameters = DEFAULT_PSI_PARAMETERS,
         clock: Callable[[], int] = now_ms,
         id_source: Callable[[], str] = _default_id,
+        matcher: BankMatcher | None = None,
     ) -> None:
         self.repository = repository
         self.banks = banks
@@ -271,7 +253,7 @@ class DetectionService:
         self._openers: dict[int, VoucherOpener] = {}
         self._round_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._index: tuple[int, PdqIndex, list[ListedHash]] | None = None
+        self.matcher = matcher or BankMatcher(banks)
 
     def __repr__(self) -> str:
         return f"DetectionService(threshold={self.threshold})"
@@ -559,16 +541,6 @@ class DetectionService:
             log.warning("detection recovery failed", extra={"error": type(exc).__name__})
             return []
 
-    def _device_index(self) -> tuple[PdqIndex, list[ListedHash]]:
-        version = self.banks.list_version()
-        cached = self._index
-        if cached is not None and cached[0] == version:
-            return cached[1], cached[2]
-        listed = self.banks.listed_hashes()
-        index = PdqIndex((position, PdqHash(entry.pdq)) for position, entry in enumerate(listed))
-        self._index = (version, index, listed)
-        return index, listed
-
     def _confirm(self, record: OpenedRecord, payload: bytes) -> Outcome:
         """Check one recovered image in the clear; seal it and attach it to the case when it
         matches. Returns its outcome (already stored)."""
@@ -589,9 +561,8 @@ class DetectionService:
             hashes = dihedral_hashes(plaintext)
         except TidingsError:
             return self._settle(record, Outcome.INVALID)
-        index, listed = self._device_index()
-        hits = _hits_of(index, hashes)
-        if not hits:
+        entries = self.matcher.index().match_pdq(hashes, device_only=True)
+        if not entries:
             self.repository.set_outcome(record.opened_id, Outcome.NO_MATCH)
             self.audit.append(
                 actor="system",
@@ -601,21 +572,7 @@ class DetectionService:
                 details={"device": record.device_id, "attachment": inner.attachment_id},
             )
             return Outcome.NO_MATCH
-        entries = tuple(
-            sorted(
-                (
-                    MatchedEntry(
-                        bank=listed[i].bank,
-                        entry_id=listed[i].entry_id,
-                        distance=d,
-                        sources=listed[i].sources,
-                    )
-                    for i, d in hits.items()
-                ),
-                key=lambda e: (e.distance, e.bank, e.entry_id),
-            )
-        )
-        entry_ids = [listed[i].entry_id for i in sorted(hits, key=hits.__getitem__)]
+        entry_ids = [e.entry_id for e in entries]
         case_id = self.cases.attach_detection(record.account, now_ms=now)
         match_id = "dm_" + self._ids()
         evidence = self.vault.seal(
@@ -638,7 +595,7 @@ class DetectionService:
             message_id=inner.message_id,
             device_pdq=inner.pdq,
             server_pdq=hashes[0].bits,
-            distance=min(hits.values()),
+            distance=entries[0].distance,
             entries=entries,
             matched_ms=now,
         )
@@ -700,31 +657,5 @@ class DetectionService:
 
 
 def banks_device_list(banks: Any) -> DeviceListSource:
-    """`DeviceListSource` over a `tidings.safety.banks.BankService`."""
-    return _BankDeviceList(banks)
-
-
-class _BankDeviceList:
-    def __init__(self, banks: Any) -> None:
-        self._banks = banks
-
-    def listed_hashes(self) -> list[ListedHash]:
-        names = self._bank_names()
-        out = []
-        for entry in self._banks.device_list():
-            out.append(
-                ListedHash(
-                    entry_id=str(entry.entry_id),
-                    bank=names.get(entry.bank_id, entry.bank_id),
-                    pdq=bytes.fromhex(entry.value),
-                    sources=tuple((s.organisation, s.jurisdiction) for s in entry.active_sources),
-                )
-            )
-        return out
-
-    def _bank_names(self) -> dict[str, str]:
-        # A system read (no principal): the names shown beside a match on the case.
-        return {b.bank_id: b.name for b in self._banks.repository.list_banks()}
-
-    def list_version(self) -> int:
-        return int(self._banks.list_version())
+    """`DeviceListSource` over a `tidings.safety.banks.BankService` (its device list)."""
+    return bank_hash_source(banks, device_only=True)

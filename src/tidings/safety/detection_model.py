@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from tidings.errors import ConflictError
+from tidings.safety.bank_match import MatchedEntry
 from tidings.safety.evidence import EvidenceRecord, InMemoryEvidenceRepository
 from tidings.safety.memory_rows import insert_new
 
@@ -107,38 +108,6 @@ class OpenedRecord:
     @property
     def window(self) -> WindowKey:
         return WindowKey(self.account, self.device_id, self.window_id)
-
-
-@dataclass(frozen=True, slots=True)
-class MatchedEntry:
-    """One bank entry a matched image is within the match distance of."""
-
-    bank: str
-    entry_id: str
-    distance: int
-    sources: tuple[tuple[str, str], ...]
-    """(organisation, jurisdiction) of each active source of the entry."""
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "bank": self.bank,
-            "entry_id": self.entry_id,
-            "distance": self.distance,
-            "sources": [{"organisation": o, "jurisdiction": j} for o, j in self.sources],
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, object]) -> MatchedEntry:
-        sources = data.get("sources")
-        return cls(
-            bank=str(data["bank"]),
-            entry_id=str(data["entry_id"]),
-            distance=int(str(data["distance"])),
-            sources=tuple(
-                (str(s["organisation"]), str(s["jurisdiction"]))
-                for s in (sources if isinstance(sources, list) else [])
-            ),
-        )
 
 
 @dataclass(frozen=True, slots=True)

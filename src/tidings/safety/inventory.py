@@ -189,9 +189,11 @@ def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
             title="Verified reports",
             description="Messages a participant chose to report, with the franking proof that "
             "the reported account sent them, and their context as the reporter revealed it; "
-            "the reported images sealed as evidence.",
-            tables=("safety_reports", "safety_report_items", "safety_evidence"),
-            fields=("safety_reports.*", "safety_report_items.*", "safety_evidence.ciphertext"),
+            "the reported images sealed as evidence, and the hash-bank entries they matched.",
+            tables=("safety_reports", "safety_report_items", "safety_report_matches",
+                    "safety_evidence"),
+            fields=("safety_reports.*", "safety_report_items.*", "safety_report_matches.*",
+                    "safety_evidence.ciphertext"),
             retention=evidence,
             process=LegalProcess.SEARCH_WARRANT,
         ),

@@ -27,12 +27,9 @@ meanwhile finish on the view they started with.
 `ExactHashIndex` maps MD5 and SHA-256 digests to entries (a dict of immutable sets, swapped the
 same way).
 
-Wiring (a reported attachment, after its franking verification)::
-
-    index = PdqIndex((entry.id, PdqHash.from_hex(entry.value)) for entry in listed_pdq_entries)
-    turned = dihedral_hashes(plaintext)  # tidings.media.pdq; CPU-bound (~40 ms): off the loop
-    matches = index.query_dihedral(turned) if turned[0].is_usable else []
-    exact = exact_index.query(content_digests(plaintext))  # tidings.media.digests
+Both are wired together over the hash banks, cached by list version, in
+`tidings.safety.bank_match` (`BankIndex.match_media`: a reported attachment after its franking
+verification; `BankIndex.match_pdq`: a recovered detection image).
 """
 
 from __future__ import annotations

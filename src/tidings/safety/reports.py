@@ -26,6 +26,14 @@ the exact reason; see docs/protocol.md "Message franking"):
    (`AttachmentUnavailableError`), which matches the pointer's digest and size and opens under
    the key (`AttachmentError`).
 
+7. (in `ReportIntake`, with a matcher) every verified attachment is matched in the clear
+   against every active hash-bank entry (`tidings.safety.bank_match`: PDQ within distance 31
+   over the 8 dihedral hashes, exact MD5 / SHA-256; a non-image by its digests only). The
+   matches are stored with the report (`ReportMatch`), its evidence is sealed as child-safety
+   evidence and its case is routed as child sexual exploitation, whatever category the
+   reporter chose (the report keeps the chosen one); an audit entry by ``system`` names the
+   matched banks and entries.
+
 Nothing is stored for a refused report: evidence is sealed in memory and stored, with the
 report and its replay keys, in one repository call, only after every check passed. The replay
 keys are unique in storage, so two concurrent copies of one report cannot both be stored.
@@ -59,6 +67,7 @@ from tidings.errors import (
     ReportReplayError,
 )
 from tidings.safety.audit import AuditAction, AuditLog
+from tidings.safety.bank_match import MatchedEntry, MediaMatch
 from tidings.safety.categories import Category, ConversationKind, RoutingInput
 from tidings.safety.evidence import (
     KIND_MESSAGES,
@@ -81,8 +90,10 @@ __all__ = [
     "FrankingKeyRing",
     "InMemoryReportRepository",
     "ItemRole",
+    "MediaMatcher",
     "ReplayKey",
     "ReportIntake",
+    "ReportMatch",
     "ReportReceipt",
     "ReportRecord",
     "ReportRepository",
@@ -98,6 +109,8 @@ __all__ = [
 
 _REPORT_DIGEST_LABEL = b"Tidings_ReportReplay_Report_v1"
 _MESSAGE_KEY_LABEL = b"Tidings_ReportReplay_Message_v1"
+_AUDITED_ENTRIES = 20
+"""Matched entries per attachment named in the audit entry (the rest are on the case)."""
 
 
 # --- franking key ring ----------------------------------------------------------------------
@@ -443,6 +456,24 @@ class ReportedItemRecord(franking.TaggedFields):
     attachments_verified: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReportMatch:
+    """A reported attachment that matched hash-bank entries (a row per attachment): which
+    one (item, attachment index, attachment id), its SHA-256 and PDQ hash (None: not an image
+    that hashes), the best distance and every matched entry (bank, id, signal type, distance,
+    sources) as the banks stood when the report arrived."""
+
+    report_id: str
+    item_index: int
+    attachment_index: int
+    attachment_id: str
+    sha256: bytes
+    pdq: bytes | None
+    distance: int
+    entries: tuple[MatchedEntry, ...]
+    matched_ms: int
+
+
 class ReportRepository(Protocol):
     """Storage of reports (SQL: ``report``, ``report_item(report_id, index)``,
     ``report_replay(key UNIQUE, kind, report_id)``, plus evidence rows)."""
@@ -457,10 +488,11 @@ class ReportRepository(Protocol):
         items: Sequence[ReportedItemRecord],
         evidence: Sequence[EvidenceRecord],
         replay: Sequence[ReplayKey],
+        matches: Sequence[ReportMatch] = (),
     ) -> None:
-        """Store all of it atomically (one transaction). If any replay key exists, store
-        nothing and raise `ReportReplayError` (or `MessageAlreadyReportedError` when only the
-        message key exists)."""
+        """Store all of it (and the attachments' bank matches) atomically (one transaction).
+        If any replay key exists, store nothing and raise `ReportReplayError` (or
+        `MessageAlreadyReportedError` when only the message key exists)."""
         ...
 
     def get_report(self, report_id: str) -> ReportRecord | None: ...
@@ -473,6 +505,10 @@ class ReportRepository(Protocol):
 
     def items_for_report(self, report_id: str) -> list[ReportedItemRecord]: ...
 
+    def matches_for_report(self, report_id: str) -> list[ReportMatch]:
+        """The report's bank matches, by (item index, attachment index)."""
+        ...
+
 
 class InMemoryReportRepository:
     """`ReportRepository` in memory. Also stores evidence into an
@@ -483,6 +519,7 @@ class InMemoryReportRepository:
         self._evidence = evidence
         self.reports: dict[str, ReportRecord] = {}
         self.items: dict[str, list[ReportedItemRecord]] = {}
+        self.matches: dict[str, list[ReportMatch]] = {}
         self.replay: dict[str, ReplayKey] = {}
         self._lock = threading.Lock()
 
@@ -495,11 +532,14 @@ class InMemoryReportRepository:
         items: Sequence[ReportedItemRecord],
         evidence: Sequence[EvidenceRecord],
         replay: Sequence[ReplayKey],
+        matches: Sequence[ReportMatch] = (),
     ) -> None:
         with self._lock:
             _raise_replay(k.kind for k in replay if k.key in self.replay)
             insert_new(self.reports, report.report_id, report, conflict="report id exists")
             self.items[report.report_id] = list(items)
+            if matches:
+                self.matches[report.report_id] = list(matches)
             for record in evidence:
                 self._evidence.add_evidence(record)
             for key in replay:
@@ -521,6 +561,10 @@ class InMemoryReportRepository:
     def items_for_report(self, report_id: str) -> list[ReportedItemRecord]:
         return list(self.items.get(report_id, []))
 
+    def matches_for_report(self, report_id: str) -> list[ReportMatch]:
+        found = self.matches.get(report_id, [])
+        return sorted(found, key=lambda m: (m.item_index, m.attachment_index))
+
 
 # --- intake ---------------------------------------------------------------------------------
 
@@ -531,6 +575,12 @@ class CaseSink(Protocol):
     def attach_report(self, report: ReportRecord, routing: RoutingInput, *, now_ms: int) -> str:
         """Open or join the case for ``report``; returns the case id."""
         ...
+
+
+class MediaMatcher(Protocol):
+    """Matches plaintext against the hash banks (`tidings.safety.bank_match.BankMatcher`)."""
+
+    def match_media(self, plaintext: bytes) -> MediaMatch: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,6 +599,10 @@ def _default_id() -> str:
 class ReportIntake:
     """Verify, seal and store one report, then hand it to the case service.
 
+    ``matcher`` (None: no bank matching) matches every verified attachment against every
+    active hash-bank entry — the provider legitimately sees what a reporter reveals, so not
+    only the two-jurisdiction device list (check 7 of the module docstring).
+
     If the case step fails after the report was stored, the report is kept with ``case_id``
     None (the evidence is safe). Not yet handled: a sweeper that re-attaches such reports, or
     (better) one SQL transaction around `store_verified_report` and `attach_report`.
@@ -561,6 +615,7 @@ class ReportIntake:
     cases: CaseSink
     audit: AuditLog
     id_source: Callable[[], str] = _default_id
+    matcher: MediaMatcher | None = None
 
     def submit(self, submission: ReportSubmission, *, now_ms: int) -> ReportReceipt:
         """Verify and accept a report.
@@ -576,8 +631,11 @@ class ReportIntake:
         attachments = verify_attachments(verified, self.fetcher)
 
         report_id = "rep_" + self.id_source()
+        matches = self._match(report_id, attachments, now_ms)
         reported = verified.reported
-        child_safety = verified.category is Category.CHILD_SEXUAL_EXPLOITATION
+        # A listed attachment makes the report child-safety whatever the reporter chose.
+        category = Category.CHILD_SEXUAL_EXPLOITATION if matches else verified.category
+        child_safety = category is Category.CHILD_SEXUAL_EXPLOITATION
         evidence = [
             self.vault.seal(
                 evidence_id="ev_" + self.id_source(),
@@ -640,11 +698,11 @@ class ReportIntake:
             item_count=len(submission.items),
             attachment_count=len(attachments),
         )
-        self.reports.store_verified_report(record, items, evidence, replay)
+        self.reports.store_verified_report(record, items, evidence, replay, matches)
         case_id = self.cases.attach_report(
             record,
             RoutingInput(
-                category=verified.category,
+                category=category,
                 conversation_kind=verified.conversation_kind,
                 has_attachments=bool(attachments),
             ),
@@ -662,6 +720,60 @@ class ReportIntake:
                 "items": len(submission.items),
                 "attachments": len(attachments),
                 "kind": verified.conversation_kind.value,
+                "matched": len(matches),
             },
         )
+        if matches:
+            self.audit.append(
+                actor="system",
+                action=AuditAction.REPORT_MATCH,
+                target=f"report:{report_id}",
+                now_ms=now_ms,
+                details={
+                    "case": case_id,
+                    "routed": Category.CHILD_SEXUAL_EXPLOITATION.value,
+                    "matches": [
+                        {
+                            "item": m.item_index,
+                            "attachment": m.attachment_index,
+                            "entries": [
+                                {
+                                    "bank": e.bank,
+                                    "entry": e.entry_id,
+                                    "signal": e.signal_type,
+                                    "distance": e.distance,
+                                }
+                                for e in m.entries[:_AUDITED_ENTRIES]
+                            ],
+                        }
+                        for m in matches
+                    ],
+                },
+            )
         return ReportReceipt(report_id=report_id, case_id=case_id)
+
+    def _match(
+        self, report_id: str, attachments: Sequence[VerifiedAttachment], now_ms: int
+    ) -> list[ReportMatch]:
+        """The bank matches of the verified attachments (none without a matcher)."""
+        if self.matcher is None:
+            return []
+        out = []
+        for a in attachments:
+            found = self.matcher.match_media(a.plaintext)
+            if not found.entries:
+                continue
+            out.append(
+                ReportMatch(
+                    report_id=report_id,
+                    item_index=a.item_index,
+                    attachment_index=a.attachment_index,
+                    attachment_id=a.attachment_id,
+                    sha256=found.digests.sha256,
+                    pdq=None if found.pdq is None else found.pdq.bits,
+                    distance=found.distance,
+                    entries=found.entries,
+                    matched_ms=now_ms,
+                )
+            )
+        return out

@@ -17,6 +17,7 @@ Construction:
   .migrate()  .close()
 Attributes (`tidings.console.context.ConsoleContext.from_service` reads these):
   .staff  .cases  .vault  .audit  .intake  .banks (domain services)
+  .bank_matcher (the clear-text hash-bank index: reports, detection confirmation)
   .staff_repo  .case_repo  .enforcement_repo  .report_repo  .evidence_repo  .audit_repo
   .detection_repo   .detection (the DetectionService, once the composition root set it)
   .queues: Mapping[str, Queue]   .policies: Mapping[str, Policy]   .clock() -> ms
@@ -64,6 +65,7 @@ from tidings.safety.audit import (
     AuditRepository,
     AuditVerification,
 )
+from tidings.safety.bank_match import BankMatcher, bank_hash_source
 from tidings.safety.bank_memory import InMemoryBankRepository
 from tidings.safety.bank_model import BankRepository
 from tidings.safety.banks import BankService
@@ -184,8 +186,6 @@ class AccountStatus:
         if self.appeal is not None:
             out["appeal"] = self.appeal.to_json()
         return out
-
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +348,9 @@ class SafetyService:
         )
         self.bank_repo = repos.banks
         self.banks = BankService(repos.banks, self.audit, clock=clock)
+        self.bank_matcher = BankMatcher(bank_hash_source(self.banks))
+        """Every active bank entry, indexed once per list version: reported attachments are
+        matched against it, detection confirms against its device-eligible entries."""
         self.detection_repo: DetectionRepository | None = repos.detection
         if self.detection_repo is None and isinstance(repos.evidence, InMemoryEvidenceRepository):
             self.detection_repo = InMemoryDetectionRepository(repos.evidence)
@@ -362,6 +365,7 @@ class SafetyService:
             vault=self.vault,
             cases=self.cases,
             audit=self.audit,
+            matcher=self.bank_matcher,
         )
 
     def __repr__(self) -> str:

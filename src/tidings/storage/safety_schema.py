@@ -16,7 +16,10 @@ token only), the console's cross-node state (migration ``0006``: per-session exp
 media preferences, pending sign-ins with the password sealed under the browser's handle),
 cases, notes, decisions, appeals and enforcement records; the hash banks (migration ``0007``:
 banks, their entries — hashes of known illegal images, supplied by outside organisations,
-never of users' content — each entry's sources, and the list version).
+never of users' content — each entry's sources, and the list version); which reported
+attachments matched which bank entries (migration ``0009``: the entries' banks, ids,
+distances and sources, the attachment's SHA-256 and PDQ hash; never its bytes, which are
+evidence).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ __all__ = [
     "safety_login_throttle",
     "safety_notes",
     "safety_report_items",
+    "safety_report_matches",
     "safety_report_replay",
     "safety_reports",
     "safety_staff",
@@ -251,6 +255,23 @@ safety_report_replay = Table(
     _id("report_id"),
 )
 
+safety_report_matches = Table(
+    "safety_report_matches",
+    metadata,
+    # A reported attachment that matched hash-bank entries (migration 0009), stored in the
+    # report's own transaction; one row per attachment.
+    _id("report_id"),
+    Column("item_index", Integer, nullable=False),
+    Column("attachment_index", Integer, nullable=False),
+    _id("attachment_id"),
+    Column("sha256", LargeBinary(32), nullable=False),
+    Column("pdq", LargeBinary(32), nullable=True),  # NULL: not an image that hashes
+    Column("distance", Integer, nullable=False),  # the best; 0 for an exact (digest) match
+    Column("entries", Text, nullable=False),  # JSON list of MatchedEntry.to_json()
+    ms_column("matched_ms"),
+    PrimaryKeyConstraint("report_id", "item_index", "attachment_index"),
+)
+
 safety_evidence = Table(
     "safety_evidence",
     metadata,
@@ -412,9 +433,7 @@ safety_bank_entries = Table(
     # the bank page's order, (signal_type, value).
     Index("uq_safety_bank_entries_value", "bank_id", "signal_type", "value", unique=True),
     # The lists across banks: active entries of a type (the device-eligible ones), by value.
-    Index(
-        "ix_safety_bank_entries_lists", "signal_type", "removed_ms", "device_eligible", "value"
-    ),
+    Index("ix_safety_bank_entries_lists", "signal_type", "removed_ms", "device_eligible", "value"),
 )
 
 safety_bank_sources = Table(

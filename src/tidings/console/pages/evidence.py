@@ -59,10 +59,14 @@ class LineView:
 
 @dataclass(frozen=True, slots=True)
 class ReportPanel:
+    """A report's records, opened content, and the hash-bank matches of its attachments
+    (`tidings.safety.reports.ReportMatch`: metadata, shown with or without VIEW_EVIDENCE)."""
+
     report: Any
     lines: list[LineView]
     comment: str
     withheld: str | None
+    matches: tuple[Any, ...] = ()
 
 
 MAX_INLINE_MEDIA = 8 * 1024 * 1024
@@ -83,7 +87,7 @@ def _media(kind: str, evidence_id: str, content_type: str, data: bytes | None) -
 def unopened_panel(report_view: Any) -> ReportPanel:
     """A report's panel for a principal without VIEW_EVIDENCE: the records, no content."""
     lines = [LineView(record, None, "", []) for record in report_view.items]
-    return ReportPanel(report_view.report, lines, "", None)
+    return ReportPanel(report_view.report, lines, "", None, report_view.matches)
 
 
 def report_panel(
@@ -137,7 +141,7 @@ def report_panel(
                     )
         lines.append(LineView(record, item, body, media))
     comment = opened.get("comment", b"").decode("utf-8", "replace")
-    return ReportPanel(report, lines, comment, withheld)
+    return ReportPanel(report, lines, comment, withheld, report_view.matches)
 
 
 @dataclass(frozen=True, slots=True)

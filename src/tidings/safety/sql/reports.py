@@ -1,11 +1,12 @@
 """Reports, reported items, replay keys and sealed evidence (`SqlReportRepository`,
 `SqlEvidenceRepository`). `SqlReportRepository.store_verified_report` is one transaction
-(report, items, evidence, replay keys) and the replay keys are a primary key, so two copies of
-one report cannot both be stored.
+(report, items, evidence, replay keys, bank matches) and the replay keys are a primary key,
+so two copies of one report cannot both be stored.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,13 +14,21 @@ from sqlalchemy import ColumnElement, Row, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError, MessageAlreadyReportedError, ReportReplayError
+from tidings.safety.bank_match import MatchedEntry
 from tidings.safety.evidence import EvidenceRecord
-from tidings.safety.reports import ReplayKey, ReplayKind, ReportedItemRecord, ReportRecord
+from tidings.safety.reports import (
+    ReplayKey,
+    ReplayKind,
+    ReportedItemRecord,
+    ReportMatch,
+    ReportRecord,
+)
 from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row
 from tidings.storage.engine import record_from_row, record_values
 from tidings.storage.safety_schema import (
     safety_evidence,
     safety_report_items,
+    safety_report_matches,
     safety_report_replay,
     safety_reports,
 )
@@ -35,6 +44,17 @@ def _item(row: Row[Any]) -> ReportedItemRecord:
     return record_from_row(ReportedItemRecord, row, index=row.idx)
 
 
+def _match_values(match: ReportMatch) -> dict[str, Any]:
+    return record_values(
+        match, entries=json.dumps([e.to_json() for e in match.entries], sort_keys=True)
+    )
+
+
+def _match(row: Row[Any]) -> ReportMatch:
+    entries = tuple(MatchedEntry.from_json(e) for e in json.loads(row.entries))
+    return record_from_row(ReportMatch, row, entries=entries)
+
+
 def _raise_replay(kinds: set[ReplayKind]) -> None:
     if ReplayKind.REPORT in kinds:
         raise ReportReplayError()
@@ -44,8 +64,8 @@ def _raise_replay(kinds: set[ReplayKind]) -> None:
 
 class SqlReportRepository:
     """`tidings.safety.reports.ReportRepository` on ``safety_reports``, ``safety_report_items``
-    and ``safety_report_replay`` (evidence rows go to ``safety_evidence`` in the same
-    transaction)."""
+    and ``safety_report_replay`` (evidence rows go to ``safety_evidence``, the attachments'
+    bank matches to ``safety_report_matches``, in the same transaction)."""
 
     def __init__(self, db: SafetyDatabase) -> None:
         self._db = db
@@ -58,6 +78,14 @@ class SqlReportRepository:
             ReportedItemRecord,
             decode=_item,
             encode=_item_values,
+        )
+        self._matches = RecordTable(
+            db,
+            safety_report_matches,
+            "report_id",
+            ReportMatch,
+            decode=_match,
+            encode=_match_values,
         )
 
     def seen_replay_keys(self, keys: Sequence[str]) -> list[ReplayKey]:
@@ -75,6 +103,7 @@ class SqlReportRepository:
         items: Sequence[ReportedItemRecord],
         evidence: Sequence[EvidenceRecord],
         replay: Sequence[ReplayKey],
+        matches: Sequence[ReportMatch] = (),
     ) -> None:
         try:
             with self._db.write() as c:
@@ -89,6 +118,8 @@ class SqlReportRepository:
                     c.execute(insert(safety_report_items), [_item_values(i) for i in items])
                 if evidence:
                     c.execute(insert(safety_evidence), [record_values(e) for e in evidence])
+                if matches:
+                    c.execute(insert(safety_report_matches), [_match_values(m) for m in matches])
                 c.execute(
                     insert(safety_report_replay),
                     [
@@ -121,6 +152,10 @@ class SqlReportRepository:
     def items_for_report(self, report_id: str) -> list[ReportedItemRecord]:
         i = safety_report_items.c
         return self._items.where(i.report_id == report_id, i.idx)
+
+    def matches_for_report(self, report_id: str) -> list[ReportMatch]:
+        m = safety_report_matches.c
+        return self._matches.where(m.report_id == report_id, m.item_index, m.attachment_index)
 
 
 class SqlEvidenceRepository:
