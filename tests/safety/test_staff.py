@@ -86,6 +86,7 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.MAKE_REFERRAL,
         P.VIEW_AUDIT,
         P.VIEW_BANKS,
+        P.VIEW_TRANSPARENCY,
     },
     Role.ADMIN: {
         P.MANAGE_STAFF,
@@ -94,6 +95,7 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.ROTATE_KEYS,
         P.VIEW_BANKS,
         P.MANAGE_BANKS,
+        P.VIEW_TRANSPARENCY,
     },
 }
 

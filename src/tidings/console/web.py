@@ -45,7 +45,7 @@ from tidings.safety.sql import SqlStaffRepository
 from tidings.safety.staff import Permission
 
 from .context import ConsoleContext
-from .pages import appeals, audit, auth, banks, cases, preferences, staff
+from .pages import appeals, audit, auth, banks, cases, preferences, staff, transparency
 from .rendering import PageKit
 from .routing import PUBLIC, Ctx, Handler, RouteSpec
 from .security import (
@@ -101,6 +101,10 @@ PAGES: tuple[tuple[tuple[RouteSpec, ...], PageFactory], ...] = (
     (audit.ROUTES, lambda kit, context, state: audit.AuditPages(kit, context)),
     (staff.ROUTES, lambda kit, context, state: staff.StaffPages(kit, context)),
     (banks.ROUTES, lambda kit, context, state: banks.BankPages(kit, context)),
+    (
+        transparency.ROUTES,
+        lambda kit, context, state: transparency.TransparencyPages(kit, context),
+    ),
 )
 """Each page group's route table and how its page object is built; a route's handler is the
 page object's method of the route's name."""

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError, MessageAlreadyReportedError, ReportReplayError
 from tidings.safety.evidence import EvidenceRecord
+from tidings.safety.memory_rows import GroupCounts
 from tidings.safety.reports import ReplayKey, ReplayKind, ReportedItemRecord, ReportRecord
 from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row
 from tidings.storage.engine import record_from_row, record_values
@@ -121,6 +122,14 @@ class SqlReportRepository:
     def items_for_report(self, report_id: str) -> list[ReportedItemRecord]:
         i = safety_report_items.c
         return self._items.where(i.report_id == report_id, i.idx)
+
+    def count_reports(self, start_ms: int, end_ms: int) -> GroupCounts:
+        """Stored (verified) reports received in ``[start_ms, end_ms)``, keyed ``(category,
+        status)``: one GROUP BY (`tidings.safety.transparency`)."""
+        r = safety_reports.c
+        return self._reports.count_by(
+            and_(r.received_ms >= start_ms, r.received_ms < end_ms), r.category, r.status
+        )
 
 
 class SqlEvidenceRepository:
