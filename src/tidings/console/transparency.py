@@ -15,9 +15,9 @@ from .rendering import template_environment
 
 __all__ = ["Bar", "Chart", "charts_of", "label_of", "overview_of", "render_report_html"]
 
-CHART_WIDTH = 640
+CHART_WIDTH = 560
 LABEL_WIDTH = 220
-VALUE_WIDTH = 70
+VALUE_WIDTH = 50
 ROW_HEIGHT = 26
 BAR_HEIGHT = 18
 BAR_AREA = CHART_WIDTH - LABEL_WIDTH - VALUE_WIDTH
