@@ -90,3 +90,19 @@ def test_the_page_draws_svg_charts_without_outside_urls(client: TestClient, seed
     assert re.search(rf"<desc id=\"chart-reports-verified-d\">[^<]*{harassment} 1", main)
     # Every script and style the page loads is the console's own.
     assert not re.search(r'(src|href)="(https?:)?//', html)
+
+
+def test_the_json_download_is_the_same_report_and_audited(
+    client: TestClient, seeded: Seeded
+) -> None:
+    login(client, seeded, "root")
+    page = client.get(f"/console/transparency?period={PERIOD}")
+    assert f'transparency.json?period={PERIOD}"' in page.text
+    r = client.get(f"/console/transparency.json?period={PERIOD}")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert f"tidings-transparency-{PERIOD}.json" in r.headers["content-disposition"]
+    data = r.json()
+    assert data["period"]["label"] == PERIOD
+    assert data["sections"]["reports"]["figures"]["verified"]["value"] == 3
+    assert [e.details_obj["via"] for e in views(seeded)] == ["console", "console-json"]  # type: ignore[attr-defined]
+    assert client.get("/console/transparency.json?period=nope").status_code == 400
