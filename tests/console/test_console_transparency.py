@@ -5,12 +5,16 @@ trace; a bad period is a 400; the page draws inline SVG charts and names no outs
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from starlette.testclient import TestClient
 
+from tidings.app import open_safety
+from tidings.console import ConsoleContext
 from tidings.safety.audit import AuditAction
 from tidings.safety.categories import Category
-from tidings.safety.transparency import current_half
+from tidings.safety.transparency import build_report, current_half, parse_period
+from tidings.server.config import ServerConfig
 
 from .conftest import T_NOW, Seeded, login, make_client
 
@@ -106,3 +110,19 @@ def test_the_json_download_is_the_same_report_and_audited(
     assert data["sections"]["reports"]["figures"]["verified"]["value"] == 3
     assert [e.details_obj["via"] for e in views(seeded)] == ["console", "console-json"]  # type: ignore[attr-defined]
     assert client.get("/console/transparency.json?period=nope").status_code == 400
+
+
+def test_the_served_console_counts_from_the_nodes_database(tmp_path: Path) -> None:
+    """The console `tidings server` mounts is built from the safety service: its report
+    sources are that service's SQL repositories."""
+    safety = open_safety(ServerConfig().with_overrides(data_dir=tmp_path / "node"))
+    try:
+        period = parse_period("2026H2")
+        safety.cases.attach_detection("someone", now_ms=period.start_ms)
+        context = ConsoleContext.from_service(safety)
+        assert context.transparency is not None
+        report = build_report(context.transparency, period, generated_ms=period.end_ms)
+        assert report.value("cases", "opened") == 1
+        assert report.value("detection", "cases_opened") == 1
+    finally:
+        safety.close()

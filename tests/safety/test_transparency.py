@@ -319,12 +319,25 @@ def test_the_json_form_is_stable(world: World) -> None:
     assert set(verified) == {"label", "value", "status", "counts", "by", "breakdown"}
     assert verified["value"] == 4 and verified["status"] == "counted"
     assert data["sections"]["reports"]["figures"]["refused"]["value"] is None
-    assert data["sections"]["lawful_requests"]["figures"]["received"] == {
+    received = data["sections"]["lawful_requests"]["figures"]["received"]
+    assert received == {
         "label": "Lawful requests received",
         "value": 0,
         "status": "not_implemented",
-        "counts": data["sections"]["lawful_requests"]["figures"]["received"]["counts"],
+        "counts": received["counts"],
+        "by": "type",
+        "breakdown": dict.fromkeys(
+            [
+                "preservation",
+                "production_order",
+                "court_order",
+                "search_warrant",
+                "emergency_disclosure",
+            ],
+            0,
+        ),
     }
+    assert "not yet implemented" in received["counts"]
 
 
 def test_the_html_page_has_charts_and_no_external_assets(world: World, tmp_path: Path) -> None:

@@ -388,14 +388,30 @@ def _split(counts: GroupCounts, position: int, order: Iterable[str]) -> tuple[tu
     return tuple((k, sums[k]) for k in known + sorted(set(sums) - set(known)))
 
 
-def _not_implemented(key: str, label: str, what: str) -> Figure:
+def _not_implemented(
+    key: str, label: str, what: str, by: str = "", keys: Sequence[str] = ()
+) -> Figure:
+    """A figure of a feature still to land: 0, said so (with the breakdown it will have)."""
     return Figure(
         key,
         label,
         0,
         f"{what} — not yet implemented: the feature that records it has not landed.",
         FigureStatus.NOT_IMPLEMENTED,
+        breakdown=tuple((k, 0) for k in keys),
+        breakdown_label=by,
     )
+
+
+LAWFUL_REQUEST_TYPES = (
+    "preservation",
+    "production_order",
+    "court_order",
+    "search_warrant",
+    "emergency_disclosure",
+)
+"""The request types issue 11 names, the breakdown lawful requests will be counted by (and
+by the requesting country, once requests record one)."""
 
 
 _CATEGORIES = [c.value for c in Category]
@@ -647,7 +663,11 @@ def build_report(
             "Requests from authorities",
             (
                 _not_implemented(
-                    "received", "Lawful requests received", "Requests by type and country"
+                    "received",
+                    "Lawful requests received",
+                    "Requests by type and country",
+                    by="type",
+                    keys=LAWFUL_REQUEST_TYPES,
                 ),
                 _not_implemented(
                     "data_produced", "Requests where data was produced", "Requests answered"
