@@ -196,6 +196,12 @@ class SafetyInputError(SafetyError):
     code = "invalid_safety_input"
 
 
+class InvalidPeriodError(SafetyInputError):
+    """Not a reporting period: use 2026H2, 2026Q3, 2026-11, 2026 or 2026-07-01..2026-09-30."""
+
+    code = "invalid_period"
+
+
 class BankImportError(SafetyInputError):
     """A hash-bank file (import or removal) has a bad row; nothing from the file was applied.
     ``line`` is the 1-based line number of the first bad row (0: the file as a whole)."""

@@ -22,6 +22,7 @@ from tidings.safety.banks import BankService
 from tidings.safety.categories import QueueId
 from tidings.safety.reports import AttachmentReveal
 from tidings.safety.staff import Principal, Role, StaffAccount
+from tidings.safety.transparency import InMemoryReportCounts, TransparencySources
 
 REVIEW_QUEUES = (QueueId.HARASSMENT, QueueId.VIOLENCE, QueueId.GENERAL, QueueId.FRAUD_SPAM)
 CSRF_RE = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
@@ -86,6 +87,12 @@ def seed(now_ms: int) -> Seeded:
         list_staff=lambda: all_staff(world),
         enforcement_history=world.enforcement_repo.enforcements_for_account,
         banks=BankService(InMemoryBankRepository(), world.audit, clock=clock),
+        transparency=TransparencySources(
+            reports=InMemoryReportCounts(world.report_repo.reports),
+            cases=world.case_repo,
+            enforcements=world.enforcement_repo,
+            audit=world.audit_repo,
+        ),
     )
     s = Seeded(world, clock, context)
     s.staff = {

@@ -87,6 +87,7 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.VIEW_AUDIT,
         P.VIEW_BANKS,
         P.VIEW_INVENTORY,
+        P.VIEW_TRANSPARENCY,
     },
     Role.ADMIN: {
         P.MANAGE_STAFF,
@@ -96,6 +97,7 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.VIEW_BANKS,
         P.MANAGE_BANKS,
         P.VIEW_INVENTORY,
+        P.VIEW_TRANSPARENCY,
     },
 }
 

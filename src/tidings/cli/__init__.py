@@ -6,6 +6,7 @@
 - `operator`: `audit ...` and `admin ...`, on a node's data directory;
 - `banks`: `admin bank ...` (hash banks);
 - `detection`: `admin detection ...` and `audit detection-list`;
+- `transparency`: `transparency` (the transparency report of a period);
 - `_common`: the --json/error contract and the decorators that open a profile.
 """
 
@@ -25,6 +26,7 @@ from tidings.cli.groups import group_cli
 from tidings.cli.operator import admin_cli, audit_cli
 from tidings.cli.server import _first_admin as _first_admin
 from tidings.cli.server import server_cli
+from tidings.cli.transparency import transparency_cli
 
 cli = typer.Typer(
     name="tidings",
@@ -57,6 +59,7 @@ cli.add_typer(server_cli)
 cli.add_typer(client_cli)
 cli.add_typer(group_cli)
 audit_cli.command("detection-list")(audit_detection_list)
+cli.add_typer(transparency_cli)
 cli.add_typer(audit_cli, name="audit")
 admin_cli.add_typer(bank_cli, name="bank")
 admin_cli.add_typer(detection_cli, name="detection")

@@ -27,6 +27,7 @@ from tidings.safety.categories import DEFAULT_QUEUES, Queue
 from tidings.safety.evidence import EvidenceVault
 from tidings.safety.inventory import RetentionSettings
 from tidings.safety.staff import StaffAccount, StaffRepository, StaffService
+from tidings.safety.transparency import TransparencySources
 
 __all__ = ["ConsoleContext"]
 
@@ -47,7 +48,8 @@ class ConsoleContext:
     returns every enforcement of an account (the case page's account history);
     ``detection_matches`` the confirmed detection images of a case
     (`tidings.safety.detection.DetectionService.matches_for_case`); ``banks`` is the
-    hash-bank service (None: the bank pages answer 404).
+    hash-bank service (None: the bank pages answer 404); ``transparency`` the repositories'
+    aggregates the transparency report counts from (None: that page answers 404).
     """
 
     staff: StaffService
@@ -63,12 +65,14 @@ class ConsoleContext:
     policies: Mapping[str, Policy] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
     banks: BankService | None = None
     retention: RetentionSettings | None = None
+    transparency: TransparencySources | None = None
 
     @classmethod
     def from_service(cls, service: object) -> ConsoleContext:
         """A context from a `ConsoleContext` (returned as is) or a safety-service facade
         exposing ``staff``, ``cases``, ``vault``, ``audit``, the repositories ``staff_repo`` /
-        ``case_repo`` (and optionally ``enforcement_repo``, ``detection`` and ``banks``), and
+        ``case_repo`` (and optionally ``enforcement_repo``, ``detection``, ``banks`` and
+        ``repos``, the repositories the transparency report counts from), and
         ``list_staff`` (or a staff repository that has it).
 
         Raises:
@@ -100,6 +104,11 @@ class ConsoleContext:
         policies = attr("policies", required=False)
         banks = attr("banks", required=False)
         retention = attr("retention", required=False)
+        sources = (
+            TransparencySources.of(service)
+            if getattr(service, "repos", None) is not None
+            else None
+        )
         return cls(
             staff=attr("staff"),  # type: ignore[arg-type]
             cases=attr("cases"),  # type: ignore[arg-type]
@@ -114,4 +123,5 @@ class ConsoleContext:
             policies=policies if isinstance(policies, Mapping) else dict(DEFAULT_POLICIES),
             banks=banks if isinstance(banks, BankService) else None,
             retention=retention if isinstance(retention, RetentionSettings) else None,
+            transparency=sources,
         )

@@ -25,7 +25,7 @@ from .routing import Ctx
 from .security import csrf_token
 from .state import ExposureStore, PreferenceStore
 
-__all__ = ["FLASH", "PageKit"]
+__all__ = ["FLASH", "PageKit", "template_environment"]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -65,8 +65,9 @@ def _fmt_duration(ms: int) -> str:
     return f"{sign}{s // 60}m {s % 60:02d}s"
 
 
-def _environment() -> Environment:
-    """The console's Jinja environment: autoescaping everywhere, the ``ts``/``dur`` filters."""
+def template_environment() -> Environment:
+    """The console's Jinja environment: autoescaping everywhere, the ``ts``/``dur`` filters
+    (also for documents rendered outside a request: the transparency report's HTML file)."""
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -93,7 +94,7 @@ class PageKit:
     secure_cookies: bool | None
     media: PreferenceStore
     exposure: ExposureStore
-    env: Environment = field(init=False, repr=False, default_factory=_environment)
+    env: Environment = field(init=False, repr=False, default_factory=template_environment)
 
     @staticmethod
     def base(request: Request) -> str:

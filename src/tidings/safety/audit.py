@@ -44,6 +44,7 @@ from typing import ClassVar, Protocol
 
 from tidings.crypto.primitives import constant_time_equal, hmac_sha256, sha256
 from tidings.errors import AuditChainError, ConflictError, InvalidKeyError, SafetyInputError
+from tidings.safety.memory_rows import count_groups, in_period
 from tidings.wire.binary import u64, var16, var32
 
 __all__ = [
@@ -125,6 +126,7 @@ class AuditAction(StrEnum):
     BANK_VIEW = "bank.view"
     BANK_EXPORT = "bank.export"
     INVENTORY_VIEW = "inventory.view"
+    TRANSPARENCY_VIEW = "transparency.view"
 
 
 def _check_json(value: object, depth: int = 0) -> None:
@@ -263,6 +265,18 @@ class InMemoryAuditRepository:
 
     def entries(self, start_seq: int = 1) -> Iterator[AuditEntry]:
         return iter([e for e in list(self.rows) if e.seq >= start_seq])
+
+    def count_actions(
+        self, start_ms: int, end_ms: int, actions: Iterable[str]
+    ) -> dict[tuple[str, ...], int]:
+        """Entries of each of ``actions`` with ``start_ms <= time_ms < end_ms``, keyed
+        ``(action,)`` (an action without one is absent)."""
+        wanted = set(actions)
+        return count_groups(
+            list(self.rows),
+            lambda e: (e.action,) if e.action in wanted and in_period(e.time_ms, start_ms, end_ms)
+            else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)

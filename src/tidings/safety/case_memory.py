@@ -21,7 +21,7 @@ from tidings.safety.case_model import (
     queue_order,
     sla_remaining_ms,
 )
-from tidings.safety.memory_rows import replace_versioned
+from tidings.safety.memory_rows import GroupCounts, count_groups, in_period, replace_versioned
 
 
 class InMemoryCaseRepository:
@@ -134,6 +134,38 @@ class InMemoryCaseRepository:
     def appeals_for_decision(self, decision_id: str) -> list[AppealRecord]:
         return [a for a in self.appeals.values() if a.decision_id == decision_id]
 
+    # --- aggregates: the SQL repository's, counted over the rows ----------------------------
+
+    def count_cases(self, start_ms: int, end_ms: int) -> GroupCounts:
+        return count_groups(
+            list(self.cases.values()),
+            lambda c: (c.source.value, c.category.value)
+            if in_period(c.created_ms, start_ms, end_ms)
+            else None,
+        )
+
+    def count_decisions(self, start_ms: int, end_ms: int) -> GroupCounts:
+        def key(d: DecisionRecord) -> tuple[str, ...] | None:
+            settled = d.second_review_ms if d.second_review_ms is not None else d.decided_ms
+            case = self.cases.get(d.case_id)
+            if case is None or not in_period(settled, start_ms, end_ms):
+                return None
+            return (case.source.value, d.kind.value, d.status.value)
+
+        return count_groups(list(self.decisions.values()), key)
+
+    def count_appeals_filed(self, start_ms: int, end_ms: int) -> GroupCounts:
+        return count_groups(
+            list(self.appeals.values()),
+            lambda a: (a.status.value,) if in_period(a.filed_ms, start_ms, end_ms) else None,
+        )
+
+    def count_appeals_decided(self, start_ms: int, end_ms: int) -> GroupCounts:
+        return count_groups(
+            list(self.appeals.values()),
+            lambda a: (a.status.value,) if in_period(a.decided_ms, start_ms, end_ms) else None,
+        )
+
 
 class InMemoryEnforcementRepository:
     """`EnforcementRepository` in memory."""
@@ -149,6 +181,18 @@ class InMemoryEnforcementRepository:
 
     def enforcements_for_account(self, account: str) -> list[Enforcement]:
         return [e for e in self.rows.values() if e.account == account]
+
+    def count_enforcements(self, start_ms: int, end_ms: int) -> GroupCounts:
+        return count_groups(
+            list(self.rows.values()),
+            lambda e: (e.kind.value,) if in_period(e.created_ms, start_ms, end_ms) else None,
+        )
+
+    def count_revocations(self, start_ms: int, end_ms: int) -> GroupCounts:
+        return count_groups(
+            list(self.rows.values()),
+            lambda e: (e.kind.value,) if in_period(e.revoked_ms, start_ms, end_ms) else None,
+        )
 
     def revoke_enforcement(self, enforcement_id: str, revoked_ms: int) -> None:
         current = self.rows.get(enforcement_id)

@@ -27,7 +27,7 @@ from typing import Protocol
 from tidings.errors import ConflictError
 from tidings.safety.bank_match import MatchedEntry
 from tidings.safety.evidence import EvidenceRecord, InMemoryEvidenceRepository
-from tidings.safety.memory_rows import insert_new
+from tidings.safety.memory_rows import GroupCounts, count_groups, in_period, insert_new
 
 __all__ = [
     "DetectionMatch",
@@ -270,6 +270,12 @@ class InMemoryDetectionRepository:
         return sorted(
             (m for m in self.matches.values() if m.case_id == case_id),
             key=lambda m: (m.matched_ms, m.match_id),
+        )
+
+    def count_matches(self, start_ms: int, end_ms: int) -> GroupCounts:
+        return count_groups(
+            list(self.matches.values()),
+            lambda m: () if in_period(m.matched_ms, start_ms, end_ms) else None,
         )
 
     def opened_count(self) -> int:

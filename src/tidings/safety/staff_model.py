@@ -68,6 +68,7 @@ class Permission(StrEnum):
     VIEW_BANKS = "view_banks"  # hash banks, their entries and sources
     MANAGE_BANKS = "manage_banks"  # create banks, import and remove entries
     VIEW_INVENTORY = "view_inventory"  # the data inventory lawful requests are scoped against
+    VIEW_TRANSPARENCY = "view_transparency"  # the transparency report (aggregate counts)
     CHILD_SAFETY = "child_safety"  # never from a role: StaffAccount.child_safety
 
 
@@ -107,10 +108,13 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             Permission.VIEW_AUDIT,
             Permission.VIEW_BANKS,
             Permission.VIEW_INVENTORY,
+            Permission.VIEW_TRANSPARENCY,
         }
     ),
     # Admin runs the console, not the moderation: no evidence, no decisions. It keeps the
     # hash banks (their entries are hashes supplied by outside organisations, not evidence).
+    # Legal and admin see the transparency report before it is published (legal signs off
+    # what is published, admin publishes it): counts only, but operational volumes.
     Role.ADMIN: frozenset(
         {
             Permission.MANAGE_STAFF,
@@ -120,6 +124,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             Permission.VIEW_BANKS,
             Permission.MANAGE_BANKS,
             Permission.VIEW_INVENTORY,
+            Permission.VIEW_TRANSPARENCY,
         }
     ),
 }

@@ -23,6 +23,7 @@ from tidings.safety.case_model import (
     NoteRecord,
     QueueCounts,
 )
+from tidings.safety.memory_rows import GroupCounts
 from tidings.safety.sql.engine import RecordTable, SafetyDatabase
 from tidings.storage.engine import record_from_row, record_values
 from tidings.storage.safety_schema import (
@@ -206,6 +207,43 @@ class SqlCaseRepository:
         """Every appeal an account filed, oldest first."""
         return self._appeals_where(safety_appeals.c.account == account)
 
+    # --- aggregates (`tidings.safety.transparency`): one GROUP BY each, uncapped -------------
+
+    def count_cases(self, start_ms: int, end_ms: int) -> GroupCounts:
+        """Cases opened in ``[start_ms, end_ms)``, keyed ``(source, category)``."""
+        c = safety_cases.c
+        return self._cases.count_by(
+            and_(c.created_ms >= start_ms, c.created_ms < end_ms), c.source, c.category
+        )
+
+    def count_decisions(self, start_ms: int, end_ms: int) -> GroupCounts:
+        """Decisions settled in ``[start_ms, end_ms)`` — at the second review when there was
+        one, else when made — keyed ``(case source, kind, status)``."""
+        d, c = safety_decisions.c, safety_cases.c
+        settled = func.coalesce(d.second_review_ms, d.decided_ms)
+        query = (
+            select(c.source, d.kind, d.status, func.count())
+            .select_from(safety_decisions.join(safety_cases, c.case_id == d.case_id))
+            .where(settled >= start_ms, settled < end_ms)
+            .group_by(c.source, d.kind, d.status)
+        )
+        return {
+            (str(source), str(kind), str(status)): int(n)
+            for source, kind, status, n in self._cases.db.all(query, tuple)
+        }
+
+    def count_appeals_filed(self, start_ms: int, end_ms: int) -> GroupCounts:
+        """Appeals filed in ``[start_ms, end_ms)``, keyed ``(status,)`` (as they stand now)."""
+        a = safety_appeals.c
+        return self._appeals.count_by(and_(a.filed_ms >= start_ms, a.filed_ms < end_ms), a.status)
+
+    def count_appeals_decided(self, start_ms: int, end_ms: int) -> GroupCounts:
+        """Appeals decided in ``[start_ms, end_ms)``, keyed ``(status,)`` (upheld, overturned)."""
+        a = safety_appeals.c
+        return self._appeals.count_by(
+            and_(a.decided_ms >= start_ms, a.decided_ms < end_ms), a.status
+        )
+
 
 # --- enforcement ----------------------------------------------------------------------------
 
@@ -247,6 +285,21 @@ class SqlEnforcementRepository:
 
     def enforcements_for_account(self, account: str) -> list[Enforcement]:
         return self._select(account_enforcements.c.username == account)
+
+    def count_enforcements(self, start_ms: int, end_ms: int) -> GroupCounts:
+        """Enforcements applied in ``[start_ms, end_ms)``, keyed ``(kind,)``: one GROUP BY."""
+        e = account_enforcements.c
+        return self._rows.count_by(
+            and_(e.created_ms >= start_ms, e.created_ms < end_ms), e.kind
+        )
+
+    def count_revocations(self, start_ms: int, end_ms: int) -> GroupCounts:
+        """Enforcements revoked (an appeal overturned them) in ``[start_ms, end_ms)``, keyed
+        ``(kind,)``: one GROUP BY."""
+        e = account_enforcements.c
+        return self._rows.count_by(
+            and_(e.revoked_ms >= start_ms, e.revoked_ms < end_ms), e.kind
+        )
 
     def revoke_enforcement(self, enforcement_id: str, revoked_ms: int) -> None:
         with self._db.write() as c:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy import Row, and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError
@@ -28,6 +28,7 @@ from tidings.safety.detection_model import (
     WindowKey,
 )
 from tidings.safety.evidence import EvidenceRecord
+from tidings.safety.memory_rows import GroupCounts
 from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row
 from tidings.storage.detection_schema import (
     safety_detection_lists,
@@ -179,6 +180,12 @@ class SqlDetectionRepository:
     def matches_for_case(self, case_id: str) -> list[DetectionMatch]:
         m = safety_detection_matches.c
         return self._matches.where(m.case_id == case_id, m.matched_ms, m.match_id)
+
+    def count_matches(self, start_ms: int, end_ms: int) -> GroupCounts:
+        """Images matched (confirmed in the clear against the banks) in ``[start_ms,
+        end_ms)``, as the one total under ``()``: COUNT in the database."""
+        m = safety_detection_matches.c
+        return self._matches.count_by(and_(m.matched_ms >= start_ms, m.matched_ms < end_ms))
 
     def opened_count(self) -> int:
         with self._db.read() as c:

@@ -189,6 +189,16 @@ class RecordTable(Generic[_T]):
         with self.db.write() as connection:
             connection.execute(delete(self.table).where(condition))
 
+    def count_by(self, condition: ColumnElement[bool], *columns: Any) -> dict[tuple[str, ...], int]:
+        """``SELECT columns, COUNT(*) WHERE condition GROUP BY columns`` as {values: count}
+        (values as text, in the order of ``columns``; none: the one total under ``()``).
+        Counted in the database, uncapped."""
+        query = select(*columns, func.count()).select_from(self.table).where(condition)
+        if columns:
+            query = query.group_by(*columns)
+        rows = self.db.all(query, tuple)
+        return {tuple(str(v) for v in row[:-1]): int(row[-1]) for row in rows if row[-1]}
+
     def count(self) -> int:
         """How many rows the table holds."""
         with self.db.read() as connection:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from tidings.errors import ConflictError, MessageAlreadyReportedError, ReportReplayError
 from tidings.safety.bank_match import MatchedEntry
 from tidings.safety.evidence import EvidenceRecord
+from tidings.safety.memory_rows import GroupCounts
 from tidings.safety.reports import (
     ReplayKey,
     ReplayKind,
@@ -156,6 +157,13 @@ class SqlReportRepository:
     def matches_for_report(self, report_id: str) -> list[ReportMatch]:
         m = safety_report_matches.c
         return self._matches.where(m.report_id == report_id, m.item_index, m.attachment_index)
+    def count_reports(self, start_ms: int, end_ms: int) -> GroupCounts:
+        """Stored (verified) reports received in ``[start_ms, end_ms)``, keyed ``(category,
+        status)``: one GROUP BY (`tidings.safety.transparency`)."""
+        r = safety_reports.c
+        return self._reports.count_by(
+            and_(r.received_ms >= start_ms, r.received_ms < end_ms), r.category, r.status
+        )
 
 
 class SqlEvidenceRepository:
