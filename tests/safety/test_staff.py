@@ -87,6 +87,7 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.VIEW_AUDIT,
         P.VIEW_BANKS,
         P.VIEW_INVENTORY,
+        P.MANAGE_HOLDS,
     },
     Role.ADMIN: {
         P.MANAGE_STAFF,

@@ -25,6 +25,7 @@ from tidings.safety.cases import (
 )
 from tidings.safety.categories import DEFAULT_QUEUES, Queue
 from tidings.safety.evidence import EvidenceVault
+from tidings.safety.holds import HoldService
 from tidings.safety.inventory import RetentionSettings
 from tidings.safety.staff import StaffAccount, StaffRepository, StaffService
 
@@ -63,6 +64,7 @@ class ConsoleContext:
     policies: Mapping[str, Policy] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
     banks: BankService | None = None
     retention: RetentionSettings | None = None
+    holds: HoldService | None = None
 
     @classmethod
     def from_service(cls, service: object) -> ConsoleContext:
@@ -100,6 +102,7 @@ class ConsoleContext:
         policies = attr("policies", required=False)
         banks = attr("banks", required=False)
         retention = attr("retention", required=False)
+        holds = attr("holds", required=False)
         return cls(
             staff=attr("staff"),  # type: ignore[arg-type]
             cases=attr("cases"),  # type: ignore[arg-type]
@@ -114,4 +117,5 @@ class ConsoleContext:
             policies=policies if isinstance(policies, Mapping) else dict(DEFAULT_POLICIES),
             banks=banks if isinstance(banks, BankService) else None,
             retention=retention if isinstance(retention, RetentionSettings) else None,
+            holds=holds if isinstance(holds, HoldService) else None,
         )

@@ -68,6 +68,7 @@ class Permission(StrEnum):
     VIEW_BANKS = "view_banks"  # hash banks, their entries and sources
     MANAGE_BANKS = "manage_banks"  # create banks, import and remove entries
     VIEW_INVENTORY = "view_inventory"  # the data inventory lawful requests are scoped against
+    MANAGE_HOLDS = "manage_holds"  # place, extend, release preservation holds (legal)
     CHILD_SAFETY = "child_safety"  # never from a role: StaffAccount.child_safety
 
 
@@ -107,6 +108,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             Permission.VIEW_AUDIT,
             Permission.VIEW_BANKS,
             Permission.VIEW_INVENTORY,
+            Permission.MANAGE_HOLDS,
         }
     ),
     # Admin runs the console, not the moderation: no evidence, no decisions. It keeps the
