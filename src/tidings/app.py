@@ -189,9 +189,17 @@ async def purge_round(state: ServerState, safety: SafetyService) -> None:
     async def messaging() -> None:
         await purge_expired(state)
 
+    async def holds() -> None:
+        # What ended holds kept past an account's deletion: nothing else deletes those bytes.
+        for hold, ids in await asyncio.to_thread(safety.holds.ended_to_clear):
+            await state.attachments.delete_many(ids)
+            state.metrics.purged.labels(kind="held_attachments").inc(len(ids))
+            await asyncio.to_thread(safety.holds.mark_cleared, hold.hold_id)
+
     tasks: dict[str, Callable[[], Awaitable[None]]] = {
         "messaging": messaging,
         "evidence": evidence,
+        "holds": holds,
         "orphan_uploads": lambda: remove_orphan_uploads(state),
     }
     for task, run in tasks.items():
@@ -456,6 +464,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             loops.clear()
 
     app = FastAPI(title="Tidings", version=__version__, lifespan=lifespan)
+    state.preserved_attachments = safety.holds.preserved_attachments
     app.state.tidings = state
     app.state.safety = safety
     app.state.detection = detection

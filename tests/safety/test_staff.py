@@ -88,6 +88,7 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.VIEW_BANKS,
         P.VIEW_INVENTORY,
         P.VIEW_TRANSPARENCY,
+        P.MANAGE_HOLDS,
     },
     Role.ADMIN: {
         P.MANAGE_STAFF,

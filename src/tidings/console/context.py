@@ -25,6 +25,7 @@ from tidings.safety.cases import (
 )
 from tidings.safety.categories import DEFAULT_QUEUES, Queue
 from tidings.safety.evidence import EvidenceVault
+from tidings.safety.holds import HoldService
 from tidings.safety.inventory import RetentionSettings
 from tidings.safety.staff import StaffAccount, StaffRepository, StaffService
 from tidings.safety.transparency import TransparencySources
@@ -66,6 +67,7 @@ class ConsoleContext:
     banks: BankService | None = None
     retention: RetentionSettings | None = None
     transparency: TransparencySources | None = None
+    holds: HoldService | None = None
 
     @classmethod
     def from_service(cls, service: object) -> ConsoleContext:
@@ -109,6 +111,7 @@ class ConsoleContext:
             if getattr(service, "repos", None) is not None
             else None
         )
+        holds = attr("holds", required=False)
         return cls(
             staff=attr("staff"),  # type: ignore[arg-type]
             cases=attr("cases"),  # type: ignore[arg-type]
@@ -124,4 +127,5 @@ class ConsoleContext:
             banks=banks if isinstance(banks, BankService) else None,
             retention=retention if isinstance(retention, RetentionSettings) else None,
             transparency=sources,
+            holds=holds if isinstance(holds, HoldService) else None,
         )

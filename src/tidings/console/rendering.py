@@ -45,6 +45,9 @@ FLASH: Mapping[str, str] = {
     "approved": "Grant approved: it takes effect now.",
     "grant_rejected": "Grant rejected.",
     "prefs": "Preferences saved.",
+    "hold_placed": "Hold placed: the account's records are frozen until it ends.",
+    "hold_extended": "Hold extended.",
+    "hold_released": "Hold released: normal retention applies again.",
     "end": "End of the queue.",
 }
 

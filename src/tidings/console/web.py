@@ -45,7 +45,18 @@ from tidings.safety.sql import SqlStaffRepository
 from tidings.safety.staff import Permission
 
 from .context import ConsoleContext
-from .pages import appeals, audit, auth, banks, cases, inventory, preferences, staff, transparency
+from .pages import (
+    appeals,
+    audit,
+    auth,
+    banks,
+    cases,
+    holds,
+    inventory,
+    preferences,
+    staff,
+    transparency,
+)
 from .rendering import PageKit
 from .routing import PUBLIC, Ctx, Handler, RouteSpec
 from .security import (
@@ -106,6 +117,7 @@ PAGES: tuple[tuple[tuple[RouteSpec, ...], PageFactory], ...] = (
         transparency.ROUTES,
         lambda kit, context, state: transparency.TransparencyPages(kit, context),
     ),
+    (holds.ROUTES, lambda kit, context, state: holds.HoldPages(kit, context)),
 )
 """Each page group's route table and how its page object is built; a route's handler is the
 page object's method of the route's name."""

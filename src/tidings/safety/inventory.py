@@ -221,6 +221,17 @@ def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
             retention=evidence,
             process=LegalProcess.SEARCH_WARRANT,
         ),
+        DataCategory(
+            key="preservation",
+            title="Preservation holds",
+            description="Holds placed on the account (for a referral, or at a preservation "
+            "request), each with the copy of the subscriber record, devices, public keys and "
+            "attachment list frozen when it was placed.",
+            tables=("safety_holds",),
+            fields=("safety_holds.*",),
+            retention="until the hold ends or legal releases it",
+            process=LegalProcess.SUBPOENA,
+        ),
     )
 
 

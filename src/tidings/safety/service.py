@@ -92,6 +92,13 @@ from tidings.safety.evidence import (
     EvidenceVault,
     InMemoryEvidenceRepository,
 )
+from tidings.safety.holds import (
+    HoldRepository,
+    HoldService,
+    InMemoryHoldRepository,
+    InMemorySubjectRecords,
+    SubjectRecords,
+)
 from tidings.safety.inventory import RetentionSettings
 from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.reports import (
@@ -213,6 +220,9 @@ class SafetyRepositories:
     migrate: Callable[[], None] = lambda: None
     detection: DetectionRepository | None = None
     """None: in memory over ``evidence`` (`tidings.safety.detection_model`)."""
+    holds: HoldRepository = field(default_factory=InMemoryHoldRepository)
+    subjects: SubjectRecords = field(default_factory=InMemorySubjectRecords)
+    """The messaging records holds preserve (in memory: none, for tests of the rest)."""
 
     @classmethod
     def sql(
@@ -231,8 +241,10 @@ class SafetyRepositories:
             SqlDetectionRepository,
             SqlEnforcementRepository,
             SqlEvidenceRepository,
+            SqlHoldRepository,
             SqlReportRepository,
             SqlStaffRepository,
+            SqlSubjectRecords,
         )
 
         db = SafetyDatabase(database_url, schema=schema)
@@ -253,6 +265,8 @@ class SafetyRepositories:
             close=db.dispose,
             migrate=migrate,
             detection=SqlDetectionRepository(db),
+            holds=SqlHoldRepository(db),
+            subjects=SqlSubjectRecords(db),
         )
 
 
@@ -356,6 +370,7 @@ class SafetyService:
             self.detection_repo = InMemoryDetectionRepository(repos.evidence)
         self.detection: DetectionService | None = None
         """Set by the composition root (`tidings.app.build_detection`)."""
+        self.holds = HoldService(repos.holds, self.audit, repos.subjects, clock=clock)
         self.retention: RetentionSettings | None = None
         """The node's retention settings, for the data inventory (set by `tidings.app`)."""
         self.intake = ReportIntake(

@@ -69,6 +69,7 @@ class Permission(StrEnum):
     MANAGE_BANKS = "manage_banks"  # create banks, import and remove entries
     VIEW_INVENTORY = "view_inventory"  # the data inventory lawful requests are scoped against
     VIEW_TRANSPARENCY = "view_transparency"  # the transparency report (aggregate counts)
+    MANAGE_HOLDS = "manage_holds"  # place, extend, release preservation holds (legal)
     CHILD_SAFETY = "child_safety"  # never from a role: StaffAccount.child_safety
 
 
@@ -109,6 +110,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             Permission.VIEW_BANKS,
             Permission.VIEW_INVENTORY,
             Permission.VIEW_TRANSPARENCY,
+            Permission.MANAGE_HOLDS,
         }
     ),
     # Admin runs the console, not the moderation: no evidence, no decisions. It keeps the

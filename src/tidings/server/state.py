@@ -39,6 +39,9 @@ class ServerState:
     """Credentials, enforcement and device lists of this node, invalidated through the hub."""
     websockets_open: dict[int, int] = field(default_factory=dict)
     """Open WebSocket connections per account id on this node (for the per-account limit)."""
+    preserved_attachments: Callable[[str], set[str]] = lambda _account: set()
+    """Attachment ids of an account that a preservation hold keeps: account deletion leaves
+    their bytes in the store (`tidings.safety.holds`; set by the composition root)."""
 
 
 def get_state(request: HTTPConnection) -> ServerState:

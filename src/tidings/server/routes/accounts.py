@@ -6,6 +6,7 @@ import logging
 import secrets
 
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 
 from tidings import errors as e
@@ -101,8 +102,12 @@ async def register(body: Registration, request: Request, state: StateDep) -> Reg
 
 @router.delete("/accounts/me", status_code=204, responses=errors(*DEVICE_AUTH))
 async def delete_account(auth: DeviceDep, state: StateDep) -> Response:
+    preserved = await run_in_threadpool(state.preserved_attachments, auth.username)
     attachment_ids = await state.store.delete_account(auth.account_id)
     await state.hub.invalidate(auth.account_id)  # every node forgets its devices
+    # A preservation hold keeps the bytes it names (their records went with the account;
+    # the hold's snapshot names them, and its end deletes them).
+    attachment_ids = [i for i in attachment_ids if i not in preserved]
     try:
         await state.attachments.delete_many(attachment_ids)
     except StorageUnavailableError:
