@@ -138,10 +138,15 @@ class Sink:
         return [(ev.step, ev.outcome) for ev in self.events]
 
 
+CLIENT_TIMEOUT_S = 2.0
+
+
 @pytest.fixture
 def server() -> Iterator[CyberTiplineServer]:
     srv = CyberTiplineServer().start()
-    srv.hang_s = 1.0
+    # Longer than the client's timeout below, which is generous so that a loaded CI machine
+    # (the server validates every document against the XSD) never times out by accident.
+    srv.hang_s = CLIENT_TIMEOUT_S + 1.0
     try:
         yield srv
     finally:
@@ -153,7 +158,7 @@ def config_for(server: CyberTiplineServer, **kw: object) -> ReferralConfig:
         "url": server.url,
         "username": server.username,
         "password": server.password,
-        "timeout_s": 0.4,
+        "timeout_s": CLIENT_TIMEOUT_S,
         "max_attempts": 3,
         "backoff_s": 0.01,
     }
