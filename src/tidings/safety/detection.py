@@ -84,7 +84,7 @@ from tidings.safety.keyfile import load_detection_secret, load_detection_signing
 from tidings.safety.reports import AttachmentFetcher
 from tidings.storage.blobs import ATTACHMENT_ID_PATTERN, AttachmentStore
 from tidings.wire.base64url import b64e
-from tidings.wire.detection import DetectionInnerPayload, list_statement
+from tidings.wire.detection import NO_MESSAGE_ID, DetectionInnerPayload, list_statement
 from tidings.wire.voucher import MAX_VOUCHER_BYTES, VoucherWire
 
 __all__ = [
@@ -592,7 +592,7 @@ class DetectionService:
             evidence_id=evidence.evidence_id,
             attachment_id=inner.attachment_id,
             content_type=inner.content_type,
-            message_id=inner.message_id,
+            message_id=NO_MESSAGE_ID,
             device_pdq=inner.pdq,
             server_pdq=hashes[0].bits,
             distance=entries[0].distance,
