@@ -115,7 +115,7 @@ vouchers to be taken again after this."""
 SYNTHETIC_BOUND_FACTOR = 2
 """A window with more than 2·(t + D) opened vouchers and nothing recovered is not evaluated
 again (docs/detection.md "Server cost": an honest window with fewer than t real shares passes
-that with probability below 1e-30)."""
+that with probability below 1e-28 at the defaults)."""
 DETECTION_IMAGE_KIND = "detection_image"
 """The evidence kind of a matched image (its ``report_id`` is the match id)."""
 _LISTS_CACHED = 4
