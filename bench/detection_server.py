@@ -44,7 +44,7 @@ from tidings.safety.evidence import EvidenceKeyRing
 from tidings.safety.reports import FrankingKey, FrankingKeyRing
 from tidings.safety.service import SafetyService
 from tidings.wire.base64url import b64e
-from tidings.wire.detection import NO_MESSAGE_ID, DetectionInnerPayload
+from tidings.wire.detection import DetectionInnerPayload
 
 LISTED = ("astronaut", "coffee", "chelsea", "rocket", "camera", "horse", "moon", "coins")
 UNLISTED = ("brick", "gravel", "grass", "page", "text", "clock")
@@ -135,7 +135,6 @@ def main() -> None:
                     len(image),
                     "image/jpeg",
                     hashes[0].bits,
-                    NO_MESSAGE_ID,
                 )
                 builder = VoucherBuilder(blinded, dealer)
                 out.append(builder.build([h.bits for h in hashes], payload.encode()))

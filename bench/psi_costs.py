@@ -5,7 +5,7 @@ and to check a blinded list.
     .venv/bin/python bench/psi_costs.py [--list-hashes 10000] [--vouchers 40] [--json]
 
 What is timed (PDQ hashing excluded, as in the issue): `VoucherBuilder.build` from the class
-hashes (real and synthetic vouchers, an inner payload of 200 bytes); `VoucherOpener.open` of a
+hashes (real and synthetic vouchers, the client's 134-byte inner payload); `VoucherOpener.open` of a
 voucher that matches nothing (every element tried: the common and the worst case) and of one
 that matches; `BlindedList.build` of ``--list-hashes`` random hashes (K keys each), extrapolated
 linearly to 100k hashes (its cost is one hash-to-group and one scalar multiplication per key
@@ -27,9 +27,10 @@ import sys
 import time
 
 from tidings.crypto import primitives, psi, threshold, voucher
+from tidings.wire.detection import INNER_PAYLOAD_LEN
 
-PAYLOAD = 200
-"""A plausible inner payload: attachment id, key and digest, message id, sender device."""
+PAYLOAD = INNER_PAYLOAD_LEN
+"""The client's inner payload (`tidings.wire.detection.DetectionInnerPayload`, 134 bytes)."""
 
 
 def _median_ms(samples: list[float]) -> float:

@@ -78,6 +78,6 @@ def detection_targets() -> Iterator[TargetSpec]:
     from tidings.wire.detection import DetectionInnerPayload
 
     seed = DetectionInnerPayload(
-        "A" * 43, bytes(32), bytes(32), 1000, "image/jpeg", bytes(32), bytes(16)
+        "A" * 43, bytes(32), bytes(32), 1000, "image/jpeg", bytes(32)
     ).encode()
     yield "wire.DetectionInnerPayload", DetectionInnerPayload.decode, [seed]

@@ -223,7 +223,7 @@ def test_the_audit_command_checks_the_published_list_from_outside(world: World) 
 def test_the_synthetic_rate_is_a_checked_setting() -> None:
     from tidings.server.config import ConfigError
 
-    assert ServerConfig().detection_synthetic_ppm == 1_953  # 1/512
+    assert ServerConfig().detection_synthetic_ppm == 977  # about 1/1024
     env = {"TIDINGS_DETECTION_SYNTHETIC_PPM": "0"}
     assert ServerConfig.load(env=env).detection_synthetic_ppm == 0
     for bad in ("-1", "1000001", "lots"):

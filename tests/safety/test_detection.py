@@ -56,7 +56,7 @@ from tidings.safety.service import SafetyRepositories, SafetyService
 from tidings.safety.sql import SafetyDatabase
 from tidings.safety.staff import InMemoryStaffRepository, Principal, Role, permissions_for
 from tidings.wire.base64url import b64e
-from tidings.wire.detection import NO_MESSAGE_ID, DetectionInnerPayload, list_statement
+from tidings.wire.detection import DetectionInnerPayload, list_statement
 
 T0 = 1_700_000_000_000
 THRESHOLD = 3
@@ -172,7 +172,7 @@ class Device:
         self.env.store.blobs[attachment_id] = ciphertext
         hashes = dihedral_hashes(claim or image)
         payload = DetectionInnerPayload(
-            attachment_id, key, digest, len(image), "image/jpeg", hashes[0].bits, NO_MESSAGE_ID
+            attachment_id, key, digest, len(image), "image/jpeg", hashes[0].bits
         )
         params = self.blinded.params
         builder = VoucherBuilder(

@@ -33,7 +33,7 @@ from tidings.safety.case_model import CaseSource
 from tidings.safety.categories import Category
 from tidings.server.config import ServerConfig
 from tidings.wire.base64url import b64d, b64e
-from tidings.wire.detection import NO_MESSAGE_ID, DetectionInnerPayload, list_statement
+from tidings.wire.detection import DetectionInnerPayload, list_statement
 
 THRESHOLD = 3
 
@@ -114,7 +114,6 @@ class Sender:
             pointer.size,
             pointer.content_type,
             hashes[0].bits,
-            NO_MESSAGE_ID,
         )
         builder = VoucherBuilder(self.blinded, self.dealer, real_coin())
         return builder.build([h.bits for h in hashes], payload.encode())

@@ -149,8 +149,9 @@ class PsiParameters:
     distribution a synthetic voucher's count of always-opening elements is drawn from.
 
     Defaults: K = 40 and b = 42 are the smallest K meeting issue 10's recall and
-    false-candidate targets (bench/psi_recall.py); t = 10, D = 32, q = 1/512 and W = 4,096
-    are the threshold layer's proposal (docs/detection.md, "Threshold and synthetic vouchers").
+    false-candidate targets (bench/psi_recall.py); t = 10, D = 16, q = 1/1024 and W = 4,096
+    are the threshold layer's proposal, D = 16 so that a voucher fits in 8 KB
+    (docs/detection.md, "Threshold and synthetic vouchers").
     ``synthetic_open_counts`` is measured for K = 40, b = 42: a list with other K or b must
     carry its own measurement.
 
@@ -163,8 +164,8 @@ class PsiParameters:
     lsh_seed: bytes = DEFAULT_LSH_SEED
     orientation_classes: tuple[int, ...] = ORIENTATION_CLASSES
     threshold: int = 10
-    tag_dimension: int = 32
-    synthetic_rate_ppm: int = 1_953
+    tag_dimension: int = 16
+    synthetic_rate_ppm: int = 977
     window_size: int = 4_096
     synthetic_open_counts: tuple[tuple[int, int], ...] = SYNTHETIC_OPEN_COUNTS
     _samplers: tuple[tuple[Callable[[str], tuple[str, ...]], ...], ...] = field(

@@ -84,7 +84,7 @@ from tidings.safety.keyfile import load_detection_secret, load_detection_signing
 from tidings.safety.reports import AttachmentFetcher
 from tidings.storage.blobs import ATTACHMENT_ID_PATTERN, AttachmentStore
 from tidings.wire.base64url import b64e
-from tidings.wire.detection import DetectionInnerPayload, list_statement
+from tidings.wire.detection import NO_MESSAGE_ID, DetectionInnerPayload, list_statement
 from tidings.wire.voucher import MAX_VOUCHER_BYTES, VoucherWire
 
 __all__ = [
@@ -115,7 +115,7 @@ vouchers to be taken again after this."""
 SYNTHETIC_BOUND_FACTOR = 2
 """A window with more than 2·(t + D) opened vouchers and nothing recovered is not evaluated
 again (docs/detection.md "Server cost": an honest window with fewer than t real shares passes
-that with probability below 1e-30)."""
+that with probability below 1e-28 at the defaults)."""
 DETECTION_IMAGE_KIND = "detection_image"
 """The evidence kind of a matched image (its ``report_id`` is the match id)."""
 _LISTS_CACHED = 4
@@ -592,7 +592,7 @@ class DetectionService:
             evidence_id=evidence.evidence_id,
             attachment_id=inner.attachment_id,
             content_type=inner.content_type,
-            message_id=inner.message_id,
+            message_id=NO_MESSAGE_ID,
             device_pdq=inner.pdq,
             server_pdq=hashes[0].bits,
             distance=entries[0].distance,

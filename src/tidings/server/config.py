@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from tidings.crypto.psi import DEFAULT_PSI_PARAMETERS
 from tidings.errors import TidingsError
 
 
@@ -88,12 +89,12 @@ class ServerConfig:
     (docs/detection.md "Threshold and synthetic vouchers"); at least 2. The published list
     carries it: a node refuses to start when the current list was built for another value
     (rebuild it with ``tidings admin detection build-list``)."""
-    detection_synthetic_ppm: int = 1_953
+    detection_synthetic_ppm: int = DEFAULT_PSI_PARAMETERS.synthetic_rate_ppm
     """Parts per million of vouchers a device makes synthetic (docs/detection.md "Threshold
-    and synthetic vouchers"; default 1/512, so about 8 per window of 4,096). Published inside
-    the list, so it takes effect with the next ``tidings admin detection build-list``. 0 turns
-    synthetic vouchers off, which lets the server count a window's real matches below t: for
-    tests and measurements only."""
+    and synthetic vouchers"; default 977, about 1/1024, so about 4 per window of 4,096).
+    Published inside the list, so it takes effect with the next ``tidings admin detection
+    build-list``. 0 turns synthetic vouchers off, which lets the server count a window's real
+    matches below t: for tests and measurements only."""
     detection_key_file: Path | None = None
     """The PSI secret that opens vouchers. Default: beside ``franking_key_file`` when that is
     set (the keys every node of a cluster shares), else ``<data_dir>/detection.key``."""

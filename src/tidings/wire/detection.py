@@ -7,20 +7,19 @@ encrypted under a key the server cannot derive). The server then re-hashes the d
 itself and checks the distance in the clear; the PDQ hash carried here is the device's claim,
 shown to the reviewer beside the server's own hash, never trusted alone.
 
-Fixed size, so every inner ciphertext has the same length whatever the attachment id or
-content type (a synthetic voucher's random inner bytes then have the length of a real one)::
+Fixed size (`INNER_PAYLOAD_LEN`, 134 bytes), so every inner ciphertext has the same length
+(a synthetic voucher's random inner bytes then have the length of a real one), and as small
+as what the reviewer needs, so that a voucher fits in 8 KB (docs/detection.md, "Vouchers")::
 
-    u8   version (= 1)
-    u8   len(attachment_id)  ||  attachment_id (ASCII)  padded with zeros to 64 bytes
+    u8   version (= 2)
+    32   attachment id (the 32 bytes whose base64url is the id)
     32   attachment key
     32   SHA-256 of the whole attachment ciphertext (the pointer's digest)
-    u64  plaintext size
-    u8   len(content_type)   ||  content_type (ASCII)   padded with zeros to 64 bytes
+    u32  plaintext size (attachments are at most 100 MiB)
+    u8   content type: an index into `CONTENT_TYPES` (0: not one of them)
     32   PDQ hash the device computed (256 bits, PDQ's own bit order)
-    16   server-assigned message id of the message carrying it, or 16 zero bytes if unknown
-    zero bytes up to `INNER_PAYLOAD_LEN` (256)
 
-Every padding byte must be zero and every length in range: one payload has one encoding.
+Every field is checked: one payload has one encoding.
 
 The published list's signature (``GET /v1/detection/list/digest``) is Ed25519 over
 `list_statement`, which every client and ``tidings audit detection-list`` rebuild from the
@@ -35,30 +34,41 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tidings.errors import DecodeError, OversizedError, TruncatedError, UnsupportedVersionError
+from tidings.wire.base64url import b64d, b64e
 from tidings.wire.binary import U32_MAX, U64_MAX, Reader, require_bytes, require_uint, u8, u32, u64
 
 __all__ = [
+    "CONTENT_TYPES",
     "DETECTION_INNER_VERSION",
     "INNER_PAYLOAD_LEN",
     "LIST_STATEMENT_LABEL",
-    "MAX_INNER_ATTACHMENT_ID_CHARS",
-    "MAX_INNER_CONTENT_TYPE_CHARS",
     "NO_MESSAGE_ID",
     "DetectionInnerPayload",
     "list_statement",
 ]
 
-DETECTION_INNER_VERSION = 1
-INNER_PAYLOAD_LEN = 256
-"""Every encoded inner payload is exactly this long."""
-MAX_INNER_ATTACHMENT_ID_CHARS = 64
-MAX_INNER_CONTENT_TYPE_CHARS = 64
+DETECTION_INNER_VERSION = 2
+"""Version 1 (256 bytes: padded ASCII id and content type, a message id) made vouchers 8.4 KB."""
+_ID_LEN = 32
 _KEY_LEN = 32
 _DIGEST_LEN = 32
 _PDQ_LEN = 32
-_MESSAGE_ID_LEN = 16
-NO_MESSAGE_ID = bytes(_MESSAGE_ID_LEN)
-"""The message id field of a payload whose message id the device did not know."""
+INNER_PAYLOAD_LEN = 1 + _ID_LEN + _KEY_LEN + _DIGEST_LEN + 4 + 1 + _PDQ_LEN
+"""Every encoded inner payload is exactly this long (134)."""
+CONTENT_TYPES = (
+    "",
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/bmp",
+    "image/tiff",
+)
+"""The content types a payload names; any other is sent as "" (the server decodes the image
+itself, so this is only the sender's label, shown to the reviewer)."""
+NO_MESSAGE_ID = bytes(16)
+"""The message id recorded for a detection match: the payload carries none (the device builds
+the voucher before the server assigns one)."""
 
 
 LIST_STATEMENT_LABEL = b"Tidings_DetectionList_v1"
@@ -82,44 +92,28 @@ def list_statement(*, version: int, digest: bytes, threshold: int, created_ms: i
     )
 
 
-def _ascii_field(value: object, limit: int, what: str, *, allow_empty: bool) -> bytes:
-    if not isinstance(value, str) or (not value and not allow_empty):
-        raise DecodeError(f"{what} must be a non-empty string")
-    if len(value) > limit:
-        raise DecodeError(f"{what} is longer than {limit} characters")
-    if not value.isascii() or not value.isprintable():
-        raise DecodeError(f"{what} must be printable ASCII")
-    return value.encode("ascii")
+def attachment_id_bytes(attachment_id: object) -> bytes:
+    """The 32 bytes of an attachment id (43 base64url characters, canonical).
 
-
-def _padded(value: bytes, width: int) -> bytes:
-    return u8(len(value)) + value + bytes(width - len(value))
-
-
-def _read_padded(reader: Reader, width: int, what: str) -> str:
-    n = reader.u8()
-    body = reader.take(width)
-    if n > width:
-        raise DecodeError(f"{what} length is out of range")
-    if any(body[n:]):
-        raise DecodeError(f"{what} padding is not zero")
-    try:
-        text = body[:n].decode("ascii")
-    except UnicodeDecodeError:
-        raise DecodeError(f"{what} must be printable ASCII") from None
-    if not text.isprintable():
-        raise DecodeError(f"{what} must be printable ASCII")
-    return text
+    Raises:
+        DecodeError: anything else.
+    """
+    if not isinstance(attachment_id, str) or len(attachment_id) != 43:
+        raise DecodeError("an attachment id is 43 base64url characters")
+    raw = b64d(attachment_id, what="attachment id", max_len=_ID_LEN)
+    if len(raw) != _ID_LEN or b64e(raw) != attachment_id:
+        raise DecodeError("an attachment id is the base64url of 32 bytes")
+    return raw
 
 
 @dataclass(frozen=True, slots=True)
 class DetectionInnerPayload:
     """What the server may learn about one matched image once the threshold is crossed.
 
-    Construction checks every field (`DecodeError` naming the field): ``attachment_id``
-    1..64 printable ASCII characters, ``key`` / ``digest`` / ``pdq`` 32 bytes, ``size`` an
-    unsigned 64-bit integer, ``content_type`` 0..64 printable ASCII characters,
-    ``message_id`` 16 bytes (`NO_MESSAGE_ID` when unknown).
+    Construction checks every field (`DecodeError` naming the field): ``attachment_id`` an
+    attachment id (the base64url of 32 bytes), ``key`` / ``digest`` / ``pdq`` 32 bytes,
+    ``size`` an unsigned 32-bit integer, ``content_type`` one of `CONTENT_TYPES`
+    (`for_content_type` maps any other to "").
     """
 
     attachment_id: str
@@ -128,36 +122,34 @@ class DetectionInnerPayload:
     size: int
     content_type: str
     pdq: bytes
-    message_id: bytes = NO_MESSAGE_ID
 
     def __post_init__(self) -> None:
-        _ascii_field(
-            self.attachment_id, MAX_INNER_ATTACHMENT_ID_CHARS, "attachment id", allow_empty=False
-        )
+        attachment_id_bytes(self.attachment_id)
         require_bytes(self.key, _KEY_LEN, "attachment key")
         require_bytes(self.digest, _DIGEST_LEN, "attachment digest")
-        require_uint(self.size, U64_MAX, "attachment size")
-        _ascii_field(
-            self.content_type, MAX_INNER_CONTENT_TYPE_CHARS, "content type", allow_empty=True
-        )
+        require_uint(self.size, U32_MAX, "attachment size")
+        if self.content_type not in CONTENT_TYPES:
+            raise DecodeError("the content type is not one a payload names")
         require_bytes(self.pdq, _PDQ_LEN, "PDQ hash")
-        require_bytes(self.message_id, _MESSAGE_ID_LEN, "message id")
+
+    @staticmethod
+    def for_content_type(content_type: str) -> str:
+        """``content_type`` if a payload can name it, else ""."""
+        return content_type if content_type in CONTENT_TYPES else ""
 
     def encode(self) -> bytes:
         """The `INNER_PAYLOAD_LEN`-byte encoding (module docstring)."""
-        body = b"".join(
+        return b"".join(
             (
                 u8(DETECTION_INNER_VERSION),
-                _padded(self.attachment_id.encode("ascii"), MAX_INNER_ATTACHMENT_ID_CHARS),
+                attachment_id_bytes(self.attachment_id),
                 self.key,
                 self.digest,
-                u64(self.size),
-                _padded(self.content_type.encode("ascii"), MAX_INNER_CONTENT_TYPE_CHARS),
+                u32(self.size),
+                u8(CONTENT_TYPES.index(self.content_type)),
                 self.pdq,
-                self.message_id,
             )
         )
-        return body + bytes(INNER_PAYLOAD_LEN - len(body))
 
     @classmethod
     def decode(cls, data: bytes) -> DetectionInnerPayload:
@@ -166,8 +158,8 @@ class DetectionInnerPayload:
         Raises:
             OversizedError: longer than `INNER_PAYLOAD_LEN`.
             TruncatedError: shorter.
-            UnsupportedVersionError: a version byte other than 1.
-            DecodeError: not bytes, a length out of range, non-zero padding, non-ASCII text.
+            UnsupportedVersionError: a version byte other than 2.
+            DecodeError: not bytes, an unknown content type code.
         """
         if isinstance(data, bytes | bytearray | memoryview) and len(data) > INNER_PAYLOAD_LEN:
             raise OversizedError(f"a detection inner payload is {INNER_PAYLOAD_LEN} bytes")
@@ -177,16 +169,13 @@ class DetectionInnerPayload:
         version = reader.u8()
         if version != DETECTION_INNER_VERSION:
             raise UnsupportedVersionError(f"detection inner payload version {version}")
-        attachment_id = _read_padded(reader, MAX_INNER_ATTACHMENT_ID_CHARS, "attachment id")
-        if not attachment_id:
-            raise DecodeError("attachment id must be a non-empty string")
+        attachment_id = b64e(reader.take(_ID_LEN))
         key = reader.take(_KEY_LEN)
         digest = reader.take(_DIGEST_LEN)
-        size = reader.u64()
-        content_type = _read_padded(reader, MAX_INNER_CONTENT_TYPE_CHARS, "content type")
+        size = reader.u32()
+        code = reader.u8()
+        if code >= len(CONTENT_TYPES):
+            raise DecodeError("unknown content type code in a detection inner payload")
         pdq = reader.take(_PDQ_LEN)
-        message_id = reader.take(_MESSAGE_ID_LEN)
-        if any(reader.take(reader.remaining)):
-            raise DecodeError("detection inner payload padding is not zero")
         reader.finish()
-        return cls(attachment_id, key, digest, size, content_type, pdq, message_id)
+        return cls(attachment_id, key, digest, size, CONTENT_TYPES[code], pdq)

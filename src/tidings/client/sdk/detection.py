@@ -60,7 +60,7 @@ from tidings.errors import (
 )
 from tidings.media.pdq import MAX_IMAGE_BYTES, oriented_hashes
 from tidings.wire import tidings_pb2 as pb
-from tidings.wire.detection import NO_MESSAGE_ID, DetectionInnerPayload
+from tidings.wire.detection import DetectionInnerPayload
 
 _LIST = "list"  # the verified PublishedList (to_json) and when it was taken
 _CHECKED = "checked"  # when the server's digest was last checked, and whether it had a list
@@ -265,9 +265,8 @@ class DetectionMixin(OutboxMixin):
             key=pointer.key,
             digest=pointer.digest,
             size=pointer.size,
-            content_type=pointer.content_type if pointer.content_type.isascii() else "",
+            content_type=DetectionInnerPayload.for_content_type(pointer.content_type),
             pdq=hashes[0].bits,
-            message_id=NO_MESSAGE_ID,
         )
         dealer = WindowDealer(window.seed, params.threshold, params.tag_dimension)
         voucher = await asyncio.to_thread(
