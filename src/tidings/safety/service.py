@@ -19,6 +19,7 @@ Attributes (`tidings.console.context.ConsoleContext.from_service` reads these):
   .staff  .cases  .vault  .audit  .intake  .banks (domain services)
   .staff_repo  .case_repo  .enforcement_repo  .report_repo  .evidence_repo  .audit_repo
   .detection_repo   .detection (the DetectionService, once the composition root set it)
+  .referrals (the ReferralService: prepare/approve/submit/retract/reopen)  .referral_repo
   .queues: Mapping[str, Queue]   .policies: Mapping[str, Policy]   .clock() -> ms
   .list_staff() -> list[StaffAccount]
 Users (behind POST /v1/reports, GET /v1/account/status, POST /v1/appeals):
@@ -92,6 +93,8 @@ from tidings.safety.evidence import (
 )
 from tidings.safety.inventory import RetentionSettings
 from tidings.safety.passwords import StaffPasswordHasher
+from tidings.safety.referral_records import InMemoryReferralRepository, ReferralRepository
+from tidings.safety.referrals import ReferralPolicy, ReferralService
 from tidings.safety.reports import (
     AttachmentFetcher,
     FrankingKeyRing,
@@ -213,6 +216,7 @@ class SafetyRepositories:
     migrate: Callable[[], None] = lambda: None
     detection: DetectionRepository | None = None
     """None: in memory over ``evidence`` (`tidings.safety.detection_model`)."""
+    referrals: ReferralRepository = field(default_factory=InMemoryReferralRepository)
 
     @classmethod
     def sql(
@@ -231,6 +235,7 @@ class SafetyRepositories:
             SqlDetectionRepository,
             SqlEnforcementRepository,
             SqlEvidenceRepository,
+            SqlReferralRepository,
             SqlReportRepository,
             SqlStaffRepository,
         )
@@ -253,6 +258,7 @@ class SafetyRepositories:
             close=db.dispose,
             migrate=migrate,
             detection=SqlDetectionRepository(db),
+            referrals=SqlReferralRepository(db),
         )
 
 
@@ -318,6 +324,7 @@ class SafetyService:
         hasher: StaffPasswordHasher | None = None,
         router: Router | None = None,
         policies: Mapping[str, Policy] = DEFAULT_POLICIES,
+        referral_policy: ReferralPolicy | None = None,
     ) -> None:
         self.repos = repos
         self.clock = clock
@@ -363,6 +370,23 @@ class SafetyService:
             cases=self.cases,
             audit=self.audit,
         )
+        self.referral_repo = repos.referrals
+        self.referrals = ReferralService(
+            repository=repos.referrals,
+            cases=repos.cases,
+            reports=repos.reports,
+            vault=self.vault,
+            audit=self.audit,
+            audit_repo=repos.audit,
+            queue_for=self.cases.queue_for_case,
+            is_staff=lambda actor: self.staff_repo.get_staff(actor) is not None,
+            detection=self.detection_repo,
+            policy=referral_policy,
+            clock=clock,
+        )
+        """Referrals to NCMEC: its ``config`` (`load_referral_config`), ``reporter`` (the
+        provider's CyberTipline contact) and ``on_referred`` hook are set by the composition
+        root; until then preparing and submitting are refused with `ReferralConfigError`."""
 
     def __repr__(self) -> str:
         return f"SafetyService(audit={type(self.audit_repo).__name__})"

@@ -22,6 +22,7 @@ from tidings.safety.sql.banks import SqlBankRepository
 from tidings.safety.sql.cases import SqlCaseRepository, SqlEnforcementRepository
 from tidings.safety.sql.detection import SqlDetectionRepository
 from tidings.safety.sql.engine import SafetyDatabase, sync_url
+from tidings.safety.sql.referrals import SqlReferralRepository
 from tidings.safety.sql.reports import SqlEvidenceRepository, SqlReportRepository
 from tidings.safety.sql.staff import STAFF_KEY_LEN, SqlStaffRepository
 
@@ -34,6 +35,7 @@ __all__ = [
     "SqlDetectionRepository",
     "SqlEnforcementRepository",
     "SqlEvidenceRepository",
+    "SqlReferralRepository",
     "SqlReportRepository",
     "SqlStaffRepository",
     "sync_url",
