@@ -422,3 +422,26 @@ def test_listing_and_viewing_are_audited(loop: Loop) -> None:
         loop.service.view(s["lee"], record.referral_id)
     actions = loop.audit_actions()
     assert "referral.list" in actions and "referral.view" in actions
+
+
+def test_an_overturned_case_is_never_sent(loop: Loop, server: CyberTiplineServer) -> None:
+    world, s = loop.world, loop.staff
+    case_id, _ = cse_case(loop)
+    record = loop.service.prepare(s["lou"], case_id)
+    case = world.case_repo.get_case(case_id)
+    assert case is not None and case.final_decision_id is not None
+    # The account appeals the ban: the duty to report stands while the appeal is open.
+    appeal = world.cases.file_appeal(
+        "mallory", case.final_decision_id, statement="not me", now_ms=world.now
+    )
+    loop.service.approve(s["liz"], record.referral_id)
+    cora = world.make_staff("cora", Role.REVIEWER, child_safety=True,
+                            queues=(QueueId.CHILD_SAFETY,))
+    world.cases.claim(cora, case_id, now_ms=world.now)
+    world.cases.decide_appeal(cora, appeal.appeal_id, overturn=True, reason="misread",
+                              now_ms=world.now)
+    with pytest.raises(e.InvalidCaseStateError):
+        loop.service.submit(s["lou"], record.referral_id)
+    assert server.opened == 0
+    stored = loop.repo.get_referral(record.referral_id)
+    assert stored is not None and stored.state is ReferralState.PENDING

@@ -6,6 +6,7 @@
 - `operator`: `audit ...` and `admin ...`, on a node's data directory;
 - `banks`: `admin bank ...` (hash banks);
 - `detection`: `admin detection ...` and `audit detection-list`;
+- `referrals`: `admin referral ...` (referrals to NCMEC, read-only);
 - `_common`: the --json/error contract and the decorators that open a profile.
 """
 
@@ -23,6 +24,7 @@ from tidings.cli.client import client_cli
 from tidings.cli.detection import audit_detection_list, detection_cli
 from tidings.cli.groups import group_cli
 from tidings.cli.operator import admin_cli, audit_cli
+from tidings.cli.referrals import referral_cli
 from tidings.cli.server import _first_admin as _first_admin
 from tidings.cli.server import server_cli
 
@@ -60,6 +62,7 @@ audit_cli.command("detection-list")(audit_detection_list)
 cli.add_typer(audit_cli, name="audit")
 admin_cli.add_typer(bank_cli, name="bank")
 admin_cli.add_typer(detection_cli, name="detection")
+admin_cli.add_typer(referral_cli, name="referral")
 cli.add_typer(admin_cli, name="admin")
 
 

@@ -45,6 +45,7 @@ from tidings.errors import (
     PermissionDeniedError,
     ReferralConfigError,
     ReferralStateError,
+    ReferralSubmitUncertainError,
     SameReviewerError,
     TidingsError,
 )
@@ -110,6 +111,7 @@ enforcement is a lead's or legal's call, never a peer reviewer's."""
 SERVICE_NAME: Final = "Tidings"
 MAX_LIST: Final = 500
 _ATTACHMENT_PREFIX: Final = "attachment:"
+_REFERABLE: Final = frozenset({CaseState.REFERRED, CaseState.APPEALED})
 _DETECTION_IMAGE: Final = "detection_image"
 _EXTENSIONS: Final = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"))
 
@@ -437,6 +439,19 @@ class ReferralService(AuditsOneKind):
             ),
         )
 
+    def _require_referable(self, case_id: str) -> None:
+        """Before anything is approved or sent: the case still stands confirmed (``referred``,
+        or ``appealed``: a user's appeal of the ban does not suspend the duty to report). An
+        appeal granted (``overturned``) means nothing may be sent.
+
+        Raises:
+            InvalidCaseStateError: the case is in any other state (or gone).
+        """
+        case = self._cases.get_case(case_id)
+        if case is None or case.state not in _REFERABLE:
+            state = case.state.value if case is not None else "missing"
+            raise InvalidCaseStateError(f"the case is {state}: the referral cannot go ahead")
+
     # --- 2. approve ---------------------------------------------------------------------------
 
     def approve(self, principal: Principal, referral_id: str) -> ReferralRecord:
@@ -448,6 +463,7 @@ class ReferralService(AuditsOneKind):
             SameReviewerError: the preparer approving their own referral.
             NotFoundError: no such referral.  ReferralStateError: already approved, or not a
                 draft any more (retracted).  ConflictError: a concurrent change won.
+            InvalidCaseStateError: the case no longer stands confirmed (overturned).
         """
         self._require_reader(principal)
         record = self._get(referral_id)
@@ -457,6 +473,7 @@ class ReferralService(AuditsOneKind):
             raise ReferralStateError("the referral is already approved")
         if record.state is not ReferralState.PENDING:
             raise ReferralStateError(f"a {record.state.value} referral cannot be approved")
+        self._require_referable(record.case_id)
         now = self._clock()
         updated = replace(
             record,
@@ -488,6 +505,8 @@ class ReferralService(AuditsOneKind):
             NotFoundError: no such referral.
             ReferralStateError: not approved (two-person policy), retracted, expired (reopen
                 it); ReferralSubmitUncertainError: a person must `reopen` it.
+            InvalidCaseStateError: nothing was sent yet and the case no longer stands
+                confirmed (an appeal overturned it).
             ReferralConfigError: referrals are not configured.
             ClearinghouseError: (subclasses) as `CyberTiplineClient.send`; the record holds
                 every step done, and a new `submit` resumes from there.
@@ -501,6 +520,12 @@ class ReferralService(AuditsOneKind):
             raise ReferralStateError("the referral awaits a second person's approval")
         if record.state is ReferralState.FINISHED:
             return self._finished(principal, record)
+        if record.state is ReferralState.SUBMIT_UNCERTAIN:
+            raise ReferralSubmitUncertainError()
+        if record.state in {ReferralState.RETRACTED, ReferralState.EXPIRED}:
+            raise ReferralStateError(f"the referral is {record.state.value}")
+        if record.state is ReferralState.PENDING:
+            self._require_referable(record.case_id)
         if self.config is None:
             raise ReferralConfigError("referrals are not configured ([referrals] url)")
         referral = record.referral()
