@@ -31,7 +31,13 @@ from tidings.safety.referral_records import (
     ReferralRecord,
     ReferralRepository,
 )
-from tidings.safety.referrals import REFERRAL_HOLD_MS, ReferralPolicy, ReferralService
+from tidings.safety.referrals import (
+    ENV_CONTACT_EMAIL,
+    REFERRAL_HOLD_MS,
+    ReferralPolicy,
+    ReferralService,
+    load_referrals,
+)
 from tidings.safety.reports import AttachmentReveal
 from tidings.safety.sql import SafetyDatabase, SqlReferralRepository
 from tidings.safety.staff import Principal, Role
@@ -445,3 +451,24 @@ def test_an_overturned_case_is_never_sent(loop: Loop, server: CyberTiplineServer
     assert server.opened == 0
     stored = loop.repo.get_referral(record.referral_id)
     assert stored is not None and stored.state is ReferralState.PENDING
+
+
+def test_the_configuration_and_the_provider_contact() -> None:
+    table: dict[str, object] = {
+        "url": "https://exttest.cybertip.org/ispws",
+        "username": "esp",
+        "password": "secret-pw",
+        "reporter": {"email": "safety@tidings.example", "legal_url": "https://t.example/l"},
+    }
+    config, reporter = load_referrals(table, env={})
+    assert config is not None and config.base_url == "https://exttest.cybertip.org/ispws"
+    assert reporter is not None and reporter.legal_url == "https://t.example/l"
+    assert reporter.reporting_person.emails[0].address == "safety@tidings.example"
+    _, override = load_referrals(table, env={ENV_CONTACT_EMAIL: "cyber@tidings.example"})
+    assert override is not None
+    assert override.reporting_person.emails[0].address == "cyber@tidings.example"
+    assert load_referrals(None, env={}) == (None, None)
+    with pytest.raises(e.ReferralConfigError):
+        load_referrals({**table, "reporter": {"mail": "x"}}, env={})
+    with pytest.raises(e.ReferralConfigError):
+        load_referrals({**table, "reporter": {"email": "not an address"}}, env={})

@@ -67,7 +67,9 @@ from tidings.safety.evidence import EvidenceRecord, EvidenceVault
 from tidings.safety.referral_model import (
     CaptureEvent,
     ChatIncident,
+    ContactPerson,
     DeviceId,
+    Email,
     FileRelevance,
     IncidentSummary,
     IncidentType,
@@ -90,10 +92,12 @@ from tidings.safety.staff import Permission, Principal
 
 __all__ = [
     "APPROVE_PERMISSIONS",
+    "ENV_CONTACT_EMAIL",
     "REFERRAL_HOLD_MS",
     "ReferralPolicy",
     "ReferralService",
     "ReferralView",
+    "load_referrals",
 ]
 
 log = logging.getLogger(__name__)
@@ -686,6 +690,58 @@ class ReferralService(AuditsOneKind):
                        {"case": record.case_id, "was": record.state.value,
                         "report_id": record.report_id, "reason": text[:500]})
         return current[0]
+
+
+ENV_CONTACT_EMAIL: Final = "TIDINGS_CYBERTIP_CONTACT_EMAIL"
+"""The reporting person's e-mail (NCMEC requires one), when ``[referrals.reporter]`` has none."""
+
+_REPORTER_KEYS: Final = frozenset(
+    {"email", "first_name", "last_name", "phone", "legal_url", "company_template"}
+)
+
+
+def load_referrals(
+    table: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
+) -> tuple[ReferralConfig | None, Reporter | None]:
+    """The ``[referrals]`` table (and the environment) as the client's configuration
+    (`load_referral_config`) and the provider's contact, from its ``reporter`` sub-table
+    (``email``, ``first_name``, ``last_name``, ``phone``, ``legal_url``,
+    ``company_template``; ``TIDINGS_CYBERTIP_CONTACT_EMAIL`` wins for the e-mail). No e-mail:
+    no reporter (preparing is then refused).
+
+    Raises:
+        ReferralConfigError: as `load_referral_config`; an unknown reporter key, or a value
+            the referral model refuses (e.g. an e-mail address that is not one).
+    """
+    from tidings.safety.cybertip_client import load_referral_config
+
+    values = dict(table or {})
+    raw = values.pop("reporter", {})
+    if not isinstance(raw, Mapping) or not set(raw) <= _REPORTER_KEYS:
+        names = ", ".join(sorted(_REPORTER_KEYS))
+        raise ReferralConfigError(f"[referrals.reporter] takes only: {names}")
+    contact = {k: str(v) for k, v in raw.items()}
+    environ = os.environ if env is None else env
+    if environ.get(ENV_CONTACT_EMAIL):
+        contact["email"] = environ[ENV_CONTACT_EMAIL]
+    config = load_referral_config(values, env)
+    if not contact.get("email"):
+        return config, None
+    try:
+        person = ContactPerson(
+            contact.get("first_name"),
+            contact.get("last_name"),
+            (Email(contact["email"]),),
+            (contact["phone"],) if contact.get("phone") else (),
+        )
+        reporter = Reporter(
+            person,
+            company_template=contact.get("company_template"),
+            legal_url=contact.get("legal_url"),
+        )
+    except InvalidReferralError as exc:
+        raise ReferralConfigError(f"[referrals.reporter]: {exc.message}") from None
+    return config, reporter
 
 
 def config_summary(config: ReferralConfig | None) -> Mapping[str, object]:
