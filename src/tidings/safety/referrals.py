@@ -12,7 +12,7 @@ The lifecycle of one referral, each step audited under the person who took it:
    ``evidence.view`` of that record written for a staff member?), ``publicly_available`` False
    (a private conversation), the reporter the provider configured. Stored as a draft; the
    file bytes stay in the vault.
-2. `approve` (a second person, see `ReferralService.approve` for who): with
+2. `approve` (a second person: `APPROVER`, legal or a lead, not the preparer): with
    ``ReferralPolicy(two_person=True)`` (the default) nothing is submitted before it.
 3. `submit` (legal): reads the files from the vault again (audited), runs the
    `CyberTiplineClient` workflow, and stores the client's progress after every step through its
@@ -42,7 +42,6 @@ from tidings.errors import (
     InvalidCaseStateError,
     InvalidReferralError,
     NotFoundError,
-    PermissionDeniedError,
     ReferralConfigError,
     ReferralStateError,
     ReferralSubmitUncertainError,
@@ -91,7 +90,7 @@ from tidings.safety.reports import ReportRepository
 from tidings.safety.staff import Permission, Principal
 
 __all__ = [
-    "APPROVE_PERMISSIONS",
+    "APPROVER",
     "ENV_CONTACT_EMAIL",
     "REFERRAL_HOLD_MS",
     "ReferralPolicy",
@@ -106,11 +105,12 @@ REFERRAL_HOLD_MS: Final = 365 * DAY_MS
 """The preservation a finished report places on the case's evidence: one year (18 U.S.C.
 2258A(h)(1) as amended by the REPORT Act of 2024, up from 90 days)."""
 
-APPROVE_PERMISSIONS: Final = frozenset({Permission.MAKE_REFERRAL, Permission.CONFIRM_DECISION})
-"""Either permits the second person's approval: ``MAKE_REFERRAL`` is legal's (who answers for
-what goes to NCMEC), ``CONFIRM_DECISION`` a lead's (the second-reviewer power the case's
-``escalate_referral`` itself needed). A reviewer holds neither: approving a report to law
-enforcement is a lead's or legal's call, never a peer reviewer's."""
+APPROVER: Final = Permission.APPROVE_REFERRAL
+"""The second person's permission, held by legal and by leads (`tidings.safety.staff`): legal
+answers for what goes to NCMEC, a lead holds the second-reviewer power the case's own
+``escalate_referral`` needed. A reviewer has it not: approving a report to law enforcement is
+a lead's or legal's call, never a peer reviewer's. Preparing, submitting, retracting and
+reopening take ``MAKE_REFERRAL``, legal's alone."""
 
 SERVICE_NAME: Final = "Tidings"
 MAX_LIST: Final = 500
@@ -140,7 +140,7 @@ def _pdq(data: bytes) -> bytes | None:
 
 @dataclass(frozen=True, slots=True)
 class ReferralPolicy:
-    """``two_person``: a second person (`APPROVE_PERMISSIONS`, not the preparer) approves
+    """``two_person``: a second person (`APPROVER`, not the preparer) approves
     before anything is submitted (the default, and what issue 11 asks for)."""
 
     two_person: bool = True
@@ -227,22 +227,32 @@ class ReferralService(AuditsOneKind):
             raise NotFoundError("no such referral")
         return record
 
-    @staticmethod
-    def _require_reader(principal: Principal) -> None:
-        if not principal.permissions & APPROVE_PERMISSIONS:
-            raise PermissionDeniedError("referrals are legal's and leads' to see")
+    def _readable(
+        self, principal: Principal, referral_id: str, permission: Permission
+    ) -> ReferralRecord:
+        """The record, once ``principal`` holds ``permission`` and (for anything beyond the
+        listing) the child-safety clearance: every referral is about child sexual
+        exploitation.
+
+        Raises:
+            PermissionDeniedError: no ``permission``.  NotFoundError: no such referral.
+            ChildSafetyPermissionError: no clearance.
+        """
+        principal.require(permission)
+        record = self._get(referral_id)
         principal.require(Permission.CHILD_SAFETY)
+        return record
 
     def list_referrals(
         self, principal: Principal, *, limit: int = 100, offset: int = 0
     ) -> list[ReferralRecord]:
-        """Referrals, newest first; audited (``referral.list``).
+        """Referrals, newest first (the records: ids, states, NCMEC's report ids; no file
+        names or hashes); audited (``referral.list``).
 
         Raises:
-            PermissionDeniedError: neither legal nor lead (`APPROVE_PERMISSIONS`).
-            ChildSafetyPermissionError: without the child-safety clearance (it is a CSE case).
+            PermissionDeniedError: neither legal nor a lead (`APPROVER`).
         """
-        self._require_reader(principal)
+        principal.require(APPROVER)
         return self.list_as(principal.staff_id, limit=limit, offset=offset)
 
     def list_as(self, actor: str, *, limit: int = 100, offset: int = 0) -> list[ReferralRecord]:
@@ -258,9 +268,10 @@ class ReferralService(AuditsOneKind):
         """One referral and the document it sends; audited (``referral.view``).
 
         Raises:
-            NotFoundError; as `list_referrals`.
+            PermissionDeniedError: neither legal nor a lead (`APPROVER`).  NotFoundError.
+            ChildSafetyPermissionError: without the clearance.
         """
-        self._require_reader(principal)
+        self._readable(principal, referral_id, APPROVER)
         return self.view_as(principal.staff_id, referral_id)
 
     def view_as(self, actor: str, referral_id: str) -> ReferralView:
@@ -296,10 +307,10 @@ class ReferralService(AuditsOneKind):
         Nothing is stored on any of them (the evidence openings that happened are audited).
         """
         principal.require(Permission.MAKE_REFERRAL)
-        principal.require(Permission.CHILD_SAFETY)
         case = self._cases.get_case(case_id) if case_id else None
         if case is None:
             raise NotFoundError("no such case")
+        principal.require(Permission.CHILD_SAFETY)
         queue = self._queue_for(principal, case_id)
         if case.state is not CaseState.REFERRED:
             raise InvalidCaseStateError(
@@ -459,8 +470,8 @@ class ReferralService(AuditsOneKind):
     # --- 2. approve ---------------------------------------------------------------------------
 
     def approve(self, principal: Principal, referral_id: str) -> ReferralRecord:
-        """The second person's approval. Who: a holder of one of `APPROVE_PERMISSIONS` (legal,
-        or a lead) with the child-safety clearance, and not the person who prepared it.
+        """The second person's approval. Who: a holder of `APPROVER` (legal, or a lead) with
+        the child-safety clearance, and not the person who prepared it.
 
         Raises:
             PermissionDeniedError / ChildSafetyPermissionError: not such a person.
@@ -469,8 +480,7 @@ class ReferralService(AuditsOneKind):
                 draft any more (retracted).  ConflictError: a concurrent change won.
             InvalidCaseStateError: the case no longer stands confirmed (overturned).
         """
-        self._require_reader(principal)
-        record = self._get(referral_id)
+        record = self._readable(principal, referral_id, APPROVER)
         if record.prepared_by == principal.staff_id:
             raise SameReviewerError("the person who prepared a referral cannot approve it")
         if record.approval is Approval.APPROVED:
@@ -516,9 +526,7 @@ class ReferralService(AuditsOneKind):
                 every step done, and a new `submit` resumes from there.
             ConflictError: a concurrent submission of the same referral (nothing sent here).
         """
-        principal.require(Permission.MAKE_REFERRAL)
-        principal.require(Permission.CHILD_SAFETY)
-        record = self._get(referral_id)
+        record = self._readable(principal, referral_id, Permission.MAKE_REFERRAL)
         queue = self._queue_for(principal, record.case_id)
         if self.policy.two_person and record.approval is not Approval.APPROVED:
             raise ReferralStateError("the referral awaits a second person's approval")
@@ -602,8 +610,7 @@ class ReferralService(AuditsOneKind):
     def _person_step(
         self, principal: Principal, referral_id: str
     ) -> tuple[ReferralRecord, list[ReferralRecord], Callable[..., Any]]:
-        principal.require(Permission.MAKE_REFERRAL)
-        record = self._get(referral_id)
+        record = self._readable(principal, referral_id, Permission.MAKE_REFERRAL)
         current = [record]
 
         async def sink(progress: ReferralProgress, event: StepEvent) -> None:
