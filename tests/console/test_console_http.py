@@ -158,6 +158,7 @@ def _path(spec_path: str, s: Seeded, target_staff: str, appeal_id: str) -> str:
         .replace("{grant_id}", "grant_unknown")
         .replace("{name}", "console.css")
         .replace("{bank_name}", "cse")
+        .replace("{referral_id}", "rf_unknown")
     )
 
 

@@ -26,6 +26,7 @@ from tidings.safety.cases import (
 from tidings.safety.categories import DEFAULT_QUEUES, Queue
 from tidings.safety.evidence import EvidenceVault
 from tidings.safety.inventory import RetentionSettings
+from tidings.safety.referrals import ReferralService
 from tidings.safety.staff import StaffAccount, StaffRepository, StaffService
 
 __all__ = ["ConsoleContext"]
@@ -47,7 +48,8 @@ class ConsoleContext:
     returns every enforcement of an account (the case page's account history);
     ``detection_matches`` the confirmed detection images of a case
     (`tidings.safety.detection.DetectionService.matches_for_case`); ``banks`` is the
-    hash-bank service (None: the bank pages answer 404).
+    hash-bank service (None: the bank pages answer 404); ``referrals`` the referral service
+    (None: the referral pages answer 404).
     """
 
     staff: StaffService
@@ -63,6 +65,7 @@ class ConsoleContext:
     policies: Mapping[str, Policy] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
     banks: BankService | None = None
     retention: RetentionSettings | None = None
+    referrals: ReferralService | None = None
 
     @classmethod
     def from_service(cls, service: object) -> ConsoleContext:
@@ -100,6 +103,7 @@ class ConsoleContext:
         policies = attr("policies", required=False)
         banks = attr("banks", required=False)
         retention = attr("retention", required=False)
+        referrals = attr("referrals", required=False)
         return cls(
             staff=attr("staff"),  # type: ignore[arg-type]
             cases=attr("cases"),  # type: ignore[arg-type]
@@ -114,4 +118,5 @@ class ConsoleContext:
             policies=policies if isinstance(policies, Mapping) else dict(DEFAULT_POLICIES),
             banks=banks if isinstance(banks, BankService) else None,
             retention=retention if isinstance(retention, RetentionSettings) else None,
+            referrals=referrals if isinstance(referrals, ReferralService) else None,
         )

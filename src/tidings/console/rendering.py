@@ -46,6 +46,11 @@ FLASH: Mapping[str, str] = {
     "grant_rejected": "Grant rejected.",
     "prefs": "Preferences saved.",
     "end": "End of the queue.",
+    "referral_prepared": "Referral prepared: a second person (legal or a lead) approves it.",
+    "referral_approved": "Referral approved: legal may submit it.",
+    "referral_submitted": "Referral submitted to NCMEC and finished; the evidence is held.",
+    "referral_retracted": "Referral retracted.",
+    "referral_reopened": "Referral reopened: it may be submitted afresh.",
 }
 
 

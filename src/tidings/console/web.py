@@ -45,7 +45,17 @@ from tidings.safety.sql import SqlStaffRepository
 from tidings.safety.staff import Permission
 
 from .context import ConsoleContext
-from .pages import appeals, audit, auth, banks, cases, inventory, preferences, staff
+from .pages import (
+    appeals,
+    audit,
+    auth,
+    banks,
+    cases,
+    inventory,
+    preferences,
+    referrals,
+    staff,
+)
 from .rendering import PageKit
 from .routing import PUBLIC, Ctx, Handler, RouteSpec
 from .security import (
@@ -102,6 +112,7 @@ PAGES: tuple[tuple[tuple[RouteSpec, ...], PageFactory], ...] = (
     (staff.ROUTES, lambda kit, context, state: staff.StaffPages(kit, context)),
     (banks.ROUTES, lambda kit, context, state: banks.BankPages(kit, context)),
     (inventory.ROUTES, lambda kit, context, state: inventory.InventoryPages(kit, context)),
+    (referrals.ROUTES, lambda kit, context, state: referrals.ReferralPages(kit, context)),
 )
 """Each page group's route table and how its page object is built; a route's handler is the
 page object's method of the route's name."""
