@@ -24,6 +24,7 @@ from tidings.safety.audit import AuditAction
 from tidings.safety.case_model import CaseState, DecisionKind
 from tidings.safety.categories import QueueId
 from tidings.safety.cybertip_client import ReferralConfig, ReferralState
+from tidings.safety.detection_model import DetectionMatch, InMemoryDetectionRepository
 from tidings.safety.referral_model import ContactPerson, Email, Reporter
 from tidings.safety.referral_records import (
     Approval,
@@ -39,7 +40,7 @@ from tidings.safety.referrals import (
     load_referrals,
 )
 from tidings.safety.reports import AttachmentReveal
-from tidings.safety.sql import SafetyDatabase, SqlReferralRepository
+from tidings.safety.sql import SafetyDatabase, SqlDetectionRepository, SqlReferralRepository
 from tidings.safety.staff import Principal, Role
 
 from .conftest import World, direct_chat, submission
@@ -110,6 +111,7 @@ class Loop:
     repo: Crashing
     staff: dict[str, Principal]
     referred: list[tuple[str, int, str]] = field(default_factory=list)
+    detection: Any = None
 
     def audit_actions(self) -> list[str]:
         return [r.action for r in self.world.audit_repo.rows]
@@ -133,7 +135,13 @@ def loop(world: World, safety_db: SafetyDatabase | None, server: CyberTiplineSer
         "lee": world.make_staff("lee", Role.LEAD, queues=(QueueId.HARASSMENT,)),
     }
     result = Loop(world, None, repo, staff)  # type: ignore[arg-type]
+    result.detection = (
+        InMemoryDetectionRepository(world.evidence_repo)
+        if safety_db is None
+        else SqlDetectionRepository(safety_db)
+    )
     result.service = ReferralService(
+        detection=result.detection,
         repository=repo,  # type: ignore[arg-type]
         cases=world.case_repo,
         reports=world.report_repo,
@@ -472,3 +480,46 @@ def test_the_configuration_and_the_provider_contact() -> None:
         load_referrals({**table, "reporter": {"mail": "x"}}, env={})
     with pytest.raises(e.ReferralConfigError):
         load_referrals({**table, "reporter": {"email": "not an address"}}, env={})
+
+
+def test_a_detection_case_reports_its_matched_images(
+    loop: Loop, server: CyberTiplineServer
+) -> None:
+    world, s = loop.world, loop.staff
+    case_id = world.cases.attach_detection("dora", now_ms=world.now)
+    picture = image(11)
+    evidence = world.vault.seal(
+        evidence_id="ev_detected", report_id="dm_1", kind="detection_image",
+        plaintext=picture, child_safety=True, now_ms=world.now,
+    )
+    pdq = hash_image(picture).bits
+    loop.detection.store_match(
+        DetectionMatch(
+            match_id="dm_1", case_id=case_id, opened_id="op_1", account="dora", device_id=3,
+            evidence_id="ev_detected", attachment_id="att_1", content_type="image/png",
+            message_id=bytes(16), device_pdq=pdq, server_pdq=pdq, distance=0, entries=(),
+            matched_ms=world.now - 5_000,
+        ),
+        evidence,
+    )
+    world.cases.claim(s["cleo"], case_id, now_ms=world.now)
+    world.cases.decide(s["cleo"], case_id, kind=DecisionKind.ESCALATE_REFERRAL,
+                       policy_id="CSE-1", reason="listed image", now_ms=world.now)
+    world.cases.claim(s["lena"], case_id, now_ms=world.now)
+    world.cases.confirm(s["lena"], case_id, reason="agree", now_ms=world.now)
+
+    record = loop.service.prepare(s["lou"], case_id)
+    referral = record.referral()
+    (only,) = referral.files
+    assert only.file_key == "ev_detected" and only.file_name == "ev_detected.png"
+    assert only.pdq == pdq and not only.viewed_by_provider  # nobody opened it
+    assert referral.summary.incident_ms == world.now - 5_000
+    assert referral.reported_person is not None
+    assert [d.id_value for d in referral.reported_person.device_ids] == ["dora/3"]
+    assert referral.additional_info is not None and "detection" in referral.additional_info
+    loop.service.approve(s["liz"], record.referral_id)
+    loop.service.submit(s["lou"], record.referral_id)
+    (report,) = server.finished()
+    assert [f.data for f in report.files.values()] == [picture]
+    held = world.evidence_repo.get_evidence("ev_detected")
+    assert held is not None and held.hold_until_ms == world.now + REFERRAL_HOLD_MS
