@@ -523,3 +523,29 @@ def test_a_detection_case_reports_its_matched_images(
     assert [f.data for f in report.files.values()] == [picture]
     held = world.evidence_repo.get_evidence("ev_detected")
     assert held is not None and held.hold_until_ms == world.now + REFERRAL_HOLD_MS
+
+
+def test_a_failing_account_hold_hook_is_retried_and_never_recorded_as_done(
+    loop: Loop, server: CyberTiplineServer
+) -> None:
+    s = loop.staff
+    case_id, _ = cse_case(loop)
+    record = loop.service.prepare(s["lou"], case_id)
+    loop.service.approve(s["liz"], record.referral_id)
+    calls: list[str] = []
+
+    def flaky(account: str, case: str, until: int) -> None:
+        calls.append(account)
+        if len(calls) == 1:
+            raise RuntimeError("the account store is down")
+
+    loop.service.on_referred = flaky
+    with pytest.raises(RuntimeError):
+        loop.service.submit(s["lou"], record.referral_id)
+    stored = loop.repo.get_referral(record.referral_id)
+    assert stored is not None and stored.state is ReferralState.FINISHED
+    assert stored.hold_until_ms is None
+    done = loop.service.submit(s["lou"], record.referral_id)
+    assert done.hold_until_ms is not None and calls == ["mallory", "mallory"]
+    assert server.opened == 1 and server.requests.count("submit") == 1
+    assert loop.audit_actions().count("referral.submitted") == 1

@@ -20,7 +20,8 @@ The lifecycle of one referral, each step audited under the person who took it:
    concurrent submit loses the race before it sends anything), each step also in the audit
    log. On ``finished``: a one-year preservation hold on the case's evidence
    (`REFERRAL_HOLD_MS`, 18 U.S.C. 2258A(h) as amended by the REPORT Act) and the optional
-   ``on_referred(account, case_id, until_ms)`` hook (the account-level hold).
+   ``on_referred(account, case_id, until_ms)`` hook (the account-level hold; it must be
+   idempotent: a failure is retried by the next `submit`).
 4. `retract` (legal): an open report through ``/retract`` (the API cancels only unfinished
    reports); a referral never sent is withdrawn locally. `reopen` (legal): after
    ``submit_uncertain`` or ``expired``, a person's decision, recorded.
@@ -31,7 +32,6 @@ Every method is synchronous except `submit_async` (`submit` runs it to completio
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -99,7 +99,6 @@ __all__ = [
     "load_referrals",
 ]
 
-log = logging.getLogger(__name__)
 
 REFERRAL_HOLD_MS: Final = 365 * DAY_MS
 """The preservation a finished report places on the case's evidence: one year (18 U.S.C.
@@ -578,31 +577,34 @@ class ReferralService(AuditsOneKind):
         self._audit_on(actor, AuditAction.REFERRAL_SUBMIT_STEP, referral_id, now, details)
 
     def _finished(self, principal: Principal, record: ReferralRecord) -> ReferralRecord:
-        """Place the preservation hold of a finished referral (once; again after a crash
-        before it was recorded) and call ``on_referred``."""
+        """Place the preservation hold of a finished referral and call ``on_referred``, then
+        record both. Each is idempotent (a hold only lengthens retention; the hook must be
+        too), so a failure of either leaves the record without ``hold_until_ms`` and the next
+        `submit` (which sends nothing) does them again: a hold is never recorded that was not
+        placed.
+
+        Raises:
+            whatever the vault or the ``on_referred`` hook raises (the report itself stands).
+        """
         if record.hold_until_ms is not None:
             return record
         now = self._clock()
         until = now + REFERRAL_HOLD_MS
         referral = record.referral()
-        evidence_ids = [f.file_key for f in referral.files]
         self._vault.place_hold(
-            evidence_ids,
+            [f.file_key for f in referral.files],
             until_ms=until,
             actor=principal.staff_id,
             reason=f"CyberTipline report {record.report_id}: 18 U.S.C. 2258A(h), one year",
             now_ms=now,
         )
+        if self.on_referred is not None:
+            self.on_referred(record.account, record.case_id, until)
         updated = replace(record, hold_until_ms=until, updated_ms=now, version=record.version + 1)
         self.repository.update_referral(updated, record.version)
         self._audit_on(principal.staff_id, AuditAction.REFERRAL_SUBMITTED, record.referral_id, now,
                        {"case": record.case_id, "report_id": record.report_id,
                         "files": record.file_count, "hold_until_ms": until})
-        if self.on_referred is not None:
-            try:
-                self.on_referred(record.account, record.case_id, until)
-            except Exception as exc:  # the report is made and the evidence held: log, go on
-                log.warning("on_referred hook failed: %s", type(exc).__name__)
         return updated
 
     # --- 4. retract and reopen ----------------------------------------------------------------
