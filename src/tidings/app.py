@@ -36,6 +36,7 @@ from tidings.safety.detection import (
 from tidings.safety.detection_http import build_detection_router
 from tidings.safety.inventory import RetentionSettings
 from tidings.safety.keyfile import load_anchor_key, load_evidence_keys, load_staff_key
+from tidings.safety.referrals import load_referrals
 from tidings.safety.reports import FrankingKey, FrankingKeyRing
 from tidings.safety.service import SafetyService
 from tidings.server import openapi
@@ -277,8 +278,15 @@ def build_safety(
     """The trust & safety service on the server's database (a synchronous engine beside the
     server's async one), with the server franking key, the attachment store, and the
     evidence, audit-anchor and staff (TOTP sealing) keys from ``<data_dir>`` (created 0600 on
-    first start; in cluster mode every node must share these files, like the franking key)."""
-    return SafetyService.open(
+    first start; in cluster mode every node must share these files, like the franking key).
+
+    Referrals to NCMEC are configured from the environment (``TIDINGS_CYBERTIP_URL``,
+    ``..._USERNAME``, ``..._PASSWORD``, ``..._CONTACT_EMAIL``: `load_referrals`); with no
+    URL they stay off (preparing needs a contact, submitting a URL).
+
+    Raises:
+        ReferralConfigError: the referral settings in the environment are invalid."""
+    service = SafetyService.open(
         config.database_url or sqlite_url(config.data_dir),
         schema=config.database_schema,
         franking_keys=FrankingKeyRing([FrankingKey("server", franking_key)]),
@@ -289,6 +297,12 @@ def build_safety(
         clock=clock,
         on_enforcement=on_enforcement,
     )
+    try:
+        service.referrals.config, service.referrals.reporter = load_referrals()
+    except BaseException:
+        service.close()
+        raise
+    return service
 
 
 def detection_key_paths(config: ServerConfig) -> tuple[Path, Path]:

@@ -20,6 +20,9 @@ from tidings.console import ConsoleContext, build_console
 from tidings.safety.bank_memory import InMemoryBankRepository
 from tidings.safety.banks import BankService
 from tidings.safety.categories import QueueId
+from tidings.safety.referral_model import ContactPerson, Email, Reporter
+from tidings.safety.referral_records import InMemoryReferralRepository
+from tidings.safety.referrals import ReferralService
 from tidings.safety.reports import AttachmentReveal
 from tidings.safety.staff import Principal, Role, StaffAccount
 from tidings.safety.transparency import InMemoryReportCounts, TransparencySources
@@ -92,6 +95,18 @@ def seed(now_ms: int) -> Seeded:
             cases=world.case_repo,
             enforcements=world.enforcement_repo,
             audit=world.audit_repo,
+        ),
+        referrals=ReferralService(
+            repository=InMemoryReferralRepository(),
+            cases=world.case_repo,
+            reports=world.report_repo,
+            vault=world.vault,
+            audit=world.audit,
+            audit_repo=world.audit_repo,
+            queue_for=world.cases.queue_for_case,
+            is_staff=lambda actor: world.staff_repo.get_staff(actor) is not None,
+            reporter=Reporter(ContactPerson(emails=(Email("safety@tidings.example"),))),
+            clock=clock,
         ),
     )
     s = Seeded(world, clock, context)

@@ -159,6 +159,7 @@ def _path(spec_path: str, s: Seeded, target_staff: str, appeal_id: str) -> str:
         .replace("{name}", "console.css")
         .replace("{bank_name}", "cse")
         .replace("{hold_id}", "hold_unknown")
+        .replace("{referral_id}", "rf_unknown")
     )
 
 

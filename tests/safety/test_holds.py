@@ -138,3 +138,18 @@ def test_a_hold_on_an_unknown_account_freezes_nothing_but_is_recorded(
                                   reference="Met Police 42")
     assert json.loads(hold.snapshot) == {"account": None, "devices": [], "attachments": []}
     assert [h.hold_id for h in net.safety.holds.holds(legal)] == [hold.hold_id]
+
+
+def test_a_finished_referral_holds_the_account_once(world: Net) -> None:
+    net = world
+    user = net.register("referred")
+    net.upload(user, b"kept for the clearinghouse")
+    safety = net.safety
+    assert safety.referrals.on_referred == safety._hold_referred
+    until = safety.clock() + 365 * DAY_MS
+    safety._hold_referred(user.username, "case_x", until)
+    safety._hold_referred(user.username, "case_x", until)  # a retried hook: no second hold
+    (hold,) = safety.holds.active_for(user.username)
+    assert hold.kind is HoldKind.REFERRAL and hold.case_id == "case_x"
+    assert hold.placed_by == "system" and len(hold.attachment_ids()) == 1
+    assert hold.until_ms >= until - 60_000

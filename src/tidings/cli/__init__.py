@@ -7,6 +7,7 @@
 - `banks`: `admin bank ...` (hash banks);
 - `detection`: `admin detection ...` and `audit detection-list`;
 - `transparency`: `transparency` (the transparency report of a period);
+- `referrals`: `admin referral ...` (referrals to NCMEC, read-only);
 - `_common`: the --json/error contract and the decorators that open a profile.
 """
 
@@ -24,6 +25,7 @@ from tidings.cli.client import client_cli
 from tidings.cli.detection import audit_detection_list, detection_cli
 from tidings.cli.groups import group_cli
 from tidings.cli.operator import admin_cli, audit_cli
+from tidings.cli.referrals import referral_cli
 from tidings.cli.server import _first_admin as _first_admin
 from tidings.cli.server import server_cli
 from tidings.cli.transparency import transparency_cli
@@ -63,6 +65,7 @@ cli.add_typer(transparency_cli)
 cli.add_typer(audit_cli, name="audit")
 admin_cli.add_typer(bank_cli, name="bank")
 admin_cli.add_typer(detection_cli, name="detection")
+admin_cli.add_typer(referral_cli, name="referral")
 cli.add_typer(admin_cli, name="admin")
 
 

@@ -27,6 +27,7 @@ from tidings.safety.categories import DEFAULT_QUEUES, Queue
 from tidings.safety.evidence import EvidenceVault
 from tidings.safety.holds import HoldService
 from tidings.safety.inventory import RetentionSettings
+from tidings.safety.referrals import ReferralService
 from tidings.safety.staff import StaffAccount, StaffRepository, StaffService
 from tidings.safety.transparency import TransparencySources
 
@@ -50,7 +51,9 @@ class ConsoleContext:
     ``detection_matches`` the confirmed detection images of a case
     (`tidings.safety.detection.DetectionService.matches_for_case`); ``banks`` is the
     hash-bank service (None: the bank pages answer 404); ``transparency`` the repositories'
-    aggregates the transparency report counts from (None: that page answers 404).
+    aggregates the transparency report counts from (None: that page answers 404);
+    ``referrals`` the referral service (None: the referral pages answer 404); ``holds`` the
+    preservation-hold service (None: the holds page answers 404).
     """
 
     staff: StaffService
@@ -68,6 +71,7 @@ class ConsoleContext:
     retention: RetentionSettings | None = None
     transparency: TransparencySources | None = None
     holds: HoldService | None = None
+    referrals: ReferralService | None = None
 
     @classmethod
     def from_service(cls, service: object) -> ConsoleContext:
@@ -112,6 +116,7 @@ class ConsoleContext:
             else None
         )
         holds = attr("holds", required=False)
+        referrals = attr("referrals", required=False)
         return cls(
             staff=attr("staff"),  # type: ignore[arg-type]
             cases=attr("cases"),  # type: ignore[arg-type]
@@ -128,4 +133,5 @@ class ConsoleContext:
             retention=retention if isinstance(retention, RetentionSettings) else None,
             transparency=sources,
             holds=holds if isinstance(holds, HoldService) else None,
+            referrals=referrals if isinstance(referrals, ReferralService) else None,
         )

@@ -49,6 +49,11 @@ FLASH: Mapping[str, str] = {
     "hold_extended": "Hold extended.",
     "hold_released": "Hold released: normal retention applies again.",
     "end": "End of the queue.",
+    "referral_prepared": "Referral prepared: a second person (legal or a lead) approves it.",
+    "referral_approved": "Referral approved: legal may submit it.",
+    "referral_submitted": "Referral submitted to NCMEC and finished; the evidence is held.",
+    "referral_retracted": "Referral retracted.",
+    "referral_reopened": "Referral reopened: it may be submitted afresh.",
 }
 
 

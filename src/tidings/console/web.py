@@ -54,6 +54,7 @@ from .pages import (
     holds,
     inventory,
     preferences,
+    referrals,
     staff,
     transparency,
 )
@@ -118,6 +119,7 @@ PAGES: tuple[tuple[tuple[RouteSpec, ...], PageFactory], ...] = (
         lambda kit, context, state: transparency.TransparencyPages(kit, context),
     ),
     (holds.ROUTES, lambda kit, context, state: holds.HoldPages(kit, context)),
+    (referrals.ROUTES, lambda kit, context, state: referrals.ReferralPages(kit, context)),
 )
 """Each page group's route table and how its page object is built; a route's handler is the
 page object's method of the route's name."""

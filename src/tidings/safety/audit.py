@@ -131,6 +131,14 @@ class AuditAction(StrEnum):
     BANK_EXPORT = "bank.export"
     INVENTORY_VIEW = "inventory.view"
     TRANSPARENCY_VIEW = "transparency.view"
+    REFERRAL_PREPARE = "referral.prepare"
+    REFERRAL_APPROVE = "referral.approve"
+    REFERRAL_SUBMIT_STEP = "referral.submit_step"
+    REFERRAL_SUBMITTED = "referral.submitted"
+    REFERRAL_RETRACT = "referral.retract"
+    REFERRAL_REOPEN = "referral.reopen"
+    REFERRAL_VIEW = "referral.view"
+    REFERRAL_LIST = "referral.list"
 
 
 def _check_json(value: object, depth: int = 0) -> None:

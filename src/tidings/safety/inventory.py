@@ -232,6 +232,20 @@ def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
             retention="until the hold ends or legal releases it",
             process=LegalProcess.SUBPOENA,
         ),
+        DataCategory(
+            key="referrals",
+            title="Referrals to NCMEC",
+            description="The record of what was reported to NCMEC's CyberTipline about the "
+            "account: the case, the report sent (account name, device ids, incident time, the "
+            "files' names, MD5 and PDQ hashes and whether staff viewed them; never the files' "
+            "bytes, which stay in the evidence), who prepared and approved it, each submission "
+            "step and NCMEC's report id, and the preservation hold it placed.",
+            tables=("safety_referrals",),
+            fields=("safety_referrals.*",),
+            retention="kept as the record of the provider's report (no automatic deletion); "
+            "the evidence it names is held one year from the report (18 U.S.C. 2258A(h))",
+            process=LegalProcess.COURT_ORDER,
+        ),
     )
 
 

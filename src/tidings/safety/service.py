@@ -20,6 +20,7 @@ Attributes (`tidings.console.context.ConsoleContext.from_service` reads these):
   .bank_matcher (the clear-text hash-bank index: reports, detection confirmation)
   .staff_repo  .case_repo  .enforcement_repo  .report_repo  .evidence_repo  .audit_repo
   .detection_repo   .detection (the DetectionService, once the composition root set it)
+  .referrals (the ReferralService: prepare/approve/submit/retract/reopen)  .referral_repo
   .queues: Mapping[str, Queue]   .policies: Mapping[str, Policy]   .clock() -> ms
   .list_staff() -> list[StaffAccount]
 Users (behind POST /v1/reports, GET /v1/account/status, POST /v1/appeals):
@@ -93,6 +94,8 @@ from tidings.safety.evidence import (
     InMemoryEvidenceRepository,
 )
 from tidings.safety.holds import (
+    REFERRAL_HOLD_DAYS,
+    HoldKind,
     HoldRepository,
     HoldService,
     InMemoryHoldRepository,
@@ -101,6 +104,8 @@ from tidings.safety.holds import (
 )
 from tidings.safety.inventory import RetentionSettings
 from tidings.safety.passwords import StaffPasswordHasher
+from tidings.safety.referral_records import InMemoryReferralRepository, ReferralRepository
+from tidings.safety.referrals import ReferralPolicy, ReferralService
 from tidings.safety.reports import (
     AttachmentFetcher,
     FrankingKeyRing,
@@ -223,6 +228,7 @@ class SafetyRepositories:
     holds: HoldRepository = field(default_factory=InMemoryHoldRepository)
     subjects: SubjectRecords = field(default_factory=InMemorySubjectRecords)
     """The messaging records holds preserve (in memory: none, for tests of the rest)."""
+    referrals: ReferralRepository = field(default_factory=InMemoryReferralRepository)
 
     @classmethod
     def sql(
@@ -242,6 +248,7 @@ class SafetyRepositories:
             SqlEnforcementRepository,
             SqlEvidenceRepository,
             SqlHoldRepository,
+            SqlReferralRepository,
             SqlReportRepository,
             SqlStaffRepository,
             SqlSubjectRecords,
@@ -267,6 +274,7 @@ class SafetyRepositories:
             detection=SqlDetectionRepository(db),
             holds=SqlHoldRepository(db),
             subjects=SqlSubjectRecords(db),
+            referrals=SqlReferralRepository(db),
         )
 
 
@@ -332,6 +340,7 @@ class SafetyService:
         hasher: StaffPasswordHasher | None = None,
         router: Router | None = None,
         policies: Mapping[str, Policy] = DEFAULT_POLICIES,
+        referral_policy: ReferralPolicy | None = None,
     ) -> None:
         self.repos = repos
         self.clock = clock
@@ -382,9 +391,46 @@ class SafetyService:
             audit=self.audit,
             matcher=self.bank_matcher,
         )
+        self.referral_repo = repos.referrals
+        self.referrals = ReferralService(
+            repository=repos.referrals,
+            cases=repos.cases,
+            reports=repos.reports,
+            vault=self.vault,
+            audit=self.audit,
+            audit_repo=repos.audit,
+            queue_for=self.cases.queue_for_case,
+            is_staff=lambda actor: self.staff_repo.get_staff(actor) is not None,
+            detection=self.detection_repo,
+            policy=referral_policy,
+            clock=clock,
+        )
+        """Referrals to NCMEC: its ``config`` (`load_referral_config`) and ``reporter`` (the
+        provider's CyberTipline contact) are set by the composition root; until then preparing
+        and submitting are refused with `ReferralConfigError`. A finished referral puts the
+        account under a one-year preservation hold (`_hold_referred`)."""
+        self.referrals.on_referred = self._hold_referred
 
     def __repr__(self) -> str:
         return f"SafetyService(audit={type(self.audit_repo).__name__})"
+
+    def _hold_referred(self, account: str, case_id: str, until_ms: int) -> None:
+        """The account-level hold of a finished referral (18 U.S.C. 2258A(h): one year),
+        placed by the system. Called again after a failure, it places no second hold for the
+        same case."""
+        if any(
+            h.kind is HoldKind.REFERRAL and h.case_id == case_id
+            for h in self.holds.active_for(account)
+        ):
+            return
+        self.holds.place(
+            None,
+            account,
+            HoldKind.REFERRAL,
+            days=REFERRAL_HOLD_DAYS,
+            reference=f"CyberTipline referral of {case_id}",
+            case_id=case_id,
+        )
 
     @classmethod
     def open(

@@ -61,7 +61,8 @@ class Permission(StrEnum):
     VOID_REPORTER = "void_reporter"
     MANAGE_QUEUES = "manage_queues"
     EXPORT_EVIDENCE = "export_evidence"
-    MAKE_REFERRAL = "make_referral"
+    MAKE_REFERRAL = "make_referral"  # prepare, submit, retract, reopen a CyberTipline referral
+    APPROVE_REFERRAL = "approve_referral"  # see and approve referrals (the second person)
     VIEW_AUDIT = "view_audit"
     MANAGE_STAFF = "manage_staff"
     ROTATE_KEYS = "rotate_keys"
@@ -90,6 +91,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
     Role.LEAD: _REVIEWER
     | {
         Permission.CONFIRM_DECISION,
+        Permission.APPROVE_REFERRAL,
         Permission.ASSIGN_CASE,
         Permission.BREAK_LOCK,
         Permission.VOID_REPORTER,
@@ -106,6 +108,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             Permission.ADD_NOTE,
             Permission.EXPORT_EVIDENCE,
             Permission.MAKE_REFERRAL,
+            Permission.APPROVE_REFERRAL,
             Permission.VIEW_AUDIT,
             Permission.VIEW_BANKS,
             Permission.VIEW_INVENTORY,
