@@ -10,6 +10,7 @@ import itertools
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from tests.safety.test_detection import (
 from tidings.clock import DAY_MS
 from tidings.console.transparency import charts_of, render_report_html
 from tidings.errors import InvalidPeriodError
+from tidings.safety.audit import AuditAction
 from tidings.safety.case_model import CaseSource, DecisionKind
 from tidings.safety.categories import Category, QueueId
 from tidings.safety.sql import SafetyDatabase, SqlEnforcementRepository
@@ -274,11 +276,12 @@ def test_the_report_counts_each_record_in_its_period(world: World) -> None:
     assert breakdown(report, "appeals", "reversals")["warn"] == 1
     assert report.value("appeals", "reversals") == 1
     assert report.value("detection", "matches") == 0
-    for key in ("submitted", "retracted"):
+    for key in ("submitted", "retracted", "accounts_held"):
         figure = report.section("referrals").figure(key)
-        assert (figure.value, figure.status) == (0, FigureStatus.NOT_IMPLEMENTED)
-    lawful = report.section("lawful_requests").figures
-    assert {f.status for f in lawful} == {FigureStatus.NOT_IMPLEMENTED}
+        assert (figure.value, figure.status) == (0, FigureStatus.COUNTED)
+    lawful = {f.key: f.status for f in report.section("lawful_requests").figures}
+    assert lawful.pop("preservation") is FigureStatus.COUNTED
+    assert set(lawful.values()) == {FigureStatus.NOT_IMPLEMENTED}
 
     before = report_of(world, "2026H1")
     assert before.value("reports", "verified") == 1 and before.value("cases", "opened") == 1
@@ -448,3 +451,39 @@ def test_counts_are_not_capped(sql_db: SafetyDatabase | None) -> None:
         ("warn",): 230,
         ("ban",): 115,
     }
+
+
+def test_referrals_and_holds_are_counted_from_their_records(
+    world: World, safety_db: SafetyDatabase | None
+) -> None:
+    from tidings.safety.holds import (
+        HoldKind,
+        HoldService,
+        InMemoryHoldRepository,
+        InMemorySubjectRecords,
+    )
+    from tidings.safety.sql import SqlHoldRepository
+
+    holds_repo: Any = InMemoryHoldRepository() if safety_db is None else SqlHoldRepository(
+        safety_db
+    )
+    clock = {"now": parse_period("2026H2").start_ms + DAY_MS}
+    holds = HoldService(holds_repo, world.audit, InMemorySubjectRecords(),
+                        clock=lambda: clock["now"])
+    holds.place(None, "mallory", HoldKind.REFERRAL, days=365, reference="NCMEC 1")
+    holds.place(None, "eve", HoldKind.REFERRAL, days=365, reference="NCMEC 2")
+    clock["now"] = parse_period("2027H1").start_ms  # the next period
+    holds.place(None, "trent", HoldKind.PRESERVATION_REQUEST, days=90, reference="FBI 3")
+    for action in (AuditAction.REFERRAL_SUBMITTED, AuditAction.REFERRAL_SUBMITTED,
+                   AuditAction.REFERRAL_RETRACT):
+        world.audit.append(actor="staff_lou", action=action, target="referral:rf_x",
+                           now_ms=parse_period("2026H2").start_ms + 2 * DAY_MS)
+    sources = replace(sources_of(world), holds=holds_repo)
+    h2 = build_report(sources, parse_period("2026H2"), generated_ms=E)
+    assert h2.value("referrals", "submitted") == 2
+    assert h2.value("referrals", "retracted") == 1
+    assert h2.value("referrals", "accounts_held") == 2
+    assert h2.value("lawful_requests", "preservation") == 0
+    h1_next = build_report(sources, parse_period("2027H1"), generated_ms=E)
+    assert h1_next.value("lawful_requests", "preservation") == 1
+    assert h1_next.value("referrals", "accounts_held") == 0

@@ -146,6 +146,13 @@ class InMemoryHoldRepository:
     def all(self) -> list[PreservationHold]:
         return sorted(self.rows.values(), key=lambda h: h.placed_ms)
 
+    def count_placed(self, start_ms: int, end_ms: int) -> dict[tuple[str, ...], int]:
+        counts: dict[tuple[str, ...], int] = {}
+        for h in self.rows.values():
+            if start_ms <= h.placed_ms < end_ms:
+                counts[(h.kind.value,)] = counts.get((h.kind.value,), 0) + 1
+        return counts
+
 
 class InMemorySubjectRecords:
     """`SubjectRecords` over dicts (tests)."""

@@ -236,6 +236,12 @@ class DetectionCounts(Protocol):
         ...
 
 
+class HoldCounts(Protocol):
+    def count_placed(self, start_ms: int, end_ms: int) -> GroupCounts:
+        """Preservation holds placed in the period, keyed ``(kind,)``."""
+        ...
+
+
 class InMemoryReportCounts:
     """`ReportCounts` over an in-memory report repository's ``reports`` (its module, shared
     with the report intake, stays as it is; the SQL repository answers with a GROUP BY)."""
@@ -264,6 +270,7 @@ class TransparencySources:
     enforcements: EnforcementCounts
     audit: AuditCounts
     detection: DetectionCounts | None = None
+    holds: HoldCounts | None = None
 
     @classmethod
     def of(cls, service: Any) -> TransparencySources:
@@ -279,6 +286,7 @@ class TransparencySources:
             enforcements=repos.enforcements,
             audit=repos.audit,
             detection=getattr(service, "detection_repo", None),
+            holds=getattr(repos, "holds", None),
         )
 
 
@@ -422,6 +430,8 @@ _DECISION = ("source", "kind", "status")
 _AUDITED = (
     AuditAction.DETECTION_FALSE_CANDIDATE.value,
     AuditAction.DETECTION_WINDOW_OVER_BOUND.value,
+    AuditAction.REFERRAL_SUBMITTED.value,
+    AuditAction.REFERRAL_RETRACT.value,
 )
 
 
@@ -440,6 +450,7 @@ def build_report(
     revoked = sources.enforcements.count_revocations(start, end)
     audited = sources.audit.count_actions(start, end, _AUDITED)
     matched = sources.detection.count_matches(start, end) if sources.detection else {}
+    holds = sources.holds.count_placed(start, end) if sources.holds else {}
 
     final = DecisionStatus.FINAL.value
 
@@ -654,8 +665,26 @@ def build_report(
                     ),
                     breakdown_label="source",
                 ),
-                _not_implemented("submitted", "Referrals submitted", "CyberTipline reports"),
-                _not_implemented("retracted", "Referrals retracted", "CyberTipline retractions"),
+                Figure(
+                    "submitted",
+                    "Referrals submitted",
+                    audited.get((AuditAction.REFERRAL_SUBMITTED.value,), 0),
+                    "Reports finished at the CyberTipline in the period "
+                    "(referral.submitted in the audit log).",
+                ),
+                Figure(
+                    "retracted",
+                    "Referrals retracted",
+                    audited.get((AuditAction.REFERRAL_RETRACT.value,), 0),
+                    "Referrals retracted or withdrawn by legal (referral.retract).",
+                ),
+                Figure(
+                    "accounts_held",
+                    "Accounts put under a one-year hold by a referral",
+                    holds.get(("referral",), 0),
+                    "Preservation holds a finished referral placed (safety_holds.kind = "
+                    "referral, by placed_ms).",
+                ),
             ),
         ),
         Section(
@@ -672,7 +701,13 @@ def build_report(
                 _not_implemented(
                     "data_produced", "Requests where data was produced", "Requests answered"
                 ),
-                _not_implemented("preservation", "Preservation requests", "Preservation"),
+                Figure(
+                    "preservation",
+                    "Preservation requests",
+                    holds.get(("preservation_request",), 0),
+                    "Holds legal placed for a law-enforcement preservation request "
+                    "(safety_holds.kind = preservation_request, by placed_ms).",
+                ),
                 _not_implemented("emergency", "Emergency disclosure requests", "Emergencies"),
                 _not_implemented(
                     "non_disclosure_orders", "Non-disclosure orders", "Orders delaying notice"

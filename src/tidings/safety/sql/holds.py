@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, true, update
+from sqlalchemy import and_, select, true, update
 
 from tidings.safety.holds import PreservationHold
 from tidings.safety.sql.engine import RecordTable, SafetyDatabase
@@ -40,6 +40,11 @@ class SqlHoldRepository:
     def all(self) -> list[PreservationHold]:
         c = safety_holds.c
         return self._rows.where(true(), c.placed_ms, c.hold_id)
+
+    def count_placed(self, start_ms: int, end_ms: int) -> dict[tuple[str, ...], int]:
+        """Holds placed in ``[start_ms, end_ms)`` by kind: one GROUP BY (transparency)."""
+        c = safety_holds.c
+        return self._rows.count_by(and_(c.placed_ms >= start_ms, c.placed_ms < end_ms), c.kind)
 
 
 class SqlSubjectRecords:
