@@ -9,7 +9,12 @@ from dataclasses import replace
 from tests.console.conftest import Seeded, csrf_of, login, make_client
 from tests.console.test_console_http import actions
 from tidings.safety.audit import AuditAction
-from tidings.safety.holds import HoldService, InMemoryHoldRepository, InMemorySubjectRecords
+from tidings.safety.holds import (
+    HoldKind,
+    HoldService,
+    InMemoryHoldRepository,
+    InMemorySubjectRecords,
+)
 
 
 def _with_holds(s: Seeded) -> HoldService:
@@ -62,3 +67,21 @@ def test_bad_days_and_other_roles_are_refused(seeded: Seeded) -> None:
     with make_client(seeded) as client:
         login(client, seeded, "rita")
         assert client.get("/console/holds").status_code == 403
+
+
+def test_the_case_page_shows_the_accounts_hold(seeded: Seeded) -> None:
+    service = _with_holds(seeded)
+    case = seeded.world.case_repo.get_case(seeded.harassment_case)
+    assert case is not None
+    service.place(seeded.staff["lena"], case.subject, HoldKind.PRESERVATION_REQUEST, days=90,
+                  reference="Met Police 9")
+    with make_client(seeded) as client:
+        login(client, seeded, "lena")
+        page = client.get(f"/console/cases/{seeded.harassment_case}")
+    assert page.status_code == 200, page.text
+    assert 'id="preservation"' in page.text and "Met Police 9" in page.text
+    assert f'href="/console/holds?account={case.subject}"' in page.text
+    with make_client(seeded) as client:
+        login(client, seeded, "rita")  # a reviewer sees the hold, not the holds page link
+        page = client.get(f"/console/cases/{seeded.harassment_case}")
+    assert "Met Police 9" in page.text and "/console/holds?" not in page.text

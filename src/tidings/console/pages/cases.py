@@ -141,6 +141,14 @@ class CasePages:
                 (d for d in view.decisions if d.decision_id == case.pending_decision_id), None
             )
         history = self.ctx.enforcement_history(case.subject)
+        # Preservation and referral state, read without a separate audit entry: the case
+        # view itself is audited, and these rows hold no evidence.
+        holds = self.ctx.holds.active_for(case.subject) if self.ctx.holds is not None else []
+        referrals = (
+            self.ctx.referrals.repository.referrals_for_case(case_id)
+            if self.ctx.referrals is not None
+            else []
+        )
         return self.kit.render(
             c,
             "case.html",
@@ -155,6 +163,8 @@ class CasePages:
                 for a in self.ctx.case_repo.appeals_for_decision(d.decision_id)
             ],
             history=sorted(history, key=lambda e: -e.created_ms),
+            holds=holds,
+            referrals=referrals,
             pending=pending,
             decisions=sorted(view.decisions, key=lambda d: d.decided_ms),
             notes=sorted(view.notes, key=lambda n: n.created_ms),
