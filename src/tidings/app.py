@@ -280,12 +280,13 @@ def build_safety(
     evidence, audit-anchor and staff (TOTP sealing) keys from ``<data_dir>`` (created 0600 on
     first start; in cluster mode every node must share these files, like the franking key).
 
-    Referrals to NCMEC are configured from the environment (``TIDINGS_CYBERTIP_URL``,
-    ``..._USERNAME``, ``..._PASSWORD``, ``..._CONTACT_EMAIL``: `load_referrals`); with no
-    URL they stay off (preparing needs a contact, submitting a URL).
+    Referrals to NCMEC are configured from the file's ``[referrals]`` table and the
+    environment (``TIDINGS_CYBERTIP_URL``, ``..._USERNAME``, ``..._PASSWORD``,
+    ``..._CONTACT_EMAIL`` win: `load_referrals`); with no URL they stay off (preparing needs a
+    contact, submitting a URL).
 
     Raises:
-        ReferralConfigError: the referral settings in the environment are invalid."""
+        ReferralConfigError: the referral settings are invalid."""
     service = SafetyService.open(
         config.database_url or sqlite_url(config.data_dir),
         schema=config.database_schema,
@@ -298,7 +299,7 @@ def build_safety(
         on_enforcement=on_enforcement,
     )
     try:
-        service.referrals.config, service.referrals.reporter = load_referrals()
+        service.referrals.config, service.referrals.reporter = load_referrals(config.referrals)
     except BaseException:
         service.close()
         raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tests.safety.test_cybertip import make_referral
@@ -58,3 +59,28 @@ def test_list_and_show_are_read_only_and_audited(tmp_path: Path) -> None:
         safety.close()
     assert ("operator:cli", "referral.list") in entries
     assert entries.count(("operator:cli", "referral.view")) == 2
+
+
+def test_the_referrals_table_of_the_server_file_configures_referrals(tmp_path: Path) -> None:
+    from tidings.safety.referrals import load_referrals
+    from tidings.server.config import ConfigError
+
+    path = tmp_path / "tidings.toml"
+    path.write_text(
+        '[server]\nport = 9001\n\n[referrals]\nurl = "https://exttest.cybertip.org/ispws"\n'
+        'username = "esp"\npassword = "s3cret-pass"\n\n'
+        '[referrals.reporter]\nemail = "safety@tidings.example"\n'
+    )
+    config = ServerConfig.load(path, env={})
+    assert config.port == 9001 and "s3cret-pass" not in repr(config)
+    referral, reporter = load_referrals(config.referrals, env={})
+    assert referral is not None and referral.url == "https://exttest.cybertip.org/ispws"
+    assert reporter is not None
+    env = {"TIDINGS_CYBERTIP_URL": "https://report.cybertip.org/ispws"}
+    referral, _ = load_referrals(config.referrals, env=env)
+    assert referral is not None and referral.url == "https://report.cybertip.org/ispws"
+    path.write_text('referrals = "not a table"\n')
+    with pytest.raises(ConfigError):
+        ServerConfig.load(path, env={})
+    with pytest.raises(ConfigError):
+        ServerConfig.load(None, env={}).with_overrides(referrals={"url": "x"})

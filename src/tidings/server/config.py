@@ -115,6 +115,10 @@ class ServerConfig:
     instance credentials)."""
     s3_secret_access_key: str = field(default="", repr=False)
     """Never logged, in an error or in this object's ``repr``."""
+    referrals: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
+    """The file's ``[referrals]`` table, as `tidings.safety.referrals.load_referrals` reads it
+    (the CyberTipline URL and credentials, ``[referrals.reporter]``; the ``TIDINGS_CYBERTIP_*``
+    variables override it there). File only; never in a ``repr``: it may hold a password."""
 
     @classmethod
     def load(cls, path: Path | None = None, env: dict[str, str] | None = None) -> ServerConfig:
@@ -134,12 +138,16 @@ class ServerConfig:
             if not isinstance(storage, dict) or not set(storage) <= STORAGE_SETTINGS:
                 names = ", ".join(sorted(STORAGE_SETTINGS))
                 raise ConfigError(f"the [storage] table in {path} takes only: {names}")
+            referrals = section.pop("referrals", data.get("referrals", {}))
+            if not isinstance(referrals, dict):
+                raise ConfigError(f"[referrals] in {path} must be a table")
             config = config._merged({**section, **storage}, source=str(path))
+            config = replace(config, referrals=dict(referrals))
         environ = os.environ if env is None else env
         overrides = {
             f.name: environ[f"TIDINGS_{f.name.upper()}"]
             for f in fields(cls)
-            if f"TIDINGS_{f.name.upper()}" in environ
+            if f"TIDINGS_{f.name.upper()}" in environ and f.name not in TABLE_SETTINGS
         }
         return config._merged(overrides, source="environment")
 
@@ -151,7 +159,7 @@ class ServerConfig:
         known = {f.name: f for f in fields(self)}
         changes: dict[str, object] = {}
         for key, value in values.items():
-            if key not in known:
+            if key not in known or key in TABLE_SETTINGS:
                 raise ConfigError(f"unknown setting {key!r} in {source}")
             current = getattr(self, key)
             try:
@@ -196,6 +204,9 @@ MIN_DETECTION_THRESHOLD = 2
 
 MAX_SYNTHETIC_PPM = 1_000_000
 """Parts per million: every voucher synthetic (detection blind) at most."""
+
+TABLE_SETTINGS = frozenset({"referrals"})
+"""Settings that are a whole TOML table, read from the file only (`ServerConfig.load`)."""
 
 STORAGE_SETTINGS = frozenset(
     {"s3_bucket", "s3_endpoint", "s3_region", "s3_access_key_id", "s3_secret_access_key"}
