@@ -197,10 +197,16 @@ async def purge_round(state: ServerState, safety: SafetyService) -> None:
             state.metrics.purged.labels(kind="held_attachments").inc(len(ids))
             await asyncio.to_thread(safety.holds.mark_cleared, hold.hold_id)
 
+    async def detection_windows() -> None:
+        if safety.detection is not None:
+            purged = await asyncio.to_thread(safety.detection.purge_idle_windows)
+            state.metrics.purged.labels(kind="detection_records").inc(purged)
+
     tasks: dict[str, Callable[[], Awaitable[None]]] = {
         "messaging": messaging,
         "evidence": evidence,
         "holds": holds,
+        "detection_windows": detection_windows,
         "orphan_uploads": lambda: remove_orphan_uploads(state),
     }
     for task, run in tasks.items():

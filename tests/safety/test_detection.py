@@ -607,3 +607,35 @@ def test_detection_keys_are_created_private_stable_and_checked(tmp_path: Path) -
     signing.write_bytes(b"short")
     with pytest.raises(InvalidKeyError):
         DetectionKeys.load(tmp_path / "fresh.key", signing)
+
+
+def test_idle_unrecovered_windows_are_deleted_and_recovered_ones_kept(env: Env) -> None:
+    from tidings.clock import DAY_MS
+    from tidings.safety.detection import WINDOW_RETENTION_DAYS
+
+    below = env.device("below")  # t - 1 matches: opened, never recovered
+    for name in LISTED[: THRESHOLD - 1]:
+        below.send(edited(name))
+    found = env.device("found")  # t matches: recovered, a case, kept with the case
+    for name in LISTED[:THRESHOLD]:
+        found.send(edited(name))
+    env.detection.run_round()
+    repo = env.detection.repository
+    assert repo.opened_count() == 2 * THRESHOLD - 1 and len(_cases(env)) == 1
+
+    env.clock.now += (WINDOW_RETENTION_DAYS - 1) * DAY_MS
+    assert env.detection.purge_idle_windows() == 0  # not idle long enough yet
+    late = env.device("late")  # a window still in use keeps its old records
+    late.send(edited(LISTED[0]))
+    env.detection.run_round()
+    env.clock.now += 2 * DAY_MS
+    late.send(edited(LISTED[1]))
+    env.detection.run_round()
+
+    actions = env.audit_actions()
+    assert env.detection.purge_idle_windows() == THRESHOLD - 1
+    assert repo.opened_for_window(_window(below)) == []
+    assert len(repo.opened_for_window(_window(found))) == THRESHOLD
+    assert len(repo.opened_for_window(_window(late))) == 2
+    assert env.audit_actions()[len(actions):] == ["detection.windows_purged"]
+    assert env.detection.purge_idle_windows() == 0

@@ -99,6 +99,7 @@ class AuditAction(StrEnum):
     DETECTION_MATCH = "detection.match"
     DETECTION_FALSE_CANDIDATE = "detection.false_candidate"
     DETECTION_WINDOW_OVER_BOUND = "detection.window_over_bound"
+    DETECTION_WINDOWS_PURGED = "detection.windows_purged"
     EVIDENCE_VIEW = "evidence.view"
     EVIDENCE_EXPORT = "evidence.export"
     EVIDENCE_REENCRYPT = "evidence.reencrypt"

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from tidings.clock import now_ms
+from tidings.clock import DAY_MS, now_ms
 from tidings.crypto import attachment
 from tidings.crypto.primitives import ed25519_public, ed25519_sign
 from tidings.crypto.psi import (
@@ -93,6 +93,7 @@ __all__ = [
     "PROCESS_BATCH",
     "SYNTHETIC_BOUND_FACTOR",
     "WINDOW_ID_LEN",
+    "WINDOW_RETENTION_DAYS",
     "DetectionKeys",
     "DetectionService",
     "DeviceListSource",
@@ -116,6 +117,10 @@ SYNTHETIC_BOUND_FACTOR = 2
 """A window with more than 2·(t + D) opened vouchers and nothing recovered is not evaluated
 again (docs/detection.md "Server cost": an honest window with fewer than t real shares passes
 that with probability below 1e-28 at the defaults)."""
+WINDOW_RETENTION_DAYS = 180
+"""A window that was never recovered and got no opened voucher for this long is deleted
+(`purge_idle_windows`): its matches, if any, are forgotten rather than kept for a lifetime of
+innocent use. Detection then counts only matches less than this far apart in time."""
 DETECTION_IMAGE_KIND = "detection_image"
 """The evidence kind of a matched image (its ``report_id`` is the match id)."""
 _LISTS_CACHED = 4
@@ -466,6 +471,7 @@ class DetectionService:
                     window_id=pending.window_id,
                     share=opened.share.to_bytes(),
                     inner_ct=opened.inner_ct,
+                    opened_day=self.clock() // DAY_MS,
                 )
             if self.repository.finish_pending(pending.voucher_id, opened_record):
                 done += 1
@@ -621,6 +627,22 @@ class DetectionService:
     def _settle(self, record: OpenedRecord, outcome: Outcome) -> Outcome:
         self.repository.set_outcome(record.opened_id, outcome)
         return outcome
+
+    def purge_idle_windows(self) -> int:
+        """Delete the opened records of windows never recovered and idle for
+        `WINDOW_RETENTION_DAYS`; audited (one "system" entry with the count) when any went.
+        Returns how many records went."""
+        now = self.clock()
+        gone = self.repository.delete_idle_windows(now // DAY_MS - WINDOW_RETENTION_DAYS)
+        if gone:
+            self.audit.append(
+                actor="system",
+                action=AuditAction.DETECTION_WINDOWS_PURGED,
+                target="detection:windows",
+                now_ms=now,
+                details={"records": gone, "idle_days": WINDOW_RETENTION_DAYS},
+            )
+        return gone
 
     # --- reading ------------------------------------------------------------------------------
 

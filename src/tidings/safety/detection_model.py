@@ -104,6 +104,9 @@ class OpenedRecord:
     inner_ct: bytes = field(repr=False)
     evaluated: bool = False
     outcome: Outcome | None = None
+    opened_day: int = 0
+    """The UTC day (days since the epoch) the voucher was opened: the only time kept, so that
+    a window nobody added to for `WINDOW_RETENTION_DAYS` can be deleted."""
 
     @property
     def window(self) -> WindowKey:
@@ -183,6 +186,12 @@ class DetectionRepository(Protocol):
     def matches_for_case(self, case_id: str) -> list[DetectionMatch]: ...
 
     def opened_count(self) -> int: ...
+
+    def delete_idle_windows(self, before_day: int) -> int:
+        """Delete the opened records of every window that was never recovered (no record has
+        an outcome) and whose newest record was opened before ``before_day``; returns how many
+        records went."""
+        ...
 
 
 class InMemoryDetectionRepository:
@@ -280,3 +289,19 @@ class InMemoryDetectionRepository:
 
     def opened_count(self) -> int:
         return len(self.opened)
+
+    def delete_idle_windows(self, before_day: int) -> int:
+        with self._lock:
+            windows: dict[WindowKey, list[OpenedRecord]] = {}
+            for record in self.opened.values():
+                windows.setdefault(record.window, []).append(record)
+            gone = [
+                r.opened_id
+                for records in windows.values()
+                if all(r.outcome is None for r in records)
+                and max(r.opened_day for r in records) < before_day
+                for r in records
+            ]
+            for opened_id in gone:
+                del self.opened[opened_id]
+            return len(gone)

@@ -1,12 +1,13 @@
-"""The detection tables (SQLAlchemy Core) on the shared `metadata`, migration ``0008``
+"""The detection tables (SQLAlchemy Core) on the shared `metadata`, migrations ``0008`` and ``0013``
 (`tidings.safety.detection`; records in `tidings.safety.detection_model`).
 
 What is stored (the data inventory of detection): the published lists (version, digest,
 signature, counts; the list bytes are in the attachment store), vouchers accepted and not yet
 processed (raw bytes, deleted once processed), opened vouchers (a threshold share and an inner
-ciphertext the server cannot decrypt below the threshold, per account, device and window), and
-confirmed matches (which case, which sealed evidence record, bank entries, distances). Nothing
-here records a voucher that did not open, nor when any voucher arrived.
+ciphertext the server cannot decrypt below the threshold, per account, device and window, with
+the UTC day it opened, for the retention of idle windows), and confirmed matches (which case,
+which sealed evidence record, bank entries, distances). Nothing here records a voucher that did
+not open, nor when any voucher arrived.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ safety_detection_opened = Table(
     Column("inner_ct", LargeBinary, nullable=False),
     Column("evaluated", Boolean, nullable=False),
     Column("outcome", String(16), nullable=True),
+    Column("opened_day", Integer, nullable=False, default=0),
     Index("ix_safety_detection_opened_window", "account", "device_id", "window_id"),
     Index("ix_safety_detection_opened_evaluated", "evaluated"),
 )

@@ -191,3 +191,25 @@ class SqlDetectionRepository:
         with self._db.read() as c:
             query = select(func.count()).select_from(safety_detection_opened)
             return int(c.execute(query).scalar_one())
+
+    def delete_idle_windows(self, before_day: int) -> int:
+        o = safety_detection_opened.c
+        idle = (
+            select(o.account, o.device_id, o.window_id)
+            .group_by(o.account, o.device_id, o.window_id)
+            .having(and_(func.max(o.opened_day) < before_day, func.count(o.outcome) == 0))
+        )
+        with self._db.write() as c:
+            windows = c.execute(idle).all()
+            gone = 0
+            for w in windows:
+                gone += c.execute(
+                    delete(safety_detection_opened).where(
+                        o.account == w.account,
+                        o.device_id == w.device_id,
+                        o.window_id == w.window_id,
+                        o.outcome.is_(None),
+                        o.opened_day < before_day,  # not one that arrived meanwhile
+                    )
+                ).rowcount
+        return gone
