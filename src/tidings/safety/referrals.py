@@ -591,8 +591,15 @@ class ReferralService(AuditsOneKind):
         now = self._clock()
         until = now + REFERRAL_HOLD_MS
         referral = record.referral()
+        # The case's whole evidence, not only the files reported: the reported messages and
+        # their context are what a later warrant for this report will ask for.
+        held = {f.file_key for f in referral.files}
+        for report in self._reports.reports_for_case(record.case_id):
+            held.update(e.evidence_id for e in self._vault.repository.evidence_for_report(
+                report.report_id
+            ))
         self._vault.place_hold(
-            [f.file_key for f in referral.files],
+            sorted(held),
             until_ms=until,
             actor=principal.staff_id,
             reason=f"CyberTipline report {record.report_id}: 18 U.S.C. 2258A(h), one year",
