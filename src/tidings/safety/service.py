@@ -21,6 +21,7 @@ Attributes (`tidings.console.context.ConsoleContext.from_service` reads these):
   .staff_repo  .case_repo  .enforcement_repo  .report_repo  .evidence_repo  .audit_repo
   .detection_repo   .detection (the DetectionService, once the composition root set it)
   .referrals (the ReferralService: prepare/approve/submit/retract/reopen)  .referral_repo
+  .lawful (the LawfulRequestService: receive/verify/review/scope/produce/deliver/close)
   .queues: Mapping[str, Queue]   .policies: Mapping[str, Policy]   .clock() -> ms
   .list_staff() -> list[StaffAccount]
 Users (behind POST /v1/reports, GET /v1/account/status, POST /v1/appeals):
@@ -102,7 +103,9 @@ from tidings.safety.holds import (
     InMemorySubjectRecords,
     SubjectRecords,
 )
-from tidings.safety.inventory import RetentionSettings
+from tidings.safety.inventory import RetentionSettings, inventory
+from tidings.safety.lawful import LawfulRequestService
+from tidings.safety.lawful_model import InMemoryLawfulRequestRepository, LawfulRequestRepository
 from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.referral_records import InMemoryReferralRepository, ReferralRepository
 from tidings.safety.referrals import ReferralPolicy, ReferralService
@@ -229,6 +232,7 @@ class SafetyRepositories:
     subjects: SubjectRecords = field(default_factory=InMemorySubjectRecords)
     """The messaging records holds preserve (in memory: none, for tests of the rest)."""
     referrals: ReferralRepository = field(default_factory=InMemoryReferralRepository)
+    lawful: LawfulRequestRepository = field(default_factory=InMemoryLawfulRequestRepository)
 
     @classmethod
     def sql(
@@ -248,6 +252,7 @@ class SafetyRepositories:
             SqlEnforcementRepository,
             SqlEvidenceRepository,
             SqlHoldRepository,
+            SqlLawfulRequestRepository,
             SqlReferralRepository,
             SqlReportRepository,
             SqlStaffRepository,
@@ -275,6 +280,7 @@ class SafetyRepositories:
             holds=SqlHoldRepository(db),
             subjects=SqlSubjectRecords(db),
             referrals=SqlReferralRepository(db),
+            lawful=SqlLawfulRequestRepository(db),
         )
 
 
@@ -410,6 +416,18 @@ class SafetyService:
         and submitting are refused with `ReferralConfigError`. A finished referral puts the
         account under a one-year preservation hold (`_hold_referred`)."""
         self.referrals.on_referred = self._hold_referred
+        self.lawful = LawfulRequestService(
+            repository=repos.lawful,
+            audit=self.audit,
+            holds=self.holds,
+            subjects=repos.subjects,
+            enforcements=self.enforcement_repo,
+            categories=lambda: inventory(self.retention),
+            clock=clock,
+        )
+        """Lawful requests: its ``allowed_domains`` and ``signing_key`` are set by the
+        composition root (`tidings.app.build_safety`); until a key is set producing is refused
+        with `LawfulConfigError`."""
 
     def __repr__(self) -> str:
         return f"SafetyService(audit={type(self.audit_repo).__name__})"
