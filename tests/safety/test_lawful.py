@@ -386,3 +386,66 @@ def test_admin_lawful_list_and_show_are_read_only_and_audited(tmp_path: Path) ->
         safety.close()
     assert entries.count(("operator:cli", AuditAction.LAWFUL_LIST.value)) == 2
     assert ("operator:cli", AuditAction.LAWFUL_VIEW.value) in entries
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app_config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    import secrets
+
+    from tests.support.app import make_config
+    from tests.support.services import PG_URL, pg_admin, require_service
+
+    if request.param == "sqlite":
+        yield make_config(tmp_path / "data")
+        return
+    schema = f"tidings_lawful_{secrets.token_hex(4)}"
+    error = pg_admin(f'CREATE SCHEMA "{schema}"')
+    require_service("PostgreSQL", not error, f"{PG_URL} ({error})")
+    yield make_config(tmp_path / "data", database_url=PG_URL, database_schema=schema)
+    pg_admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_a_production_through_the_real_app_reads_the_messaging_records(
+    app_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through `create_app` (the composition root's signing key and allow-list, the SQL
+    subject records): a court order's package holds the account's real device and attachment
+    records, and no credential hash."""
+    from fastapi.testclient import TestClient
+
+    from tests.support.app import Net
+    from tidings.app import create_app
+
+    monkeypatch.setenv("TIDINGS_LAWFUL_DOMAINS", "Police.Example")
+    with TestClient(create_app(app_config), raise_server_exceptions=True) as client:
+        net = Net(client, app_config)
+        user = net.register("target")
+        kept = net.upload(user, b"an encrypted attachment")
+        safety = net.safety
+        legal = safety.staff.principal_for(active_staff(safety, "lena", {Role.LEGAL}).staff_id)
+        intake = safety.lawful.receive(
+            legal, agency="Police", officer_name="P. Officer",
+            officer_email="p@police.example", country="DE", case_number="K-1",
+            legal_basis="court order of the Amtsgericht", kind="court_order",
+            account=user.username, scope=["subscriber", "devices", "public_keys", "attachments"],
+            due_ms=safety.clock() + DAY_MS,
+        )
+        rid = intake.request.request_id
+        assert intake.request.domain_allowed
+        safety.lawful.verify(rid, intake.token)
+        safety.lawful.review(legal, rid)
+        safety.lawful.scope(legal, rid)
+        _, package = safety.lawful.produce(legal, rid)
+        directory = tmp_path / "package"
+        write_package(package, directory)
+        key_file = app_config.data_dir / "lawful_signing.key"
+        manifest = verify_package(directory, public_key=ed25519_public(key_file.read_bytes()))
+        assert manifest["request_id"] == rid
+        production = json.loads((directory / "production.json").read_text())
+        by_key = {c["key"]: c["records"] for c in production["categories"]}
+        assert by_key["subscriber"] == [{"table": "accounts", "username": user.username,
+                                         "created_at_ms": by_key["subscriber"][0]["created_at_ms"]}]
+        assert [d["device_id"] for d in by_key["devices"]] == [1]
+        assert by_key["public_keys"][0]["identity_key"]
+        assert [a["id"] for a in by_key["attachments"]] == [kept.id]
+        assert "credential" not in (directory / "production.json").read_text()
