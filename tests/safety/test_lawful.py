@@ -306,9 +306,14 @@ def test_a_non_disclosure_order_delays_the_notice_until_it_ends(world: World) ->
         lawful.record_ndo(legal, rid, until_ms=ends + DAY_MS, reference="late")
     assert lawful.due_notices() == []
     assert lawful.due_notices(ends - 1) == []
+    assert "lawful_notices" not in world.safety.account_status("alice").to_json()
     world.clock.now = ends
     (notice,) = lawful.due_notices()
     assert notice.due_ms == ends and notice.account == "alice"
+    (shown,) = world.safety.account_status("alice").to_json()["lawful_notices"]
+    assert (shown["request_id"], shown["kind"], shown["country"], shown["categories"]) == (
+        rid, "subpoena", "US", ["subscriber", "devices"])
+    assert world.safety.account_status("bob").to_json() == {"status": "active"}
 
 
 def test_a_tampered_package_fails_the_audit(world: World, tmp_path: Path) -> None:
@@ -449,3 +454,9 @@ def test_a_production_through_the_real_app_reads_the_messaging_records(
         assert by_key["public_keys"][0]["identity_key"]
         assert [a["id"] for a in by_key["attachments"]] == [kept.id]
         assert "credential" not in (directory / "production.json").read_text()
+        status = client.get("/v1/account/status", headers=user.auth).json()
+        assert "lawful_notices" not in status  # not delivered yet
+        safety.lawful.deliver(legal, rid)
+        status = client.get("/v1/account/status", headers=user.auth).json()
+        (notice,) = status["lawful_notices"]
+        assert (notice["request_id"], notice["agency"]) == (rid, "Police")

@@ -102,16 +102,27 @@ class Intake:
 
 @dataclass(frozen=True, slots=True)
 class UserNotice:
-    """A notice the account's user must be shown: data was produced for a lawful request."""
+    """A notice the account's user must be shown: data was produced for a lawful request
+    (what the user is told: who asked, from where, under what type, which categories)."""
 
     request_id: str
     account: str
     due_ms: int
     kind: RequestType
+    agency: str = ""
+    country: str = ""
+    categories: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, request: LawfulRequest) -> UserNotice:
+        return cls(request.request_id, request.account, request.notice_due_ms or 0,
+                   request.kind, request.agency, request.country,
+                   tuple(request.scope_keys()))
 
     def to_json(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "account": self.account, "due_ms": self.due_ms,
-                "kind": self.kind.value}
+                "kind": self.kind.value, "agency": self.agency, "country": self.country,
+                "categories": list(self.categories)}
 
 
 def load_allowed_domains(environ: dict[str, str] | None = None) -> frozenset[str]:
@@ -509,8 +520,14 @@ class LawfulRequestService:
     def due_notices(self, now: int | None = None) -> list[UserNotice]:
         """The user notices due at ``now`` (default: the clock), oldest first."""
         at = self.clock() if now is None else now
-        return [UserNotice(r.request_id, r.account, r.notice_due_ms or 0, r.kind)
-                for r in self.repository.notices_due(at)]
+        return [UserNotice.of(r) for r in self.repository.notices_due(at)]
+
+    def notices_for(self, account: str) -> list[UserNotice]:
+        """``account``'s due notices (for ``GET /v1/account/status``; not audited: the user's
+        own)."""
+        now = self.clock()
+        return [UserNotice.of(r) for r in self.repository.for_account(account)
+                if r.notice_due_ms is not None and r.notice_due_ms <= now]
 
     def list_as(self, actor_id: str) -> list[LawfulRequest]:
         """Every request, oldest first; audited under ``actor_id`` (the CLI's operator)."""

@@ -209,6 +209,10 @@ class LawfulRequestRepository(Protocol):
         """Requests whose ``notice_due_ms`` is at or before ``now_ms``, oldest first."""
         ...
 
+    def for_account(self, account: str) -> list[LawfulRequest]:
+        """The requests about ``account``, oldest received first."""
+        ...
+
 
 class InMemoryLawfulRequestRepository:
     def __init__(self) -> None:
@@ -236,3 +240,6 @@ class InMemoryLawfulRequestRepository:
 
     def notices_due(self, now_ms: int) -> list[LawfulRequest]:
         return [r for r in self.all() if r.notice_due_ms is not None and r.notice_due_ms <= now_ms]
+
+    def for_account(self, account: str) -> list[LawfulRequest]:
+        return [r for r in self.all() if r.account == account]

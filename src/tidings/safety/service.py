@@ -55,7 +55,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from tidings.clock import DAY_MS, now_ms
@@ -191,6 +191,9 @@ class AccountStatus:
     reason: str | None = None
     decision_id: str | None = None
     appeal: AppealState | None = None
+    lawful_notices: tuple[dict[str, Any], ...] = ()
+    """Due notices that data of the account was produced for a lawful request
+    (`LawfulRequestService.notices_for`); the key is left out when there are none."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status}
@@ -200,6 +203,8 @@ class AccountStatus:
                 out[key] = value
         if self.appeal is not None:
             out["appeal"] = self.appeal.to_json()
+        if self.lawful_notices:
+            out["lawful_notices"] = list(self.lawful_notices)
         return out
 
 
@@ -507,7 +512,13 @@ class SafetyService:
     def account_status(self, username: str) -> AccountStatus:
         """The account's most severe active enforcement (a warning shows for 30 days), the
         decision and policy behind it, and the state of its appeal. With nothing active but an
-        appeal decided in the last 30 days (e.g. overturned), that appeal is shown."""
+        appeal decided in the last 30 days (e.g. overturned), that appeal is shown. Due lawful
+        request notices are added (a non-disclosure order keeps one back until it ends)."""
+        status = self._enforcement_status(username)
+        notices = tuple(n.to_json() for n in self.lawful.notices_for(username))
+        return replace(status, lawful_notices=notices) if notices else status
+
+    def _enforcement_status(self, username: str) -> AccountStatus:
         now = self.clock()
         active = [
             e

@@ -41,3 +41,7 @@ class SqlLawfulRequestRepository:
             c.notice_due_ms.is_not(None) & (c.notice_due_ms <= now_ms), c.notice_due_ms,
             c.request_id,
         )
+
+    def for_account(self, account: str) -> list[LawfulRequest]:
+        c = safety_lawful_requests.c
+        return self._rows.where(c.account == account, c.received_ms, c.request_id)
