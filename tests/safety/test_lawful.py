@@ -460,3 +460,22 @@ def test_a_production_through_the_real_app_reads_the_messaging_records(
         status = client.get("/v1/account/status", headers=user.auth).json()
         (notice,) = status["lawful_notices"]
         assert (notice["request_id"], notice["agency"]) == (rid, "Police")
+
+
+def test_a_token_expires_and_the_html_escapes_what_the_requester_typed(
+    world: World, tmp_path: Path
+) -> None:
+    lawful, legal = world.safety.lawful, world.legal
+    late = world.receive()
+    world.clock.now += 7 * DAY_MS
+    with pytest.raises(LawfulVerificationError):
+        lawful.verify(late.request.request_id, late.token)
+    assert lawful.repository.get(late.request.request_id) == late.request
+    intake = world.receive(agency="<script>alert(1)</script> Unit")
+    rid = intake.request.request_id
+    lawful.verify(rid, intake.token)
+    lawful.review(legal, rid)
+    lawful.scope(legal, rid, categories=["subscriber"])
+    _, package = lawful.produce(legal, rid)
+    page = package.files["production.html"].decode()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; Unit" in page
