@@ -216,9 +216,12 @@ def test_refusals_are_typed_and_change_nothing(world: World) -> None:
                                     officer_email="a@fbi.gov", country="US", case_number="1",
                                     legal_basis="x", kind="subpoena", account="alice",
                                     scope=["subscriber"], due_ms=world.clock.now + DAY_MS)
-    for bad in ({"country": "USA"}, {"officer_email": "nobody"}, {"scope": []},
-                {"scope": ["Subscriber; DROP"]}, {"due_ms": T0 - 1}, {"kind": "letter"},
-                {"agency": " "}):
+    bads: list[dict[str, Any]] = [
+        {"country": "USA"}, {"officer_email": "nobody"}, {"scope": []},
+        {"scope": ["Subscriber; DROP"]}, {"due_ms": T0 - 1}, {"kind": "letter"},
+        {"agency": " "},
+    ]
+    for bad in bads:
         with pytest.raises(InvalidLawfulRequestError):
             world.receive(**bad)
     assert lawful.repository.all() == []
