@@ -449,6 +449,10 @@ def test_a_production_through_the_real_app_reads_the_messaging_records(
         key_file = app_config.data_dir / "lawful_signing.key"
         manifest = verify_package(directory, public_key=ed25519_public(key_file.read_bytes()))
         assert manifest["request_id"] == rid
+        printed = CliRunner().invoke(cli, ["admin", "lawful", "public-key", "--data-dir",
+                                           str(app_config.data_dir)])
+        assert printed.exit_code == 0, printed.output
+        assert printed.stdout.strip() == manifest["public_key"]
         production = json.loads((directory / "production.json").read_text())
         by_key = {c["key"]: c["records"] for c in production["categories"]}
         assert by_key["subscriber"] == [{"table": "accounts", "username": user.username,

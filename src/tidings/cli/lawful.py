@@ -103,6 +103,32 @@ def lawful_show(
     emit(as_json, r, "\n".join(lines))
 
 
+@lawful_cli.command("public-key")
+def lawful_public_key(
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The public key production packages are signed with (base64url), to give requesters for
+    `tidings audit package --public-key` (the signing key file is created if missing)."""
+    from tidings.crypto.primitives import ed25519_public
+    from tidings.safety.keyfile import load_lawful_signing_key
+    from tidings.storage.files import LAWFUL_SIGNING_KEY_FILE
+    from tidings.wire.base64url import b64e
+
+    try:
+        cfg = server_config(config, data_dir, None)
+        seed = load_lawful_signing_key(cfg.data_dir / LAWFUL_SIGNING_KEY_FILE)
+        public = b64e(ed25519_public(seed))
+    except TidingsError as exc:
+        fail(exc, as_json)
+        return
+    except OSError as exc:
+        fail(UsageError(f"cannot read the signing key ({type(exc).__name__})"), as_json)
+        return
+    emit(as_json, {"public_key": public}, public)
+
+
 def audit_package(
     package: Annotated[Path, typer.Argument(help="The package directory.")],
     public_key: Annotated[
