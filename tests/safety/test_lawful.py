@@ -261,6 +261,9 @@ def test_an_unlisted_domain_needs_legal_to_accept_it(world: World) -> None:
     verified = lawful.verify(intake.request.request_id, intake.token, actor=world.legal,
                              accept_unlisted_domain=True)
     assert verified.state is RequestState.VERIFIED
+    entry = _audit(world)[-1]
+    details = json.loads(entry.details) if isinstance(entry.details, str) else entry.details
+    assert entry.actor == world.legal.staff_id and details["unlisted_domain_accepted"] is True
 
 
 def test_an_emergency_disclosure_needs_a_justification(world: World) -> None:

@@ -336,7 +336,8 @@ class LawfulRequestService:
             )
         who = actor.staff_id if actor is not None else f"requester:{request.officer_email}"
         return self._apply(who, request, RequestAction.VERIFY,
-                           {"domain_allowed": request.domain_allowed},
+                           {"domain_allowed": request.domain_allowed,
+                            "unlisted_domain_accepted": not request.domain_allowed},
                            token_hash=None, token_expires_ms=None, verified_ms=now)
 
     # --- legal review ---------------------------------------------------------------------
