@@ -35,7 +35,13 @@ from tidings.safety.detection import (
 )
 from tidings.safety.detection_http import build_detection_router
 from tidings.safety.inventory import RetentionSettings
-from tidings.safety.keyfile import load_anchor_key, load_evidence_keys, load_staff_key
+from tidings.safety.keyfile import (
+    load_anchor_key,
+    load_evidence_keys,
+    load_lawful_signing_key,
+    load_staff_key,
+)
+from tidings.safety.lawful import load_allowed_domains
 from tidings.safety.referrals import load_referrals
 from tidings.safety.reports import FrankingKey, FrankingKeyRing
 from tidings.safety.service import SafetyService
@@ -64,6 +70,7 @@ from tidings.storage.files import (
     DETECTION_KEY_FILE,
     DETECTION_SIGNING_KEY_FILE,
     EVIDENCE_KEYS_FILE,
+    LAWFUL_SIGNING_KEY_FILE,
     STAFF_KEY_FILE,
     ensure_private_dir,
     tighten_tree,
@@ -289,7 +296,9 @@ def build_safety(
     Referrals to NCMEC are configured from the file's ``[referrals]`` table and the
     environment (``TIDINGS_CYBERTIP_URL``, ``..._USERNAME``, ``..._PASSWORD``,
     ``..._CONTACT_EMAIL`` win: `load_referrals`); with no URL they stay off (preparing needs a
-    contact, submitting a URL).
+    contact, submitting a URL). Lawful-request packages
+    are signed with ``<data_dir>/lawful_signing.key``; requesters' official e-mail domains
+    come from ``TIDINGS_LAWFUL_DOMAINS`` (comma-separated, `load_allowed_domains`).
 
     Raises:
         ReferralConfigError: the referral settings are invalid."""
@@ -306,6 +315,11 @@ def build_safety(
     )
     try:
         service.referrals.config, service.referrals.reporter = load_referrals(config.referrals)
+        service.retention = RetentionSettings.from_config(config)
+        service.lawful.signing_key = load_lawful_signing_key(
+            config.data_dir / LAWFUL_SIGNING_KEY_FILE
+        )
+        service.lawful.allowed_domains = load_allowed_domains()
     except BaseException:
         service.close()
         raise
@@ -530,7 +544,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     openapi.install(app)
     # The staff console over the same service (sign-in: password + TOTP; `tidings server`
     # prints the first admin's credentials on an empty data directory).
-    safety.retention = RetentionSettings.from_config(config)
     app.mount("/console", build_console(safety, clock=state.clock))
 
     @app.exception_handler(TidingsError)

@@ -578,6 +578,47 @@ class DetectionThresholdMismatchError(SafetyError):
     code = "detection_threshold_mismatch"
 
 
+# --- lawful requests (tidings.safety.lawful) --------------------------------------------------
+
+
+class LawfulRequestError(SafetyError):
+    """A lawful request (a law-enforcement request for user data) was refused."""
+
+    code = "lawful_request_error"
+
+
+class InvalidLawfulRequestError(LawfulRequestError):
+    """A lawful request's field is missing or out of range, or a scope names nothing the
+    request may have (no category in the inventory its legal process reaches)."""
+
+    code = "invalid_lawful_request"
+
+
+class LawfulRequestStateError(LawfulRequestError):
+    """The action is not allowed in the request's current state (the transition table)."""
+
+    code = "invalid_lawful_request_state"
+
+
+class LawfulVerificationError(LawfulRequestError):
+    """The requester's one-time verification token is wrong, used or expired."""
+
+    code = "lawful_verification_failed"
+
+
+class LawfulConfigError(LawfulRequestError):
+    """Lawful-request production is not configured (no package signing key)."""
+
+    code = "invalid_lawful_config"
+
+
+class PackageVerificationError(LawfulRequestError):
+    """A production package does not verify: a file, the manifest or its signature differs
+    from what was signed, or the package is malformed."""
+
+    code = "package_verification_failed"
+
+
 # --- referrals to NCMEC's CyberTipline (tidings.safety.cybertip_*) ---------------------------
 
 
@@ -702,6 +743,9 @@ HTTP_STATUS: Mapping[type[TidingsError], int] = MappingProxyType(
         StorageUnavailableError: 503,
         ReferralConfigError: 503,
         ReferralStateError: 409,
+        LawfulRequestStateError: 409,
+        LawfulVerificationError: 403,
+        LawfulConfigError: 503,
         ClearinghouseError: 502,
         ClearinghouseUnavailableError: 503,
         ClearinghouseReportClosedError: 409,

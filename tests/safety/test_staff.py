@@ -91,6 +91,7 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.VIEW_INVENTORY,
         P.VIEW_TRANSPARENCY,
         P.MANAGE_HOLDS,
+        P.HANDLE_LAWFUL_REQUESTS,
     },
     Role.ADMIN: {
         P.MANAGE_STAFF,

@@ -8,6 +8,7 @@
 - `detection`: `admin detection ...` and `audit detection-list`;
 - `transparency`: `transparency` (the transparency report of a period);
 - `referrals`: `admin referral ...` (referrals to NCMEC, read-only);
+- `lawful`: `admin lawful ...` (lawful requests, read-only) and `audit package`;
 - `_common`: the --json/error contract and the decorators that open a profile.
 """
 
@@ -24,6 +25,7 @@ from tidings.cli.client import _status_text as _status_text
 from tidings.cli.client import client_cli
 from tidings.cli.detection import audit_detection_list, detection_cli
 from tidings.cli.groups import group_cli
+from tidings.cli.lawful import audit_package, lawful_cli
 from tidings.cli.operator import admin_cli, audit_cli
 from tidings.cli.referrals import referral_cli
 from tidings.cli.server import _first_admin as _first_admin
@@ -61,11 +63,13 @@ cli.add_typer(server_cli)
 cli.add_typer(client_cli)
 cli.add_typer(group_cli)
 audit_cli.command("detection-list")(audit_detection_list)
+audit_cli.command("package")(audit_package)
 cli.add_typer(transparency_cli)
 cli.add_typer(audit_cli, name="audit")
 admin_cli.add_typer(bank_cli, name="bank")
 admin_cli.add_typer(detection_cli, name="detection")
 admin_cli.add_typer(referral_cli, name="referral")
+admin_cli.add_typer(lawful_cli, name="lawful")
 cli.add_typer(admin_cli, name="admin")
 
 

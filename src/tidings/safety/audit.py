@@ -140,6 +140,11 @@ class AuditAction(StrEnum):
     REFERRAL_REOPEN = "referral.reopen"
     REFERRAL_VIEW = "referral.view"
     REFERRAL_LIST = "referral.list"
+    LAWFUL_RECEIVE = "lawful.receive"
+    LAWFUL_TRANSITION = "lawful.transition"
+    LAWFUL_NDO = "lawful.ndo"
+    LAWFUL_VIEW = "lawful.view"
+    LAWFUL_LIST = "lawful.list"
 
 
 def _check_json(value: object, depth: int = 0) -> None:

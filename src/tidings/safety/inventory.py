@@ -269,6 +269,8 @@ NOT_PRODUCIBLE: dict[str, str] = {
     "safety_staff_preferences": "staff display preferences (not user data)",
     "safety_console_pending": "half-finished staff sign-ins (not user data)",
     "safety_login_throttle": "staff sign-in throttling (not user data)",
+    "safety_lawful_requests": "requests from authorities about an account (the provider's "
+    "record of the request and its handling; shown in the transparency report as counts)",
 }
 """Tables that hold no user data a request could be for, each with the reason. With the
 categories' tables this covers every table (tests/safety/test_inventory.py)."""

@@ -34,12 +34,15 @@ __all__ = [
     "load_detection_secret",
     "load_detection_signing_key",
     "load_evidence_keys",
+    "load_lawful_signing_key",
     "load_staff_key",
     "rotate_evidence_key",
 ]
 
 ANCHOR_KEY_LEN = 32
 DETECTION_SIGNING_KEY_LEN = 32
+"""An Ed25519 seed."""
+LAWFUL_SIGNING_KEY_LEN = 32
 """An Ed25519 seed."""
 
 
@@ -159,3 +162,14 @@ def load_detection_signing_key(path: Path) -> bytes:
         InvalidKeyError: the file does not hold exactly 32 bytes.  OSError.
     """
     return load_key_file(path, DETECTION_SIGNING_KEY_LEN)
+
+
+def load_lawful_signing_key(path: Path) -> bytes:
+    """The Ed25519 seed in ``path`` (``lawful_signing.key``, 32 random bytes, created with mode
+    0600 if missing) that signs lawful-request production packages' manifests
+    (`tidings.safety.lawful_package`).
+
+    Raises:
+        InvalidKeyError: the file does not hold exactly 32 bytes.  OSError.
+    """
+    return load_key_file(path, LAWFUL_SIGNING_KEY_LEN)

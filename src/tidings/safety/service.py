@@ -21,6 +21,7 @@ Attributes (`tidings.console.context.ConsoleContext.from_service` reads these):
   .staff_repo  .case_repo  .enforcement_repo  .report_repo  .evidence_repo  .audit_repo
   .detection_repo   .detection (the DetectionService, once the composition root set it)
   .referrals (the ReferralService: prepare/approve/submit/retract/reopen)  .referral_repo
+  .lawful (the LawfulRequestService: receive/verify/review/scope/produce/deliver/close)
   .queues: Mapping[str, Queue]   .policies: Mapping[str, Policy]   .clock() -> ms
   .list_staff() -> list[StaffAccount]
 Users (behind POST /v1/reports, GET /v1/account/status, POST /v1/appeals):
@@ -54,7 +55,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from tidings.clock import DAY_MS, now_ms
@@ -102,7 +103,9 @@ from tidings.safety.holds import (
     InMemorySubjectRecords,
     SubjectRecords,
 )
-from tidings.safety.inventory import RetentionSettings
+from tidings.safety.inventory import RetentionSettings, inventory
+from tidings.safety.lawful import LawfulRequestService
+from tidings.safety.lawful_model import InMemoryLawfulRequestRepository, LawfulRequestRepository
 from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.referral_records import InMemoryReferralRepository, ReferralRepository
 from tidings.safety.referrals import ReferralPolicy, ReferralService
@@ -188,6 +191,9 @@ class AccountStatus:
     reason: str | None = None
     decision_id: str | None = None
     appeal: AppealState | None = None
+    lawful_notices: tuple[dict[str, Any], ...] = ()
+    """Due notices that data of the account was produced for a lawful request
+    (`LawfulRequestService.notices_for`); the key is left out when there are none."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status}
@@ -197,6 +203,8 @@ class AccountStatus:
                 out[key] = value
         if self.appeal is not None:
             out["appeal"] = self.appeal.to_json()
+        if self.lawful_notices:
+            out["lawful_notices"] = list(self.lawful_notices)
         return out
 
 
@@ -229,6 +237,7 @@ class SafetyRepositories:
     subjects: SubjectRecords = field(default_factory=InMemorySubjectRecords)
     """The messaging records holds preserve (in memory: none, for tests of the rest)."""
     referrals: ReferralRepository = field(default_factory=InMemoryReferralRepository)
+    lawful: LawfulRequestRepository = field(default_factory=InMemoryLawfulRequestRepository)
 
     @classmethod
     def sql(
@@ -248,6 +257,7 @@ class SafetyRepositories:
             SqlEnforcementRepository,
             SqlEvidenceRepository,
             SqlHoldRepository,
+            SqlLawfulRequestRepository,
             SqlReferralRepository,
             SqlReportRepository,
             SqlStaffRepository,
@@ -275,6 +285,7 @@ class SafetyRepositories:
             holds=SqlHoldRepository(db),
             subjects=SqlSubjectRecords(db),
             referrals=SqlReferralRepository(db),
+            lawful=SqlLawfulRequestRepository(db),
         )
 
 
@@ -410,6 +421,18 @@ class SafetyService:
         and submitting are refused with `ReferralConfigError`. A finished referral puts the
         account under a one-year preservation hold (`_hold_referred`)."""
         self.referrals.on_referred = self._hold_referred
+        self.lawful = LawfulRequestService(
+            repository=repos.lawful,
+            audit=self.audit,
+            holds=self.holds,
+            subjects=repos.subjects,
+            enforcements=self.enforcement_repo,
+            categories=lambda: inventory(self.retention),
+            clock=clock,
+        )
+        """Lawful requests: its ``allowed_domains`` and ``signing_key`` are set by the
+        composition root (`tidings.app.build_safety`); until a key is set producing is refused
+        with `LawfulConfigError`."""
 
     def __repr__(self) -> str:
         return f"SafetyService(audit={type(self.audit_repo).__name__})"
@@ -489,7 +512,13 @@ class SafetyService:
     def account_status(self, username: str) -> AccountStatus:
         """The account's most severe active enforcement (a warning shows for 30 days), the
         decision and policy behind it, and the state of its appeal. With nothing active but an
-        appeal decided in the last 30 days (e.g. overturned), that appeal is shown."""
+        appeal decided in the last 30 days (e.g. overturned), that appeal is shown. Due lawful
+        request notices are added (a non-disclosure order keeps one back until it ends)."""
+        status = self._enforcement_status(username)
+        notices = tuple(n.to_json() for n in self.lawful.notices_for(username))
+        return replace(status, lawful_notices=notices) if notices else status
+
+    def _enforcement_status(self, username: str) -> AccountStatus:
         now = self.clock()
         active = [
             e

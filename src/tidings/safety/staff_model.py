@@ -71,6 +71,7 @@ class Permission(StrEnum):
     VIEW_INVENTORY = "view_inventory"  # the data inventory lawful requests are scoped against
     VIEW_TRANSPARENCY = "view_transparency"  # the transparency report (aggregate counts)
     MANAGE_HOLDS = "manage_holds"  # place, extend, release preservation holds (legal)
+    HANDLE_LAWFUL_REQUESTS = "handle_lawful_requests"  # intake, scope, produce (legal)
     CHILD_SAFETY = "child_safety"  # never from a role: StaffAccount.child_safety
 
 
@@ -114,6 +115,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             Permission.VIEW_INVENTORY,
             Permission.VIEW_TRANSPARENCY,
             Permission.MANAGE_HOLDS,
+            Permission.HANDLE_LAWFUL_REQUESTS,
         }
     ),
     # Admin runs the console, not the moderation: no evidence, no decisions. It keeps the

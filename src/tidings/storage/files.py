@@ -37,6 +37,7 @@ __all__ = [
     "DETECTION_SIGNING_KEY_FILE",
     "EVIDENCE_KEYS_FILE",
     "FRANKING_KEY_FILE",
+    "LAWFUL_SIGNING_KEY_FILE",
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
     "STAFF_KEY_FILE",
@@ -66,6 +67,8 @@ DETECTION_KEY_FILE = "detection.key"
 """The PSI secret scalar that opens detection vouchers (``detection_key_file``)."""
 DETECTION_SIGNING_KEY_FILE = "detection_list_signing.key"
 """The Ed25519 seed that signs published detection lists (``detection_signing_key_file``)."""
+LAWFUL_SIGNING_KEY_FILE = "lawful_signing.key"
+"""The Ed25519 seed that signs lawful-request production packages' manifests."""
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -23,6 +23,7 @@ from tidings.safety.sql.cases import SqlCaseRepository, SqlEnforcementRepository
 from tidings.safety.sql.detection import SqlDetectionRepository
 from tidings.safety.sql.engine import SafetyDatabase, sync_url
 from tidings.safety.sql.holds import SqlHoldRepository, SqlSubjectRecords
+from tidings.safety.sql.lawful import SqlLawfulRequestRepository
 from tidings.safety.sql.referrals import SqlReferralRepository
 from tidings.safety.sql.reports import SqlEvidenceRepository, SqlReportRepository
 from tidings.safety.sql.staff import STAFF_KEY_LEN, SqlStaffRepository
@@ -37,6 +38,7 @@ __all__ = [
     "SqlEnforcementRepository",
     "SqlEvidenceRepository",
     "SqlHoldRepository",
+    "SqlLawfulRequestRepository",
     "SqlReferralRepository",
     "SqlReportRepository",
     "SqlStaffRepository",

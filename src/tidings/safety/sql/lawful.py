@@ -1,0 +1,47 @@
+"""Lawful requests on ``safety_lawful_requests`` (`SqlLawfulRequestRepository`), one row per
+request, updated with a version check (a concurrent change is `ConflictError`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlalchemy import true
+
+from tidings.safety.lawful_model import LawfulRequest
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase
+from tidings.storage.lawful_schema import safety_lawful_requests
+
+__all__ = ["SqlLawfulRequestRepository"]
+
+
+class SqlLawfulRequestRepository:
+    def __init__(self, db: SafetyDatabase) -> None:
+        self._rows = RecordTable(db, safety_lawful_requests, "request_id", LawfulRequest)
+
+    def add(self, request: LawfulRequest) -> None:
+        self._rows.insert(request, conflict="lawful request id exists")
+
+    def get(self, request_id: str) -> LawfulRequest | None:
+        return self._rows.get(request_id)
+
+    def update(self, request: LawfulRequest) -> None:
+        c = safety_lawful_requests.c
+        self._rows.update(
+            replace(request), c.version == request.version - 1,
+            conflict="the lawful request changed; reload and retry",
+        )
+
+    def all(self) -> list[LawfulRequest]:
+        c = safety_lawful_requests.c
+        return self._rows.where(true(), c.received_ms, c.request_id)
+
+    def notices_due(self, now_ms: int) -> list[LawfulRequest]:
+        c = safety_lawful_requests.c
+        return self._rows.where(
+            c.notice_due_ms.is_not(None) & (c.notice_due_ms <= now_ms), c.notice_due_ms,
+            c.request_id,
+        )
+
+    def for_account(self, account: str) -> list[LawfulRequest]:
+        c = safety_lawful_requests.c
+        return self._rows.where(c.account == account, c.received_ms, c.request_id)
