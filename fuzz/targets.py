@@ -27,6 +27,7 @@ def build() -> Registry:
     """
     from fuzz_client import client_targets
     from fuzz_crypto import crypto_targets
+    from fuzz_kt import kt_targets
     from fuzz_media import media_targets
     from fuzz_psi import psi_targets
     from fuzz_safety import cybertip_targets, safety_targets
@@ -45,6 +46,7 @@ def build() -> Registry:
         server_targets,
         detection_targets,
         client_targets,
+        kt_targets,
     ):
         for name, target, target_seeds in register():
             targets[name] = target

@@ -90,6 +90,12 @@ class InvalidFrankingTagError(CryptoError):
     code = "invalid_franking_tag"
 
 
+class VrfProofError(CryptoError):
+    """A VRF proof or public key is malformed, or the proof does not verify for the input."""
+
+    code = "invalid_vrf_proof"
+
+
 class ContextChainError(CryptoError):
     """A run of franked messages is not linked by their previous-commitment chain."""
 

@@ -579,3 +579,94 @@ def ed25519_point_to_x25519(point: bytes) -> bytes:
         return bytes(_sodium.crypto_sign_ed25519_pk_to_curve25519(point))
     except (_sodium_errors.RuntimeError, _sodium_errors.TypeError, ValueError) as exc:
         raise InvalidKeyError("not a valid prime-order edwards25519 point") from exc
+
+
+# --- edwards25519 points of any order (the VRF, crypto/vrf.py) -------------------------------
+# RFC 9381's ECVRF decodes points without a subgroup check (string_to_point is RFC 8032's
+# decoding) and clears the cofactor itself. libsodium's scalar multiplications refuse points
+# outside the prime-order subgroup, but ``crypto_core_ed25519_add``/``_sub`` accept any point on
+# the curve (small-order and mixed-order ones included; only an encoding that is not on the
+# curve fails), so the helpers below are built from those additions and libsodium's
+# prime-order multiplication, never from coordinates.
+
+ED25519_IDENTITY = b"\x01" + bytes(31)
+"""The encoding of the neutral element (x = 0, y = 1)."""
+
+ED25519_BASEPOINT = bytes.fromhex(
+    "5866666666666666666666666666666666666666666666666666666666666666"
+)
+"""The encoding of RFC 8032's base point B."""
+
+ED25519_GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493
+"""L, the order of the prime-order subgroup (RFC 8032 section 5.1)."""
+
+
+def ed25519_point_decode_any(point: bytes) -> bytes:
+    """``point`` if it is a valid RFC 8032 (section 5.1.3) encoding of a point on the curve, of
+    any order: canonical y below 2^255 - 19, on the curve, and not x = 0 with the sign bit set.
+
+    libsodium decodes with ``crypto_core_ed25519_add(point, identity)`` (which fails for an
+    encoding off the curve) and re-encodes canonically; the encoding is accepted only when the
+    round trip returns it unchanged, which refuses a non-canonical y and a negative zero x.
+
+    Raises:
+        InvalidKeyError: not 32 bytes, or not a canonical encoding of a curve point.
+    """
+    if len(point) != ED25519_POINT_LEN:
+        raise InvalidKeyError("a point is 32 bytes")
+    try:
+        again = bytes(_sodium.crypto_core_ed25519_add(point, ED25519_IDENTITY))
+    except (_sodium_errors.RuntimeError, _sodium_errors.TypeError, ValueError) as exc:
+        raise InvalidKeyError("not an edwards25519 point") from exc
+    if not hmac.compare_digest(again, point):
+        raise InvalidKeyError("not a canonical edwards25519 point encoding")
+    return point
+
+
+def ed25519_point_mul_cofactor(point: bytes) -> bytes:
+    """``8 · point`` for a point of any order, by three libsodium doublings (``P + P``). The
+    result is in the prime-order subgroup; it is the identity exactly when ``point`` has small
+    order. Raises `InvalidKeyError` when ``point`` is not on the curve."""
+    for _ in range(3):
+        point = ed25519_point_add(point, point)
+    return point
+
+
+def ed25519_scalarmult_any(scalar: int, point: bytes) -> bytes:
+    """``scalar · point`` for a point of any order (small, mixed or prime) and ``0 <= scalar <
+    2^256``; the identity is a valid result.
+
+    Writes ``scalar = 8q + r`` (0 <= r < 8), so ``scalar · P = q · (8P) + r · P``: ``8P`` lies in
+    the prime-order subgroup, where libsodium's ``crypto_scalarmult_ed25519_noclamp`` takes
+    ``q mod L``; ``r · P`` is at most seven libsodium additions. Variable time in ``r`` and
+    in whether a term is the identity: only for *public* scalars (VRF verification).
+
+    Raises:
+        InvalidKeyError: ``point`` is not on the curve, or ``scalar`` is out of range.
+    """
+    if not 0 <= scalar < 2**256:
+        raise InvalidKeyError("scalar out of range")
+    high, low = divmod(scalar, 8)
+    cleared = ed25519_point_mul_cofactor(point)
+    q = high % ED25519_GROUP_ORDER
+    if q == 0 or hmac.compare_digest(cleared, ED25519_IDENTITY):
+        result = ED25519_IDENTITY
+    else:
+        result = ed25519_scalarmult(q.to_bytes(ED25519_SCALAR_LEN, "little"), cleared)
+    for _ in range(low):
+        result = ed25519_point_add(result, point)
+    return result
+
+
+def ed25519_scalar_add(a: bytes, b: bytes) -> bytes:
+    """``a + b mod L`` (``crypto_core_ed25519_scalar_add``); 32-byte little-endian scalars."""
+    if len(a) != ED25519_SCALAR_LEN or len(b) != ED25519_SCALAR_LEN:
+        raise InvalidKeyError("a scalar is 32 bytes")
+    return bytes(_sodium.crypto_core_ed25519_scalar_add(a, b))
+
+
+def ed25519_scalar_mul(a: bytes, b: bytes) -> bytes:
+    """``a · b mod L`` (``crypto_core_ed25519_scalar_mul``); 32-byte little-endian scalars."""
+    if len(a) != ED25519_SCALAR_LEN or len(b) != ED25519_SCALAR_LEN:
+        raise InvalidKeyError("a scalar is 32 bytes")
+    return bytes(_sodium.crypto_core_ed25519_scalar_mul(a, b))
