@@ -215,3 +215,21 @@ def test_chat_command_is_listed() -> None:
     assert result.exit_code == 0
     for command in ("chat", "group", "report", "status", "appeal"):
         assert command in result.stdout
+
+
+def test_status_text_shows_lawful_request_notices() -> None:
+    from tidings.cli import _status_text
+    from tidings.client.tui import account_notice
+
+    notice = {"request_id": "lr_1", "account": "alice", "due_ms": 1_700_000_000_000,
+              "kind": "search_warrant", "agency": "Metropolitan Police", "country": "GB",
+              "categories": ["subscriber", "devices"]}
+    text = _status_text({"status": "active", "lawful_notices": [notice]})
+    lines = text.splitlines()
+    assert lines[0] == "your account is in good standing"
+    assert lines[1] == ("ⓘ Metropolitan Police (GB) was given subscriber, devices about your "
+                        "account under a search warrant (notice of 2023-11-14, request lr_1).")
+    assert account_notice({"status": "active", "lawful_notices": [notice]}) == lines[1]
+    banned = account_notice({"status": "banned", "lawful_notices": [notice]})
+    assert banned.startswith("⚠ Your account is banned.") and banned.endswith("request lr_1).")
+    assert account_notice({"status": "active"}) == ""

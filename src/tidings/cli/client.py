@@ -328,8 +328,11 @@ async def detection_sync(client: Client, as_json: JsonOpt = False) -> None:
 def _status_text(state: dict[str, Any]) -> str:
     kind = str(state.get("status", "unknown"))
     detection = state.get("detection")
+    from tidings.client.tui import lawful_notice_lines
+
+    notices = lawful_notice_lines(state)
     if kind == "active":
-        lines = ["your account is in good standing"]
+        lines = ["your account is in good standing", *notices]
         if isinstance(detection, dict):
             lines.append(_detection_text(detection))
         return "\n".join(lines)
@@ -344,6 +347,7 @@ def _status_text(state: dict[str, Any]) -> str:
                      + (f" ({outcome})" if outcome else ""))
     elif state.get("decision_id"):
         lines.append(f"to appeal: tidings appeal {state['decision_id']} \"why this is wrong\"")
+    lines.extend(notices)
     if isinstance(detection, dict):
         lines.append(_detection_text(detection))
     return "\n".join(lines)

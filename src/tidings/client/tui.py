@@ -58,12 +58,36 @@ NO_CONVERSATION_HINT = ("No conversation open. Type /to USER and Enter to start 
                         "or pick one on the left (ctrl+l, arrows, Enter).")
 
 
+def lawful_notice_lines(state: dict[str, Any]) -> list[str]:
+    """One line per lawful-request notice in an account status (``lawful_notices``: data about
+    this account was produced to an authority; a non-disclosure order delays it until it
+    ends)."""
+    import datetime
+
+    lines = []
+    for notice in state.get("lawful_notices") or ():
+        if not isinstance(notice, dict):
+            continue
+        due_s = int(notice.get("due_ms", 0)) / 1000
+        when = datetime.datetime.fromtimestamp(due_s, tz=datetime.UTC)
+        what = ", ".join(str(c).replace("_", " ") for c in notice.get("categories") or ())
+        who = f"{notice.get('agency') or 'An authority'} ({notice.get('country') or '?'})"
+        lines.append(
+            f"ⓘ {who} was given {what or 'data'} about your account under a "
+            f"{str(notice.get('kind', 'request')).replace('_', ' ')} "
+            f"(notice of {when.strftime('%Y-%m-%d')}, request {notice.get('request_id')})."
+        )
+    return lines
+
+
 def account_notice(state: dict[str, Any]) -> str:
-    """The banner text for an account status (``GET /v1/account/status``); "" when the
-    account is in good standing."""
+    """The banner text for an account status (``GET /v1/account/status``): its enforcement
+    and any lawful-request notices; "" when the account is in good standing and there are
+    none."""
     kind = str(state.get("status", "active"))
+    notices = lawful_notice_lines(state)
     if kind == "active":
-        return ""
+        return " ".join(notices)
     text = f"⚠ Your account is {kind}"
     if state.get("until_ms"):
         import datetime
@@ -82,7 +106,7 @@ def account_notice(state: dict[str, Any]) -> str:
             f" ({outcome})." if outcome else ".")
     elif decision:
         text += f" Decision {decision}. To appeal, type: /appeal {decision} why this is wrong"
-    return text
+    return " ".join([text, *notices])
 
 
 class ChatApp(App[None]):
