@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -489,3 +490,33 @@ def test_a_token_expires_and_the_html_escapes_what_the_requester_typed(
     _, package = lawful.produce(legal, rid)
     page = package.files["production.html"].decode()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; Unit" in page
+
+
+def test_the_transparency_report_counts_lawful_requests_from_their_records(
+    world: World,
+) -> None:
+    from tidings.safety.transparency import TransparencySources, build_report, parse_period
+
+    lawful, legal = world.safety.lawful, world.legal
+    produced = world.receive()
+    rid = produced.request.request_id
+    lawful.record_ndo(legal, rid, until_ms=world.clock.now + 90 * DAY_MS, reference="2705(b)")
+    lawful.verify(rid, produced.token)
+    lawful.review(legal, rid)
+    lawful.scope(legal, rid)
+    lawful.produce(legal, rid)
+    world.receive(kind=RequestType.PRESERVATION, country="gb", officer_email="a@fbi.gov")
+    world.receive(kind=RequestType.EMERGENCY, country="gb")
+    sources = TransparencySources.of(world.safety)
+    period = parse_period(f"{time.gmtime(T0 / 1000).tm_year}")
+    report = build_report(sources, period, generated_ms=world.clock.now)
+    section = report.section("lawful_requests")
+    assert report.value("lawful_requests", "received") == 3
+    assert dict(section.figure("received").breakdown) == {
+        "preservation": 1, "subpoena": 1, "court_order": 0, "search_warrant": 0, "emergency": 1
+    }
+    assert dict(section.figure("by_country").breakdown) == {"GB": 2, "US": 1}
+    assert report.value("lawful_requests", "data_produced") == 1
+    assert report.value("lawful_requests", "emergency") == 1
+    assert report.value("lawful_requests", "non_disclosure_orders") == 1
+    assert report.value("lawful_requests", "preservation") == 1  # its 90-day hold

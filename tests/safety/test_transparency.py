@@ -279,9 +279,8 @@ def test_the_report_counts_each_record_in_its_period(world: World) -> None:
     for key in ("submitted", "retracted", "accounts_held"):
         figure = report.section("referrals").figure(key)
         assert (figure.value, figure.status) == (0, FigureStatus.COUNTED)
-    lawful = {f.key: f.status for f in report.section("lawful_requests").figures}
-    assert lawful.pop("preservation") is FigureStatus.COUNTED
-    assert set(lawful.values()) == {FigureStatus.NOT_IMPLEMENTED}
+    lawful = {f.key: (f.value, f.status) for f in report.section("lawful_requests").figures}
+    assert set(lawful.values()) == {(0, FigureStatus.COUNTED)}
 
     before = report_of(world, "2026H1")
     assert before.value("reports", "verified") == 1 and before.value("cases", "opened") == 1
@@ -326,21 +325,14 @@ def test_the_json_form_is_stable(world: World) -> None:
     assert received == {
         "label": "Lawful requests received",
         "value": 0,
-        "status": "not_implemented",
+        "status": "counted",
         "counts": received["counts"],
         "by": "type",
         "breakdown": dict.fromkeys(
-            [
-                "preservation",
-                "production_order",
-                "court_order",
-                "search_warrant",
-                "emergency_disclosure",
-            ],
-            0,
+            ["preservation", "subpoena", "court_order", "search_warrant", "emergency"], 0
         ),
     }
-    assert "not yet implemented" in received["counts"]
+    assert "safety_lawful_requests" in received["counts"]
 
 
 def test_the_html_page_has_charts_and_no_external_assets(world: World, tmp_path: Path) -> None:
@@ -351,7 +343,7 @@ def test_the_html_page_has_charts_and_no_external_assets(world: World, tmp_path:
     assert html.count("<svg") == len(charts_of(report)) + 1  # every breakdown + the overview
     assert 'role="img"' in html and "<title id=" in html and "<desc id=" in html
     assert "<table" in html and 'scope="row"' in html
-    assert "not recorded" in html and "0 — not yet implemented" in html
+    assert "not recorded" in html
     assert not re.search(r"https?:|//[a-z]|<script|<link|<img|url\(|@import", html, re.I)
     # The verified reports chart draws the counts it lists.
     chart = charts_of(report)["reports.verified"]

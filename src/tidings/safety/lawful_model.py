@@ -243,3 +243,12 @@ class InMemoryLawfulRequestRepository:
 
     def for_account(self, account: str) -> list[LawfulRequest]:
         return [r for r in self.all() if r.account == account]
+
+    def count_received(self, start_ms: int, end_ms: int) -> dict[tuple[str, ...], int]:
+        counts: dict[tuple[str, ...], int] = {}
+        for r in self.rows.values():
+            if start_ms <= r.received_ms < end_ms:
+                key = (r.kind.value, r.country, "no" if r.produced_ms is None else "yes",
+                       "no" if r.ndo_reference is None else "yes")
+                counts[key] = counts.get(key, 0) + 1
+        return counts

@@ -43,6 +43,7 @@ from tidings.safety.case_model import (
     EnforcementKind,
 )
 from tidings.safety.categories import Category
+from tidings.safety.lawful_model import RequestType
 from tidings.safety.memory_rows import GroupCounts, count_groups, in_period
 from tidings.safety.reports import ReportRecord, ReportStatus
 
@@ -236,6 +237,12 @@ class DetectionCounts(Protocol):
         ...
 
 
+class LawfulCounts(Protocol):
+    def count_received(self, start_ms: int, end_ms: int) -> GroupCounts:
+        """Lawful requests received in the period, keyed ``(kind, country, produced, ndo)``."""
+        ...
+
+
 class HoldCounts(Protocol):
     def count_placed(self, start_ms: int, end_ms: int) -> GroupCounts:
         """Preservation holds placed in the period, keyed ``(kind,)``."""
@@ -271,6 +278,7 @@ class TransparencySources:
     audit: AuditCounts
     detection: DetectionCounts | None = None
     holds: HoldCounts | None = None
+    lawful: LawfulCounts | None = None
 
     @classmethod
     def of(cls, service: Any) -> TransparencySources:
@@ -287,6 +295,7 @@ class TransparencySources:
             audit=repos.audit,
             detection=getattr(service, "detection_repo", None),
             holds=getattr(repos, "holds", None),
+            lawful=getattr(repos, "lawful", None),
         )
 
 
@@ -396,30 +405,9 @@ def _split(counts: GroupCounts, position: int, order: Iterable[str]) -> tuple[tu
     return tuple((k, sums[k]) for k in known + sorted(set(sums) - set(known)))
 
 
-def _not_implemented(
-    key: str, label: str, what: str, by: str = "", keys: Sequence[str] = ()
-) -> Figure:
-    """A figure of a feature still to land: 0, said so (with the breakdown it will have)."""
-    return Figure(
-        key,
-        label,
-        0,
-        f"{what} — not yet implemented: the feature that records it has not landed.",
-        FigureStatus.NOT_IMPLEMENTED,
-        breakdown=tuple((k, 0) for k in keys),
-        breakdown_label=by,
-    )
-
-
-LAWFUL_REQUEST_TYPES = (
-    "preservation",
-    "production_order",
-    "court_order",
-    "search_warrant",
-    "emergency_disclosure",
-)
-"""The request types issue 11 names, the breakdown lawful requests will be counted by (and
-by the requesting country, once requests record one)."""
+LAWFUL_REQUEST_TYPES = tuple(t.value for t in RequestType)
+"""The request types (`tidings.safety.lawful_model.RequestType`) lawful requests are counted
+by, zeros included."""
 
 
 _CATEGORIES = [c.value for c in Category]
@@ -451,6 +439,7 @@ def build_report(
     audited = sources.audit.count_actions(start, end, _AUDITED)
     matched = sources.detection.count_matches(start, end) if sources.detection else {}
     holds = sources.holds.count_placed(start, end) if sources.holds else {}
+    lawful = sources.lawful.count_received(start, end) if sources.lawful else {}
 
     final = DecisionStatus.FINAL.value
 
@@ -691,15 +680,32 @@ def build_report(
             "lawful_requests",
             "Requests from authorities",
             (
-                _not_implemented(
+                Figure(
                     "received",
                     "Lawful requests received",
-                    "Requests by type and country",
-                    by="type",
-                    keys=LAWFUL_REQUEST_TYPES,
+                    sum(lawful.values()),
+                    "Requests from authorities recorded in the period (safety_lawful_requests."
+                    "received_ms), by type.",
+                    breakdown=_split(lawful, 0, LAWFUL_REQUEST_TYPES),
+                    breakdown_label="type",
                 ),
-                _not_implemented(
-                    "data_produced", "Requests where data was produced", "Requests answered"
+                Figure(
+                    "by_country",
+                    "Lawful requests by country",
+                    sum(lawful.values()),
+                    "The same requests by the requesting authority's country (ISO 3166).",
+                    breakdown=_split(lawful, 1, ()),
+                    breakdown_label="country",
+                ),
+                Figure(
+                    "data_produced",
+                    "Requests where data was produced",
+                    sum(n for k, n in lawful.items() if k[2] == "yes"),
+                    "Of the requests received in the period, those for which a production "
+                    "package was made (scoped against the data inventory), by type.",
+                    breakdown=_split({k: n for k, n in lawful.items() if k[2] == "yes"}, 0,
+                                     LAWFUL_REQUEST_TYPES),
+                    breakdown_label="type",
                 ),
                 Figure(
                     "preservation",
@@ -708,9 +714,19 @@ def build_report(
                     "Holds legal placed for a law-enforcement preservation request "
                     "(safety_holds.kind = preservation_request, by placed_ms).",
                 ),
-                _not_implemented("emergency", "Emergency disclosure requests", "Emergencies"),
-                _not_implemented(
-                    "non_disclosure_orders", "Non-disclosure orders", "Orders delaying notice"
+                Figure(
+                    "emergency",
+                    "Emergency disclosure requests",
+                    sum(n for k, n in lawful.items() if k[0] == RequestType.EMERGENCY.value),
+                    "Requests under imminent risk of death or serious injury (their own fast "
+                    "path, each with a recorded justification).",
+                ),
+                Figure(
+                    "non_disclosure_orders",
+                    "Non-disclosure orders",
+                    sum(n for k, n in lawful.items() if k[3] == "yes"),
+                    "Requests received in the period that came with an order delaying the "
+                    "user's notice (the notice goes out when it ends).",
                 ),
             ),
         ),

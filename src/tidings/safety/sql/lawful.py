@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sqlalchemy import true
+from sqlalchemy import and_, case, true
 
 from tidings.safety.lawful_model import LawfulRequest
 from tidings.safety.sql.engine import RecordTable, SafetyDatabase
@@ -45,3 +45,14 @@ class SqlLawfulRequestRepository:
     def for_account(self, account: str) -> list[LawfulRequest]:
         c = safety_lawful_requests.c
         return self._rows.where(c.account == account, c.received_ms, c.request_id)
+
+    def count_received(self, start_ms: int, end_ms: int) -> dict[tuple[str, ...], int]:
+        """Requests received in ``[start_ms, end_ms)``, keyed ``(kind, country, produced,
+        non-disclosure order)`` ("yes"/"no"): one GROUP BY (the transparency report)."""
+        c = safety_lawful_requests.c
+        produced = case((c.produced_ms.is_(None), "no"), else_="yes")
+        ndo = case((c.ndo_reference.is_(None), "no"), else_="yes")
+        return self._rows.count_by(
+            and_(c.received_ms >= start_ms, c.received_ms < end_ms), c.kind, c.country, produced,
+            ndo,
+        )
