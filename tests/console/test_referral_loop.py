@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.console.test_full_loop import (
-    ARGS,
+from tests.console.test_full_loop import (  # noqa: F401 - browser: the shared fixture
     CHROMIUM,
     PASS,
     SHOTS,
     STAFF_PASSWORD,
     Live,
     _unavailable,
+    browser,
     run,
     sign_in,
 )
@@ -89,27 +89,12 @@ def live(tmp_path: Path, clearinghouse: CyberTiplineServer) -> Iterator[Live]:
         server.stop()
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"referral-{name}.png"), full_page=True)
 
 
 def test_report_to_cybertipline_referral_with_two_people_and_a_hold(
-    live: Live, browser: Any, clearinghouse: CyberTiplineServer, tmp_path: Path
+    live: Live, browser: Any, clearinghouse: CyberTiplineServer, tmp_path: Path  # noqa: F811
 ) -> None:
     console = f"{live.url}/console"
     kdf = KdfParams.fast_for_tests()
