@@ -10,8 +10,7 @@ Progress of a large import goes to stderr.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,12 +18,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tidings.cli._common import JsonOpt, UsageError, emit, fail
-from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, server_config
+from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, node_safety
 from tidings.errors import TidingsError
 
 if TYPE_CHECKING:
     from tidings.safety.bank_model import BankEntry
-    from tidings.safety.service import SafetyService
 
 bank_cli = typer.Typer(
     help="Hash banks of known illegal images (PDQ, MD5, SHA-256) and their sources.",
@@ -42,28 +40,6 @@ def _iso(ms: int | None) -> str | None:
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
-
-
-@contextmanager
-def _safety(
-    as_json: bool, data_dir: Path | None, database_url: str | None, config: Path | None
-) -> Iterator[SafetyService]:
-    """The node's safety service (migrated), closed afterwards; typed errors, database and
-    file errors become the one-line CLI error."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from tidings.app import open_safety
-
-    try:
-        safety = open_safety(server_config(config, data_dir, database_url))
-        try:
-            yield safety
-        finally:
-            safety.close()
-    except TidingsError as exc:
-        fail(exc, as_json)
-    except (SQLAlchemyError, OSError) as exc:
-        fail(UsageError(f"cannot open the node's database ({type(exc).__name__})"), as_json)
 
 
 def _read(path: Path) -> bytes:
@@ -132,7 +108,7 @@ def bank_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an empty hash bank."""
-    with _safety(as_json, data_dir, database_url, config) as safety:
+    with node_safety(as_json, data_dir, database_url, config) as safety:
 
         def body() -> None:
             bank = safety.banks.create_bank(
@@ -160,7 +136,7 @@ def bank_import(
 ) -> None:
     """Import hashes supplied by one organisation (incremental: rows it already supplied
     change nothing). A hash reaches devices once sources in two jurisdictions supplied it."""
-    with _safety(as_json, data_dir, database_url, config) as safety:
+    with node_safety(as_json, data_dir, database_url, config) as safety:
 
         def body() -> None:
             result = safety.banks.import_file(
@@ -217,7 +193,7 @@ def bank_remove(
     last source this was leaves every list at once (kept for history)."""
     if (file is None) == (not value):
         fail(UsageError("give either FILE or --value"), as_json)
-    with _safety(as_json, data_dir, database_url, config) as safety:
+    with node_safety(as_json, data_dir, database_url, config) as safety:
 
         def body() -> None:
             if file is not None:
@@ -264,7 +240,7 @@ def bank_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Every bank with its active, device-eligible and removed entry counts."""
-    with _safety(as_json, data_dir, database_url, config) as safety:
+    with node_safety(as_json, data_dir, database_url, config) as safety:
 
         def body() -> None:
             summaries = safety.banks.list_banks(safety.operator())
@@ -309,7 +285,7 @@ def bank_export(
     --json (which needs --output), print a summary object."""
     if as_json and output is None:
         fail(UsageError("--json needs --output (the export itself goes to stdout)"), as_json)
-    with _safety(as_json, data_dir, database_url, config) as safety:
+    with node_safety(as_json, data_dir, database_url, config) as safety:
 
         def body() -> None:
             lines = safety.banks.export(safety.operator(), name, file_format)
@@ -356,7 +332,7 @@ def bank_entries(
     """One page of a bank's entries with their sources and eligibility."""
     from tidings.safety.bank_model import EntryFilter, SignalType
 
-    with _safety(as_json, data_dir, database_url, config) as safety:
+    with node_safety(as_json, data_dir, database_url, config) as safety:
 
         def body() -> None:
             try:

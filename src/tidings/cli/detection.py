@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from tidings.cli._common import JsonOpt, emit, fail
-from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, server_config
+from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, node_detection
 from tidings.errors import TidingsError
 
 detection_cli = typer.Typer(
@@ -36,20 +36,10 @@ def detection_build_list(
     """Build a new list version from the device-eligible PDQ entries of the hash banks (two
     sources in two jurisdictions), with the configured detection_threshold; store it where
     every node serves it, sign its digest and publish it. Progress goes to stderr."""
-    from tidings.app import open_detection
-
-    try:
-        cfg = server_config(config, data_dir, database_url)
-        safety, detection = open_detection(cfg)
-        try:
-            record = detection.build_list(
-                actor="operator:cli", progress=lambda line: typer.echo(line, err=True)
-            )
-        finally:
-            safety.close()
-    except TidingsError as exc:
-        fail(exc, as_json)
-        return
+    with node_detection(as_json, data_dir, database_url, config) as detection:
+        record = detection.build_list(
+            actor="operator:cli", progress=lambda line: typer.echo(line, err=True)
+        )
     data = {
         "version": record.version,
         "digest": record.digest.hex(),
@@ -77,18 +67,8 @@ def detection_status(
 ) -> None:
     """The published list (version, digest, threshold, size, whether the banks changed since),
     the configured threshold, and how many vouchers wait to be processed."""
-    from tidings.app import open_detection
-
-    try:
-        cfg = server_config(config, data_dir, database_url)
-        safety, detection = open_detection(cfg)
-        try:
-            data: dict[str, Any] = detection.status()
-        finally:
-            safety.close()
-    except TidingsError as exc:
-        fail(exc, as_json)
-        return
+    with node_detection(as_json, data_dir, database_url, config) as detection:
+        data: dict[str, Any] = detection.status()
     current = data["list"]
     if current is None:
         text = (

@@ -6,14 +6,20 @@ node's data directory or database directly, not through a client profile."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tidings.cli._common import JsonOpt, UsageError, emit, fail
 from tidings.errors import TidingsError
 from tidings.storage.files import AUDIT_ANCHOR_FILE, EVIDENCE_KEYS_FILE
+
+if TYPE_CHECKING:
+    from tidings.safety.detection import DetectionService
+    from tidings.safety.service import SafetyService
 
 audit_cli = typer.Typer(help="Check the tamper-evident audit log.", no_args_is_help=True)
 admin_cli = typer.Typer(help="Operate the trust & safety side.", no_args_is_help=True)
@@ -34,6 +40,59 @@ def server_config(
 
     """The node's configuration: ``config`` (TOML) with the command line's overrides."""
     return ServerConfig.load(config).with_overrides(data_dir=data_dir, database_url=database_url)
+
+
+@contextmanager
+def node_safety(
+    as_json: bool,
+    data_dir: Path | None,
+    database_url: str | None,
+    config: Path | None,
+    action: str = "open the node's database",
+) -> Iterator[SafetyService]:
+    """The node's safety service (migrated, `tidings.app.open_safety`), closed when the block
+    ends. The frame every operator command shares: a typed error raised opening it or inside
+    the block, and a database or file error, become the one-line CLI error ("cannot
+    <action> (<kind>)"), exit 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tidings.app import open_safety
+
+    try:
+        safety = open_safety(server_config(config, data_dir, database_url))
+        try:
+            yield safety
+        finally:
+            safety.close()
+    except TidingsError as exc:
+        fail(exc, as_json)
+    except (SQLAlchemyError, OSError) as exc:
+        fail(UsageError(f"cannot {action} ({type(exc).__name__})"), as_json)
+
+
+@contextmanager
+def node_detection(
+    as_json: bool,
+    data_dir: Path | None,
+    database_url: str | None,
+    config: Path | None,
+    action: str = "open the node's database",
+) -> Iterator[DetectionService]:
+    """As `node_safety`, for the node's detection service (`tidings.app.open_detection`)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tidings.app import open_detection
+
+    try:
+        safety, detection = open_detection(server_config(config, data_dir, database_url))
+        try:
+            yield detection
+        finally:
+            safety.close()
+    except TidingsError as exc:
+        fail(exc, as_json)
+    except (SQLAlchemyError, OSError) as exc:
+        fail(UsageError(f"cannot {action} ({type(exc).__name__})"), as_json)
 
 
 @audit_cli.command("verify")
@@ -132,24 +191,15 @@ def admin_create_staff(
     as the command-line operator)."""
     from datetime import UTC, datetime
 
-    from tidings.app import open_safety
-
-    try:
+    with node_safety(as_json, data_dir, database_url, config, "create the account") as safety:
         cfg = server_config(config, data_dir, database_url)
-        safety = open_safety(cfg)
-        try:
-            issued = safety.create_staff(
-                safety.operator(),
-                username=username,
-                roles=role,
-                child_safety=child_safety,
-                queues=queue or (),
-            )
-        finally:
-            safety.close()
-    except TidingsError as exc:
-        fail(exc, as_json)
-        return
+        issued = safety.create_staff(
+            safety.operator(),
+            username=username,
+            roles=role,
+            child_safety=child_safety,
+            queues=queue or (),
+        )
     account = issued.account
     url = issued.url(console_url or f"http://{cfg.host}:{cfg.port}/console")
     expires = datetime.fromtimestamp(issued.expires_ms / 1000, UTC).isoformat(timespec="seconds")
@@ -222,37 +272,23 @@ def admin_cases(
 ) -> None:
     """Every case, oldest first: id, source (report or detection), subject, category, state
     and queue (the listing is audited as the command-line operator)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from tidings.app import open_safety
     from tidings.safety.audit import AuditAction
     from tidings.safety.case_model import CaseRecord
 
-    try:
-        cfg = server_config(config, data_dir, database_url)
-        safety = open_safety(cfg)
-        try:
-            cases: list[CaseRecord] = []
-            while True:
-                page = safety.case_repo.list_cases(limit=CASE_LIST_BATCH, offset=len(cases))
-                cases.extend(page)
-                if len(page) < CASE_LIST_BATCH:
-                    break
-            safety.audit.append(
-                actor=safety.operator().staff_id,
-                action=AuditAction.CASE_LIST,
-                target="case:*",
-                now_ms=safety.clock(),
-                details={"listed": len(cases)},
-            )
-        finally:
-            safety.close()
-    except TidingsError as exc:
-        fail(exc, as_json)
-        return
-    except (SQLAlchemyError, OSError) as exc:
-        fail(UsageError(f"cannot read the cases ({type(exc).__name__})"), as_json)
-        return
+    with node_safety(as_json, data_dir, database_url, config, "read the cases") as safety:
+        cases: list[CaseRecord] = []
+        while True:
+            page = safety.case_repo.list_cases(limit=CASE_LIST_BATCH, offset=len(cases))
+            cases.extend(page)
+            if len(page) < CASE_LIST_BATCH:
+                break
+        safety.audit.append(
+            actor=safety.operator().staff_id,
+            action=AuditAction.CASE_LIST,
+            target="case:*",
+            now_ms=safety.clock(),
+            details={"listed": len(cases)},
+        )
     rows = [
         {
             "id": c.case_id,

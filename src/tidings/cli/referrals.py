@@ -12,9 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from tidings.cli._common import JsonOpt, UsageError, emit, fail
-from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, server_config
-from tidings.errors import TidingsError
+from tidings.cli._common import JsonOpt, emit
+from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, node_safety
 
 referral_cli = typer.Typer(
     help="Referrals to NCMEC's CyberTipline: list them, show one (read-only, audited).",
@@ -40,30 +39,16 @@ def referral_list(
 ) -> None:
     """Every referral, newest first: id, case, account, approval, state, NCMEC's report id,
     files, preservation hold."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from tidings.app import open_safety
     from tidings.safety.referral_records import ReferralRecord
 
-    try:
-        cfg = server_config(config, data_dir, database_url)
-        safety = open_safety(cfg)
-        try:
-            actor = safety.operator().staff_id
-            found: list[ReferralRecord] = []
-            while True:
-                page = safety.referrals.list_as(actor, limit=LIST_BATCH, offset=len(found))
-                found.extend(page)
-                if len(page) < LIST_BATCH:
-                    break
-        finally:
-            safety.close()
-    except TidingsError as exc:
-        fail(exc, as_json)
-        return
-    except (SQLAlchemyError, OSError) as exc:
-        fail(UsageError(f"cannot read the referrals ({type(exc).__name__})"), as_json)
-        return
+    with node_safety(as_json, data_dir, database_url, config, "read the referrals") as safety:
+        actor = safety.operator().staff_id
+        found: list[ReferralRecord] = []
+        while True:
+            page = safety.referrals.list_as(actor, limit=LIST_BATCH, offset=len(found))
+            found.extend(page)
+            if len(page) < LIST_BATCH:
+                break
     rows = [r.to_json() for r in found]
     for row in rows:
         row.pop("steps")
@@ -90,25 +75,10 @@ def referral_show(
 ) -> None:
     """One referral: who prepared and approved it, what it reports (account, files with their
     MD5 and PDQ and whether staff viewed them), every submission step, the hold."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from tidings.app import open_safety
-
-    try:
-        cfg = server_config(config, data_dir, database_url)
-        safety = open_safety(cfg)
-        try:
-            data: dict[str, Any] = safety.referrals.view_as(
-                safety.operator().staff_id, referral_id
-            ).to_json()
-        finally:
-            safety.close()
-    except TidingsError as exc:
-        fail(exc, as_json)
-        return
-    except (SQLAlchemyError, OSError) as exc:
-        fail(UsageError(f"cannot read the referral ({type(exc).__name__})"), as_json)
-        return
+    with node_safety(as_json, data_dir, database_url, config, "read the referral") as safety:
+        data: dict[str, Any] = safety.referrals.view_as(
+            safety.operator().staff_id, referral_id
+        ).to_json()
     lines = [
         f"referral {data['referral_id']} of case {data['case_id']} (account "
         f"{data['reported_account']})",
