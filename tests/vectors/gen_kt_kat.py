@@ -1,0 +1,91 @@
+"""Generate tests/vectors/kt_tree.json: known answers for the key-transparency epoch tree.
+
+An independent transcription of the hashing in docs/key-transparency.md ("Design") using only
+the standard library: entry hashes, and each epoch's root recomputed from scratch by the
+recursive definition of the compressed tree (split at the first bit where the labels differ).
+It imports nothing from `tidings`, so the vectors check the implementation rather than restate it.
+
+Run from the repository root:  .venv/bin/python tests/vectors/gen_kt_kat.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+OUT = Path(__file__).with_name("kt_tree.json")
+
+
+def h(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+EMPTY = h(b"\x02tidings-kt-empty-v1")
+
+
+def entry_hash(label: bytes, version: int, list_hash: bytes, previous: bytes, epoch: int) -> bytes:
+    return h(
+        b"tidings-kt-entry-v1\x00"
+        + label
+        + struct.pack(">Q", version)
+        + list_hash
+        + previous
+        + struct.pack(">Q", epoch)
+    )
+
+
+def bit(label: bytes, i: int) -> int:
+    return (label[i // 8] >> (7 - i % 8)) & 1
+
+
+def prefix(label: bytes, bits: int) -> bytes:
+    out = bytearray(32)
+    for i in range(bits):
+        if bit(label, i):
+            out[i // 8] |= 1 << (7 - i % 8)
+    return bytes(out)
+
+
+def root(leaves: dict[bytes, bytes]) -> bytes:
+    def subtree(labels: list[bytes]) -> bytes:
+        if len(labels) == 1:
+            return h(b"\x00" + labels[0] + leaves[labels[0]])
+        split = next(i for i in range(256) if len({bit(x, i) for x in labels}) == 2)
+        left = [x for x in labels if bit(x, split) == 0]
+        right = [x for x in labels if bit(x, split) == 1]
+        return h(
+            b"\x01" + bytes([split]) + prefix(labels[0], split) + subtree(left) + subtree(right)
+        )
+
+    return subtree(sorted(leaves)) if leaves else EMPTY
+
+
+def main() -> None:
+    labels = [h(b"kt kat label " + bytes([i])) for i in range(24)]
+    # Two labels sharing a long prefix, so a compressed edge is split by an insertion.
+    labels.append(labels[0][:20] + bytes(12))
+    labels.append(labels[0][:20] + b"\x80" + bytes(11))
+    current: dict[bytes, tuple[int, bytes]] = {}  # label -> (version, entry hash)
+    leaves: dict[bytes, bytes] = {}
+    epochs = []
+    plan = [range(0, 10), range(5, 20), [0, 24, 25, 3], range(20, 26)]
+    for epoch, picks in enumerate(plan, start=1):
+        changes = []
+        for i in picks:
+            label = labels[i]
+            list_hash = h(b"kt kat list " + bytes([i, epoch]))
+            version, previous = current.get(label, (0, bytes(32)))
+            value = entry_hash(label, version + 1, list_hash, previous, epoch)
+            current[label] = (version + 1, value)
+            leaves[label] = value
+            changes.append(
+                {"label": label.hex(), "list_hash": list_hash.hex(), "entry_hash": value.hex()}
+            )
+        epochs.append({"epoch": epoch, "changes": changes, "root": root(leaves).hex()})
+    OUT.write_text(json.dumps({"empty_root": EMPTY.hex(), "epochs": epochs}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
