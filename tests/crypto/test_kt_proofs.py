@@ -223,7 +223,7 @@ def test_witness_quorum() -> None:
     witnesses = [bytes([i]) * 32 for i in range(1, 5)]
     trusted = {p.ed25519_public(w) for w in witnesses[:3]}
     cosigs = [kp.witness_sign(w, head) for w in witnesses]
-    decoded = kp.decode_cosignatures(kp.encode_cosignatures(cosigs + [cosigs[0]]))
+    decoded = kp.decode_cosignatures(kp.encode_cosignatures([*cosigs, cosigs[0]]))
     assert kp.verify_witnesses(head, decoded, trusted, 3) == 3  # duplicate and untrusted ignored
     with pytest.raises(WitnessQuorumError):
         kp.verify_witnesses(head, decoded, trusted, 4)
