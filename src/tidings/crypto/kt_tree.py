@@ -261,6 +261,10 @@ class EpochTree:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def labels(self) -> list[bytes]:
+        """Every label with an entry."""
+        return list(self._entries)
+
     def root(self) -> bytes:
         return EMPTY_ROOT if self._root is None else _hash(self._root)
 
