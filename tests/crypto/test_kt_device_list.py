@@ -3,6 +3,9 @@ device the server adds has no valid chain and is named), resets, and decoder ref
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +26,7 @@ def _key(n: int) -> IdentityKeyPair:
 
 
 PHONE, LAPTOP, GHOST = _key(1), _key(2), _key(3)
+VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "kt_kat.json").read_text())
 
 
 def _genesis() -> dl.SignedDeviceList:
@@ -43,6 +47,21 @@ def _linked(first: dl.SignedDeviceList) -> dl.SignedDeviceList:
 def test_errors_are_typed() -> None:
     assert issubclass(DeviceListChainError, CryptoError)
     assert DeviceListChainError.code == "device_list_chain_broken"
+
+
+def test_known_answers() -> None:
+    """Lists from the independent transcription in tests/vectors/gen_kt_kat.py (device i has
+    identity i): version 1, a linked device, then a reset by a new device 5."""
+    first = _genesis()
+    second = _linked(first)
+    reset = dl.sign_device_list(
+        "alice", 3, [(5, _key(5).public)], signer=5, signer_key=_key(5), previous=second, reset=True
+    )
+    assert [x.encode().hex() for x in (first, second, reset)] == VECTORS["device_lists"]
+    decoded = [dl.decode_device_list(bytes.fromhex(x)) for x in VECTORS["device_lists"]]
+    dl.verify_chain(None, decoded[0])
+    dl.verify_chain(decoded[0], decoded[1])
+    dl.verify_chain(decoded[1], decoded[2])
 
 
 def test_round_trip_and_a_valid_chain() -> None:

@@ -29,7 +29,7 @@ VRF_SECRET = bytes(range(32))
 VRF_PUBLIC = vrf.vrf_keygen(VRF_SECRET)
 SERVER_KEY = bytes([7]) * 32
 SERVER_PUBLIC = p.ed25519_public(SERVER_KEY)
-VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "kt_tree.json").read_text())
+VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "kt_kat.json").read_text())
 
 
 def _label(n: int) -> bytes:
@@ -67,6 +67,35 @@ def test_known_answers() -> None:
             assert applied[label][1].value(label).hex() == c["entry_hash"]
         assert tree.root().hex() == batch["root"]
     assert t.EMPTY_ROOT.hex() == VECTORS["empty_root"]
+
+
+def test_known_answer_heads() -> None:
+    previous = None
+    for data, batch, time_ms in zip(
+        VECTORS["heads"], VECTORS["epochs"], (1_000, 2_000), strict=False
+    ):
+        head = kp.sign_head(
+            SERVER_KEY, batch["epoch"], bytes.fromhex(batch["root"]), time_ms, previous
+        )
+        assert head.encode().hex() == data
+        assert kp.decode_head(SERVER_PUBLIC, bytes.fromhex(data)) == head
+        previous = head
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 12), max_size=8), min_size=1, max_size=3))
+def test_random_batches_lookups_verify_against_the_root(batches: list[list[int]]) -> None:
+    tree = t.EpochTree()
+    for batch in batches:
+        changes = {
+            kp.account_label(VRF_SECRET, f"a{n}")[0]: _list_hash(n, tree.epoch) for n in batch
+        }
+        tree.update(changes)
+        for n in range(13):
+            found = kp.verify_lookup(
+                VRF_PUBLIC, f"a{n}", tree.root(), kp.make_lookup(tree, VRF_SECRET, f"a{n}")
+            )
+            assert found.entry == tree.current(found.label)
 
 
 def test_lookup_membership_and_history() -> None:

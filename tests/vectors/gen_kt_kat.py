@@ -1,9 +1,10 @@
-"""Generate tests/vectors/kt_tree.json: known answers for the key-transparency epoch tree.
+"""Generate tests/vectors/kt_kat.json: known answers for the key-transparency epoch tree.
 
-An independent transcription of the hashing in docs/key-transparency.md ("Design") using only
-the standard library: entry hashes, and each epoch's root recomputed from scratch by the
-recursive definition of the compressed tree (split at the first bit where the labels differ).
-It imports nothing from `tidings`, so the vectors check the implementation rather than restate it.
+An independent transcription of docs/key-transparency.md ("Design") using only the standard
+library and `cryptography`'s Ed25519/X25519 (not libsodium): entry hashes, each epoch's root
+recomputed from scratch by the recursive definition of the compressed tree (split at the first
+bit where the labels differ), two signed device lists and two signed epoch heads. It imports
+nothing from `tidings`, so the vectors check the implementation rather than restate it.
 
 Run from the repository root:  .venv/bin/python tests/vectors/gen_kt_kat.py
 """
@@ -15,7 +16,11 @@ import json
 import struct
 from pathlib import Path
 
-OUT = Path(__file__).with_name("kt_tree.json")
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+OUT = Path(__file__).with_name("kt_kat.json")
 
 
 def h(data: bytes) -> bytes:
@@ -62,6 +67,39 @@ def root(leaves: dict[bytes, bytes]) -> bytes:
     return subtree(sorted(leaves)) if leaves else EMPTY
 
 
+def raw_public(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def identity(n: int) -> tuple[Ed25519PrivateKey, bytes]:
+    """(signing key, 65-byte public identity) of the test identity n: seed n*32, X25519 n+100."""
+    signing = Ed25519PrivateKey.from_private_bytes(bytes([n]) * 32)
+    agreement = X25519PrivateKey.from_private_bytes(bytes([n + 100]) * 32)
+    return signing, b"\x01" + raw_public(signing) + raw_public(agreement)
+
+
+def device_list(
+    account: str, version: int, reset: bool, previous: bytes, signer: int, devices: list[int]
+) -> bytes:
+    """A signed device list whose device ids are ``devices`` and device i has identity i."""
+    body = (
+        b"tidings-kt-device-list-v1\x00"
+        + struct.pack(">H", len(account.encode()))
+        + account.encode()
+        + struct.pack(">QB", version, int(reset))
+        + previous
+        + struct.pack(">IB", signer, len(devices))
+        + b"".join(struct.pack(">I", i) + identity(i)[1] for i in sorted(devices))
+    )
+    return body + identity(signer)[0].sign(body)
+
+
+def head(epoch: int, root: bytes, time_ms: int, previous: bytes) -> bytes:
+    body = b"tidings-kt-epoch-head-v1\x00" + struct.pack(">Q", epoch) + root
+    body += struct.pack(">Q", time_ms) + previous
+    return body + Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32).sign(body)
+
+
 def main() -> None:
     labels = [h(b"kt kat label " + bytes([i])) for i in range(24)]
     # Two labels sharing a long prefix, so a compressed edge is split by an insertion.
@@ -84,7 +122,18 @@ def main() -> None:
                 {"label": label.hex(), "list_hash": list_hash.hex(), "entry_hash": value.hex()}
             )
         epochs.append({"epoch": epoch, "changes": changes, "root": root(leaves).hex()})
-    OUT.write_text(json.dumps({"empty_root": EMPTY.hex(), "epochs": epochs}, indent=1) + "\n")
+    first = device_list("alice", 1, False, bytes(32), 1, [1])
+    second = device_list("alice", 2, False, h(first), 1, [1, 2])
+    reset = device_list("alice", 3, True, h(second), 5, [5])
+    head1 = head(1, bytes.fromhex(epochs[0]["root"]), 1_000, bytes(32))
+    head2 = head(2, bytes.fromhex(epochs[1]["root"]), 2_000, h(head1[:-64]))
+    out = {
+        "empty_root": EMPTY.hex(),
+        "epochs": epochs,
+        "device_lists": [first.hex(), second.hex(), reset.hex()],
+        "heads": [head1.hex(), head2.hex()],
+    }
+    OUT.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":
