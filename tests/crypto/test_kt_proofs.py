@@ -12,10 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tidings.crypto import kt_device_list as dl
 from tidings.crypto import kt_proofs as kp
 from tidings.crypto import kt_tree as t
 from tidings.crypto import primitives as p
 from tidings.crypto import vrf
+from tidings.crypto.identity import IdentityKeyPair
 from tidings.errors import (
     DecodeError,
     EpochForkError,
@@ -108,6 +110,29 @@ def test_lookup_membership_and_history() -> None:
         assert found.entry is not None
         history = kp.decode_history(kp.encode_history(tree.history(found.label)))
         kp.verify_history(found.label, found.entry, history)
+
+
+def test_a_lookup_binds_the_device_list() -> None:
+    phone = IdentityKeyPair(bytes([1]) * 32, bytes([2]) * 32)
+    first = dl.sign_device_list("alice", 1, [(1, phone.public)], signer=1, signer_key=phone)
+    second = dl.sign_device_list(
+        "alice",
+        2,
+        [(1, phone.public), (2, phone.public)],
+        signer=1,
+        signer_key=phone,
+        previous=first,
+    )
+    tree = t.EpochTree()
+    label = kp.account_label(VRF_SECRET, "alice")[0]
+    tree.update({label: first.hash()})
+    found = kp.verify_lookup(
+        VRF_PUBLIC, "alice", tree.root(), kp.make_lookup(tree, VRF_SECRET, "alice")
+    )
+    assert found.entry is not None
+    kp.check_device_list(found.entry, first)
+    with pytest.raises(KtProofError):
+        kp.check_device_list(found.entry, second)
 
 
 def test_lookup_non_membership() -> None:

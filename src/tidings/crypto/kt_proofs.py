@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from tidings.crypto import primitives as p
 from tidings.crypto import vrf
+from tidings.crypto.kt_device_list import SignedDeviceList
 from tidings.crypto.kt_tree import (
     EMPTY_ROOT,
     ENTRY_LEN,
@@ -175,6 +176,17 @@ def verify_lookup(vrf_public: bytes, account: str, root: bytes, proof: bytes) ->
     if not p.constant_time_equal(_climb(key, start, siblings), root):
         raise KtProofError("the lookup path does not lead to the root")
     return Lookup(label, entry)
+
+
+def check_device_list(entry: Entry, signed: SignedDeviceList) -> None:
+    """Check that ``signed`` is the device list a verified lookup's ``entry`` commits to (the
+    client then checks its chain with `kt_device_list.verify_chain`).
+
+    Raises:
+        KtProofError: the list's hash is not the entry's list hash.
+    """
+    if not p.constant_time_equal(entry.list_hash, signed.hash()):
+        raise KtProofError("the device list is not the one the directory entry commits to")
 
 
 # --- history ---------------------------------------------------------------------------------
