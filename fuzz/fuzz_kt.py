@@ -1,11 +1,14 @@
 """Fuzz targets for key transparency's decoders of untrusted bytes (issue 12): the VRF proof and
-public key a client verifies before trusting a directory label."""
+public key a client verifies before trusting a directory label, the signed device list, and every
+directory proof (lookup, history, audit, epoch head, witness co-signatures)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from tidings.crypto import vrf
+from tidings.crypto import kt_device_list, kt_tree, vrf
+from tidings.crypto import kt_proofs as kp
+from tidings.crypto.identity import IdentityKeyPair
 
 TargetSpec = tuple[str, Callable[[bytes], object], list[bytes]]
 
@@ -31,3 +34,52 @@ def kt_targets() -> Iterator[TargetSpec]:
     yield "kt.vrf_verify", verify_all, [public + pi + alpha]
     yield "kt.vrf_proof", verify_proof, [pi + alpha]
     yield "kt.vrf_proof_to_hash", vrf.proof_to_hash, [pi]
+
+
+def kt_directory_targets() -> Iterator[TargetSpec]:
+    vrf_secret = bytes(range(32))
+    vrf_public = vrf.vrf_keygen(vrf_secret)
+    server_key = bytes([7]) * 32
+    server_public = vrf.vrf_keygen(server_key)  # an Ed25519 public key, as the VRF's is
+    tree = kt_tree.EpochTree()
+    labels = {name: kp.account_label(vrf_secret, name)[0] for name in ("alice", "bob", "carol")}
+    kp.make_audit(tree, {label: bytes([i]) * 32 for i, label in enumerate(labels.values())})
+    old_root = tree.root()
+    audit, _ = kp.make_audit(
+        tree, {labels["alice"]: bytes(32), kp.account_label(vrf_secret, "dave")[0]: bytes(32)}
+    )
+    root = tree.root()
+    head = kp.sign_head(server_key, tree.epoch, root, 1_000, None)
+    phone = IdentityKeyPair(bytes([1]) * 32, bytes([2]) * 32)
+    device_list = kt_device_list.sign_device_list(
+        "alice", 1, [(1, phone.public)], signer=1, signer_key=phone
+    )
+
+    def lookup(data: bytes) -> object:
+        return kp.verify_lookup(vrf_public, "alice", root, data)
+
+    def lookup_absent(data: bytes) -> object:
+        return kp.verify_lookup(vrf_public, "erin", root, data)
+
+    def audit_verify(data: bytes) -> object:
+        return kp.verify_audit(old_root, root, tree.epoch, data)
+
+    def head_decode(data: bytes) -> object:
+        return kp.decode_head(server_public, data)
+
+    def device_list_chain(data: bytes) -> object:
+        kt_device_list.verify_chain(None, kt_device_list.decode_device_list(data))
+        return None
+
+    history = kp.encode_history(tree.history(labels["alice"]))
+    yield "kt.lookup", lookup, [kp.make_lookup(tree, vrf_secret, "alice")]
+    yield "kt.lookup_absent", lookup_absent, [kp.make_lookup(tree, vrf_secret, "erin")]
+    yield "kt.history", kp.decode_history, [history]
+    yield "kt.audit", audit_verify, [audit]
+    yield "kt.epoch_head", head_decode, [head.encode()]
+    yield (
+        "kt.cosignatures",
+        kp.decode_cosignatures,
+        [kp.encode_cosignatures([kp.witness_sign(bytes([9]) * 32, head)])],
+    )
+    yield "kt.device_list", device_list_chain, [device_list.encode()]

@@ -96,6 +96,38 @@ class VrfProofError(CryptoError):
     code = "invalid_vrf_proof"
 
 
+class KtProofError(CryptoError):
+    """A key-transparency proof (lookup, history, audit) does not verify against its root."""
+
+    code = "invalid_kt_proof"
+
+
+class DeviceListChainError(CryptoError):
+    """A signed device list has no valid signature chain from the account's previous list.
+
+    ``device_ids`` names the devices the chain does not vouch for.
+    """
+
+    code = "device_list_chain_broken"
+
+    def __init__(self, message: str | None = None, device_ids: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.device_ids = device_ids
+
+
+class EpochForkError(CryptoError):
+    """Two signed epoch heads disagree about one epoch, or a head does not extend its
+    predecessor: the directory showed different histories."""
+
+    code = "kt_epoch_fork"
+
+
+class WitnessQuorumError(CryptoError):
+    """Fewer than the required number of trusted witnesses co-signed an epoch head."""
+
+    code = "kt_witness_quorum"
+
+
 class ContextChainError(CryptoError):
     """A run of franked messages is not linked by their previous-commitment chain."""
 
