@@ -295,6 +295,42 @@ def test_a_preservation_request_holds_the_account_for_90_days(world: World) -> N
     assert lawful.close(legal, request.request_id).state is RequestState.CLOSED
 
 
+class _FailingOnce:
+    """A hold service whose first placement fails (the database went away mid-intake)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def place(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise OSError("the hold store is unavailable")
+        return self.real.place(*args, **kwargs)
+
+
+def test_a_preservation_request_is_never_recorded_without_its_hold(world: World) -> None:
+    lawful = world.safety.lawful
+    failing = _FailingOnce(lawful.holds)
+    lawful.holds = failing
+    entries = sum(1 for _ in world.safety.audit_repo.entries())
+    with pytest.raises(OSError):
+        world.receive(kind=RequestType.PRESERVATION, scope=[])
+    assert failing.failed
+    assert lawful.repository.all() == []  # no request without its hold
+    assert world.safety.holds.active_for("alice") == []
+    assert sum(1 for _ in world.safety.audit_repo.entries()) == entries
+    request = world.receive(kind=RequestType.PRESERVATION, scope=[]).request  # taken in again
+    (hold,) = world.safety.holds.active_for("alice")
+    assert lawful.repository.get(request.request_id) == request
+    assert request.hold_id == hold.hold_id
+    details = _audit(world)[-1].details
+    assert (json.loads(details) if isinstance(details, str) else details)["hold"] == hold.hold_id
+
+
 def test_a_non_disclosure_order_delays_the_notice_until_it_ends(world: World) -> None:
     lawful, legal = world.safety.lawful, world.legal
     intake = world.receive()

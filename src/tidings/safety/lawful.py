@@ -236,7 +236,9 @@ class LawfulRequestService:
         due_ms: int,
     ) -> Intake:
         """Record a request taken in by legal, issue its verification token (an outbox entry
-        to ``officer_email``) and, for a preservation request, place its 90-day hold.
+        to ``officer_email``) and, for a preservation request, place its 90-day hold — before
+        the request is recorded, so it never exists without it (if placing raises, nothing
+        of the request is stored; take it in again).
 
         Raises: `PermissionDeniedError`; `InvalidLawfulRequestError` for a field out of range
         (a country not ISO 3166-1 alpha-2, an e-mail not name@domain, a due date in the past
@@ -285,22 +287,25 @@ class LawfulRequestService:
             outbox=json.dumps([{"to": email, "sent_ms": now, "expires_ms": expires}]),
             updated_ms=now,
         )
+        if request_type is RequestType.PRESERVATION:
+            # The hold first, the request (naming it) after: a preservation request is never
+            # recorded without its hold. A failed placement records nothing and raises, so
+            # legal takes the request in again; a failed add after it leaves a hold that
+            # names the agency and case (audited), which over-preserves but loses nothing.
+            hold = self.holds.place(
+                actor, request.account, HoldKind.PRESERVATION_REQUEST,
+                days=PRESERVATION_REQUEST_DAYS,
+                reference=f"{request.agency} {request.case_number}"[:200],
+            )
+            request = replace(request, hold_id=hold.hold_id)
         self.repository.add(request)
         self.audit.append(
             actor=actor.staff_id, action=AuditAction.LAWFUL_RECEIVE,
             target=f"lawful:{request.request_id}", now_ms=now,
             details={"kind": request_type.value, "account": request.account,
                      "country": country_code, "scope": keys,
-                     "domain_allowed": request.domain_allowed},
+                     "domain_allowed": request.domain_allowed, "hold": request.hold_id},
         )
-        if request_type is RequestType.PRESERVATION:
-            hold = self.holds.place(
-                actor, request.account, HoldKind.PRESERVATION_REQUEST,
-                days=PRESERVATION_REQUEST_DAYS,
-                reference=f"{request.agency} {request.case_number}"[:200],
-            )
-            request = replace(request, hold_id=hold.hold_id, version=request.version + 1)
-            self.repository.update(request)
         return Intake(request=request, token=token)
 
     def verify(
