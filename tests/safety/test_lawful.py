@@ -200,7 +200,7 @@ def test_scope_follows_the_process_of_the_request(world: World) -> None:
     lawful = world.safety.lawful
     for kind, kept in [
         (RequestType.COURT_ORDER, ["subscriber", "devices", "attachments"]),
-        (RequestType.SEARCH_WARRANT, ["subscriber", "devices", "attachments"]),
+        (RequestType.SEARCH_WARRANT, ["subscriber", "devices", "attachments", "reports"]),
     ]:
         request = world.receive(kind=kind).request
         assert lawful.plan_scope(request)[0] == kept

@@ -59,6 +59,7 @@ from tidings.safety.lawful_model import (
     satisfies,
 )
 from tidings.safety.lawful_package import Package, build_package
+from tidings.safety.lawful_sources import PRODUCED_TABLES, ProductionSources
 from tidings.safety.staff import Permission, Principal
 
 __all__ = [
@@ -83,9 +84,10 @@ _EMAIL = re.compile(r"[^@\s]+@([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)")
 _KEY = re.compile(r"[a-z_]{1,40}")
 
 READ_TABLES = ("accounts", "devices", "attachments", "safety_holds", "account_enforcements")
-"""The tables a production reads in this version; a category none of whose tables is read is
-dropped at scoping ("not producible yet"), and a package lists the tables of a kept category
-it did not read."""
+"""The tables a production reads itself; with `LawfulRequestService.sources` set (the
+composition root does) it reads every table of the inventory (`PRODUCED_TABLES`). A category
+with a table not read is dropped at scoping ("not readable on this node"), so a package never
+silently lacks part of a category."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,9 @@ class LawfulRequestService:
         """Lower-case official e-mail domains of requesters (the operator's allow-list)."""
         self.signing_key: bytes | None = None
         """The Ed25519 seed packages are signed with (``lawful_signing.key``)."""
+        self.sources: ProductionSources | None = None
+        """The rest of what a production reads (`tidings.safety.lawful_sources`), set by
+        `tidings.safety.service.SafetyService`."""
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -367,8 +372,8 @@ class LawfulRequestService:
                 dropped[key] = "narrowed by legal"
             elif category is None:
                 dropped[key] = "not in the data inventory: the provider does not hold it"
-            elif not set(category.tables) & set(READ_TABLES):
-                dropped[key] = "not producible by this version"
+            elif not set(category.tables) <= self.read_tables():
+                dropped[key] = "not readable on this node"
             elif not satisfies(request.kind, category.process):
                 dropped[key] = f"needs a {category.process.value}; this is a {request.kind.value}"
             else:
@@ -441,12 +446,21 @@ class LawfulRequestService:
 
     # --- production and delivery ----------------------------------------------------------
 
+    def read_tables(self) -> set[str]:
+        """The tables a production reads (`READ_TABLES`, and `PRODUCED_TABLES` with
+        ``sources``)."""
+        return set(READ_TABLES) | (set(PRODUCED_TABLES) if self.sources is not None else set())
+
     def _sources(self, account: str) -> dict[str, list[dict[str, Any]]]:
         snapshot = self.subjects.snapshot(account)
         holds = self.holds.repository.for_account(account)
+        extra = {} if self.sources is None else self.sources.read(account)
+        # One row per device: the device's metadata and its public keys merged.
+        keys = {d["device_id"]: d for d in extra.pop("devices", [])}
         return {
+            **extra,
             "accounts": [] if snapshot["account"] is None else [dict(snapshot["account"])],
-            "devices": [dict(d) for d in snapshot["devices"]],
+            "devices": [{**dict(d), **keys.get(d["device_id"], {})} for d in snapshot["devices"]],
             "attachments": [dict(a) for a in snapshot["attachments"]],
             "safety_holds": [asdict(h) for h in holds],
             "account_enforcements": [asdict(e)
@@ -455,8 +469,8 @@ class LawfulRequestService:
 
     def production(self, request: LawfulRequest) -> dict[str, Any]:
         """The content of ``production.json``: the request and, per scoped category, only
-        the fields the inventory lists for it (never content, keys or credential hashes:
-        none is listed)."""
+        the fields the inventory lists for it (never content, private keys, envelope or
+        evidence bytes, or credential hashes: none is listed or read)."""
         inventory = {c.key: c for c in self.categories()}
         sources = self._sources(request.account)
         out: list[dict[str, Any]] = []
@@ -470,7 +484,6 @@ class LawfulRequestService:
             out.append({
                 "key": key, "title": category.title, "process": category.process.value,
                 "records": records,
-                "tables_not_read": [t for t in category.tables if t not in READ_TABLES],
             })
         described = {k: v for k, v in request.to_json().items()
                      if k not in ("outbox", "ndo_reference")}

@@ -106,6 +106,7 @@ from tidings.safety.holds import (
 from tidings.safety.inventory import RetentionSettings, inventory
 from tidings.safety.lawful import LawfulRequestService
 from tidings.safety.lawful_model import InMemoryLawfulRequestRepository, LawfulRequestRepository
+from tidings.safety.lawful_sources import ProductionSources
 from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.referral_records import InMemoryReferralRepository, ReferralRepository
 from tidings.safety.referrals import ReferralPolicy, ReferralService
@@ -433,6 +434,11 @@ class SafetyService:
         """Lawful requests: its ``allowed_domains`` and ``signing_key`` are set by the
         composition root (`tidings.app.build_safety`); until a key is set producing is refused
         with `LawfulConfigError`."""
+        self.lawful.sources = ProductionSources(
+            subjects=repos.subjects, cases=repos.cases, reports=repos.reports,
+            evidence=repos.evidence, referrals=repos.referrals,
+            detection=lambda: self.detection_repo,
+        )
 
     def __repr__(self) -> str:
         return f"SafetyService(audit={type(self.audit_repo).__name__})"
