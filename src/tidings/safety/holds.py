@@ -172,8 +172,14 @@ class InMemorySubjectRecords:
     def snapshot(self, account: str) -> dict[str, Any]:
         record = self.accounts.get(account)
         return {
-            "account": None if record is None else {"username": account, **record},
-            "devices": [] if record is None else list(record.get("devices", [])),
+            "account": None if record is None else {
+                "username": account, **{k: v for k, v in record.items() if k != "devices"}
+            },
+            # Like the SQL reader: public keys and metadata, never the credential hash.
+            "devices": [] if record is None else [
+                {k: v for k, v in d.items() if k != "credential_hash"}
+                for d in record.get("devices", [])
+            ],
             "attachments": [dict(a, id=i) for i, a in sorted(self.attachments.items())
                             if a["account"] == account],
         }

@@ -193,7 +193,7 @@ def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
             description="Which account uploaded an attachment, when, and its size. The file is "
             "encrypted with a key only the sender and recipients hold.",
             tables=("attachments",),
-            fields=("attachments.id", "attachments.account_id", "attachments.size",
+            fields=("attachments.id", "attachments.size",
                     "attachments.created_at_ms", "attachments.expires_at_ms"),
             retention=f"{_days(attachment_ttl, 'attachment_ttl_s')} from upload, unless held",
             process=LegalProcess.COURT_ORDER,

@@ -479,7 +479,8 @@ class LawfulRequestService:
             records = [
                 {"table": table, **_fields(category, table, row)}
                 for table in category.tables
-                for row in sources.get(table, [])
+                # A shared table's rows of this category, when they are keyed apart.
+                for row in sources.get(f"{table}:{key}", sources.get(table, []))
             ]
             out.append({
                 "key": key, "title": category.title, "process": category.process.value,

@@ -26,7 +26,7 @@ from tidings.safety.referral_records import ReferralRepository
 from tidings.safety.reports import ReportRepository
 from tidings.wire.base64url import b64e
 
-__all__ = ["PRODUCED_TABLES", "ProductionSources"]
+__all__ = ["DETECTION_EVIDENCE", "PRODUCED_TABLES", "ProductionSources"]
 
 PRODUCED_TABLES = (
     "devices", "one_time_prekeys", "kem_prekeys", "messages",
@@ -35,7 +35,11 @@ PRODUCED_TABLES = (
     "safety_detection_matches", "safety_referrals",
 )
 """The tables `ProductionSources.read` fills (with the subject records, holds and
-enforcements `tidings.safety.lawful` reads itself)."""
+enforcements `tidings.safety.lawful` reads itself). A table two categories share is keyed
+``table:category`` for the rows of one of them (`DETECTION_EVIDENCE`): the sealed images of
+detection are the detection category's, not the reports'."""
+
+DETECTION_EVIDENCE = "safety_evidence:detection"
 
 
 def _plain(value: Any) -> Any:
@@ -76,10 +80,11 @@ class ProductionSources:
     def read(self, account: str) -> dict[str, list[dict[str, Any]]]:
         """``account``'s rows of every table in `PRODUCED_TABLES` (see the module
         docstring for what is never read)."""
-        out: dict[str, list[dict[str, Any]]] = {t: [] for t in PRODUCED_TABLES}
+        out: dict[str, list[dict[str, Any]]] = {
+            t: [] for t in (*PRODUCED_TABLES, DETECTION_EVIDENCE)
+        }
         out.update(self.subjects.production_rows(account))
         detection = self.detection()
-        evidence_ids: set[str] = set()
         for case in self.cases.cases_for_subject(account):
             out["safety_cases"].append(_row(case))
             for decision in self.cases.decisions_for_case(case.case_id):
@@ -97,16 +102,14 @@ class ProductionSources:
                 out["safety_report_matches"].extend(
                     _row(m) for m in self.reports.matches_for_report(report.report_id)
                 )
-                for record in self.evidence.evidence_for_report(report.report_id):
-                    if record.evidence_id not in evidence_ids:
-                        evidence_ids.add(record.evidence_id)
-                        out["safety_evidence"].append(_evidence(record))
+                out["safety_evidence"].extend(
+                    _evidence(r) for r in self.evidence.evidence_for_report(report.report_id)
+                )
             for match in [] if detection is None else detection.matches_for_case(case.case_id):
                 out["safety_detection_matches"].append(_row(match))
                 found = self.evidence.get_evidence(match.evidence_id)
-                if found is not None and found.evidence_id not in evidence_ids:
-                    evidence_ids.add(found.evidence_id)
-                    out["safety_evidence"].append(_evidence(found))
+                if found is not None:
+                    out[DETECTION_EVIDENCE].append(_evidence(found))
             out["safety_referrals"].extend(
                 _row(r) for r in self.referrals.referrals_for_case(case.case_id)
             )
