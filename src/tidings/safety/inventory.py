@@ -297,6 +297,8 @@ NOT_PRODUCIBLE: dict[str, str] = {
     "safety_staff_preferences": "staff display preferences (not user data)",
     "safety_console_pending": "half-finished staff sign-ins (not user data)",
     "safety_login_throttle": "staff sign-in throttling (not user data)",
+    "safety_report_refusals": "how many reports verification refused per day and reason "
+    "(aggregate counts, not user data: nothing of a report is kept)",
     "safety_lawful_requests": "requests from authorities about an account (the provider's "
     "record of the request and its handling; shown in the transparency report as counts)",
 }

@@ -110,6 +110,7 @@ from tidings.safety.lawful_sources import ProductionSources
 from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.referral_records import InMemoryReferralRepository, ReferralRepository
 from tidings.safety.referrals import ReferralPolicy, ReferralService
+from tidings.safety.refusals import InMemoryRefusalCounter, RefusalCounter
 from tidings.safety.reports import (
     AttachmentFetcher,
     FrankingKeyRing,
@@ -239,6 +240,8 @@ class SafetyRepositories:
     """The messaging records holds preserve (in memory: none, for tests of the rest)."""
     referrals: ReferralRepository = field(default_factory=InMemoryReferralRepository)
     lawful: LawfulRequestRepository = field(default_factory=InMemoryLawfulRequestRepository)
+    refusals: RefusalCounter = field(default_factory=InMemoryRefusalCounter)
+    """Refused-report counts per day and reason (`tidings.safety.refusals`)."""
 
     @classmethod
     def sql(
@@ -260,6 +263,7 @@ class SafetyRepositories:
             SqlHoldRepository,
             SqlLawfulRequestRepository,
             SqlReferralRepository,
+            SqlRefusalCounter,
             SqlReportRepository,
             SqlStaffRepository,
             SqlSubjectRecords,
@@ -287,6 +291,7 @@ class SafetyRepositories:
             subjects=SqlSubjectRecords(db),
             referrals=SqlReferralRepository(db),
             lawful=SqlLawfulRequestRepository(db),
+            refusals=SqlRefusalCounter(db),
         )
 
 
@@ -402,6 +407,7 @@ class SafetyService:
             cases=self.cases,
             audit=self.audit,
             matcher=self.bank_matcher,
+            refusals=repos.refusals,
         )
         self.referral_repo = repos.referrals
         self.referrals = ReferralService(
