@@ -16,6 +16,8 @@ from tidings.storage.refusals_schema import safety_report_refusals
 
 __all__ = ["SqlRefusalCounter"]
 
+_MAX_DAY = 2**31 - 1
+
 
 class SqlRefusalCounter:
     def __init__(self, db: SafetyDatabase) -> None:
@@ -34,9 +36,12 @@ class SqlRefusalCounter:
 
     def count_refused(self, start_ms: int, end_ms: int) -> GroupCounts:
         t = safety_report_refusals.c
+        # Days as the column's 32-bit integers, whatever the bounds asked.
+        first = max(0, min(day_of(start_ms), _MAX_DAY))
+        last = max(-1, min(day_of(end_ms - 1), _MAX_DAY))
         query = (
             select(t.reason, func.sum(t.count))
-            .where(and_(t.day >= day_of(start_ms), t.day <= day_of(end_ms - 1)))
+            .where(and_(t.day >= first, t.day <= last))
             .group_by(t.reason)
         )
         with self._db.read() as c:
