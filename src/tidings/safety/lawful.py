@@ -4,11 +4,12 @@ delivery, user notice and close.
 
 Workflow (`tidings.safety.lawful_model.TRANSITIONS`): received -> verified (the requester
 presented the one-time token sent to the officer's address) -> in_review -> scoped (legal keeps
-only categories the inventory lists, this version can read, and whose least legal process the
+only categories the inventory lists, the node reads in full, and whose least legal process the
 request's type reaches; an emergency request reaches any, on a recorded justification) or
 rejected (with a reason) -> produced (the package, `tidings.safety.lawful_package`) ->
 delivered -> closed. A preservation request places a 90-day ``PRESERVATION_REQUEST`` hold at
-intake (`HoldService`) and closes from review: it produces nothing.
+intake (`HoldService`), before the request is recorded so that it never exists without it, and
+closes from review: it produces nothing.
 
 Every step is legal's (`Permission.HANDLE_LAWFUL_REQUESTS`) and audited under who took it; a
 requester's verification is audited as ``requester:<email>``. A refused call raises a typed
@@ -361,7 +362,7 @@ class LawfulRequestService:
         self, request: LawfulRequest, categories: Sequence[str] | None = None
     ) -> tuple[list[str], dict[str, str]]:
         """(kept, {dropped key: why}) for ``request``: of what it asked (narrowed further to
-        ``categories`` when given), keep what the inventory lists, this version reads and the
+        ``categories`` when given), keep what the inventory lists, the node reads in full and the
         request's process reaches. Pure; nothing is stored."""
         inventory = {c.key: c for c in self.categories()}
         kept: list[str] = []
