@@ -69,7 +69,8 @@ def test_json_counts_the_period_and_the_view_is_audited(node: list[str]) -> None
     cases = data["sections"]["cases"]["figures"]["opened"]
     assert cases["value"] == 2 and cases["breakdown"] == {"report": 0, "detection": 2}
     assert data["sections"]["detection"]["figures"]["cases_opened"]["value"] == 2
-    assert data["sections"]["reports"]["figures"]["refused"]["status"] == "not_recorded"
+    refused = data["sections"]["reports"]["figures"]["refused"]
+    assert (refused["status"], refused["value"], refused["by"]) == ("counted", 0, "reason")
 
     code, out, _ = run("--from", "2027-01-01", "--to", "2027-01-01", "--json", *node)
     assert code == 0 and json.loads(out)["sections"]["cases"]["figures"]["opened"]["value"] == 1

@@ -41,7 +41,7 @@ def test_legal_sees_the_counted_report_and_the_view_is_audited(
     assert r.status_code == 200, r.text[-500:]
     assert cell(r.text, "reports", "verified") == "3"
     assert cell(r.text, "cases", "opened") == "3"
-    assert cell(r.text, "reports", "refused") == "not recorded"
+    assert cell(r.text, "reports", "refused") == "0"  # counted: none refused
     assert cell(r.text, "lawful_requests", "received") == "0"
     assert cell(r.text, "actions", "enforcements") == "0"
     (entry,) = views(seeded)

@@ -33,6 +33,7 @@ from tidings.safety.evidence import (
     InMemoryEvidenceRepository,
 )
 from tidings.safety.passwords import StaffPasswordHasher
+from tidings.safety.refusals import InMemoryRefusalCounter
 from tidings.safety.reports import (
     FrankingKey,
     FrankingKeyRing,
@@ -47,6 +48,7 @@ from tidings.safety.sql import (
     SqlCaseRepository,
     SqlEnforcementRepository,
     SqlEvidenceRepository,
+    SqlRefusalCounter,
     SqlReportRepository,
     SqlStaffRepository,
 )
@@ -236,6 +238,7 @@ class World:
     intake: ReportIntake
     admin: Principal
     admin2: Principal  # a second, independent admin (enrolled through an operator's link)
+    refusals: Any = None  # the refused-report counter the intake counts into
     totp: TotpVerifier = field(default_factory=TotpVerifier)
     now: int = T0 + 10_000_000
 
@@ -288,6 +291,7 @@ def build_world(*, anchor_key: bytes | None = None, db: SafetyDatabase | None = 
         case_repo: Any = InMemoryCaseRepository()
         enforcement_repo: Any = InMemoryEnforcementRepository()
         staff_repo: Any = InMemoryStaffRepository()
+        refusals: Any = InMemoryRefusalCounter()
     else:
         audit_repo = AuditRows(db)
         evidence_repo = EvidenceRows(db)
@@ -295,6 +299,7 @@ def build_world(*, anchor_key: bytes | None = None, db: SafetyDatabase | None = 
         case_repo = CaseRows(db)
         enforcement_repo = SqlEnforcementRepository(db)
         staff_repo = SqlStaffRepository(db, STAFF_KEY)
+        refusals = SqlRefusalCounter(db)
     audit = AuditLog(audit_repo, anchor_key=anchor_key)
     vault = EvidenceVault(evidence_repo, EvidenceKeyRing({"ev1": os.urandom(32)}, "ev1"), audit)
     ids = Counter()
@@ -327,6 +332,7 @@ def build_world(*, anchor_key: bytes | None = None, db: SafetyDatabase | None = 
         vault=vault,
         cases=cases,
         audit=audit,
+        refusals=refusals,
     )
     return World(
         server=server,
@@ -343,6 +349,7 @@ def build_world(*, anchor_key: bytes | None = None, db: SafetyDatabase | None = 
         intake=intake,
         admin=admin,
         admin2=admin2,
+        refusals=refusals,
     )
 
 

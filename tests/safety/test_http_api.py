@@ -167,10 +167,13 @@ def test_every_forgery_is_refused_with_its_code_and_nothing_is_stored(
     alice, bob, carol = net.register("alice"), net.register("bob"), net.register("carol")
     reporter, items, reveals = forge(net, alice, bob, carol)
     before = net.counts()
+    refusals = net.safety.repos.refusals
     r = net.report(reporter, items, attachments=reveals)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == code
     assert net.counts() == before
+    # Counted, durably, under its code on the day: the count only, nothing of the report.
+    assert refusals.count_refused(0, 2**62) == {(code,): 1}
 
 
 def test_a_replayed_report_is_refused_and_stores_nothing(net: Net) -> None:

@@ -37,6 +37,7 @@ from tidings.safety.reports import FrankingKey, FrankingKeyRing, InMemoryReportR
 from tidings.safety.service import SafetyRepositories, SafetyService
 from tidings.safety.sql import SafetyDatabase
 from tidings.safety.staff import InMemoryStaffRepository, Principal, Role
+from tidings.wire import pb
 from tidings.wire.base64url import b64e
 
 T0 = 1_780_000_000_000
@@ -200,7 +201,7 @@ def test_scope_follows_the_process_of_the_request(world: World) -> None:
     lawful = world.safety.lawful
     for kind, kept in [
         (RequestType.COURT_ORDER, ["subscriber", "devices", "attachments"]),
-        (RequestType.SEARCH_WARRANT, ["subscriber", "devices", "attachments"]),
+        (RequestType.SEARCH_WARRANT, ["subscriber", "devices", "attachments", "reports"]),
     ]:
         request = world.receive(kind=kind).request
         assert lawful.plan_scope(request)[0] == kept
@@ -293,6 +294,42 @@ def test_a_preservation_request_holds_the_account_for_90_days(world: World) -> N
     lawful.verify(request.request_id, intake.token)
     lawful.review(legal, request.request_id)
     assert lawful.close(legal, request.request_id).state is RequestState.CLOSED
+
+
+class _FailingOnce:
+    """A hold service whose first placement fails (the database went away mid-intake)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def place(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise OSError("the hold store is unavailable")
+        return self.real.place(*args, **kwargs)
+
+
+def test_a_preservation_request_is_never_recorded_without_its_hold(world: World) -> None:
+    lawful = world.safety.lawful
+    failing = _FailingOnce(lawful.holds)
+    lawful.holds = failing
+    entries = sum(1 for _ in world.safety.audit_repo.entries())
+    with pytest.raises(OSError):
+        world.receive(kind=RequestType.PRESERVATION, scope=[])
+    assert failing.failed
+    assert lawful.repository.all() == []  # no request without its hold
+    assert world.safety.holds.active_for("alice") == []
+    assert sum(1 for _ in world.safety.audit_repo.entries()) == entries
+    request = world.receive(kind=RequestType.PRESERVATION, scope=[]).request  # taken in again
+    (hold,) = world.safety.holds.active_for("alice")
+    assert lawful.repository.get(request.request_id) == request
+    assert request.hold_id == hold.hold_id
+    details = _audit(world)[-1].details
+    assert (json.loads(details) if isinstance(details, str) else details)["hold"] == hold.hold_id
 
 
 def test_a_non_disclosure_order_delays_the_notice_until_it_ends(world: World) -> None:
@@ -426,6 +463,7 @@ def test_a_production_through_the_real_app_reads_the_messaging_records(
     from fastapi.testclient import TestClient
 
     from tests.support.app import Net
+    from tests.support.devices import ratchet_body
     from tidings.app import create_app
 
     monkeypatch.setenv("TIDINGS_LAWFUL_DOMAINS", "Police.Example")
@@ -433,13 +471,21 @@ def test_a_production_through_the_real_app_reads_the_messaging_records(
         net = Net(client, app_config)
         user = net.register("target")
         kept = net.upload(user, b"an encrypted attachment")
+        sender = net.register("sender")
+        queued = {"messages": [{"device_id": user.device_id,
+                                "registration_id": user.registration_id,
+                                "type": pb.Envelope.RATCHET, "body": b64e(ratchet_body()),
+                                "commitment": b64e(b"\x02" * 32)}]}
+        sent = client.put(f"/v1/messages/{user.username}", json=queued, headers=sender.auth)
+        assert sent.status_code == 200, sent.text  # queued: the target never fetches it
         safety = net.safety
         legal = safety.staff.principal_for(active_staff(safety, "lena", {Role.LEGAL}).staff_id)
         intake = safety.lawful.receive(
             legal, agency="Police", officer_name="P. Officer",
             officer_email="p@police.example", country="DE", case_number="K-1",
             legal_basis="court order of the Amtsgericht", kind="court_order",
-            account=user.username, scope=["subscriber", "devices", "public_keys", "attachments"],
+            account=user.username,
+            scope=["subscriber", "devices", "public_keys", "attachments", "queued_envelopes"],
             due_ms=safety.clock() + DAY_MS,
         )
         rid = intake.request.request_id
@@ -463,6 +509,12 @@ def test_a_production_through_the_real_app_reads_the_messaging_records(
                                          "created_at_ms": by_key["subscriber"][0]["created_at_ms"]}]
         assert [d["device_id"] for d in by_key["devices"]] == [1]
         assert by_key["public_keys"][0]["identity_key"]
+        assert by_key["public_keys"][0]["signed_prekey"]
+        assert {r["table"] for r in by_key["public_keys"]} == {
+            "devices", "one_time_prekeys", "kem_prekeys"}
+        (envelope,) = by_key["queued_envelopes"]
+        assert envelope["table"] == "messages" and envelope["device_id"] == user.device_id
+        assert envelope["size"] > 0 and "envelope" not in envelope
         assert [a["id"] for a in by_key["attachments"]] == [kept.id]
         assert "credential" not in (directory / "production.json").read_text()
         status = client.get("/v1/account/status", headers=user.auth).json()

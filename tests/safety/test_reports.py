@@ -64,12 +64,15 @@ def three_messages(world: World) -> tuple[Chat, list[ReportItem]]:
 
 
 def refused(world: World, sub: object, error: type[TidingsError]) -> TidingsError:
-    """Submit, expect exactly ``error``, and check that nothing was stored."""
+    """Submit, expect exactly ``error``, and check that nothing was stored but the count."""
     before = len(world.audit_repo.rows)
+    counted = world.refusals.count_refused(0, world.now + 1).get((error.code,), 0)
     with pytest.raises(error) as caught:
         world.intake.submit(sub, now_ms=world.now)  # type: ignore[arg-type]
     assert type(caught.value) is error
     assert world.stored_nothing(before)
+    # Only the count: one more refusal under its code on the day, nothing of the report.
+    assert world.refusals.count_refused(0, world.now + 1).get((error.code,), 0) == counted + 1
     return caught.value
 
 

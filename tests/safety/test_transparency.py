@@ -40,6 +40,7 @@ from tidings.errors import InvalidPeriodError
 from tidings.safety.audit import AuditAction
 from tidings.safety.case_model import CaseSource, DecisionKind
 from tidings.safety.categories import Category, QueueId
+from tidings.safety.refusals import REFUSAL_REASONS
 from tidings.safety.sql import SafetyDatabase, SqlEnforcementRepository
 from tidings.safety.staff import Principal, Role, permissions_for
 from tidings.safety.transparency import (
@@ -67,6 +68,7 @@ def sources_of(world: World) -> TransparencySources:
         cases=world.case_repo,  # type: ignore[arg-type]
         enforcements=world.enforcement_repo,  # type: ignore[arg-type]
         audit=world.audit_repo,  # type: ignore[arg-type]
+        refusals=world.refusals,
     )
 
 
@@ -207,6 +209,10 @@ def _seed(world: World) -> dict[str, str]:
     assert _report(world, "m2", "b4", S + 2000, harassment) == cases["m2"]  # joins its case
     cases["m4"] = _report(world, "m4", "b5", E - 1, cse)  # the last ms of 2026H2
     cases["m5"] = _report(world, "m5", "b6", E, spam)  # the first ms of 2027H1
+    # Refused reports: counted per UTC day and reason only; two in 2026H2, one each side.
+    for at, reason in [(S - 1, "invalid_report"), (S, "commitment_mismatch"),
+                       (E - 1, "report_replayed"), (E, "invalid_report")]:
+        world.refusals.increment(at, reason)
     world.now = S
     rita = world.make_staff("rita", Role.REVIEWER, queues=ALL_QUEUES)
     rob = world.make_staff("rob", Role.REVIEWER, queues=ALL_QUEUES)
@@ -254,7 +260,10 @@ def test_the_report_counts_each_record_in_its_period(world: World) -> None:
         cse: 1,
     }
     refused = report.section("reports").figure("refused")
-    assert refused.value is None and refused.status is FigureStatus.NOT_RECORDED
+    assert (refused.value, refused.status) == (2, FigureStatus.COUNTED)
+    assert breakdown(report, "reports", "refused") == {
+        **dict.fromkeys(REFUSAL_REASONS, 0), "commitment_mismatch": 1, "report_replayed": 1}
+    assert report.value("reports", "received") == 4 + 2
     assert report.value("reports", "voided") == 0
 
     assert report.value("cases", "opened") == 3
@@ -320,7 +329,8 @@ def test_the_json_form_is_stable(world: World) -> None:
     verified = data["sections"]["reports"]["figures"]["verified"]
     assert set(verified) == {"label", "value", "status", "counts", "by", "breakdown"}
     assert verified["value"] == 4 and verified["status"] == "counted"
-    assert data["sections"]["reports"]["figures"]["refused"]["value"] is None
+    refused = data["sections"]["reports"]["figures"]["refused"]
+    assert (refused["value"], refused["status"], refused["by"]) == (2, "counted", "reason")
     received = data["sections"]["lawful_requests"]["figures"]["received"]
     assert received == {
         "label": "Lawful requests received",
@@ -343,7 +353,9 @@ def test_the_html_page_has_charts_and_no_external_assets(world: World, tmp_path:
     assert html.count("<svg") == len(charts_of(report)) + 1  # every breakdown + the overview
     assert 'role="img"' in html and "<title id=" in html and "<desc id=" in html
     assert "<table" in html and 'scope="row"' in html
-    assert "not recorded" in html
+    assert "not recorded" not in html  # every figure is counted now
+    refusals = {b.label: b.value for b in charts_of(report)["reports.refused"].bars}
+    assert sum(refusals.values()) == 2 and "Reports refused by reason" in html
     assert not re.search(r"https?:|//[a-z]|<script|<link|<img|url\(|@import", html, re.I)
     # The verified reports chart draws the counts it lists.
     chart = charts_of(report)["reports.verified"]

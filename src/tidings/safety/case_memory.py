@@ -58,6 +58,10 @@ class InMemoryCaseRepository:
             None,
         )
 
+    def cases_for_subject(self, subject: str) -> list[CaseRecord]:
+        return sorted((c for c in self.cases.values() if c.subject == subject),
+                      key=lambda c: (c.created_ms, c.case_id))
+
     def list_cases(self, *, limit: int, offset: int = 0) -> list[CaseRecord]:
         ordered = sorted(self.cases.values(), key=lambda c: (c.created_ms, c.case_id))
         return ordered[offset : offset + limit]

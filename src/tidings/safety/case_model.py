@@ -217,6 +217,10 @@ class CaseRepository(Protocol):
 
     def open_case_for_subject(self, subject: str) -> CaseRecord | None: ...
 
+    def cases_for_subject(self, subject: str) -> list[CaseRecord]:
+        """Every case about ``subject``, oldest first (a lawful production)."""
+        ...
+
     def list_cases(self, *, limit: int, offset: int = 0) -> list[CaseRecord]:
         """At most ``limit`` cases of every queue and state, oldest first (by created time,
         then id), skipping the first ``offset``: `tidings admin cases`."""

@@ -125,6 +125,12 @@ class SubjectRecords(Protocol):
         """Which of ``ids`` still have a record."""
         ...
 
+    def production_rows(self, account: str) -> dict[str, list[dict[str, Any]]]:
+        """For a lawful production: ``{"devices": [public keys], "one_time_prekeys": [...],
+        "kem_prekeys": [...], "messages": [{"device_id", "created_at_ms", "expires_at_ms",
+        "size"}]}`` — the queued envelopes' records and lengths, never their bytes."""
+        ...
+
 
 class InMemoryHoldRepository:
     def __init__(self) -> None:
@@ -160,12 +166,20 @@ class InMemorySubjectRecords:
     def __init__(self) -> None:
         self.accounts: dict[str, dict[str, Any]] = {}
         self.attachments: dict[str, dict[str, Any]] = {}
+        self.production: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        """``production_rows`` by account (tests set it)."""
 
     def snapshot(self, account: str) -> dict[str, Any]:
         record = self.accounts.get(account)
         return {
-            "account": None if record is None else {"username": account, **record},
-            "devices": [] if record is None else list(record.get("devices", [])),
+            "account": None if record is None else {
+                "username": account, **{k: v for k, v in record.items() if k != "devices"}
+            },
+            # Like the SQL reader: public keys and metadata, never the credential hash.
+            "devices": [] if record is None else [
+                {k: v for k, v in d.items() if k != "credential_hash"}
+                for d in record.get("devices", [])
+            ],
             "attachments": [dict(a, id=i) for i, a in sorted(self.attachments.items())
                             if a["account"] == account],
         }
@@ -178,6 +192,11 @@ class InMemorySubjectRecords:
 
     def existing_attachments(self, ids: Sequence[str]) -> set[str]:
         return {i for i in ids if i in self.attachments}
+
+    def production_rows(self, account: str) -> dict[str, list[dict[str, Any]]]:
+        rows = self.production.get(account, {})
+        return {t: [dict(r) for r in rows.get(t, [])]
+                for t in ("devices", "one_time_prekeys", "kem_prekeys", "messages")}
 
 
 def _days(days: int) -> int:

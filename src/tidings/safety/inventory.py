@@ -3,10 +3,10 @@ the provider holds about its users, where it lives, how long it is kept and the 
 request for it needs; and what the provider never holds, and why.
 
 This is the one place lawful requests are scoped against: a production may contain only
-categories listed here (the production workflow, when it lands, takes its fields from
-`DataCategory.fields`), and `tests/safety/test_inventory.py` checks that every table of the
-database is either in a category or named in `NOT_PRODUCIBLE` with the reason — a new table
-cannot be added without deciding which it is.
+categories listed here, and of each exactly its `DataCategory.fields` (`tidings.safety.lawful`,
+reading through `tidings.safety.lawful_sources`); `tests/safety/test_inventory.py` checks that
+every table of the database is either in a category or named in `NOT_PRODUCIBLE` with the
+reason — a new table cannot be added without deciding which it is.
 
 The legal process column states the baseline Tidings' legal team applies: the United States'
 Stored Communications Act (18 U.S.C. 2703) — a subpoena for basic subscriber records (2703(c)(2)),
@@ -69,9 +69,11 @@ class RetentionSettings:
 class DataCategory:
     """One category of data held: ``key`` (stable, what a request scope names), what it is,
     the ``tables`` and ``fields`` it consists of, how long it is kept and the process it needs.
-    ``excluded`` names fields of those tables that are never produced, and why. Evidence
-    (``safety_evidence.ciphertext``) is produced decrypted, through the evidence vault, so the
-    opening is audited under the person who produced it."""
+    ``excluded`` names fields of those tables that are never produced, and why; ``derived``
+    names fields of ``fields`` that are computed rather than stored (a length), with what they
+    are. Evidence is listed (id, kind, size; the matched hashes with the matches), never its
+    bytes: sealed ciphertext is useless to a requester, and abuse imagery goes to NCMEC, not
+    into a package."""
 
     key: str
     title: str
@@ -81,6 +83,7 @@ class DataCategory:
     retention: str
     process: LegalProcess
     excluded: tuple[tuple[str, str], ...] = ()
+    derived: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,6 +95,7 @@ class DataCategory:
             "retention": self.retention,
             "process": self.process.value,
             "excluded": [{"field": f, "why": why} for f, why in self.excluded],
+            "derived": [{"field": f, "what": what} for f, what in self.derived],
         }
 
 
@@ -114,6 +118,13 @@ def _days(seconds: int | None, setting: str) -> str:
 
 
 _CREDENTIAL = "a credential (a hash of the device secret): never produced to anyone"
+_SEALED = ("sealed evidence bytes: useless to a requester, and abuse imagery goes to NCMEC, "
+           "never into a package")
+_EVIDENCE = ("safety_evidence.evidence_id", "safety_evidence.report_id", "safety_evidence.kind",
+             "safety_evidence.plaintext_size", "safety_evidence.child_safety",
+             "safety_evidence.created_ms")
+_EVIDENCE_EXCLUDED = (("safety_evidence.ciphertext", _SEALED),
+                      ("safety_evidence.nonce", _SEALED), ("safety_evidence.key_id", _SEALED))
 
 
 def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
@@ -153,8 +164,10 @@ def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
             "prekeys: what anyone who messages the account fetches. Public keys only; the "
             "private keys never leave the device.",
             tables=("devices", "one_time_prekeys", "kem_prekeys"),
-            fields=("devices.identity_key", "devices.registration_id", "devices.signed_prekey",
-                    "devices.last_resort_kem_prekey", "one_time_prekeys.prekey",
+            fields=("devices.device_id", "devices.identity_key", "devices.registration_id",
+                    "devices.signed_prekey", "devices.last_resort_kem_prekey",
+                    "one_time_prekeys.device_id", "one_time_prekeys.key_id",
+                    "one_time_prekeys.prekey", "kem_prekeys.device_id", "kem_prekeys.key_id",
                     "kem_prekeys.prekey"),
             retention="while the device is registered; one-time prekeys until fetched",
             process=LegalProcess.SUBPOENA,
@@ -166,12 +179,13 @@ def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
             "fetched them: the recipient device, when each arrived and its size. The provider "
             "cannot decrypt them; a production gives the records, never a readable message.",
             tables=("messages",),
-            fields=("messages.account_id", "messages.device_id", "messages.created_at_ms",
-                    "messages.expires_at_ms"),
+            fields=("messages.device_id", "messages.created_at_ms", "messages.expires_at_ms",
+                    "messages.size"),
             retention="until delivered and acknowledged, at most "
             + _days(message_ttl, "message_ttl_s"),
             process=LegalProcess.COURT_ORDER,
             excluded=(("messages.envelope", "ciphertext under keys only the devices hold"),),
+            derived=(("messages.size", "the envelope's length in bytes"),),
         ),
         DataCategory(
             key="attachments",
@@ -179,7 +193,7 @@ def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
             description="Which account uploaded an attachment, when, and its size. The file is "
             "encrypted with a key only the sender and recipients hold.",
             tables=("attachments",),
-            fields=("attachments.id", "attachments.account_id", "attachments.size",
+            fields=("attachments.id", "attachments.size",
                     "attachments.created_at_ms", "attachments.expires_at_ms"),
             retention=f"{_days(attachment_ttl, 'attachment_ttl_s')} from upload, unless held",
             process=LegalProcess.COURT_ORDER,
@@ -187,15 +201,19 @@ def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
         DataCategory(
             key="reports",
             title="Verified reports",
-            description="Messages a participant chose to report, with the franking proof that "
-            "the reported account sent them, and their context as the reporter revealed it; "
-            "the reported images sealed as evidence, and the hash-bank entries they matched.",
+            description="Reports about the account (it is the reported party; reports it filed "
+            "are the other accounts' records): who reported it and when, each reported "
+            "message's franking proof that the account sent it (sender, recipient, time, "
+            "commitment), the evidence sealed with it listed by id, kind and size, and the "
+            "SHA-256 and PDQ hashes of reported images with the hash-bank entries they "
+            "matched. The revealed text and the images themselves are not produced.",
             tables=("safety_reports", "safety_report_items", "safety_report_matches",
                     "safety_evidence"),
             fields=("safety_reports.*", "safety_report_items.*", "safety_report_matches.*",
-                    "safety_evidence.ciphertext"),
+                    *_EVIDENCE),
             retention=evidence,
             process=LegalProcess.SEARCH_WARRANT,
+            excluded=_EVIDENCE_EXCLUDED,
         ),
         DataCategory(
             key="enforcement",
@@ -205,21 +223,31 @@ def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
             "notes are not produced.",
             tables=("safety_cases", "safety_decisions", "safety_appeals",
                     "account_enforcements"),
-            fields=("safety_cases.*", "safety_decisions.*", "safety_appeals.*",
-                    "account_enforcements.*"),
+            fields=("safety_cases.*", "safety_decisions.decision_id", "safety_decisions.case_id",
+                    "safety_decisions.subject", "safety_decisions.kind",
+                    "safety_decisions.policy_id", "safety_decisions.reason",
+                    "safety_decisions.decided_by", "safety_decisions.decided_ms",
+                    "safety_decisions.until_ms", "safety_decisions.status",
+                    "safety_decisions.second_reviewer", "safety_decisions.second_review_ms",
+                    "safety_appeals.*", "account_enforcements.*"),
             retention="kept; no automatic deletion yet (a retention rule is still to be set)",
             process=LegalProcess.COURT_ORDER,
+            excluded=(("safety_decisions.second_review_reason",
+                       "a second reviewer's deliberation, like reviewers' notes"),),
         ),
         DataCategory(
             key="detection",
             title="Detection cases",
             description="Images sent by the account that matched a listed hash of known child "
-            "sexual abuse material after crossing the threshold (docs/detection.md), with the "
-            "bank entries they matched, sealed as evidence.",
+            "sexual abuse material after crossing the threshold (docs/detection.md): the "
+            "device, time, content type, PDQ hashes and the bank entries they matched, and the "
+            "sealed image listed by id and size. The images themselves go to NCMEC, never "
+            "into a package.",
             tables=("safety_detection_matches", "safety_evidence"),
-            fields=("safety_detection_matches.*", "safety_evidence.ciphertext"),
+            fields=("safety_detection_matches.*", *_EVIDENCE),
             retention=evidence,
             process=LegalProcess.SEARCH_WARRANT,
+            excluded=_EVIDENCE_EXCLUDED,
         ),
         DataCategory(
             key="preservation",
@@ -269,6 +297,8 @@ NOT_PRODUCIBLE: dict[str, str] = {
     "safety_staff_preferences": "staff display preferences (not user data)",
     "safety_console_pending": "half-finished staff sign-ins (not user data)",
     "safety_login_throttle": "staff sign-in throttling (not user data)",
+    "safety_report_refusals": "how many reports verification refused per day and reason "
+    "(aggregate counts, not user data: nothing of a report is kept)",
     "safety_lawful_requests": "requests from authorities about an account (the provider's "
     "record of the request and its handling; shown in the transparency report as counts)",
 }

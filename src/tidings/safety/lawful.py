@@ -4,11 +4,12 @@ delivery, user notice and close.
 
 Workflow (`tidings.safety.lawful_model.TRANSITIONS`): received -> verified (the requester
 presented the one-time token sent to the officer's address) -> in_review -> scoped (legal keeps
-only categories the inventory lists, this version can read, and whose least legal process the
+only categories the inventory lists, the node reads in full, and whose least legal process the
 request's type reaches; an emergency request reaches any, on a recorded justification) or
 rejected (with a reason) -> produced (the package, `tidings.safety.lawful_package`) ->
 delivered -> closed. A preservation request places a 90-day ``PRESERVATION_REQUEST`` hold at
-intake (`HoldService`) and closes from review: it produces nothing.
+intake (`HoldService`), before the request is recorded so that it never exists without it, and
+closes from review: it produces nothing.
 
 Every step is legal's (`Permission.HANDLE_LAWFUL_REQUESTS`) and audited under who took it; a
 requester's verification is audited as ``requester:<email>``. A refused call raises a typed
@@ -59,6 +60,7 @@ from tidings.safety.lawful_model import (
     satisfies,
 )
 from tidings.safety.lawful_package import Package, build_package
+from tidings.safety.lawful_sources import PRODUCED_TABLES, ProductionSources
 from tidings.safety.staff import Permission, Principal
 
 __all__ = [
@@ -83,9 +85,10 @@ _EMAIL = re.compile(r"[^@\s]+@([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)")
 _KEY = re.compile(r"[a-z_]{1,40}")
 
 READ_TABLES = ("accounts", "devices", "attachments", "safety_holds", "account_enforcements")
-"""The tables a production reads in this version; a category none of whose tables is read is
-dropped at scoping ("not producible yet"), and a package lists the tables of a kept category
-it did not read."""
+"""The tables a production reads itself; with `LawfulRequestService.sources` set (the
+composition root does) it reads every table of the inventory (`PRODUCED_TABLES`). A category
+with a table not read is dropped at scoping ("not readable on this node"), so a package never
+silently lacks part of a category."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,9 @@ class LawfulRequestService:
         """Lower-case official e-mail domains of requesters (the operator's allow-list)."""
         self.signing_key: bytes | None = None
         """The Ed25519 seed packages are signed with (``lawful_signing.key``)."""
+        self.sources: ProductionSources | None = None
+        """The rest of what a production reads (`tidings.safety.lawful_sources`), set by
+        `tidings.safety.service.SafetyService`."""
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -236,7 +242,9 @@ class LawfulRequestService:
         due_ms: int,
     ) -> Intake:
         """Record a request taken in by legal, issue its verification token (an outbox entry
-        to ``officer_email``) and, for a preservation request, place its 90-day hold.
+        to ``officer_email``) and, for a preservation request, place its 90-day hold — before
+        the request is recorded, so it never exists without it (if placing raises, nothing
+        of the request is stored; take it in again).
 
         Raises: `PermissionDeniedError`; `InvalidLawfulRequestError` for a field out of range
         (a country not ISO 3166-1 alpha-2, an e-mail not name@domain, a due date in the past
@@ -285,22 +293,25 @@ class LawfulRequestService:
             outbox=json.dumps([{"to": email, "sent_ms": now, "expires_ms": expires}]),
             updated_ms=now,
         )
+        if request_type is RequestType.PRESERVATION:
+            # The hold first, the request (naming it) after: a preservation request is never
+            # recorded without its hold. A failed placement records nothing and raises, so
+            # legal takes the request in again; a failed add after it leaves a hold that
+            # names the agency and case (audited), which over-preserves but loses nothing.
+            hold = self.holds.place(
+                actor, request.account, HoldKind.PRESERVATION_REQUEST,
+                days=PRESERVATION_REQUEST_DAYS,
+                reference=f"{request.agency} {request.case_number}"[:200],
+            )
+            request = replace(request, hold_id=hold.hold_id)
         self.repository.add(request)
         self.audit.append(
             actor=actor.staff_id, action=AuditAction.LAWFUL_RECEIVE,
             target=f"lawful:{request.request_id}", now_ms=now,
             details={"kind": request_type.value, "account": request.account,
                      "country": country_code, "scope": keys,
-                     "domain_allowed": request.domain_allowed},
+                     "domain_allowed": request.domain_allowed, "hold": request.hold_id},
         )
-        if request_type is RequestType.PRESERVATION:
-            hold = self.holds.place(
-                actor, request.account, HoldKind.PRESERVATION_REQUEST,
-                days=PRESERVATION_REQUEST_DAYS,
-                reference=f"{request.agency} {request.case_number}"[:200],
-            )
-            request = replace(request, hold_id=hold.hold_id, version=request.version + 1)
-            self.repository.update(request)
         return Intake(request=request, token=token)
 
     def verify(
@@ -351,7 +362,7 @@ class LawfulRequestService:
         self, request: LawfulRequest, categories: Sequence[str] | None = None
     ) -> tuple[list[str], dict[str, str]]:
         """(kept, {dropped key: why}) for ``request``: of what it asked (narrowed further to
-        ``categories`` when given), keep what the inventory lists, this version reads and the
+        ``categories`` when given), keep what the inventory lists, the node reads in full and the
         request's process reaches. Pure; nothing is stored."""
         inventory = {c.key: c for c in self.categories()}
         kept: list[str] = []
@@ -362,8 +373,8 @@ class LawfulRequestService:
                 dropped[key] = "narrowed by legal"
             elif category is None:
                 dropped[key] = "not in the data inventory: the provider does not hold it"
-            elif not set(category.tables) & set(READ_TABLES):
-                dropped[key] = "not producible by this version"
+            elif not set(category.tables) <= self.read_tables():
+                dropped[key] = "not readable on this node"
             elif not satisfies(request.kind, category.process):
                 dropped[key] = f"needs a {category.process.value}; this is a {request.kind.value}"
             else:
@@ -436,12 +447,21 @@ class LawfulRequestService:
 
     # --- production and delivery ----------------------------------------------------------
 
+    def read_tables(self) -> set[str]:
+        """The tables a production reads (`READ_TABLES`, and `PRODUCED_TABLES` with
+        ``sources``)."""
+        return set(READ_TABLES) | (set(PRODUCED_TABLES) if self.sources is not None else set())
+
     def _sources(self, account: str) -> dict[str, list[dict[str, Any]]]:
         snapshot = self.subjects.snapshot(account)
         holds = self.holds.repository.for_account(account)
+        extra = {} if self.sources is None else self.sources.read(account)
+        # One row per device: the device's metadata and its public keys merged.
+        keys = {d["device_id"]: d for d in extra.pop("devices", [])}
         return {
+            **extra,
             "accounts": [] if snapshot["account"] is None else [dict(snapshot["account"])],
-            "devices": [dict(d) for d in snapshot["devices"]],
+            "devices": [{**dict(d), **keys.get(d["device_id"], {})} for d in snapshot["devices"]],
             "attachments": [dict(a) for a in snapshot["attachments"]],
             "safety_holds": [asdict(h) for h in holds],
             "account_enforcements": [asdict(e)
@@ -450,8 +470,8 @@ class LawfulRequestService:
 
     def production(self, request: LawfulRequest) -> dict[str, Any]:
         """The content of ``production.json``: the request and, per scoped category, only
-        the fields the inventory lists for it (never content, keys or credential hashes:
-        none is listed)."""
+        the fields the inventory lists for it (never content, private keys, envelope or
+        evidence bytes, or credential hashes: none is listed or read)."""
         inventory = {c.key: c for c in self.categories()}
         sources = self._sources(request.account)
         out: list[dict[str, Any]] = []
@@ -460,12 +480,12 @@ class LawfulRequestService:
             records = [
                 {"table": table, **_fields(category, table, row)}
                 for table in category.tables
-                for row in sources.get(table, [])
+                # A shared table's rows of this category, when they are keyed apart.
+                for row in sources.get(f"{table}:{key}", sources.get(table, []))
             ]
             out.append({
                 "key": key, "title": category.title, "process": category.process.value,
                 "records": records,
-                "tables_not_read": [t for t in category.tables if t not in READ_TABLES],
             })
         described = {k: v for k, v in request.to_json().items()
                      if k not in ("outbox", "ndo_reference")}

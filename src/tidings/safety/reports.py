@@ -45,6 +45,7 @@ server timestamp (periods may overlap during a rolling rotation).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -65,6 +66,7 @@ from tidings.errors import (
     MessageAlreadyReportedError,
     ReporterNotRecipientError,
     ReportReplayError,
+    TidingsError,
 )
 from tidings.safety.audit import AuditAction, AuditLog
 from tidings.safety.bank_match import MatchedEntry, MediaMatch
@@ -78,9 +80,12 @@ from tidings.safety.evidence import (
     encode_items,
 )
 from tidings.safety.memory_rows import insert_new
+from tidings.safety.refusals import RefusalCounter
 from tidings.wire import pb
 from tidings.wire.binary import u8, u32, var16, var32
 from tidings.wire.report import MAX_REPORT_NOTE_CHARS, MAX_REPORTED_ATTACHMENTS
+
+_log = logging.getLogger("tidings.safety.reports")
 
 __all__ = [
     "AttachmentFetcher",
@@ -616,19 +621,38 @@ class ReportIntake:
     audit: AuditLog
     id_source: Callable[[], str] = _default_id
     matcher: MediaMatcher | None = None
+    refusals: RefusalCounter | None = None
+    """Counts refused reports per UTC day and reason code (`tidings.safety.refusals`)."""
+
+    def _count_refusal(self, now_ms: int, refused: TidingsError) -> None:
+        """Count a refusal; a failing counter is logged (by class name) and never replaces
+        the refusal's own error."""
+        if self.refusals is None:
+            return
+        try:
+            self.refusals.increment(now_ms, refused.code)
+        except Exception as exc:
+            _log.warning("refused-report count failed: %s", type(exc).__name__)
 
     def submit(self, submission: ReportSubmission, *, now_ms: int) -> ReportReceipt:
         """Verify and accept a report.
 
         Raises:
             Every error of `verify_submission` and `verify_attachments`, and
-            ReportReplayError / MessageAlreadyReportedError. Nothing is stored on any error.
+            ReportReplayError / MessageAlreadyReportedError. Nothing of the report is stored on
+            any error; a refusal by verification is counted (day and reason code only,
+            ``refusals``).
         """
-        verified = verify_submission(self.franking_keys, submission)
-        replay = replay_keys(submission)
-        # Early refusal before the expensive attachment work; the store re-checks atomically.
-        _raise_replay(k.kind for k in self.reports.seen_replay_keys([k.key for k in replay]))
-        attachments = verify_attachments(verified, self.fetcher)
+        try:
+            verified = verify_submission(self.franking_keys, submission)
+            replay = replay_keys(submission)
+            # Early refusal before the expensive attachment work; the store re-checks
+            # atomically.
+            _raise_replay(k.kind for k in self.reports.seen_replay_keys([k.key for k in replay]))
+            attachments = verify_attachments(verified, self.fetcher)
+        except TidingsError as refused:
+            self._count_refusal(now_ms, refused)  # the count only: nothing of the report
+            raise
 
         report_id = "rep_" + self.id_source()
         matches = self._match(report_id, attachments, now_ms)

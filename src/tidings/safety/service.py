@@ -106,9 +106,11 @@ from tidings.safety.holds import (
 from tidings.safety.inventory import RetentionSettings, inventory
 from tidings.safety.lawful import LawfulRequestService
 from tidings.safety.lawful_model import InMemoryLawfulRequestRepository, LawfulRequestRepository
+from tidings.safety.lawful_sources import ProductionSources
 from tidings.safety.passwords import StaffPasswordHasher
 from tidings.safety.referral_records import InMemoryReferralRepository, ReferralRepository
 from tidings.safety.referrals import ReferralPolicy, ReferralService
+from tidings.safety.refusals import InMemoryRefusalCounter, RefusalCounter
 from tidings.safety.reports import (
     AttachmentFetcher,
     FrankingKeyRing,
@@ -238,6 +240,8 @@ class SafetyRepositories:
     """The messaging records holds preserve (in memory: none, for tests of the rest)."""
     referrals: ReferralRepository = field(default_factory=InMemoryReferralRepository)
     lawful: LawfulRequestRepository = field(default_factory=InMemoryLawfulRequestRepository)
+    refusals: RefusalCounter = field(default_factory=InMemoryRefusalCounter)
+    """Refused-report counts per day and reason (`tidings.safety.refusals`)."""
 
     @classmethod
     def sql(
@@ -259,6 +263,7 @@ class SafetyRepositories:
             SqlHoldRepository,
             SqlLawfulRequestRepository,
             SqlReferralRepository,
+            SqlRefusalCounter,
             SqlReportRepository,
             SqlStaffRepository,
             SqlSubjectRecords,
@@ -286,6 +291,7 @@ class SafetyRepositories:
             subjects=SqlSubjectRecords(db),
             referrals=SqlReferralRepository(db),
             lawful=SqlLawfulRequestRepository(db),
+            refusals=SqlRefusalCounter(db),
         )
 
 
@@ -401,6 +407,7 @@ class SafetyService:
             cases=self.cases,
             audit=self.audit,
             matcher=self.bank_matcher,
+            refusals=repos.refusals,
         )
         self.referral_repo = repos.referrals
         self.referrals = ReferralService(
@@ -433,6 +440,11 @@ class SafetyService:
         """Lawful requests: its ``allowed_domains`` and ``signing_key`` are set by the
         composition root (`tidings.app.build_safety`); until a key is set producing is refused
         with `LawfulConfigError`."""
+        self.lawful.sources = ProductionSources(
+            subjects=repos.subjects, cases=repos.cases, reports=repos.reports,
+            evidence=repos.evidence, referrals=repos.referrals,
+            detection=lambda: self.detection_repo,
+        )
 
     def __repr__(self) -> str:
         return f"SafetyService(audit={type(self.audit_repo).__name__})"

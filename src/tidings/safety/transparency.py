@@ -14,8 +14,9 @@ sections of `Figure`s, each with its value, its status, what it counts and its b
 A figure's status says how far to trust its number:
 
 - ``counted``: counted from durable records for the period;
-- ``not_recorded``: the system does not keep what it would count (refused reports are
-  stored nowhere, by design: nothing of a refused report is kept), so there is no number;
+- ``not_recorded``: the system does not keep what it would count, so there is no number
+  (refused reports are counted per day and reason only, `tidings.safety.refusals`: nothing
+  else of a refused report is kept);
 - ``not_implemented``: the feature it counts (referrals to the clearinghouse, lawful
   requests, preservation, non-disclosure orders) does not exist yet: 0, said so. When the
   feature lands, its figure keeps its key and becomes ``counted``.
@@ -45,6 +46,7 @@ from tidings.safety.case_model import (
 from tidings.safety.categories import Category
 from tidings.safety.lawful_model import RequestType
 from tidings.safety.memory_rows import GroupCounts, count_groups, in_period
+from tidings.safety.refusals import REFUSAL_REASONS
 from tidings.safety.reports import ReportRecord, ReportStatus
 
 __all__ = [
@@ -243,6 +245,12 @@ class LawfulCounts(Protocol):
         ...
 
 
+class RefusalCounts(Protocol):
+    def count_refused(self, start_ms: int, end_ms: int) -> GroupCounts:
+        """Reports refused by verification on the period's days: ``(reason,)``."""
+        ...
+
+
 class HoldCounts(Protocol):
     def count_placed(self, start_ms: int, end_ms: int) -> GroupCounts:
         """Preservation holds placed in the period, keyed ``(kind,)``."""
@@ -279,6 +287,7 @@ class TransparencySources:
     detection: DetectionCounts | None = None
     holds: HoldCounts | None = None
     lawful: LawfulCounts | None = None
+    refusals: RefusalCounts | None = None
 
     @classmethod
     def of(cls, service: Any) -> TransparencySources:
@@ -296,6 +305,7 @@ class TransparencySources:
             detection=getattr(service, "detection_repo", None),
             holds=getattr(repos, "holds", None),
             lawful=getattr(repos, "lawful", None),
+            refusals=getattr(repos, "refusals", None),
         )
 
 
@@ -440,6 +450,7 @@ def build_report(
     matched = sources.detection.count_matches(start, end) if sources.detection else {}
     holds = sources.holds.count_placed(start, end) if sources.holds else {}
     lawful = sources.lawful.count_received(start, end) if sources.lawful else {}
+    refused = sources.refusals.count_refused(start, end) if sources.refusals else {}
 
     final = DecisionStatus.FINAL.value
 
@@ -456,10 +467,9 @@ def build_report(
                 Figure(
                     "received",
                     "Reports received",
-                    None,
-                    "Every report submitted, verified or refused. Not recorded: a refused "
-                    "report leaves nothing stored (by design), so the total is unknown.",
-                    FigureStatus.NOT_RECORDED,
+                    sum(reports.values()) + sum(refused.values()),
+                    "Every report submitted and checked: those verified and accepted plus "
+                    "those refused by verification.",
                 ),
                 Figure(
                     "verified",
@@ -473,10 +483,12 @@ def build_report(
                 Figure(
                     "refused",
                     "Reports refused",
-                    None,
-                    "Reports refused by verification, by reason. Not recorded: nothing of a "
-                    "refused report is stored, not even a count.",
-                    FigureStatus.NOT_RECORDED,
+                    sum(refused.values()),
+                    "Reports refused by verification, by reason (the refusal's error code), "
+                    "counted per UTC day (safety_report_refusals): only the count is kept, "
+                    "nothing of the report.",
+                    breakdown=_split(refused, 0, REFUSAL_REASONS),
+                    breakdown_label="reason",
                 ),
                 Figure(
                     "voided",

@@ -25,6 +25,7 @@ from tidings.safety.sql.engine import SafetyDatabase, sync_url
 from tidings.safety.sql.holds import SqlHoldRepository, SqlSubjectRecords
 from tidings.safety.sql.lawful import SqlLawfulRequestRepository
 from tidings.safety.sql.referrals import SqlReferralRepository
+from tidings.safety.sql.refusals import SqlRefusalCounter
 from tidings.safety.sql.reports import SqlEvidenceRepository, SqlReportRepository
 from tidings.safety.sql.staff import STAFF_KEY_LEN, SqlStaffRepository
 
@@ -40,6 +41,7 @@ __all__ = [
     "SqlHoldRepository",
     "SqlLawfulRequestRepository",
     "SqlReferralRepository",
+    "SqlRefusalCounter",
     "SqlReportRepository",
     "SqlStaffRepository",
     "SqlSubjectRecords",

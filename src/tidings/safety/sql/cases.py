@@ -110,6 +110,10 @@ class SqlCaseRepository:
         found = self._cases.where(and_(c.subject == subject, c.state.in_(_OPEN)), limit=1)
         return found[0] if found else None
 
+    def cases_for_subject(self, subject: str) -> list[CaseRecord]:
+        c = safety_cases.c
+        return self._cases.where(c.subject == subject, c.created_ms, c.case_id)
+
     def list_cases(self, *, limit: int, offset: int = 0) -> list[CaseRecord]:
         c = safety_cases.c
         query = select(safety_cases).order_by(c.created_ms, c.case_id).limit(limit).offset(offset)

@@ -7,12 +7,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, select, true, update
+from sqlalchemy import and_, func, select, true, update
 
 from tidings.safety.holds import PreservationHold
 from tidings.safety.sql.engine import RecordTable, SafetyDatabase
 from tidings.storage.holds_schema import safety_holds
-from tidings.storage.schema import accounts, attachments, devices
+from tidings.storage.schema import (
+    accounts,
+    attachments,
+    devices,
+    kem_prekeys,
+    messages,
+    one_time_prekeys,
+)
 from tidings.wire.base64url import b64e
 
 __all__ = ["SqlHoldRepository", "SqlSubjectRecords"]
@@ -112,3 +119,48 @@ class SqlSubjectRecords:
                     .all()
                 )
         return found
+
+    def production_rows(self, account: str) -> dict[str, list[dict[str, Any]]]:
+        """``account``'s public keys, one-time prekeys and queued envelopes' records, by
+        table, for a lawful production: the envelope's length, never its bytes."""
+        with self._db.read() as c:
+            found = c.execute(
+                select(accounts.c.id).where(accounts.c.username == account)
+            ).scalar()
+            if found is None:
+                return {"devices": [], "one_time_prekeys": [], "kem_prekeys": [], "messages": []}
+            d = devices.c
+            keys = c.execute(
+                select(d.device_id, d.registration_id, d.identity_key, d.signed_prekey,
+                       d.last_resort_kem_prekey)
+                .where(d.account_id == found).order_by(d.device_id)
+            ).all()
+            out: dict[str, list[dict[str, Any]]] = {
+                "devices": [
+                    {"device_id": r.device_id, "registration_id": r.registration_id,
+                     "identity_key": b64e(bytes(r.identity_key)),
+                     "signed_prekey": b64e(bytes(r.signed_prekey)),
+                     "last_resort_kem_prekey": b64e(bytes(r.last_resort_kem_prekey))}
+                    for r in keys
+                ],
+            }
+            for table in (one_time_prekeys, kem_prekeys):
+                t = table.c
+                out[table.name] = [
+                    {"device_id": r.device_id, "key_id": r.key_id, "prekey": b64e(bytes(r.prekey))}
+                    for r in c.execute(
+                        select(t.device_id, t.key_id, t.prekey)
+                        .where(t.account_id == found).order_by(t.device_id, t.key_id)
+                    ).all()
+                ]
+            m = messages.c
+            out["messages"] = [
+                {"device_id": r.device_id, "created_at_ms": r.created_at_ms,
+                 "expires_at_ms": r.expires_at_ms, "size": int(r.size)}
+                for r in c.execute(
+                    select(m.device_id, m.created_at_ms, m.expires_at_ms,
+                           func.length(m.envelope).label("size"))
+                    .where(m.account_id == found).order_by(m.id)
+                ).all()
+            ]
+        return out
