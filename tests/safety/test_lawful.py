@@ -24,6 +24,7 @@ from tidings.errors import (
     InvalidLawfulRequestError,
     LawfulRequestStateError,
     LawfulVerificationError,
+    NotFoundError,
     PackageVerificationError,
     PermissionDeniedError,
 )
@@ -31,7 +32,8 @@ from tidings.safety.audit import AuditAction, InMemoryAuditRepository
 from tidings.safety.case_memory import InMemoryCaseRepository, InMemoryEnforcementRepository
 from tidings.safety.evidence import EvidenceKeyRing, InMemoryEvidenceRepository
 from tidings.safety.holds import HoldKind, InMemorySubjectRecords
-from tidings.safety.lawful_model import TRANSITIONS, RequestState, RequestType
+from tidings.safety.lawful import EMERGENCY_DUE_MS, PORTAL
+from tidings.safety.lawful_model import TRANSITIONS, RequestState, RequestType, by_urgency
 from tidings.safety.lawful_package import verify_package, write_package
 from tidings.safety.reports import FrankingKey, FrankingKeyRing, InMemoryReportRepository
 from tidings.safety.service import SafetyRepositories, SafetyService
@@ -74,6 +76,8 @@ class World:
             "due_ms": self.clock.now + 10 * DAY_MS,
         }
         fields.update(overrides)
+        if fields["kind"] == RequestType.EMERGENCY:
+            fields.setdefault("emergency_justification", "a credible threat to a child's life")
         return self.safety.lawful.receive(self.legal, **fields)
 
 
@@ -270,7 +274,16 @@ def test_an_unlisted_domain_needs_legal_to_accept_it(world: World) -> None:
 
 def test_an_emergency_disclosure_needs_a_justification(world: World) -> None:
     lawful, legal = world.safety.lawful, world.legal
-    intake = world.receive(kind=RequestType.EMERGENCY, scope=["subscriber", "attachments"])
+    before = len(lawful.repository.all())
+    for missing in (None, "   "):
+        with pytest.raises(InvalidLawfulRequestError, match="justification"):
+            world.receive(kind=RequestType.EMERGENCY, scope=["subscriber"],
+                          emergency_justification=missing)
+    assert len(lawful.repository.all()) == before
+    intake = world.receive(kind=RequestType.EMERGENCY, scope=["subscriber", "attachments"],
+                           due_ms=None, emergency_justification="Hostage taken, 10:02")
+    assert intake.request.emergency_justification == "Hostage taken, 10:02"
+    assert intake.request.due_ms == world.clock.now + EMERGENCY_DUE_MS  # 24 h by default
     rid = intake.request.request_id
     lawful.verify(rid, intake.token)
     lawful.review(legal, rid)
@@ -282,6 +295,85 @@ def test_an_emergency_disclosure_needs_a_justification(world: World) -> None:
     scoped = lawful.scope(legal, rid, justification="Credible threat to life, call at 09:12")
     assert scoped.scope_keys() == ["subscriber", "attachments"]  # any category
     assert scoped.justification == "Credible threat to life, call at 09:12"
+
+
+def _portal_fields(world: World, **overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "agency": "FBI Field Office", "officer_name": "Dana Scully",
+        "officer_email": "dscully@fbi.gov", "country": "US", "case_number": "2026-FO-118",
+        "legal_basis": "18 U.S.C. 2703(d) order", "kind": "court_order", "account": "alice",
+        "scope": ["subscriber"], "due_ms": world.clock.now + 5 * DAY_MS,
+    }
+    fields.update(overrides)
+    return fields
+
+
+def test_a_portal_submission_is_the_requesters_own_and_staff_only_steps_stay_staffs(
+    world: World,
+) -> None:
+    lawful = world.safety.lawful
+    intake = lawful.submit(**_portal_fields(world))
+    request = intake.request
+    assert request.received_by == PORTAL and request.state is RequestState.RECEIVED
+    (entry,) = _audit(world)
+    assert (entry.actor, entry.action) == ("requester:dscully@fbi.gov", AuditAction.LAWFUL_RECEIVE)
+    access = lawful.confirm(request.request_id, intake.token)
+    assert access.request.state is RequestState.VERIFIED
+    assert access.key not in repr(access) and access.request.access_hash != access.key
+    assert lawful.status(request.request_id, access.key) == access.request
+    assert [e.actor for e in _audit(world)] == ["requester:dscully@fbi.gov"] * 3
+    with pytest.raises(NotFoundError) as wrong:
+        lawful.status(request.request_id, access.key + "x")
+    with pytest.raises(NotFoundError) as unknown:
+        lawful.status("lr_nope", access.key)
+    assert wrong.value.message == unknown.value.message  # no oracle
+    # An unlisted domain is only flagged: the portal cannot accept it (legal's to do).
+    other = lawful.submit(**_portal_fields(world, officer_email="x@mail.example"))
+    assert not other.request.domain_allowed
+    with pytest.raises(LawfulVerificationError, match="unverified domain"):
+        lawful.confirm(other.request.request_id, other.token)
+    assert lawful.repository.get(other.request.request_id) == other.request
+
+
+def test_a_portal_preservation_request_is_held_by_the_system_once_verified(
+    world: World,
+) -> None:
+    lawful = world.safety.lawful
+    intake = lawful.submit(**_portal_fields(world, kind="preservation", scope=[]))
+    # An unverified stranger cannot freeze an account: nothing is held before the link.
+    assert intake.request.hold_id is None and world.safety.holds.active_for("alice") == []
+    lawful.confirm(intake.request.request_id, intake.token)
+    (hold,) = world.safety.holds.active_for("alice")
+    stored = lawful.repository.get(intake.request.request_id)
+    assert stored is not None and stored.hold_id == hold.hold_id
+    assert hold.placed_by == "system"
+
+
+def test_refused_portal_submissions_store_nothing(world: World) -> None:
+    lawful = world.safety.lawful
+    bad: list[dict[str, Any]] = [
+        {"kind": "wiretap"}, {"country": "USA"}, {"country": "1X"},
+        {"officer_email": "not-an-email"}, {"scope": []}, {"scope": ["Bad Key"]},
+        {"due_ms": None}, {"due_ms": world.clock.now - 1}, {"agency": ""},
+        {"kind": "emergency", "emergency_justification": ""},
+    ]
+    for override in bad:
+        with pytest.raises(InvalidLawfulRequestError):
+            lawful.submit(**_portal_fields(world, **override))
+    assert lawful.repository.all() == [] and _audit(world) == []
+
+
+def test_open_emergencies_come_first_then_the_earliest_due(world: World) -> None:
+    lawful, now = world.safety.lawful, world.clock.now
+    late = lawful.submit(**_portal_fields(world, due_ms=now + 9 * DAY_MS)).request
+    soon = lawful.submit(**_portal_fields(world, due_ms=now + 2 * DAY_MS)).request
+    world.clock.now += 1
+    sos = lawful.submit(**_portal_fields(
+        world, kind="emergency", due_ms=None, emergency_justification="Threat to life"
+    )).request
+    assert sos.urgent and not soon.urgent
+    ordered = by_urgency(lawful.repository.all())
+    assert [r.request_id for r in ordered] == [sos.request_id, soon.request_id, late.request_id]
 
 
 def test_a_preservation_request_holds_the_account_for_90_days(world: World) -> None:
@@ -558,7 +650,7 @@ def test_the_transparency_report_counts_lawful_requests_from_their_records(
     lawful.scope(legal, rid)
     lawful.produce(legal, rid)
     world.receive(kind=RequestType.PRESERVATION, country="gb", officer_email="a@fbi.gov")
-    world.receive(kind=RequestType.EMERGENCY, country="gb")
+    world.receive(kind=RequestType.EMERGENCY, country="gb", emergency_justification="Risk")
     sources = TransparencySources.of(world.safety)
     period = parse_period(f"{time.gmtime(T0 / 1000).tm_year}")
     report = build_report(sources, period, generated_ms=world.clock.now)

@@ -64,10 +64,13 @@ from tidings.safety.lawful_sources import PRODUCED_TABLES, ProductionSources
 from tidings.safety.staff import Permission, Principal
 
 __all__ = [
+    "EMERGENCY_DUE_MS",
+    "PORTAL",
     "READ_TABLES",
     "TOKEN_TTL_MS",
     "Intake",
     "LawfulRequestService",
+    "PortalAccess",
     "UserNotice",
     "load_allowed_domains",
 ]
@@ -77,6 +80,10 @@ DOMAINS_ENV = "TIDINGS_LAWFUL_DOMAINS"
 
 TOKEN_TTL_MS = 7 * DAY_MS
 """How long a verification token may be presented."""
+EMERGENCY_DUE_MS = DAY_MS
+"""An emergency disclosure is due this soon after intake unless the requester says sooner."""
+PORTAL = "portal"
+"""``received_by`` of a request filed through the public portal (no staff member took it)."""
 MAX_SHORT = 200
 MAX_TEXT = 5000
 MAX_DUE_MS = 365 * DAY_MS
@@ -101,6 +108,18 @@ class Intake:
 
     def __repr__(self) -> str:
         return f"Intake({self.request!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class PortalAccess:
+    """A request verified through the portal and its status page's access key (shown to
+    the requester once; only its hash is stored)."""
+
+    request: LawfulRequest
+    key: str
+
+    def __repr__(self) -> str:
+        return f"PortalAccess({self.request!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +258,8 @@ class LawfulRequestService:
         kind: RequestType | str,
         account: str,
         scope: Sequence[str],
-        due_ms: int,
+        due_ms: int | None = None,
+        emergency_justification: str | None = None,
     ) -> Intake:
         """Record a request taken in by legal, issue its verification token (an outbox entry
         to ``officer_email``) and, for a preservation request, place its 90-day hold — before
@@ -247,10 +267,65 @@ class LawfulRequestService:
         of the request is stored; take it in again).
 
         Raises: `PermissionDeniedError`; `InvalidLawfulRequestError` for a field out of range
-        (a country not ISO 3166-1 alpha-2, an e-mail not name@domain, a due date in the past
-        or more than a year away, an empty or malformed scope; a preservation request needs
-        no scope)."""
+        (`submit`'s rules)."""
         self._require(actor)
+        return self._intake(
+            actor, agency=agency, officer_name=officer_name,
+            officer_email=officer_email, country=country, case_number=case_number,
+            legal_basis=legal_basis, kind=kind, account=account, scope=scope, due_ms=due_ms,
+            emergency_justification=emergency_justification,
+        )
+
+    def submit(
+        self,
+        *,
+        agency: str,
+        officer_name: str,
+        officer_email: str,
+        country: str,
+        case_number: str,
+        legal_basis: str,
+        kind: RequestType | str,
+        account: str,
+        scope: Sequence[str],
+        due_ms: int | None = None,
+        emergency_justification: str | None = None,
+    ) -> Intake:
+        """Record a request the requester filed through the public portal
+        (``received_by = "portal"``, audited as ``requester:<email>``); otherwise as `receive`
+        (a preservation request's hold is placed by "system"). Nothing staff-only happens
+        here: a domain off the allow-list is only flagged (legal alone may accept it).
+
+        Raises: `InvalidLawfulRequestError` for a field out of range: a type not of
+        `RequestType`, a country not ISO 3166-1 alpha-2, an e-mail not name@domain, a due
+        date in the past or more than a year away (an emergency request's defaults to
+        `EMERGENCY_DUE_MS` from now; any other needs one), an empty or malformed scope (a
+        preservation request needs none), an emergency request without a justification."""
+        return self._intake(
+            None, agency=agency, officer_name=officer_name, officer_email=officer_email,
+            country=country, case_number=case_number, legal_basis=legal_basis, kind=kind,
+            account=account, scope=scope, due_ms=due_ms,
+            emergency_justification=emergency_justification,
+        )
+
+    def _intake(
+        self,
+        staff: Principal | None,
+        *,
+        agency: str,
+        officer_name: str,
+        officer_email: str,
+        country: str,
+        case_number: str,
+        legal_basis: str,
+        kind: RequestType | str,
+        account: str,
+        scope: Sequence[str],
+        due_ms: int | None,
+        emergency_justification: str | None,
+    ) -> Intake:
+        """The one intake path of `receive` (``staff`` legal) and `submit` (``staff`` None):
+        validate every field (`submit`'s rules) before anything is stored."""
         now = self.clock()
         try:
             request_type = RequestType(kind)
@@ -267,10 +342,18 @@ class LawfulRequestService:
             not keys and request_type is not RequestType.PRESERVATION
         ):
             raise InvalidLawfulRequestError("the scope is a list of inventory category keys")
+        emergency = request_type is RequestType.EMERGENCY
+        if due_ms is None and emergency:
+            due_ms = now + EMERGENCY_DUE_MS
         if isinstance(due_ms, bool) or not isinstance(due_ms, int) or not (
             now < due_ms <= now + MAX_DUE_MS
         ):
             raise InvalidLawfulRequestError("the due date is within the next year")
+        why = (
+            _text(emergency_justification, MAX_TEXT,
+                  "an emergency request's justification (the imminent risk)")
+            if emergency else None
+        )
         token = secrets.token_urlsafe(32)
         expires = now + TOKEN_TTL_MS
         request = LawfulRequest(
@@ -286,31 +369,39 @@ class LawfulRequestService:
             requested=json.dumps(keys),
             received_ms=now,
             due_ms=due_ms,
-            received_by=actor.staff_id,
+            received_by=PORTAL if staff is None else staff.staff_id,
             domain_allowed=self._domain_allowed(email),
             token_hash=_hash(token),
             token_expires_ms=expires,
             outbox=json.dumps([{"to": email, "sent_ms": now, "expires_ms": expires}]),
+            emergency_justification=why,
             updated_ms=now,
         )
-        if request_type is RequestType.PRESERVATION:
+        if request_type is RequestType.PRESERVATION and staff is not None:
             # The hold first, the request (naming it) after: a preservation request is never
-            # recorded without its hold. A failed placement records nothing and raises, so
-            # legal takes the request in again; a failed add after it leaves a hold that
+            # recorded without its hold. (One from the portal is placed once the requester
+            # has verified, in `_verify`: an unverified stranger cannot freeze an account.)
+            # A failed placement records nothing and raises, so legal takes the request in
+            # again; a failed add after it leaves a hold that
             # names the agency and case (audited), which over-preserves but loses nothing.
             hold = self.holds.place(
-                actor, request.account, HoldKind.PRESERVATION_REQUEST,
+                staff, request.account, HoldKind.PRESERVATION_REQUEST,
                 days=PRESERVATION_REQUEST_DAYS,
                 reference=f"{request.agency} {request.case_number}"[:200],
             )
             request = replace(request, hold_id=hold.hold_id)
         self.repository.add(request)
+        details: dict[str, object] = {
+            "kind": request_type.value, "account": request.account, "country": country_code,
+            "scope": keys, "domain_allowed": request.domain_allowed,
+            "received_by": request.received_by, "hold": request.hold_id,
+        }
+        if why is not None:
+            details["emergency_justification"] = why
         self.audit.append(
-            actor=actor.staff_id, action=AuditAction.LAWFUL_RECEIVE,
-            target=f"lawful:{request.request_id}", now_ms=now,
-            details={"kind": request_type.value, "account": request.account,
-                     "country": country_code, "scope": keys,
-                     "domain_allowed": request.domain_allowed, "hold": request.hold_id},
+            actor=f"requester:{email}" if staff is None else staff.staff_id,
+            action=AuditAction.LAWFUL_RECEIVE, target=f"lawful:{request.request_id}",
+            now_ms=now, details=details,
         )
         return Intake(request=request, token=token)
 
@@ -322,15 +413,31 @@ class LawfulRequestService:
         actor: Principal | None = None,
         accept_unlisted_domain: bool = False,
     ) -> LawfulRequest:
-        """The requester presents the token (``actor`` None: through the portal, audited as
+        """The requester presents the token (``actor`` None: audited as
         ``requester:<email>``; or legal enters it for them). A domain not on the allow-list
-        needs ``accept_unlisted_domain`` from legal.
+        needs ``accept_unlisted_domain`` from legal. The portal uses `confirm`.
 
         Raises: `NotFoundError`; `LawfulRequestStateError` when not received;
         `LawfulVerificationError` for a wrong, used or expired token, or an unlisted domain
         not accepted; `PermissionDeniedError` for a staff actor without the permission."""
         if actor is not None:
             self._require(actor)
+        return self._verify(request_id, token, actor, accept_unlisted_domain)
+
+    def confirm(self, request_id: str, token: str) -> PortalAccess:
+        """The requester's verification through the portal (`verify` with no actor) that
+        also issues the status page's access key: 32 random bytes, base64url, returned once;
+        only its SHA-256 is stored (``access_hash``, in the same update).
+
+        Raises: as `verify`."""
+        key = secrets.token_urlsafe(32)
+        request = self._verify(request_id, token, None, False, access_hash=_hash(key))
+        return PortalAccess(request=request, key=key)
+
+    def _verify(
+        self, request_id: str, token: str, actor: Principal | None, accept_unlisted: bool,
+        **changes: Any,
+    ) -> LawfulRequest:
         request = self._load(request_id)
         next_state(request.state, RequestAction.VERIFY)
         now = self.clock()
@@ -341,15 +448,40 @@ class LawfulRequestService:
             or (request.token_expires_ms or 0) <= now
         ):
             raise LawfulVerificationError("the verification token is wrong, used or expired")
-        if not request.domain_allowed and not (actor is not None and accept_unlisted_domain):
+        if not request.domain_allowed and not (actor is not None and accept_unlisted):
             raise LawfulVerificationError(
                 "unverified domain: the officer's e-mail domain is not on the allow-list"
             )
         who = actor.staff_id if actor is not None else f"requester:{request.officer_email}"
+        if request.kind is RequestType.PRESERVATION and request.hold_id is None:
+            # A portal request's hold, now that its requester is verified (the hold first,
+            # as at intake: the request is never verified without it).
+            hold = self.holds.place(
+                actor, request.account, HoldKind.PRESERVATION_REQUEST,
+                days=PRESERVATION_REQUEST_DAYS,
+                reference=f"{request.agency} {request.case_number}"[:200],
+            )
+            changes["hold_id"] = hold.hold_id
         return self._apply(who, request, RequestAction.VERIFY,
                            {"domain_allowed": request.domain_allowed,
                             "unlisted_domain_accepted": not request.domain_allowed},
-                           token_hash=None, token_expires_ms=None, verified_ms=now)
+                           token_hash=None, token_expires_ms=None, verified_ms=now, **changes)
+
+    def status(self, request_id: str, key: str) -> LawfulRequest:
+        """The request for its requester's status page, given the access key `confirm`
+        issued (compared in constant time); the view is audited as ``requester:<email>``.
+
+        Raises: `NotFoundError` alike for an unknown request, a wrong key and a request
+        that has none (no oracle for which ids exist)."""
+        request = self.repository.get(request_id)
+        presented = _hash(key).encode() if isinstance(key, str) else b""
+        stored = (request.access_hash or "").encode() if request is not None else b""
+        if request is None or not stored or not constant_time_equal(stored, presented):
+            raise NotFoundError("no such lawful request, or the access key is wrong")
+        self.audit.append(actor=f"requester:{request.officer_email}",
+                          action=AuditAction.LAWFUL_VIEW, target=f"lawful:{request_id}",
+                          now_ms=self.clock(), details={"via": PORTAL})
+        return request
 
     # --- legal review ---------------------------------------------------------------------
 

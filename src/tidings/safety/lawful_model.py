@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any, Protocol
@@ -34,6 +34,7 @@ __all__ = [
     "RequestAction",
     "RequestState",
     "RequestType",
+    "by_urgency",
     "next_state",
     "satisfies",
 ]
@@ -129,7 +130,9 @@ class LawfulRequest:
     verification messages "sent" ({"to", "sent_ms", "expires_ms"}: the token itself is never
     stored, only ``token_hash``, its SHA-256 in hex). ``domain_allowed`` is whether the
     officer's e-mail domain was on the operator's allow-list at intake. ``notice_due_ms`` is
-    set at delivery: when the account's user notice is due (``ndo_until_ms`` delays it)."""
+    set at delivery: when the account's user notice is due (``ndo_until_ms`` delays it).
+    ``emergency_justification`` is the requester's own, given at intake (legal's, at scoping,
+    is ``justification``); ``access_hash`` the SHA-256 (hex) of the portal's status-page key."""
 
     request_id: str
     agency: str
@@ -162,11 +165,18 @@ class LawfulRequest:
     ndo_until_ms: int | None = None
     ndo_reference: str | None = None
     notice_due_ms: int | None = None
+    emergency_justification: str | None = None
+    access_hash: str | None = None
     updated_ms: int = 0
     version: int = 1
 
     def __repr__(self) -> str:
         return f"LawfulRequest({self.request_id}, {self.kind.value}, {self.state.value})"
+
+    @property
+    def urgent(self) -> bool:
+        """An emergency disclosure not yet finished: the staff list shows it first."""
+        return self.kind is RequestType.EMERGENCY and self.state not in _FINISHED
 
     def requested_keys(self) -> list[str]:
         return [str(k) for k in json.loads(self.requested)]
@@ -175,10 +185,11 @@ class LawfulRequest:
         return [str(k) for k in json.loads(self.scope)]
 
     def to_json(self) -> dict[str, Any]:
-        """Every field except the token hash, lists decoded (for the CLI and the package)."""
+        """Every field except the token and access hashes, lists decoded (for the CLI and the
+        package)."""
         out: dict[str, Any] = {}
         for name in (f.name for f in fields(self)):
-            if name == "token_hash":
+            if name in ("token_hash", "access_hash"):
                 continue
             value = getattr(self, name)
             if name in ("requested", "scope", "dropped", "outbox"):
@@ -187,6 +198,15 @@ class LawfulRequest:
                 value = value.value
             out[name] = value
         return out
+
+
+_FINISHED = frozenset({RequestState.DELIVERED, RequestState.CLOSED, RequestState.REJECTED})
+
+
+def by_urgency(requests: Iterable[LawfulRequest]) -> list[LawfulRequest]:
+    """``requests`` in the order legal works them: open emergency disclosures first, then
+    by due date (earliest first), then by arrival. The staff list's order."""
+    return sorted(requests, key=lambda r: (not r.urgent, r.due_ms, r.received_ms, r.request_id))
 
 
 class LawfulRequestRepository(Protocol):

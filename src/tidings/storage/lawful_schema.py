@@ -1,11 +1,13 @@
-"""The lawful-request table (SQLAlchemy Core) on the shared `metadata`, migration ``0012``
+"""The lawful-request table (SQLAlchemy Core) on the shared `metadata`, migrations ``0012``
+and ``0015`` (the portal's access hash and the requester's emergency justification)
 (`tidings.safety.lawful`; records in `tidings.safety.lawful_model`).
 
 What is stored (the data inventory's "lawful_requests"): for each request, who asked (agency,
 officer, the officer's e-mail, the country), under what (case number, legal basis, type), the
 account and the categories asked for and kept, each workflow step's time, the SHA-256 of the
-verification token (never the token), the produced package's manifest hash (the package itself
-is delivered, not kept here), a non-disclosure order's end and when the user notice is due.
+verification token and of the portal's status-page access key (never either key), the
+produced package's manifest hash (the package itself is delivered, not kept here), a
+non-disclosure order's end and when the user notice is due.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ safety_lawful_requests = Table(
     Column("scope", Text, nullable=False),
     Column("dropped", Text, nullable=False),
     Column("justification", Text, nullable=True),
+    Column("emergency_justification", Text, nullable=True),
     Column("reject_reason", Text, nullable=True),
     Column("hold_id", String(_ID), nullable=True),
     Column("manifest_sha256", String(64), nullable=True),
@@ -52,6 +55,7 @@ safety_lawful_requests = Table(
     ms_column("ndo_until_ms", nullable=True),
     Column("ndo_reference", String(200), nullable=True),
     ms_column("notice_due_ms", nullable=True),
+    Column("access_hash", String(64), nullable=True),
     ms_column("updated_ms"),
     Column("version", Integer, nullable=False),
     Index("ix_safety_lawful_requests_received", "received_ms"),
