@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from tidings.cli._common import JsonOpt, UsageError, emit, fail
-from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, server_config
+from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, node_safety, server_config
 from tidings.errors import TidingsError
 
 lawful_cli = typer.Typer(
@@ -32,24 +32,11 @@ def _when(ms: int | None) -> str:
 
 def _read(action: str, request_id: str | None, data_dir: Path | None, database_url: str | None,
           config: Path | None, as_json: bool) -> list[dict[str, Any]]:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from tidings.app import open_safety
-
-    try:
-        cfg = server_config(config, data_dir, database_url)
-        safety = open_safety(cfg)
-        try:
-            actor = safety.operator().staff_id
-            if request_id is None:
-                return [r.to_json() for r in safety.lawful.list_as(actor)]
-            return [safety.lawful.show_as(actor, request_id).to_json()]
-        finally:
-            safety.close()
-    except TidingsError as exc:
-        fail(exc, as_json)
-    except (SQLAlchemyError, OSError) as exc:
-        fail(UsageError(f"cannot {action} ({type(exc).__name__})"), as_json)
+    with node_safety(as_json, data_dir, database_url, config, action) as safety:
+        actor = safety.operator().staff_id
+        if request_id is None:
+            return [r.to_json() for r in safety.lawful.list_as(actor)]
+        return [safety.lawful.show_as(actor, request_id).to_json()]
     return []  # not reached: fail exits
 
 
