@@ -1,6 +1,7 @@
 """Fuzz targets for the safety side's decoders of untrusted bytes: the hash-bank formats
 (`tidings.safety.bank_formats.parse_bank_file`), one target per format, and the answers of
-NCMEC's CyberTipline (`tidings.safety.cybertip_xml.parse_response`)."""
+NCMEC's CyberTipline (`tidings.safety.cybertip_xml.parse_response`), and a lawful-request
+package archive (`tidings.safety.lawful_package.read_package_zip` then `verify_files`)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,19 @@ def cybertip_targets() -> Iterator[TargetSpec]:
     from tidings.safety.cybertip_xml import parse_response
 
     yield "safety.cybertip_response", parse_response, _CYBERTIP_SEEDS
+
+
+def _package_seed() -> bytes:
+    from tidings.safety.lawful_package import build_package, package_zip
+
+    production = {"request": {"request_id": "lr_seed"}, "categories": [], "never_produced": []}
+    return package_zip(build_package(production, signing_key=bytes(32), created_ms=0))
+
+
+def lawful_package_targets() -> Iterator[TargetSpec]:
+    from tidings.safety.lawful_package import read_package_zip, verify_files
+
+    def target(data: bytes) -> object:
+        return verify_files(read_package_zip(data))
+
+    yield "safety.package_zip", target, [_package_seed()]

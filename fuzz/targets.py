@@ -30,7 +30,7 @@ def build() -> Registry:
     from fuzz_kt import kt_directory_targets, kt_targets
     from fuzz_media import media_targets
     from fuzz_psi import psi_targets
-    from fuzz_safety import cybertip_targets, safety_targets
+    from fuzz_safety import cybertip_targets, lawful_package_targets, safety_targets
     from fuzz_server import server_targets
     from fuzz_wire import detection_targets, wire_targets
 
@@ -43,6 +43,7 @@ def build() -> Registry:
         psi_targets,
         safety_targets,
         cybertip_targets,
+        lawful_package_targets,
         server_targets,
         detection_targets,
         client_targets,

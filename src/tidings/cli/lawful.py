@@ -1,6 +1,6 @@
 """`tidings admin lawful list|show ID`: the operator's read-only view of lawful requests
 (docs/operations.md "Lawful requests"), each read audited as the command-line operator; and
-`tidings audit package DIR`: verify a production package offline (its manifest's Ed25519
+`tidings audit package DIR|ZIP`: verify a production package offline (its manifest's Ed25519
 signature and every file's SHA-256), exit 1 on any mismatch.
 
 Intake, verification, scoping, production and delivery are legal's, each under the person who
@@ -117,7 +117,9 @@ def lawful_public_key(
 
 
 def audit_package(
-    package: Annotated[Path, typer.Argument(help="The package directory.")],
+    package: Annotated[
+        Path, typer.Argument(help="The package: its zip archive, or a directory of its files.")
+    ],
     public_key: Annotated[
         str | None,
         typer.Option(help="The provider's package public key (base64url) to pin; default: "

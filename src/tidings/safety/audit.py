@@ -145,6 +145,7 @@ class AuditAction(StrEnum):
     LAWFUL_NDO = "lawful.ndo"
     LAWFUL_VIEW = "lawful.view"
     LAWFUL_LIST = "lawful.list"
+    LAWFUL_PACKAGE = "lawful.package"
 
 
 def _check_json(value: object, depth: int = 0) -> None:

@@ -301,6 +301,8 @@ NOT_PRODUCIBLE: dict[str, str] = {
     "(aggregate counts, not user data: nothing of a report is kept)",
     "safety_lawful_requests": "requests from authorities about an account (the provider's "
     "record of the request and its handling; shown in the transparency report as counts)",
+    "safety_lawful_packages": "what was produced for a lawful request, kept with the request "
+    "as the record of the disclosure (produced to its requester only)",
 }
 """Tables that hold no user data a request could be for, each with the reason. With the
 categories' tables this covers every table (tests/safety/test_inventory.py)."""

@@ -56,10 +56,12 @@ from tidings.safety.lawful_model import (
     RequestAction,
     RequestState,
     RequestType,
+    StoredPackage,
+    kind_permits,
     next_state,
     satisfies,
 )
-from tidings.safety.lawful_package import Package, build_package
+from tidings.safety.lawful_package import Package, build_package, package_zip
 from tidings.safety.lawful_sources import PRODUCED_TABLES, ProductionSources
 from tidings.safety.staff import Permission, Principal
 
@@ -529,6 +531,9 @@ class LawfulRequestService:
         self._require(actor)
         request = self._load(request_id)
         next_state(request.state, RequestAction.SCOPE)
+        if not kind_permits(request.kind, request.state, RequestAction.SCOPE):
+            raise InvalidLawfulRequestError(
+                "a preservation request produces nothing: close it once reviewed")
         why = None
         if request.kind is RequestType.EMERGENCY:
             why = _text(justification, MAX_TEXT, "an emergency disclosure's justification")
@@ -628,7 +633,8 @@ class LawfulRequestService:
         }
 
     def produce(self, actor: Principal, request_id: str) -> tuple[LawfulRequest, Package]:
-        """Build and sign the package of a scoped request (write it with
+        """Build and sign the package of a scoped request and keep it (its zip archive, for
+        `package` and `portal_package`; write the files with
         `tidings.safety.lawful_package.write_package`); the manifest's hash is recorded.
 
         Raises: `LawfulConfigError` without a signing key; `LawfulRequestStateError` unless
@@ -641,10 +647,47 @@ class LawfulRequestService:
         now = self.clock()
         package = build_package(self.production(request), signing_key=self.signing_key,
                                 created_ms=now)
+        # The copy first, the state after: a produced request always has its package (a
+        # failed transition leaves a package that the next production replaces).
+        self.repository.put_package(StoredPackage(
+            request.request_id, package.manifest_sha256, now, package_zip(package)))
         moved = self._apply(actor.staff_id, request, RequestAction.PRODUCE,
                             {"manifest_sha256": package.manifest_sha256},
                             manifest_sha256=package.manifest_sha256, produced_ms=now)
         return moved, package
+
+    def package(self, actor: Principal, request_id: str) -> StoredPackage:
+        """The request's package archive, for legal to download and deliver (audited).
+
+        Raises: `NotFoundError` for an unknown request or one not produced."""
+        self._require(actor)
+        request = self._load(request_id)
+        stored = self.repository.get_package(request_id)
+        if stored is None or stored.manifest_sha256 != request.manifest_sha256:
+            raise NotFoundError("this request has no package: produce it first")
+        self.audit.append(actor=actor.staff_id, action=AuditAction.LAWFUL_PACKAGE,
+                          target=f"lawful:{request_id}", now_ms=self.clock(),
+                          details={"manifest_sha256": stored.manifest_sha256})
+        return stored
+
+    def portal_package(self, request_id: str, key: str) -> StoredPackage:
+        """The package for its requester, through the portal with the status page's access
+        key, once legal has delivered it (audited as ``requester:<email>``).
+
+        Raises: `NotFoundError` as `status` does, and for a request not delivered (the same
+        answer whether it was never produced or not yet released)."""
+        request = self.status(request_id, key)
+        stored = self.repository.get_package(request_id)
+        if (
+            request.delivered_ms is None or stored is None
+            or stored.manifest_sha256 != request.manifest_sha256
+        ):
+            raise NotFoundError("no package has been delivered for this request")
+        self.audit.append(actor=f"requester:{request.officer_email}",
+                          action=AuditAction.LAWFUL_PACKAGE, target=f"lawful:{request_id}",
+                          now_ms=self.clock(),
+                          details={"via": PORTAL, "manifest_sha256": stored.manifest_sha256})
+        return stored
 
     def deliver(self, actor: Principal, request_id: str) -> LawfulRequest:
         """Record the package delivered; the user notice is due now, or when a recorded
@@ -663,7 +706,7 @@ class LawfulRequestService:
         it)."""
         self._require(actor)
         request = self._load(request_id)
-        if request.state is RequestState.IN_REVIEW and request.kind is not RequestType.PRESERVATION:
+        if not kind_permits(request.kind, request.state, RequestAction.CLOSE):
             raise InvalidLawfulRequestError("only a preservation request closes from review")
         return self._apply(actor.staff_id, request, RequestAction.CLOSE,
                            closed_ms=self.clock())

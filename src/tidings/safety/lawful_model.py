@@ -34,7 +34,10 @@ __all__ = [
     "RequestAction",
     "RequestState",
     "RequestType",
+    "StoredPackage",
+    "allowed_actions",
     "by_urgency",
+    "kind_permits",
     "next_state",
     "satisfies",
 ]
@@ -100,6 +103,24 @@ def next_state(state: RequestState, action: RequestAction) -> RequestState:
         raise LawfulRequestStateError(
             f"a request that is {state.value} cannot be given action {action.value}"
         ) from None
+
+
+def kind_permits(kind: RequestType, state: RequestState, action: RequestAction) -> bool:
+    """Whether a request of ``kind`` may take ``action`` in ``state`` beyond what the table
+    allows every request: a preservation request is never scoped or produced (it closes from
+    review), and only a preservation request closes from review."""
+    if kind is RequestType.PRESERVATION:
+        return action not in (RequestAction.SCOPE, RequestAction.PRODUCE)
+    return not (state is RequestState.IN_REVIEW and action is RequestAction.CLOSE)
+
+
+def allowed_actions(request: LawfulRequest) -> list[RequestAction]:
+    """The actions ``request`` may take next, in the table's order (what the console offers;
+    the service refuses the rest)."""
+    return [
+        action for (state, action) in TRANSITIONS
+        if state is request.state and kind_permits(request.kind, state, action)
+    ]
 
 
 PROCESS_RANK: Mapping[RequestType | LegalProcess, int] = {
@@ -209,6 +230,26 @@ def by_urgency(requests: Iterable[LawfulRequest]) -> list[LawfulRequest]:
     return sorted(requests, key=lambda r: (not r.urgent, r.due_ms, r.received_ms, r.request_id))
 
 
+@dataclass(frozen=True, slots=True)
+class StoredPackage:
+    """The provider's copy of a request's production package: the zip archive
+    (`tidings.safety.lawful_package.package_zip`) exactly as it is downloaded, kept with the
+    request as the record of what was disclosed. A new production replaces it."""
+
+    request_id: str
+    manifest_sha256: str
+    created_ms: int
+    archive: bytes
+
+    def __repr__(self) -> str:
+        return f"StoredPackage({self.request_id}, {len(self.archive)} bytes)"
+
+    @property
+    def filename(self) -> str:
+        """The archive's download name."""
+        return f"tidings-{self.request_id}-package.zip"
+
+
 class LawfulRequestRepository(Protocol):
     def add(self, request: LawfulRequest) -> None:
         """Raises `ConflictError` when the id exists."""
@@ -233,10 +274,17 @@ class LawfulRequestRepository(Protocol):
         """The requests about ``account``, oldest received first."""
         ...
 
+    def put_package(self, package: StoredPackage) -> None:
+        """Store ``package`` as its request's package (replacing an earlier one)."""
+        ...
+
+    def get_package(self, request_id: str) -> StoredPackage | None: ...
+
 
 class InMemoryLawfulRequestRepository:
     def __init__(self) -> None:
         self.rows: dict[str, LawfulRequest] = {}
+        self.packages: dict[str, StoredPackage] = {}
         self._lock = threading.Lock()
 
     def add(self, request: LawfulRequest) -> None:
@@ -263,6 +311,12 @@ class InMemoryLawfulRequestRepository:
 
     def for_account(self, account: str) -> list[LawfulRequest]:
         return [r for r in self.all() if r.account == account]
+
+    def put_package(self, package: StoredPackage) -> None:
+        self.packages[package.request_id] = package
+
+    def get_package(self, request_id: str) -> StoredPackage | None:
+        return self.packages.get(request_id)
 
     def count_received(self, start_ms: int, end_ms: int) -> dict[tuple[str, ...], int]:
         counts: dict[tuple[str, ...], int] = {}

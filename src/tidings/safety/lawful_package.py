@@ -9,16 +9,26 @@ directory of three files and a signature, verifiable offline with `tidings audit
 - ``manifest.sig`` — the Ed25519 signature (hex) of the exact bytes of ``manifest.json``,
   under the provider's package signing key (``lawful_signing.key``).
 
-`verify_package` checks the signature (under the manifest's public key, or a pinned one: the
-manifest's own key proves integrity, a pinned key also proves who signed), that the directory
-holds exactly the files the manifest names, and each file's hash. Any difference raises
-`PackageVerificationError`.
+The same files travel as one zip archive (`package_zip`, what the console and the portal
+download and the provider keeps, `tidings.safety.lawful_model.StoredPackage`): flat, stored
+in name order with a fixed timestamp, so one package is always the same bytes.
+
+`verify_package` checks a directory or a zip archive: the signature (under the manifest's
+public key, or a pinned one: the manifest's own key proves integrity, a pinned key also proves
+who signed), that the package holds exactly the files the manifest names, and each file's
+hash. Any difference raises `PackageVerificationError`. `read_package_zip` refuses archives
+with directories, paths (no "zip slip"), duplicate or too many members, members larger than
+`MAX_PACKAGE_FILE_BYTES` and bad CRCs before anything is used.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import json
+import struct
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +44,9 @@ __all__ = [
     "SIGNATURE_FILE",
     "Package",
     "build_package",
+    "package_zip",
+    "read_package_zip",
+    "verify_files",
     "verify_package",
     "write_package",
 ]
@@ -45,6 +58,15 @@ JSON_FILE = "production.json"
 HTML_FILE = "production.html"
 MAX_PACKAGE_FILE_BYTES = 256 * 1024 * 1024
 """Largest file `verify_package` reads (a package is records, not media)."""
+MAX_ZIP_MEMBERS = 16
+"""A package has four files; an archive with more members than this is refused unread."""
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile, zlib.error, struct.error, OSError, ValueError, EOFError,
+    NotImplementedError, RuntimeError, KeyError, IndexError, OverflowError,
+)
+"""What `zipfile` raises for a malformed archive: a bad CRC or header, a truncated or
+encrypted member, an unknown compression method or version, a bad name encoding."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +154,58 @@ def write_package(package: Package, directory: Path) -> None:
         (directory / name).write_bytes(data)
 
 
+def package_zip(package: Package) -> bytes:
+    """The package as one zip archive (module docstring): the same bytes for the same
+    package."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(package.files):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, package.files[name])
+    return out.getvalue()
+
+
+def read_package_zip(data: bytes) -> dict[str, bytes]:
+    """The files of a package archive, by name.
+
+    Raises:
+        PackageVerificationError: not a zip archive, more than `MAX_ZIP_MEMBERS` members, a
+            member that is a directory, has a path or a duplicate name, is larger than
+            `MAX_PACKAGE_FILE_BYTES` (as declared or as read), or fails its CRC.
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except _ZIP_ERRORS:
+        raise PackageVerificationError("not a zip archive") from None
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_ZIP_MEMBERS:
+            raise PackageVerificationError("the archive has more members than a package")
+        files: dict[str, bytes] = {}
+        for info in members:
+            name = info.filename
+            if (
+                not name or "/" in name or "\\" in name or name in (".", "..")
+                or not name.isprintable() or name in files
+            ):
+                raise PackageVerificationError(
+                    "the archive holds a directory, a path or a duplicate name"
+                )
+            if info.file_size > MAX_PACKAGE_FILE_BYTES:
+                raise PackageVerificationError(f"{name} is larger than a package file may be")
+            try:
+                with archive.open(info) as member:
+                    body = member.read(MAX_PACKAGE_FILE_BYTES + 1)
+            except _ZIP_ERRORS:
+                raise PackageVerificationError(f"{name} cannot be read from the archive") from None
+            if len(body) > MAX_PACKAGE_FILE_BYTES:
+                raise PackageVerificationError(f"{name} is larger than a package file may be")
+            files[name] = body
+    return files
+
+
 def _read(path: Path) -> bytes:
     if not path.is_file() or path.is_symlink():
         raise PackageVerificationError(f"{path.name} is missing or not a regular file")
@@ -140,19 +214,43 @@ def _read(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def verify_package(directory: Path, *, public_key: bytes | None = None) -> dict[str, Any]:
-    """Check the package in ``directory`` (module docstring) and return its manifest.
+def _directory_files(directory: Path) -> dict[str, bytes]:
+    names = sorted(p.name for p in directory.iterdir())
+    if len(names) > MAX_ZIP_MEMBERS:
+        raise PackageVerificationError("the directory holds more files than a package")
+    return {name: _read(directory / name) for name in names}
+
+
+def verify_package(path: Path, *, public_key: bytes | None = None) -> dict[str, Any]:
+    """Check the package at ``path``, a directory or a zip archive (module docstring), and
+    return its manifest.
 
     Raises:
-        PackageVerificationError: not a package directory, a malformed manifest, a signature
-            that does not verify (or a key other than ``public_key``), a file missing, added
-            or changed.
+        PackageVerificationError: neither a package directory nor an archive (see
+            `read_package_zip`), or as `verify_files`.
     """
-    if not directory.is_dir():
-        raise PackageVerificationError("a package is a directory")
-    manifest_bytes = _read(directory / MANIFEST_FILE)
+    if path.is_dir():
+        files = _directory_files(path)
+    elif path.is_file():
+        files = read_package_zip(_read(path))
+    else:
+        raise PackageVerificationError("a package is a directory or a zip archive")
+    return verify_files(files, public_key=public_key)
+
+
+def verify_files(files: Mapping[str, bytes], *, public_key: bytes | None = None) -> dict[str, Any]:
+    """Check a package's files, by name, and return its manifest.
+
+    Raises:
+        PackageVerificationError: no manifest or signature, a malformed manifest, a
+            signature that does not verify (or a key other than ``public_key``), a file
+            missing, added or changed.
+    """
+    if MANIFEST_FILE not in files or SIGNATURE_FILE not in files:
+        raise PackageVerificationError("the package has no signed manifest")
+    manifest_bytes = files[MANIFEST_FILE]
     try:
-        signature = bytes.fromhex(_read(directory / SIGNATURE_FILE).decode("ascii").strip())
+        signature = bytes.fromhex(files[SIGNATURE_FILE].decode("ascii").strip())
         manifest = json.loads(manifest_bytes)
         key = b64d(manifest["public_key"], what="public key", max_len=32)
         listed = dict(manifest["files"])
@@ -167,13 +265,13 @@ def verify_package(directory: Path, *, public_key: bytes | None = None) -> dict[
         ed25519_verify(key, manifest_bytes, signature)
     except TidingsError:
         raise PackageVerificationError("the manifest's signature does not verify") from None
-    present = {p.name for p in directory.iterdir()} - {MANIFEST_FILE, SIGNATURE_FILE}
+    present = set(files) - {MANIFEST_FILE, SIGNATURE_FILE}
     if present != set(listed):
         raise PackageVerificationError(
-            "the directory's files differ from the manifest's: "
+            "the package's files differ from the manifest's: "
             f"missing {sorted(set(listed) - present)}, extra {sorted(present - set(listed))}"
         )
     for name, digest in sorted(listed.items()):
-        if _sha256(_read(directory / name)) != digest:
+        if not isinstance(digest, str) or _sha256(files[name]) != digest:
             raise PackageVerificationError(f"{name} does not match its hash in the manifest")
     return dict(manifest)

@@ -6,17 +6,18 @@ What is stored (the data inventory's "lawful_requests"): for each request, who a
 officer, the officer's e-mail, the country), under what (case number, legal basis, type), the
 account and the categories asked for and kept, each workflow step's time, the SHA-256 of the
 verification token and of the portal's status-page access key (never either key), the
-produced package's manifest hash (the package itself is delivered, not kept here), a
-non-disclosure order's end and when the user notice is due.
+produced package's manifest hash, a non-disclosure order's end and when the user notice is
+due. ``safety_lawful_packages`` (migration ``0017``) keeps the produced package itself, the
+zip archive as downloaded, one per request: the record of what was disclosed.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, Index, Integer, LargeBinary, String, Table, Text
 
 from tidings.storage.schema import metadata, ms_column
 
-__all__ = ["safety_lawful_requests"]
+__all__ = ["safety_lawful_packages", "safety_lawful_requests"]
 
 _ID = 64
 
@@ -60,4 +61,13 @@ safety_lawful_requests = Table(
     Column("version", Integer, nullable=False),
     Index("ix_safety_lawful_requests_received", "received_ms"),
     Index("ix_safety_lawful_requests_notice", "notice_due_ms"),
+)
+
+safety_lawful_packages = Table(
+    "safety_lawful_packages",
+    metadata,
+    Column("request_id", String(_ID), primary_key=True),
+    Column("manifest_sha256", String(64), nullable=False),
+    ms_column("created_ms"),
+    Column("archive", LargeBinary, nullable=False),
 )
