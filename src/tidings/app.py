@@ -41,7 +41,7 @@ from tidings.safety.keyfile import (
     load_lawful_signing_key,
     load_staff_key,
 )
-from tidings.safety.lawful import load_allowed_domains
+from tidings.safety.mailer import load_lawful_settings
 from tidings.safety.referrals import load_referrals
 from tidings.safety.reports import FrankingKey, FrankingKeyRing
 from tidings.safety.service import SafetyService
@@ -297,11 +297,14 @@ def build_safety(
     environment (``TIDINGS_CYBERTIP_URL``, ``..._USERNAME``, ``..._PASSWORD``,
     ``..._CONTACT_EMAIL`` win: `load_referrals`); with no URL they stay off (preparing needs a
     contact, submitting a URL). Lawful-request packages
-    are signed with ``<data_dir>/lawful_signing.key``; requesters' official e-mail domains
-    come from ``TIDINGS_LAWFUL_DOMAINS`` (comma-separated, `load_allowed_domains`).
+    are signed with ``<data_dir>/lawful_signing.key``; requesters' official e-mail domains,
+    the sender, the portal's URL and the mail relay come from the ``[lawful]`` table and the
+    ``TIDINGS_LAWFUL_*`` / ``TIDINGS_SMTP_URL`` variables (`load_lawful_settings`; without a
+    relay, verification links are written to ``<data_dir>/mail-outbox``).
 
     Raises:
-        ReferralConfigError: the referral settings are invalid."""
+        ReferralConfigError: the referral settings are invalid.  LawfulConfigError: the
+            ``[lawful]`` settings are invalid."""
     service = SafetyService.open(
         config.database_url or sqlite_url(config.data_dir),
         schema=config.database_schema,
@@ -319,7 +322,7 @@ def build_safety(
         service.lawful.signing_key = load_lawful_signing_key(
             config.data_dir / LAWFUL_SIGNING_KEY_FILE
         )
-        service.lawful.allowed_domains = load_allowed_domains()
+        service.lawful.configure(load_lawful_settings(config.lawful, config.data_dir))
     except BaseException:
         service.close()
         raise

@@ -650,6 +650,14 @@ class LawfulConfigError(LawfulRequestError):
     code = "invalid_lawful_config"
 
 
+class MailDeliveryError(LawfulRequestError):
+    """A message to a requester (the verification link) could not be handed to the mail
+    relay or written to the mail outbox; nothing was recorded. The message names the relay,
+    never the message."""
+
+    code = "mail_delivery_failed"
+
+
 class PackageVerificationError(LawfulRequestError):
     """A production package does not verify: a file, the manifest or its signature differs
     from what was signed, or the package is malformed."""
@@ -784,6 +792,7 @@ HTTP_STATUS: Mapping[type[TidingsError], int] = MappingProxyType(
         LawfulRequestStateError: 409,
         LawfulVerificationError: 403,
         LawfulConfigError: 503,
+        MailDeliveryError: 503,
         ClearinghouseError: 502,
         ClearinghouseUnavailableError: 503,
         ClearinghouseReportClosedError: 409,

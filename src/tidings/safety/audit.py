@@ -146,6 +146,7 @@ class AuditAction(StrEnum):
     LAWFUL_VIEW = "lawful.view"
     LAWFUL_LIST = "lawful.list"
     LAWFUL_PACKAGE = "lawful.package"
+    LAWFUL_RESEND = "lawful.resend"
 
 
 def _check_json(value: object, depth: int = 0) -> None:

@@ -16,10 +16,13 @@ requester's verification is audited as ``requester:<email>``. A refused call rai
 error (`InvalidLawfulRequestError`, `LawfulRequestStateError`, `LawfulVerificationError`,
 `LawfulConfigError`, `PermissionDeniedError`, `NotFoundError`) and changes nothing.
 
-Verification token: 32 random bytes, base64url, returned once to the caller (the mailer) and
-recorded as an outbox entry (to, when, expiry) — only its SHA-256 is stored. The officer's
-e-mail domain is checked against the operator's allow-list (``allowed_domains``): a request
-from another domain is flagged ``domain_allowed = False`` and can be verified only when legal
+Verification token: 32 random bytes, base64url, mailed to the officer as a one-time link into
+the portal (`verification_link`, through the node's mailer, `tidings.safety.mailer`), returned
+once to the caller and recorded as an outbox entry (to, when, expiry) — only its SHA-256 is
+stored. A token can be re-issued while the request is unverified (`resend_verification`).
+The officer's e-mail domain is checked against the operator's allow-list
+(``allowed_domains``): a request from another domain is flagged ``domain_allowed = False``
+and can be verified only when legal
 accepts the domain explicitly (audited).
 
 User notice: at delivery the account's notice is due at once, or at the end date of a
@@ -29,7 +32,6 @@ non-disclosure order recorded before (`record_ndo`); `due_notices(now)` lists th
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 from collections.abc import Callable, Sequence
@@ -63,6 +65,13 @@ from tidings.safety.lawful_model import (
 )
 from tidings.safety.lawful_package import Package, build_package, package_zip
 from tidings.safety.lawful_sources import PRODUCED_TABLES, ProductionSources
+from tidings.safety.mailer import (
+    DEFAULT_FROM,
+    DEFAULT_PORTAL_URL,
+    LawfulSettings,
+    Mailer,
+    OutgoingMail,
+)
 from tidings.safety.staff import Permission, Principal
 
 __all__ = [
@@ -74,11 +83,7 @@ __all__ = [
     "LawfulRequestService",
     "PortalAccess",
     "UserNotice",
-    "load_allowed_domains",
 ]
-
-DOMAINS_ENV = "TIDINGS_LAWFUL_DOMAINS"
-"""Comma-separated official e-mail domains requesters may verify from (the allow-list)."""
 
 TOKEN_TTL_MS = 7 * DAY_MS
 """How long a verification token may be presented."""
@@ -149,12 +154,6 @@ class UserNotice:
                 "categories": list(self.categories)}
 
 
-def load_allowed_domains(environ: dict[str, str] | None = None) -> frozenset[str]:
-    """The allow-list from ``TIDINGS_LAWFUL_DOMAINS`` (lower-cased; empty when unset)."""
-    raw = (os.environ if environ is None else environ).get(DOMAINS_ENV, "")
-    return frozenset(d.strip().lower() for d in raw.split(",") if d.strip())
-
-
 def _text(value: object, limit: int, what: str) -> str:
     text = value.strip() if isinstance(value, str) else ""
     if not text or len(text) > limit or not text.replace("\n", " ").isprintable():
@@ -205,13 +204,48 @@ class LawfulRequestService:
         self._ids = id_source
         self.allowed_domains: frozenset[str] = frozenset()
         """Lower-case official e-mail domains of requesters (the operator's allow-list)."""
+        self.mailer: Mailer | None = None
+        """Where verification links go (`tidings.safety.mailer`); None: not mailed (the
+        token is only returned, for legal to pass on)."""
+        self.mail_from = DEFAULT_FROM
+        self.portal_url = DEFAULT_PORTAL_URL
         self.signing_key: bytes | None = None
         """The Ed25519 seed packages are signed with (``lawful_signing.key``)."""
         self.sources: ProductionSources | None = None
         """The rest of what a production reads (`tidings.safety.lawful_sources`), set by
         `tidings.safety.service.SafetyService`."""
 
+    def configure(self, settings: LawfulSettings) -> None:
+        """Take the node's `LawfulSettings` (allow-list, sender, portal URL, mailer)."""
+        self.allowed_domains = settings.allowed_domains
+        self.mail_from = settings.sender
+        self.portal_url = settings.portal_url
+        self.mailer = settings.mailer
+
     # --- helpers ------------------------------------------------------------------------
+
+    def verification_link(self, request_id: str, token: str) -> str:
+        """The one-time link the officer opens (the portal's verify page)."""
+        return f"{self.portal_url}/verify/{request_id}?token={token}"
+
+    def _mail_token(self, request: LawfulRequest, token: str) -> None:
+        """Send the verification link to the officer (when a mailer is set). Raises
+        `MailDeliveryError`."""
+        if self.mailer is None:
+            return
+        body = (
+            f"A lawful request to Tidings was filed in your name: {request.kind.value} from "
+            f"{request.agency} ({request.country}), case {request.case_number}, request "
+            f"{request.request_id}.\n\n"
+            "To confirm that you made it, open this link (valid for "
+            f"{TOKEN_TTL_MS // DAY_MS} days, once):\n\n"
+            f"{self.verification_link(request.request_id, token)}\n\n"
+            "If you did not file this request, ignore this message: nothing is produced for "
+            "a request that is not confirmed.\n"
+        )
+        self.mailer.send(OutgoingMail(
+            self.mail_from, request.officer_email,
+            f"Confirm lawful request {request.request_id}", body))
 
     @staticmethod
     def _require(actor: Principal) -> None:
@@ -379,6 +413,10 @@ class LawfulRequestService:
             emergency_justification=why,
             updated_ms=now,
         )
+        # The link first: a request whose officer cannot be reached is not recorded (the
+        # error says so and the requester files again); a mail that went out for a request
+        # whose recording then failed leads to "no such request".
+        self._mail_token(request, token)
         if request_type is RequestType.PRESERVATION and staff is not None:
             # The hold first, the request (naming it) after: a preservation request is never
             # recorded without its hold. (One from the portal is placed once the requester
@@ -425,6 +463,29 @@ class LawfulRequestService:
         if actor is not None:
             self._require(actor)
         return self._verify(request_id, token, actor, accept_unlisted_domain)
+
+    def resend_verification(self, actor: Principal, request_id: str) -> Intake:
+        """Issue a new verification token for a request not yet verified (the old one stops
+        working), mail it and record it in the outbox; legal's, audited.
+
+        Raises: `LawfulRequestStateError` once verified; `MailDeliveryError` (nothing
+        changed)."""
+        self._require(actor)
+        request = self._load(request_id)
+        next_state(request.state, RequestAction.VERIFY)
+        now = self.clock()
+        token = secrets.token_urlsafe(32)
+        expires = now + TOKEN_TTL_MS
+        self._mail_token(request, token)
+        outbox = [*json.loads(request.outbox),
+                  {"to": request.officer_email, "sent_ms": now, "expires_ms": expires}]
+        moved = replace(request, token_hash=_hash(token), token_expires_ms=expires,
+                        outbox=json.dumps(outbox), updated_ms=now, version=request.version + 1)
+        self.repository.update(moved)
+        self.audit.append(actor=actor.staff_id, action=AuditAction.LAWFUL_RESEND,
+                          target=f"lawful:{request_id}", now_ms=now,
+                          details={"to": request.officer_email})
+        return Intake(request=moved, token=token)
 
     def confirm(self, request_id: str, token: str) -> PortalAccess:
         """The requester's verification through the portal (`verify` with no actor) that

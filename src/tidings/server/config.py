@@ -115,6 +115,11 @@ class ServerConfig:
     instance credentials)."""
     s3_secret_access_key: str = field(default="", repr=False)
     """Never logged, in an error or in this object's ``repr``."""
+    lawful: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
+    """The file's ``[lawful]`` table, as `tidings.safety.mailer.load_lawful_settings` reads it
+    (requesters' official domains, the sender, the portal's URL, the SMTP relay; the
+    ``TIDINGS_LAWFUL_*`` and ``TIDINGS_SMTP_URL`` variables override it there). File only;
+    never in a ``repr``: the SMTP URL may hold a password."""
     referrals: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
     """The file's ``[referrals]`` table, as `tidings.safety.referrals.load_referrals` reads it
     (the CyberTipline URL and credentials, ``[referrals.reporter]``; the ``TIDINGS_CYBERTIP_*``
@@ -138,11 +143,14 @@ class ServerConfig:
             if not isinstance(storage, dict) or not set(storage) <= STORAGE_SETTINGS:
                 names = ", ".join(sorted(STORAGE_SETTINGS))
                 raise ConfigError(f"the [storage] table in {path} takes only: {names}")
-            referrals = section.pop("referrals", data.get("referrals", {}))
-            if not isinstance(referrals, dict):
-                raise ConfigError(f"[referrals] in {path} must be a table")
+            tables: dict[str, dict[str, object]] = {}
+            for name in sorted(TABLE_SETTINGS):
+                table = section.pop(name, data.get(name, {}))
+                if not isinstance(table, dict):
+                    raise ConfigError(f"[{name}] in {path} must be a table")
+                tables[name] = dict(table)
             config = config._merged({**section, **storage}, source=str(path))
-            config = replace(config, referrals=dict(referrals))
+            config = replace(config, **tables)  # type: ignore[arg-type]
         environ = os.environ if env is None else env
         overrides = {
             f.name: environ[f"TIDINGS_{f.name.upper()}"]
@@ -205,7 +213,7 @@ MIN_DETECTION_THRESHOLD = 2
 MAX_SYNTHETIC_PPM = 1_000_000
 """Parts per million: every voucher synthetic (detection blind) at most."""
 
-TABLE_SETTINGS = frozenset({"referrals"})
+TABLE_SETTINGS = frozenset({"lawful", "referrals"})
 """Settings that are a whole TOML table, read from the file only (`ServerConfig.load`)."""
 
 STORAGE_SETTINGS = frozenset(
