@@ -23,6 +23,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from tidings import __version__
 from tidings.clock import now_ms
 from tidings.console import build_console
+from tidings.console.portal import PORTAL_CSRF_KEY_LABEL, build_portal
 from tidings.crypto.psi import DEFAULT_PSI_PARAMETERS
 from tidings.errors import TidingsError
 from tidings.safety import http as safety_http
@@ -45,6 +46,7 @@ from tidings.safety.mailer import load_lawful_settings
 from tidings.safety.referrals import load_referrals
 from tidings.safety.reports import FrankingKey, FrankingKeyRing
 from tidings.safety.service import SafetyService
+from tidings.safety.sql import SqlStaffRepository
 from tidings.server import openapi
 from tidings.server.api import build_router
 from tidings.server.auth import (
@@ -548,6 +550,21 @@ def create_app(config: ServerConfig) -> FastAPI:
     # The staff console over the same service (sign-in: password + TOTP; `tidings server`
     # prints the first admin's credentials on an empty data directory).
     app.mount("/console", build_console(safety, clock=state.clock))
+
+    async def limit_portal(address: str) -> None:
+        await state.limiter.hit(
+            "lawful_portal", address, config.rate_lawful_portal_per_hour, 3600
+        )
+
+    # The requester portal for lawful requests: public, apart from the console, no session
+    # (tidings.console.portal); in a cluster every node derives one CSRF key from staff.key.
+    staff_repo = safety.staff_repo
+    app.mount("/lawful-portal", build_portal(
+        safety.lawful,
+        secret=staff_repo.derived_key(PORTAL_CSRF_KEY_LABEL)
+        if isinstance(staff_repo, SqlStaffRepository) else None,
+        limit=limit_portal,
+    ))
 
     @app.exception_handler(TidingsError)
     async def _typed_error(_: Request, exc: TidingsError) -> JSONResponse:

@@ -103,6 +103,8 @@ class ServerConfig:
     that is set, else ``<data_dir>/detection_list_signing.key``."""
     rate_vouchers_per_hour: int = 2000
     """Per account: ``POST /v1/detection/vouchers`` (one voucher per image sent)."""
+    rate_lawful_portal_per_hour: int = 30
+    """Per client address: every form the requester portal (``/lawful-portal``) takes."""
     s3_bucket: str = ""
     """Empty (the embedded default): attachments on local disk in ``<data_dir>/attachments``.
     Else the S3 bucket (created by the operator) every node keeps attachments in."""
