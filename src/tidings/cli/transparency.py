@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from tidings.cli._common import JsonOpt, UsageError, emit, fail
-from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, server_config
+from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, node_safety
 from tidings.errors import TidingsError
 
 transparency_cli = typer.Typer()
@@ -71,12 +71,9 @@ def transparency(
     as_json: JsonOpt = False,
 ) -> None:
     """The transparency report of a period (--period, or --from and --to), counted from the
-    node's records: reports, cases, actions, appeals and reversals, detection, referrals and
-    requests from authorities (the last not yet implemented: 0, said so). Every number says
-    what it counts. Audited as the command-line operator."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from tidings.app import open_safety
+    node's records: reports received, verified and refused by reason, cases, actions, appeals
+    and reversals, detection, referrals and requests from authorities. Every number says what
+    it counts. Audited as the command-line operator."""
     from tidings.console.transparency import render_report_html
     from tidings.safety.audit import AuditAction
     from tidings.safety.transparency import (
@@ -98,32 +95,21 @@ def transparency(
         )
         if html is not None and not html.parent.is_dir():
             raise UsageError(f"no directory {html.parent} for the HTML file")
-        cfg = server_config(config, data_dir, database_url)
-        safety = open_safety(cfg)
-        try:
-            now = safety.clock()
-            report = build_report(TransparencySources.of(safety), chosen, generated_ms=now)
-            safety.audit.append(
-                actor=safety.operator().staff_id,
-                action=AuditAction.TRANSPARENCY_VIEW,
-                target=f"transparency:{chosen.label}",
-                now_ms=now,
-                details={
-                    "start_ms": chosen.start_ms,
-                    "end_ms": chosen.end_ms,
-                    "via": "cli",
-                },
-            )
-        finally:
-            safety.close()
-        if html is not None:
-            _write_atomically(html, render_report_html(report))
     except TidingsError as exc:
         fail(exc, as_json)
         return
-    except (SQLAlchemyError, OSError) as exc:
-        fail(UsageError(f"cannot produce the report ({type(exc).__name__})"), as_json)
-        return
+    with node_safety(as_json, data_dir, database_url, config, "produce the report") as safety:
+        now = safety.clock()
+        report = build_report(TransparencySources.of(safety), chosen, generated_ms=now)
+        safety.audit.append(
+            actor=safety.operator().staff_id,
+            action=AuditAction.TRANSPARENCY_VIEW,
+            target=f"transparency:{chosen.label}",
+            now_ms=now,
+            details={"start_ms": chosen.start_ms, "end_ms": chosen.end_ms, "via": "cli"},
+        )
+        if html is not None:
+            _write_atomically(html, render_report_html(report))
     data = report.to_json()
     text = _text(data)
     if html is not None:
