@@ -14,13 +14,15 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
+from tidings.app import open_safety
 from tidings.clock import DAY_MS
-from tidings.console import ROUTES
+from tidings.console import ROUTES, ConsoleContext
 from tidings.crypto.primitives import ed25519_public
 from tidings.safety.audit import AuditAction
 from tidings.safety.lawful import LawfulRequestService
 from tidings.safety.lawful_model import RequestState
 from tidings.safety.lawful_package import verify_package
+from tidings.server.config import ServerConfig
 
 from .conftest import LAWFUL_SIGNING_SEED, Seeded, login, make_client, with_lawful
 from .test_console_http import actions
@@ -279,3 +281,14 @@ def test_invalid_input_is_the_typed_error_and_changes_nothing(seeded: Seeded) ->
         page = c.get(one)
         assert 'id="lawful-reject-reason">not an emergency<' in page.text
         assert 'id="lawful-scope-form"' not in page.text
+
+
+def test_the_served_console_has_the_nodes_lawful_service(tmp_path: Path) -> None:
+    """The console `tidings server` mounts is built from the safety facade: its lawful
+    pages work the node's `LawfulRequestService` (signing key and allow-list included)."""
+    safety = open_safety(ServerConfig().with_overrides(data_dir=tmp_path / "node"))
+    try:
+        context = ConsoleContext.from_service(safety)
+        assert context.lawful is safety.lawful and context.lawful.signing_key is not None
+    finally:
+        safety.close()
