@@ -28,6 +28,17 @@ from .conftest import LAWFUL_SIGNING_SEED, Seeded, login, make_client, with_lawf
 from .test_console_http import actions
 
 TOKEN_RE = re.compile(r'id="token-value">([A-Za-z0-9_-]{40,})<')
+CONTROL_RE = re.compile(r"<(input|select|textarea)\b([^>]*)>")
+
+
+def assert_labelled(html: str) -> None:
+    """Every form control but hidden ones has an id that a <label for> names."""
+    labels = set(re.findall(r'<label for="([^"]+)"', html))
+    for tag, attrs in CONTROL_RE.findall(html):
+        if 'type="hidden"' in attrs:
+            continue
+        found = re.search(r'id="([^"]+)"', attrs)
+        assert found and found.group(1) in labels, (tag, attrs)
 
 
 def _day(ms: int) -> str:
@@ -84,6 +95,7 @@ def test_the_whole_workflow_through_the_console(seeded: Seeded, tmp_path: Path) 
                       "Due date", "Emergency justification"):
             assert label in page.text
         assert 'name="scope" value="subscriber"' in page.text  # the inventory's categories
+        assert_labelled(page.text)
 
         request_id, token = take_in(c, s, csrf)
         one = f"/console/lawful/{request_id}"
@@ -96,6 +108,7 @@ def test_the_whole_workflow_through_the_console(seeded: Seeded, tmp_path: Path) 
         assert 'id="lawful-token"' not in page.text
         assert token not in repr(service.repository.get(request_id).to_json())  # type: ignore[union-attr]
         assert "Dana Scully" in page.text and "2026-FO-117" in page.text
+        assert_labelled(page.text)
         assert 'id="lawful-verify"' in page.text
         assert "/review" not in page.text and "/produce" not in page.text  # the state's only
 
@@ -113,6 +126,7 @@ def test_the_whole_workflow_through_the_console(seeded: Seeded, tmp_path: Path) 
         assert 'id="lawful-preview"' in page.text
         assert "attachments</code>: dropped — needs a court_order; this is a subpoena" in page.text
         assert 'id="lawful-scope-form"' in page.text and 'id="lawful-reject"' in page.text
+        assert_labelled(page.text)
 
         # Narrow to the subscriber record: devices narrowed, attachments beyond a subpoena.
         r = c.post(f"{one}/scope", data={"csrf": csrf, "categories": ["subscriber"]})
@@ -292,3 +306,25 @@ def test_the_served_console_has_the_nodes_lawful_service(tmp_path: Path) -> None
         assert context.lawful is safety.lawful and context.lawful.signing_key is not None
     finally:
         safety.close()
+
+
+def test_a_preservation_request_is_held_and_closes_from_review(seeded: Seeded) -> None:
+    s = seeded
+    service = with_lawful(s)
+    with make_client(s) as c:
+        csrf = login(c, s, "lena")
+        request_id, token = take_in(c, s, csrf, kind="preservation", scope=[])
+        one = f"/console/lawful/{request_id}"
+        recorded = service.repository.get(request_id)
+        assert recorded is not None and recorded.hold_id is not None
+        page = c.get(one)
+        assert f"#hold-{recorded.hold_id}" in page.text  # the link to the Holds page
+        assert c.post(f"{one}/verify", data={"csrf": csrf, "token": token}).status_code == 303
+        assert c.post(f"{one}/review", data={"csrf": csrf}).status_code == 303
+        page = c.get(one)
+        assert 'id="lawful-scope-form"' not in page.text and "/produce" not in page.text
+        assert f"{one.removeprefix('/console')}/close" in page.text
+        assert c.post(f"{one}/close", data={"csrf": csrf}).status_code == 303
+        assert _state(service, request_id) is RequestState.CLOSED
+        holds = c.get("/console/holds?account=mule")
+        assert f'id="hold-{recorded.hold_id}"' in holds.text
