@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -164,16 +164,17 @@ LAWFUL_SIGNING_SEED = bytes(range(32))
 LAWFUL_DOMAINS = frozenset({"fbi.gov"})
 
 
-def with_lawful(s: Seeded) -> LawfulRequestService:
+def with_lawful(s: Seeded, clock: Callable[[], int] | None = None) -> LawfulRequestService:
     """Put an in-memory lawful-request service (its own holds, the account ``mule`` with one
     device, the package signing key `LAWFUL_SIGNING_SEED`, ``fbi.gov`` allowed) into ``s``'s
-    context; build the client after this."""
+    context, on ``clock`` (default ``s.clock``); build the client after this."""
     subjects = InMemorySubjectRecords()
     subjects.accounts["mule"] = {"created_at_ms": 1, "devices": [{"device_id": 1}]}
-    holds = HoldService(InMemoryHoldRepository(), s.world.audit, subjects, clock=s.clock)
+    now = clock or s.clock
+    holds = HoldService(InMemoryHoldRepository(), s.world.audit, subjects, clock=now)
     service = LawfulRequestService(
         InMemoryLawfulRequestRepository(), s.world.audit, holds, subjects,
-        s.world.enforcement_repo, lambda: inventory(None), clock=s.clock,
+        s.world.enforcement_repo, lambda: inventory(None), clock=now,
     )
     service.signing_key = LAWFUL_SIGNING_SEED
     service.allowed_domains = LAWFUL_DOMAINS
