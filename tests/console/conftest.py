@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 
 import pytest
 from starlette.applications import Starlette
@@ -20,6 +20,10 @@ from tidings.console import ConsoleContext, build_console
 from tidings.safety.bank_memory import InMemoryBankRepository
 from tidings.safety.banks import BankService
 from tidings.safety.categories import QueueId
+from tidings.safety.holds import HoldService, InMemoryHoldRepository, InMemorySubjectRecords
+from tidings.safety.inventory import inventory
+from tidings.safety.lawful import LawfulRequestService
+from tidings.safety.lawful_model import InMemoryLawfulRequestRepository
 from tidings.safety.referral_model import ContactPerson, Email, Reporter
 from tidings.safety.referral_records import InMemoryReferralRepository
 from tidings.safety.referrals import ReferralService
@@ -154,6 +158,28 @@ def seed(now_ms: int) -> Seeded:
     item = chat.send(("spammer", 1), [("dave", 1)], "buy cheap watches").to("dave", 1)
     s.spam_case = world.submit(submission(("dave", 1), [item], category="spam"))
     return s
+
+
+LAWFUL_SIGNING_SEED = bytes(range(32))
+LAWFUL_DOMAINS = frozenset({"fbi.gov"})
+
+
+def with_lawful(s: Seeded, clock: Callable[[], int] | None = None) -> LawfulRequestService:
+    """Put an in-memory lawful-request service (its own holds, the account ``mule`` with one
+    device, the package signing key `LAWFUL_SIGNING_SEED`, ``fbi.gov`` allowed) into ``s``'s
+    context, on ``clock`` (default ``s.clock``); build the client after this."""
+    subjects = InMemorySubjectRecords()
+    subjects.accounts["mule"] = {"created_at_ms": 1, "devices": [{"device_id": 1}]}
+    now = clock or s.clock
+    holds = HoldService(InMemoryHoldRepository(), s.world.audit, subjects, clock=now)
+    service = LawfulRequestService(
+        InMemoryLawfulRequestRepository(), s.world.audit, holds, subjects,
+        s.world.enforcement_repo, lambda: inventory(None), clock=now,
+    )
+    service.signing_key = LAWFUL_SIGNING_SEED
+    service.allowed_domains = LAWFUL_DOMAINS
+    s.context = replace(s.context, lawful=service, holds=holds)
+    return service
 
 
 def make_client(s: Seeded, *, secure: bool | None = None) -> TestClient:

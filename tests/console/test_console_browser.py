@@ -26,7 +26,7 @@ from tidings.console import build_console
 from tidings.safety.cases import EnforcementKind
 from tidings.safety.staff import Role
 
-from .conftest import Seeded, seed
+from .conftest import Seeded, seed, with_lawful
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "screenshots" / "console"
@@ -52,6 +52,7 @@ def live() -> Iterator[tuple[str, Seeded]]:
         _unavailable("/usr/bin/chromium is not installed (apt-get install chromium)")
     s = seed(time.time_ns() // 1_000_000)
     s.clock.now = 0  # unused: the server runs on the real clock
+    with_lawful(s, clock=lambda: time.time_ns() // 1_000_000)
     console = build_console(s.context, secret=os.urandom(32), secure_cookies=False)
     app = Starlette(routes=[Mount("/console", app=console)])
     port = free_port()
@@ -248,3 +249,37 @@ def test_new_staff_enrol_through_their_link_and_a_second_admin_approves(
     assert s.account("nora").roles == {Role.REVIEWER}
     nora = sign_in(browser, base, s, "nora")
     assert "/login" not in nora.url
+
+
+def test_legal_takes_a_lawful_request_in_and_verifies_it_by_keyboard(
+    live: tuple[str, Seeded], browser: Any
+) -> None:
+    base, s = live
+    lena = sign_in(browser, base, s, "lena")
+    lena.get_by_role("link", name="Lawful requests").click()
+    lena.wait_for_url(f"{base}/lawful")
+    lena.get_by_label("Agency").fill("FBI Field Office")
+    lena.get_by_label("Officer's name").fill("Dana Scully")
+    lena.get_by_label("Officer's official e-mail").fill("dscully@fbi.gov")
+    lena.get_by_label("Country", exact=False).fill("US")
+    lena.get_by_label("Case number").fill("2026-FO-118")
+    lena.get_by_label("Legal basis, as written").fill("18 U.S.C. 2703(c)(2) subpoena")
+    lena.get_by_label("Type").select_option("subpoena")
+    lena.get_by_label("Account").fill("mule")
+    lena.get_by_label("Subscriber", exact=False).check()
+    due = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 10 * 86_400))
+    lena.get_by_label("Due date", exact=False).fill(due)
+    lena.screenshot(path=str(SHOTS / "20-lawful-intake.png"), full_page=True)
+    lena.get_by_role("button", name="Take the request in").click()
+    lena.wait_for_url(f"{base}/lawful/new")
+    token = lena.locator("#token-value").inner_text()
+    assert len(token) >= 40 and token not in lena.url
+    lena.screenshot(path=str(SHOTS / "21-lawful-token.png"), full_page=True)
+    # Keyboard only: type the token into its field and press Enter.
+    lena.get_by_label("Verification token the requester presented").focus()
+    lena.keyboard.type(token)
+    lena.keyboard.press("Enter")
+    lena.wait_for_url("**done=lawful_verified")
+    assert lena.locator("#lawful-state").inner_text() == "verified"
+    assert token not in lena.content()
+    lena.screenshot(path=str(SHOTS / "22-lawful-request.png"), full_page=True)

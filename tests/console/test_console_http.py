@@ -20,7 +20,7 @@ from tidings.safety.cases import CaseState, DecisionKind, DecisionStatus, Enforc
 from tidings.safety.categories import QueueId
 from tidings.safety.staff import ENROLMENT_TTL_MS, Role, permissions_for
 
-from .conftest import Seeded, csrf_of, login, make_client, totp_code
+from .conftest import Seeded, csrf_of, login, make_client, totp_code, with_lawful
 
 MIN = 60_000
 
@@ -160,6 +160,7 @@ def _path(spec_path: str, s: Seeded, target_staff: str, appeal_id: str) -> str:
         .replace("{bank_name}", "cse")
         .replace("{hold_id}", "hold_unknown")
         .replace("{referral_id}", "rf_unknown")
+        .replace("{request_id}", "lr_unknown")
     )
 
 
@@ -193,6 +194,7 @@ def test_every_route_refuses_roles_without_its_permission(seeded: Seeded, role: 
     target = s.world.make_staff("target", Role.REVIEWER).staff_id
     assert s.context.banks is not None
     s.context.banks.create_bank(s.world.admin, name="cse", category="child_sexual_exploitation")
+    with_lawful(s)
     perms = permissions_for([role], child_safety=False)
     with make_client(s) as c:
         csrf = login(c, s, ROLE_USER[role])

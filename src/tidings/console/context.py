@@ -27,6 +27,7 @@ from tidings.safety.categories import DEFAULT_QUEUES, Queue
 from tidings.safety.evidence import EvidenceVault
 from tidings.safety.holds import HoldService
 from tidings.safety.inventory import RetentionSettings
+from tidings.safety.lawful import LawfulRequestService
 from tidings.safety.referrals import ReferralService
 from tidings.safety.staff import StaffAccount, StaffRepository, StaffService
 from tidings.safety.transparency import TransparencySources
@@ -53,7 +54,8 @@ class ConsoleContext:
     hash-bank service (None: the bank pages answer 404); ``transparency`` the repositories'
     aggregates the transparency report counts from (None: that page answers 404);
     ``referrals`` the referral service (None: the referral pages answer 404); ``holds`` the
-    preservation-hold service (None: the holds page answers 404).
+    preservation-hold service (None: the holds page answers 404); ``lawful`` the
+    lawful-request service (None: the lawful-request pages answer 404).
     """
 
     staff: StaffService
@@ -72,14 +74,15 @@ class ConsoleContext:
     transparency: TransparencySources | None = None
     holds: HoldService | None = None
     referrals: ReferralService | None = None
+    lawful: LawfulRequestService | None = None
 
     @classmethod
     def from_service(cls, service: object) -> ConsoleContext:
         """A context from a `ConsoleContext` (returned as is) or a safety-service facade
         exposing ``staff``, ``cases``, ``vault``, ``audit``, the repositories ``staff_repo`` /
-        ``case_repo`` (and optionally ``enforcement_repo``, ``detection``, ``banks`` and
-        ``repos``, the repositories the transparency report counts from), and
-        ``list_staff`` (or a staff repository that has it).
+        ``case_repo`` (and optionally ``enforcement_repo``, ``detection``, ``banks``,
+        ``holds``, ``referrals``, ``lawful`` and ``repos``, the repositories the transparency
+        report counts from), and ``list_staff`` (or a staff repository that has it).
 
         Raises:
             TypeError: a required attribute is missing.
@@ -117,6 +120,7 @@ class ConsoleContext:
         )
         holds = attr("holds", required=False)
         referrals = attr("referrals", required=False)
+        lawful = attr("lawful", required=False)
         return cls(
             staff=attr("staff"),  # type: ignore[arg-type]
             cases=attr("cases"),  # type: ignore[arg-type]
@@ -134,4 +138,5 @@ class ConsoleContext:
             transparency=sources,
             holds=holds if isinstance(holds, HoldService) else None,
             referrals=referrals if isinstance(referrals, ReferralService) else None,
+            lawful=lawful if isinstance(lawful, LawfulRequestService) else None,
         )

@@ -54,6 +54,14 @@ FLASH: Mapping[str, str] = {
     "referral_submitted": "Referral submitted to NCMEC and finished; the evidence is held.",
     "referral_retracted": "Referral retracted.",
     "referral_reopened": "Referral reopened: it may be submitted afresh.",
+    "lawful_verified": "Requester verified: the request may be reviewed.",
+    "lawful_reviewed": "Legal review started: scope the request or reject it.",
+    "lawful_scoped": "Request scoped: what was dropped is recorded with the reasons.",
+    "lawful_rejected": "Request rejected; the reason is recorded for the requester.",
+    "lawful_produced": "Package produced and signed: download it and deliver it.",
+    "lawful_delivered": "Package recorded as delivered; the user notice is scheduled.",
+    "lawful_closed": "Request closed.",
+    "lawful_ndo": "Non-disclosure order recorded: the user notice waits until it ends.",
 }
 
 

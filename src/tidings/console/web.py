@@ -53,6 +53,7 @@ from .pages import (
     cases,
     holds,
     inventory,
+    lawful,
     preferences,
     referrals,
     staff,
@@ -120,6 +121,7 @@ PAGES: tuple[tuple[tuple[RouteSpec, ...], PageFactory], ...] = (
     ),
     (holds.ROUTES, lambda kit, context, state: holds.HoldPages(kit, context)),
     (referrals.ROUTES, lambda kit, context, state: referrals.ReferralPages(kit, context)),
+    (lawful.ROUTES, lambda kit, context, state: lawful.LawfulPages(kit, context)),
 )
 """Each page group's route table and how its page object is built; a route's handler is the
 page object's method of the route's name."""

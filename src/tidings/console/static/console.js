@@ -1,6 +1,6 @@
 // Tidings staff console: the one small hand-written script (no framework, no htmx: htmx is not
 // on PyPI and must not be vendored, so every page works with plain forms and this script only
-// adds comfort). It provides: live countdowns (SLA, lock, session) with aria-live
+// adds comfort). It provides: live countdowns (SLA, lock, session, due dates) with aria-live
 // announcements, media reveal counting (the per-session exposure counter) and blur-all, and
 // keyboard shortcuts for every decision and for moving through a queue.
 (function () {
@@ -31,7 +31,7 @@
       var kind = el.getAttribute("data-kind");
       if ((kind === "lock" || kind === "session") && left < 0) { left = 0; }
       el.textContent = fmt(left);
-      if (kind === "sla" && left < 0) { el.classList.add("bad"); }
+      if ((kind === "sla" || kind === "due") && left < 0) { el.classList.add("bad"); }
       var key = kind + (el.getAttribute("data-announce") || "");
       if (kind === "session" && left <= 120000 && !announced[key]) {
         announced[key] = true;
