@@ -228,7 +228,7 @@ def test_other_roles_are_refused_every_lawful_route(seeded: Seeded) -> None:
         csrf = login(c, s, "lena")
         request_id, _ = take_in(c, s, csrf)
     lawful_routes = [spec for spec in ROUTES if spec.path.startswith("/lawful")]
-    assert len(lawful_routes) == 12
+    assert len(lawful_routes) == 13
     for user in ("rita", "lee", "root"):
         with make_client(s) as c:
             csrf = login(c, s, user)
@@ -328,3 +328,32 @@ def test_a_preservation_request_is_held_and_closes_from_review(seeded: Seeded) -
         assert _state(service, request_id) is RequestState.CLOSED
         holds = c.get("/console/holds?account=mule")
         assert f'id="hold-{recorded.hold_id}"' in holds.text
+
+
+def test_a_new_link_replaces_the_old_token(seeded: Seeded) -> None:
+    s = seeded
+    service = with_lawful(s)
+    sent: list[Any] = []
+
+    class Recorder:
+        def send(self, mail: Any) -> None:
+            sent.append(mail)
+
+    service.mailer = Recorder()
+    with make_client(s) as c:
+        csrf = login(c, s, "lena")
+        request_id, old = take_in(c, s, csrf)
+        one = f"/console/lawful/{request_id}"
+        r = c.post(f"{one}/resend", data={"csrf": csrf})
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+        match = TOKEN_RE.search(r.text)
+        assert match and match.group(1) != old
+        assert [m.to for m in sent] == ["dscully@fbi.gov"] * 2
+        assert match.group(1) in sent[-1].body and old in sent[0].body
+        r = c.post(f"{one}/verify", data={"csrf": csrf, "token": old})
+        assert r.status_code == 403 and _state(service, request_id) is RequestState.RECEIVED
+        r = c.post(f"{one}/verify", data={"csrf": csrf, "token": match.group(1)})
+        assert r.status_code == 303 and _state(service, request_id) is RequestState.VERIFIED
+        r = c.post(f"{one}/resend", data={"csrf": csrf})
+        assert r.status_code == 409  # verified: no new link
+    assert [e for e in actions(s, AuditAction.LAWFUL_RESEND)]

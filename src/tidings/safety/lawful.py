@@ -564,14 +564,16 @@ class LawfulRequestService:
         dropped: dict[str, str] = {}
         for key in request.requested_keys():
             category = inventory.get(key)
-            if categories is not None and key not in categories:
-                dropped[key] = "narrowed by legal"
-            elif category is None:
+            # The reasons a category cannot be had come first: "narrowed by legal" is only
+            # for what the request could have had.
+            if category is None:
                 dropped[key] = "not in the data inventory: the provider does not hold it"
             elif not set(category.tables) <= self.read_tables():
                 dropped[key] = "not readable on this node"
             elif not satisfies(request.kind, category.process):
                 dropped[key] = f"needs a {category.process.value}; this is a {request.kind.value}"
+            elif categories is not None and key not in categories:
+                dropped[key] = "narrowed by legal"
             else:
                 kept.append(key)
         return kept, dropped

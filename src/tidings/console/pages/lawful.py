@@ -53,6 +53,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", _ONE, _P, "lawful_request"),
     RouteSpec("GET", _ONE + "/package", _P, "lawful_package"),
     RouteSpec("POST", _ONE + "/verify", _P, "verify_lawful"),
+    RouteSpec("POST", _ONE + "/resend", _P, "resend_lawful"),
     RouteSpec("POST", _ONE + "/review", _P, "review_lawful"),
     RouteSpec("POST", _ONE + "/scope", _P, "scope_lawful"),
     RouteSpec("POST", _ONE + "/reject", _P, "reject_lawful"),
@@ -190,23 +191,26 @@ class LawfulPages:
         )
         return self._back(c, "lawful_verified")
 
+    def resend_lawful(self, c: Ctx) -> Response:
+        """Mail a new verification link (the old token stops working) and show the new token
+        once. Raises: `LawfulRequestStateError` once verified, `MailDeliveryError`."""
+        intake = self._service().resend_verification(c.p, c.path_param("request_id"))
+        response = self._page(c, intake.request, token=intake.token)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
     def review_lawful(self, c: Ctx) -> Response:
         self._service().review(c.p, c.path_param("request_id"))
         return self._back(c, "lawful_reviewed")
 
     def scope_lawful(self, c: Ctx) -> Response:
-        """Keep the checked categories of those the preview keeps. A category the request
-        may not have at all is passed on unchecked or not, so the service records its own
-        reason for dropping it (not held, not readable, needs a higher process) rather than
-        "narrowed by legal"; it is dropped either way. Raises: `InvalidLawfulRequestError`
-        when nothing is left or an emergency request has no justification; `NotFoundError`."""
+        """Keep the checked categories of those the preview keeps (the service records its
+        own reason for the rest, and "narrowed by legal" for what was unchecked). Raises:
+        `InvalidLawfulRequestError` when nothing is left or an emergency request has no
+        justification; `NotFoundError`."""
         service = self._service()
         request_id = c.path_param("request_id")
         chosen = c.fields("categories")
-        request = service.repository.get(request_id)
-        if request is not None:
-            keepable = service.plan_scope(request)[0]
-            chosen += [k for k in request.requested_keys() if k not in keepable]
         justification = c.field("justification").strip()
         service.scope(c.p, request_id, categories=chosen, justification=justification or None)
         return self._back(c, "lawful_scoped")
