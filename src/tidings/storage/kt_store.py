@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.storage.kt_schema import kt_device_lists, kt_epochs
@@ -202,17 +202,19 @@ async def published_after(conn: AsyncConnection, after: int, upto: int) -> list[
 async def mark_published(
     conn: AsyncConnection, lists: Sequence[StoredList], epoch: int
 ) -> None:
-    """Set the epoch of the queued ``lists``."""
-    for stored in lists:
-        await conn.execute(
-            update(kt_device_lists)
-            .where(
-                kt_device_lists.c.account == stored.account,
-                kt_device_lists.c.version == stored.version,
-                kt_device_lists.c.epoch.is_(None),
-            )
-            .values(epoch=epoch)
+    """Set the epoch of the queued ``lists`` (one batched statement)."""
+    if not lists:
+        return
+    await conn.execute(
+        update(kt_device_lists)
+        .where(
+            kt_device_lists.c.account == bindparam("a"),
+            kt_device_lists.c.version == bindparam("v"),
+            kt_device_lists.c.epoch.is_(None),
         )
+        .values(epoch=epoch),
+        [{"a": s.account, "v": s.version} for s in lists],
+    )
 
 
 async def latest_epoch(conn: AsyncConnection) -> int:
