@@ -202,7 +202,9 @@ async def published_after(conn: AsyncConnection, after: int, upto: int) -> list[
 async def mark_published(
     conn: AsyncConnection, lists: Sequence[StoredList], epoch: int
 ) -> None:
-    """Set the epoch of the queued ``lists`` (one batched statement)."""
+    """Set the epoch of the queued ``lists`` (one batched statement, by primary key only: a
+    condition on the epoch column lets PostgreSQL pick its index, where every queued row is
+    NULL, and scan them all for each row)."""
     if not lists:
         return
     await conn.execute(
@@ -210,7 +212,6 @@ async def mark_published(
         .where(
             kt_device_lists.c.account == bindparam("a"),
             kt_device_lists.c.version == bindparam("v"),
-            kt_device_lists.c.epoch.is_(None),
         )
         .values(epoch=epoch),
         [{"a": s.account, "v": s.version} for s in lists],
