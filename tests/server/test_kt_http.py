@@ -6,8 +6,10 @@ every bad input answers a typed 4xx."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +31,9 @@ from tidings.crypto.kt_proofs import (
 )
 from tidings.crypto.kt_tree import EMPTY_ROOT
 from tidings.crypto.primitives import ed25519_public
-from tidings.server.config import ServerConfig
-from tidings.server.kt_directory import KeyDirectory
+from tidings.server.config import ConfigError, ServerConfig
+from tidings.server.kt_directory import KeyDirectory, load_kt_keys
+from tidings.storage.files import KT_SIGNING_KEY_FILE, KT_VRF_KEY_FILE
 from tidings.wire.base64url import b64d, b64e
 
 WITNESS = os.urandom(32)
@@ -168,3 +171,20 @@ def test_witnesses_cosign(kt: TestClient) -> None:
     _error(kt.post("/v1/kt/cosign/999", json={"cosignature": b64e(good)}), 404,
            "unknown_kt_epoch")
     _error(kt.post(f"/v1/kt/cosign/{head.epoch}", json={"cosignature": "AA"}), 400, "malformed")
+
+
+def test_kt_settings_and_key_files(tmp_path: Path) -> None:
+    witness = b64e(ed25519_public(WITNESS))
+    config = ServerConfig.load(
+        env={"TIDINGS_KT_EPOCH_SECONDS": "5", "TIDINGS_KT_WITNESSES": f" {witness},,{witness}"}
+    )
+    assert (config.kt_epoch_seconds, config.kt_witnesses) == (5.0, (witness,))
+    for env in ({"TIDINGS_KT_EPOCH_SECONDS": "0"}, {"TIDINGS_KT_EPOCH_SECONDS": "nan"},
+                {"TIDINGS_KT_WITNESSES": "AAAA"}, {"TIDINGS_KT_WITNESSES": "%%"}):
+        with pytest.raises(ConfigError):
+            ServerConfig.load(env=env)
+    keys = load_kt_keys(tmp_path / "keys")
+    for name in (KT_SIGNING_KEY_FILE, KT_VRF_KEY_FILE):
+        assert stat.S_IMODE((tmp_path / "keys" / name).stat().st_mode) == 0o600
+    assert load_kt_keys(tmp_path / "keys") == keys  # created once, then kept
+    assert keys.signing_key != keys.vrf_secret
