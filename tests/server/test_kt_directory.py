@@ -38,6 +38,7 @@ from tidings.errors import (
     UnknownEpochError,
 )
 from tidings.server.kt_directory import MAX_QUEUED, KeyDirectory, KtKeys
+from tidings.server.kt_publisher import EpochPublisher
 from tidings.storage import kt_store
 from tidings.storage.database import Database
 from tidings.storage.messaging import MessagingStore, NewDevice
@@ -198,6 +199,7 @@ async def test_a_restarted_or_second_node_rebuilds_the_tree(
         await directory.publish_epoch()
     await directory.publish_epoch()
     other = KeyDirectory(store.db, KEYS, clock=lambda: NOW + 1)
+    assert await other.sync() == 6
     answer = await other.lookup("user3")  # rebuilt from storage, root checked
     assert answer.epoch.epoch == 6 and answer.device_list is not None
     head = await other.publish_epoch()
@@ -289,3 +291,20 @@ async def test_witness_cosignatures(store: MessagingStore, directory: KeyDirecto
         await directory.cosign(1, good[:-1] + bytes([good[-1] ^ 1]))
     with pytest.raises(UnknownEpochError):
         await directory.cosign(2, good)
+
+
+async def test_the_periodic_round_publishes_once_per_interval_and_never_raises(
+    store: MessagingStore, directory: KeyDirectory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publisher = EpochPublisher(directory, interval_s=60)
+    await publisher.round()
+    await publisher.round()  # the head is younger than the interval: skipped
+    assert (await directory.epoch()).epoch == 1
+
+    async def down(*_: object) -> int:
+        raise OSError("database down")
+
+    monkeypatch.setattr(directory, "sync", down)
+    await publisher.round()  # logged, not raised
+    await publisher.start()
+    await publisher.stop()

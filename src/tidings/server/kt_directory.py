@@ -281,6 +281,17 @@ class KeyDirectory:
             return None
         return await self.publish_epoch(time_ms)
 
+    async def sync(self) -> int:
+        """Bring this node's tree to the newest stored epoch (rebuilding it after a start);
+        returns that epoch. The periodic task calls it every round, so a node's first lookup
+        after a start, or after another node published, does not wait for the rebuild.
+
+        Raises:
+            StorageUnavailableError: the stored log does not rebuild the stored root.
+        """
+        async with self._lock, self.db.read() as conn:
+            return (await self._synced(conn)).epoch
+
     async def _synced(self, conn: AsyncConnection) -> EpochTree:
         """The tree at the newest stored epoch (rebuilt or brought forward), its root checked
         against that epoch's signed head."""

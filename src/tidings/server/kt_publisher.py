@@ -1,7 +1,8 @@
 """The node's periodic epoch publication (`tidings.server.kt_directory.KeyDirectory.
 publish_due`): one attempt at start, then one every ``kt_epoch_seconds``. Every node of a
 cluster runs it; the publisher lease lets one publish each epoch, and a node finding a head
-younger than the interval skips the round. A failed round is logged by its error class and
+younger than the interval skips the round, after bringing its tree up to date (so lookups do
+not wait for a rebuild). A failed round is logged by its error class and
 retried at the next one (queued lists stay queued)."""
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class EpochPublisher:
     async def round(self) -> None:
         """One attempt. Never raises (but cancellation)."""
         try:
+            await self.directory.sync()  # the tree current before the lease is tried
             await self.directory.publish_due(int(self.interval_s * 1000))
         except Exception as exc:
             log.warning("kt epoch publication failed", extra={"error": type(exc).__name__})
