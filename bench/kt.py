@@ -154,7 +154,7 @@ async def _publish(entries: int, updates: int, database_url: str) -> dict[str, o
                     await conn.execute(insert(kt_device_lists), rows)
 
         keys = KtKeys(os.urandom(32), os.urandom(32))
-        directory = KeyDirectory(db, keys)
+        directory = KeyDirectory(db, keys, max_changes=entries)  # the whole first epoch at once
         out: dict[str, object] = {"entries": entries, "updates": updates,
                                   "backend": "postgresql" if database_url else "sqlite"}
         try:

@@ -308,3 +308,20 @@ async def test_the_periodic_round_publishes_once_per_interval_and_never_raises(
     await publisher.round()  # logged, not raised
     await publisher.start()
     await publisher.stop()
+
+
+async def test_an_epoch_takes_at_most_its_limit_longest_waiting_first(
+    store: MessagingStore,
+) -> None:
+    now = [NOW]
+    directory = KeyDirectory(store.db, KEYS, clock=lambda: now[0], max_changes=2)
+    for name in ("zed", "amy", "kim"):  # submitted in this order, not alphabetical
+        _, identity = await _account(store, name)
+        await directory.submit(name, _genesis(name, identity).encode())
+        now[0] += 1000
+    await directory.publish_epoch()
+    published = {n for n in ("zed", "amy", "kim") if (await directory.lookup(n)).device_list}
+    assert published == {"zed", "amy"}
+    await directory.publish_epoch()
+    assert (await directory.lookup("kim")).device_list is not None
+    await _check_log(directory)

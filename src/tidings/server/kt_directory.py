@@ -9,7 +9,8 @@ accounts' signed device lists in, signed epoch heads with their audit proofs out
   devices (ids and identity keys), and at most `MAX_QUEUED` lists of one account wait at once.
   It is queued for the next epoch.
 - `publish_epoch`: under the publisher lease (one node of a cluster; `kt_store`), the oldest
-  queued list of each account goes into the next epoch of the in-memory `EpochTree`, the head
+  queued list of each account (at most `MAX_CHANGES_PER_EPOCH`, longest waiting first) goes
+  into the next epoch of the in-memory `EpochTree`, the head
   is signed with the server's KT key, and the head, its audit proof (previous epoch -> this
   one) and the lists' epoch are stored in one transaction. An epoch with no change is still
   published: heads are what clients judge freshness by. Each account's versions therefore
@@ -71,6 +72,7 @@ from tidings.storage.files import KT_SIGNING_KEY_FILE, KT_VRF_KEY_FILE, load_key
 from tidings.storage.kt_store import EpochRow, StoredList
 
 __all__ = [
+    "MAX_CHANGES_PER_EPOCH",
     "MAX_QUEUED",
     "HistoryAnswer",
     "KeyDirectory",
@@ -83,6 +85,10 @@ log = logging.getLogger("tidings.server.kt")
 
 MAX_QUEUED = 4
 """Device lists of one account waiting for epochs at once (one enters each epoch)."""
+MAX_CHANGES_PER_EPOCH = 10_000
+"""Lists one epoch publishes at most (the longest waiting first); the rest wait for the next.
+It bounds an epoch's transaction (about 0.7 s at 1M entries, docs/performance.md), which on
+SQLite holds the node's write turn, and its audit proof (about 7 MB)."""
 KT_KEY_LEN = 32
 """The KT signing key (an Ed25519 seed) and the VRF secret are 32 random bytes each."""
 
@@ -138,9 +144,13 @@ class HistoryAnswer:
     device_lists: tuple[bytes, ...]
 
 
-def _first_per_account(pending: Sequence[StoredList]) -> list[StoredList]:
-    """The oldest queued version of each account (``pending`` is by account, then version)."""
-    return [next(group) for _, group in itertools.groupby(pending, key=lambda s: s.account)]
+def _first_per_account(pending: Sequence[StoredList], limit: int) -> list[StoredList]:
+    """The oldest queued version of each account (``pending`` is by account, then version),
+    at most ``limit`` of them, those submitted first."""
+    first = [next(group) for _, group in itertools.groupby(pending, key=lambda s: s.account)]
+    if len(first) > limit:
+        first = sorted(first, key=lambda s: (s.submitted_at_ms, s.account))[:limit]
+    return first
 
 
 def _apply(tree: EpochTree, lists: Sequence[StoredList], upto: int) -> None:
@@ -164,8 +174,10 @@ class KeyDirectory:
         *,
         witnesses: Collection[bytes] = (),
         clock: Callable[[], int] = now_ms,
+        max_changes: int = MAX_CHANGES_PER_EPOCH,
     ) -> None:
-        """``witnesses``: the Ed25519 public keys whose co-signatures `cosign` accepts.
+        """``witnesses``: the Ed25519 public keys whose co-signatures `cosign` accepts;
+        ``max_changes``: lists per epoch at most (`MAX_CHANGES_PER_EPOCH`).
 
         Raises:
             ValueError: more than `MAX_WITNESSES` witnesses, or one is not 32 bytes.
@@ -178,6 +190,7 @@ class KeyDirectory:
         self.vrf_public = keys.vrf_public
         self.witnesses = frozenset(witnesses)
         self.clock = clock
+        self.max_changes = max_changes
         self._tree: EpochTree | None = None
         self._lock = asyncio.Lock()
         digest = p.sha256(b"tidings-kt-publisher\x00" + db.schema.encode())
@@ -243,7 +256,9 @@ class KeyDirectory:
                         return None
                     tree = await self._synced(conn)
                     previous = await self._head(conn, tree.epoch) if tree.epoch else None
-                    chosen = _first_per_account(await kt_store.pending_lists(conn))
+                    chosen = _first_per_account(
+                        await kt_store.pending_lists(conn), self.max_changes
+                    )
                     changes = {s.label: s.list_hash for s in chosen}
                     mutated = True
                     proof, applied = await asyncio.to_thread(make_audit, tree, changes)

@@ -46,7 +46,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class StoredList:
-    """One row of ``kt_device_lists``; ``epoch`` None while queued."""
+    """One row of ``kt_device_lists``; ``epoch`` None while queued (``submitted_at_ms`` is
+    read by `pending_lists` only, 0 elsewhere)."""
 
     account: str
     version: int
@@ -54,6 +55,7 @@ class StoredList:
     list_bytes: bytes
     list_hash: bytes
     epoch: int | None
+    submitted_at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,13 +172,23 @@ async def insert_list(conn: AsyncConnection, stored: StoredList, now_ms: int) ->
 
 
 async def pending_lists(conn: AsyncConnection) -> list[StoredList]:
-    """Every queued list, by account then version."""
+    """Every queued list, by account then version (list bytes left empty: an epoch needs
+    labels, hashes and submission times only)."""
     rows = await conn.execute(
-        select(*_LIST_COLUMNS)
+        select(
+            kt_device_lists.c.account,
+            kt_device_lists.c.version,
+            kt_device_lists.c.label,
+            kt_device_lists.c.list_hash,
+            kt_device_lists.c.submitted_at_ms,
+        )
         .where(kt_device_lists.c.epoch.is_(None))
         .order_by(kt_device_lists.c.account, kt_device_lists.c.version)
     )
-    return [_list(r) for r in rows]
+    return [
+        StoredList(str(a), int(v), bytes(label), b"", bytes(h), None, int(at))
+        for a, v, label, h, at in rows
+    ]
 
 
 async def published_after(conn: AsyncConnection, after: int, upto: int) -> list[StoredList]:
