@@ -35,6 +35,7 @@ from tidings.errors import (
     KtQueueFullError,
     KtVersionConflictError,
     KtWitnessUnknownError,
+    StorageUnavailableError,
     UnknownEpochError,
 )
 from tidings.server.kt_directory import MAX_QUEUED, KeyDirectory, KtKeys
@@ -325,3 +326,17 @@ async def test_an_epoch_takes_at_most_its_limit_longest_waiting_first(
     await directory.publish_epoch()
     assert (await directory.lookup("kim")).device_list is not None
     await _check_log(directory)
+
+
+async def test_a_node_with_another_kt_key_refuses_to_serve(
+    store: MessagingStore, directory: KeyDirectory
+) -> None:
+    await directory.publish_epoch()
+    stranger = KeyDirectory(store.db, KtKeys(os.urandom(32), os.urandom(32)))
+    with pytest.raises(StorageUnavailableError):
+        await stranger.lookup("alice")
+    with pytest.raises(StorageUnavailableError):
+        stranger.decode_head(await stranger.epoch())
+    with pytest.raises(StorageUnavailableError):
+        await stranger.publish_epoch()  # never a second directory on one log
+    assert (await directory.epoch()).epoch == 1

@@ -330,7 +330,22 @@ class KeyDirectory:
         row = await kt_store.read_epoch(conn, epoch)
         if row is None:
             raise UnknownEpochError(f"no epoch {epoch}")
-        return decode_head(self.server_public, row.head)
+        return self.decode_head(row)
+
+    def decode_head(self, row: EpochRow) -> EpochHead:
+        """The stored head of ``row``, checked under this node's KT key.
+
+        Raises:
+            StorageUnavailableError: it does not verify (the node's ``kt_signing.key`` is not
+                the one that signed the log: a replaced key file, or a node of another
+                cluster on this database). Served as 503, never as the client's error.
+        """
+        try:
+            return decode_head(self.server_public, row.head)
+        except (DecodeError, InvalidSignatureError):
+            raise StorageUnavailableError(
+                f"epoch {row.epoch}'s stored head is not signed by this node's KT key"
+            ) from None
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -413,7 +428,7 @@ class KeyDirectory:
             row = await kt_store.read_epoch(conn, epoch, for_update=True)
             if row is None:
                 raise UnknownEpochError(f"no epoch {epoch}")
-            head = decode_head(self.server_public, row.head)
+            head = self.decode_head(row)
             try:
                 verify_witnesses(head, [(public, signature)], {public}, 1)
             except WitnessQuorumError:

@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 
 from tidings import errors as e
 from tidings.crypto.kt_device_list import MAX_DEVICE_LIST_LEN
-from tidings.crypto.kt_proofs import COSIGNATURE_LEN, decode_head
+from tidings.crypto.kt_proofs import COSIGNATURE_LEN
 from tidings.server.auth import DeviceDep
 from tidings.server.ids import EpochText
 from tidings.server.kt_directory import KeyDirectory, LookupAnswer
@@ -86,7 +86,7 @@ class Cosigned(BaseModel):
 
 
 def _head(directory: KeyDirectory, row: EpochRow) -> KtHead:
-    head = decode_head(directory.server_public, row.head)
+    head = directory.decode_head(row)
     return KtHead(
         epoch=head.epoch,
         time_ms=head.time_ms,
@@ -129,13 +129,17 @@ async def submit(
     return DeviceListQueued(account=signed.account, version=signed.version)
 
 
-@router.get("/head", response_model=KtHead, responses=errors(e.UnknownEpochError))
+READ_ERRORS = (e.DecodeError, e.UnknownEpochError, e.StorageUnavailableError)
+"""A public read: a malformed path, no such epoch, a stored log this node cannot vouch for."""
+
+
+@router.get("/head", response_model=KtHead, responses=errors(*READ_ERRORS[1:]))
 async def latest_head(directory: DirectoryDep) -> KtHead:
     return _head(directory, await directory.epoch())
 
 
 @router.get(
-    "/head/{epoch}", response_model=KtHead, responses=errors(e.DecodeError, e.UnknownEpochError)
+    "/head/{epoch}", response_model=KtHead, responses=errors(*READ_ERRORS)
 )
 async def head_of(epoch: EpochText, directory: DirectoryDep) -> KtHead:
     return _head(directory, await directory.epoch(epoch))
@@ -144,7 +148,7 @@ async def head_of(epoch: EpochText, directory: DirectoryDep) -> KtHead:
 @router.get(
     "/lookup/{username}",
     response_model=KtLookup,
-    responses=errors(e.DecodeError, e.UnknownEpochError),
+    responses=errors(*READ_ERRORS),
 )
 async def lookup(username: str, directory: DirectoryDep) -> KtLookup:
     return _lookup(directory, await directory.lookup(check_username(username)))
@@ -153,7 +157,13 @@ async def lookup(username: str, directory: DirectoryDep) -> KtLookup:
 @router.get(
     "/history/{username}",
     response_model=KtHistory,
-    responses=errors(*DEVICE_AUTH, e.DecodeError, e.ForbiddenError, e.UnknownEpochError),
+    responses=errors(
+        *DEVICE_AUTH,
+        e.DecodeError,
+        e.ForbiddenError,
+        e.UnknownEpochError,
+        e.StorageUnavailableError,
+    ),
 )
 async def history(username: str, auth: DeviceDep, directory: DirectoryDep) -> KtHistory:
     if check_username(username) != auth.username:
@@ -167,7 +177,7 @@ async def history(username: str, auth: DeviceDep, directory: DirectoryDep) -> Kt
 
 
 @router.get(
-    "/audit/{epoch}", response_model=KtAudit, responses=errors(e.DecodeError, e.UnknownEpochError)
+    "/audit/{epoch}", response_model=KtAudit, responses=errors(*READ_ERRORS)
 )
 async def audit(epoch: EpochText, directory: DirectoryDep) -> KtAudit:
     row = await directory.epoch(epoch, with_audit=True)
@@ -182,6 +192,7 @@ async def audit(epoch: EpochText, directory: DirectoryDep) -> KtAudit:
         e.KtWitnessUnknownError,
         e.UnknownEpochError,
         e.InvalidSignatureError,
+        e.StorageUnavailableError,
     ),
 )
 async def cosign(epoch: EpochText, body: CosignatureUpload, directory: DirectoryDep) -> Cosigned:
