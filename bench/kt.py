@@ -2,6 +2,8 @@
 one epoch, on the pure core (`tidings.crypto.kt_tree`, `tidings.crypto.kt_proofs`).
 
     .venv/bin/python bench/kt.py [--entries 100000] [--updates 10000] [--json]
+    .venv/bin/python bench/kt.py --publish [--entries 100000] [--updates 10000]
+        [--database-url postgresql://127.0.0.1:5432/test] [--json]
 
 What is measured:
 1. a directory of ``--entries`` entries is built in one epoch (1,000 of them for accounts whose
@@ -15,6 +17,15 @@ What is measured:
 4. one epoch of ``--updates`` updates (half new versions of existing entries, half new
    entries): building the audit proof, its size, and the auditor's verification time and peak
    Python memory (tracemalloc, verification only).
+
+With ``--publish``, the server's epoch publication instead (`tidings.server.kt_directory.
+KeyDirectory.publish_epoch`, on SQLite in a temporary directory, or PostgreSQL in a fresh
+schema with ``--database-url``): ``--entries`` queued device lists (random labels and list
+hashes, inserted directly) published as one first epoch; then an epoch of ``--updates`` new
+versions of existing entries; then an empty epoch; then a second node's first lookup, which
+rebuilds the tree from the stored lists and checks its root against the stored head. Each is
+the wall time of the whole call: the read of the queue, the tree update and audit proof, the
+signature and the one transaction storing the head, the proof and the lists' epoch.
 
 Timing never goes into the test suite.
 """
@@ -114,13 +125,79 @@ def run(entries: int, updates: int) -> dict[str, object]:
     }
 
 
+async def _publish(entries: int, updates: int, database_url: str) -> dict[str, object]:
+    import os
+    import tempfile
+
+    from sqlalchemy import insert
+
+    from tidings.server.kt_directory import KeyDirectory, KtKeys
+    from tidings.storage.database import Database, sqlite_url
+    from tidings.storage.kt_schema import kt_device_lists
+
+    rng = random.Random(12)
+    with tempfile.TemporaryDirectory(prefix="kt-bench-") as tmp:
+        schema = f"kt_bench_{os.urandom(3).hex()}" if database_url else ""
+        db = Database(database_url or sqlite_url(Path(tmp)), schema=schema)
+        await db.migrate()
+        labels = [rng.randbytes(32) for _ in range(entries)]
+
+        async def queue(version: int, chosen: list[int]) -> None:
+            for lo in range(0, len(chosen), 20_000):
+                rows = [
+                    {"account": f"acct{i}", "version": version, "label": labels[i],
+                     "list_bytes": rng.randbytes(170), "list_hash": rng.randbytes(32),
+                     "submitted_at_ms": 0, "epoch": None}
+                    for i in chosen[lo : lo + 20_000]
+                ]
+                async with db.write() as conn:
+                    await conn.execute(insert(kt_device_lists), rows)
+
+        keys = KtKeys(os.urandom(32), os.urandom(32))
+        directory = KeyDirectory(db, keys, max_changes=entries)  # the whole first epoch at once
+        out: dict[str, object] = {"entries": entries, "updates": updates,
+                                  "backend": "postgresql" if database_url else "sqlite"}
+        try:
+            await queue(1, list(range(entries)))
+            for name, version, chosen in (
+                ("first_epoch", 1, None),
+                ("update_epoch", 2, rng.sample(range(entries), updates)),
+                ("empty_epoch", 0, None),
+            ):
+                if chosen is not None:
+                    await queue(version, chosen)
+                start = time.perf_counter()
+                head = await directory.publish_epoch()
+                out[f"{name}_s"] = round(time.perf_counter() - start, 2)
+                assert head is not None
+                row = await directory.epoch(head.epoch, with_audit=True)
+                out[f"{name}_audit_bytes"] = len(row.audit)
+            second = KeyDirectory(db, keys)
+            start = time.perf_counter()
+            await second.lookup("acct0")
+            out["rebuild_and_lookup_s"] = round(time.perf_counter() - start, 2)
+        finally:
+            if schema:
+                async with db.engine.begin() as conn:
+                    await conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+            await db.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--updates", type=int, default=10_000)
+    parser.add_argument("--publish", action="store_true", help="measure epoch publication")
+    parser.add_argument("--database-url", default="", help="--publish on PostgreSQL")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = run(args.entries, args.updates)
+    if args.publish:
+        import asyncio
+
+        result = asyncio.run(_publish(args.entries, args.updates, args.database_url))
+    else:
+        result = run(args.entries, args.updates)
     if args.json:
         print(json.dumps(result, indent=1))
         return

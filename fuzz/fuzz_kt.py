@@ -83,3 +83,58 @@ def kt_directory_targets() -> Iterator[TargetSpec]:
         [kp.encode_cosignatures([kp.witness_sign(bytes([9]) * 32, head)])],
     )
     yield "kt.device_list", device_list_chain, [device_list.encode()]
+
+
+def kt_auditor_targets() -> Iterator[TargetSpec]:
+    """The auditor and the witness (`tidings.client.kt_audit`) over arbitrary server answers:
+    a JSON object of path -> answer body; whatever it holds, a run returns its result (a
+    failure is a value), never raises anything."""
+    import json
+
+    from tidings.client.kt_audit import audit_log, witness_round
+    from tidings.errors import DecodeError
+    from tidings.wire.base64url import b64e
+
+    server_key = bytes([9]) * 32
+    server_public = vrf.vrf_keygen(server_key)  # the Ed25519 public key of that seed
+    tree = kt_tree.EpochTree()
+    label = kp.account_label(bytes(range(32)), "alice")[0]
+    audit, _ = kp.make_audit(tree, {label: bytes(32)})
+    head = kp.sign_head(server_key, 1, tree.root(), 5_000, None)
+    served = {
+        "head": b64e(head.encode()),
+        "server_key": b64e(server_public),
+        "cosignatures": b64e(kp.encode_cosignatures([kp.witness_sign(bytes(32), head)])),
+    }
+    seed = json.dumps(
+        {"/v1/kt/head": served, "/v1/kt/head/1": served, "/v1/kt/audit/1": {"proof": b64e(audit)}}
+    ).encode()
+
+    class Answers:
+        def __init__(self, answers: dict[str, object]) -> None:
+            self.answers = answers
+
+        def get(self, path: str) -> tuple[int, object]:
+            return (200, self.answers[path]) if path in self.answers else (404, None)
+
+        def post(self, path: str, body: dict[str, object]) -> tuple[int, object]:
+            return 200, {}
+
+    def answers(data: bytes) -> Answers:
+        try:
+            parsed = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise DecodeError("not JSON") from None
+        if not isinstance(parsed, dict):
+            raise DecodeError("not a JSON object")
+        return Answers(parsed)
+
+    def audit_run(data: bytes) -> object:
+        witness = vrf.vrf_keygen(bytes(32))
+        return audit_log(answers(data), witnesses={witness}, min_witnesses=1)
+
+    def witness_run(data: bytes) -> object:
+        return witness_round(answers(data), bytes(32), 5_000)
+
+    yield "kt.auditor", audit_run, [seed]
+    yield "kt.witness", witness_run, [seed]

@@ -27,7 +27,7 @@ def build() -> Registry:
     """
     from fuzz_client import client_targets
     from fuzz_crypto import crypto_targets
-    from fuzz_kt import kt_directory_targets, kt_targets
+    from fuzz_kt import kt_auditor_targets, kt_directory_targets, kt_targets
     from fuzz_media import media_targets
     from fuzz_psi import psi_targets
     from fuzz_safety import cybertip_targets, lawful_package_targets, safety_targets
@@ -49,6 +49,7 @@ def build() -> Registry:
         client_targets,
         kt_targets,
         kt_directory_targets,
+        kt_auditor_targets,
     ):
         for name, target, target_seeds in register():
             targets[name] = target

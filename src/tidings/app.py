@@ -58,11 +58,13 @@ from tidings.server.bodylimit import ChunkedBodyLimit
 from tidings.server.config import ConfigError, ServerConfig
 from tidings.server.errors import body_for, headers_for, status_for
 from tidings.server.hub import LocalHub, RedisHub
+from tidings.server.kt_directory import KeyDirectory, load_kt_keys
+from tidings.server.kt_publisher import EpochPublisher
 from tidings.server.metrics import Metrics
 from tidings.server.middleware import LimitsAndMetrics
 from tidings.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from tidings.server.relay import NodeCache
-from tidings.server.routes import accounts, attachments, keys, messages, websocket
+from tidings.server.routes import accounts, attachments, keys, kt, messages, websocket
 from tidings.server.state import ServerState, load_franking_key
 from tidings.server.sweep import QueueSweep
 from tidings.storage.blobs import AttachmentStore, LocalAttachmentStore
@@ -79,6 +81,7 @@ from tidings.storage.files import (
 )
 from tidings.storage.messaging import MessagingStore
 from tidings.storage.s3 import S3AttachmentStore
+from tidings.wire.base64url import b64d
 
 log = logging.getLogger("tidings.app")
 
@@ -143,6 +146,21 @@ def build_state(config: ServerConfig) -> ServerState:
         attachments=build_attachment_store(config, attachments_dir),
         cache=cache,
     )
+
+
+def build_key_directory(config: ServerConfig, state: ServerState) -> KeyDirectory:
+    """The key directory on the server's database, with the KT keys (`load_kt_keys`) beside
+    ``franking_key_file`` when that is set (the keys every node of a cluster shares), else in
+    the data directory, and the configured witnesses (``kt_witnesses``).
+
+    Raises:
+        InvalidKeyError: a KT key file holds something else than a key.  OSError.
+    """
+    key_dir = config.data_dir
+    if config.franking_key_file is not None:
+        key_dir = config.franking_key_file.parent
+    witnesses = {b64d(key, what="witness key", max_len=32) for key in config.kt_witnesses}
+    return KeyDirectory(state.db, load_kt_keys(key_dir), witnesses=witnesses, clock=state.clock)
 
 
 def build_attachment_store(config: ServerConfig, attachments_dir: Path) -> AttachmentStore:
@@ -464,6 +482,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         on_enforcement=on_enforcement,
     )
     sweep = QueueSweep(state.store, state.hub, interval_s=config.sweep_interval_s)
+    directory = build_key_directory(config, state)
+    publisher = EpochPublisher(directory, interval_s=config.kt_epoch_seconds)
     detection = build_detection(config, safety, state.attachments, clock=state.clock)
     detection_wake = asyncio.Event()
 
@@ -473,6 +493,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         loops.append(asyncio.get_running_loop())
         await state.hub.start()
         await sweep.start()  # the lost-hint safety net of every connection here
+        await publisher.start()  # key transparency: an epoch now, then every interval
         # Uploads cut off by a crash of this node (or another one on the same store).
         await _purge_task(state, "orphan_uploads", lambda: remove_orphan_uploads(state))
         try:
@@ -496,6 +517,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             await sweep.stop()
+            await publisher.stop()
             await state.hub.stop()
             await state.limiter.close()
             await state.store.close()
@@ -509,8 +531,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.safety = safety
     app.state.detection = detection
     app.state.sweep = sweep
+    app.state.kt = directory
+    app.state.kt_publisher = publisher
     app.include_router(build_router())
-    for module in (accounts, keys, messages, websocket, attachments):
+    for module in (accounts, keys, messages, websocket, attachments, kt):
         app.include_router(module.router)
 
     async def limit_reports(device: AuthenticatedDevice) -> None:

@@ -517,6 +517,42 @@ class StorageUnavailableError(TidingsError):
     code = "storage_unavailable"
 
 
+# --- key transparency's publication (docs/key-transparency.md "Publication") ---------------
+
+
+class UnknownEpochError(RequestError):
+    """The key directory has published no such epoch (yet)."""
+
+    code = "unknown_kt_epoch"
+
+
+class KtDeviceListMismatchError(RequestError):
+    """The signed device list does not name exactly the account's registered devices (ids and
+    identity keys): fetch the account's devices, sign a list of them and submit it again."""
+
+    code = "kt_device_list_mismatch"
+
+
+class KtVersionConflictError(RequestError):
+    """The account's device list already has this version (another device submitted one):
+    fetch the latest list, sign its successor and submit again."""
+
+    code = "kt_version_conflict"
+
+
+class KtQueueFullError(RequestError):
+    """The account already has the most device lists waiting for the next epoch; submit again
+    once an epoch has published them."""
+
+    code = "kt_queue_full"
+
+
+class KtWitnessUnknownError(ForbiddenError):
+    """The co-signature is by a key that is not one of this server's configured witnesses."""
+
+    code = "kt_witness_unknown"
+
+
 # --- enforcement on the messaging API (trust & safety decisions) -----------------------------
 
 
@@ -772,6 +808,10 @@ HTTP_STATUS: Mapping[type[TidingsError], int] = MappingProxyType(
         UnknownAccountError: 404,
         UnknownDeviceError: 404,
         UnknownAttachmentError: 404,
+        UnknownEpochError: 404,
+        KtDeviceListMismatchError: 409,
+        KtVersionConflictError: 409,
+        KtQueueFullError: 409,
         NotFoundError: 404,
         UsernameTakenError: 409,
         MismatchedDevicesError: 409,

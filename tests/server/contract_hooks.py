@@ -11,6 +11,9 @@ material gets real key material just before it is sent (negative cases are left 
 - ``POST /v1/devices/link``: a fresh device's keys and a valid provisioning code of a throwaway
   account registered for it;
 - ``PUT /v1/keys``: prekeys signed by the authenticated (contract) device's identity;
+- ``PUT /v1/kt/device-list``: the contract account's version-1 device list signed by its
+  device (accepted once, then 409 ``kt_version_conflict``: an answer about the server's state);
+- ``GET /v1/kt/history/{username}``: the contract account's own history (any other is 403);
 - ``PUT /v1/messages/{username}``: one message per device id, each ``body`` a well-formed
   protobuf of its ``type`` (the server checks the shape of what it stores, not the end-to-end
   ciphertext).
@@ -37,6 +40,7 @@ import schemathesis
 from tests.support.devices import NOW_MS, DeviceKit, basic_auth, ratchet_body
 from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.identity import IdentityKeyPair
+from tidings.crypto.kt_device_list import sign_device_list
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
 from tidings.wire.base64url import b64d, b64e
@@ -95,6 +99,9 @@ def _throwaway_code(url: str) -> tuple[str, str]:
 
 @schemathesis.hook
 def before_call(ctx: Any, case: schemathesis.Case, kwargs: dict[str, Any]) -> None:
+    if _positive(case) and _label(case) == "GET /v1/kt/history/{username}":
+        # Only the account's own devices may read its history: ask for the contract's.
+        case.path_parameters = {**(case.path_parameters or {}), "username": _contract()["username"]}
     body = case.body
     if not _positive(case) or not isinstance(body, dict):
         return
@@ -107,6 +114,12 @@ def before_call(ctx: Any, case: schemathesis.Case, kwargs: dict[str, Any]) -> No
         case.body = {**body, "username": username, "code": code, "device": device}
     elif label == "PUT /v1/keys":
         case.body = _signed_upload(body)
+    elif label == "PUT /v1/kt/device-list":
+        kit = _contract()
+        signed = sign_device_list(
+            kit["username"], 1, [(1, kit["pair"].public)], signer=1, signer_key=kit["pair"]
+        )
+        case.body = {**body, "device_list": b64e(signed.encode())}
     elif label.startswith("PUT /v1/messages/") and isinstance(body.get("messages"), list):
         # One message per device (JSON Schema cannot say "unique by device_id").
         unique = {m.get("device_id"): m for m in reversed(body["messages"]) if isinstance(m, dict)}

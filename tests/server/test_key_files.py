@@ -32,6 +32,8 @@ from tidings.storage.files import (
     AUDIT_ANCHOR_FILE,
     EVIDENCE_KEYS_FILE,
     FRANKING_KEY_FILE,
+    KT_SIGNING_KEY_FILE,
+    KT_VRF_KEY_FILE,
     STAFF_KEY_FILE,
     load_key_file,
     read_or_create_private,
@@ -39,7 +41,10 @@ from tidings.storage.files import (
 )
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "tidings"
-KEY_FILE_NAMES = (FRANKING_KEY_FILE, EVIDENCE_KEYS_FILE, AUDIT_ANCHOR_FILE, STAFF_KEY_FILE)
+KEY_FILE_NAMES = (
+    FRANKING_KEY_FILE, EVIDENCE_KEYS_FILE, AUDIT_ANCHOR_FILE, STAFF_KEY_FILE,
+    KT_SIGNING_KEY_FILE, KT_VRF_KEY_FILE,
+)
 
 RAW_LOADERS: dict[str, Callable[[Path], bytes]] = {
     "anchor": load_anchor_key,

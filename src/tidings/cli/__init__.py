@@ -9,6 +9,7 @@
 - `transparency`: `transparency` (the transparency report of a period);
 - `referrals`: `admin referral ...` (referrals to NCMEC, read-only);
 - `lawful`: `admin lawful ...` (lawful requests, read-only) and `audit package`;
+- `kt`: `audit kt` and `audit kt witness` (the key directory checked from outside);
 - `_common`: the --json/error contract and the decorators that open a profile.
 """
 
@@ -25,6 +26,7 @@ from tidings.cli.client import _status_text as _status_text
 from tidings.cli.client import client_cli
 from tidings.cli.detection import audit_detection_list, detection_cli
 from tidings.cli.groups import group_cli
+from tidings.cli.kt import audit_kt
 from tidings.cli.lawful import audit_package, lawful_cli
 from tidings.cli.operator import admin_cli, audit_cli
 from tidings.cli.referrals import referral_cli
@@ -64,6 +66,7 @@ cli.add_typer(client_cli)
 cli.add_typer(group_cli)
 audit_cli.command("detection-list")(audit_detection_list)
 audit_cli.command("package")(audit_package)
+audit_cli.command("kt")(audit_kt)
 cli.add_typer(transparency_cli)
 cli.add_typer(audit_cli, name="audit")
 admin_cli.add_typer(bank_cli, name="bank")

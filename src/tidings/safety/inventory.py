@@ -299,6 +299,11 @@ NOT_PRODUCIBLE: dict[str, str] = {
     "safety_login_throttle": "staff sign-in throttling (not user data)",
     "safety_report_refusals": "how many reports verification refused per day and reason "
     "(aggregate counts, not user data: nothing of a report is kept)",
+    "kt_device_lists": "the public key-transparency log: each account's signed device lists "
+    "(device ids and public identity keys, as in public_keys), served to anyone at /v1/kt; "
+    "kept for good (append-only), no process needed",
+    "kt_epochs": "the public key-transparency log's signed epoch heads, audit proofs and "
+    "witness co-signatures (about the directory, not a user); kept for good (append-only)",
     "safety_lawful_requests": "requests from authorities about an account (the provider's "
     "record of the request and its handling; shown in the transparency report as counts)",
     "safety_lawful_packages": "what was produced for a lawful request, kept with the request "

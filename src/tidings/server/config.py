@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tidings.crypto.psi import DEFAULT_PSI_PARAMETERS
 from tidings.errors import TidingsError
+from tidings.wire.base64url import b64d
 
 
 class ConfigError(TidingsError):
@@ -117,6 +118,15 @@ class ServerConfig:
     instance credentials)."""
     s3_secret_access_key: str = field(default="", repr=False)
     """Never logged, in an error or in this object's ``repr``."""
+    kt_epoch_seconds: float = 60.0
+    """How often the key directory publishes an epoch (a signed head, with the device lists
+    queued since the last one): a device list submitted now is visible to lookups within
+    about this long (docs/key-transparency.md "Publication"). One node of a cluster publishes
+    each epoch."""
+    kt_witnesses: tuple[str, ...] = ()
+    """The Ed25519 public keys (base64url, 32 bytes) of the witnesses whose co-signatures of
+    epoch heads ``POST /v1/kt/cosign/{epoch}`` accepts (at most 32). TOML: a list;
+    environment: comma-separated."""
     lawful: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
     """The file's ``[lawful]`` table, as `tidings.safety.mailer.load_lawful_settings` reads it
     (requesters' official domains, the sender, the portal's URL, the SMTP relay; the
@@ -177,6 +187,8 @@ class ServerConfig:
                     changes[key] = Path(str(value)) if value else None
                 elif key == "trusted_proxies":
                     changes[key] = _networks(value)
+                elif key == "kt_witnesses":
+                    changes[key] = _witness_keys(value)
                 elif isinstance(current, bool):
                     changes[key] = str(value).lower() in {"1", "true", "yes", "on"}
                 elif isinstance(current, int):
@@ -188,7 +200,7 @@ class ServerConfig:
                 else:
                     changes[key] = str(value)
             except ValueError as exc:
-                if key == "trusted_proxies":
+                if key in {"trusted_proxies", "kt_witnesses"}:
                     raise ConfigError(f"setting {key!r} in {source}: {exc}") from None
                 raise ConfigError(f"setting {key!r} in {source} must be a number") from None
         merged = replace(self, **changes)  # type: ignore[arg-type]
@@ -197,6 +209,8 @@ class ServerConfig:
                 f"setting 'detection_threshold' in {source} must be at least "
                 f"{MIN_DETECTION_THRESHOLD}"
             )
+        if not merged.kt_epoch_seconds > 0:
+            raise ConfigError(f"setting 'kt_epoch_seconds' in {source} must be positive")
         if not 0 <= merged.detection_synthetic_ppm <= MAX_SYNTHETIC_PPM:
             raise ConfigError(
                 f"setting 'detection_synthetic_ppm' in {source} must be 0..{MAX_SYNTHETIC_PPM}"
@@ -243,3 +257,28 @@ def _networks(value: object) -> tuple[str, ...]:
         except ValueError:
             raise ValueError(f"{text!r} is not an IP address or network") from None
     return tuple(out)
+
+
+MAX_KT_WITNESSES = 32
+"""Co-signatures one epoch head carries at most (`tidings.crypto.kt_proofs.MAX_WITNESSES`)."""
+
+
+def _witness_keys(value: object) -> tuple[str, ...]:
+    """Witness public keys from a TOML list or a comma-separated string, each base64url of 32
+    bytes; raises ValueError for anything else or more than `MAX_KT_WITNESSES`."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    out: list[str] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            key = b64d(text, what="a witness key", max_len=32)
+        except TidingsError:
+            key = b""
+        if len(key) != 32:
+            raise ValueError(f"{text!r} is not a base64url Ed25519 public key")
+        out.append(text)
+    if len(set(out)) > MAX_KT_WITNESSES:
+        raise ValueError(f"at most {MAX_KT_WITNESSES} witnesses")
+    return tuple(dict.fromkeys(out))

@@ -25,6 +25,8 @@ REGISTRATION_ID_MAX = 2**31 - 1
 """Registration ids are random 31-bit values chosen by the client (docs/api.md)."""
 ACCOUNT_ID_MAX = 2**63 - 1
 """Account ids are the database's 64-bit row ids."""
+EPOCH_MAX = 2**63 - 1
+"""Key-transparency epochs are numbered 1, 2, ... and stored as signed 64-bit integers."""
 
 _CANONICAL = re.compile(r"(?:0|[1-9][0-9]*)")  # ASCII only: re's [0-9] is not \d
 
@@ -63,6 +65,9 @@ def _schema(maximum: int, minimum: int = 1) -> WithJsonSchema:
 
 DeviceIdText = Annotated[int, _text_id("device id", DEVICE_ID_MAX), _schema(DEVICE_ID_MAX)]
 """A device id in a path or query parameter (answered 400 ``malformed`` when not strict)."""
+
+EpochText = Annotated[int, _text_id("epoch", EPOCH_MAX), _schema(EPOCH_MAX)]
+"""A key-transparency epoch in a path parameter."""
 
 def _json_integer(value: object) -> object:
     # A JSON-Schema integer is a number with no fraction; pydantic then refuses 1.5 itself.

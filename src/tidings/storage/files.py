@@ -9,13 +9,14 @@ an older version or by hand is tightened at start by `tighten_tree`.
 Key files (the one key-file helper, `load_key_file` / `read_or_create_private`, and the file
 names, defined once): the server franking key (``franking.key``), the evidence key ring
 (``evidence.keys``), the audit anchor key (``audit_anchor.key``) and the staff key
-(``staff.key``), and detection's PSI secret (``detection.key``) and list-signing key
-(``detection_list_signing.key``) live in the data directory, created on first start by an
+(``staff.key``), detection's PSI secret (``detection.key``) and list-signing key
+(``detection_list_signing.key``), and key transparency's head-signing key (``kt_signing.key``)
+and VRF secret (``kt_vrf.key``) live in the data directory, created on first start by an
 atomic write (a crash never leaves a short or empty key file: the bytes are written and
 fsynced under a temporary name, then linked into place) with mode 0600. The helper lives
 here, in storage, because it is file I/O (``tidings.crypto`` does none) and storage sits below
-both of its users, ``tidings.server`` (the franking key) and ``tidings.safety`` (the others),
-so neither imports the other.
+both of its users, ``tidings.server`` (the franking and KT keys) and ``tidings.safety`` (the
+others), so neither imports the other.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ __all__ = [
     "DETECTION_SIGNING_KEY_FILE",
     "EVIDENCE_KEYS_FILE",
     "FRANKING_KEY_FILE",
+    "KT_SIGNING_KEY_FILE",
+    "KT_VRF_KEY_FILE",
     "LAWFUL_SIGNING_KEY_FILE",
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
@@ -69,6 +72,10 @@ DETECTION_SIGNING_KEY_FILE = "detection_list_signing.key"
 """The Ed25519 seed that signs published detection lists (``detection_signing_key_file``)."""
 LAWFUL_SIGNING_KEY_FILE = "lawful_signing.key"
 """The Ed25519 seed that signs lawful-request production packages' manifests."""
+KT_SIGNING_KEY_FILE = "kt_signing.key"
+"""The Ed25519 seed that signs key-transparency epoch heads (`tidings.server.kt_directory`)."""
+KT_VRF_KEY_FILE = "kt_vrf.key"
+"""The VRF secret that makes key-transparency labels (`tidings.server.kt_directory`)."""
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -130,3 +130,8 @@ attachments = Table(
     Index("ix_attachments_expiry", "expires_at_ms"),
     Index("ix_attachments_account", "account_id"),  # the per-account quota sums by account
 )
+
+# The key-transparency log's tables live in a module of their own (`kt_schema`, on this
+# `metadata`); importing it here puts every table of the messaging side on `metadata` whoever
+# imports the schema first.
+from tidings.storage import kt_schema as _kt_schema  # noqa: E402, F401
