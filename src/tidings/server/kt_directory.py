@@ -53,7 +53,7 @@ from tidings.crypto.kt_proofs import (
     sign_head,
     verify_witnesses,
 )
-from tidings.crypto.kt_tree import EpochTree
+from tidings.crypto.kt_tree import EpochTree, label_of
 from tidings.errors import (
     DecodeError,
     ForbiddenError,
@@ -385,20 +385,22 @@ class KeyDirectory:
     async def _lookup(
         self, account: str, *, with_history: bool
     ) -> tuple[LookupAnswer, HistoryAnswer | None]:
-        async with self._lock, self.db.read() as conn:
-            tree = await self._synced(conn)
-            if tree.epoch == 0:
-                raise UnknownEpochError("no epoch published yet")
-            row = await kt_store.read_epoch(conn, tree.epoch)
+        async with self.db.read() as conn:
+            async with self._lock:  # the tree only: the stored rows are read after
+                tree = await self._synced(conn)
+                if tree.epoch == 0:
+                    raise UnknownEpochError("no epoch published yet")
+                epoch = tree.epoch
+                proof = make_lookup(tree, self.keys.vrf_secret, account)
+                label = label_of(vrf.proof_to_hash(proof[: vrf.PROOF_LEN]))
+                entries = tree.history(label) if with_history else []
+            row = await kt_store.read_epoch(conn, epoch)
             assert row is not None
-            proof = make_lookup(tree, self.keys.vrf_secret, account)
-            label, _ = account_label(self.keys.vrf_secret, account)
             if not with_history:
-                stored = await kt_store.latest_published(conn, account, tree.epoch)
+                stored = await kt_store.latest_published(conn, account, epoch)
                 lists: list[StoredList] = [] if stored is None else [stored]
             else:
-                lists = await kt_store.published_lists(conn, account, tree.epoch)
-            entries = tree.history(label)
+                lists = await kt_store.published_lists(conn, account, epoch)
         answer = LookupAnswer(row, proof, lists[0].list_bytes if lists else None)
         if not with_history:
             return answer, None
