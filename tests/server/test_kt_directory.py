@@ -301,12 +301,17 @@ async def test_the_periodic_round_publishes_once_per_interval_and_never_raises(
     await publisher.round()
     await publisher.round()  # the head is younger than the interval: skipped
     assert (await directory.epoch()).epoch == 1
+    rounds = publisher.metrics.kt_rounds
+    assert rounds.labels(outcome="published")._value.get() == 1
+    assert rounds.labels(outcome="skipped")._value.get() == 1
+    assert publisher.metrics.kt_epoch._value.get() == 1
 
     async def down(*_: object) -> int:
         raise OSError("database down")
 
     monkeypatch.setattr(directory, "sync", down)
     await publisher.round()  # logged, not raised
+    assert rounds.labels(outcome="failed")._value.get() == 1
     await publisher.start()
     await publisher.stop()
 
