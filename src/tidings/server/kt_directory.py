@@ -393,15 +393,17 @@ class KeyDirectory:
     async def _lookup(
         self, account: str, *, with_history: bool
     ) -> tuple[LookupAnswer, HistoryAnswer | None]:
-        async with self.db.read() as conn:
-            async with self._lock:  # the tree only: the stored rows are read after
-                tree = await self._synced(conn)
-                if tree.epoch == 0:
-                    raise UnknownEpochError("no epoch published yet")
-                epoch = tree.epoch
-                proof = make_lookup(tree, self.keys.vrf_secret, account)
-                label = label_of(vrf.proof_to_hash(proof[: vrf.PROOF_LEN]))
-                entries = tree.history(label) if with_history else []
+        # The tree lock first, then a connection (as `publish_epoch` and `sync` take them):
+        # lookups waiting for the lock hold no pooled connection the publisher could need.
+        async with self._lock, self.db.read() as conn:
+            tree = await self._synced(conn)
+            if tree.epoch == 0:
+                raise UnknownEpochError("no epoch published yet")
+            epoch = tree.epoch
+            proof = make_lookup(tree, self.keys.vrf_secret, account)
+            label = label_of(vrf.proof_to_hash(proof[: vrf.PROOF_LEN]))
+            entries = tree.history(label) if with_history else []
+        async with self.db.read() as conn:  # the stored rows of that epoch, outside the lock
             row = await kt_store.read_epoch(conn, epoch)
             assert row is not None
             if not with_history:
