@@ -23,7 +23,8 @@ KeyDirectory.publish_epoch`, on SQLite in a temporary directory, or PostgreSQL i
 schema with ``--database-url``): ``--entries`` queued device lists (random labels and list
 hashes, inserted directly) published as one first epoch; then an epoch of ``--updates`` new
 versions of existing entries; then an empty epoch; then a second node's first lookup, which
-rebuilds the tree from the stored lists and checks its root against the stored head. Each is
+rebuilds the tree from the stored lists and checks its root against the stored head; then 200
+lookups served by that node (proof and list, without HTTP). Each is
 the wall time of the whole call: the read of the queue, the tree update and audit proof, the
 signature and the one transaction storing the head, the proof and the lists' epoch.
 
@@ -176,6 +177,10 @@ async def _publish(entries: int, updates: int, database_url: str) -> dict[str, o
             start = time.perf_counter()
             await second.lookup("acct0")
             out["rebuild_and_lookup_s"] = round(time.perf_counter() - start, 2)
+            start = time.perf_counter()
+            for i in range(200):
+                await second.lookup(f"acct{i}")
+            out["lookup_served_ms_mean"] = round(1000 * (time.perf_counter() - start) / 200, 2)
         finally:
             if schema:
                 async with db.engine.begin() as conn:

@@ -483,7 +483,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     sweep = QueueSweep(state.store, state.hub, interval_s=config.sweep_interval_s)
     directory = build_key_directory(config, state)
-    publisher = EpochPublisher(directory, interval_s=config.kt_epoch_seconds)
+    publisher = EpochPublisher(
+        directory, interval_s=config.kt_epoch_seconds, metrics=state.metrics
+    )
     detection = build_detection(config, safety, state.attachments, clock=state.clock)
     detection_wake = asyncio.Event()
 

@@ -112,6 +112,8 @@ def test_an_honest_log_verifies(busy: LiveServer, tmp_path: Path) -> None:
     assert code == 0 and again["from"] > out["to"] - 1, again
     code, part = _cli(busy.url, "--from", "3")
     assert code == 0 and part["from"] == 3
+    text = CliRunner().invoke(cli, ["audit", "kt", busy.url, "--from", "2"])
+    assert text.exit_code == 0 and text.stdout.startswith("key directory consistent: epochs 2..")
 
 
 def test_a_fork_is_reported(busy: LiveServer, config: ServerConfig) -> None:
@@ -157,6 +159,7 @@ def test_a_tampered_audit_proof_is_reported(busy: LiveServer) -> None:
 
     result = audit_log(Fetch(busy.url, flip))
     assert result.failure is not None and result.failure.epoch == 2
+    assert result.to_json()["ok"] is False and result.to_json()["failure"]["epoch"] == 2
     assert result.failure.code in {"invalid_kt_proof", "malformed", "truncated"}
     assert result.last == 1  # epoch 1 was verified before
 

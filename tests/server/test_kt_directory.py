@@ -301,12 +301,17 @@ async def test_the_periodic_round_publishes_once_per_interval_and_never_raises(
     await publisher.round()
     await publisher.round()  # the head is younger than the interval: skipped
     assert (await directory.epoch()).epoch == 1
+    rounds = publisher.metrics.kt_rounds
+    assert rounds.labels(outcome="published")._value.get() == 1
+    assert rounds.labels(outcome="skipped")._value.get() == 1
+    assert publisher.metrics.kt_epoch._value.get() == 1
 
     async def down(*_: object) -> int:
         raise OSError("database down")
 
     monkeypatch.setattr(directory, "sync", down)
     await publisher.round()  # logged, not raised
+    assert rounds.labels(outcome="failed")._value.get() == 1
     await publisher.start()
     await publisher.stop()
 
@@ -340,3 +345,21 @@ async def test_a_node_with_another_kt_key_refuses_to_serve(
     with pytest.raises(StorageUnavailableError):
         await stranger.publish_epoch()  # never a second directory on one log
     assert (await directory.epoch()).epoch == 1
+
+
+async def test_lookups_waiting_for_the_tree_hold_no_connection(store: MessagingStore) -> None:
+    """A burst of lookups during a publication: they wait for the tree lock before taking a
+    pooled connection, so the publisher (which holds the lock) always gets one. With the
+    order the other way round, a pool of 2 + 2 would deadlock until the pool timeout."""
+    small = Database(store.db.url, schema=store.db.schema, pool_size=2)
+    try:
+        directory = KeyDirectory(small, KEYS, clock=lambda: NOW)
+        await directory.publish_epoch()
+        for _ in range(3):
+            early = [directory.lookup(f"user{n}") for n in range(10)]
+            late = [directory.lookup(f"user{n}") for n in range(10, 20)]
+            burst = asyncio.gather(*early, directory.publish_epoch(), *late)
+            await asyncio.wait_for(burst, 20)
+        assert (await directory.epoch()).epoch == 4
+    finally:
+        await small.close()

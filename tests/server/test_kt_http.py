@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -68,6 +69,15 @@ def _put(client: TestClient, kit: DeviceKit, data: bytes | str) -> Any:
 def _error(response: Any, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
+
+
+def test_metrics_show_the_start_round(kt: TestClient) -> None:
+    deadline = time.monotonic() + 10
+    while 'tidings_kt_rounds_total{outcome="published"} 1.0' not in kt.get("/metrics").text:
+        assert time.monotonic() < deadline, "the start round did not publish"
+        time.sleep(0.05)
+    text = kt.get("/metrics").text
+    assert "tidings_kt_epoch 1.0" in text and "tidings_kt_publish_seconds" in text
 
 
 def test_publish_lookup_audit(kt: TestClient) -> None:

@@ -53,7 +53,7 @@ from tidings.crypto.kt_proofs import (
     sign_head,
     verify_witnesses,
 )
-from tidings.crypto.kt_tree import EpochTree
+from tidings.crypto.kt_tree import Entry, EpochTree, label_of
 from tidings.errors import (
     DecodeError,
     ForbiddenError,
@@ -153,14 +153,24 @@ def _first_per_account(pending: Sequence[StoredList], limit: int) -> list[Stored
     return first
 
 
-def _apply(tree: EpochTree, lists: Sequence[StoredList], upto: int) -> None:
-    """Replay the published ``lists`` (by epoch) onto ``tree`` and leave it at epoch ``upto``
-    (epochs without a change have no list; the tree's counter jumps over them)."""
+def _apply(tree: EpochTree, lists: Sequence[StoredList], upto: int) -> bytes:
+    """Replay the published ``lists`` (by epoch) onto ``tree``, leave it at epoch ``upto``
+    (epochs without a change have no list; the tree's counter jumps over them) and return its
+    root (hashed here, in the worker thread, not on the event loop)."""
     for epoch, group in itertools.groupby(lists, key=lambda s: s.epoch):
         assert epoch is not None
         tree.epoch = epoch - 1
         tree.update({s.label: s.list_hash for s in group})
     tree.epoch = upto
+    return tree.root()
+
+
+def _advance(
+    tree: EpochTree, changes: dict[bytes, bytes]
+) -> tuple[bytes, dict[bytes, tuple[Entry | None, Entry]], bytes]:
+    """`make_audit` and the new root, in the worker thread: (proof, applied, root)."""
+    proof, applied = make_audit(tree, changes)
+    return proof, applied, tree.root()
 
 
 class KeyDirectory:
@@ -261,7 +271,7 @@ class KeyDirectory:
                     )
                     changes = {s.label: s.list_hash for s in chosen}
                     mutated = True
-                    proof, applied = await asyncio.to_thread(make_audit, tree, changes)
+                    proof, applied, root = await asyncio.to_thread(_advance, tree, changes)
                     for stored in chosen:
                         if applied[stored.label][1].version != stored.version:
                             raise StorageUnavailableError(
@@ -270,7 +280,7 @@ class KeyDirectory:
                     head = sign_head(
                         self.keys.signing_key,
                         tree.epoch,
-                        tree.root(),
+                        root,
                         max(time_ms, previous.time_ms if previous else 0),
                         previous,
                     )
@@ -316,12 +326,10 @@ class KeyDirectory:
             return tree
         if tree is None or tree.epoch > latest:
             tree = EpochTree()
+        self._tree = None  # until the tree is whole again: a failure below drops it
         lists = await kt_store.published_after(conn, tree.epoch, latest)
-        await asyncio.to_thread(_apply, tree, lists, latest)
-        if latest and not p.constant_time_equal(
-            tree.root(), (await self._head(conn, latest)).root
-        ):
-            self._tree = None
+        root = await asyncio.to_thread(_apply, tree, lists, latest)
+        if latest and not p.constant_time_equal(root, (await self._head(conn, latest)).root):
             raise StorageUnavailableError(f"the stored log does not rebuild epoch {latest}")
         self._tree = tree
         return tree
@@ -385,20 +393,24 @@ class KeyDirectory:
     async def _lookup(
         self, account: str, *, with_history: bool
     ) -> tuple[LookupAnswer, HistoryAnswer | None]:
+        # The tree lock first, then a connection (as `publish_epoch` and `sync` take them):
+        # lookups waiting for the lock hold no pooled connection the publisher could need.
         async with self._lock, self.db.read() as conn:
             tree = await self._synced(conn)
             if tree.epoch == 0:
                 raise UnknownEpochError("no epoch published yet")
-            row = await kt_store.read_epoch(conn, tree.epoch)
-            assert row is not None
+            epoch = tree.epoch
             proof = make_lookup(tree, self.keys.vrf_secret, account)
-            label, _ = account_label(self.keys.vrf_secret, account)
+            label = label_of(vrf.proof_to_hash(proof[: vrf.PROOF_LEN]))
+            entries = tree.history(label) if with_history else []
+        async with self.db.read() as conn:  # the stored rows of that epoch, outside the lock
+            row = await kt_store.read_epoch(conn, epoch)
+            assert row is not None
             if not with_history:
-                stored = await kt_store.latest_published(conn, account, tree.epoch)
+                stored = await kt_store.latest_published(conn, account, epoch)
                 lists: list[StoredList] = [] if stored is None else [stored]
             else:
-                lists = await kt_store.published_lists(conn, account, tree.epoch)
-            entries = tree.history(label)
+                lists = await kt_store.published_lists(conn, account, epoch)
         answer = LookupAnswer(row, proof, lists[0].list_bytes if lists else None)
         if not with_history:
             return answer, None

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from tidings.server.kt_directory import KeyDirectory
+from tidings.server.metrics import Metrics
 
 log = logging.getLogger("tidings.server.kt")
 
@@ -19,9 +21,14 @@ log = logging.getLogger("tidings.server.kt")
 class EpochPublisher:
     """`start` once the database is migrated; `stop` on shutdown."""
 
-    def __init__(self, directory: KeyDirectory, *, interval_s: float) -> None:
+    def __init__(
+        self, directory: KeyDirectory, *, interval_s: float, metrics: Metrics | None = None
+    ) -> None:
+        """``metrics``: where ``tidings_kt_epoch``, ``tidings_kt_rounds_total{outcome}`` and
+        ``tidings_kt_publish_seconds`` go (a fresh registry of its own when None)."""
         self.directory = directory
         self.interval_s = interval_s
+        self.metrics = metrics or Metrics()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -37,10 +44,19 @@ class EpochPublisher:
     async def round(self) -> None:
         """One attempt. Never raises (but cancellation)."""
         try:
-            await self.directory.sync()  # the tree current before the lease is tried
-            await self.directory.publish_due(int(self.interval_s * 1000))
+            self.metrics.kt_epoch.set(await self.directory.sync())  # current before the lease
+            started = time.perf_counter()
+            head = await self.directory.publish_due(int(self.interval_s * 1000))
         except Exception as exc:
+            self.metrics.kt_rounds.labels(outcome="failed").inc()
             log.warning("kt epoch publication failed", extra={"error": type(exc).__name__})
+            return
+        if head is None:
+            self.metrics.kt_rounds.labels(outcome="skipped").inc()
+            return
+        self.metrics.kt_publish_seconds.set(time.perf_counter() - started)
+        self.metrics.kt_rounds.labels(outcome="published").inc()
+        self.metrics.kt_epoch.set(head.epoch)
 
     async def _forever(self) -> None:
         while True:

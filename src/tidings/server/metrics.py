@@ -46,6 +46,22 @@ class Metrics:
             "outcome",
         )
 
+        # Key transparency (`tidings.server.kt_publisher`): the epoch this node's tree is at,
+        # each periodic round's outcome, and how long this node's last publication took.
+        self.kt_epoch = Gauge(
+            "tidings_kt_epoch", "Newest key-transparency epoch this node serves",
+            registry=self.registry,
+        )
+        self.kt_rounds = self._counter(
+            "tidings_kt_rounds_total",
+            "Key-transparency publication rounds by outcome (published, skipped, failed)",
+            "outcome",
+        )
+        self.kt_publish_seconds = Gauge(
+            "tidings_kt_publish_seconds", "Duration of this node's last epoch publication",
+            registry=self.registry,
+        )
+
     def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
         """A counter named ``name`` with ``labels``, in this instance's registry."""
         return Counter(name, documentation, list(labels), registry=self.registry)
