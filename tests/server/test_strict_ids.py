@@ -31,6 +31,7 @@ _PATH_VALUES = {
     # PUT /v1/messages/{username} and DELETE /v1/messages/{message_id} share one path item:
     # 22 lower-case letters are both a username and a 16-byte message id.
     "username_or_message_id": "a" * 22,
+    "epoch": "1",
 }
 
 
