@@ -8,10 +8,10 @@ retried at the next one (queued lists stay queued)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
+from tidings.server.background import BackgroundTask
 from tidings.server.kt_directory import KeyDirectory
 from tidings.server.metrics import Metrics
 
@@ -29,17 +29,13 @@ class EpochPublisher:
         self.directory = directory
         self.interval_s = interval_s
         self.metrics = metrics or Metrics()
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._forever())
+        self._background.start(self._forever())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()
 
     async def round(self) -> None:
         """One attempt. Never raises (but cancellation)."""

@@ -20,9 +20,9 @@ in commit order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from tidings.server.background import BackgroundTask
 from tidings.server.hub import SWEEP_INTERVAL_S, LocalHub
 from tidings.storage.messaging import MessagingStore
 
@@ -48,7 +48,7 @@ class QueueSweep:
         """The highest position the last sweep saw."""
         self._seen: set[int] = set()
         """Positions above ``_floor`` already woken for."""
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask()
 
     async def start(self) -> None:
         """Begin at the newest stored position (the backlog is read by each connection when
@@ -58,14 +58,10 @@ class QueueSweep:
             StorageUnavailableError, SQLAlchemyError: the database cannot be read.
         """
         self._floor = self._top = await self.store.newest_position()
-        self._task = asyncio.create_task(self._forever())
+        self._background.start(self._forever())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()
 
     async def sweep(self) -> int:
         """One sweep: read the positions queued since the previous watermark and wake the
