@@ -31,6 +31,7 @@ def test_one_task_at_a_time_and_stop_waits_for_it() -> None:
         await task.stop()
         assert not task.running
         task.start(forever())  # startable again once stopped
+        await asyncio.sleep(0.02)
         await task.stop()
         return seen
 
