@@ -412,8 +412,11 @@ async def detection_round(detection: DetectionService) -> bool:
 
 async def _detect_forever(detection: DetectionService, wake: asyncio.Event) -> None:
     while True:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
+        # arrives as the event is set (gh-86296), and the node's shutdown then waits forever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), DETECTION_INTERVAL_S)
+            async with asyncio.timeout(DETECTION_INTERVAL_S):
+                await wake.wait()
         wake.clear()
         if await detection_round(detection):
             wake.set()

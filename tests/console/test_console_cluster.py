@@ -6,6 +6,7 @@ console GETs write nothing. Under CI=true a missing PostgreSQL fails (never skip
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import shutil
@@ -25,11 +26,13 @@ from tidings.app import create_app
 from tidings.safety.categories import QueueId
 from tidings.safety.staff import Role, TotpVerifier
 from tidings.server.config import ServerConfig
+from tidings.storage.files import KT_SIGNING_KEY_FILE, KT_VRF_KEY_FILE
 
 pytestmark = pytest.mark.anyio
 
 CSRF_RE = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
-KEY_FILES = ("franking.key", "staff.key", "evidence.keys", "audit_anchor.key")
+KEY_FILES = ("franking.key", "staff.key", "evidence.keys", "audit_anchor.key",
+             KT_SIGNING_KEY_FILE, KT_VRF_KEY_FILE)
 WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|BEGIN IMMEDIATE)\b", re.IGNORECASE)
 
 
@@ -112,8 +115,11 @@ async def test_console_requests_alternate_between_two_nodes(
 ) -> None:
     async with two_nodes(tmp_path, database) as cluster:
         safety_a = cluster.apps[0].state.safety
-        rita = active_staff(
-            safety_a, "rita", [Role.REVIEWER], password=PASSWORD, queues=[QueueId.HARASSMENT]
+        # Off the event loop: the nodes' background tasks (an epoch published at start) may
+        # hold SQLite's write turn across an await, which a blocking write here would wait on.
+        rita = await asyncio.to_thread(
+            active_staff, safety_a, "rita", [Role.REVIEWER], password=PASSWORD,
+            queues=[QueueId.HARASSMENT],
         )
         totp = TotpVerifier()
 
