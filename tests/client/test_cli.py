@@ -9,6 +9,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
+from tests.support.kt import wait_published_http
 from tidings.cli import cli
 
 runner = CliRunner()
@@ -79,6 +80,11 @@ def test_cli_conversation(tmp_path: Path, server_url: str, names: Callable[[str]
     assert linked["device_id"] != 1
     devices = ok_json(tidings(pb, "devices", "--json"))["devices"]
     assert len(devices) == 2
+    # Bob's first device vouches for it in the key directory (status runs self-monitoring).
+    status = ok_json(tidings(pb, "status", "--json"))
+    assert status["key_transparency"]["alerts"] == []
+    assert status["key_transparency"]["device_list_version"] == 2
+    wait_published_http(server_url, bob, 2)
 
     # Alice verified Bob: the new device blocks sending with an actionable one-line error.
     blocked = tidings(pa, "send", bob, "blocked?")

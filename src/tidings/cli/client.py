@@ -312,6 +312,13 @@ async def status(client: Client, as_json: JsonOpt = False) -> None:
     """Show whether the provider took action on your account, and how to appeal."""
     state = await client.account_status()
     state["detection"] = client.detection_status()
+    from tidings.errors import TidingsError
+
+    try:
+        # Self-monitoring in the key directory; a failure is one of the alerts shown.
+        state["key_transparency"] = await client.kt_sync()
+    except TidingsError:
+        state["key_transparency"] = client.kt_status()
     emit(as_json, state, _status_text(state))
 
 
@@ -328,9 +335,9 @@ async def detection_sync(client: Client, as_json: JsonOpt = False) -> None:
 def _status_text(state: dict[str, Any]) -> str:
     kind = str(state.get("status", "unknown"))
     detection = state.get("detection")
-    from tidings.client.tui import lawful_notice_lines
+    from tidings.client.tui import key_transparency_lines, lawful_notice_lines
 
-    notices = lawful_notice_lines(state)
+    notices = lawful_notice_lines(state) + key_transparency_lines(state)
     if kind == "active":
         lines = ["your account is in good standing", *notices]
         if isinstance(detection, dict):

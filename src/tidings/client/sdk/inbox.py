@@ -313,6 +313,7 @@ class InboxMixin(GroupsMixin):
         events: list[ReceiveEvent] = []
         for ev in self.undelivered():
             await self._hand_over(ev, events, on_event)
+        await self._kt_poll()  # self-monitoring in the key directory (sdk/kt.py)
         while True:
             raw_list, more = await self._transport.get_messages()
             progressed = False
