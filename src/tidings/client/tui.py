@@ -103,6 +103,10 @@ def kt_event_lines(peer: str, events: Sequence[TrustEvent]) -> list[str]:
     if added:
         lines.append(f"⚠ {peer}'s signed device list now includes device "
                      f"{', '.join(map(str, added))} (key transparency).")
+    refused = sorted({e.device_id for e in events if e.kind == "kt_unvouched_device"})
+    if refused:
+        lines.append(f"⚠ Device {', '.join(map(str, refused))} of {peer} is not in {peer}'s "
+                     "signed device list: nothing is encrypted to it (key transparency).")
     if any(e.kind == "kt_reset" for e in events):
         lines.append(f"⚠ {peer}'s account was reset (re-registered or recovered): "
                      "its device list started over.")

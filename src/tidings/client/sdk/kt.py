@@ -341,6 +341,9 @@ class KtMixin(TrustMixin):
 
     async def _kt_sync(self) -> None:
         me = self.account.username
+        latest = await self._transport.kt_head()
+        if latest is not None:
+            await self._kt_accept(latest)
         history = await self._transport.kt_history(me)
         published: list[SignedDeviceList] = []
         if history is not None:
@@ -462,6 +465,13 @@ class KtMixin(TrustMixin):
             return
         bad = tuple(sorted(d for d, key in devices.items() if (d, key) not in vouched))
         if bad:
+            with self._store.transaction():
+                contact = self._contact(username)
+                for device_id in bad:
+                    if not any(e.kind == "kt_unvouched_device" and e.device_id == device_id
+                               for e in contact.events):
+                        contact.note("kt_unvouched_device", device_id, self._clock())
+                self._put_contact(username, contact)
             names = ", ".join(map(str, bad))
             raise UnvouchedDeviceError(
                 f"device {names} of {username} is not in {username}'s signed device list in "

@@ -1,0 +1,240 @@
+"""Key transparency on the device, against a real server (conftest: 0.5 s epochs): the own
+list signed at registration and published, the link binding vouched for or alerted on,
+removal, head pinning / rollback / fork checks, and contacts' lists checked before PQXDH."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.support.kt import vouch, wait_published
+from tidings.client.sdk import Client
+from tidings.client.sdk.constants import K_KT, K_KT_CONTACT
+from tidings.client.store import KdfParams
+from tidings.client.tui import kt_event_lines
+from tidings.crypto import primitives as p
+from tidings.crypto.kt_proofs import EpochHead
+from tidings.crypto.kt_tree import HASH_LEN
+from tidings.errors import (
+    EpochForkError,
+    KtHeadRollbackError,
+    KtKeyChangedError,
+    KtProofError,
+)
+from tidings.wire.base64url import b64e
+
+T = TypeVar("T")
+PASS = "test passphrase"
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+async def register(tmp_path: Path, profile: str, name: str, url: str) -> Client:
+    return await Client.register(
+        tmp_path / profile, PASS, name, url, kdf=KdfParams.fast_for_tests(), prekey_count=10
+    )
+
+
+async def link(tmp_path: Path, profile: str, existing: Client, url: str, code: str) -> Client:
+    return await Client.link(
+        tmp_path / profile, PASS, existing.account.username, code, url,
+        kdf=KdfParams.fast_for_tests(), prekey_count=10,
+    )
+
+
+def forged_head(server_app: tuple[str, Any], epoch: int, previous: bytes) -> EpochHead:
+    """A head the server's own KT key signs over a root no honest tree has."""
+    key = server_app[1].state.kt.keys.signing_key
+    unsigned = EpochHead(epoch, secrets.token_bytes(HASH_LEN), 1, previous, b"")
+    return EpochHead(epoch, unsigned.root, 1, previous, p.ed25519_sign(key, unsigned.body()))
+
+
+def test_registration_publishes_version_1_and_monitoring_is_quiet(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    async def main() -> None:
+        alice = await register(tmp_path, "a", names("alice"), server_url)
+        me = alice.account.username
+        await wait_published(alice, me, 1)
+        status = await alice.kt_sync()
+        assert status["alerts"] == [] and status["device_list_version"] == 1
+        assert status["epoch"] >= 1
+        head = alice.kt_head()
+        assert head is not None and head.epoch >= status["epoch"]
+        await alice.aclose()
+
+    run(main())
+
+
+def test_link_binding_vouched_for_and_a_forged_link_alerted(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    async def main() -> None:
+        alice = await register(tmp_path, "a1", names("alice"), server_url)
+        code, _ = await alice.create_link_code()
+        _, dot, secret = code.partition(".")
+        assert dot == "." and len(secret) == 22  # 16 bytes, base64url
+        alice2 = await link(tmp_path, "a2", alice, server_url, code)
+        devices = {d["device_id"]: d for d in await alice.devices()}
+        assert devices[alice2.account.device_id]["link_binding"]
+        await vouch(alice, alice2)
+        assert alice.kt_status()["device_list_version"] == 2
+        # The linked device adopts the published list; nothing to alert on either side.
+        assert (await alice2.kt_sync())["alerts"] == []
+        assert alice2.kt_status()["device_list_version"] == 2
+        assert alice.kt_alerts() == []
+
+        # A device linked with the server's code but not the secret the user carried (what a
+        # server linking a device of its own can do): the binding does not verify.
+        code, _ = await alice.create_link_code()
+        forged = code.partition(".")[0] + "." + b64e(secrets.token_bytes(16))
+        ghost = await link(tmp_path, "a3", alice, server_url, forged)
+        status = await alice.kt_sync()
+        assert status["device_list_version"] == 2  # not signed
+        [alert] = status["alerts"]
+        assert alert["code"] == "kt_unvouched_device"
+        assert alert["device_id"] == ghost.account.device_id
+        assert f"device {ghost.account.device_id}" in alert["message"]
+        # A server code alone (no secret at all) is no binding either.
+        code, _ = await alice.create_link_code()
+        bare = await link(tmp_path, "a4", alice, server_url, code.partition(".")[0])
+        status = await alice.kt_sync()
+        assert status["device_list_version"] == 2
+        assert [a["device_id"] for a in status["alerts"]] == [
+            ghost.account.device_id, bare.account.device_id]
+        for c in (alice, alice2, ghost, bare):
+            await c.aclose()
+
+    run(main())
+
+
+def test_removing_a_device_publishes_the_next_list(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    async def main() -> None:
+        alice = await register(tmp_path, "a1", names("alice"), server_url)
+        code, _ = await alice.create_link_code()
+        alice2 = await link(tmp_path, "a2", alice, server_url, code)
+        await vouch(alice, alice2)
+        await alice.remove_device(alice2.account.device_id)
+        assert alice.kt_status()["device_list_version"] == 3
+        for _ in range(200):
+            signed = await alice._kt_lookup(alice.account.username)
+            if signed is not None and signed.version == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert signed is not None and signed.version == 3
+        assert [d for d, _ in signed.devices] == [alice.account.device_id]
+        assert (await alice.kt_sync())["alerts"] == []
+        await alice.aclose()
+        await alice2.aclose()
+
+    run(main())
+
+
+def test_heads_pinned_never_older_and_forks_refused(
+    tmp_path: Path, server_url: str, server_app: tuple[str, Any], names: Callable[[str], str]
+) -> None:
+    async def main() -> None:
+        alice = await register(tmp_path, "a", names("alice"), server_url)
+        await wait_published(alice, alice.account.username, 1)
+        await alice.kt_sync()
+        honest = alice.kt_head()
+        assert honest is not None
+
+        # A head of the same epoch with another root, validly signed: a fork.
+        store = alice._store
+        store.put(K_KT, "head", forged_head(server_app, honest.epoch, honest.previous).encode())
+        with pytest.raises(EpochForkError):
+            await alice.kt_sync()
+        assert alice.kt_alerts()[-1]["code"] == "kt_epoch_fork"
+
+        # A head far ahead of what the server now serves: the served one is a rollback.
+        store.put(K_KT, "head", forged_head(server_app, honest.epoch + 10_000,
+                                            honest.hash()).encode())
+        with pytest.raises(KtHeadRollbackError):
+            await alice.kt_sync()
+
+        # Another directory key than the one pinned on first sight.
+        pin = store.get_json(K_KT, "pin")
+        assert pin is not None
+        store.put_json(K_KT, "pin", dict(pin, server_key=b64e(secrets.token_bytes(32))))
+        with pytest.raises(KtKeyChangedError):
+            await alice.kt_sync()
+        assert {a["code"] for a in alice.kt_alerts()} >= {
+            "kt_epoch_fork", "kt_head_rollback", "kt_key_changed"}
+        await alice.aclose()
+
+    run(main())
+
+
+def test_contact_list_checked_before_pqxdh_and_changes_recorded(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    async def main() -> None:
+        alice = await register(tmp_path, "a1", names("alice"), server_url)
+        bob = await register(tmp_path, "b", names("bob"), server_url)
+        me = alice.account.username
+        await wait_published(bob, me, 1)
+        await bob.send_text(me, "hello")
+        record = bob._store.get_json(K_KT_CONTACT, me)
+        assert record is not None and record["list"]  # the list bob saw for alice
+        code, _ = await alice.create_link_code()
+        alice2 = await link(tmp_path, "a2", alice, server_url, code)
+        await vouch(alice, alice2)
+        sent = await bob.send_text(me, "to both")
+        assert sent.devices == 2
+        events = bob.trust_events(me)
+        assert [(e.kind, e.device_id) for e in events][:1] == [
+            ("kt_device_added", alice2.account.device_id)]
+        assert kt_event_lines(me, events) == [
+            f"⚠ {me}'s signed device list now includes device "
+            f"{alice2.account.device_id} (key transparency)."]
+
+        # A served list older than the one seen before is refused.
+        stale = bob._store.get_json(K_KT_CONTACT, me)
+        assert stale is not None
+        bob._store.put_json(K_KT_CONTACT, "carol-not-here", {"list": stale["list"]})
+        with pytest.raises(KtProofError):
+            await bob._kt_vouched("carol-not-here")
+        for c in (alice, alice2, bob):
+            await c.aclose()
+
+    run(main())
+
+
+def test_unpublished_contact_trusted_on_first_use_then_checked(
+    tmp_path: Path, server_url: str, names: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> None:
+        bob = await register(tmp_path, "b", names("bob"), server_url)
+        # An account that has published no list yet (an older account, or before an epoch).
+        async def no_first_list(self: Client) -> None:
+            return None
+
+        monkeypatch.setattr(Client, "_kt_publish_first", no_first_list)
+        carol = await register(tmp_path, "c", names("carol"), server_url)
+        monkeypatch.undo()
+        name = carol.account.username
+        await wait_published(bob, bob.account.username, 1)  # an epoch exists
+        assert await bob._kt_vouched(name) is None
+        assert bob._kt_pending(name)
+        await bob.send_text(name, "first use")  # trusted on first use
+        # Carol's device signs version 1 when it next checks; then bob checks what it used.
+        assert (await carol.kt_sync())["device_list_version"] == 1
+        await wait_published(bob, name, carol.account.device_id)
+        await bob.send_text(name, "now vouched")
+        assert not bob._kt_pending(name)
+        assert bob.trust_events(name) == ()
+        await bob.aclose()
+        await carol.aclose()
+
+    run(main())
