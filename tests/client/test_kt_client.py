@@ -238,3 +238,31 @@ def test_unpublished_contact_trusted_on_first_use_then_checked(
         await carol.aclose()
 
     run(main())
+
+
+def test_safety_number_covers_the_vouched_device_lists(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    async def main() -> None:
+        alice = await register(tmp_path, "a", names("alice"), server_url)
+        bob = await register(tmp_path, "b1", names("bob"), server_url)
+        me, them = alice.account.username, bob.account.username
+        await wait_published(alice, them, 1)
+        before = (await alice.safety_numbers(them)).devices[0].safety_number
+        assert (await bob.safety_numbers(me)).devices[0].safety_number == before
+        code, _ = await bob.create_link_code()
+        bob2 = await link(tmp_path, "b2", bob, server_url, code)
+        await vouch(bob, bob2)
+        after = await alice.safety_numbers(them)
+        # One number for the conversation, over bob's two vouched devices: it changed.
+        assert {d.safety_number for d in after.devices} == {after.devices[0].safety_number}
+        assert after.devices[0].safety_number != before
+        assert (await bob.safety_numbers(me)).devices[0].safety_number == \
+            after.devices[0].safety_number
+        await bob2.kt_sync()  # bob's new device adopts the list: the same number
+        assert (await bob2.safety_numbers(me)).devices[0].safety_number == \
+            after.devices[0].safety_number
+        for c in (alice, bob, bob2):
+            await c.aclose()
+
+    run(main())

@@ -35,6 +35,7 @@ from tidings.client.sdk.constants import (
     MAX_KT_ALERTS,
     MAX_LINK_SECRETS,
 )
+from tidings.client.sdk.models import ContactSafety
 from tidings.client.sdk.trust import TrustMixin
 from tidings.client.transport import b64d, b64e
 from tidings.crypto.identity import IdentityKey
@@ -479,6 +480,15 @@ class KtMixin(TrustMixin):
                 bad,
                 username,
             )
+
+    async def safety_numbers(self, username: str) -> ContactSafety:
+        """As `TrustMixin.safety_numbers`, over both sides' vouched device lists: the
+        contact's published list is looked up and verified first (when that fails, the list
+        verified last, else the pinned keys, are used)."""
+        if username != self.account.username:
+            with contextlib.suppress(TidingsError):
+                await self._kt_vouched(username)
+        return await super().safety_numbers(username)
 
     def _kt_pending(self, username: str) -> bool:
         """Whether ``username`` was trusted on first use and its list is still awaited."""
