@@ -74,10 +74,24 @@ def test_registration_publishes_version_1_and_monitoring_is_quiet(
 
 
 def test_link_binding_vouched_for_and_a_forged_link_alerted(
-    tmp_path: Path, server_url: str, names: Callable[[str], str]
+    tmp_path: Path, server_url: str, names: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def main() -> None:
         alice = await register(tmp_path, "a1", names("alice"), server_url)
+        # The only device of its account: a link it cannot check is an alert at once.
+        code, _ = await alice.create_link_code()
+        forged = code.partition(".")[0] + "." + b64e(secrets.token_bytes(16))
+        ghost = await link(tmp_path, "g", alice, server_url, forged)
+        status = await alice.kt_sync()
+        assert status["device_list_version"] == 1  # not signed
+        [alert] = status["alerts"]
+        assert alert["code"] == "kt_unvouched_device"
+        assert alert["device_id"] == ghost.account.device_id
+        assert f"device {ghost.account.device_id}" in alert["message"]
+        await alice.remove_device(ghost.account.device_id)  # never listed: no new version
+        assert alice.kt_status()["device_list_version"] == 1
+
         code, _ = await alice.create_link_code()
         _, dot, secret = code.partition(".")
         assert dot == "." and len(secret) == 22  # 16 bytes, base64url
@@ -86,30 +100,33 @@ def test_link_binding_vouched_for_and_a_forged_link_alerted(
         assert devices[alice2.account.device_id]["link_binding"]
         await vouch(alice, alice2)
         assert alice.kt_status()["device_list_version"] == 2
-        # The linked device adopts the published list; nothing to alert on either side.
+        # The linked device adopts the published list; nothing new to alert on either side.
         assert (await alice2.kt_sync())["alerts"] == []
         assert alice2.kt_status()["device_list_version"] == 2
-        assert alice.kt_alerts() == []
+        assert len(alice.kt_alerts()) == 1
 
-        # A device linked with the server's code but not the secret the user carried (what a
-        # server linking a device of its own can do): the binding does not verify.
+        # Two devices now: a binding alice cannot check may be alice2's code, so the alert
+        # waits for the grace period of directory time; neither device signs it in.
         code, _ = await alice.create_link_code()
         forged = code.partition(".")[0] + "." + b64e(secrets.token_bytes(16))
-        ghost = await link(tmp_path, "a3", alice, server_url, forged)
-        status = await alice.kt_sync()
-        assert status["device_list_version"] == 2  # not signed
-        [alert] = status["alerts"]
-        assert alert["code"] == "kt_unvouched_device"
-        assert alert["device_id"] == ghost.account.device_id
-        assert f"device {ghost.account.device_id}" in alert["message"]
-        # A server code alone (no secret at all) is no binding either.
-        code, _ = await alice.create_link_code()
-        bare = await link(tmp_path, "a4", alice, server_url, code.partition(".")[0])
+        ghost2 = await link(tmp_path, "g2", alice, server_url, forged)
+        assert len((await alice.kt_sync())["alerts"]) == 1
+        assert (await alice2.kt_sync())["alerts"] == []
+        monkeypatch.setattr("tidings.client.sdk.kt.KT_VOUCH_GRACE_MS", 0)
         status = await alice.kt_sync()
         assert status["device_list_version"] == 2
         assert [a["device_id"] for a in status["alerts"]] == [
-            ghost.account.device_id, bare.account.device_id]
-        for c in (alice, alice2, ghost, bare):
+            ghost.account.device_id, ghost2.account.device_id]
+        assert [a["device_id"] for a in (await alice2.kt_sync())["alerts"]] == [
+            ghost2.account.device_id]
+        monkeypatch.undo()
+        # A server code alone (no binding at all) is an alert at once.
+        code, _ = await alice.create_link_code()
+        bare = await link(tmp_path, "a4", alice, server_url, code.partition(".")[0])
+        alerts = (await alice2.kt_sync())["alerts"]
+        assert [a["device_id"] for a in alerts] == [
+            ghost2.account.device_id, bare.account.device_id]
+        for c in (alice, alice2, ghost, ghost2, bare):
             await c.aclose()
 
     run(main())

@@ -29,6 +29,11 @@ MAX_VOUCHERS_PER_FLUSH = 64
 KT_POLL_INTERVAL_MS = 30_000
 """`poll` runs key-transparency self-monitoring (`kt_sync`) at most this often."""
 
+KT_VOUCH_GRACE_MS = 10 * 60 * 1000
+"""A registered device with a link binding this device cannot check (another own device made
+its code) is an alert once it stays out of the published list this long, in the directory's
+head time (a link code lives 10 minutes; its maker vouches at its next check)."""
+
 MAX_HEAD_GAP = 1440
 """Epoch heads a device fetches at most to check that a new head extends the last one it
 verified (a day of 60-second epochs); beyond, the remembered head must still be served."""

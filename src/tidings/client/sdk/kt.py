@@ -31,6 +31,7 @@ from tidings.client.sdk.constants import (
     K_KT,
     K_KT_CONTACT,
     KT_POLL_INTERVAL_MS,
+    KT_VOUCH_GRACE_MS,
     MAX_HEAD_GAP,
     MAX_KT_ALERTS,
     MAX_LINK_SECRETS,
@@ -358,6 +359,7 @@ class KtMixin(TrustMixin):
         pairs: list[Pair] = []
         vouch: list[Pair] = []
         used: set[str] = set()
+        waiting: dict[str, int] = {}
         for device in registered:
             device_id = int(device.get("device_id", -1))
             key = IdentityKey.decode(b64d(device.get("identity_key")))
@@ -371,13 +373,14 @@ class KtMixin(TrustMixin):
             if secret is not None:
                 vouch.append(pair)
                 used.add(secret)
-            elif known is not None:
+            elif known is not None and self._kt_unvouched_now(known, pair, binding, waiting):
                 self._kt_alert(
                     "kt_unvouched_device",
                     f"device {device_id} was added to your account without a link code "
                     "from one of your devices: it is not in your signed device list",
                     device_id,
                 )
+        self._store.put_json(K_KT, "waiting", {"devices": waiting})
         own = (self.account.device_id, self._identity.public.encode())
         if known is None:
             # No list yet: the first device of an account whose first submission failed
@@ -388,6 +391,27 @@ class KtMixin(TrustMixin):
             listed = _pairs(known) | set(vouch)
             await self._kt_publish(sorted(p for p in listed if p in set(pairs)))
             self._kt_drop_link_secrets(used)
+
+    def _kt_unvouched_now(
+        self, known: SignedDeviceList, pair: Pair, binding: object, waiting: dict[str, int]
+    ) -> bool:
+        """Whether a registered device missing from the known list is an alert now. At once
+        when it has no link binding, or when this device is the only one of the known list
+        (no other device could have made its code); otherwise another device of the account
+        may have made the code and not yet vouched for it: the alert waits until the
+        directory's time is `KT_VOUCH_GRACE_MS` past the first head it was noticed at (the
+        pending devices go into ``waiting``)."""
+        if not isinstance(binding, str) or [d for d, _ in known.devices] == [
+            self.account.device_id
+        ]:
+            return True
+        name = f"{pair[0]}:{b64e(pair[1])}"
+        before = (self._store.get_json(K_KT, "waiting") or {}).get("devices", {})
+        head = self.kt_head()
+        now = 0 if head is None else head.time_ms
+        first = int(before.get(name, now))
+        waiting[name] = first
+        return now - first >= KT_VOUCH_GRACE_MS
 
     async def _kt_poll(self) -> None:
         """`kt_sync` from `poll`, at most every `KT_POLL_INTERVAL_MS`; its failures are kept as
