@@ -283,3 +283,34 @@ def test_safety_number_covers_the_vouched_device_lists(
             await c.aclose()
 
     run(main())
+
+
+def test_a_name_registered_again_publishes_a_reset_that_contacts_see(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    async def main() -> None:
+        alice = await register(tmp_path, "a", names("alice"), server_url)
+        bob = await register(tmp_path, "b1", names("bob"), server_url)
+        them = bob.account.username
+        await wait_published(alice, them, 1)
+        await alice.send_text(them, "hello")
+        await bob._transport.delete_account()
+        await bob.aclose()
+        bob = await register(tmp_path, "b2", them, server_url)  # the name, a new account
+        assert bob.kt_status()["device_list_version"] == 2  # a reset after the old list
+        for _ in range(200):
+            signed = await alice._kt_lookup(them)
+            if signed is not None and signed.version == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert signed is not None and signed.reset
+        sent = await alice.send_text(them, "is it you?")
+        assert sent.devices == 1
+        events = alice.trust_events(them)
+        assert ("kt_reset", bob.account.device_id) in [(e.kind, e.device_id) for e in events]
+        assert any("was reset" in line for line in kt_event_lines(them, events))
+        assert (await bob.kt_sync())["alerts"] == []  # its own reset: no alert
+        await alice.aclose()
+        await bob.aclose()
+
+    run(main())

@@ -211,11 +211,14 @@ class KtMixin(TrustMixin):
             "hashes": {str(v): h for v, h in hashes.items()},
         })
 
-    async def _kt_publish(self, devices: list[Pair]) -> SignedDeviceList:
-        """Sign and submit this account's next list naming ``devices``.
+    async def _kt_publish(
+        self, devices: list[Pair], *, after: SignedDeviceList | None = None, reset: bool = False
+    ) -> SignedDeviceList:
+        """Sign and submit this account's next list naming ``devices`` (after the known list,
+        or ``after``; ``reset``: a reset, signed by this device in it).
 
         Raises: ServerError (``kt_device_list_mismatch``, ``kt_version_conflict``...)."""
-        known = self._kt_own()
+        known = self._kt_own() if after is None else after
         signed = sign_device_list(
             self.account.username,
             1 if known is None else known.version + 1,
@@ -223,16 +226,26 @@ class KtMixin(TrustMixin):
             signer=self.account.device_id,
             signer_key=self._identity,
             previous=known,
+            reset=reset,
         )
         await self._transport.kt_submit(signed.encode())
         self._kt_keep_own(signed)
         return signed
 
     async def _kt_publish_first(self) -> None:
-        """Right after registration: version 1, this device alone (a failure is retried by
-        `kt_sync`)."""
+        """Right after registration: `_kt_start_list` (a failure is retried by `kt_sync`)."""
         with contextlib.suppress(TidingsError):
-            await self._kt_publish([(self.account.device_id, self._identity.public.encode())])
+            await self._kt_start_list(await self._kt_lookup(self.account.username))
+
+    async def _kt_start_list(self, published: SignedDeviceList | None) -> None:
+        """This account's first list, this device alone: version 1, or, when the name already
+        has a published list (an account deleted and its name registered again), a *reset*
+        after it, which every contact sees (docs/key-transparency.md, "Publication")."""
+        own = [(self.account.device_id, self._identity.public.encode())]
+        if published is None:
+            await self._kt_publish(own)
+        else:
+            await self._kt_publish(own, after=published, reset=True)
 
     def _kt_add_link_secret(self, secret: bytes) -> None:
         record = self._store.get_json(K_KT, "links") or {}
@@ -318,7 +331,14 @@ class KtMixin(TrustMixin):
                 trusted = False
             previous = signed
         newest = lists[-1] if lists else None
-        if trusted and newest is not None and (known is None or newest.version > known.version):
+        if not trusted or newest is None:
+            return
+        if known is None:
+            # A linked device adopts its account's list once the list names it.
+            own = (self.account.device_id, self._identity.public.encode())
+            if own in _pairs(newest):
+                self._kt_keep_own(newest)
+        elif newest.version > known.version:
             self._kt_keep_own(newest)
 
     async def kt_sync(self) -> dict[str, Any]:
@@ -381,12 +401,11 @@ class KtMixin(TrustMixin):
                     device_id,
                 )
         self._store.put_json(K_KT, "waiting", {"devices": waiting})
-        own = (self.account.device_id, self._identity.public.encode())
         if known is None:
             # No list yet: the first device of an account whose first submission failed
             # signs version 1 of itself; a linked device waits for its account's list.
-            if not published and [p[0] for p in pairs] == [self.account.device_id]:
-                await self._kt_publish([own])
+            if [p[0] for p in pairs] == [self.account.device_id]:
+                await self._kt_start_list(published[-1] if published else None)
         elif vouch:
             listed = _pairs(known) | set(vouch)
             await self._kt_publish(sorted(p for p in listed if p in set(pairs)))
