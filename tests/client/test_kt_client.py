@@ -314,3 +314,23 @@ def test_a_name_registered_again_publishes_a_reset_that_contacts_see(
         await bob.aclose()
 
     run(main())
+
+
+def test_the_tui_banner_shows_the_alert(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    from tidings.client.tui import ChatApp
+
+    async def main() -> None:
+        alice = await register(tmp_path, "a", names("alice"), server_url)
+        code, _ = await alice.create_link_code()
+        bare = await link(tmp_path, "x", alice, server_url, code.partition(".")[0])
+        app = ChatApp(alice, listen=False)
+        async with app.run_test(size=(120, 40)):
+            # Mounting checks the account in the key directory: the device nobody vouched for.
+            assert "Key transparency (kt_unvouched_device)" in app.banner_text
+            assert f"device {bare.account.device_id}" in app.banner_text
+        await alice.aclose()
+        await bare.aclose()
+
+    run(main())

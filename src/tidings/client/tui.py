@@ -387,10 +387,15 @@ class ChatApp(App[None]):
             banner.remove_class("shown")
 
     async def refresh_account_status(self) -> None:
-        """Fetch this account's enforcement state and show (or clear) its banner."""
+        """Fetch this account's enforcement state, check it in the key directory, and show
+        (or clear) its banner."""
         try:
             self.account_state = await self.client.account_status()
-            self.account_state["key_transparency"] = self.client.kt_status()
+            try:
+                kt = await self.client.kt_sync()
+            except TidingsError:
+                kt = self.client.kt_status()  # the failure is one of its alerts
+            self.account_state["key_transparency"] = kt
         except TidingsError as exc:
             self.set_status(f"could not fetch the account status: {exc.message}")
             return
