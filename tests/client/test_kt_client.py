@@ -334,3 +334,28 @@ def test_the_tui_banner_shows_the_alert(
         await bare.aclose()
 
     run(main())
+
+
+def test_an_account_from_before_key_transparency_starts_its_list(
+    tmp_path: Path, server_url: str, names: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> None:
+        async def no_first_list(self: Client) -> None:
+            return None
+
+        monkeypatch.setattr(Client, "_kt_publish_first", no_first_list)
+        alice = await register(tmp_path, "a1", names("alice"), server_url)
+        monkeypatch.undo()
+        code, _ = await alice.create_link_code()
+        alice2 = await link(tmp_path, "a2", alice, server_url, code)
+        assert (await alice2.kt_sync())["device_list_version"] == 0  # waits for device 1
+        # Its lowest-numbered device signs version 1 of the devices registered now.
+        status = await alice.kt_sync()
+        assert status["device_list_version"] == 1 and status["alerts"] == []
+        await wait_published(alice, alice.account.username, alice2.account.device_id)
+        assert (await alice2.kt_sync())["device_list_version"] == 1  # names it: adopted
+        await alice.aclose()
+        await alice2.aclose()
+
+    run(main())

@@ -402,10 +402,15 @@ class KtMixin(TrustMixin):
                 )
         self._store.put_json(K_KT, "waiting", {"devices": waiting})
         if known is None:
-            # No list yet: the first device of an account whose first submission failed
-            # signs version 1 of itself; a linked device waits for its account's list.
-            if [p[0] for p in pairs] == [self.account.device_id]:
+            # No list yet: the only device of an account (its first submission failed, or
+            # the name was registered again) starts one; a linked device waits for its
+            # account's list. An account of several devices from before key transparency:
+            # its lowest-numbered device signs version 1 of the devices registered now.
+            ids = sorted(p[0] for p in pairs)
+            if ids == [self.account.device_id]:
                 await self._kt_start_list(published[-1] if published else None)
+            elif not published and ids and ids[0] == self.account.device_id:
+                await self._kt_publish(pairs)
         elif vouch:
             listed = _pairs(known) | set(vouch)
             await self._kt_publish(sorted(p for p in listed if p in set(pairs)))
