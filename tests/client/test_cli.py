@@ -239,3 +239,33 @@ def test_status_text_shows_lawful_request_notices() -> None:
     banned = account_notice({"status": "banned", "lawful_notices": [notice]})
     assert banned.startswith("⚠ Your account is banned.") and banned.endswith("request lr_1).")
     assert account_notice({"status": "active"}) == ""
+
+
+def test_cli_status_shows_alerts_and_remove_device_publishes(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    alice = names("alice")
+    pa, pa2 = tmp_path / "alice", tmp_path / "alice2"
+    ok_json(tidings(pa, "register", alice, "--server", server_url, "--json"))
+    code = ok_json(tidings(pa, "link-code", "--json"))["code"]
+    # Linked with the server's part of the code only: no binding, nobody vouches for it.
+    bare = code.partition(".")[0]
+    linked = ok_json(tidings(pa2, "link", alice, "--code", bare, "--server", server_url,
+                             "--json"))
+    text = tidings(pa, "status")
+    assert text.exit_code == 0, text.output
+    assert "Key transparency (kt_unvouched_device)" in text.stdout
+    assert f"device {linked['device_id']}" in text.stdout
+    status = ok_json(tidings(pa, "status", "--json"))
+    assert [a["device_id"] for a in status["key_transparency"]["alerts"]] == [
+        linked["device_id"]]
+    removed = ok_json(tidings(pa, "remove-device", str(linked["device_id"]), "--json"))
+    assert removed == {"removed": linked["device_id"], "device_list_version": 1}
+    devices = ok_json(tidings(pa, "devices", "--json"))["devices"]
+    assert [d["device_id"] for d in devices] == [1]
+    # A malformed secret part of a code is refused before anything is created.
+    bad = tidings(tmp_path / "alice3", "link", alice, "--code", bare + ".!!", "--server",
+                  server_url, "--json")
+    assert bad.exit_code == 1 and json.loads(bad.stdout)["error"]["code"] == "malformed"
+    assert not (tmp_path / "alice3" / "tidings.db").exists()
+

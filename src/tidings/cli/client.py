@@ -275,6 +275,21 @@ async def devices(client: Client, as_json: JsonOpt = False) -> None:
     emit(as_json, {"devices": listed}, "\n".join(lines))
 
 
+@client_cli.command("remove-device")
+@client_command
+async def remove_device(
+    client: Client,
+    device_id: Annotated[int, typer.Argument(help="The device (from `tidings devices`).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove one of this account's devices and publish the account's signed device list
+    without it (key transparency)."""
+    await client.remove_device(device_id)
+    status = client.kt_status()
+    emit(as_json, {"removed": device_id, "device_list_version": status["device_list_version"]},
+         f"device {device_id} removed; device list version {status['device_list_version']}")
+
+
 # --- reports, account status, appeals -----------------------------------------------------------
 
 
