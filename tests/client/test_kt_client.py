@@ -359,3 +359,40 @@ def test_an_account_from_before_key_transparency_starts_its_list(
         await alice2.aclose()
 
     run(main())
+
+
+JUNK: list[Any] = [
+    {}, {"head": 1}, {"head": {}}, {"head": {"server_key": "AA", "vrf_key": "AA", "head": "AA"}},
+    {"lookup": [], "history": None}, {"lookup": {"head": {}}, "device_lists": "x"},
+    {"devices": [{"device_id": "1"}]}, {"proof": 5, "head": {"server_key": None}},
+]
+
+
+@pytest.mark.parametrize("junk", JUNK)
+def test_hostile_directory_answers_are_typed_errors(
+    tmp_path: Path, server_url: str, names: Callable[[str], str], junk: Any
+) -> None:
+    from tidings.errors import TidingsError
+
+    async def main() -> None:
+        alice = await register(tmp_path, "a", names("alice"), server_url)
+        await wait_published(alice, alice.account.username, 1)
+        await alice.kt_sync()
+        transport = alice._transport
+
+        async def answer(*_: Any) -> Any:
+            return junk
+
+        async def devices() -> Any:
+            return junk.get("devices", [{"device_id": 9, "identity_key": 3}])
+
+        for name in ("kt_head", "kt_lookup", "kt_history"):
+            setattr(transport, name, answer)
+        transport.own_devices = devices  # type: ignore[method-assign]
+        with pytest.raises(TidingsError):
+            await alice.kt_sync()
+        with pytest.raises(TidingsError):
+            await alice._kt_vouched("anyone")
+        await alice.aclose()
+
+    run(main())

@@ -27,6 +27,7 @@ import contextlib
 import secrets
 from typing import Any
 
+from tidings.client.errors import TransportError
 from tidings.client.sdk.constants import (
     K_KT,
     K_KT_CONTACT,
@@ -129,7 +130,7 @@ class KtMixin(TrustMixin):
                 previous = last
                 for epoch in range(last.epoch + 1, head.epoch):
                     previous_body = await self._transport.kt_head(epoch)
-                    between = decode_head(server_key, b64d(_obj(previous_body, "head")["head"]))
+                    between = decode_head(server_key, b64d(_obj(previous_body, "head").get("head")))
                     if between.epoch != epoch:
                         raise EpochForkError(f"the directory served another head for {epoch}")
                     check_successor(previous, between)
@@ -137,7 +138,7 @@ class KtMixin(TrustMixin):
                 check_successor(previous, head)
             else:
                 again = await self._transport.kt_head(last.epoch)
-                check_no_fork(last, decode_head(server_key, b64d(_obj(again, "head")["head"])))
+                check_no_fork(last, decode_head(server_key, b64d(_obj(again, "head").get("head"))))
         if last is None or head.epoch > last.epoch:
             self._store.put(K_KT, "head", head.encode())
         return head, vrf_key
@@ -381,7 +382,9 @@ class KtMixin(TrustMixin):
         used: set[str] = set()
         waiting: dict[str, int] = {}
         for device in registered:
-            device_id = int(device.get("device_id", -1))
+            device_id = device.get("device_id")
+            if isinstance(device_id, bool) or not isinstance(device_id, int):
+                raise TransportError("the server sent a malformed device list")
             key = IdentityKey.decode(b64d(device.get("identity_key")))
             pair = (device_id, key.encode())
             pairs.append(pair)
