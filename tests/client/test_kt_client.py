@@ -396,3 +396,31 @@ def test_hostile_directory_answers_are_typed_errors(
         await alice.aclose()
 
     run(main())
+
+
+def test_a_session_from_an_unvouched_device_is_a_trust_event(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    async def main() -> None:
+        alice = await register(tmp_path, "a", names("alice"), server_url)
+        bob = await register(tmp_path, "b", names("bob"), server_url)
+        me, them = alice.account.username, bob.account.username
+        await wait_published(bob, me, 1)
+        await wait_published(alice, them, 1)
+        await alice.send_text(them, "from the real alice")
+        # A device in alice's account nobody vouched for writes to bob as alice.
+        code, _ = await alice.create_link_code()
+        ghost = await link(tmp_path, "g", alice, server_url, code.partition(".")[0])
+        await ghost.send_text(them, "it is me, alice")
+        got = [(e.sender_device, e.message.body) for e in await bob.poll()
+               if e.kind == "message" and e.message is not None]
+        assert got == [(1, "from the real alice"), (ghost.account.device_id, "it is me, alice")]
+        events = [(e.kind, e.device_id) for e in bob.trust_events(me)]
+        assert ("kt_unvouched_sender", ghost.account.device_id) in events
+        assert ("kt_unvouched_sender", 1) not in events
+        assert any("not in" in line and f"device {ghost.account.device_id}" in line
+                   for line in kt_event_lines(me, bob.trust_events(me)))
+        for c in (alice, bob, ghost):
+            await c.aclose()
+
+    run(main())

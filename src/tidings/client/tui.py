@@ -107,6 +107,10 @@ def kt_event_lines(peer: str, events: Sequence[TrustEvent]) -> list[str]:
     if refused:
         lines.append(f"⚠ Device {', '.join(map(str, refused))} of {peer} is not in {peer}'s "
                      "signed device list: nothing is encrypted to it (key transparency).")
+    senders = sorted({e.device_id for e in events if e.kind == "kt_unvouched_sender"})
+    if senders:
+        lines.append(f"⚠ Messages came from device {', '.join(map(str, senders))} of {peer}, "
+                     f"which is not in {peer}'s signed device list (key transparency).")
     if any(e.kind == "kt_reset" for e in events):
         lines.append(f"⚠ {peer}'s account was reset (re-registered or recovered): "
                      "its device list started over.")

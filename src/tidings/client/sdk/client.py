@@ -69,6 +69,7 @@ class Client(ReportsMixin):
         self.auto_delivery_receipts = auto_delivery_receipts
         self._pending_receipts: dict[str, list[int]] = {}
         self._prekeys_used = True  # check the server's prekey count on the first batch
+        self._kt_senders: set[tuple[str, int, bytes]] = set()  # to check (sdk/kt.py)
         self._detection_list = None  # decoded from the store on first use
 
     # -- lifecycle ---------------------------------------------------------------------------

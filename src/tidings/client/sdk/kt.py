@@ -541,6 +541,29 @@ class KtMixin(TrustMixin):
                 await self._kt_vouched(username)
         return await super().safety_numbers(username)
 
+    def _kt_note_sender(self, username: str, device_id: int, identity: bytes) -> None:
+        """A session was started by ``username``'s device ``device_id``: check after the
+        batch (`_kt_check_senders`) that its published list vouches for it."""
+        self._kt_senders.add((username, device_id, identity))
+
+    async def _kt_check_senders(self) -> None:
+        """For each device that started a session in the last batch, look its account up; one
+        the published list does not vouch for is a trust event of the conversation
+        (``kt_unvouched_sender``: its messages are shown, with the banner). Best effort: a
+        failed lookup is left for the next send, which checks before encrypting."""
+        senders, self._kt_senders = self._kt_senders, set()
+        for username, device_id, identity in sorted(senders):
+            try:
+                vouched = await self._kt_vouched(username)
+            except TidingsError:
+                continue
+            if vouched is None or (device_id, identity) in vouched:
+                continue
+            with self._store.transaction():
+                contact = self._contact(username)
+                contact.note("kt_unvouched_sender", device_id, self._clock())
+                self._put_contact(username, contact)
+
     def _kt_pending(self, username: str) -> bool:
         """Whether ``username`` was trusted on first use and its list is still awaited."""
         record = self._store.get_json(K_KT_CONTACT, username)
