@@ -119,9 +119,14 @@ def test_a_ghost_device_is_alerted_on_and_refused(
         # A contact with a session already: the server asks for the ghost, which is refused.
         with pytest.raises(UnvouchedDeviceError):
             await bob.send_text("alice", "nor this")
+        # Groups go the same way: the member's account is refused, the others are reached.
+        dave = await register(tmp_path, "dave", "dave", server.url)
+        await wait_published(carol, "dave", dave.account.device_id)
+        group = await carol.create_group("picnic", ["alice", "dave"])
+        assert group.failed == {"alice": "unvouched_device"} and group.delivered == ("dave",)
         received = [e.message.body for e in await alice.poll() if e.message is not None]
         assert received == ["before the ghost"]  # nothing of the refused sends arrived
-        for c in (alice, bob, carol):
+        for c in (alice, bob, carol, dave):
             await c.aclose()
 
     run(main())
@@ -160,8 +165,8 @@ def test_a_forked_head_is_refused_as_a_fork(
     server, data_dir = node
 
     async def main() -> None:
-        dave = await register(tmp_path, "dave", "dave", server.url)
-        await wait_published(dave, "dave", dave.account.device_id)
+        dave = await register(tmp_path, "dave", "erin", server.url)
+        await wait_published(dave, "erin", dave.account.device_id)
         await dave.kt_sync()  # the honest head is pinned and verified
         await dave.aclose()
 
