@@ -424,3 +424,36 @@ def test_a_session_from_an_unvouched_device_is_a_trust_event(
             await c.aclose()
 
     run(main())
+
+
+def test_published_lists_no_own_device_signed_are_alerts(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    from tidings.crypto.identity import IdentityKeyPair
+    from tidings.crypto.kt_device_list import sign_device_list
+
+    async def main() -> None:
+        alice = await register(tmp_path, "a", names("alice"), server_url)
+        me, mine = alice.account.username, alice._kt_own()
+        assert mine is not None and mine.version == 1
+        evil = IdentityKeyPair.generate()
+        own = (alice.account.device_id, alice.identity_key)
+        # The server's own version 2, adding its device, signed by that device.
+        grafted = sign_device_list(me, 2, [own, (9, evil.public)], signer=9,
+                                   signer_key=evil, previous=mine)
+        alice._kt_compare_history([mine, grafted])
+        assert [(a["code"], a["device_id"]) for a in alice.kt_alerts()] == [
+            ("kt_unvouched_list", 9)]
+        # A reset alice's device did not make (chains, but is no version of hers).
+        reset = sign_device_list(me, 2, [(9, evil.public)], signer=9, signer_key=evil,
+                                 previous=mine, reset=True)
+        alice._kt_compare_history([mine, reset])
+        assert alice.kt_alerts()[-1]["code"] == "kt_account_reset"
+        # Another version 1 than the one alice signed.
+        other = sign_device_list(me, 1, [(9, evil.public)], signer=9, signer_key=evil)
+        alice._kt_compare_history([other])
+        assert alice.kt_alerts()[-1]["code"] == "kt_foreign_list"
+        assert alice._kt_own() == mine  # nothing of these adopted
+        await alice.aclose()
+
+    run(main())

@@ -310,11 +310,16 @@ class KtMixin(TrustMixin):
         or this device was linked and has none yet)."""
         hashes = self._kt_own_hashes()
         known = self._kt_own()
+        # Versions before the first one this device signed or accepted are not its to judge
+        # (a name's earlier accounts, the time before this device was linked); their chain is.
+        first = min(hashes) if hashes else None
         previous: SignedDeviceList | None = None
         trusted = True
         for signed in lists:
             mine = hashes.get(signed.version)
-            if mine is not None and mine != b64e(signed.hash()):
+            if first is None or signed.version < first:
+                pass
+            elif mine is not None and mine != b64e(signed.hash()):
                 self._kt_alert("kt_foreign_list", f"the directory holds a version "
                                f"{signed.version} of your device list your devices did not sign")
                 trusted = False
