@@ -4,7 +4,8 @@
     alice's own device raises the alert within one epoch, and her contacts' clients refuse to
     encrypt to the ghost, name it, and show it on the conversation's banner;
 (b) the server shows one client a forked directory (a head over another root, re-signed with
-    its own ``kt_signing.key``): the client's head check refuses it as ``kt_epoch_fork``.
+    its own ``kt_signing.key``): the client's head check refuses it as ``kt_epoch_fork``, and
+    the auditor behind ``tidings audit kt`` reports ``kt_epoch_fork``.
 """
 
 from __future__ import annotations
@@ -181,3 +182,42 @@ def test_a_forked_head_is_refused_as_a_fork(
         await http.aclose()
 
     run(main())
+
+
+class _ForkingFetch:
+    """The auditor's HTTP (`kt_audit.Fetch`) through the same forked view: the newest head
+    served at ``/v1/kt/head`` is re-signed over another root."""
+
+    def __init__(self, url: str, signing_key: bytes) -> None:
+        self.http = httpx.Client(base_url=url)
+        self.signing_key = signing_key
+
+    def get(self, path: str) -> tuple[int, Any]:
+        response = self.http.get(path)
+        body = response.json()
+        if path == "/v1/kt/head" and response.status_code == 200:
+            honest = decode_head(b64d(body["server_key"]), b64d(body["head"]))
+            unsigned = EpochHead(honest.epoch, secrets.token_bytes(32), honest.time_ms,
+                                 honest.previous, b"")
+            forged = EpochHead(unsigned.epoch, unsigned.root, unsigned.time_ms,
+                               unsigned.previous, p.ed25519_sign(self.signing_key,
+                                                                 unsigned.body()))
+            body["head"] = b64e(forged.encode())
+        return response.status_code, body
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        response = self.http.post(path, json=body)
+        return response.status_code, response.json()
+
+
+def test_the_auditor_reports_the_forked_head(node: tuple[LiveServer, Path]) -> None:
+    from tidings.client.kt_audit import audit_log
+
+    server, data_dir = node
+    fetch = _ForkingFetch(server.url, (data_dir / KT_SIGNING_KEY_FILE).read_bytes())
+    try:
+        result = audit_log(fetch)
+    finally:
+        fetch.http.close()
+    assert result.failure is not None and result.failure.code == "kt_epoch_fork"
+
