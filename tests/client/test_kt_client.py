@@ -457,3 +457,40 @@ def test_published_lists_no_own_device_signed_are_alerts(
         await alice.aclose()
 
     run(main())
+
+
+def test_a_long_absence_checks_the_remembered_head_instead_of_every_epoch(
+    tmp_path: Path, server_url: str, server_app: tuple[str, Any],
+    names: Callable[[str], str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> None:
+        alice = await register(tmp_path, "a", names("alice"), server_url)
+        await wait_published(alice, alice.account.username, 1)
+        await alice.kt_sync()
+        remembered = alice.kt_head()
+        assert remembered is not None
+        monkeypatch.setattr("tidings.client.sdk.kt.MAX_HEAD_GAP", 0)
+        fetched: list[int | None] = []
+        real = alice._transport.kt_head
+
+        async def counting(epoch: int | None = None) -> Any:
+            fetched.append(epoch)
+            return await real(epoch)
+
+        alice._transport.kt_head = counting  # type: ignore[method-assign]
+        while (await real())["epoch"] <= remembered.epoch + 1:  # type: ignore[index]
+            await asyncio.sleep(0.1)
+        await alice.kt_sync()
+        # The newest, then the remembered one only (one more if an epoch passed meanwhile).
+        assert fetched[:2] == [None, remembered.epoch] and len(fetched) <= 3
+        head = alice.kt_head()
+        assert head is not None and head.epoch > remembered.epoch + 1
+        # A remembered head the server no longer serves for its epoch: a fork.
+        alice._store.put(K_KT, "head", forged_head(server_app, head.epoch, head.previous).encode())
+        while (await real())["epoch"] <= head.epoch + 1:  # type: ignore[index]
+            await asyncio.sleep(0.1)
+        with pytest.raises(EpochForkError):
+            await alice.kt_sync()
+        await alice.aclose()
+
+    run(main())
