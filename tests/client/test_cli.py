@@ -263,6 +263,10 @@ def test_cli_status_shows_alerts_and_remove_device_publishes(
     assert removed == {"removed": linked["device_id"], "device_list_version": 1}
     devices = ok_json(tidings(pa, "devices", "--json"))["devices"]
     assert [d["device_id"] for d in devices] == [1]
+    # The alert stays on record, resolved now that the device is gone.
+    [alert] = ok_json(tidings(pa, "status", "--json"))["key_transparency"]["alerts"]
+    assert alert["device_id"] == linked["device_id"] and alert["resolved_at_ms"] > 0
+    assert "resolved: the device was removed" in tidings(pa, "status").stdout
     # A malformed secret part of a code is refused before anything is created.
     bad = tidings(tmp_path / "alice3", "link", alice, "--code", bare + ".!!", "--server",
                   server_url, "--json")

@@ -89,7 +89,9 @@ def key_transparency_lines(state: dict[str, Any]) -> list[str]:
     if not isinstance(kt, dict):
         return []
     return [
-        f"⚠ Key transparency ({alert.get('code')}): {alert.get('message')}"
+        (f"ⓘ Key transparency ({alert.get('code')}, resolved: the device was removed): "
+         if alert.get("resolved_at_ms") else f"⚠ Key transparency ({alert.get('code')}): ")
+        + str(alert.get("message"))
         for alert in kt.get("alerts") or ()
         if isinstance(alert, dict)
     ]

@@ -167,7 +167,7 @@ class KtMixin(TrustMixin):
 
     def kt_alerts(self) -> list[dict[str, Any]]:
         """What self-monitoring found (oldest first): ``code``, ``device_id`` (or None),
-        ``message``, ``at_ms``."""
+        ``message``, ``at_ms`` and, once the device named is removed, ``resolved_at_ms``."""
         record = self._store.get_json(K_KT, "alerts") or {}
         return list(record.get("alerts", []))
 
@@ -179,6 +179,19 @@ class KtMixin(TrustMixin):
         alerts.append({"code": code, "device_id": device_id, "message": message,
                        "at_ms": self._clock()})
         self._store.put_json(K_KT, "alerts", {"alerts": alerts[-MAX_KT_ALERTS:]})
+
+    def _kt_resolve(self, registered: set[int]) -> None:
+        """Mark `kt_unvouched_device` alerts of devices no longer registered (removed) as
+        resolved: they stay in the record, shown as such."""
+        alerts = self.kt_alerts()
+        changed = False
+        for alert in alerts:
+            if (alert["code"] == "kt_unvouched_device" and alert["device_id"] not in registered
+                    and not alert.get("resolved_at_ms")):
+                alert["resolved_at_ms"] = self._clock()
+                changed = True
+        if changed:
+            self._store.put_json(K_KT, "alerts", {"alerts": alerts})
 
     def kt_status(self) -> dict[str, Any]:
         """For ``tidings status``: the alerts, the newest verified epoch and the version of
@@ -409,6 +422,7 @@ class KtMixin(TrustMixin):
                     device_id,
                 )
         self._store.put_json(K_KT, "waiting", {"devices": waiting})
+        self._kt_resolve({p[0] for p in pairs})
         if known is None:
             # No list yet: the only device of an account (its first submission failed, or
             # the name was registered again) starts one; a linked device waits for its
