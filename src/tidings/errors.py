@@ -122,6 +122,32 @@ class EpochForkError(CryptoError):
     code = "kt_epoch_fork"
 
 
+class KtHeadRollbackError(CryptoError):
+    """The directory served an epoch head older than one this client already verified."""
+
+    code = "kt_head_rollback"
+
+
+class KtKeyChangedError(CryptoError):
+    """The directory's KT signing key or VRF key is not the one this client pinned."""
+
+    code = "kt_key_changed"
+
+
+class UnvouchedDeviceError(CryptoError):
+    """A contact's device is not in the account's signed device list published in the key
+    directory: nothing is encrypted to it. ``device_ids`` names it (them)."""
+
+    code = "unvouched_device"
+
+    def __init__(
+        self, message: str | None = None, device_ids: tuple[int, ...] = (), account: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.device_ids = device_ids
+        self.account = account
+
+
 class WitnessQuorumError(CryptoError):
     """Fewer than the required number of trusted witnesses co-signed an epoch head."""
 

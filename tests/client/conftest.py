@@ -17,8 +17,10 @@ from tidings.server.config import ServerConfig
 def server_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     """(base URL, ASGI app) of one real server for the whole session."""
     # Every test registers from 127.0.0.1: lift the per-address registration limit.
+    # Short key-transparency epochs: a linked device is vouched for and published quickly.
     config = ServerConfig(
-        data_dir=tmp_path_factory.mktemp("server"), rate_registrations_per_hour=100_000
+        data_dir=tmp_path_factory.mktemp("server"), rate_registrations_per_hour=100_000,
+        kt_epoch_seconds=0.5,
     )
     server = LiveServer(config).start()
     yield server.url, server.app

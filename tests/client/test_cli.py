@@ -9,6 +9,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
+from tests.support.kt import wait_published_http
 from tidings.cli import cli
 
 runner = CliRunner()
@@ -79,6 +80,11 @@ def test_cli_conversation(tmp_path: Path, server_url: str, names: Callable[[str]
     assert linked["device_id"] != 1
     devices = ok_json(tidings(pb, "devices", "--json"))["devices"]
     assert len(devices) == 2
+    # Bob's first device vouches for it in the key directory (status runs self-monitoring).
+    status = ok_json(tidings(pb, "status", "--json"))
+    assert status["key_transparency"]["alerts"] == []
+    assert status["key_transparency"]["device_list_version"] == 2
+    wait_published_http(server_url, bob, 2)
 
     # Alice verified Bob: the new device blocks sending with an actionable one-line error.
     blocked = tidings(pa, "send", bob, "blocked?")
@@ -233,3 +239,37 @@ def test_status_text_shows_lawful_request_notices() -> None:
     banned = account_notice({"status": "banned", "lawful_notices": [notice]})
     assert banned.startswith("⚠ Your account is banned.") and banned.endswith("request lr_1).")
     assert account_notice({"status": "active"}) == ""
+
+
+def test_cli_status_shows_alerts_and_remove_device_publishes(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    alice = names("alice")
+    pa, pa2 = tmp_path / "alice", tmp_path / "alice2"
+    ok_json(tidings(pa, "register", alice, "--server", server_url, "--json"))
+    code = ok_json(tidings(pa, "link-code", "--json"))["code"]
+    # Linked with the server's part of the code only: no binding, nobody vouches for it.
+    bare = code.partition(".")[0]
+    linked = ok_json(tidings(pa2, "link", alice, "--code", bare, "--server", server_url,
+                             "--json"))
+    text = tidings(pa, "status")
+    assert text.exit_code == 0, text.output
+    assert "Key transparency (kt_unvouched_device)" in text.stdout
+    assert f"device {linked['device_id']}" in text.stdout
+    status = ok_json(tidings(pa, "status", "--json"))
+    assert [a["device_id"] for a in status["key_transparency"]["alerts"]] == [
+        linked["device_id"]]
+    removed = ok_json(tidings(pa, "remove-device", str(linked["device_id"]), "--json"))
+    assert removed == {"removed": linked["device_id"], "device_list_version": 1}
+    devices = ok_json(tidings(pa, "devices", "--json"))["devices"]
+    assert [d["device_id"] for d in devices] == [1]
+    # The alert stays on record, resolved now that the device is gone.
+    [alert] = ok_json(tidings(pa, "status", "--json"))["key_transparency"]["alerts"]
+    assert alert["device_id"] == linked["device_id"] and alert["resolved_at_ms"] > 0
+    assert "resolved: the device was removed" in tidings(pa, "status").stdout
+    # A malformed secret part of a code is refused before anything is created.
+    bad = tidings(tmp_path / "alice3", "link", alice, "--code", bare + ".!!", "--server",
+                  server_url, "--json")
+    assert bad.exit_code == 1 and json.loads(bad.stdout)["error"]["code"] == "malformed"
+    assert not (tmp_path / "alice3" / "tidings.db").exists()
+

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.support.kt import vouch
 from tidings.client.errors import SafetyNumberMismatchError, ServerError, WrongPassphraseError
 from tidings.client.sdk import Client
 from tidings.client.store import KdfParams
@@ -39,10 +40,12 @@ async def register(tmp_path: Path, profile: str, name: str, url: str) -> Client:
 
 async def link(tmp_path: Path, profile: str, existing: Client, url: str) -> Client:
     code, _ = await existing.create_link_code()
-    return await Client.link(
+    linked = await Client.link(
         tmp_path / profile, PASS, existing.account.username, code, url,
         kdf=KdfParams.fast_for_tests(), prekey_count=30,
     )
+    await vouch(existing, linked)  # key transparency: published before anyone sends to it
+    return linked
 
 
 def bodies(events: list[Any], kind: str = "message") -> list[str]:
@@ -269,7 +272,8 @@ def test_verified_contact_change_blocks_until_reverified(
             await alice.send_text(bob_name, "should not go")
         safety = await alice.safety_numbers(bob_name)
         assert safety.blocked and not safety.verified
-        assert [e.kind for e in safety.events] == ["device_added"]
+        # The signed list published the device (key transparency), then its key was pinned.
+        assert [e.kind for e in safety.events] == ["kt_device_added", "device_added"]
         await alice.verify(bob_name)
         sent = await alice.send_text(bob_name, "after re-verify")
         assert sent.devices == 2

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.support.kt import vouch
 from tidings.client.errors import NotAGroupMemberError, NotReportableError, UnknownGroupError
 from tidings.client.sdk import Client, ReceiveEvent
 from tidings.client.sdk.constants import K_GROUP
@@ -41,10 +42,12 @@ async def register(tmp_path: Path, profile: str, name: str, url: str) -> Client:
 
 async def link(tmp_path: Path, profile: str, existing: Client, url: str) -> Client:
     code, _ = await existing.create_link_code()
-    return await Client.link(
+    linked = await Client.link(
         tmp_path / profile, PASS, existing.account.username, code, url,
         kdf=KdfParams.fast_for_tests(), prekey_count=30,
     )
+    await vouch(existing, linked)  # key transparency: published before anyone sends to it
+    return linked
 
 
 def texts(events: list[ReceiveEvent], kind: str = "message") -> list[str]:

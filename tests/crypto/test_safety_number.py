@@ -1,4 +1,5 @@
-"""Safety numbers: known answers, symmetry, sensitivity to both keys, QR payload matching."""
+"""Safety numbers: known answers, symmetry, sensitivity to every device key of both sides
+(the vouched device lists), QR payload matching."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def test_constants() -> None:
 def test_known_answers() -> None:
     for case in KAT["cases"]:
         a, b = case["a"], case["b"]
-        ka, kb = bytes.fromhex(a["identity_key"]), bytes.fromhex(b["identity_key"])
+        ka = [bytes.fromhex(k) for k in a["identity_keys"]]
+        kb = [bytes.fromhex(k) for k in b["identity_keys"]]
         assert fingerprint(ka, a["account"]).hex() == a["fingerprint"]
         from_a = SafetyNumber.compute(ka, a["account"], kb, b["account"])
         from_b = SafetyNumber.compute(kb, b["account"], ka, a["account"])
@@ -81,6 +83,19 @@ def test_number_changes_when_either_key_or_name_changes() -> None:
         assert A_VIEW.matches_scanned(v.qr_payload()) is ScanResult.MISMATCH
 
 
+def test_the_number_covers_every_device_of_a_side() -> None:
+    two = SafetyNumber.compute(ALICE, "alice", [BOB, BOB_NEW], "bob")
+    assert two.digits != A_VIEW.digits  # a device added to bob's list changes the number
+    # The order the devices are given in does not matter; the other side sees the same.
+    assert SafetyNumber.compute(ALICE, "alice", [BOB_NEW, BOB], "bob").digits == two.digits
+    assert SafetyNumber.compute([BOB_NEW, BOB], "bob", [ALICE], "alice").digits == two.digits
+    assert SafetyNumber.compute(ALICE, "alice", [BOB], "bob").digits == A_VIEW.digits
+    assert A_VIEW.matches_scanned(two.qr_payload()) is ScanResult.MISMATCH
+    for bad in ([], [BOB, BOB], [key(str(i)) for i in range(17)], [BOB, BOB[:64]]):
+        with pytest.raises(InvalidKeyError):
+            fingerprint(bad, "bob")
+
+
 def test_only_one_half_of_the_identity_key_changing_is_noticed() -> None:
     # A substituted X25519 half with the same Ed25519 half is a different identity.
     substituted = BOB[:33] + bytes(32)
@@ -106,7 +121,7 @@ def test_malformed_payloads() -> None:
         with pytest.raises(DecodeError):
             A_VIEW.matches_scanned((payload * 3)[:n])
     with pytest.raises(UnsupportedVersionError):
-        A_VIEW.matches_scanned(b"\x02" + payload[1:])
+        A_VIEW.matches_scanned(b"\x01" + payload[1:])  # version 1: one key per side
     with pytest.raises(DecodeError):
         A_VIEW.matches_scanned("not bytes")  # type: ignore[arg-type]
 

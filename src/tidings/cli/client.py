@@ -275,6 +275,21 @@ async def devices(client: Client, as_json: JsonOpt = False) -> None:
     emit(as_json, {"devices": listed}, "\n".join(lines))
 
 
+@client_cli.command("remove-device")
+@client_command
+async def remove_device(
+    client: Client,
+    device_id: Annotated[int, typer.Argument(help="The device (from `tidings devices`).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove one of this account's devices and publish the account's signed device list
+    without it (key transparency)."""
+    await client.remove_device(device_id)
+    status = client.kt_status()
+    emit(as_json, {"removed": device_id, "device_list_version": status["device_list_version"]},
+         f"device {device_id} removed; device list version {status['device_list_version']}")
+
+
 # --- reports, account status, appeals -----------------------------------------------------------
 
 
@@ -312,6 +327,13 @@ async def status(client: Client, as_json: JsonOpt = False) -> None:
     """Show whether the provider took action on your account, and how to appeal."""
     state = await client.account_status()
     state["detection"] = client.detection_status()
+    from tidings.errors import TidingsError
+
+    try:
+        # Self-monitoring in the key directory; a failure is one of the alerts shown.
+        state["key_transparency"] = await client.kt_sync()
+    except TidingsError:
+        state["key_transparency"] = client.kt_status()
     emit(as_json, state, _status_text(state))
 
 
@@ -328,9 +350,9 @@ async def detection_sync(client: Client, as_json: JsonOpt = False) -> None:
 def _status_text(state: dict[str, Any]) -> str:
     kind = str(state.get("status", "unknown"))
     detection = state.get("detection")
-    from tidings.client.tui import lawful_notice_lines
+    from tidings.client.tui import key_transparency_lines, lawful_notice_lines
 
-    notices = lawful_notice_lines(state)
+    notices = lawful_notice_lines(state) + key_transparency_lines(state)
     if kind == "active":
         lines = ["your account is in good standing", *notices]
         if isinstance(detection, dict):

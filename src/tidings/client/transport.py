@@ -241,14 +241,15 @@ class Transport:
         )
         return _int(body.get("device_id"), "device id")
 
-    async def link_device(self, username: str, code: str, device: dict[str, Any]) -> int:
-        """``POST /v1/devices/link``; returns the new device id."""
-        body = await self._request_obj(
-            "POST",
-            "/v1/devices/link",
-            json_body={"username": username, "code": code, "device": device},
-            auth=False,
-        )
+    async def link_device(
+        self, username: str, code: str, device: dict[str, Any], link_binding: bytes | None = None
+    ) -> int:
+        """``POST /v1/devices/link`` (with the key-transparency ``link_binding`` when the code
+        carried a local secret); returns the new device id."""
+        request: dict[str, Any] = {"username": username, "code": code, "device": device}
+        if link_binding is not None:
+            request["link_binding"] = b64e(link_binding)
+        body = await self._request_obj("POST", "/v1/devices/link", json_body=request, auth=False)
         return _int(body.get("device_id"), "device id")
 
     async def create_provisioning_code(self) -> tuple[str, int]:
@@ -293,6 +294,47 @@ class Transport:
                 )
             )
         return out
+
+    # -- key transparency (docs/api.md "Key transparency") -----------------------------------
+
+    async def kt_head(self, epoch: int | None = None) -> dict[str, Any] | None:
+        """``GET /v1/kt/head[/{epoch}]`` (no authentication): the signed head's JSON, or None
+        while no epoch is published (404 ``unknown_epoch``)."""
+        path = "/v1/kt/head" if epoch is None else f"/v1/kt/head/{epoch}"
+        try:
+            return await self._request_obj("GET", path, auth=False)
+        except ServerError as exc:
+            if exc.code == "unknown_epoch":
+                return None
+            raise
+
+    async def kt_lookup(self, username: str) -> dict[str, Any] | None:
+        """``GET /v1/kt/lookup/{username}``: head, proof and served list (None: no epoch)."""
+        try:
+            return await self._request_obj(
+                "GET", f"/v1/kt/lookup/{quote(username, safe='')}", auth=False
+            )
+        except ServerError as exc:
+            if exc.code == "unknown_epoch":
+                return None
+            raise
+
+    async def kt_history(self, username: str) -> dict[str, Any] | None:
+        """``GET /v1/kt/history/{username}`` (own account): lookup, history proof and every
+        published list, newest first (None: no epoch yet)."""
+        try:
+            return await self._request_obj("GET", f"/v1/kt/history/{quote(username, safe='')}")
+        except ServerError as exc:
+            if exc.code == "unknown_epoch":
+                return None
+            raise
+
+    async def kt_submit(self, device_list: bytes) -> int:
+        """``PUT /v1/kt/device-list``: queue this account's next signed list; its version."""
+        body = await self._request_obj(
+            "PUT", "/v1/kt/device-list", json_body={"device_list": b64e(device_list)}
+        )
+        return _int(body.get("version"), "version")
 
     # -- keys --------------------------------------------------------------------------------
 

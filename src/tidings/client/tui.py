@@ -41,6 +41,7 @@ Nothing here logs or displays keys or secrets; errors are shown as their one-lin
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,7 +51,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Input, Label, ListItem, ListView, Static
 
-from tidings.client.sdk import GROUP_PEER_PREFIX, Client, Message, ReceiveEvent
+from tidings.client.sdk import GROUP_PEER_PREFIX, Client, Message, ReceiveEvent, TrustEvent
 from tidings.errors import TidingsError
 
 STATUS_MARKS = {"sent": "✓", "delivered": "✓✓", "read": "✓✓ read"}
@@ -80,12 +81,50 @@ def lawful_notice_lines(state: dict[str, Any]) -> list[str]:
     return lines
 
 
+def key_transparency_lines(state: dict[str, Any]) -> list[str]:
+    """One line per key-transparency alert in a status (``key_transparency.alerts``: a device
+    or a device list of this account that none of its devices vouched for, or a directory
+    answer that did not verify)."""
+    kt = state.get("key_transparency")
+    if not isinstance(kt, dict):
+        return []
+    return [
+        (f"ⓘ Key transparency ({alert.get('code')}, resolved: the device was removed): "
+         if alert.get("resolved_at_ms") else f"⚠ Key transparency ({alert.get('code')}): ")
+        + str(alert.get("message"))
+        for alert in kt.get("alerts") or ()
+        if isinstance(alert, dict)
+    ]
+
+
+def kt_event_lines(peer: str, events: Sequence[TrustEvent]) -> list[str]:
+    """The conversation banner's lines for ``peer``'s key-transparency trust events: its
+    signed device list (published in the key directory) added a device, or was reset."""
+    added = sorted({e.device_id for e in events if e.kind == "kt_device_added"})
+    lines = []
+    if added:
+        lines.append(f"⚠ {peer}'s signed device list now includes device "
+                     f"{', '.join(map(str, added))} (key transparency).")
+    refused = sorted({e.device_id for e in events if e.kind == "kt_unvouched_device"})
+    if refused:
+        lines.append(f"⚠ Device {', '.join(map(str, refused))} of {peer} is not in {peer}'s "
+                     "signed device list: nothing is encrypted to it (key transparency).")
+    senders = sorted({e.device_id for e in events if e.kind == "kt_unvouched_sender"})
+    if senders:
+        lines.append(f"⚠ Messages came from device {', '.join(map(str, senders))} of {peer}, "
+                     f"which is not in {peer}'s signed device list (key transparency).")
+    if any(e.kind == "kt_reset" for e in events):
+        lines.append(f"⚠ {peer}'s account was reset (re-registered or recovered): "
+                     "its device list started over.")
+    return lines
+
+
 def account_notice(state: dict[str, Any]) -> str:
     """The banner text for an account status (``GET /v1/account/status``): its enforcement
     and any lawful-request notices; "" when the account is in good standing and there are
     none."""
     kind = str(state.get("status", "active"))
-    notices = lawful_notice_lines(state)
+    notices = lawful_notice_lines(state) + key_transparency_lines(state)
     if kind == "active":
         return " ".join(notices)
     text = f"⚠ Your account is {kind}"
@@ -265,6 +304,7 @@ class ChatApp(App[None]):
         if peer not in self._peers and peer not in self._extra_peers:
             self._extra_peers.append(peer)
         self.render_messages()
+        self._show_banner()  # with the conversation's key-transparency notices
         composer = self.query_one("#composer", Input)
         if self._draft and not composer.value:
             composer.value, self._draft = self._draft, ""
@@ -343,6 +383,8 @@ class ChatApp(App[None]):
             names = ", ".join(sorted(self._changed))
             parts.append(f"⚠ The safety number with {names} changed. Compare it "
                          f"(`tidings safety-number`) and type /verify in the chat.")
+        if self.current is not None and not self.current.startswith(GROUP_PEER_PREFIX):
+            parts.extend(kt_event_lines(self.current, self.client.trust_events(self.current)))
         self.banner_text = "\n".join(parts)
         if parts:
             banner.update(self.banner_text)
@@ -351,9 +393,15 @@ class ChatApp(App[None]):
             banner.remove_class("shown")
 
     async def refresh_account_status(self) -> None:
-        """Fetch this account's enforcement state and show (or clear) its banner."""
+        """Fetch this account's enforcement state, check it in the key directory, and show
+        (or clear) its banner."""
         try:
             self.account_state = await self.client.account_status()
+            try:
+                kt = await self.client.kt_sync()
+            except TidingsError:
+                kt = self.client.kt_status()  # the failure is one of its alerts
+            self.account_state["key_transparency"] = kt
         except TidingsError as exc:
             self.set_status(f"could not fetch the account status: {exc.message}")
             return

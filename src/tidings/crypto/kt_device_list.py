@@ -192,6 +192,28 @@ def decode_device_list(data: bytes) -> SignedDeviceList:
     return SignedDeviceList(account, version, reset, previous, signer, devices, signature)
 
 
+LINK_PREFIX = b"tidings-kt-link-v1\x00"
+LINK_SECRET_LEN = 16
+"""The local secret a link code carries beside the server's code (never sent to the server)."""
+LINK_BINDING_LEN = 32
+
+
+def link_binding(secret: bytes, account: str, identity_key: IdentityKey) -> bytes:
+    """HMAC-SHA256(secret, "tidings-kt-link-v1" 0x00 || account || identity key): what a new
+    device hands over when it links with a code carrying ``secret``. The existing device that
+    made the code recomputes it before it signs a list naming the new device; the server,
+    which never sees ``secret``, cannot make one for a device of its own (the identity key is
+    fixed-length and last, so the input is unambiguous)."""
+    return p.hmac_sha256(secret, LINK_PREFIX + account.encode("utf-8") + identity_key.encode())
+
+
+def check_link_binding(
+    secret: bytes, account: str, identity_key: IdentityKey, binding: bytes
+) -> bool:
+    """Whether ``binding`` is `link_binding` of these values (constant time)."""
+    return p.constant_time_equal(link_binding(secret, account, identity_key), binding)
+
+
 def _self_signed(new: SignedDeviceList) -> None:
     key = new.device(new.signer)
     if key is not None:

@@ -1,18 +1,22 @@
 """Safety numbers: the per-conversation fingerprint two people compare to verify each other.
 
-Follows Signal's numeric fingerprint scheme (docs/protocol.md is normative)::
+Follows Signal's numeric fingerprint scheme (docs/protocol.md is normative), over each side's
+*vouched device list*: the identity keys of the devices its signed device list (key
+transparency) names, sorted, so the number covers every device of the account::
 
-    h_0     = u16(SAFETY_NUMBER_VERSION) || identity_key (65) || UTF-8(account name)
-    h_{i+1} = SHA-512(h_i || identity_key)              for i = 0 .. ITERATIONS-1
+    keys    = K_1 || ... || K_n      the n distinct 65-byte identity keys, in ascending order
+    h_0     = u16(SAFETY_NUMBER_VERSION) || u8(n) || keys || UTF-8(account name)
+    h_{i+1} = SHA-512(h_i || keys)                      for i = 0 .. ITERATIONS-1
     fingerprint(side) = h_ITERATIONS                    (64 bytes)
     digits(side)      = for each of the first six 5-byte chunks c of the fingerprint:
                         "%05d" % (int.from_bytes(c, "big") % 100000)          (30 digits)
     safety number     = min(digits(A), digits(B)) || max(digits(A), digits(B))  (60 digits)
 
 Both sides order the two halves the same way (by the digit strings), so both see the same 60
-digits, shown as 12 groups of 5. The number changes when either identity key (or either account
-name) changes. The 5200 iterations make a brute-force search for a key whose number matches a
-victim's slow (Signal's value; about 5 ms here).
+digits, shown as 12 groups of 5. The number changes when any device key of either side (a
+device added, removed or re-keyed) or either account name changes. The 5200 iterations make a
+brute-force search for a key whose number matches a victim's slow (Signal's value; about 5 ms
+here).
 
 QR payload (what one phone shows and the other scans)::
 
@@ -26,6 +30,7 @@ Nothing here reads a clock, does I/O or keeps global state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -39,6 +44,7 @@ __all__ = [
     "FINGERPRINT_LEN",
     "IDENTITY_KEY_LEN",
     "ITERATIONS",
+    "MAX_KEYS",
     "QR_PAYLOAD_LEN",
     "SAFETY_NUMBER_VERSION",
     "SCANNABLE_LEN",
@@ -48,8 +54,12 @@ __all__ = [
     "fingerprint",
 ]
 
-SAFETY_NUMBER_VERSION = 1
-"""Prefixes the iterated hash (as u16) and the QR payload (as u8)."""
+SAFETY_NUMBER_VERSION = 2
+"""Prefixes the iterated hash (as u16) and the QR payload (as u8). Version 2 hashes a side's
+sorted device keys (version 1 hashed one identity key)."""
+
+MAX_KEYS = 16
+"""Device keys per side at most (`tidings.crypto.kt_device_list.MAX_DEVICES`)."""
 
 ITERATIONS = 5200
 """SHA-512 iterations per side (Signal's value)."""
@@ -80,23 +90,38 @@ class ScanResult(Enum):
     MISMATCH = "mismatch"
 
 
-def _check_identity(identity_key: bytes, account: str, who: str) -> bytes:
-    if not isinstance(identity_key, bytes | bytearray) or len(identity_key) != IDENTITY_KEY_LEN:
-        raise InvalidKeyError(f"{who} identity key must be {IDENTITY_KEY_LEN} bytes")
-    return identifier_bytes(account, f"{who} account")
+Keys = bytes | Sequence[bytes]
+"""One identity key, or a side's device keys (any order: they are sorted)."""
 
 
-def fingerprint(identity_key: bytes, account: str) -> bytes:
+def _sorted_keys(identity_keys: Keys, who: str) -> list[bytes]:
+    keys = [identity_keys] if isinstance(identity_keys, bytes | bytearray) else identity_keys
+    if not 1 <= len(keys) <= MAX_KEYS:
+        raise InvalidKeyError(f"{who} side has 1 to {MAX_KEYS} device keys")
+    out = []
+    for key in keys:
+        if not isinstance(key, bytes | bytearray) or len(key) != IDENTITY_KEY_LEN:
+            raise InvalidKeyError(f"{who} identity key must be {IDENTITY_KEY_LEN} bytes")
+        out.append(bytes(key))
+    if len(set(out)) != len(out):
+        raise InvalidKeyError(f"{who} side lists one device key twice")
+    return sorted(out)
+
+
+def fingerprint(identity_keys: Keys, account: str) -> bytes:
     """One side's 64-byte fingerprint: ``ITERATIONS`` rounds of SHA-512, each over the previous
-    output followed by the identity key, starting from version || key || account name.
+    output followed by the sorted device keys, starting from version || count || keys ||
+    account name.
 
     Raises:
-        InvalidKeyError: ``identity_key`` is not 65 bytes.
+        InvalidKeyError: a key is not 65 bytes, none or more than `MAX_KEYS` are given, or
+            one is given twice.
         DecodeError: ``account`` is empty, longer than 64 characters or not UTF-8 encodable.
     """
-    name = _check_identity(identity_key, account, "the")
-    key = bytes(identity_key)
-    digest = u16(SAFETY_NUMBER_VERSION) + key + name
+    keys = _sorted_keys(identity_keys, "the")
+    name = identifier_bytes(account, "the account")
+    key = b"".join(keys)
+    digest = u16(SAFETY_NUMBER_VERSION) + u8(len(keys)) + key + name
     for _ in range(ITERATIONS):
         digest = sha512(digest + key)
     return digest
@@ -126,15 +151,16 @@ class SafetyNumber:
     @classmethod
     def compute(
         cls,
-        local_identity_key: bytes,
+        local_identity_key: Keys,
         local_account: str,
-        remote_identity_key: bytes,
+        remote_identity_key: Keys,
         remote_account: str,
     ) -> SafetyNumber:
-        """Compute both fingerprints (about 2 x 5200 SHA-512).
+        """Compute both fingerprints (about 2 x 5200 SHA-512 over n x 65 bytes each); each
+        side is one identity key or its vouched device keys.
 
         Raises:
-            InvalidKeyError: an identity key is not 65 bytes.
+            InvalidKeyError: see `fingerprint`.
             DecodeError: an account name is empty, too long or not UTF-8 encodable.
         """
         return cls(

@@ -161,8 +161,9 @@ def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
             key="public_keys",
             title="Device public keys",
             description="Each device's public identity key, signed prekeys and unused one-time "
-            "prekeys: what anyone who messages the account fetches. Public keys only; the "
-            "private keys never leave the device.",
+            "prekeys: what anyone who messages the account fetches, and a linked device's "
+            "key-transparency link binding (an HMAC the account's devices check). Public keys "
+            "only; the private keys never leave the device.",
             tables=("devices", "one_time_prekeys", "kem_prekeys"),
             fields=("devices.device_id", "devices.identity_key", "devices.registration_id",
                     "devices.signed_prekey", "devices.last_resort_kem_prekey",
@@ -171,6 +172,9 @@ def inventory(retention: RetentionSettings | None) -> tuple[DataCategory, ...]:
                     "kem_prekeys.prekey"),
             retention="while the device is registered; one-time prekeys until fetched",
             process=LegalProcess.SUBPOENA,
+            excluded=(("devices.link_binding", "an HMAC under a secret only the account's "
+                       "devices knew, checked by them when a device is linked: it identifies "
+                       "nothing and proves nothing to anyone else"),),
         ),
         DataCategory(
             key="queued_envelopes",

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from tidings.crypto.identity import IdentityKey
 from tidings.crypto.kem_prekeys import KemPrekey
+from tidings.crypto.kt_device_list import LINK_BINDING_LEN
 from tidings.crypto.prekeys import OneTimePrekey, SignedPrekey
 from tidings.errors import DecodeError
 from tidings.server.auth import SECRET_LEN, credential_hash
@@ -158,6 +159,13 @@ class LinkRequest(BaseModel):
     username: str = Field(max_length=32, pattern=USERNAME_PATTERN.pattern)
     code: str = Field(min_length=4, max_length=32)
     device: DeviceKeys
+    link_binding: str | None = Field(
+        default=None,
+        pattern=b64url_of(LINK_BINDING_LEN),
+        description="base64url of HMAC-SHA256(link secret, \"tidings-kt-link-v1\" 0x00 || "
+        "account || identity key): kept with the device, shown to the account's devices "
+        "(docs/key-transparency.md \"Clients\"). The server never sees the secret.",
+    )
 
 
 class Registered(BaseModel):
@@ -175,6 +183,10 @@ class OwnDevice(BaseModel):
     name: str
     created_at_ms: int
     last_seen_ms: int
+    identity_key: str = Field(description="base64url of the device's identity key (65 bytes).")
+    link_binding: str | None = Field(
+        default=None, description="base64url of the link binding it was linked with, if any."
+    )
 
 
 class OwnDevices(BaseModel):

@@ -52,6 +52,7 @@ class NewDevice:
     last_resort_kem_prekey: bytes  # encoded pb.KemPrekey
     one_time_prekeys: Sequence[tuple[int, bytes]]  # (key id, encoded pb.OneTimePrekey)
     kem_prekeys: Sequence[tuple[int, bytes]]  # (key id, encoded pb.KemPrekey)
+    link_binding: bytes | None = None  # KT link binding of a linked device (32 bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ class DeviceRecord:
     credential_hash: bytes
     created_at_ms: int
     last_seen_ms: int
+    link_binding: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ _DEVICE_COLUMNS = (
     devices.c.credential_hash,
     devices.c.created_at_ms,
     devices.c.last_seen_ms,
+    devices.c.link_binding,
 )
 
 
@@ -194,6 +197,7 @@ class MessagingStore:
                 last_resort_kem_prekey=d.last_resort_kem_prekey,
                 created_at_ms=now_ms,
                 last_seen_ms=now_ms,
+                link_binding=d.link_binding,
             )
         )
         await self._insert_prekeys(conn, account_id, device_id, d.one_time_prekeys, d.kem_prekeys)

@@ -58,6 +58,9 @@ devices = Table(
     Column("last_resort_kem_prekey", LargeBinary, nullable=False),
     ms_column("created_at_ms"),
     ms_column("last_seen_ms"),
+    # A linked device's key-transparency link binding (HMAC under the link code's local
+    # secret, which the server never sees): the existing device checks it before vouching.
+    Column("link_binding", LargeBinary(32), nullable=True),
     PrimaryKeyConstraint("account_id", "device_id"),
     ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
 )

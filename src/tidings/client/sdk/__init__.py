@@ -40,14 +40,20 @@ What a `Client` does (docs/api.md is the contract with the server, docs/protocol
   from the same conversation (``POST /v1/reports``); `account_status` and `appeal` are the
   user's side of enforcement.
 
-Identity keys are per device, so a safety number is per (own device, contact device) pair.
+- **Key transparency** (`kt`): the account's signed device list is published at
+  registration, vouched for on linking (the link code's local secret binds the new device) and
+  monitored (`kt_sync`: alerts in `kt_alerts`); a contact's devices must be in its published,
+  verified list before any PQXDH (`UnvouchedDeviceError`). docs/key-transparency.md, "Clients".
+
+Identity keys are per device; the safety number covers both sides' vouched device lists, so it
+is one number per conversation (shown beside each of the contact's devices).
 
 No method logs or puts plaintext, keys or secrets into an exception message.
 
 Modules, one concept each: `models` (result types, decoded from stored records in one place),
 `records` (typed store records: contacts, messages; a `Group` is its own stored form),
 `constants`, `core` (the shared state), then the parts of
-`Client` in the order they build on one another: `prekeys`, `trust`, `outbox`, `attachments`,
+`Client` in the order they build on one another: `prekeys`, `trust`, `kt`, `outbox`, `attachments`,
 `groups`, `inbox`, `reports`; `client` is the facade (lifecycle, registration, history).
 """
 

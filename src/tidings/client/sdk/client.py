@@ -26,8 +26,10 @@ from tidings.clock import Clock, now_ms
 from tidings.crypto.device_prekeys import DevicePrekeys
 from tidings.crypto.franking import ReportItem
 from tidings.crypto.identity import IdentityKey, IdentityKeyPair
-from tidings.errors import TidingsError
+from tidings.crypto.kt_device_list import LINK_SECRET_LEN, link_binding
+from tidings.errors import DecodeError, TidingsError
 from tidings.wire import codec
+from tidings.wire.base64url import b64d as wire_b64d
 
 # --- the client -----------------------------------------------------------------------------
 
@@ -67,6 +69,7 @@ class Client(ReportsMixin):
         self.auto_delivery_receipts = auto_delivery_receipts
         self._pending_receipts: dict[str, list[int]] = {}
         self._prekeys_used = True  # check the server's prekey count on the first batch
+        self._kt_senders: set[tuple[str, int, bytes]] = set()  # to check (sdk/kt.py)
         self._detection_list = None  # decoded from the store on first use
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -136,10 +139,12 @@ class Client(ReportsMixin):
         async def post(t: Transport, keys: dict[str, Any]) -> int:
             return await t.create_account(username, keys)
 
-        return await cls._enroll(
+        client = await cls._enroll(
             profile, passphrase, username, server_url, device_name, kdf, transport, clock,
             prekey_count, post,
         )
+        await client._kt_publish_first()  # version 1 of the account's signed device list
+        return client
 
     @classmethod
     async def link(
@@ -159,11 +164,26 @@ class Client(ReportsMixin):
         """Create a profile for a new device of the existing account ``username``, using a
         one-time ``code`` made by `create_link_code` on one of its devices.
 
-        Raises: as `register` (a bad or used code is a `ServerError` from the server).
+        The code's part after the dot is the local secret of `create_link_code`: only the
+        part before it goes to the server, with the link binding (HMAC under the secret of the
+        account and this device's identity key) that lets the existing device vouch for this
+        one in the account's signed device list.
+
+        Raises: as `register` (a bad or used code is a `ServerError` from the server);
+            DecodeError: the code's secret part is malformed.
         """
+        server_code, _, secret_text = code.strip().partition(".")
+        secret = wire_b64d(secret_text, what="link secret", max_len=LINK_SECRET_LEN) \
+            if secret_text else None
+        if secret is not None and len(secret) != LINK_SECRET_LEN:
+            raise DecodeError(f"a link code's secret is {LINK_SECRET_LEN} bytes")
 
         async def post(t: Transport, keys: dict[str, Any]) -> int:
-            return await t.link_device(username, code, keys)
+            binding = None
+            if secret is not None:
+                identity = IdentityKey.decode(b64d(keys["identity_key"]))
+                binding = link_binding(secret, username, identity)
+            return await t.link_device(username, server_code, keys, binding)
 
         return await cls._enroll(
             profile, passphrase, username, server_url, device_name, kdf, transport, clock,
@@ -232,10 +252,6 @@ class Client(ReportsMixin):
         client = cls(store, transport=t, clock=clock)
         client._owns_transport = own_transport
         return client
-
-    async def create_link_code(self) -> tuple[str, int]:
-        """A one-time code (and its expiry, ms) with which a new device joins this account."""
-        return await self._transport.create_provisioning_code()
 
     async def devices(self) -> list[dict[str, Any]]:
         """This account's devices as the server lists them."""

@@ -26,6 +26,24 @@ older than this (6 hours): a new list reaches devices within a working day."""
 MAX_VOUCHERS_PER_FLUSH = 64
 """Filed detection vouchers posted at most per send or sync (the oldest first)."""
 
+KT_POLL_INTERVAL_MS = 30_000
+"""`poll` runs key-transparency self-monitoring (`kt_sync`) at most this often."""
+
+KT_VOUCH_GRACE_MS = 10 * 60 * 1000
+"""A registered device with a link binding this device cannot check (another own device made
+its code) is an alert once it stays out of the published list this long, in the directory's
+head time (a link code lives 10 minutes; its maker vouches at its next check)."""
+
+MAX_HEAD_GAP = 1440
+"""Epoch heads a device fetches at most to check that a new head extends the last one it
+verified (a day of 60-second epochs); beyond, the remembered head must still be served."""
+
+MAX_KT_ALERTS = 50
+"""Key-transparency alerts kept (oldest dropped first)."""
+
+MAX_LINK_SECRETS = 8
+"""Link-code secrets kept at once (each lives as long as its code, 10 minutes)."""
+
 # --- store kinds ----------------------------------------------------------------------------
 
 K_ACCOUNT = "account"  # "self" -> account JSON (username, device id, server, secret, ...)
@@ -44,6 +62,8 @@ K_SK_LINE = "sk_line"  # "<sender>\0<device>\0<b64 distribution id>" -> conversa
 K_DETECTION = "detection"  # list / pin / checked / window / refused -> JSON (sdk/detection.py)
 K_DETECTION_LIST = "detection_list"  # "current" -> the verified blinded list's bytes
 K_VOUCHER = "voucher"  # "<ms>-<random>" -> {"window", "voucher"}: filed, not yet posted
+K_KT = "kt"  # pin / head / own / links / alerts / checked (sdk/kt.py)
+K_KT_CONTACT = "kt_contact"  # username -> {"list": b64 signed list | None, "tofu": bool}
 K_UNDELIVERED = "undelivered"  # b64(message id) -> event JSON: stored, not yet shown to the app
 
 SELF = "self"

@@ -27,6 +27,7 @@ class ClientCore:
     auto_delivery_receipts: bool
     _pending_receipts: dict[str, list[int]]
     _prekeys_used: bool
+    _kt_senders: set[tuple[str, int, bytes]]
 
     def _reject(self, envelope: pb.Envelope, code: str) -> ReceiveEvent:
         """Refuse an envelope: mark it seen and file why (no content is kept)."""

@@ -130,6 +130,9 @@ class InboxMixin(GroupsMixin):
             self._registration_of(record, decrypted.remote_identity),
         )
         changed = changed or decrypted.identity_changed
+        if decrypted.new_session:
+            # Key transparency: checked against the sender's published list after the batch.
+            self._kt_note_sender(sender, sender_device, decrypted.remote_identity.encode())
         self._put_contact(sender, contact)
         self._save_receive_state(sender, sender_device, record, decrypted.new_session)
         self._store.add(K_SEEN, mid, b"")
@@ -211,6 +214,7 @@ class InboxMixin(GroupsMixin):
         if self._prekeys_used:
             self._prekeys_used = False
             await self.refresh_prekeys()
+        await self._kt_check_senders()
 
     # -- delivery to the application -----------------------------------------------------------
     #
@@ -313,6 +317,7 @@ class InboxMixin(GroupsMixin):
         events: list[ReceiveEvent] = []
         for ev in self.undelivered():
             await self._hand_over(ev, events, on_event)
+        await self._kt_poll()  # self-monitoring in the key directory (sdk/kt.py)
         while True:
             raw_list, more = await self._transport.get_messages()
             progressed = False

@@ -20,6 +20,7 @@ from tidings.client.sdk.constants import (
     MAX_SEND_ATTEMPTS,
     session_name,
 )
+from tidings.client.sdk.kt import KtMixin
 from tidings.client.sdk.models import (
     Message,
     SentMessage,
@@ -27,8 +28,7 @@ from tidings.client.sdk.models import (
     new_message,
 )
 from tidings.client.sdk.records import ContactRecord, MessageRecord
-from tidings.client.sdk.trust import TrustMixin
-from tidings.client.transport import OutgoingEnvelope, SendResult, b64e
+from tidings.client.transport import OutgoingEnvelope, SendResult, b64d, b64e
 from tidings.crypto.bundle import PrekeyBundle
 from tidings.crypto.franking import FrankedPlaintext, ReportItem, direct_conversation_id, frank
 from tidings.crypto.session import Session, SessionRecord
@@ -43,7 +43,7 @@ from tidings.wire import limits
 from tidings.wire import tidings_pb2 as pb
 
 
-class OutboxMixin(TrustMixin):
+class OutboxMixin(KtMixin):
     """Sending, a part of `Client`."""
 
     # -- sending -----------------------------------------------------------------------------
@@ -128,6 +128,10 @@ class OutboxMixin(TrustMixin):
             UnknownAccountError: no such account (``fetch`` None).
         """
         bundles = await self._fetch_bundles(username, fetch)
+        # Key transparency before any PQXDH: every device must be in the published list.
+        await self._kt_check_devices(username, {
+            d: PrekeyBundle.decode(data).identity_key.encode() for d, data in bundles.items()
+        })
         gone = set(drop) | {d for d in fetch or () if d not in bundles}
         forced = set(force)
         with self._store.transaction():
@@ -177,6 +181,12 @@ class OutboxMixin(TrustMixin):
         """
         own = username == self.account.username
         fetched_all = False
+        if self._kt_pending(username):
+            # Trusted on first use: check the devices in use until the account's list appears.
+            pinned = self._contact(username).devices
+            await self._kt_check_devices(
+                username, {d: b64d(r.identity) for d, r in pinned.items()}
+            )
         for _round in range(2 * MAX_SEND_ATTEMPTS):
             outgoing: list[OutgoingEnvelope] = []
             with self._store.transaction():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from tidings.client.errors import SafetyNumberMismatchError
-from tidings.client.sdk.constants import K_CONTACT, K_SESSION, session_name
+from tidings.client.sdk.constants import K_CONTACT, K_KT, K_KT_CONTACT, K_SESSION, session_name
 from tidings.client.sdk.models import ContactSafety, DeviceSafetyNumber, TrustEvent
 from tidings.client.sdk.prekeys import PrekeysMixin
 from tidings.client.sdk.records import ContactRecord, DeviceRecord
 from tidings.client.transport import b64d, b64e
+from tidings.crypto.kt_device_list import decode_device_list
 from tidings.crypto.safety_number import SafetyNumber
 from tidings.errors import ProtocolError
 
@@ -87,12 +88,24 @@ class TrustMixin(PrekeysMixin):
         contact = await self.refresh_contact(username)
         return self._safety(username, contact)
 
+    def _list_keys(self, kind: str, name: str) -> list[bytes]:
+        """The identity keys of the signed device list stored under (``kind``, ``name``)
+        (K_KT "own": this account's; K_KT_CONTACT username: the contact's as last verified)."""
+        record = self._store.get_json(kind, name)
+        if record is None or not record.get("list"):
+            return []
+        return [k.encode() for _, k in decode_device_list(b64d(record["list"])).devices]
+
     def _safety(self, username: str, contact: ContactRecord) -> ContactSafety:
+        # The number covers each side's vouched device list (key transparency): this
+        # account's known list, and the contact's list as last verified, else its pinned keys.
         own = self._identity.public.encode()
+        local = sorted(set(self._list_keys(K_KT, "own")) | {own})
+        remote = sorted(set(self._list_keys(K_KT_CONTACT, username))
+                        or {b64d(d.identity) for d in contact.devices.values()})
         numbers = []
         for device_id, device in sorted(contact.devices.items()):
-            number = SafetyNumber.compute(own, self.account.username, b64d(device.identity),
-                                          username)
+            number = SafetyNumber.compute(local, self.account.username, remote, username)
             pinned = contact.verified_keys.get(device_id)
             numbers.append(
                 DeviceSafetyNumber(

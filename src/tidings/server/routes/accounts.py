@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 
@@ -10,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 
 from tidings import errors as e
+from tidings.crypto.kt_device_list import LINK_BINDING_LEN
 from tidings.crypto.primitives import sha256
 from tidings.errors import StorageUnavailableError, UsernameTakenError
 from tidings.server.auth import DeviceDep
@@ -29,7 +31,7 @@ from tidings.server.models import (
 from tidings.server.openapi import BAD_REQUEST, DEVICE_AUTH, DEVICE_KEYS, errors
 from tidings.server.state import ServerState, StateDep, client_address
 from tidings.storage.enforcement import is_banned
-from tidings.wire.base64url import b64e
+from tidings.wire.base64url import b64d, b64e
 
 log = logging.getLogger("tidings.server.accounts")
 
@@ -144,6 +146,9 @@ async def provisioning_code(auth: DeviceDep, state: StateDep) -> ProvisioningCod
 async def link(body: LinkRequest, request: Request, state: StateDep) -> Registered:
     await _limit_registrations(request, state)
     device = body.device.to_new_device()
+    if body.link_binding is not None:
+        binding = b64d(body.link_binding, what="link binding", max_len=LINK_BINDING_LEN)
+        device = dataclasses.replace(device, link_binding=binding)
     account_id, device_id = await state.store.link_device(
         check_username(body.username), _code_hash(body.code), device, state.clock()
     )
@@ -161,6 +166,8 @@ async def own_devices(auth: DeviceDep, state: StateDep) -> OwnDevices:
                 name=d.name,
                 created_at_ms=d.created_at_ms,
                 last_seen_ms=d.last_seen_ms,
+                identity_key=b64e(d.identity_key),
+                link_binding=None if d.link_binding is None else b64e(bytes(d.link_binding)),
             )
             for d in records
         ]
