@@ -154,6 +154,13 @@ class WitnessQuorumError(CryptoError):
     code = "kt_witness_quorum"
 
 
+class KtWitnessPolicyError(TidingsError):
+    """A device's witness requirement is not distinct 32-byte Ed25519 keys (at most 32) with a
+    minimum between 0 and their number."""
+
+    code = "invalid_kt_witness_policy"
+
+
 class ContextChainError(CryptoError):
     """A run of franked messages is not linked by their previous-commitment chain."""
 

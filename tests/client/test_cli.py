@@ -273,3 +273,24 @@ def test_cli_status_shows_alerts_and_remove_device_publishes(
     assert bad.exit_code == 1 and json.loads(bad.stdout)["error"]["code"] == "malformed"
     assert not (tmp_path / "alice3" / "tidings.db").exists()
 
+
+
+def test_cli_kt_witnesses_shows_and_sets_the_requirement(
+    tmp_path: Path, server_url: str, names: Callable[[str], str]
+) -> None:
+    from tidings.crypto.primitives import ed25519_public
+    from tidings.wire.base64url import b64e
+
+    pa = tmp_path / "alice"
+    ok_json(tidings(pa, "register", names("alice"), "--server", server_url, "--json"))
+    assert ok_json(tidings(pa, "kt-witnesses", "--json")) == {"keys": [], "minimum": 0}
+    keys = [b64e(ed25519_public(bytes([i]) * 32)) for i in (1, 2)]
+    shown = ok_json(tidings(pa, "kt-witnesses", *keys, "--min", "1", "--json"))
+    assert shown == {"keys": keys, "minimum": 1}
+    assert "1 of 2 witnesses required" in tidings(pa, "kt-witnesses").stdout
+    bad = tidings(pa, "kt-witnesses", keys[0], "--min", "2", "--json")
+    assert bad.exit_code == 1
+    assert json.loads(bad.stdout)["error"]["code"] == "invalid_kt_witness_policy"
+    bad = tidings(pa, "kt-witnesses", "not-a-key", "--json")
+    assert bad.exit_code == 1
+    assert ok_json(tidings(pa, "kt-witnesses", "--json")) == {"keys": keys, "minimum": 1}

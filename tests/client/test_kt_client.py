@@ -494,3 +494,56 @@ def test_a_long_absence_checks_the_remembered_head_instead_of_every_epoch(
         await alice.aclose()
 
     run(main())
+
+
+def test_a_witness_requirement_refuses_a_chain_no_witness_signed(
+    tmp_path: Path, server_app: tuple[str, Any], names: Callable[[str], str],
+) -> None:
+    import httpx
+
+    from tidings.client.sdk.kt import WITNESS_GRACE_EPOCHS
+    from tidings.crypto.kt_proofs import decode_head, witness_sign
+    from tidings.errors import KtWitnessPolicyError, WitnessQuorumError
+    from tidings.wire.base64url import b64d
+
+    url, app = server_app
+    witness = secrets.token_bytes(32)
+    public = p.ed25519_public(witness)
+    directory = app.state.kt
+    saved = directory.witnesses
+    directory.witnesses = frozenset({public})  # the node trusts this witness's co-signatures
+
+    def newest() -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(f"{url}/v1/kt/head", timeout=10).json()
+        return body
+
+    async def main() -> None:
+        alice = await register(tmp_path, "w", names("alice"), url)
+        me = alice.account.username
+        await wait_published(alice, me, 1)
+        await alice.kt_sync()
+        for bad in (([public, public], 1), ([public], 2), ([b"short"], 1), ([public], -1)):
+            with pytest.raises(KtWitnessPolicyError):
+                alice.set_kt_witnesses(*bad)
+        alice.set_kt_witnesses([public], 1)
+        start = alice.kt_head().epoch  # type: ignore[union-attr]
+        await alice.kt_sync()  # within the grace: no co-signature needed yet
+        while newest()["epoch"] <= start + WITNESS_GRACE_EPOCHS + 1:
+            await asyncio.sleep(0.2)
+        with pytest.raises(WitnessQuorumError):
+            await alice.kt_sync()
+        assert alice.kt_alerts()[-1]["code"] == "kt_witness_quorum"
+        # The witness co-signs the newest head; the device accepts heads again.
+        body = newest()
+        head = decode_head(b64d(body["server_key"]), b64d(body["head"]))
+        posted = httpx.post(f"{url}/v1/kt/cosign/{head.epoch}", timeout=10,
+                            json={"cosignature": b64e(witness_sign(witness, head))})
+        assert posted.status_code == 200, posted.text
+        status = await alice.kt_sync()
+        assert status["witnesses"] == {"keys": [b64e(public)], "minimum": 1}
+        await alice.aclose()
+
+    try:
+        run(main())
+    finally:
+        directory.witnesses = saved

@@ -290,6 +290,32 @@ async def remove_device(
          f"device {device_id} removed; device list version {status['device_list_version']}")
 
 
+@client_cli.command("kt-witnesses")
+@client_command
+async def kt_witnesses(
+    client: Client,
+    keys: Annotated[
+        list[str] | None,
+        typer.Argument(help="Witness public keys (base64url Ed25519) to trust; none: show."),
+    ] = None,
+    minimum: Annotated[
+        int | None,
+        typer.Option("--min", help="How many of them must co-sign every head (0: none)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show, or set, the key-directory witnesses this device requires: a head without
+    co-signatures of --min of them is refused (what needed it waits for the witnesses)."""
+    from tidings.wire.base64url import b64d as decode
+
+    if keys or minimum is not None:
+        parsed = [decode(k, what="witness key", max_len=32) for k in keys or []]
+        client.set_kt_witnesses(parsed, len(parsed) if minimum is None else minimum)
+    status = client.kt_status()["witnesses"]
+    emit(as_json, status, f"{status['minimum']} of {len(status['keys'])} witnesses required"
+         + "".join(f"\n  {k}" for k in status["keys"]))
+
+
 # --- reports, account status, appeals -----------------------------------------------------------
 
 

@@ -55,10 +55,12 @@ from tidings.crypto.kt_proofs import (
     check_device_list,
     check_no_fork,
     check_successor,
+    decode_cosignatures,
     decode_head,
     decode_history,
     verify_history,
     verify_lookup,
+    verify_witnesses,
 )
 from tidings.errors import (
     DeviceListChainError,
@@ -66,10 +68,17 @@ from tidings.errors import (
     KtHeadRollbackError,
     KtKeyChangedError,
     KtProofError,
+    KtWitnessPolicyError,
     TidingsError,
     UnvouchedDeviceError,
+    WitnessQuorumError,
 )
 
+WITNESS_GRACE_EPOCHS = 10
+"""With a witness requirement, how many epochs a head may be ahead of the newest co-signed
+head on its chain (witnesses sign each head some time after it is published)."""
+MAX_TRUSTED_WITNESSES = 32
+"""As many witnesses as a head can carry co-signatures of (`kt_proofs.MAX_WITNESSES`)."""
 LINK_SECRET_TTL_MS = 10 * 60 * 1000
 """A link code's local secret is kept as long as the server's code lives (10 minutes)."""
 
@@ -139,9 +148,84 @@ class KtMixin(TrustMixin):
             else:
                 again = await self._transport.kt_head(last.epoch)
                 check_no_fork(last, decode_head(server_key, b64d(_obj(again, "head").get("head"))))
+        await self._kt_check_witnesses(head, body.get("cosignatures"), server_key)
         if last is None or head.epoch > last.epoch:
             self._store.put(K_KT, "head", head.encode())
         return head, vrf_key
+
+    # -- witnesses ----------------------------------------------------------------------------
+
+    def set_kt_witnesses(self, keys: list[bytes], minimum: int) -> None:
+        """Require ``minimum`` of the witnesses ``keys`` (Ed25519 public keys; 0: no
+        requirement, the default): the heads this device accepts must chain back, within
+        `WITNESS_GRACE_EPOCHS`, to a head that many of them co-signed. Witnesses co-sign each
+        head some time after it is published, so the newest head is allowed to be unsigned;
+        a fork shown to this device alone is never co-signed by witnesses who follow the
+        honest log, so it is refused after at most that many epochs.
+
+        Raises: `KtWitnessPolicyError` for keys that are not 32 bytes, duplicates, more than
+        `MAX_TRUSTED_WITNESSES`, or a minimum outside 0..len(keys)."""
+        if (
+            any(len(k) != 32 for k in keys) or len(set(keys)) != len(keys)
+            or len(keys) > MAX_TRUSTED_WITNESSES or not 0 <= minimum <= len(keys)
+        ):
+            raise KtWitnessPolicyError(
+                "witness keys are distinct 32-byte Ed25519 keys (at most "
+                f"{MAX_TRUSTED_WITNESSES}) and the minimum is between 0 and their number"
+            )
+        head = self.kt_head()
+        self._store.put_json(K_KT, "witnesses", {
+            "keys": [b64e(k) for k in keys], "minimum": minimum,
+            # The grace starts now: the heads verified so far were accepted without witnesses.
+            "witnessed_epoch": 0 if head is None else head.epoch,
+        })
+
+    def kt_witnesses(self) -> tuple[list[bytes], int]:
+        """The trusted witness keys and how many of them must co-sign a head."""
+        policy = self._store.get_json(K_KT, "witnesses") or {"keys": [], "minimum": 0}
+        return [b64d(k) for k in policy["keys"]], int(policy["minimum"])
+
+    def _kt_quorum(self, head: EpochHead, cosignatures: object) -> bool:
+        keys, minimum = self.kt_witnesses()
+        if not isinstance(cosignatures, str):
+            return False
+        try:
+            verify_witnesses(head, decode_cosignatures(b64d(cosignatures)), keys, minimum)
+        except WitnessQuorumError:
+            return False
+        return True
+
+    async def _kt_check_witnesses(self, head: EpochHead, cosignatures: object,
+                                  server_key: bytes) -> None:
+        """Apply the witness requirement (`set_kt_witnesses`) to ``head``, just verified.
+
+        Raises: `WitnessQuorumError` when no head within `WITNESS_GRACE_EPOCHS` before it,
+        on its chain, has the quorum; `EpochForkError` (`check_successor`) when an earlier
+        head the server serves does not chain to it; DecodeError."""
+        policy = self._store.get_json(K_KT, "witnesses")
+        if policy is None or int(policy["minimum"]) == 0:
+            return
+        witnessed = int(policy["witnessed_epoch"])
+        found = head.epoch if self._kt_quorum(head, cosignatures) else None
+        if found is None and head.epoch - witnessed > WITNESS_GRACE_EPOCHS:
+            later = head
+            lowest = head.epoch - WITNESS_GRACE_EPOCHS
+            for epoch in range(head.epoch - 1, lowest - 1, -1):
+                body = _obj(await self._transport.kt_head(epoch), "head")
+                earlier = decode_head(server_key, b64d(body.get("head")))
+                check_successor(earlier, later)  # on this device's chain, or a fork
+                if self._kt_quorum(earlier, body.get("cosignatures")):
+                    found = epoch
+                    break
+                later = earlier
+            if found is None:
+                raise WitnessQuorumError(
+                    f"no head of the last {WITNESS_GRACE_EPOCHS} epochs before epoch "
+                    f"{head.epoch} has the co-signatures of {policy['minimum']} trusted "
+                    "witnesses"
+                )
+        if found is not None and found > witnessed:
+            self._store.put_json(K_KT, "witnesses", {**policy, "witnessed_epoch": found})
 
     async def _kt_lookup(self, username: str) -> SignedDeviceList | None:
         """``username``'s published list, verified against the newest head (None: the
@@ -198,8 +282,10 @@ class KtMixin(TrustMixin):
         this device's known list."""
         head = self.kt_head()
         known = self._kt_own()
+        keys, minimum = self.kt_witnesses()
         return {
             "alerts": self.kt_alerts(),
+            "witnesses": {"keys": [b64e(k) for k in keys], "minimum": minimum},
             "epoch": 0 if head is None else head.epoch,
             "device_list_version": 0 if known is None else known.version,
         }
