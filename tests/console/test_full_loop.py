@@ -16,6 +16,7 @@ import asyncio
 import os
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,22 +76,31 @@ class Live:
         return service
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
-    """The real composed app (messaging API, /v1/reports, console) on a free port."""
+@contextmanager
+def live_node(data_dir: Path, **settings: Any) -> Iterator[Live]:
+    """The real composed app (messaging API, /v1/reports, console, portal) on a free port,
+    with rate limits only the rate-limit tests meet and ``settings`` (a `ServerConfig`
+    field each); needs Chromium (the browser tests' precondition)."""
     if not CHROMIUM.exists():
         _unavailable("/usr/bin/chromium is not installed (apt-get install chromium)")
     config = ServerConfig(
-        data_dir=tmp_path / "server",
+        data_dir=data_dir,
         rate_registrations_per_hour=100_000,
         rate_prekey_fetches_per_minute=100_000,
         rate_sends_per_minute=100_000,
+        **settings,
     )
     server = LiveServer(config).start()
     try:
         yield Live(server.url, server.app, config.data_dir)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    with live_node(tmp_path / "server") as node:
+        yield node
 
 
 @pytest.fixture

@@ -24,17 +24,15 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.console.test_full_loop import (  # noqa: F401 - browser: the shared fixture
-    CHROMIUM,
     PASS,
     SHOTS,
     STAFF_PASSWORD,
     Live,
-    _unavailable,
     browser,
+    live_node,
     run,
     sign_in,
 )
-from tests.support.live import LiveServer
 from tests.support.staff import active_staff
 from tidings.cli import cli
 from tidings.client.sdk import Client
@@ -42,28 +40,16 @@ from tidings.client.store import KdfParams
 from tidings.client.tui import lawful_notice_lines
 from tidings.clock import DAY_MS
 from tidings.crypto.primitives import ed25519_public
-from tidings.server.config import ServerConfig
 from tidings.wire.base64url import b64e
 
 
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[Live]:
-    if not CHROMIUM.exists():
-        _unavailable("/usr/bin/chromium is not installed (apt-get install chromium)")
-    config = ServerConfig(
-        data_dir=tmp_path / "server",
-        rate_registrations_per_hour=100_000,
-        rate_prekey_fetches_per_minute=100_000,
-        rate_sends_per_minute=100_000,
-    )
-    server = LiveServer(config).start()
-    try:
+    with live_node(tmp_path / "server") as node:
         # The portal's own URL for the links (the port is known only now).
-        server.app.state.safety.lawful.portal_url = f"{server.url}/lawful-portal"
-        server.app.state.safety.lawful.allowed_domains = frozenset({"fbi.gov"})
-        yield Live(server.url, server.app, config.data_dir)
-    finally:
-        server.stop()
+        node.safety.lawful.portal_url = f"{node.url}/lawful-portal"
+        node.safety.lawful.allowed_domains = frozenset({"fbi.gov"})
+        yield node
 
 
 def shot(page: Any, name: str) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +24,21 @@ import numpy as np
 import pytest
 
 from tests.console.test_full_loop import (  # noqa: F401 - browser: the shared fixture
-    CHROMIUM,
     PASS,
     SHOTS,
     STAFF_PASSWORD,
     Live,
-    _unavailable,
     browser,
+    live_node,
     run,
     sign_in,
 )
 from tests.support.cybertip_server import CyberTiplineServer
-from tests.support.live import LiveServer
 from tests.support.staff import active_staff
 from tidings.client.sdk import Client
 from tidings.client.store import KdfParams
 from tidings.clock import DAY_MS
 from tidings.safety.categories import QueueId
-from tidings.server.config import ServerConfig
 
 
 def _photo() -> bytes:
@@ -65,28 +61,15 @@ def clearinghouse() -> Iterator[CyberTiplineServer]:
 
 @pytest.fixture
 def live(tmp_path: Path, clearinghouse: CyberTiplineServer) -> Iterator[Live]:
-    if not CHROMIUM.exists():
-        _unavailable("/usr/bin/chromium is not installed (apt-get install chromium)")
-    config = replace(
-        ServerConfig(
-            data_dir=tmp_path / "server",
-            rate_registrations_per_hour=100_000,
-            rate_prekey_fetches_per_minute=100_000,
-            rate_sends_per_minute=100_000,
-        ),
-        referrals={
-            "url": clearinghouse.url,
-            "username": clearinghouse.username,
-            "password": clearinghouse.password,
-            "timeout_s": 10.0,
-            "reporter": {"email": "safety@tidings.example", "first_name": "Trust"},
-        },
-    )
-    server = LiveServer(config).start()
-    try:
-        yield Live(server.url, server.app, config.data_dir)
-    finally:
-        server.stop()
+    referrals = {
+        "url": clearinghouse.url,
+        "username": clearinghouse.username,
+        "password": clearinghouse.password,
+        "timeout_s": 10.0,
+        "reporter": {"email": "safety@tidings.example", "first_name": "Trust"},
+    }
+    with live_node(tmp_path / "server", referrals=referrals) as node:
+        yield node
 
 
 def shot(page: Any, name: str) -> None:
