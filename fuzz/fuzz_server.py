@@ -1,6 +1,7 @@
-"""Fuzz targets for the server's own decoders of client input: the WebSocket frame reader
+"""Fuzz targets for the server's own decoders: the WebSocket frame reader
 (`tidings.server.frames.read_client_frame`), which answers every malformed frame with a
-`BadFrame` and never raises."""
+`BadFrame` and never raises; and the reader of envelopes pushed between cluster nodes over
+Redis (`tidings.server.pushed_envelopes.decode_pushes`), which raises `DecodeError`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from fuzz_wire import TargetSpec
 
 from tidings.server.frames import AckFrame, BadFrame, SendFrame, read_client_frame
+from tidings.server.pushed_envelopes import decode_pushes, encode_pushes
+from tidings.storage.relay import StoredEnvelope
 
 
 def _frame(data: bytes) -> object:
@@ -36,3 +39,8 @@ def server_targets() -> Iterator[TargetSpec]:
         json.dumps({"type": "ack", "message_id": "A" * 22}),
     ]
     yield "server.ws_frame", _frame, [s.encode() for s in seeds]
+    pushed = [
+        StoredEnvelope(7, 2, 1001, bytes(16), b"envelope"),
+        StoredEnvelope(8, 1, 3, b"m" * 16, b""),
+    ]
+    yield "server.pushed_envelopes", decode_pushes, list(encode_pushes(bytes(16), pushed))

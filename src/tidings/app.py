@@ -128,11 +128,12 @@ def build_state(config: ServerConfig) -> ServerState:
         store = MessagingStore(db, durability=config.relay_durability)
     except ValueError as exc:
         raise ConfigError(f"relay_durability: {exc}") from None
-    if db.is_sqlite and type(hub) is LocalHub:
-        # One node owns the file: its writer sees every envelope, so connections here get
-        # them straight from the commit instead of reading their queue.
-        store.queue.on_committed = hub.deliver_committed
-        hub.pushes_complete = True
+    # The node's writer hands every commit to the hub: connections here get the envelopes
+    # straight from it, and (`RedisHub`) so do the other nodes' connections, instead of
+    # reading their queue. Only SQLite commits queue positions in order (`Mailbox`).
+    store.queue.on_committed = hub.deliver_committed
+    hub.pushes_complete = True
+    hub.ordered = db.is_sqlite
     cache = NodeCache(ttl_s=config.relay_cache_ttl_s)
     hub.on_invalidate(cache.invalidate)
     return ServerState(

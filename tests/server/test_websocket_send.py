@@ -276,11 +276,11 @@ def test_redis_invalidations_reach_the_listeners() -> None:
     assert seen == [42]
 
 
-def test_an_embedded_node_pushes_committed_envelopes_without_reading_the_queue(
+def test_a_node_pushes_committed_envelopes_without_reading_the_queue(
     client: TestClient, register: Register
 ) -> None:
-    """On SQLite the writer hands every committed envelope to the connected devices: after the
-    backlog read, delivery needs no queue read (on PostgreSQL every hint reads the queue)."""
+    """The writer hands every committed envelope to the connected devices (SQLite and
+    PostgreSQL alike): after the backlog read, delivery needs no queue read."""
     alice, bob = register("alice"), register("bob")
     state = client.app.state.tidings  # type: ignore[attr-defined]
     reads: list[int] = []
@@ -305,10 +305,7 @@ def test_an_embedded_node_pushes_committed_envelopes_without_reading_the_queue(
         assert {b64e(e.message_id) for e in got} == ids
         positions = [e.server_timestamp_ms for e in got]
         assert positions == sorted(positions)
-        if state.db.is_sqlite:
-            assert len(reads) == after_backlog  # bob's connection read nothing more
-        else:
-            assert len(reads) > after_backlog  # cluster mode reads on every hint
+        assert len(reads) == after_backlog  # bob's connection read nothing more
 
 
 def test_an_overflowing_mailbox_is_read_from_the_queue() -> None:

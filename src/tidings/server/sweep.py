@@ -79,17 +79,16 @@ class QueueSweep:
             if len(page) < SWEEP_PAGE:
                 break
             after = page[-1][0]
-        newest: dict[tuple[int, int], int] = {}
+        stored: dict[tuple[int, int], list[int]] = {}
         for position, account_id, device_id in found:
             if position not in self._seen:
-                key = (account_id, device_id)
-                newest[key] = max(position, newest.get(key, 0))
+                stored.setdefault((account_id, device_id), []).append(position)
         top = max(self._top, found[-1][0] if found else 0)
         # The next sweep reads again above this one's starting watermark: a position taken
         # before it but committed after this read is found then.
         self._floor, self._top = self._top, top
         self._seen = {position for position, _, _ in found if position > self._floor}
-        return self.hub.wake_stale(newest)
+        return self.hub.wake_stale(stored)
 
     async def _forever(self) -> None:
         while True:

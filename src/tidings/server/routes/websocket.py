@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -28,6 +29,7 @@ from tidings.server.frames import (
     read_client_frame,
     send_result_frame,
 )
+from tidings.server.hub import Mailbox
 from tidings.server.routes.messages import relay_send
 from tidings.server.state import ServerState, get_state
 from tidings.storage.enforcement import BAN, SUSPEND, active_enforcement
@@ -73,15 +75,18 @@ async def websocket(ws: WebSocket) -> None:
         return
     state.websockets_open[auth.account_id] = open_now + 1
     state.metrics.websockets.inc()
-    acks = asyncio.create_task(_read_frames(ws, auth, state))
     try:
-        await _deliver(ws, auth, state, acks)
-    except (WebSocketDisconnect, RuntimeError):
-        pass  # the device went away; its unacknowledged envelopes wait in the queue
+        async with state.hub.subscribe(auth.account_id, auth.device_id) as mailbox:
+            acks = asyncio.create_task(_read_frames(ws, auth, state, mailbox))
+            try:
+                await _deliver(ws, auth, state, acks, mailbox)
+            except (WebSocketDisconnect, RuntimeError):
+                pass  # the device went away; its unacknowledged envelopes wait in the queue
+            finally:
+                acks.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await acks
     finally:
-        acks.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await acks
         state.metrics.websockets.dec()
         left = state.websockets_open.pop(auth.account_id, 1) - 1
         if left > 0:
@@ -89,7 +94,11 @@ async def websocket(ws: WebSocket) -> None:
 
 
 async def _deliver(
-    ws: WebSocket, auth: AuthenticatedDevice, state: ServerState, acks: asyncio.Task[None]
+    ws: WebSocket,
+    auth: AuthenticatedDevice,
+    state: ServerState,
+    acks: asyncio.Task[None],
+    mailbox: Mailbox,
 ) -> None:
     """Send the backlog, then what the mailbox brings, until the client goes. Nothing here
     runs on a timer but the enforcement re-check below: lost hints are the node sweep's
@@ -104,7 +113,7 @@ async def _deliver(
     failed) is covered by a re-check every `ENFORCEMENT_RECHECK_S`, jittered so that a node's
     connections do not re-check together, which bounds how long a banned device can stay
     connected there (the node's cached credentials expire sooner, after ``ttl_s``)."""
-    last_seq = 0
+    page_after: int | None = None  # a read in pages: where the next page starts
     announced_empty = False
     recheck = False  # `authenticate` has just checked the enforcement
     timed_out = False  # the re-check timer, not a wake-up: nothing new in the queue
@@ -112,66 +121,68 @@ async def _deliver(
     seen = state.cache.account_generation(auth.account_id)
     loop = asyncio.get_running_loop()
     recheck_at = loop.time() + random.uniform(*ENFORCEMENT_RECHECK_S)  # noqa: S311 (jitter)
-    async with state.hub.subscribe(auth.account_id, auth.device_id) as mailbox:
-        while not acks.done():
-            mailbox.clear()
-            # A wake-up during the re-check below sets the mailbox: the next turn reads.
-            quiet, timed_out = timed_out, False
-            generation = state.cache.account_generation(auth.account_id)
-            if recheck or generation != seen:
-                recheck, seen = False, generation
-                recheck_at = loop.time() + random.uniform(*ENFORCEMENT_RECHECK_S)  # noqa: S311
-                found = await active_enforcement(state.db, auth.username, state.clock())
-                if found is not None and found.kind in (BAN, SUSPEND):
-                    code = "account_banned" if found.kind == BAN else "account_suspended"
-                    await ws.send_text(error_frame(code, "account " + code[8:]))
-                    await ws.close(code=4403, reason=code)
-                    return
-            if mailbox.overflowed:
-                mailbox.overflowed, read_queue = False, True
-                mailbox.pushed.clear()
-            if mailbox.stale:
-                mailbox.stale, read_queue = False, True
-            if read_queue or not (mailbox.complete or quiet):
-                batch = await state.store.pending(
-                    auth.account_id,
-                    auth.device_id,
-                    now_ms=state.clock(),
-                    after_seq=last_seq,
-                    limit=_PAGE,
-                )
-                for item in batch:
-                    await ws.send_text(envelope_frame(item.envelope))
-                    last_seq = item.seq
-                if len(batch) == _PAGE:
-                    continue
-                read_queue = False
-            # Pushed by the commits since the subscription (in queue order): what the read
-            # above already sent is skipped by its position.
-            pushed = mailbox.pushed
-            while pushed:
-                stored = pushed.popleft()
-                if stored.seq > last_seq:
-                    await ws.send_text(envelope_frame(stored.envelope))
-                    last_seq = stored.seq
-            mailbox.sent_through = last_seq  # the sweep wakes only for what is past it
-            if not announced_empty:
-                await ws.send_text('{"type": "queue_empty"}')
-                announced_empty = True
-            if mailbox.is_set():
-                continue
-            waiter = asyncio.create_task(mailbox.wait())
-            done, _ = await asyncio.wait(
-                {waiter, acks},
-                timeout=max(0.0, recheck_at - loop.time()),
-                return_when=asyncio.FIRST_COMPLETED,
+    while not acks.done():
+        mailbox.clear()
+        # A wake-up during the re-check below sets the mailbox: the next turn reads.
+        quiet, timed_out = timed_out, False
+        generation = state.cache.account_generation(auth.account_id)
+        if recheck or generation != seen:
+            recheck, seen = False, generation
+            recheck_at = loop.time() + random.uniform(*ENFORCEMENT_RECHECK_S)  # noqa: S311
+            found = await active_enforcement(state.db, auth.username, state.clock())
+            if found is not None and found.kind in (BAN, SUSPEND):
+                code = "account_banned" if found.kind == BAN else "account_suspended"
+                await ws.send_text(error_frame(code, "account " + code[8:]))
+                await ws.close(code=4403, reason=code)
+                return
+        if mailbox.overflowed:
+            mailbox.overflowed, read_queue = False, True
+            mailbox.pushed.clear()
+        if mailbox.stale:
+            mailbox.stale, read_queue = False, True
+        if read_queue or not (mailbox.complete or quiet):
+            batch = await state.store.pending(
+                auth.account_id,
+                auth.device_id,
+                now_ms=state.clock(),
+                after_seq=mailbox.read_after() if page_after is None else page_after,
+                limit=_PAGE,
             )
-            if waiter not in done:
-                waiter.cancel()
-                recheck = timed_out = True
+            for item in batch:
+                if mailbox.is_new(item.seq):
+                    await ws.send_text(envelope_frame(item.envelope))
+                    mailbox.sent(item.seq, item.message_id)
+            if len(batch) == _PAGE:
+                page_after = batch[-1].seq
+                continue
+            page_after, read_queue = None, False
+        # Pushed by the commits since the subscription: what the read above already sent is
+        # skipped (`Mailbox.is_new`).
+        pushed = mailbox.pushed
+        while pushed:
+            stored = pushed.popleft()
+            if mailbox.is_new(stored.seq):
+                await ws.send_text(envelope_frame(stored.envelope))
+                mailbox.sent(stored.seq, stored.message_id)
+        if not announced_empty:
+            await ws.send_text('{"type": "queue_empty"}')
+            announced_empty = True
+        if mailbox.is_set():
+            continue
+        waiter = asyncio.create_task(mailbox.wait())
+        done, _ = await asyncio.wait(
+            {waiter, acks},
+            timeout=max(0.0, recheck_at - loop.time()),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if waiter not in done:
+            waiter.cancel()
+            recheck = timed_out = True
 
 
-async def _read_frames(ws: WebSocket, auth: AuthenticatedDevice, state: ServerState) -> None:
+async def _read_frames(
+    ws: WebSocket, auth: AuthenticatedDevice, state: ServerState, mailbox: Mailbox
+) -> None:
     """Client frames: ``ack`` and ``send`` (docs/api.md, read by `tidings.server.frames`), all
     pipelined: a send runs in a task of its own; an ack is only queued for the writer's next
     batch (a future, no task). At most `MAX_REQUESTS_IN_FLIGHT` of both at once."""
@@ -182,12 +193,14 @@ async def _read_frames(ws: WebSocket, auth: AuthenticatedDevice, state: ServerSt
         pending.discard(done)
         room.set()
 
-    def acked(done: asyncio.Future[bool]) -> None:
+    def acked(message_id: bytes, done: asyncio.Future[bool]) -> None:
         finished(done)
         # Not deleted (StorageUnavailableError, or the socket's end cancelled it): sent again
         # on the next connection (at-least-once). Retrieved either way, so never logged.
-        if not done.cancelled() and done.exception() is None and done.result():
-            state.metrics.envelopes_delivered.inc()
+        if not done.cancelled() and done.exception() is None:
+            if done.result():
+                state.metrics.envelopes_delivered.inc()
+            mailbox.acknowledged(message_id)
 
     while True:
         message = await ws.receive()
@@ -205,7 +218,7 @@ async def _read_frames(ws: WebSocket, auth: AuthenticatedDevice, state: ServerSt
         if isinstance(frame, AckFrame):
             ack = state.store.acknowledge_soon(auth.account_id, auth.device_id, frame.message_id)
             pending.add(ack)
-            ack.add_done_callback(acked)
+            ack.add_done_callback(functools.partial(acked, frame.message_id))
         else:
             task = asyncio.create_task(
                 _send(ws, auth, state, frame.request_id, frame.destination, frame.messages)
