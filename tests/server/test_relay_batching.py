@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,6 +18,7 @@ from fastapi.testclient import TestClient
 from tests.server.conftest import count_rows
 from tests.server.test_storage import NOW, device
 from tests.support.devices import DeviceKit, outgoing
+from tests.support.services import PG_URL
 from tidings.errors import QueueFullError, StorageUnavailableError
 from tidings.server.config import ServerConfig
 from tidings.storage.database import Database, sqlite_url
@@ -233,3 +236,110 @@ async def test_raw_sqlite_and_core_statements_agree(tmp_path: Path) -> None:
     finally:
         raw.close()
         core.close()
+
+
+@pytest.fixture
+async def pg_db(pg_schema: str) -> AsyncIterator[Database]:
+    """A migrated PostgreSQL schema of its own (dropped afterwards)."""
+    db = Database(PG_URL, schema=f"{pg_schema}_{os.urandom(3).hex()}")
+    await db.migrate()
+    try:
+        yield db
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.exec_driver_sql(f'DROP SCHEMA "{db.schema}" CASCADE')
+        await db.close()
+
+
+async def test_postgres_writer_commits_with_its_own_durability(pg_db: Database) -> None:
+    """The PostgreSQL writer's own connection carries the durability (``synchronous_commit``
+    on, or off when relaxed) and the schema; the node's other connections keep the server's
+    setting, so relaxing the relay relaxes nothing else."""
+    for durability, expected in (("full", "on"), ("relaxed", "off")):
+        store = MessagingStore(pg_db, durability=durability)
+        try:
+            account = await store.create_account(f"bob-{durability}", device(), NOW)
+            await send(store, account, env())
+            writer = store.queue._pg_writer
+            assert writer is not None
+            setting = await writer.run(
+                lambda conn: conn.execute("SHOW synchronous_commit").fetchone()
+            )
+            assert setting == (expected,)
+            path = await writer.run(lambda conn: conn.execute("SHOW search_path").fetchone())
+            assert path == (pg_db.schema,)
+            async with pg_db.read() as conn:
+                other = (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar_one()
+            assert other == "on"
+        finally:
+            await store.close()
+
+
+async def test_postgres_writer_survives_a_lost_connection(pg_db: Database) -> None:
+    """The server ends the writer's session (a restart, a failover): the batch in the way
+    fails as `StorageUnavailableError` with nothing stored, and the next one reconnects."""
+    store = MessagingStore(pg_db)
+    try:
+        account = await store.create_account("bob", device(), NOW)
+        await send(store, account, env())
+        writer = store.queue._pg_writer
+        assert writer is not None
+        pid = await writer.run(lambda conn: conn.execute("SELECT pg_backend_pid()").fetchone())
+        async with pg_db.write() as conn:
+            await conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid[0]})")
+        lost = env()
+        with pytest.raises(StorageUnavailableError):
+            await send(store, account, lost)
+        kept = env()
+        await send(store, account, kept)
+        stored = await queued_ids(store, account, 1)
+        assert kept.message_id in stored and lost.message_id not in stored
+    finally:
+        await store.close()
+
+
+async def test_postgres_and_core_statements_agree(pg_db: Database) -> None:
+    """`PostgresStatements` (psycopg, arrays) do what the Core ones do on the same schema."""
+    from sqlalchemy import create_engine
+
+    from tidings.storage.engine import sync_url
+    from tidings.storage.relay import CoreStatements, PostgresStatements, _PostgresThread
+
+    store = MessagingStore(pg_db)
+    try:
+        account = await store.create_account("bob", device(), NOW)
+    finally:
+        await store.close()
+    thread = _PostgresThread(pg_db.url, pg_db.schema)
+    core = create_engine(
+        sync_url(pg_db.url), connect_args={"options": f"-csearch_path={pg_db.schema}"}
+    )
+    try:
+        results = []
+        for n in range(2):
+            rows = [
+                (account, 1, bytes([n]) + i.to_bytes(15, "big"), b"e%d" % i, NOW, NOW + 1)
+                for i in range(700)
+            ]
+            acks = [(account, 1, rows[0][2]), (account, 2, rows[1][2]), (account, 1, b"x" * 16)]
+
+            def batch(statements: Any) -> tuple[list[int], set[Any], list[Any]]:
+                seqs = statements.insert(rows, returning=True)
+                deleted = statements.delete_acked(acks)
+                return seqs, deleted, list(statements.count_queues([(account, 1), (account, 2)]))
+
+            if n == 0:
+                result = await thread.run(lambda conn: batch(PostgresStatements(conn)))
+            else:
+                with core.begin() as conn:
+                    result = batch(CoreStatements(conn))
+            results.append(result)
+        (pg_seqs, pg_deleted, pg_counts), (core_seqs, core_deleted, core_counts) = results
+        assert pg_seqs == sorted(pg_seqs) and len(set(pg_seqs)) == 700
+        assert core_seqs == sorted(core_seqs) and min(core_seqs) > max(pg_seqs)
+        assert pg_deleted == {(account, 1, bytes([0]) + bytes(15))}
+        assert core_deleted == {(account, 1, bytes([1]) + bytes(15))}
+        assert pg_counts == [(account, 1, 699)] and core_counts == [(account, 1, 1398)]
+    finally:
+        await thread.close()
+        core.dispose()

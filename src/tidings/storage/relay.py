@@ -14,12 +14,16 @@ Where the batch runs:
   statements themselves at the batch sizes a node sees, `bench/relay_hot_path.py`;
   ``BEGIN IMMEDIATE``), one thread hop per batch, while the `Database` write turn is held so
   the process's other writers never interleave with it;
-- PostgreSQL (and an in-memory SQLite): on the `Database`'s async engine, SQLAlchemy Core
-  through ``run_sync``, one transaction per batch.
+- PostgreSQL: on a dedicated thread owning its own psycopg connection (fixed statements over
+  arrays, `PostgresStatements`), one thread hop and five round trips per batch (``BEGIN``,
+  delete, count, insert, ``COMMIT``) — through the async engine and SQLAlchemy Core each
+  statement also paid a greenlet switch and Core's execute, and the batch a ``SET LOCAL``;
+- an in-memory SQLite: on the `Database`'s async engine, SQLAlchemy Core through
+  ``run_sync``.
 
 Durability (`DURABILITY_FULL`, the default): an acknowledged batch survives a process crash
 and a power loss — SQLite WAL with ``synchronous=FULL`` (the WAL is fsynced at every commit),
-PostgreSQL with ``synchronous_commit = on`` set for the batch transaction. `DURABILITY_RELAXED`
+PostgreSQL with ``synchronous_commit = on`` on the writer's connection. `DURABILITY_RELAXED`
 (``relay_durability = "relaxed"``) survives a process crash but may lose the last batches on a
 power loss (SQLite ``synchronous=NORMAL``; PostgreSQL ``synchronous_commit = off``).
 
@@ -42,6 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import psycopg
 from sqlalchemy import (
     Connection,
     bindparam,
@@ -264,6 +269,53 @@ class SqliteStatements:
         return [position[row[2]] for row in rows]
 
 
+# PostgreSQL writer statements (psycopg): one fixed statement each, whatever the batch size,
+# with the rows as arrays (`unnest`), so the server prepares each once per connection.
+_PG_DELETE = (
+    "DELETE FROM messages WHERE (account_id, device_id, message_id) IN "
+    "(SELECT * FROM unnest(%s::bigint[], %s::integer[], %s::bytea[])) "
+    "RETURNING account_id, device_id, message_id"
+)
+_PG_COUNT = (
+    "SELECT account_id, device_id, count(*) FROM messages WHERE (account_id, device_id) IN "
+    "(SELECT * FROM unnest(%s::bigint[], %s::integer[])) GROUP BY account_id, device_id"
+)
+_PG_INSERT = (
+    "INSERT INTO messages (account_id, device_id, message_id, envelope, created_at_ms, "
+    "expires_at_ms) SELECT * FROM unnest(%s::bigint[], %s::integer[], %s::bytea[], "
+    "%s::bytea[], %s::bigint[], %s::bigint[])"
+)
+_PG_INSERT_RETURNING = _PG_INSERT + " RETURNING id, message_id"
+
+
+class PostgresStatements:
+    """`_BatchStatements` on a psycopg connection (the PostgreSQL writer's thread)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def delete_acked(self, rows: list[AckRow]) -> set[AckRow]:
+        accounts, devices, ids = zip(*rows, strict=True)
+        found = self.conn.execute(_PG_DELETE, (list(accounts), list(devices), list(ids)))
+        return {(int(a), int(d), bytes(mid)) for a, d, mid in found}
+
+    def count_queues(self, queues: list[QueueKey]) -> Iterable[tuple[int, int, int]]:
+        accounts, devices = zip(*queues, strict=True)
+        counted = self.conn.execute(_PG_COUNT, (list(accounts), list(devices)))
+        return [(int(a), int(d), int(n)) for a, d, n in counted]
+
+    def insert(self, rows: list[Row], *, returning: bool) -> list[int]:
+        columns = tuple(list(column) for column in zip(*rows, strict=True))
+        if not returning:
+            self.conn.execute(_PG_INSERT, columns)
+            return []
+        # RETURNING's row order is not promised for INSERT ... SELECT: matched by message id.
+        position = {
+            bytes(mid): int(seq) for seq, mid in self.conn.execute(_PG_INSERT_RETURNING, columns)
+        }
+        return [position[row[2]] for row in rows]
+
+
 def _commit_batch(
     statements: _BatchStatements,
     sends: Sequence[_Send],
@@ -385,6 +437,50 @@ class _SqliteThread:
         self._pool.shutdown(wait=True)
 
 
+class _PostgresThread:
+    """A dedicated thread owning one psycopg connection, for the PostgreSQL writer: one thread
+    hop per batch and no SQLAlchemy on the hot path. The connection's own
+    ``synchronous_commit`` carries ``durability`` (set once, at connect: only this
+    connection's transactions are relaxed) and its ``search_path`` the `Database` schema. A
+    connection that broke (the server restarted) is replaced at the next batch."""
+
+    def __init__(self, url: str, schema: str, *, durability: str = DURABILITY_FULL) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="tidings-queue-writer"
+        )
+        self._conninfo = (
+            make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        )
+        options = "-c synchronous_commit=" + ("on" if durability == DURABILITY_FULL else "off")
+        if schema:
+            options += f" -c search_path={schema}"  # a plain identifier (`check_schema`)
+        self._options = options
+        self.conn: Any = None
+
+    async def run(self, fn: Callable[[Any], T]) -> T:
+        """``fn`` in one transaction on the thread (committed if it returns, else rolled
+        back)."""
+
+        def in_thread() -> T:
+            if self.conn is None or self.conn.closed or self.conn.broken:
+                self.conn = psycopg.connect(
+                    self._conninfo, autocommit=True, options=self._options, connect_timeout=10
+                )
+            with self.conn.transaction():
+                return fn(self.conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, in_thread)
+
+    async def close(self) -> None:
+        def close_connection() -> None:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, close_connection)
+        self._pool.shutdown(wait=True)
+
+
 class _CoreThread:
     """A dedicated thread owning one SQLAlchemy (sync driver) connection to the SQLite file,
     for the reads that take a Core `Connection` (`QueueWriter.read`): one hop per read."""
@@ -446,6 +542,7 @@ class QueueWriter:
             else ""
         )
         self._writer: _SqliteThread | None = None
+        self._pg_writer: _PostgresThread | None = None
         self._reader: _CoreThread | None = None
         # One node owns an SQLite file: queue sizes can live in memory. Elsewhere: counted.
         self._sizes: dict[QueueKey, int] | None = {} if db.is_sqlite else None
@@ -527,7 +624,8 @@ class QueueWriter:
         if self._task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._task
-        threads, self._writer, self._reader = (self._writer, self._reader), None, None
+        threads = (self._writer, self._reader, self._pg_writer)
+        self._writer = self._reader = self._pg_writer = None
         for thread in threads:
             if thread is not None:
                 await thread.close()
@@ -561,7 +659,7 @@ class QueueWriter:
         generation = self._sizes_generation
         try:
             result = await self._commit(sends, acks)
-        except (IntegrityError, sqlite3.IntegrityError):
+        except (IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError):
             # One bad item (say, a device removed meanwhile) must not sink the others: each
             # alone, in a transaction of its own.
             if len(sends) + len(acks) > 1:
@@ -618,11 +716,16 @@ class QueueWriter:
                         SqliteStatements(conn), sends, acks, sizes, hook, want
                     )
                 )
-        async with self.db.write() as conn:
-            if not self.db.is_sqlite:
-                setting = "on" if self.durability == DURABILITY_FULL else "off"
-                await conn.exec_driver_sql(f"SET LOCAL synchronous_commit = {setting}")
-            want = self.on_committed is not None
+        want = self.on_committed is not None
+        if not self.db.is_sqlite:
+            if self._pg_writer is None:
+                self._pg_writer = _PostgresThread(
+                    self.db.url, self.db.schema, durability=self.durability
+                )
+            return await self._pg_writer.run(
+                lambda conn: _commit_batch(PostgresStatements(conn), sends, acks, sizes, hook, want)
+            )
+        async with self.db.write() as conn:  # an in-memory SQLite: the Database's own
             return await conn.run_sync(
                 lambda sync: _commit_batch(CoreStatements(sync), sends, acks, sizes, hook, want)
             )
