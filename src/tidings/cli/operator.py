@@ -6,10 +6,10 @@ node's data directory or database directly, not through a client profile."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -20,6 +20,8 @@ from tidings.storage.files import AUDIT_ANCHOR_FILE, EVIDENCE_KEYS_FILE
 if TYPE_CHECKING:
     from tidings.safety.detection import DetectionService
     from tidings.safety.service import SafetyService
+
+T = TypeVar("T")
 
 audit_cli = typer.Typer(help="Check the tamper-evident audit log.", no_args_is_help=True)
 admin_cli = typer.Typer(help="Operate the trust & safety side.", no_args_is_help=True)
@@ -43,56 +45,61 @@ def server_config(
 
 
 @contextmanager
+def _node_service(
+    as_json: bool,
+    data_dir: Path | None,
+    database_url: str | None,
+    config: Path | None,
+    action: str,
+    open_node: Callable[[Any], tuple[SafetyService, T]],
+) -> Iterator[T]:
+    """The frame every operator command shares: ``open_node`` on the node's configuration
+    gives the safety service (closed when the block ends) and the service the block uses; a
+    typed error raised opening it or inside the block, and a database or file error, become
+    the one-line CLI error ("cannot <action> (<kind>)"), exit 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        safety, service = open_node(server_config(config, data_dir, database_url))
+        try:
+            yield service
+        finally:
+            safety.close()
+    except TidingsError as exc:
+        fail(exc, as_json)
+    except (SQLAlchemyError, OSError) as exc:
+        fail(UsageError(f"cannot {action} ({type(exc).__name__})"), as_json)
+
+
 def node_safety(
     as_json: bool,
     data_dir: Path | None,
     database_url: str | None,
     config: Path | None,
     action: str = "open the node's database",
-) -> Iterator[SafetyService]:
+) -> AbstractContextManager[SafetyService]:
     """The node's safety service (migrated, `tidings.app.open_safety`), closed when the block
-    ends. The frame every operator command shares: a typed error raised opening it or inside
-    the block, and a database or file error, become the one-line CLI error ("cannot
-    <action> (<kind>)"), exit 1."""
-    from sqlalchemy.exc import SQLAlchemyError
-
+    ends; errors as `_node_service` says."""
     from tidings.app import open_safety
 
-    try:
-        safety = open_safety(server_config(config, data_dir, database_url))
-        try:
-            yield safety
-        finally:
-            safety.close()
-    except TidingsError as exc:
-        fail(exc, as_json)
-    except (SQLAlchemyError, OSError) as exc:
-        fail(UsageError(f"cannot {action} ({type(exc).__name__})"), as_json)
+    def open_node(cfg: Any) -> tuple[SafetyService, SafetyService]:
+        safety = open_safety(cfg)
+        return safety, safety
+
+    return _node_service(as_json, data_dir, database_url, config, action, open_node)
 
 
-@contextmanager
 def node_detection(
     as_json: bool,
     data_dir: Path | None,
     database_url: str | None,
     config: Path | None,
     action: str = "open the node's database",
-) -> Iterator[DetectionService]:
+) -> AbstractContextManager[DetectionService]:
     """As `node_safety`, for the node's detection service (`tidings.app.open_detection`)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from tidings.app import open_detection
 
-    try:
-        safety, detection = open_detection(server_config(config, data_dir, database_url))
-        try:
-            yield detection
-        finally:
-            safety.close()
-    except TidingsError as exc:
-        fail(exc, as_json)
-    except (SQLAlchemyError, OSError) as exc:
-        fail(UsageError(f"cannot {action} ({type(exc).__name__})"), as_json)
+    return _node_service(as_json, data_dir, database_url, config, action, open_detection)
 
 
 @audit_cli.command("verify")
