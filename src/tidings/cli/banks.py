@@ -10,13 +10,12 @@ Progress of a large import goes to stderr.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tidings.cli._common import JsonOpt, UsageError, emit, fail
+from tidings.cli._common import JsonOpt, UsageError, emit, fail, iso_utc
 from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, node_safety
 
 if TYPE_CHECKING:
@@ -35,9 +34,7 @@ SourceOpt = Annotated[str, typer.Option("--source", help="The supplying organisa
 
 
 def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+    return None if ms is None else iso_utc(ms)
 
 
 def _read(path: Path) -> bytes:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from tidings.cli._common import JsonOpt, UsageError, emit, fail
+from tidings.cli._common import JsonOpt, UsageError, emit, fail, iso_utc
 from tidings.errors import TidingsError
 from tidings.storage.files import AUDIT_ANCHOR_FILE, EVIDENCE_KEYS_FILE
 
@@ -196,8 +196,6 @@ def admin_create_staff(
     their password and enrol their authenticator themselves (no secret is ever printed). The
     roles and the clearance stay pending until an admin approves them in the console (audited
     as the command-line operator)."""
-    from datetime import UTC, datetime
-
     with node_safety(as_json, data_dir, database_url, config, "create the account") as safety:
         cfg = server_config(config, data_dir, database_url)
         issued = safety.create_staff(
@@ -209,7 +207,7 @@ def admin_create_staff(
         )
     account = issued.account
     url = issued.url(console_url or f"http://{cfg.host}:{cfg.port}/console")
-    expires = datetime.fromtimestamp(issued.expires_ms / 1000, UTC).isoformat(timespec="seconds")
+    expires = iso_utc(issued.expires_ms)
     pending = [g.label for g in issued.pending_grants]
     data = {
         "id": account.staff_id,
