@@ -10,21 +10,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import sqlite3
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.clients import PASS, register, run
 from tests.support.kt import wait_published
 from tests.support.live import LiveServer
 from tidings.client.sdk import Client
-from tidings.client.store import KdfParams
 from tidings.client.transport import Transport
 from tidings.client.tui import key_transparency_lines, kt_event_lines
 from tidings.crypto import primitives as p
@@ -37,13 +36,7 @@ from tidings.storage.files import KT_SIGNING_KEY_FILE
 from tidings.wire import codec
 from tidings.wire.base64url import b64d, b64e
 
-T = TypeVar("T")
-PASS = "test passphrase"
 GHOST = 77
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +48,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer,
     server = LiveServer(config).start()
     yield server, data_dir
     server.stop()
-
-
-async def register(tmp_path: Path, profile: str, name: str, url: str) -> Client:
-    return await Client.register(
-        tmp_path / profile, PASS, name, url, kdf=KdfParams.fast_for_tests(), prekey_count=10
-    )
 
 
 def insert_ghost(data_dir: Path, username: str) -> int:

@@ -27,19 +27,13 @@ import pytest
 from typer.testing import CliRunner
 
 import tidings
+from tests.support.clients import PASS, register
 from tests.support.live import free_port
 from tidings.cli import cli
 from tidings.client.sdk import Client, ReceiveEvent
-from tidings.client.store import DB_FILE, KdfParams
+from tidings.client.store import DB_FILE
 
-PASS = "exactly once passphrase"
 RUNNER = CliRunner()
-
-
-async def register(tmp_path: Path, profile: str, name: str, url: str) -> Client:
-    return await Client.register(
-        tmp_path / profile, PASS, name, url, kdf=KdfParams.fast_for_tests(), prekey_count=30
-    )
 
 
 def bodies(events: list[ReceiveEvent]) -> list[str]:

@@ -3,18 +3,16 @@ with rotation, and reports of group messages, against the real server (see conft
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from tests.support.kt import vouch
+from tests.support.clients import PASS, link, register, run
 from tidings.client.errors import NotAGroupMemberError, NotReportableError, UnknownGroupError
 from tidings.client.sdk import Client, ReceiveEvent
 from tidings.client.sdk.constants import K_GROUP
-from tidings.client.store import KdfParams
 from tidings.client.transport import b64d
 from tidings.crypto.franking import (
     ReportItem,
@@ -25,29 +23,6 @@ from tidings.crypto.franking import (
 from tidings.errors import StaleDevicesError, UnknownSenderKeyError
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
-
-T = TypeVar("T")
-PASS = "group passphrase"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-async def register(tmp_path: Path, profile: str, name: str, url: str) -> Client:
-    return await Client.register(
-        tmp_path / profile, PASS, name, url, kdf=KdfParams.fast_for_tests(), prekey_count=30
-    )
-
-
-async def link(tmp_path: Path, profile: str, existing: Client, url: str) -> Client:
-    code, _ = await existing.create_link_code()
-    linked = await Client.link(
-        tmp_path / profile, PASS, existing.account.username, code, url,
-        kdf=KdfParams.fast_for_tests(), prekey_count=30,
-    )
-    await vouch(existing, linked)  # key transparency: published before anyone sends to it
-    return linked
 
 
 def texts(events: list[ReceiveEvent], kind: str = "message") -> list[str]:

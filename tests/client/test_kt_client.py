@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
+from tests.support.clients import link_with_code, register, run
 from tests.support.kt import vouch, wait_published
 from tidings.client.sdk import Client
 from tidings.client.sdk.constants import K_KT, K_KT_CONTACT
-from tidings.client.store import KdfParams
 from tidings.client.tui import kt_event_lines
 from tidings.crypto import primitives as p
 from tidings.crypto.kt_proofs import EpochHead
@@ -27,26 +27,6 @@ from tidings.errors import (
     KtProofError,
 )
 from tidings.wire.base64url import b64e
-
-T = TypeVar("T")
-PASS = "test passphrase"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-async def register(tmp_path: Path, profile: str, name: str, url: str) -> Client:
-    return await Client.register(
-        tmp_path / profile, PASS, name, url, kdf=KdfParams.fast_for_tests(), prekey_count=10
-    )
-
-
-async def link(tmp_path: Path, profile: str, existing: Client, url: str, code: str) -> Client:
-    return await Client.link(
-        tmp_path / profile, PASS, existing.account.username, code, url,
-        kdf=KdfParams.fast_for_tests(), prekey_count=10,
-    )
 
 
 def forged_head(server_app: tuple[str, Any], epoch: int, previous: bytes) -> EpochHead:
@@ -82,7 +62,7 @@ def test_link_binding_vouched_for_and_a_forged_link_alerted(
         # The only device of its account: a link it cannot check is an alert at once.
         code, _ = await alice.create_link_code()
         forged = code.partition(".")[0] + "." + b64e(secrets.token_bytes(16))
-        ghost = await link(tmp_path, "g", alice, server_url, forged)
+        ghost = await link_with_code(tmp_path, "g", alice, server_url, forged)
         status = await alice.kt_sync()
         assert status["device_list_version"] == 1  # not signed
         [alert] = status["alerts"]
@@ -95,7 +75,7 @@ def test_link_binding_vouched_for_and_a_forged_link_alerted(
         code, _ = await alice.create_link_code()
         _, dot, secret = code.partition(".")
         assert dot == "." and len(secret) == 22  # 16 bytes, base64url
-        alice2 = await link(tmp_path, "a2", alice, server_url, code)
+        alice2 = await link_with_code(tmp_path, "a2", alice, server_url, code)
         devices = {d["device_id"]: d for d in await alice.devices()}
         assert devices[alice2.account.device_id]["link_binding"]
         await vouch(alice, alice2)
@@ -109,7 +89,7 @@ def test_link_binding_vouched_for_and_a_forged_link_alerted(
         # waits for the grace period of directory time; neither device signs it in.
         code, _ = await alice.create_link_code()
         forged = code.partition(".")[0] + "." + b64e(secrets.token_bytes(16))
-        ghost2 = await link(tmp_path, "g2", alice, server_url, forged)
+        ghost2 = await link_with_code(tmp_path, "g2", alice, server_url, forged)
         assert len((await alice.kt_sync())["alerts"]) == 1
         assert (await alice2.kt_sync())["alerts"] == []
         monkeypatch.setattr("tidings.client.sdk.kt.KT_VOUCH_GRACE_MS", 0)
@@ -122,7 +102,7 @@ def test_link_binding_vouched_for_and_a_forged_link_alerted(
         monkeypatch.undo()
         # A server code alone (no binding at all) is an alert at once.
         code, _ = await alice.create_link_code()
-        bare = await link(tmp_path, "a4", alice, server_url, code.partition(".")[0])
+        bare = await link_with_code(tmp_path, "a4", alice, server_url, code.partition(".")[0])
         alerts = (await alice2.kt_sync())["alerts"]
         assert [a["device_id"] for a in alerts] == [
             ghost2.account.device_id, bare.account.device_id]
@@ -138,7 +118,7 @@ def test_removing_a_device_publishes_the_next_list(
     async def main() -> None:
         alice = await register(tmp_path, "a1", names("alice"), server_url)
         code, _ = await alice.create_link_code()
-        alice2 = await link(tmp_path, "a2", alice, server_url, code)
+        alice2 = await link_with_code(tmp_path, "a2", alice, server_url, code)
         await vouch(alice, alice2)
         await alice.remove_device(alice2.account.device_id)
         assert alice.kt_status()["device_list_version"] == 3
@@ -204,7 +184,7 @@ def test_contact_list_checked_before_pqxdh_and_changes_recorded(
         record = bob._store.get_json(K_KT_CONTACT, me)
         assert record is not None and record["list"]  # the list bob saw for alice
         code, _ = await alice.create_link_code()
-        alice2 = await link(tmp_path, "a2", alice, server_url, code)
+        alice2 = await link_with_code(tmp_path, "a2", alice, server_url, code)
         await vouch(alice, alice2)
         sent = await bob.send_text(me, "to both")
         assert sent.devices == 2
@@ -268,7 +248,7 @@ def test_safety_number_covers_the_vouched_device_lists(
         before = (await alice.safety_numbers(them)).devices[0].safety_number
         assert (await bob.safety_numbers(me)).devices[0].safety_number == before
         code, _ = await bob.create_link_code()
-        bob2 = await link(tmp_path, "b2", bob, server_url, code)
+        bob2 = await link_with_code(tmp_path, "b2", bob, server_url, code)
         await vouch(bob, bob2)
         after = await alice.safety_numbers(them)
         # One number for the conversation, over bob's two vouched devices: it changed.
@@ -324,7 +304,7 @@ def test_the_tui_banner_shows_the_alert(
     async def main() -> None:
         alice = await register(tmp_path, "a", names("alice"), server_url)
         code, _ = await alice.create_link_code()
-        bare = await link(tmp_path, "x", alice, server_url, code.partition(".")[0])
+        bare = await link_with_code(tmp_path, "x", alice, server_url, code.partition(".")[0])
         app = ChatApp(alice, listen=False)
         async with app.run_test(size=(120, 40)):
             # Mounting checks the account in the key directory: the device nobody vouched for.
@@ -348,7 +328,7 @@ def test_an_account_from_before_key_transparency_starts_its_list(
         alice = await register(tmp_path, "a1", names("alice"), server_url)
         monkeypatch.undo()
         code, _ = await alice.create_link_code()
-        alice2 = await link(tmp_path, "a2", alice, server_url, code)
+        alice2 = await link_with_code(tmp_path, "a2", alice, server_url, code)
         assert (await alice2.kt_sync())["device_list_version"] == 0  # waits for device 1
         # Its lowest-numbered device signs version 1 of the devices registered now.
         status = await alice.kt_sync()
@@ -410,7 +390,7 @@ def test_a_session_from_an_unvouched_device_is_a_trust_event(
         await alice.send_text(them, "from the real alice")
         # A device in alice's account nobody vouched for writes to bob as alice.
         code, _ = await alice.create_link_code()
-        ghost = await link(tmp_path, "g", alice, server_url, code.partition(".")[0])
+        ghost = await link_with_code(tmp_path, "g", alice, server_url, code.partition(".")[0])
         await ghost.send_text(them, "it is me, alice")
         got = [(e.sender_device, e.message.body) for e in await bob.poll()
                if e.kind == "message" and e.message is not None]

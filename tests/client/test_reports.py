@@ -4,33 +4,18 @@ through the server's trust & safety routes when they are present."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
+from tests.support.clients import register, run
 from tidings.client.errors import InvalidArgumentError, NotReportableError, ServerError
-from tidings.client.sdk import K_MESSAGE, Client
-from tidings.client.store import KdfParams
+from tidings.client.sdk import K_MESSAGE
 from tidings.client.transport import b64d
 from tidings.crypto.franking import ReportItem, direct_conversation_id, verify_report
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
-
-T = TypeVar("T")
-PASS = "report passphrase"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-async def register(tmp_path: Path, profile: str, name: str, url: str) -> Client:
-    return await Client.register(
-        tmp_path / profile, PASS, name, url, kdf=KdfParams.fast_for_tests(), prekey_count=30
-    )
 
 
 def bodies(items: list[ReportItem]) -> list[str]:

@@ -10,18 +10,9 @@ from typing import Any
 
 from textual.widgets import Input, ListView
 
+from tests.support.clients import register
 from tests.support.staff import active_staff
-from tidings.client.sdk import Client
-from tidings.client.store import KdfParams
 from tidings.client.tui import ChatApp
-
-PASS = "tui passphrase"
-
-
-async def register(tmp_path: Path, profile: str, name: str, url: str) -> Client:
-    return await Client.register(
-        tmp_path / profile, PASS, name, url, kdf=KdfParams.fast_for_tests(), prekey_count=30
-    )
 
 
 async def wait_for(pilot: object, condition: Callable[[], bool], timeout: float = 15.0) -> None:

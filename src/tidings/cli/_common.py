@@ -18,6 +18,7 @@ import sys
 import typing
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Concatenate, ParamSpec, TypeVar
 
@@ -63,6 +64,17 @@ def fail(exc: TidingsError, as_json: bool) -> None:
 def emit(as_json: bool, data: dict[str, Any], text: str) -> None:
     """Print one result: ``data`` as JSON with --json, else the human-readable ``text``."""
     typer.echo(json.dumps(data) if as_json else text)
+
+
+def iso_utc(ms: int) -> str:
+    """``ms`` (Unix time in milliseconds) as ISO 8601 in UTC to the second
+    (``2026-01-31T12:00:00+00:00``): how the operator commands print a time."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def iso_utc_or_dash(ms: int | None) -> str:
+    """`iso_utc`, or "-" for no time (an empty cell of a listing)."""
+    return "-" if ms is None else iso_utc(ms)
 
 
 def profile_dir(ctx: typer.Context) -> Path:

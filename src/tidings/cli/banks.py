@@ -10,16 +10,13 @@ Progress of a large import goes to stderr.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tidings.cli._common import JsonOpt, UsageError, emit, fail
+from tidings.cli._common import JsonOpt, UsageError, emit, fail, iso_utc
 from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, node_safety
-from tidings.errors import TidingsError
 
 if TYPE_CHECKING:
     from tidings.safety.bank_model import BankEntry
@@ -37,9 +34,7 @@ SourceOpt = Annotated[str, typer.Option("--source", help="The supplying organisa
 
 
 def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+    return None if ms is None else iso_utc(ms)
 
 
 def _read(path: Path) -> bytes:
@@ -88,13 +83,6 @@ def _entry_line(entry: BankEntry) -> str:
     return f"{entry.signal_type.value:<7} {entry.value} {state:<7} {sources}"
 
 
-def _guarded(as_json: bool, body: Callable[[], None]) -> None:
-    try:
-        body()
-    except TidingsError as exc:
-        fail(exc, as_json)
-
-
 @bank_cli.command("create")
 def bank_create(
     name: NameArg,
@@ -109,15 +97,11 @@ def bank_create(
 ) -> None:
     """Create an empty hash bank."""
     with node_safety(as_json, data_dir, database_url, config) as safety:
-
-        def body() -> None:
-            bank = safety.banks.create_bank(
-                safety.operator(), name=name, category=category, description=description
-            )
-            data = {"name": bank.name, "category": bank.category.value, "id": bank.bank_id}
-            emit(as_json, data, f"created bank {bank.name} ({bank.category.value})")
-
-        _guarded(as_json, body)
+        bank = safety.banks.create_bank(
+            safety.operator(), name=name, category=category, description=description
+        )
+        data = {"name": bank.name, "category": bank.category.value, "id": bank.bank_id}
+        emit(as_json, data, f"created bank {bank.name} ({bank.category.value})")
 
 
 @bank_cli.command("import")
@@ -137,39 +121,35 @@ def bank_import(
     """Import hashes supplied by one organisation (incremental: rows it already supplied
     change nothing). A hash reaches devices once sources in two jurisdictions supplied it."""
     with node_safety(as_json, data_dir, database_url, config) as safety:
-
-        def body() -> None:
-            result = safety.banks.import_file(
-                safety.operator(),
-                name,
-                _read(file),
-                organisation=source,
-                jurisdiction=jurisdiction,
-                file_format=file_format,
-                progress=_progress,
-            )
-            o = result.outcome
-            for note in result.notes:
-                typer.echo(f"note: {note}", err=True)
-            data = {
-                "bank": name,
-                "rows": o.rows,
-                "entries_added": o.entries_added,
-                "sources_added": o.sources_added,
-                "unchanged": o.unchanged,
-                "list_version": o.list_version,
-                "notes": result.notes,
-            }
-            emit(
-                as_json,
-                data,
-                f"imported {_n(o.rows, 'row', 'rows')} into {name}: "
-                f"{_n(o.entries_added, 'new entry', 'new entries')}, "
-                f"{_n(o.sources_added, 'new source', 'new sources')}, {o.unchanged} unchanged; "
-                f"list version {o.list_version}",
-            )
-
-        _guarded(as_json, body)
+        result = safety.banks.import_file(
+            safety.operator(),
+            name,
+            _read(file),
+            organisation=source,
+            jurisdiction=jurisdiction,
+            file_format=file_format,
+            progress=_progress,
+        )
+        o = result.outcome
+        for note in result.notes:
+            typer.echo(f"note: {note}", err=True)
+        data = {
+            "bank": name,
+            "rows": o.rows,
+            "entries_added": o.entries_added,
+            "sources_added": o.sources_added,
+            "unchanged": o.unchanged,
+            "list_version": o.list_version,
+            "notes": result.notes,
+        }
+        emit(
+            as_json,
+            data,
+            f"imported {_n(o.rows, 'row', 'rows')} into {name}: "
+            f"{_n(o.entries_added, 'new entry', 'new entries')}, "
+            f"{_n(o.sources_added, 'new source', 'new sources')}, {o.unchanged} unchanged; "
+            f"list version {o.list_version}",
+        )
 
 
 @bank_cli.command("remove")
@@ -194,42 +174,38 @@ def bank_remove(
     if (file is None) == (not value):
         fail(UsageError("give either FILE or --value"), as_json)
     with node_safety(as_json, data_dir, database_url, config) as safety:
-
-        def body() -> None:
-            if file is not None:
-                result = safety.banks.remove_file(
-                    safety.operator(),
-                    name,
-                    _read(file),
-                    organisation=source,
-                    file_format=file_format,
-                )
-            else:
-                result = safety.banks.remove_values(
-                    safety.operator(),
-                    name,
-                    value or [],
-                    organisation=source,
-                    signal_type=signal_type,
-                )
-            o = result.outcome
-            data = {
-                "bank": name,
-                "rows": o.rows,
-                "sources_removed": o.sources_removed,
-                "entries_removed": o.entries_removed,
-                "not_found": o.not_found,
-                "list_version": o.list_version,
-            }
-            emit(
-                as_json,
-                data,
-                f"withdrew {_n(o.sources_removed, 'source', 'sources')} from {name}: "
-                f"{_n(o.entries_removed, 'entry', 'entries')} removed, "
-                f"{o.not_found} not supplied by {source}; list version {o.list_version}",
+        if file is not None:
+            result = safety.banks.remove_file(
+                safety.operator(),
+                name,
+                _read(file),
+                organisation=source,
+                file_format=file_format,
             )
-
-        _guarded(as_json, body)
+        else:
+            result = safety.banks.remove_values(
+                safety.operator(),
+                name,
+                value or [],
+                organisation=source,
+                signal_type=signal_type,
+            )
+        o = result.outcome
+        data = {
+            "bank": name,
+            "rows": o.rows,
+            "sources_removed": o.sources_removed,
+            "entries_removed": o.entries_removed,
+            "not_found": o.not_found,
+            "list_version": o.list_version,
+        }
+        emit(
+            as_json,
+            data,
+            f"withdrew {_n(o.sources_removed, 'source', 'sources')} from {name}: "
+            f"{_n(o.entries_removed, 'entry', 'entries')} removed, "
+            f"{o.not_found} not supplied by {source}; list version {o.list_version}",
+        )
 
 
 @bank_cli.command("list")
@@ -241,32 +217,28 @@ def bank_list(
 ) -> None:
     """Every bank with its active, device-eligible and removed entry counts."""
     with node_safety(as_json, data_dir, database_url, config) as safety:
-
-        def body() -> None:
-            summaries = safety.banks.list_banks(safety.operator())
-            version = safety.banks.list_version()
-            banks = [
-                {
-                    "name": s.bank.name,
-                    "category": s.bank.category.value,
-                    "description": s.bank.description,
-                    "created_at": _iso(s.bank.created_ms),
-                    "active": s.counts.active,
-                    "device_eligible": s.counts.device_eligible,
-                    "removed": s.counts.removed,
-                }
-                for s in summaries
-            ]
-            lines = [f"{'BANK':<24} {'CATEGORY':<28} {'ACTIVE':>9} {'DEVICE':>9} {'REMOVED':>9}"]
-            lines += [
-                f"{b['name']:<24} {b['category']:<28} {b['active']:>9} "
-                f"{b['device_eligible']:>9} {b['removed']:>9}"
-                for b in banks
-            ]
-            lines.append(f"list version {version}")
-            emit(as_json, {"banks": banks, "list_version": version}, "\n".join(lines))
-
-        _guarded(as_json, body)
+        summaries = safety.banks.list_banks(safety.operator())
+        version = safety.banks.list_version()
+        banks = [
+            {
+                "name": s.bank.name,
+                "category": s.bank.category.value,
+                "description": s.bank.description,
+                "created_at": _iso(s.bank.created_ms),
+                "active": s.counts.active,
+                "device_eligible": s.counts.device_eligible,
+                "removed": s.counts.removed,
+            }
+            for s in summaries
+        ]
+        lines = [f"{'BANK':<24} {'CATEGORY':<28} {'ACTIVE':>9} {'DEVICE':>9} {'REMOVED':>9}"]
+        lines += [
+            f"{b['name']:<24} {b['category']:<28} {b['active']:>9} "
+            f"{b['device_eligible']:>9} {b['removed']:>9}"
+            for b in banks
+        ]
+        lines.append(f"list version {version}")
+        emit(as_json, {"banks": banks, "list_version": version}, "\n".join(lines))
 
 
 @bank_cli.command("export")
@@ -286,29 +258,25 @@ def bank_export(
     if as_json and output is None:
         fail(UsageError("--json needs --output (the export itself goes to stdout)"), as_json)
     with node_safety(as_json, data_dir, database_url, config) as safety:
-
-        def body() -> None:
-            lines = safety.banks.export(safety.operator(), name, file_format)
-            count = 0
+        lines = safety.banks.export(safety.operator(), name, file_format)
+        count = 0
+        try:
+            out = output.open("w", encoding="utf-8") if output else sys.stdout
             try:
-                out = output.open("w", encoding="utf-8") if output else sys.stdout
-                try:
-                    for line in lines:
-                        out.write(line + "\n")
-                        count += 1
-                finally:
-                    if output:
-                        out.close()
-            except OSError as exc:
-                raise UsageError(f"cannot write {output} ({type(exc).__name__})") from None
-            if output is not None:
-                rows = count - 1 if file_format == "csv" else count  # less the header
-                data = {"bank": name, "format": file_format, "entries": rows}
-                data["output"] = str(output)
-                text = f"exported {_n(rows, 'entry', 'entries')} of {name} to {output}"
-                emit(as_json, data, text)
-
-        _guarded(as_json, body)
+                for line in lines:
+                    out.write(line + "\n")
+                    count += 1
+            finally:
+                if output:
+                    out.close()
+        except OSError as exc:
+            raise UsageError(f"cannot write {output} ({type(exc).__name__})") from None
+        if output is not None:
+            rows = count - 1 if file_format == "csv" else count  # less the header
+            data = {"bank": name, "format": file_format, "entries": rows}
+            data["output"] = str(output)
+            text = f"exported {_n(rows, 'entry', 'entries')} of {name} to {output}"
+            emit(as_json, data, text)
 
 
 @bank_cli.command("entries")
@@ -333,18 +301,14 @@ def bank_entries(
     from tidings.safety.bank_model import EntryFilter, SignalType
 
     with node_safety(as_json, data_dir, database_url, config) as safety:
-
-        def body() -> None:
-            try:
-                kind = SignalType(signal_type) if signal_type else None
-            except ValueError:
-                raise UsageError("the signal type is pdq, md5 or sha256") from None
-            where = EntryFilter(kind, eligible, removed)
-            page = safety.banks.entries(safety.operator(), name, where, limit=limit, offset=offset)
-            entries = [_entry_json(e) for e in page.entries]
-            lines = [_entry_line(e) for e in page.entries]
-            lines.append(f"{page.offset + len(entries)} of {page.total}")
-            data = {"bank": name, "total": page.total, "offset": offset, "entries": entries}
-            emit(as_json, data, "\n".join(lines))
-
-        _guarded(as_json, body)
+        try:
+            kind = SignalType(signal_type) if signal_type else None
+        except ValueError:
+            raise UsageError("the signal type is pdq, md5 or sha256") from None
+        where = EntryFilter(kind, eligible, removed)
+        page = safety.banks.entries(safety.operator(), name, where, limit=limit, offset=offset)
+        entries = [_entry_json(e) for e in page.entries]
+        lines = [_entry_line(e) for e in page.entries]
+        lines.append(f"{page.offset + len(entries)} of {page.total}")
+        data = {"bank": name, "total": page.total, "offset": offset, "entries": entries}
+        emit(as_json, data, "\n".join(lines))

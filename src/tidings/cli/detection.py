@@ -7,12 +7,11 @@ directory, no account): registered on the ``audit`` group by `tidings.cli`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
-from tidings.cli._common import JsonOpt, emit, fail
+from tidings.cli._common import JsonOpt, emit, fail, iso_utc
 from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, node_detection
 from tidings.errors import TidingsError
 
@@ -20,10 +19,6 @@ detection_cli = typer.Typer(
     help="Publish the blinded list devices match against; show its state.",
     no_args_is_help=True,
 )
-
-
-def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
 @detection_cli.command("build-list")
@@ -48,7 +43,7 @@ def detection_build_list(
         "keys": record.key_count,
         "bytes": record.size,
         "bank_list_version": record.bank_list_version,
-        "created_at": _when(record.created_ms),
+        "created_at": iso_utc(record.created_ms),
     }
     emit(
         as_json,
@@ -84,7 +79,7 @@ def detection_status(
         if not current["stored"]:
             notes.append("its bytes are missing from the store: rebuild it")
         text = (
-            f"detection list version {current['version']} ({_when(current['created_ms'])}): "
+            f"detection list version {current['version']} ({iso_utc(current['created_ms'])}): "
             f"{current['entries']} hashes, {current['bytes']} bytes, threshold "
             f"{current['threshold']}\n  digest {current['digest']}\n"
             f"  pending vouchers {data['pending_vouchers']}"
@@ -141,7 +136,7 @@ def audit_detection_list(
         "version": published.version,
         "digest": published.digest.hex(),
         "threshold": published.threshold,
-        "created_at": _when(published.created_ms),
+        "created_at": iso_utc(published.created_ms),
         "bytes": published.size,
         "signing_public_key": published.to_json()["signing_public_key"],
         "key_pinned": expect_key is not None,

@@ -8,13 +8,12 @@ takes it (`SafetyService.lawful`): not here."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from tidings.cli._common import JsonOpt, UsageError, emit, fail
+from tidings.cli._common import JsonOpt, UsageError, emit, fail, iso_utc, iso_utc_or_dash
 from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, node_safety, server_config
 from tidings.errors import TidingsError
 
@@ -22,12 +21,6 @@ lawful_cli = typer.Typer(
     help="Lawful requests: list them, show one (read-only, audited).",
     no_args_is_help=True,
 )
-
-
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
 def _read(action: str, request_id: str | None, data_dir: Path | None, database_url: str | None,
@@ -52,7 +45,7 @@ def lawful_list(
     header = f"{'REQUEST':<22} {'TYPE':<15} {'CC':<3} {'ACCOUNT':<16} {'STATE':<10} DUE"
     lines = [header] + [
         f"{r['request_id']:<22} {r['kind']:<15} {r['country']:<3} {r['account']:<16} "
-        f"{r['state']:<10} {_when(r['due_ms'])}"
+        f"{r['state']:<10} {iso_utc_or_dash(r['due_ms'])}"
         + ("" if r["domain_allowed"] else "  (unverified domain)")
         for r in rows
     ]
@@ -74,8 +67,8 @@ def lawful_show(
         f"request {r['request_id']} ({r['kind']}, {r['state']}) for account {r['account']}",
         f"  from {r['officer_name']} <{r['officer_email']}> of {r['agency']} ({r['country']})"
         + ("" if r["domain_allowed"] else " - unverified domain"),
-        f"  case {r['case_number']}; received {_when(r['received_ms'])}, due "
-        f"{_when(r['due_ms'])}",
+        f"  case {r['case_number']}; received {iso_utc_or_dash(r['received_ms'])}, due "
+        f"{iso_utc_or_dash(r['due_ms'])}",
         f"  legal basis: {r['legal_basis']}",
         f"  asked for {', '.join(r['requested']) or '-'}; kept {', '.join(r['scope']) or '-'}",
     ]
@@ -83,7 +76,7 @@ def lawful_show(
     for key in ("verified_ms", "produced_ms", "delivered_ms", "closed_ms", "ndo_until_ms",
                 "notice_due_ms"):
         if r[key] is not None:
-            lines.append(f"  {key.removesuffix('_ms').replace('_', ' ')}: {_when(r[key])}")
+            lines.append(f"  {key.removesuffix('_ms').replace('_', ' ')}: {iso_utc(r[key])}")
     for key in ("justification", "reject_reason", "hold_id", "manifest_sha256"):
         if r[key]:
             lines.append(f"  {key.replace('_', ' ')}: {r[key]}")

@@ -6,20 +6,22 @@ node's data directory or database directly, not through a client profile."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from tidings.cli._common import JsonOpt, UsageError, emit, fail
+from tidings.cli._common import JsonOpt, UsageError, emit, fail, iso_utc
 from tidings.errors import TidingsError
 from tidings.storage.files import AUDIT_ANCHOR_FILE, EVIDENCE_KEYS_FILE
 
 if TYPE_CHECKING:
     from tidings.safety.detection import DetectionService
     from tidings.safety.service import SafetyService
+
+T = TypeVar("T")
 
 audit_cli = typer.Typer(help="Check the tamper-evident audit log.", no_args_is_help=True)
 admin_cli = typer.Typer(help="Operate the trust & safety side.", no_args_is_help=True)
@@ -43,56 +45,61 @@ def server_config(
 
 
 @contextmanager
+def _node_service(
+    as_json: bool,
+    data_dir: Path | None,
+    database_url: str | None,
+    config: Path | None,
+    action: str,
+    open_node: Callable[[Any], tuple[SafetyService, T]],
+) -> Iterator[T]:
+    """The frame every operator command shares: ``open_node`` on the node's configuration
+    gives the safety service (closed when the block ends) and the service the block uses; a
+    typed error raised opening it or inside the block, and a database or file error, become
+    the one-line CLI error ("cannot <action> (<kind>)"), exit 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        safety, service = open_node(server_config(config, data_dir, database_url))
+        try:
+            yield service
+        finally:
+            safety.close()
+    except TidingsError as exc:
+        fail(exc, as_json)
+    except (SQLAlchemyError, OSError) as exc:
+        fail(UsageError(f"cannot {action} ({type(exc).__name__})"), as_json)
+
+
 def node_safety(
     as_json: bool,
     data_dir: Path | None,
     database_url: str | None,
     config: Path | None,
     action: str = "open the node's database",
-) -> Iterator[SafetyService]:
+) -> AbstractContextManager[SafetyService]:
     """The node's safety service (migrated, `tidings.app.open_safety`), closed when the block
-    ends. The frame every operator command shares: a typed error raised opening it or inside
-    the block, and a database or file error, become the one-line CLI error ("cannot
-    <action> (<kind>)"), exit 1."""
-    from sqlalchemy.exc import SQLAlchemyError
-
+    ends; errors as `_node_service` says."""
     from tidings.app import open_safety
 
-    try:
-        safety = open_safety(server_config(config, data_dir, database_url))
-        try:
-            yield safety
-        finally:
-            safety.close()
-    except TidingsError as exc:
-        fail(exc, as_json)
-    except (SQLAlchemyError, OSError) as exc:
-        fail(UsageError(f"cannot {action} ({type(exc).__name__})"), as_json)
+    def open_node(cfg: Any) -> tuple[SafetyService, SafetyService]:
+        safety = open_safety(cfg)
+        return safety, safety
+
+    return _node_service(as_json, data_dir, database_url, config, action, open_node)
 
 
-@contextmanager
 def node_detection(
     as_json: bool,
     data_dir: Path | None,
     database_url: str | None,
     config: Path | None,
     action: str = "open the node's database",
-) -> Iterator[DetectionService]:
+) -> AbstractContextManager[DetectionService]:
     """As `node_safety`, for the node's detection service (`tidings.app.open_detection`)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from tidings.app import open_detection
 
-    try:
-        safety, detection = open_detection(server_config(config, data_dir, database_url))
-        try:
-            yield detection
-        finally:
-            safety.close()
-    except TidingsError as exc:
-        fail(exc, as_json)
-    except (SQLAlchemyError, OSError) as exc:
-        fail(UsageError(f"cannot {action} ({type(exc).__name__})"), as_json)
+    return _node_service(as_json, data_dir, database_url, config, action, open_detection)
 
 
 @audit_cli.command("verify")
@@ -189,8 +196,6 @@ def admin_create_staff(
     their password and enrol their authenticator themselves (no secret is ever printed). The
     roles and the clearance stay pending until an admin approves them in the console (audited
     as the command-line operator)."""
-    from datetime import UTC, datetime
-
     with node_safety(as_json, data_dir, database_url, config, "create the account") as safety:
         cfg = server_config(config, data_dir, database_url)
         issued = safety.create_staff(
@@ -202,7 +207,7 @@ def admin_create_staff(
         )
     account = issued.account
     url = issued.url(console_url or f"http://{cfg.host}:{cfg.port}/console")
-    expires = datetime.fromtimestamp(issued.expires_ms / 1000, UTC).isoformat(timespec="seconds")
+    expires = iso_utc(issued.expires_ms)
     pending = [g.label for g in issued.pending_grants]
     data = {
         "id": account.staff_id,

@@ -7,12 +7,11 @@ person who takes it (`SafetyService.referrals`, for the console): not here."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
-from tidings.cli._common import JsonOpt, emit
+from tidings.cli._common import JsonOpt, emit, iso_utc_or_dash
 from tidings.cli.operator import ConfigOpt, DatabaseUrlOpt, DataDirOpt, node_safety
 
 referral_cli = typer.Typer(
@@ -22,12 +21,6 @@ referral_cli = typer.Typer(
 
 LIST_BATCH = 500
 """Referrals `list` reads per query."""
-
-
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
 @referral_cli.command("list")
@@ -59,7 +52,7 @@ def referral_list(
     lines = [header] + [
         f"{r['referral_id']:<28} {r['case_id']:<26} {r['account']:<16} {r['approval']:<9} "
         f"{r['state']:<17} {r['report_id'] or '-':<12} {r['files']:<5} "
-        f"{_when(r['hold_until_ms'])}"
+        f"{iso_utc_or_dash(r['hold_until_ms'])}"
         for r in rows
     ]
     emit(as_json, {"referrals": rows}, "\n".join(lines) if rows else "no referrals")
@@ -82,13 +75,13 @@ def referral_show(
     lines = [
         f"referral {data['referral_id']} of case {data['case_id']} (account "
         f"{data['reported_account']})",
-        f"  prepared by {data['prepared_by']} at {_when(data['prepared_ms'])}; "
+        f"  prepared by {data['prepared_by']} at {iso_utc_or_dash(data['prepared_ms'])}; "
         f"{data['approval']}"
-        + (f" by {data['approved_by']} at {_when(data['approved_ms'])}"
+        + (f" by {data['approved_by']} at {iso_utc_or_dash(data['approved_ms'])}"
            if data["approved_by"] else ""),
         f"  state {data['state']}; NCMEC report {data['report_id'] or '-'}; hold until "
-        f"{_when(data['hold_until_ms'])}",
-        f"  incident {data['incident_type']} at {_when(data['incident_ms'])}",
+        f"{iso_utc_or_dash(data['hold_until_ms'])}",
+        f"  incident {data['incident_type']} at {iso_utc_or_dash(data['incident_ms'])}",
     ]
     for f in data["file_list"]:
         viewed = "viewed by staff" if f["viewed_by_provider"] else "not viewed by staff"
@@ -98,5 +91,5 @@ def referral_show(
             f" {k}={step[k]}" for k in ("file_key", "report_id", "response_code", "by")
             if k in step
         )
-        lines.append(f"  {_when(step['at_ms'])} {step['step']}: {step['outcome']}{extra}")
+        lines.append(f"  {iso_utc_or_dash(step['at_ms'])} {step['step']}: {step['outcome']}{extra}")
     emit(as_json, data, "\n".join(lines))

@@ -22,7 +22,7 @@ reports what it found.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -212,8 +212,43 @@ def _start(
     return walk, newest, remembered
 
 
-def _failure(epoch: int, exc: TidingsError) -> Failure:
-    return Failure(epoch, exc.code, exc.message)
+Begin = Callable[
+    [_Walk, EpochHead, EpochHead | None], tuple[int, EpochHead | None, EpochHead | None]
+]
+"""Where a run starts, from the walk, the newest head and the remembered one (None on a first
+run): the first epoch, the head it must succeed (None: the empty tree), and the result's
+``head`` until an epoch is verified."""
+Visit = Callable[[AuditResult, int, EpochHead, Any], None]
+"""What a run does with one verified epoch (number, head, body), beyond recording the head;
+raises a `TidingsError` to stop the run there."""
+
+
+def _run(
+    fetch: Fetch,
+    state: dict[str, Any] | None,
+    server_key: bytes | None,
+    begin: Begin,
+    visit: Visit,
+) -> AuditResult:
+    """The one frame of `audit_log` and `witness_round`: start (`_start`), walk the epochs
+    from ``begin``'s first to the newest (at most `MAX_EPOCHS_PER_RUN`), each checked against
+    its predecessor and handed to ``visit``. Never raises: the first `TidingsError` is the
+    result's ``failure``, at the epoch being checked (0 before any)."""
+    epoch = 0
+    result = AuditResult(server_key=server_key or b"")
+    try:
+        walk, newest, remembered = _start(fetch, state or {}, server_key)
+        result = walk.result
+        start, previous, result.head = begin(walk, newest, remembered)
+        result.first = start
+        for epoch in range(start, min(newest.epoch, start + MAX_EPOCHS_PER_RUN - 1) + 1):
+            head, body = walk.step(previous, epoch)
+            visit(result, epoch, head, body)
+            previous = result.head = head
+        return result
+    except TidingsError as exc:
+        result.failure = Failure(epoch, exc.code, exc.message)
+        return result
 
 
 def audit_log(
@@ -229,31 +264,23 @@ def audit_log(
     to the newest (module docstring). ``server_key`` pins the server's KT key (default: the
     state's, else the key the server names). Never raises: the first inconsistency is the
     result's ``failure`` (``epoch`` 0 when it is not about one epoch)."""
-    known = state or {}
-    epoch = 0
-    result = AuditResult(server_key=server_key or b"")
-    try:
-        walk, newest, remembered = _start(fetch, known, server_key)
-        result = walk.result
+
+    def begin(
+        walk: _Walk, newest: EpochHead, remembered: EpochHead | None
+    ) -> tuple[int, EpochHead | None, EpochHead | None]:
         start = from_epoch
         if start is None:
             start = 1 if remembered is None else remembered.epoch + 1
-        previous = None
-        if start > 1:
-            previous = walk.head(start - 1)[0]
-        result.first = start
-        result.head = previous
-        for epoch in range(start, min(newest.epoch, start + MAX_EPOCHS_PER_RUN - 1) + 1):
-            head, body = walk.step(previous, epoch)
-            if min_witnesses > 0:
-                pairs = decode_cosignatures(_field(body, "cosignatures"))
-                verify_witnesses(head, pairs, witnesses, min_witnesses)
-            previous = result.head = head
-            result.last = epoch
-        return result
-    except TidingsError as exc:
-        result.failure = _failure(epoch, exc)
-        return result
+        previous = walk.head(start - 1)[0] if start > 1 else None
+        return start, previous, previous
+
+    def visit(result: AuditResult, epoch: int, head: EpochHead, body: Any) -> None:
+        if min_witnesses > 0:
+            pairs = decode_cosignatures(_field(body, "cosignatures"))
+            verify_witnesses(head, pairs, witnesses, min_witnesses)
+        result.last = epoch
+
+    return _run(fetch, state, server_key, begin, visit)
 
 
 def witness_round(
@@ -268,38 +295,29 @@ def witness_round(
     state; on a first run, the newest head only, its audit proof checked from its
     predecessor, which is taken on trust). Never raises (see `audit_log`); the result's
     ``head`` is the last head co-signed, for the state."""
-    known = state or {}
-    epoch = 0
-    result = AuditResult(server_key=server_key or b"")
-    try:
-        walk, newest, remembered = _start(fetch, known, server_key)
-        result = walk.result
-        previous = remembered
+
+    def begin(
+        walk: _Walk, newest: EpochHead, remembered: EpochHead | None
+    ) -> tuple[int, EpochHead | None, EpochHead | None]:
         start = newest.epoch if remembered is None else remembered.epoch + 1
+        previous = remembered
         if previous is None and start > 1:
             previous = walk.head(start - 1)[0]
-        result.first = start
-        result.head = remembered
-        for epoch in range(start, min(newest.epoch, start + MAX_EPOCHS_PER_RUN - 1) + 1):
-            head, _ = walk.step(previous, epoch)
-            if abs(head.time_ms - now_ms) > MAX_SKEW_MS:
-                raise KtHeadTimeError(
-                    f"epoch {epoch}'s head is {abs(head.time_ms - now_ms) // 3_600_000} h "
-                    "from this witness's clock"
-                )
-            cosignature = witness_sign(witness_key, head)
-            status, body = fetch.post(
-                f"/v1/kt/cosign/{epoch}", {"cosignature": b64e(cosignature)}
+        return start, previous, remembered
+
+    def visit(result: AuditResult, epoch: int, head: EpochHead, _body: Any) -> None:
+        if abs(head.time_ms - now_ms) > MAX_SKEW_MS:
+            raise KtHeadTimeError(
+                f"epoch {epoch}'s head is {abs(head.time_ms - now_ms) // 3_600_000} h "
+                "from this witness's clock"
             )
-            if status != 200:
-                code = ""
-                if isinstance(body, dict) and isinstance(body.get("error"), dict):
-                    code = str(body["error"].get("code", ""))
-                raise KtServerError(f"the server refused the co-signature: {status} {code}")
-            result.signed.append(epoch)
-            previous = result.head = head
-            result.last = epoch
-        return result
-    except TidingsError as exc:
-        result.failure = _failure(epoch, exc)
-        return result
+        cosignature = witness_sign(witness_key, head)
+        status, answer = fetch.post(f"/v1/kt/cosign/{epoch}", {"cosignature": b64e(cosignature)})
+        if status != 200:
+            code = ""
+            if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+                code = str(answer["error"].get("code", ""))
+            raise KtServerError(f"the server refused the co-signature: {status} {code}")
+        result.signed.append(epoch)
+
+    return _run(fetch, state, server_key, begin, visit)

@@ -22,6 +22,7 @@ rebuild started by another thread to finish unless they need the new version.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ __all__ = [
     "MatchedEntry",
     "MediaMatch",
     "bank_hash_source",
+    "entries_from_text",
+    "entries_text",
 ]
 
 _EXACT: dict[SignalType, DigestKind] = {SignalType.MD5: "md5", SignalType.SHA256: "sha256"}
@@ -86,6 +89,18 @@ class MatchedEntry:
             ),
             signal_type=str(data.get("signal_type", SignalType.PDQ.value)),
         )
+
+
+def entries_text(entries: Iterable[MatchedEntry]) -> str:
+    """How a stored match (of a report's attachment, of a detection) keeps its entries in
+    one column: a JSON list of `MatchedEntry.to_json`, keys sorted."""
+    return json.dumps([e.to_json() for e in entries], sort_keys=True)
+
+
+def entries_from_text(text: str) -> tuple[MatchedEntry, ...]:
+    """The entries `entries_text` wrote. Raises `json.JSONDecodeError`, `KeyError` or
+    `ValueError` for a column it did not write."""
+    return tuple(MatchedEntry.from_json(e) for e in json.loads(text))
 
 
 def _rank(entry: MatchedEntry) -> tuple[int, str, str]:

@@ -44,7 +44,6 @@ names); the password is never in a ``repr``, a log line or an error message.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -77,6 +76,7 @@ from tidings.safety.cybertip_xml import (
     parse_response,
     report_xml,
 )
+from tidings.safety.outbound import is_loopback_host
 from tidings.safety.referral_model import Referral
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class ReferralConfig:
         parts = urlsplit(self.url)
         if parts.username is not None or parts.password is not None:
             raise ReferralConfigError("the CyberTipline URL may not hold credentials")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
             raise ReferralConfigError("the CyberTipline URL must be HTTPS (HTTP: loopback only)")
         if parts.scheme not in {"https", "http"} or not parts.hostname:
             raise ReferralConfigError("the CyberTipline URL must be an https:// URL")
@@ -142,15 +142,6 @@ class ReferralConfig:
     @property
     def base_url(self) -> str:
         return self.url.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def load_referral_config(

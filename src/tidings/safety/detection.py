@@ -498,23 +498,17 @@ class DetectionService:
             # modified client making every voucher open. Not run again (the cost grows with
             # every record); recorded once, as the sign it is, and evidence of nothing else.
             if len(records) - len(fresh) <= cap:
-                self.audit.append(
-                    actor="system",
-                    action=AuditAction.DETECTION_WINDOW_OVER_BOUND,
-                    target=f"account:{window.account}",
-                    now_ms=self.clock(),
-                    details={"device": window.device_id, "opened": len(records)},
+                self._audit_device(
+                    AuditAction.DETECTION_WINDOW_OVER_BOUND, window.account, window.device_id,
+                    self.clock(), opened=len(records),
                 )
         elif len(records) >= self.threshold:
             recovered = self._recover(records)
             todo = [(records[i], payload) for i, payload in recovered if records[i].outcome is None]
             if todo:
-                self.audit.append(
-                    actor="system",
-                    action=AuditAction.DETECTION_RECOVERED,
-                    target=f"account:{window.account}",
-                    now_ms=self.clock(),
-                    details={"device": window.device_id, "recovered": len(todo)},
+                self._audit_device(
+                    AuditAction.DETECTION_RECOVERED, window.account, window.device_id,
+                    self.clock(), recovered=len(todo),
                 )
             for record, payload in todo:
                 outcome = self._confirm(record, payload)
@@ -524,6 +518,19 @@ class DetectionService:
                     missed += 1
         self.repository.mark_evaluated(fresh)
         return found, missed
+
+    def _audit_device(
+        self, action: AuditAction, account: str, device_id: int, now: int, **details: object
+    ) -> None:
+        """Audit, as "system", a detection event about one device of ``account`` (target the
+        account; details the device first, then ``details``)."""
+        self.audit.append(
+            actor="system",
+            action=action,
+            target=f"account:{account}",
+            now_ms=now,
+            details={"device": device_id, **details},
+        )
 
     def _recover(self, records: Sequence[OpenedRecord]) -> list[tuple[int, bytes]]:
         opened: list[OpenedVoucher] = []
@@ -570,12 +577,9 @@ class DetectionService:
         entries = self.matcher.index().match_pdq(hashes, device_only=True)
         if not entries:
             self.repository.set_outcome(record.opened_id, Outcome.NO_MATCH)
-            self.audit.append(
-                actor="system",
-                action=AuditAction.DETECTION_FALSE_CANDIDATE,
-                target=f"account:{record.account}",
-                now_ms=now,
-                details={"device": record.device_id, "attachment": inner.attachment_id},
+            self._audit_device(
+                AuditAction.DETECTION_FALSE_CANDIDATE, record.account, record.device_id, now,
+                attachment=inner.attachment_id,
             )
             return Outcome.NO_MATCH
         entry_ids = [e.entry_id for e in entries]

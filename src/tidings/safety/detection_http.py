@@ -22,12 +22,11 @@ from starlette.concurrency import run_in_threadpool
 from tidings import errors as e
 from tidings.safety.detection import WINDOW_ID_LEN, DetectionService
 from tidings.safety.detection_model import ListRecord
+from tidings.safety.http import DEVICE_ERRORS, ErrorDocs, no_error_docs
 from tidings.wire.base64url import B64URL_PATTERN, b64d, b64e
 from tidings.wire.voucher import MAX_VOUCHER_BYTES
 
 __all__ = ["LIST_MEDIA_TYPE", "VOUCHER_ERRORS", "build_detection_router"]
-
-ErrorDocs = Callable[..., dict[int | str, dict[str, Any]]]
 
 LIST_MEDIA_TYPE = "application/octet-stream"
 
@@ -46,17 +45,6 @@ VOUCHER_ERRORS: tuple[type[e.TidingsError], ...] = (
     e.StorageUnavailableError,
 )
 """What ``POST /v1/detection/vouchers`` can refuse with (besides device authentication)."""
-
-DEVICE_ERRORS: tuple[type[e.TidingsError], ...] = (
-    e.UnauthorizedError,
-    e.AccountBannedError,
-    e.AccountSuspendedError,
-)
-
-
-def _no_docs(*_: type[e.TidingsError]) -> dict[int | str, dict[str, Any]]:
-    return {}
-
 
 class VoucherBody(BaseModel):
     window: str = Field(pattern=B64URL_PATTERN, max_length=(WINDOW_ID_LEN * 4 + 2) // 3)
@@ -88,7 +76,7 @@ def build_detection_router(
     limit_voucher: Callable[[Any], Awaitable[None]] | None = None,
     on_voucher: Callable[[], None] | None = None,
     accept_vouchers: bool = True,
-    error_docs: ErrorDocs = _no_docs,
+    error_docs: ErrorDocs = no_error_docs,
 ) -> APIRouter:
     """The detection routes. ``authenticate``: the device dependency (refusing banned and
     suspended accounts); ``limit_voucher`` is awaited with the device before a voucher is

@@ -28,7 +28,13 @@ from tidings.storage.blobs import ATTACHMENT_ID_PATTERN, AttachmentStore
 from tidings.wire.base64url import B64URL_PATTERN, b64d
 from tidings.wire.report import MAX_REPORT_NOTE_CHARS, MAX_REPORTED_ATTACHMENTS
 
-__all__ = ["StoreAttachmentFetcher", "build_router"]
+__all__ = [
+    "DEVICE_ERRORS",
+    "ErrorDocs",
+    "StoreAttachmentFetcher",
+    "build_router",
+    "no_error_docs",
+]
 
 ErrorDocs = Callable[..., dict[int | str, dict[str, Any]]]
 """Builds a route's ``responses=`` from the error classes it can raise (the composition root
@@ -72,10 +78,12 @@ DEVICE_ERRORS: tuple[type[e.TidingsError], ...] = (
     e.AccountBannedError,
     e.AccountSuspendedError,
 )
-"""``authenticate``: no valid credentials, or a banned / suspended account."""
+"""``authenticate``: no valid credentials, or a banned / suspended account (the device
+dependency of every device-authenticated safety and detection route)."""
 
 
-def _no_docs(*_: type[e.TidingsError]) -> dict[int | str, dict[str, Any]]:
+def no_error_docs(*_: type[e.TidingsError]) -> dict[int | str, dict[str, Any]]:
+    """The `ErrorDocs` of a router built without the server's status table: none."""
     return {}
 
 
@@ -186,7 +194,7 @@ def build_router(
     *,
     authenticate_any: Callable[..., Any] | None = None,
     limit_report: Callable[[Any], Awaitable[None]] | None = None,
-    error_docs: ErrorDocs = _no_docs,
+    error_docs: ErrorDocs = no_error_docs,
 ) -> APIRouter:
     """The router of the three user-facing safety routes.
 

@@ -37,7 +37,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from tidings.clock import DAY_MS, now_ms
 from tidings.crypto.primitives import constant_time_equal, sha256
@@ -80,6 +80,7 @@ __all__ = [
     "READ_TABLES",
     "TOKEN_TTL_MS",
     "Intake",
+    "IntakeFields",
     "LawfulRequestService",
     "PortalAccess",
     "UserNotice",
@@ -103,6 +104,24 @@ READ_TABLES = ("accounts", "devices", "attachments", "safety_holds", "account_en
 composition root does) it reads every table of the inventory (`PRODUCED_TABLES`). A category
 with a table not read is dropped at scoping ("not readable on this node"), so a package never
 silently lacks part of a category."""
+
+
+class IntakeFields(TypedDict):
+    """What a request is taken in with, by legal (`LawfulRequestService.receive`) or from the
+    portal (`LawfulRequestService.submit`): the same fields, checked by the same rules
+    (`submit`'s docstring). ``due_ms`` and ``emergency_justification`` may be left out."""
+
+    agency: str
+    officer_name: str
+    officer_email: str
+    country: str
+    case_number: str
+    legal_basis: str
+    kind: RequestType | str
+    account: str
+    scope: Sequence[str]
+    due_ms: NotRequired[int | None]
+    emergency_justification: NotRequired[str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,18 +303,7 @@ class LawfulRequestService:
     def receive(
         self,
         actor: Principal,
-        *,
-        agency: str,
-        officer_name: str,
-        officer_email: str,
-        country: str,
-        case_number: str,
-        legal_basis: str,
-        kind: RequestType | str,
-        account: str,
-        scope: Sequence[str],
-        due_ms: int | None = None,
-        emergency_justification: str | None = None,
+        **fields: Unpack[IntakeFields],
     ) -> Intake:
         """Record a request taken in by legal, issue its verification token (an outbox entry
         to ``officer_email``) and, for a preservation request, place its 90-day hold — before
@@ -305,27 +313,11 @@ class LawfulRequestService:
         Raises: `PermissionDeniedError`; `InvalidLawfulRequestError` for a field out of range
         (`submit`'s rules)."""
         self._require(actor)
-        return self._intake(
-            actor, agency=agency, officer_name=officer_name,
-            officer_email=officer_email, country=country, case_number=case_number,
-            legal_basis=legal_basis, kind=kind, account=account, scope=scope, due_ms=due_ms,
-            emergency_justification=emergency_justification,
-        )
+        return self._intake(actor, fields)
 
     def submit(
         self,
-        *,
-        agency: str,
-        officer_name: str,
-        officer_email: str,
-        country: str,
-        case_number: str,
-        legal_basis: str,
-        kind: RequestType | str,
-        account: str,
-        scope: Sequence[str],
-        due_ms: int | None = None,
-        emergency_justification: str | None = None,
+        **fields: Unpack[IntakeFields],
     ) -> Intake:
         """Record a request the requester filed through the public portal
         (``received_by = "portal"``, audited as ``requester:<email>``); otherwise as `receive`
@@ -337,32 +329,15 @@ class LawfulRequestService:
         date in the past or more than a year away (an emergency request's defaults to
         `EMERGENCY_DUE_MS` from now; any other needs one), an empty or malformed scope (a
         preservation request needs none), an emergency request without a justification."""
-        return self._intake(
-            None, agency=agency, officer_name=officer_name, officer_email=officer_email,
-            country=country, case_number=case_number, legal_basis=legal_basis, kind=kind,
-            account=account, scope=scope, due_ms=due_ms,
-            emergency_justification=emergency_justification,
-        )
+        return self._intake(None, fields)
 
-    def _intake(
-        self,
-        staff: Principal | None,
-        *,
-        agency: str,
-        officer_name: str,
-        officer_email: str,
-        country: str,
-        case_number: str,
-        legal_basis: str,
-        kind: RequestType | str,
-        account: str,
-        scope: Sequence[str],
-        due_ms: int | None,
-        emergency_justification: str | None,
-    ) -> Intake:
+    def _intake(self, staff: Principal | None, fields: IntakeFields) -> Intake:
         """The one intake path of `receive` (``staff`` legal) and `submit` (``staff`` None):
         validate every field (`submit`'s rules) before anything is stored."""
         now = self.clock()
+        kind, scope = fields["kind"], fields["scope"]
+        officer_email, country = fields["officer_email"], fields["country"]
+        due_ms = fields.get("due_ms")
         try:
             request_type = RequestType(kind)
         except ValueError:
@@ -386,7 +361,7 @@ class LawfulRequestService:
         ):
             raise InvalidLawfulRequestError("the due date is within the next year")
         why = (
-            _text(emergency_justification, MAX_TEXT,
+            _text(fields.get("emergency_justification"), MAX_TEXT,
                   "an emergency request's justification (the imminent risk)")
             if emergency else None
         )
@@ -394,14 +369,14 @@ class LawfulRequestService:
         expires = now + TOKEN_TTL_MS
         request = LawfulRequest(
             request_id="lr_" + self._ids(),
-            agency=_text(agency, MAX_SHORT, "the agency"),
-            officer_name=_text(officer_name, MAX_SHORT, "the officer's name"),
+            agency=_text(fields["agency"], MAX_SHORT, "the agency"),
+            officer_name=_text(fields["officer_name"], MAX_SHORT, "the officer's name"),
             officer_email=email,
             country=country_code,
-            case_number=_text(case_number, MAX_SHORT, "the case number"),
-            legal_basis=_text(legal_basis, MAX_TEXT, "the legal basis"),
+            case_number=_text(fields["case_number"], MAX_SHORT, "the case number"),
+            legal_basis=_text(fields["legal_basis"], MAX_TEXT, "the legal basis"),
             kind=request_type,
-            account=_text(account, 64, "the account"),
+            account=_text(fields["account"], 64, "the account"),
             requested=json.dumps(keys),
             received_ms=now,
             due_ms=due_ms,

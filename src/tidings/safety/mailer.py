@@ -21,7 +21,6 @@ out, and no error carries it.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 import smtplib
@@ -36,6 +35,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from tidings.errors import LawfulConfigError, MailDeliveryError
+from tidings.safety.outbound import is_loopback_host
 
 __all__ = [
     "DEFAULT_FROM",
@@ -129,15 +129,6 @@ class _SmtpTarget:
     password: str | None
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _smtp_target(url: str) -> _SmtpTarget:
     """Raises `LawfulConfigError` for a URL that is not one of the module's forms."""
     parts = urlsplit(url)
@@ -145,7 +136,7 @@ def _smtp_target(url: str) -> _SmtpTarget:
     if parts.scheme not in ports or not parts.hostname or parts.path not in ("", "/"):
         raise LawfulConfigError("smtp_url is smtp://host[:port], smtps://host[:port] or, on "
                                 "the loopback interface only, smtp+insecure://")
-    if parts.scheme == "smtp+insecure" and not _loopback(parts.hostname):
+    if parts.scheme == "smtp+insecure" and not is_loopback_host(parts.hostname):
         raise LawfulConfigError("smtp+insecure:// is allowed for a loopback relay only")
     try:
         port = parts.port or ports[parts.scheme]

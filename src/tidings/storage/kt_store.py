@@ -171,17 +171,21 @@ async def insert_list(conn: AsyncConnection, stored: StoredList, now_ms: int) ->
     )
 
 
+_LIST_SUMMARY = (
+    kt_device_lists.c.account,
+    kt_device_lists.c.version,
+    kt_device_lists.c.label,
+    kt_device_lists.c.list_hash,
+)
+"""The columns of a stored list but its bytes (``account``, ``version``, ``label``,
+``list_hash``): what an epoch and a rebuild of the tree read of every list."""
+
+
 async def pending_lists(conn: AsyncConnection) -> list[StoredList]:
     """Every queued list, by account then version (list bytes left empty: an epoch needs
     labels, hashes and submission times only)."""
     rows = await conn.execute(
-        select(
-            kt_device_lists.c.account,
-            kt_device_lists.c.version,
-            kt_device_lists.c.label,
-            kt_device_lists.c.list_hash,
-            kt_device_lists.c.submitted_at_ms,
-        )
+        select(*_LIST_SUMMARY, kt_device_lists.c.submitted_at_ms)
         .where(kt_device_lists.c.epoch.is_(None))
         .order_by(kt_device_lists.c.account, kt_device_lists.c.version)
     )
@@ -195,13 +199,7 @@ async def published_after(conn: AsyncConnection, after: int, upto: int) -> list[
     """The lists published in epochs ``after + 1 .. upto``, by epoch (list bytes left empty:
     rebuilding the tree needs labels and hashes only)."""
     rows = await conn.execute(
-        select(
-            kt_device_lists.c.account,
-            kt_device_lists.c.version,
-            kt_device_lists.c.label,
-            kt_device_lists.c.list_hash,
-            kt_device_lists.c.epoch,
-        )
+        select(*_LIST_SUMMARY, kt_device_lists.c.epoch)
         .where(kt_device_lists.c.epoch > after, kt_device_lists.c.epoch <= upto)
         .order_by(kt_device_lists.c.epoch, kt_device_lists.c.label)
     )

@@ -13,9 +13,8 @@ from tidings.errors import InvalidDecisionError, NotFoundError
 from tidings.safety.cases import AppealStatus, CaseState
 from tidings.safety.staff import Permission
 
-from ..context import ConsoleContext
-from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
+from .base import ContextPages
 from .cases import accessible_queues
 
 __all__ = ["ROUTES", "AppealPages"]
@@ -29,11 +28,7 @@ OUTCOMES = ("uphold", "overturn")
 APPEALED = frozenset({CaseState.APPEALED})
 
 
-class AppealPages:
-    def __init__(self, kit: PageKit, context: ConsoleContext) -> None:
-        self.kit = kit
-        self.ctx = context
-
+class AppealPages(ContextPages):
     def appeals(self, c: Ctx) -> Response:
         rows = []
         repo = self.ctx.case_repo

@@ -13,9 +13,8 @@ from starlette.responses import Response
 
 from tidings.safety.staff import Permission
 
-from ..context import ConsoleContext
-from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
+from .base import ContextPages
 
 __all__ = ["AUDIT_PAGE", "ROUTES", "AuditPages"]
 
@@ -24,11 +23,7 @@ ROUTES: tuple[RouteSpec, ...] = (RouteSpec("GET", "/audit", Permission.VIEW_AUDI
 AUDIT_PAGE = 100
 
 
-class AuditPages:
-    def __init__(self, kit: PageKit, context: ConsoleContext) -> None:
-        self.kit = kit
-        self.ctx = context
-
+class AuditPages(ContextPages):
     def audit(self, c: Ctx) -> Response:
         """``?before=<seq>``: the page of entries below that sequence number (default: the
         newest page); a non-numeric value is ignored."""

@@ -36,6 +36,7 @@ from ..security import (
     csrf_token,
 )
 from ..state import PendingLoginStore
+from .base import ContextPages
 
 __all__ = ["ROUTES", "AuthPages", "expired_text"]
 
@@ -63,14 +64,13 @@ def expired_text(expired: bool) -> str:
     )
 
 
-class AuthPages:
+class AuthPages(ContextPages):
     """The pages before (and at the end of) a session."""
 
     def __init__(
         self, kit: PageKit, context: ConsoleContext, *, pending: PendingLoginStore
     ) -> None:
-        self.kit = kit
-        self.ctx = context
+        super().__init__(kit, context)
         self.pending = pending
 
     def _login_page(self, c: Ctx, template: str, status: int = 200, **values: Any) -> Response:

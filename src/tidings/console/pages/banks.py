@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from tidings.errors import NotFoundError
 from tidings.safety.banks import TWO_JURISDICTION_RULE, BankService, EntryFilter, SignalType
 from tidings.safety.staff import Permission
 
-from ..context import ConsoleContext
-from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
+from .base import ContextPages, configured
 
 __all__ = ["BANK_PAGE", "ROUTES", "BankPages"]
 
@@ -33,15 +31,9 @@ BANK_PAGE = 50
 _ELIGIBLE = {"yes": True, "no": False}
 
 
-class BankPages:
-    def __init__(self, kit: PageKit, context: ConsoleContext) -> None:
-        self.kit = kit
-        self.ctx = context
-
+class BankPages(ContextPages):
     def _service(self) -> BankService:
-        if self.ctx.banks is None:
-            raise NotFoundError("hash banks are not configured on this console")
-        return self.ctx.banks
+        return configured(self.ctx.banks, "hash banks")
 
     def banks(self, c: Ctx) -> Response:
         service = self._service()

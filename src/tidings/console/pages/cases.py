@@ -18,8 +18,8 @@ from tidings.safety.categories import Queue
 from tidings.safety.staff import Permission, Principal
 
 from ..context import ConsoleContext
-from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
+from .base import ContextPages
 from .evidence import detection_panel, report_panel, unopened_panel
 
 __all__ = [
@@ -76,13 +76,9 @@ def accessible_queues(context: ConsoleContext, p: Principal) -> list[Queue]:
     return [q for q in context.queues.values() if p.can_access_queue(q)]
 
 
-class CasePages:
+class CasePages(ContextPages):
     """Queues, the case view, and claim / release / note / decide / escalate / confirm /
     reject / assign."""
-
-    def __init__(self, kit: PageKit, context: ConsoleContext) -> None:
-        self.kit = kit
-        self.ctx = context
 
     # --- queues -------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from tidings.errors import (
     SafetyInputError,
 )
 from tidings.safety.categories import Queue
-from tidings.safety.evidence import KIND_MESSAGES, decode_items
+from tidings.safety.evidence import KIND_MESSAGES, OpenedEvidence, decode_items
 from tidings.wire import pb
 
 from ..context import ConsoleContext
@@ -84,6 +84,28 @@ def _media(kind: str, evidence_id: str, content_type: str, data: bytes | None) -
     return MediaView(kind, evidence_id, content_type, len(data), uri, True)
 
 
+def _open_for_review(
+    context: ConsoleContext, c: Ctx, evidence_id: str, queue: Queue, case_id: str
+) -> tuple[OpenedEvidence, None] | tuple[None, str]:
+    """Open one evidence record of the case for ``c.p`` through the vault (audited, with
+    `EVIDENCE_PURPOSE`): (the opened record, None), or (None, why it is withheld) when the
+    principal may not see it or it is past its retention. Other vault errors propagate."""
+    try:
+        opened = context.vault.open(
+            evidence_id,
+            principal=c.p,
+            queue=queue,
+            case_id=case_id,
+            purpose=EVIDENCE_PURPOSE,
+            now_ms=c.now_ms,
+        )
+    except PermissionDeniedError as exc:
+        return None, exc.message
+    except EvidenceExpiredError:
+        return None, "evidence past its retention period"
+    return opened, None
+
+
 def unopened_panel(report_view: Any) -> ReportPanel:
     """A report's panel for a principal without VIEW_EVIDENCE: the records, no content."""
     lines = [LineView(record, None, "", []) for record in report_view.items]
@@ -99,20 +121,9 @@ def report_panel(
     ids: dict[str, str] = {}
     withheld = None
     for record in context.vault.records_for_report(report.report_id):
-        try:
-            evidence = context.vault.open(
-                record.evidence_id,
-                principal=c.p,
-                queue=queue,
-                case_id=case_id,
-                purpose=EVIDENCE_PURPOSE,
-                now_ms=c.now_ms,
-            )
-        except PermissionDeniedError as exc:
-            withheld = exc.message
-            continue
-        except EvidenceExpiredError:
-            withheld = "evidence past its retention period"
+        evidence, reason = _open_for_review(context, c, record.evidence_id, queue, case_id)
+        if evidence is None:
+            withheld = reason
             continue
         opened[evidence.kind] = evidence.plaintext
         ids[evidence.kind] = evidence.evidence_id
@@ -164,20 +175,9 @@ def detection_panel(
         if queue is None:
             panels.append(DetectionPanel(match, None, None))
             continue
-        try:
-            evidence = context.vault.open(
-                match.evidence_id,
-                principal=c.p,
-                queue=queue,
-                case_id=case_id,
-                purpose=EVIDENCE_PURPOSE,
-                now_ms=c.now_ms,
-            )
-        except PermissionDeniedError as exc:
-            panels.append(DetectionPanel(match, None, exc.message))
-            continue
-        except EvidenceExpiredError:
-            panels.append(DetectionPanel(match, None, "evidence past its retention period"))
+        evidence, reason = _open_for_review(context, c, match.evidence_id, queue, case_id)
+        if evidence is None:
+            panels.append(DetectionPanel(match, None, reason))
             continue
         media = _media(evidence.kind, evidence.evidence_id, match.content_type, evidence.plaintext)
         panels.append(DetectionPanel(match, media, None))

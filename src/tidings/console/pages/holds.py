@@ -15,13 +15,12 @@ import json
 
 from starlette.responses import Response
 
-from tidings.errors import NotFoundError, SafetyInputError
+from tidings.errors import SafetyInputError
 from tidings.safety.holds import PRESERVATION_REQUEST_DAYS, HoldKind, HoldService
 from tidings.safety.staff import Permission
 
-from ..context import ConsoleContext
-from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
+from .base import ContextPages, configured
 
 __all__ = ["ROUTES", "HoldPages"]
 
@@ -39,15 +38,9 @@ def _days(text: str) -> int:
     return int(text)
 
 
-class HoldPages:
-    def __init__(self, kit: PageKit, context: ConsoleContext) -> None:
-        self.kit = kit
-        self.ctx = context
-
+class HoldPages(ContextPages):
     def _service(self) -> HoldService:
-        if self.ctx.holds is None:
-            raise NotFoundError("preservation holds are not configured on this console")
-        return self.ctx.holds
+        return configured(self.ctx.holds, "preservation holds")
 
     def holds(self, c: Ctx) -> Response:
         account = c.query("account").strip()

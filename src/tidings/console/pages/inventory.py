@@ -12,9 +12,8 @@ from tidings.safety.audit import AuditAction
 from tidings.safety.inventory import NEVER_HELD, NOT_PRODUCIBLE, inventory
 from tidings.safety.staff import Permission
 
-from ..context import ConsoleContext
-from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
+from .base import ContextPages
 
 __all__ = ["ROUTES", "InventoryPages"]
 
@@ -23,11 +22,7 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 
-class InventoryPages:
-    def __init__(self, kit: PageKit, context: ConsoleContext) -> None:
-        self.kit = kit
-        self.ctx = context
-
+class InventoryPages(ContextPages):
     def inventory(self, c: Ctx) -> Response:
         self.ctx.audit.append(
             actor=c.p.staff_id,

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from starlette.responses import Response
 
-from tidings.errors import InvalidLawfulRequestError, NotFoundError
+from tidings.errors import InvalidLawfulRequestError
 from tidings.safety.audit import AuditEntry
 from tidings.safety.lawful import LawfulRequestService
 from tidings.safety.lawful_model import (
@@ -38,9 +38,8 @@ from tidings.safety.lawful_model import (
 )
 from tidings.safety.staff import Permission
 
-from ..context import ConsoleContext
-from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
+from .base import ContextPages, configured
 
 __all__ = ["ROUTES", "LawfulPages", "end_of_day_ms"]
 
@@ -82,15 +81,9 @@ def end_of_day_ms(text: str, what: str) -> int:
     return int((day + timedelta(days=1)).timestamp() * 1000) - 1
 
 
-class LawfulPages:
-    def __init__(self, kit: PageKit, context: ConsoleContext) -> None:
-        self.kit = kit
-        self.ctx = context
-
+class LawfulPages(ContextPages):
     def _service(self) -> LawfulRequestService:
-        if self.ctx.lawful is None:
-            raise NotFoundError("lawful requests are not configured on this console")
-        return self.ctx.lawful
+        return configured(self.ctx.lawful, "lawful requests")
 
     def _back(self, c: Ctx, done: str) -> Response:
         return self.kit.redirect(c, f"/lawful/{c.path_param('request_id')}", done)

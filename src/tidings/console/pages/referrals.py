@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from tidings.errors import NotFoundError
 from tidings.safety.cybertip_client import ReferralState
 from tidings.safety.referral_records import Approval
 from tidings.safety.referrals import ReferralService
 from tidings.safety.staff import Permission
 
-from ..context import ConsoleContext
-from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
+from .base import ContextPages, configured
 
 __all__ = ["ROUTES", "ReferralPages"]
 
@@ -38,15 +36,9 @@ ROUTES: tuple[RouteSpec, ...] = (
 LIST_LIMIT = 200
 
 
-class ReferralPages:
-    def __init__(self, kit: PageKit, context: ConsoleContext) -> None:
-        self.kit = kit
-        self.ctx = context
-
+class ReferralPages(ContextPages):
     def _service(self) -> ReferralService:
-        if self.ctx.referrals is None:
-            raise NotFoundError("referrals are not configured on this console")
-        return self.ctx.referrals
+        return configured(self.ctx.referrals, "referrals")
 
     def referrals(self, c: Ctx) -> Response:
         rows = self._service().list_referrals(c.p, limit=LIST_LIMIT)

@@ -17,9 +17,8 @@ from starlette.responses import Response
 from tidings.errors import NotFoundError
 from tidings.safety.staff import IssuedEnrolment, Permission, Role, StaffGrant
 
-from ..context import ConsoleContext
-from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
+from .base import ContextPages
 
 __all__ = ["ROUTES", "StaffPages"]
 
@@ -38,12 +37,8 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 
-class StaffPages:
+class StaffPages(ContextPages):
     """The staff page and its forms; every change redirects back to it with a flash."""
-
-    def __init__(self, kit: PageKit, context: ConsoleContext) -> None:
-        self.kit = kit
-        self.ctx = context
 
     def _staff_page(self, c: Ctx, status: int = 200, **values: Any) -> Response:
         accounts = sorted(self.ctx.list_staff(), key=lambda a: a.username)

@@ -21,10 +21,9 @@ from tidings.safety.transparency import (
     period_between,
 )
 
-from ..context import ConsoleContext
-from ..rendering import PageKit
 from ..routing import Ctx, RouteSpec
 from ..transparency import charts_of, label_of, overview_of
+from .base import ContextPages
 
 __all__ = ["ROUTES", "TransparencyPages"]
 
@@ -34,11 +33,7 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 
-class TransparencyPages:
-    def __init__(self, kit: PageKit, context: ConsoleContext) -> None:
-        self.kit = kit
-        self.ctx = context
-
+class TransparencyPages(ContextPages):
     @staticmethod
     def _period(c: Ctx) -> Period:
         """The period the query names. Raises `InvalidPeriodError` (400) for a bad one."""

@@ -9,7 +9,6 @@ unique ``opened_id`` keeps one match per image when two nodes confirm it togethe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -18,10 +17,10 @@ from sqlalchemy import Row, and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError
+from tidings.safety.bank_match import entries_from_text, entries_text
 from tidings.safety.detection_model import (
     DetectionMatch,
     ListRecord,
-    MatchedEntry,
     OpenedRecord,
     Outcome,
     PendingVoucher,
@@ -43,14 +42,11 @@ __all__ = ["SqlDetectionRepository"]
 
 
 def _match_values(match: DetectionMatch) -> dict[str, Any]:
-    return record_values(
-        match, entries=json.dumps([e.to_json() for e in match.entries], sort_keys=True)
-    )
+    return record_values(match, entries=entries_text(match.entries))
 
 
 def _match(row: Row[Any]) -> DetectionMatch:
-    entries = tuple(MatchedEntry.from_json(e) for e in json.loads(row.entries))
-    return record_from_row(DetectionMatch, row, entries=entries)
+    return record_from_row(DetectionMatch, row, entries=entries_from_text(row.entries))
 
 
 class SqlDetectionRepository:

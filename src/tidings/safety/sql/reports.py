@@ -6,7 +6,6 @@ so two copies of one report cannot both be stored.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +13,7 @@ from sqlalchemy import ColumnElement, Row, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError, MessageAlreadyReportedError, ReportReplayError
-from tidings.safety.bank_match import MatchedEntry
+from tidings.safety.bank_match import entries_from_text, entries_text
 from tidings.safety.evidence import EvidenceRecord
 from tidings.safety.memory_rows import GroupCounts
 from tidings.safety.reports import (
@@ -46,14 +45,11 @@ def _item(row: Row[Any]) -> ReportedItemRecord:
 
 
 def _match_values(match: ReportMatch) -> dict[str, Any]:
-    return record_values(
-        match, entries=json.dumps([e.to_json() for e in match.entries], sort_keys=True)
-    )
+    return record_values(match, entries=entries_text(match.entries))
 
 
 def _match(row: Row[Any]) -> ReportMatch:
-    entries = tuple(MatchedEntry.from_json(e) for e in json.loads(row.entries))
-    return record_from_row(ReportMatch, row, entries=entries)
+    return record_from_row(ReportMatch, row, entries=entries_from_text(row.entries))
 
 
 def _raise_replay(kinds: set[ReplayKind]) -> None:
