@@ -46,15 +46,15 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from relay import device_keys, ratchet_body  # noqa: E402  (bench/relay.py's material)
+from relay import device_keys, ratchet_body
 
-from tidings.app import create_app  # noqa: E402
-from tidings.server.auth import authenticate  # noqa: E402
-from tidings.server.config import ServerConfig  # noqa: E402
-from tidings.server.models import SendRequest  # noqa: E402
-from tidings.server.routes.messages import relay_send  # noqa: E402
-from tidings.server.state import ServerState  # noqa: E402
-from tidings.wire.base64url import b64e  # noqa: E402
+from tidings.app import create_app
+from tidings.server.auth import authenticate
+from tidings.server.config import ServerConfig
+from tidings.server.models import SendRequest
+from tidings.server.routes.messages import relay_send
+from tidings.server.state import ServerState
+from tidings.wire.base64url import b64e
 
 _SCOPE: dict[str, Any] = {
     "type": "http",
