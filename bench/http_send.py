@@ -12,8 +12,9 @@ Two accounts are registered through ``POST /v1/accounts``; then each round sends
 1,119-byte RatchetMessage body of `bench/relay.py`, a fresh commitment each), ``--concurrency``
 in flight at a time so the writer batches them as under load.
 
-Printed per round, in µs of CPU (``time.process_time``: every thread of the process, so the
-writer thread's commits count) per send:
+Printed per round, in µs of CPU per send: ``time.process_time`` (every thread of the process,
+so the writer thread's commits count) / ``time.thread_time`` of the event loop's thread (the
+one core an HTTP request's own work runs on):
 
 - ``http``: the whole request through the app.
 - ``direct``: `relay_send` called with the same inputs, already authenticated and parsed (the
@@ -24,7 +25,8 @@ writer thread's commits count) per send:
   (included in ``http``; subtract it for the server's share).
 
 The summary is the median of the rounds. ``--profile FILE`` runs one more HTTP round under
-cProfile, writes the stats to FILE and prints the top functions by internal time."""
+cProfile (timed by ``time.process_time``, so waits do not count), writes the stats to FILE and
+prints the top functions by internal time."""
 
 from __future__ import annotations
 
@@ -120,17 +122,18 @@ def json_request(
 
 async def in_flight(
     count: int, concurrency: int, one: Callable[[int], Awaitable[None]]
-) -> float:
-    """CPU seconds for ``count`` calls of ``one(i)``, ``concurrency`` at a time."""
+) -> tuple[float, float]:
+    """CPU seconds for ``count`` calls of ``one(i)``, ``concurrency`` at a time: (the whole
+    process, the event loop's thread alone)."""
     queue = iter(range(count))
 
     async def worker() -> None:
         for i in queue:
             await one(i)
 
-    started = time.process_time()
+    started, started_loop = time.process_time(), time.thread_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.process_time() - started
+    return time.process_time() - started, time.thread_time() - started_loop
 
 
 async def answer_at_once(scope: Scope, receive: Receive, send: Send) -> None:
@@ -180,7 +183,7 @@ async def run(args: argparse.Namespace) -> None:
             auth_scope, _ = json_request("PUT", path, {}, authorization)
             auth = await authenticate(_headers(auth_scope), state)
 
-            async def http_round() -> float:
+            async def http_round() -> tuple[float, float]:
                 requests = [
                     json_request("PUT", path, send_body(), authorization) for _ in range(args.n)
                 ]
@@ -192,7 +195,7 @@ async def run(args: argparse.Namespace) -> None:
 
                 return await in_flight(args.n, args.concurrency, one)
 
-            async def direct_round() -> float:
+            async def direct_round() -> tuple[float, float]:
                 sends = [SendRequest.model_validate(send_body()).messages for _ in range(args.n)]
 
                 async def one(i: int) -> None:
@@ -200,7 +203,7 @@ async def run(args: argparse.Namespace) -> None:
 
                 return await in_flight(args.n, args.concurrency, one)
 
-            async def driver_round() -> float:
+            async def driver_round() -> tuple[float, float]:
                 requests = [
                     json_request("PUT", path, send_body(), authorization) for _ in range(args.n)
                 ]
@@ -212,25 +215,36 @@ async def run(args: argparse.Namespace) -> None:
 
             await http_round()  # warm-up: caches filled, code paths compiled
             await direct_round()
-            rows: list[tuple[float, float, float]] = []
-            print(f"{'round':>5} {'http':>8} {'direct':>8} {'http-direct':>12} {'driver':>8}  µs/send")
+            columns = ("http", "direct", "http-direct", "driver")
+            rows: dict[str, list[tuple[float, float]]] = {c: [] for c in columns}
+            print(f"{'round':>5}" + "".join(f"{c:>20}" for c in columns))
+            print(" " * 5 + f"{'process / loop µs':>20}" * len(columns))
             for r in range(args.rounds):
-                http = await http_round() / args.n * 1e6
-                direct = await direct_round() / args.n * 1e6
-                driver = await driver_round() / args.n * 1e6
-                rows.append((http, direct, driver))
-                print(f"{r:5d} {http:8.1f} {direct:8.1f} {http - direct:12.1f} {driver:8.1f}")
-            http_m = statistics.median(h for h, _, _ in rows)
-            direct_m = statistics.median(d for _, d, _ in rows)
-            driver_m = statistics.median(v for _, _, v in rows)
-            overhead_m = statistics.median(h - d for h, d, _ in rows)
+                http, direct = await http_round(), await direct_round()
+                driver = await driver_round()
+                values = {
+                    "http": http,
+                    "direct": direct,
+                    "http-direct": (http[0] - direct[0], http[1] - direct[1]),
+                    "driver": driver,
+                }
+                line = f"{r:5d}"
+                for c in columns:
+                    cpu, loop = (v / args.n * 1e6 for v in values[c])
+                    rows[c].append((cpu, loop))
+                    line += f"{cpu:13.1f} /{loop:5.0f}"
+                print(line)
+            summary = ", ".join(
+                f"{c} {statistics.median(p for p, _ in rows[c]):.1f} / "
+                f"{statistics.median(lo for _, lo in rows[c]):.1f}"
+                for c in columns
+            )
             print(
-                f"median: http {http_m:.1f}, direct {direct_m:.1f}, http - direct "
-                f"{overhead_m:.1f}, driver {driver_m:.1f} µs/send "
+                f"median µs/send (process / event loop thread): {summary} "
                 f"(n={args.n}, concurrency={args.concurrency}, rounds={args.rounds})"
             )
             if args.profile:
-                profiler = cProfile.Profile()
+                profiler = cProfile.Profile(time.process_time)  # CPU, not waits
                 profiler.enable()
                 await http_round()
                 profiler.disable()
