@@ -216,12 +216,18 @@ def test_limits_agree_with_the_fastapi_route(tmp_path: Path) -> None:
             assert pair.metrics(pair.fast) == pair.metrics(pair.plain)
 
 
-def test_an_unexpected_failure_is_the_same_500(pair: Pair) -> None:
+@pytest.mark.parametrize("where", ["send", "authentication"])
+def test_an_unexpected_failure_is_the_same_500(pair: Pair, where: str) -> None:
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the disk is on fire")
 
     for client in (pair.fast, pair.plain):
-        client.app.state.tidings.store.enqueue = broken  # type: ignore[attr-defined]
+        state = client.app.state.tidings  # type: ignore[attr-defined]
+        if where == "send":
+            state.store.enqueue = broken
+        else:  # the credentials read from the database, past the cache
+            state.cache.device = lambda *args: None
+            state.store.device = broken
     fast, plain = pair.both(
         "PUT", "/v1/messages/bob", json={"messages": [outgoing(pair.bob)]}, headers=pair.alice.auth
     )

@@ -65,6 +65,9 @@ class FastSend:
         if request is None:
             await self.app(scope, _replay(buffered, receive), send)
             return
+        # What the router leaves in the scope for a match (the metrics read the route; when
+        # the request is handed on, the router sets the same again).
+        scope.update(endpoint=self.route.endpoint, path_params=path_params, route=self.route)
         state: ServerState = scope["app"].state.tidings  # as `tidings.server.state.get_state`
         try:
             auth = await authenticate(Headers(scope=scope), state)
@@ -72,8 +75,6 @@ class FastSend:
             # The app answers it (and counts the error) exactly as it answers any refusal.
             await self.app(scope, _replay(buffered, receive), send)
             return
-        # What the router leaves in the scope for a match (the metrics read the route).
-        scope.update(endpoint=self.route.endpoint, path_params=path_params, route=self.route)
         response: Response
         try:
             result = await messages.relay_send(
