@@ -51,6 +51,9 @@ def send_route() -> APIRoute:
 
 
 class FastSend:
+    """The middleware (the module docstring gives its contract). Raises what the send raises
+    other than a typed error, for the outer error middleware to answer 500 ``internal``."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.route = send_route()
