@@ -121,12 +121,16 @@ class Mailbox(asyncio.Event):
 
 MAX_PUSHED = 1000
 """Envelopes waiting in one `Mailbox`; past it, they are dropped and read from the queue."""
-MAX_UNACKED_TRACKED = 4096
-"""Sent, unacknowledged envelopes one connection keeps track of (unordered queues)."""
+MAX_UNACKED_TRACKED = 10_000
+"""Sent, unacknowledged envelopes one connection keeps track of (unordered queues): the
+default ``queue_limit``, so a device catching up on a full queue is not sent any twice."""
 RECENTLY_ACKED = 64
 """Acknowledged positions one connection remembers (unordered queues)."""
-MAX_OUTBOX = 4096
-"""Messages of pushed envelopes waiting for Redis; past it, new ones are dropped."""
+MAX_OUTBOX_BYTES = 32 * 1024 * 1024
+"""Pushed envelopes waiting for Redis, in bytes; past it, new ones are dropped (the other
+nodes' sweeps find them)."""
+PUBLISH_TIMEOUT_S = 5.0
+"""How long one publish may wait for Redis before the publisher gives up on it."""
 PUBLISH_PIPELINE = 64
 """Messages published in one Redis round trip."""
 
@@ -236,8 +240,13 @@ class RedisHub(LocalHub):
         self._channel = f"{prefix}:mail"
         self._redis = redis.from_url(url)
         self._task: asyncio.Task[None] | None = None
+        # Publishing on a connection of its own with a timeout: a Redis that stops answering
+        # must not hold the outbox (the subscription's reads wait as long as they need).
+        self._publisher_redis = redis.from_url(url, socket_timeout=PUBLISH_TIMEOUT_S)
         self._node = os.urandom(NODE_TAG_LEN)
         self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._dropping = False
         self._outbox_ready = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
 
@@ -252,15 +261,20 @@ class RedisHub(LocalHub):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self._redis.aclose()
+        await self._publisher_redis.aclose()
 
     def deliver_committed(self, stored: list[StoredEnvelope]) -> None:
         """Hand the envelopes to the connections here, and queue them for the other nodes."""
         super().deliver_committed(stored)
-        if len(self._outbox) >= MAX_OUTBOX:
+        if self._outbox_bytes >= MAX_OUTBOX_BYTES:
             # Redis is not keeping up (or is down): the other nodes' sweeps find these.
-            log.warning("pushed envelopes dropped: the Redis outbox is full")
+            if not self._dropping:
+                log.warning("pushed envelopes dropped: the Redis outbox is full")
+                self._dropping = True
             return
-        self._outbox.extend(encode_pushes(self._node, stored))
+        for message in encode_pushes(self._node, stored):
+            self._outbox.append(message)
+            self._outbox_bytes += len(message)
         self._outbox_ready.set()
 
     async def _publish_pushes(self) -> None:
@@ -270,8 +284,11 @@ class RedisHub(LocalHub):
             ready.clear()
             while outbox:
                 waiting = [outbox.popleft() for _ in range(min(len(outbox), PUBLISH_PIPELINE))]
+                self._outbox_bytes -= sum(map(len, waiting))
+                if self._dropping and self._outbox_bytes < MAX_OUTBOX_BYTES // 2:
+                    self._dropping = False
                 try:
-                    async with self._redis.pipeline(transaction=False) as pipe:
+                    async with self._publisher_redis.pipeline(transaction=False) as pipe:
                         for data in waiting:
                             pipe.publish(self._channel, data)
                         await pipe.execute()

@@ -439,10 +439,16 @@ class _SqliteThread:
 
 class _PostgresThread:
     """A dedicated thread owning one psycopg connection, for the PostgreSQL writer: one thread
-    hop per batch and no SQLAlchemy on the hot path. The connection's own
-    ``synchronous_commit`` carries ``durability`` (set once, at connect: only this
-    connection's transactions are relaxed) and its ``search_path`` the `Database` schema. A
-    connection that broke (the server restarted) is replaced at the next batch."""
+    hop per batch and no SQLAlchemy on the hot path.
+
+    The connection's own ``synchronous_commit`` carries ``durability`` and its ``search_path``
+    the `Database` schema, both set once per connection with ``SET`` (a session setting, not
+    a startup option, so a session-mode pooler passes it; only this connection's transactions
+    are relaxed). TCP keepalives find a dead peer within about a minute. A connection that
+    broke (the server restarted, a failover, an idle connection dropped) is replaced; a batch
+    that found it broken before its ``COMMIT`` was sent is run again once on the new one, so a
+    restart fails no sender (after ``COMMIT`` was sent the outcome is unknown: the batch fails
+    with `StorageUnavailableError`, as any failed batch does)."""
 
     def __init__(self, url: str, schema: str, *, durability: str = DURABILITY_FULL) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -451,23 +457,46 @@ class _PostgresThread:
         self._conninfo = (
             make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         )
-        options = "-c synchronous_commit=" + ("on" if durability == DURABILITY_FULL else "off")
-        if schema:
-            options += f" -c search_path={schema}"  # a plain identifier (`check_schema`)
-        self._options = options
+        setting = "on" if durability == DURABILITY_FULL else "off"
+        self._setup = [f"SET synchronous_commit = {setting}"]
+        if schema:  # a plain identifier (`check_schema`)
+            self._setup.append(f'SET search_path = "{schema}"')
         self.conn: Any = None
+
+    def _connection(self) -> Any:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            conn = psycopg.connect(
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=10,
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=3,
+            )
+            for statement in self._setup:
+                conn.execute(statement)
+            self.conn = conn
+        return self.conn
 
     async def run(self, fn: Callable[[Any], T]) -> T:
         """``fn`` in one transaction on the thread (committed if it returns, else rolled
         back)."""
 
         def in_thread() -> T:
-            if self.conn is None or self.conn.closed or self.conn.broken:
-                self.conn = psycopg.connect(
-                    self._conninfo, autocommit=True, options=self._options, connect_timeout=10
-                )
-            with self.conn.transaction():
-                return fn(self.conn)
+            for attempt in (1, 2):
+                conn = self._connection()
+                statements_done = False
+                try:
+                    with conn.transaction():
+                        result = fn(conn)
+                        statements_done = True
+                    return result
+                except psycopg.OperationalError:
+                    if attempt == 1 and not statements_done and conn.broken:
+                        continue  # nothing was committed: once more on a new connection
+                    raise
+            raise AssertionError("unreachable")  # pragma: no cover
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, in_thread)
 

@@ -136,10 +136,12 @@ async def _deliver(
                 await ws.close(code=4403, reason=code)
                 return
         if mailbox.overflowed:
-            mailbox.overflowed, read_queue = False, True
+            mailbox.overflowed, read_queue, page_after = False, True, None
             mailbox.pushed.clear()
         if mailbox.stale:
-            mailbox.stale, read_queue = False, True
+            # From the start again, even mid-way through a read in pages: on PostgreSQL what
+            # made it stale may sit below the page reached.
+            mailbox.stale, read_queue, page_after = False, True, None
         if read_queue or not (mailbox.complete or quiet):
             batch = await state.store.pending(
                 auth.account_id,
@@ -150,8 +152,9 @@ async def _deliver(
             )
             for item in batch:
                 if mailbox.is_new(item.seq):
-                    await ws.send_text(envelope_frame(item.envelope))
+                    # Recorded first: the device may ack it before the send returns.
                     mailbox.sent(item.seq, item.message_id)
+                    await ws.send_text(envelope_frame(item.envelope))
             if len(batch) == _PAGE:
                 page_after = batch[-1].seq
                 continue
@@ -162,8 +165,8 @@ async def _deliver(
         while pushed:
             stored = pushed.popleft()
             if mailbox.is_new(stored.seq):
-                await ws.send_text(envelope_frame(stored.envelope))
                 mailbox.sent(stored.seq, stored.message_id)
+                await ws.send_text(envelope_frame(stored.envelope))
         if not announced_empty:
             await ws.send_text('{"type": "queue_empty"}')
             announced_empty = True
