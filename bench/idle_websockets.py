@@ -146,7 +146,8 @@ if stalls_out:
         if took >= 0.02 or info["generation"] == 2:
             _note(kind="gc", at=gc_started[1], ms=round(took * 1000, 1),
                   generation=info["generation"], collected=info["collected"],
-                  objects=len(gc.get_objects(2)) if info["generation"] == 2 else None)
+                  objects=len(gc.get_objects(2)) if info["generation"] == 2 else None,
+                  frozen=gc.get_freeze_count())
     gc.callbacks.append(_gc_note)
     main_id = threading.get_ident()
     def _watch(loop):
