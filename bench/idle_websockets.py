@@ -147,7 +147,7 @@ if stalls_out:
             _note(kind="gc", at=gc_started[1], ms=round(took * 1000, 1),
                   generation=info["generation"], collected=info["collected"],
                   objects=len(gc.get_objects(2)) if info["generation"] == 2 else None,
-                  frozen=gc.get_freeze_count())
+                  frozen=gc.get_freeze_count() if info["generation"] == 2 else None)
     gc.callbacks.append(_gc_note)
     main_id = threading.get_ident()
     def _watch(loop):
