@@ -273,6 +273,8 @@ class Window:
     holders_cpu_pct: float
     cpu: dict[str, Any]
     worst_probes: list[tuple[float, float]] = field(default_factory=list)
+    started_at: float = 0.0
+    """Wall-clock time the window began (the probes' clock)."""
     """The 5 slowest probes: (scheduled wall-clock time, latency ms), to match with
     ``--stalls``."""
 
@@ -345,7 +347,26 @@ async def measure(port: int, server_pid: int, holder_pids: list[int], connection
         server_cpu_pct=round(usage["server_cores"][0] * 100, 1),
         server_threads_cpu_pct=threads, holders_cpu_pct=round(holders * 100, 1), cpu=usage,
         worst_probes=sorted(by_time, key=lambda p: p[1])[-5:],
+        started_at=round(t0 + wall_offset, 3),
     )
+
+
+def stalls_in(log: Path, window: Window) -> dict[str, Any]:
+    """What ``--stalls`` logged during ``window``: full collections (count, longest ms,
+    largest number of objects scanned) and event-loop stalls over 100 ms (count, longest)."""
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    inside = [r for r in rows
+              if window.started_at <= r["at"] <= window.started_at + window.seconds]
+    full = [r for r in inside if r["kind"] == "gc" and r["generation"] == 2]
+    stalls = [r for r in inside if r["kind"] == "stall"]
+    return {"full_collections": len(full),
+            "full_collection_max_ms": max((r["ms"] for r in full), default=0.0),
+            "full_collection_max_objects": max((r["objects"] or 0 for r in full), default=0),
+            "frozen_objects": max((r.get("frozen") or 0 for r in full), default=None),
+            "other_collections_over_20ms": sum(1 for r in inside if r["kind"] == "gc"
+                                               and r["generation"] != 2),
+            "stalls_over_100ms": len(stalls),
+            "stall_max_ms": max((r["ms"] for r in stalls), default=0.0)}
 
 
 def ms(seconds: float) -> float:
@@ -563,6 +584,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             say(f"  profiling the server for {seconds:g} s (cProfile, main thread)")
             result["profile"] = await profile_window(node, seconds, args.profile, args.top)
         result["windows"] = [asdict(baseline), asdict(idle)]
+        if args.stalls is not None:
+            result["stalls"] = [stalls_in(args.stalls, w) for w in (baseline, idle)]
         result["bytes_per_connection"] = (
             round((idle.server_rss_mb - baseline.server_rss_mb) * 1024 * 1024 / opened)
             if opened else None)
@@ -616,6 +639,8 @@ def render(r: dict[str, Any]) -> str:
     ]
     lines.append(f"slowest probes (wall time, ms): 0 connections {base.worst_probes}; "
                  f"idle {idle.worst_probes}")
+    for name, row in zip(("0 connections", "idle"), r.get("stalls", []), strict=False):
+        lines.append(f"--stalls, {name} window: {row}")
     if r["close"]["closed_by_server_meanwhile"] or r["close"]["unexpected_frames"]:
         lines.append(f"note: {r['close']}")
     if r.get("profile"):
