@@ -63,7 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,54 @@ if out:
         profiler.dump_stats(out)
     signal.signal(signal.SIGUSR1, _start)
     signal.signal(signal.SIGUSR2, _dump)
+stalls_out = os.environ.pop("IDLE_BENCH_STALLS", "")
+if stalls_out:
+    import threading, traceback, collections
+    stall_file = open(stalls_out, "a", buffering=1)
+    def _note(**row):
+        stall_file.write(json.dumps(row) + "\\n")
+    gc_started = [0.0, 0.0]
+    def _gc_note(phase, info):
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+            gc_started[1] = time.time()
+            return
+        took = time.perf_counter() - gc_started[0]
+        if took >= 0.02 or info["generation"] == 2:
+            _note(kind="gc", at=gc_started[1], ms=round(took * 1000, 1),
+                  generation=info["generation"], collected=info["collected"],
+                  objects=len(gc.get_objects(2)) if info["generation"] == 2 else None)
+    # Not gc.get_freeze_count(): it walks the frozen list (2 million objects with 10,000
+    # sockets), which added ~0.3 s to every full collection's stall when it was logged here.
+    gc.callbacks.append(_gc_note)
+    main_id = threading.get_ident()
+    def _watch(loop):
+        # A callback posted to the loop every 20 ms; one not run within 100 ms is a stall,
+        # and the main thread's stack is sampled every 10 ms until it runs.
+        while True:
+            ran = threading.Event()
+            posted, posted_wall = time.perf_counter(), time.time()
+            loop.call_soon_threadsafe(ran.set)
+            if ran.wait(0.1):
+                time.sleep(0.02)
+                continue
+            stacks = collections.Counter()
+            while not ran.wait(0.01):
+                frame = sys._current_frames().get(main_id)
+                if frame is not None:
+                    lines = traceback.format_stack(frame)[-12:]
+                    stacks["".join(lines)] += 1
+            _note(kind="stall", at=posted_wall, ms=round((time.perf_counter() - posted) * 1000, 1),
+                  samples=sum(stacks.values()),
+                  stacks=[[n, st] for st, n in stacks.most_common(3)])
+    import uvicorn.server
+    _serve = uvicorn.server.Server.serve
+    async def _serve_watched(self, *a, **kw):
+        import asyncio
+        threading.Thread(target=_watch, args=(asyncio.get_running_loop(),), daemon=True,
+                         name="stall-watch").start()
+        return await _serve(self, *a, **kw)
+    uvicorn.server.Server.serve = _serve_watched
 from tidings.cli import cli
 sys.argv = ["tidings", *sys.argv[1:]]
 cli()
@@ -225,6 +273,11 @@ class Window:
     server_threads_cpu_pct: dict[str, float]
     holders_cpu_pct: float
     cpu: dict[str, Any]
+    worst_probes: list[tuple[float, float]] = field(default_factory=list)
+    started_at: float = 0.0
+    """Wall-clock time the window began (the probes' clock)."""
+    """The 5 slowest probes: (scheduled wall-clock time, latency ms), to match with
+    ``--stalls``."""
 
 
 def main_thread_cpu_s(pid: int) -> float:
@@ -247,6 +300,8 @@ async def measure(port: int, server_pid: int, holder_pids: list[int], connection
     """/healthz open-loop at ``rate`` per second for ``seconds``, with CPU and RSS readings."""
     pool = HttpPool(port, 4)
     latencies: list[float] = []
+    by_time: list[tuple[float, float]] = []
+    wall_offset = time.time() - time.monotonic()
     failed = 0
 
     async def probe(scheduled: float) -> None:
@@ -260,6 +315,7 @@ async def measure(port: int, server_pid: int, holder_pids: list[int], connection
             failed += 1
             return
         latencies.append(time.monotonic() - scheduled)
+        by_time.append((round(scheduled + wall_offset, 3), ms(latencies[-1])))
 
     await pool.request(HEALTHZ)  # one connection warm
     count = max(1, round(rate * seconds))
@@ -291,7 +347,26 @@ async def measure(port: int, server_pid: int, holder_pids: list[int], connection
         server_rss_mb=round(proc_rss_mb(server_pid), 1),
         server_cpu_pct=round(usage["server_cores"][0] * 100, 1),
         server_threads_cpu_pct=threads, holders_cpu_pct=round(holders * 100, 1), cpu=usage,
+        worst_probes=sorted(by_time, key=lambda p: p[1])[-5:],
+        started_at=round(t0 + wall_offset, 3),
     )
+
+
+def stalls_in(log: Path, window: Window) -> dict[str, Any]:
+    """What ``--stalls`` logged during ``window``: full collections (count, longest ms,
+    largest number of objects scanned) and event-loop stalls over 100 ms (count, longest)."""
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    inside = [r for r in rows
+              if window.started_at <= r["at"] <= window.started_at + window.seconds]
+    full = [r for r in inside if r["kind"] == "gc" and r["generation"] == 2]
+    stalls = [r for r in inside if r["kind"] == "stall"]
+    return {"full_collections": len(full),
+            "full_collection_max_ms": max((r["ms"] for r in full), default=0.0),
+            "full_collection_max_objects": max((r["objects"] or 0 for r in full), default=0),
+            "other_collections_over_20ms": sum(1 for r in inside if r["kind"] == "gc"
+                                               and r["generation"] != 2),
+            "stalls_over_100ms": len(stalls),
+            "stall_max_ms": max((r["ms"] for r in stalls), default=0.0)}
 
 
 def ms(seconds: float) -> float:
@@ -304,7 +379,8 @@ def ms(seconds: float) -> float:
 class Node:
     """One `tidings server` process (the CLI) with the benchmark's settings."""
 
-    def __init__(self, workdir: Path, database: str, profile: Path | None) -> None:
+    def __init__(self, workdir: Path, database: str, profile: Path | None,
+                 stalls: Path | None = None) -> None:
         # TidingsSystem holds bench/relay.py's node settings (raised rate limits; PostgreSQL
         # schema, Redis prefix and franking key for a cluster node): one place for them.
         self.settings = TidingsSystem(Ledger(), 0, b"", workdir, cluster=database == "postgres")
@@ -314,6 +390,8 @@ class Node:
         data_dir = env.pop("TIDINGS_DATA_DIR")
         if profile is not None:
             env["IDLE_BENCH_PROFILE"] = str(profile)
+        if stalls is not None:
+            env["IDLE_BENCH_STALLS"] = str(stalls)
         self.log = (workdir / "server.log").open("wb")
         self.proc = subprocess.Popen(
             [PYTHON, "-c", _SERVER_WRAPPER, "server", "--port", str(self.port),
@@ -474,7 +552,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                               "machine": facts, "database": args.database,
                               "connections": args.connections, "rate_per_s": args.rate}
-    node = Node(root, args.database, args.profile)
+    node = Node(root, args.database, args.profile, args.stalls)
     holders: list[tuple[multiprocessing.Process, Connection]] = []
     try:
         await node.ready()
@@ -506,6 +584,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             say(f"  profiling the server for {seconds:g} s (cProfile, main thread)")
             result["profile"] = await profile_window(node, seconds, args.profile, args.top)
         result["windows"] = [asdict(baseline), asdict(idle)]
+        if args.stalls is not None:
+            result["stalls"] = [stalls_in(args.stalls, w) for w in (baseline, idle)]
         result["bytes_per_connection"] = (
             round((idle.server_rss_mb - baseline.server_rss_mb) * 1024 * 1024 / opened)
             if opened else None)
@@ -557,6 +637,10 @@ def render(r: dict[str, Any]) -> str:
         f"/healthz p99 with {idle.connections:,} idle: {idle.p99_ms} ms (target < "
         f"{TARGET_P99_MS:g} ms): {'PASS' if idle.p99_ms < TARGET_P99_MS else 'MISS'}",
     ]
+    lines.append(f"slowest probes (wall time, ms): 0 connections {base.worst_probes}; "
+                 f"idle {idle.worst_probes}")
+    for name, row in zip(("0 connections", "idle"), r.get("stalls", []), strict=False):
+        lines.append(f"--stalls, {name} window: {row}")
     if r["close"]["closed_by_server_meanwhile"] or r["close"]["unexpected_frames"]:
         lines.append(f"note: {r['close']}")
     if r.get("profile"):
@@ -586,6 +670,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between the last socket open and the idle window")
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE",
                         help="one more window with cProfile in the server; pstats to FILE")
+    parser.add_argument("--stalls", type=Path, default=None, metavar="FILE",
+                        help="JSON lines appended to FILE by the server: every event-loop "
+                             "stall over 100 ms (with sampled stacks of the main thread) and "
+                             "every garbage collection over 20 ms or of generation 2")
     parser.add_argument("--top", type=int, default=25, help="profile rows printed")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)

@@ -42,6 +42,7 @@ def server(
     import uvicorn
 
     from tidings.app import create_app
+    from tidings.server.collector import CollectorPacer
     from tidings.server.config import ServerConfig
     from tidings.server.logs import log_config
     from tidings.server.serving import uvicorn_config
@@ -59,8 +60,15 @@ def server(
     # tidings.access logs route templates instead. Every limit uvicorn enforces (WebSocket
     # frame size, header timeout, proxy headers) comes from tidings.server.serving.
     node = uvicorn.Server(uvicorn_config(app, cfg, log_config=log_config(cfg.log_level)))
-    with suppress(KeyboardInterrupt):
-        node.run()
+    # Full collections scan only what is new (issue 9: with 10,000 idle sockets each one held
+    # the event loop for 1-3 s); a whole one runs hourly. See tidings.server.collector.
+    pacer = CollectorPacer()
+    pacer.install()
+    try:
+        with suppress(KeyboardInterrupt):
+            node.run()
+    finally:
+        pacer.uninstall()
     if not node.started:
         raise typer.Exit(code=3)  # uvicorn's STARTUP_FAILURE (port taken, startup failed)
 
