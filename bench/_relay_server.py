@@ -6,7 +6,8 @@ uvicorn's defaults: uvloop, httptools, the `websockets` WebSocket implementation
 
 The Tidings node is started exactly as `tidings server` starts it (`create_app`, the JSON log
 configuration, `tidings.server.serving.uvicorn_config`: no per-message deflate, the frame and
-header limits, uvicorn's access log off), minus the first-admin console bootstrap, which
+header limits, uvicorn's access log off; the garbage collector paced by
+`tidings.server.collector.CollectorPacer`), minus the first-admin console bootstrap, which
 prints staff credentials and has nothing to do with messaging.
 
 The bare relay accepts ``/ws/{client_id}``; every text frame it receives is a JSON object with
@@ -59,6 +60,7 @@ def main(argv: list[str]) -> int:
                     access_log=False)
         return 0
     from tidings.app import create_app
+    from tidings.server.collector import CollectorPacer
     from tidings.server.config import ServerConfig
     from tidings.server.logs import log_config
     from tidings.server.serving import uvicorn_config
@@ -72,9 +74,12 @@ def main(argv: list[str]) -> int:
         profiler.enable()
     # The node's own uvicorn settings (tidings.server.serving), as `tidings server` uses them:
     # frame limit, no per-message deflate, header timeout.
-    uvicorn.Server(
+    node = uvicorn.Server(
         uvicorn_config(create_app(config), config, log_config=log_config(config.log_level))
-    ).run()
+    )
+    if os.environ.get("RELAY_BENCH_STOCK_GC") != "1":  # analysis only: the stock collector
+        CollectorPacer().install()
+    node.run()
     if profiler is not None and profile_to:
         profiler.disable()
         profiler.dump_stats(f"{profile_to}.{os.getpid()}")

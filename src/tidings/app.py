@@ -525,6 +525,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                         await task
             await sweep.stop()
             await publisher.stop()
+            await state.cache.close()
             await state.hub.stop()
             await state.limiter.close()
             await state.store.close()

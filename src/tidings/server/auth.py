@@ -125,10 +125,6 @@ async def _device_and_enforcement(
     """The device's record and its account's active enforcement kind: from the node cache
     (`tidings.server.relay.NodeCache`, invalidated on every node by every decision and device
     change) or from the database (and then cached)."""
-    cached = state.cache.device(username, device_id, now)
-    if cached is not None:
-        return cached.record, cached.enforcement
-
     async def read() -> tuple[DeviceRecord | None, str | None]:
         # Noted before reading: a decision racing this read is used once but not kept.
         generation = state.cache.generation
@@ -142,8 +138,14 @@ async def _device_and_enforcement(
         state.cache.keep_device(generation, record, found.kind, found.until_ms)
         return record, found.kind
 
+    key = ("device", username, device_id)
+    cached = state.cache.device(username, device_id, now)
+    if cached is not None:
+        if state.cache.due(cached):
+            state.cache.refresh_ahead(key, read)  # before it expires, off this request's path
+        return cached.record, cached.enforcement
     # Every request of this device missing the cache at once waits for one read.
-    return await state.cache.read_once(("device", username, device_id), read)
+    return await state.cache.read_once(key, read)
 
 
 async def authenticated_device(request: Request, state: StateDep) -> AuthenticatedDevice:

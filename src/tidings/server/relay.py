@@ -16,11 +16,21 @@ request of that device or account in flight at that moment waits for one databas
 it, a node that had fallen behind (hundreds of pipelined sends in flight per sender) paid one
 read per waiting send at each expiry, and more time lost meant more sends waiting: it did not
 recover from an overload (docs/performance.md, "Levers pulled").
+
+Entries in use are refreshed ahead of their expiry (`NodeCache.refresh_ahead`): a request that
+finds its entry past a point drawn between ``REFRESH_FROM`` and ``REFRESH_TO`` of ``ttl_s``
+still uses it and starts one read in the background. Without it, every entry filled at the same
+moment (a node's clients connecting together) expired together ``ttl_s`` later, and every send
+of those devices waited for its read at once: a 170-240 ms stall every ``ttl_s`` at 800 msg/s
+(docs/performance.md, "Relay, stop 20"). No entry older than ``ttl_s`` is ever used, so the
+bound on a lost invalidation is unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, replace
@@ -34,6 +44,13 @@ T = TypeVar("T")
 MAX_ENTRIES = 200_000
 """Per map: past it the map starts over (a bound on memory, never on correctness)."""
 
+REFRESH_FROM = 0.5
+REFRESH_TO = 0.9
+"""An entry's background refresh falls due at a fraction of ``ttl_s`` drawn uniformly from
+this range when it is stored, so that entries filled together are refreshed apart."""
+
+log = logging.getLogger("tidings.server.relay")
+
 
 @dataclass(frozen=True, slots=True)
 class CachedDevice:
@@ -43,6 +60,8 @@ class CachedDevice:
     enforcement: str | None
     enforcement_until_ms: int | None
     fetched_s: float
+    refresh_s: float
+    """When a request that uses it starts a background refresh (monotonic seconds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +71,26 @@ class DeviceList:
     account_id: int
     registration_ids: dict[int, int]
     fetched_s: float
+    refresh_s: float
+    """When a request that uses it starts a background refresh (monotonic seconds)."""
 
 
 class NodeCache:
     """Per-node caches keyed so that one account id invalidates everything about it."""
 
-    def __init__(self, ttl_s: float, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl_s: float,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        """``monotonic`` and ``uniform`` (the refresh point's draw): a test's stand-ins."""
         self.ttl_s = ttl_s
         self._monotonic = monotonic
+        self._uniform = uniform
+        self._refreshing: set[asyncio.Task[Any]] = set()
+        """Background refreshes in flight (`refresh_ahead`), kept until done."""
         self._devices: dict[tuple[str, int], CachedDevice] = {}
         self._lists: dict[str, DeviceList] = {}
         self._keys: dict[int, set[tuple[str, int]]] = {}
@@ -103,6 +134,38 @@ class NodeCache:
         finally:
             del self._reading[slot]
 
+    def due(self, entry: CachedDevice | DeviceList) -> bool:
+        """Whether a request using ``entry`` should start its refresh (`refresh_ahead`)."""
+        return self._monotonic() >= entry.refresh_s
+
+    def refresh_ahead(self, key: Hashable, read: Callable[[], Awaitable[Any]]) -> None:
+        """Start ``read()`` (which stores what it finds) in the background through `read_once`,
+        unless a read of ``key`` is already in flight. Its failure is logged by class and left
+        for the entry's expiry: the request that found the entry due goes on with it. Call on
+        the event loop."""
+        if (key, self.generation) in self._reading:
+            return
+
+        async def refresh() -> None:
+            try:
+                await self.read_once(key, read)
+            except Exception as exc:
+                log.warning("cache refresh failed", extra={"error": type(exc).__name__})
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        self._refreshing.add(task)
+        task.add_done_callback(self._refreshing.discard)
+
+    async def close(self) -> None:
+        """Cancel the background refreshes in flight (the node is stopping)."""
+        tasks = list(self._refreshing)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _refresh_point(self, now_s: float) -> float:
+        return now_s + self.ttl_s * self._uniform(REFRESH_FROM, REFRESH_TO)
+
     # -- credentials and enforcement ---------------------------------------------------------
 
     def device(self, username: str, device_id: int, now_ms: int) -> CachedDevice | None:
@@ -129,7 +192,10 @@ class NodeCache:
         if len(self._devices) >= MAX_ENTRIES:
             self.invalidate(EVERY_ACCOUNT)
         key = (record.username, record.device_id)
-        self._devices[key] = CachedDevice(record, enforcement, until_ms, self._monotonic())
+        now_s = self._monotonic()
+        self._devices[key] = CachedDevice(
+            record, enforcement, until_ms, now_s, self._refresh_point(now_s)
+        )
         self._keys.setdefault(record.account_id, set()).add(key)
         self._account_of[record.username] = record.account_id
 
@@ -152,7 +218,8 @@ class NodeCache:
         self, generation: int, username: str, account_id: int, registration_ids: dict[int, int]
     ) -> DeviceList:
         """Remember an account's device list read at ``generation``; returns it either way."""
-        entry = DeviceList(account_id, registration_ids, self._monotonic())
+        now_s = self._monotonic()
+        entry = DeviceList(account_id, registration_ids, now_s, self._refresh_point(now_s))
         if generation == self.generation and self.ttl_s > 0:
             if len(self._lists) >= MAX_ENTRIES:
                 self.invalidate(EVERY_ACCOUNT)

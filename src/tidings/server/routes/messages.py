@@ -4,7 +4,7 @@ answer, push hint), pull and acknowledge."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from fastapi import APIRouter, Response
 from google.protobuf.message import Message
@@ -89,6 +89,8 @@ async def relay_send(
     cached = state.cache.device_list(username)
     if cached is not None and _check_devices(cached, auth, registration_ids, raise_=False):
         account_id = cached.account_id
+        if state.cache.due(cached):  # refreshed before it expires, off this send's path
+            state.cache.refresh_ahead(("devices", username), _device_list_read(state, username))
     else:
         # Not cached, or it does not match: the database decides before any refusal.
         account_id = await _current_devices(state, username, auth, registration_ids)
@@ -140,16 +142,24 @@ async def _current_devices(
 
     Raises: UnknownAccountError, MismatchedDevicesError, StaleDevicesError."""
 
+    # Every send to this account missing the cache at once waits for one read.
+    entry = await state.cache.read_once(("devices", username), _device_list_read(state, username))
+    _check_devices(entry, auth, registration_ids, raise_=True)
+    return entry.account_id
+
+
+def _device_list_read(state: ServerState, username: str) -> Callable[[], Awaitable[DeviceList]]:
+    """The read of ``username``'s current devices that stores them in the node cache.
+
+    Its read raises UnknownAccountError."""
+
     async def read() -> DeviceList:
         generation = state.cache.generation
         account_id = await state.store.account_id(username)
         current = {d.device_id: d.registration_id for d in await state.store.devices(account_id)}
         return state.cache.keep_device_list(generation, username, account_id, current)
 
-    # Every send to this account missing the cache at once waits for one read.
-    entry = await state.cache.read_once(("devices", username), read)
-    _check_devices(entry, auth, registration_ids, raise_=True)
-    return entry.account_id
+    return read
 
 
 def _check_devices(
