@@ -22,7 +22,7 @@ finds its entry past a point drawn between ``REFRESH_FROM`` and ``REFRESH_TO`` o
 still uses it and starts one read in the background. Without it, every entry filled at the same
 moment (a node's clients connecting together) expired together ``ttl_s`` later, and every send
 of those devices waited for its read at once: a 170-240 ms stall every ``ttl_s`` at 800 msg/s
-(docs/performance.md, "Relay, stop 20"). No entry older than ``ttl_s`` is ever used, so the
+(docs/performance.md, "Relay, stops 19-20"). No entry older than ``ttl_s`` is ever used, so the
 bound on a lost invalidation is unchanged.
 """
 
