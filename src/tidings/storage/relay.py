@@ -157,8 +157,14 @@ class _BatchStatements(Protocol):
 
 # Built once: a batch of one message should not pay for building its statements.
 _m = messages.c
+# Every statement on `messages` reaches its rows through an index, whatever the queues hold:
+# SQLite reads a row-value IN over the whole table (the plan is "SCAN messages"), so the
+# message ids are named on their own as well (the unique index), and queues are counted by
+# joining the keys to ix_messages_queue. At 200,000 queued rows an ack batch of 50 took
+# 16.5 ms that way, 0.5 ms this way (docs/performance.md, "Relay, stops 19-20").
 _DELETE_ACKED = (
     delete(messages)
+    .where(_m.message_id.in_(bindparam("ids", expanding=True)))
     .where(
         sql_tuple(_m.account_id, _m.device_id, _m.message_id).in_(bindparam("rows", expanding=True))
     )
@@ -166,6 +172,7 @@ _DELETE_ACKED = (
 )
 _COUNT_QUEUES = (
     select(_m.account_id, _m.device_id, func.count())
+    .where(_m.account_id.in_(bindparam("accounts", expanding=True)))
     .where(sql_tuple(_m.account_id, _m.device_id).in_(bindparam("queues", expanding=True)))
     .group_by(_m.account_id, _m.device_id)
 )
@@ -188,11 +195,12 @@ class CoreStatements:
         self.conn = conn
 
     def delete_acked(self, rows: list[AckRow]) -> set[AckRow]:
-        found = self.conn.execute(_DELETE_ACKED, {"rows": rows})
+        found = self.conn.execute(_DELETE_ACKED, {"ids": [r[2] for r in rows], "rows": rows})
         return {(int(a), int(d), bytes(mid)) for a, d, mid in found}
 
     def count_queues(self, queues: list[QueueKey]) -> Iterable[tuple[int, int, int]]:
-        counted = self.conn.execute(_COUNT_QUEUES, {"queues": queues})
+        accounts = sorted({a for a, _ in queues})
+        counted = self.conn.execute(_COUNT_QUEUES, {"accounts": accounts, "queues": queues})
         return [(int(a), int(d), int(n)) for a, d, n in counted]
 
     def insert(self, rows: list[Row], *, returning: bool) -> list[int]:
@@ -208,12 +216,14 @@ _SQLITE_PAGE = 500
 # The `messages` table of `tidings.storage.schema` (test_relay_batching runs both statement
 # sets on SQLite); "{values}" takes only "?" placeholders, one group per row (`_placeholders`).
 _SQLITE_DELETE = (
-    "DELETE FROM messages WHERE (account_id, device_id, message_id) IN (VALUES {values}) "
+    "DELETE FROM messages WHERE message_id IN ({ids}) "
+    "AND (account_id, device_id, message_id) IN (VALUES {values}) "
     "RETURNING account_id, device_id, message_id"
 )
 _SQLITE_COUNT = (
-    "SELECT account_id, device_id, count(*) FROM messages "
-    "WHERE (account_id, device_id) IN (VALUES {values}) GROUP BY account_id, device_id"
+    "SELECT q.column1, q.column2, count(*) FROM (VALUES {values}) AS q "
+    "JOIN messages ON messages.account_id = q.column1 AND messages.device_id = q.column2 "
+    "GROUP BY q.column1, q.column2"
 )
 _SQLITE_INSERT = (
     "INSERT INTO messages (account_id, device_id, message_id, envelope, created_at_ms, "
@@ -244,8 +254,11 @@ class SqliteStatements:
     def delete_acked(self, rows: list[AckRow]) -> set[AckRow]:
         deleted: set[AckRow] = set()
         for page in _pages(rows):
-            sql = _SQLITE_DELETE.format(values=_placeholders(len(page), 3))
-            deleted.update(self.conn.execute(sql, [v for row in page for v in row]))
+            sql = _SQLITE_DELETE.format(
+                ids=", ".join("?" * len(page)), values=_placeholders(len(page), 3)
+            )
+            params = [row[2] for row in page] + [v for row in page for v in row]
+            deleted.update(self.conn.execute(sql, params))
         return deleted
 
     def count_queues(self, queues: list[QueueKey]) -> Iterable[tuple[int, int, int]]:
@@ -271,14 +284,23 @@ class SqliteStatements:
 
 # PostgreSQL writer statements (psycopg): one fixed statement each, whatever the batch size,
 # with the rows as arrays (`unnest`), so the server prepares each once per connection.
+# The delete names the message ids on their own as well: a generic plan made while the table
+# was empty (psycopg prepares a statement after five runs) otherwise walks the device's whole
+# queue in ix_messages_queue for every ack, and queues grow under load (docs/performance.md,
+# "Relay, stops 19-20"). The unique index on message_id finds each row at once.
 _PG_DELETE = (
-    "DELETE FROM messages WHERE (account_id, device_id, message_id) IN "
+    "DELETE FROM messages WHERE message_id = ANY(%s::bytea[]) "
+    "AND (account_id, device_id, message_id) IN "
     "(SELECT * FROM unnest(%s::bigint[], %s::integer[], %s::bytea[])) "
     "RETURNING account_id, device_id, message_id"
 )
+# Counted one queue at a time through ix_messages_queue: as an IN over the arrays, the generic
+# plan of a new table hashes the keys and reads the whole table (tests/server/test_relay_plans).
+# The keys are distinct (a set's); empty queues are left out, as a GROUP BY leaves them out.
 _PG_COUNT = (
-    "SELECT account_id, device_id, count(*) FROM messages WHERE (account_id, device_id) IN "
-    "(SELECT * FROM unnest(%s::bigint[], %s::integer[])) GROUP BY account_id, device_id"
+    "SELECT q.account_id, q.device_id, c.n FROM unnest(%s::bigint[], %s::integer[]) "
+    "AS q(account_id, device_id) CROSS JOIN LATERAL (SELECT count(*) AS n FROM messages m "
+    "WHERE m.account_id = q.account_id AND m.device_id = q.device_id) AS c WHERE c.n > 0"
 )
 _PG_INSERT = (
     "INSERT INTO messages (account_id, device_id, message_id, envelope, created_at_ms, "
@@ -296,7 +318,9 @@ class PostgresStatements:
 
     def delete_acked(self, rows: list[AckRow]) -> set[AckRow]:
         accounts, devices, ids = zip(*rows, strict=True)
-        found = self.conn.execute(_PG_DELETE, (list(accounts), list(devices), list(ids)))
+        found = self.conn.execute(
+            _PG_DELETE, (list(ids), list(accounts), list(devices), list(ids))
+        )
         return {(int(a), int(d), bytes(mid)) for a, d, mid in found}
 
     def count_queues(self, queues: list[QueueKey]) -> Iterable[tuple[int, int, int]]:
