@@ -9,18 +9,16 @@ Skips when /usr/bin/chromium or Playwright is missing, except under CI=true wher
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from tests.support.live import free_port
+from tests.support.browser import SHOTS, chromium, require_chromium
+from tests.support.live import serving
 from tests.support.staff import PASSWORD
 from tidings.console import build_console
 from tidings.safety.cases import EnforcementKind
@@ -28,66 +26,23 @@ from tidings.safety.staff import Role
 
 from .conftest import Seeded, seed, with_lawful
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "screenshots" / "console"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"browser tests cannot run in CI: {reason}")
-    pytest.skip(reason)
-
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[tuple[str, Seeded]]:
-    if not CHROMIUM.exists():
-        _unavailable("/usr/bin/chromium is not installed (apt-get install chromium)")
+    require_chromium()
     s = seed(time.time_ns() // 1_000_000)
     s.clock.now = 0  # unused: the server runs on the real clock
     with_lawful(s, clock=lambda: time.time_ns() // 1_000_000)
     console = build_console(s.context, secret=os.urandom(32), secure_cookies=False)
     app = Starlette(routes=[Mount("/console", app=console)])
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/console", s
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(app, lifespan="off") as url:
+        yield f"{url}/console", s
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed")
-    if not CHROMIUM.exists():
-        _unavailable("/usr/bin/chromium is not installed")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def sign_in(browser: Any, base: str, s: Seeded, username: str) -> Any:

@@ -13,7 +13,6 @@ Screenshots go to ``screenshots/console/full-loop-*.png``.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 import pyotp
 import pytest
 
+from tests.support.browser import SHOTS, chromium, require_chromium
 from tests.support.live import LiveServer
 from tests.support.staff import active_staff
 from tidings.client.errors import ServerError
@@ -36,25 +36,9 @@ from tidings.server.config import ServerConfig
 from .conftest import png
 
 T = TypeVar("T")
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "screenshots" / "console"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASS = "profile passphrase"
 STAFF_PASSWORD = "correct horse battery staple"
 ABUSE = "I know where you live, look at this"
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"browser tests cannot run in CI: {reason}")
-    pytest.skip(reason)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -81,8 +65,7 @@ def live_node(data_dir: Path, **settings: Any) -> Iterator[Live]:
     """The real composed app (messaging API, /v1/reports, console, portal) on a free port,
     with rate limits only the rate-limit tests meet and ``settings`` (a `ServerConfig`
     field each); needs Chromium (the browser tests' precondition)."""
-    if not CHROMIUM.exists():
-        _unavailable("/usr/bin/chromium is not installed (apt-get install chromium)")
+    require_chromium()
     config = ServerConfig(
         data_dir=data_dir,
         rate_registrations_per_hour=100_000,
@@ -105,19 +88,8 @@ def live(tmp_path: Path) -> Iterator[Live]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed")
-    if not CHROMIUM.exists():
-        _unavailable("/usr/bin/chromium is not installed")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def shot(page: Any, name: str) -> None:

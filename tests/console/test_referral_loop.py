@@ -25,7 +25,6 @@ import pytest
 
 from tests.console.test_full_loop import (  # noqa: F401 - browser: the shared fixture
     PASS,
-    SHOTS,
     STAFF_PASSWORD,
     Live,
     browser,
@@ -33,6 +32,7 @@ from tests.console.test_full_loop import (  # noqa: F401 - browser: the shared f
     run,
     sign_in,
 )
+from tests.support.browser import SHOTS
 from tests.support.cybertip_server import CyberTiplineServer
 from tests.support.staff import active_staff
 from tidings.client.sdk import Client

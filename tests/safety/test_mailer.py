@@ -11,7 +11,6 @@ import email
 import email.policy
 import ipaddress
 import json
-import socket
 import ssl
 import stat
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.safety.test_lawful import World, _audit, _portal_fields
 from tests.safety.test_lawful import world as lawful_world  # noqa: F401 (the fixture)
+from tests.support.live import free_port
 from tidings.errors import LawfulConfigError, LawfulVerificationError, MailDeliveryError
 from tidings.safety.lawful_model import RequestState
 from tidings.safety.mailer import (
@@ -116,17 +116,11 @@ def _authenticator(server: Any, session: Session, envelope: Envelope, mechanism:
     return AuthResult(success=ok)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def relay(tmp_path: Path) -> Iterator[tuple[Inbox, int, ssl.SSLContext]]:
     server_tls, client_tls = _tls(tmp_path)
     inbox = Inbox()
-    port = _free_port()
+    port = free_port()
     controller = Controller(
         inbox, hostname="127.0.0.1", port=port, tls_context=server_tls, require_starttls=True,
         authenticator=_authenticator, auth_required=True, auth_require_tls=True,
@@ -153,7 +147,7 @@ def test_a_relay_that_refuses_or_an_untrusted_certificate_is_a_typed_error(
     for mailer in (
         SmtpMailer(f"smtp://relay:wrong@127.0.0.1:{port}", context=client_tls),  # AUTH refused
         SmtpMailer(f"smtp://relay:p%40ss@127.0.0.1:{port}"),  # self-signed: not trusted
-        SmtpMailer(f"smtp://127.0.0.1:{_free_port()}", timeout=2),  # nobody listening
+        SmtpMailer(f"smtp://127.0.0.1:{free_port()}", timeout=2),  # nobody listening
     ):
         with pytest.raises(MailDeliveryError) as refused:
             mailer.send(MAIL)
@@ -163,7 +157,7 @@ def test_a_relay_that_refuses_or_an_untrusted_certificate_is_a_typed_error(
 
 def test_a_relay_without_tls_is_refused_unless_on_loopback_and_said_so(tmp_path: Path) -> None:
     inbox = Inbox()
-    port = _free_port()
+    port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:

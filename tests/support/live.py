@@ -6,6 +6,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Self
 
 import uvicorn
 
@@ -25,22 +28,16 @@ def free_port() -> int:
         return port
 
 
-class LiveServer:
-    """A real uvicorn server in a background thread (for WebSocket and cluster tests)."""
+class ThreadedServer:
+    """A uvicorn server in a background thread; `start` returns once it is up."""
 
-    def __init__(self, config: ServerConfig) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/websocket"
-        self.app = create_app(config)
-        # The node's own uvicorn settings (frame limit, header timeout, no proxy headers).
-        self.server = uvicorn.Server(
-            uvicorn_config(self.app, config, host="127.0.0.1", port=self.port, log_level="warning")
-        )
+    def __init__(self, config: uvicorn.Config) -> None:
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def start(self) -> LiveServer:
-        """Start serving; returns once uvicorn reports it is up (RuntimeError if it does not)."""
+    def start(self) -> Self:
+        """Start serving; returns once uvicorn reports it is up (RuntimeError if it is not
+        within `START_TIMEOUT_S`)."""
         self.thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self.server.started:
@@ -52,3 +49,32 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+@contextmanager
+def serving(app: Any, **settings: Any) -> Iterator[str]:
+    """``app`` on a free port of 127.0.0.1 for the block (``settings``: more `uvicorn.Config`
+    arguments); yields its base URL."""
+    port = free_port()
+    server = ThreadedServer(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **settings)
+    )
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+class LiveServer(ThreadedServer):
+    """The composed app of ``config`` under the node's own uvicorn settings (frame limit,
+    header timeout, no proxy headers), for WebSocket and cluster tests."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/websocket"
+        self.app = create_app(config)
+        super().__init__(
+            uvicorn_config(self.app, config, host="127.0.0.1", port=self.port, log_level="warning")
+        )
