@@ -14,17 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from tests.server.conftest import count_rows
 from tests.support.devices import DeviceKit, outgoing
 from tests.support.live import LiveServer
+from tests.support.websocket import TIMEOUT, alice_and_bob, envelopes_until_empty, ids_of, send
 from tidings.server.config import ServerConfig
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
 from tidings.wire.base64url import b64d, b64e
-
-TIMEOUT = 10
 
 
 @pytest.fixture
@@ -43,41 +42,6 @@ def server_errors() -> Iterator[list[logging.LogRecord]]:
     yield records
     for logger in loggers:
         logger.removeHandler(handler)
-
-
-async def accounts(http: httpx.AsyncClient) -> tuple[DeviceKit, DeviceKit]:
-    kits = []
-    for name in ("alice", "bob"):
-        kit = DeviceKit(one_time=1, kem=1)
-        created = await http.post(
-            "/v1/accounts", json={"username": name, "device": kit.device_keys()}
-        )
-        assert created.status_code == 201, created.text
-        kit.username, kit.device_id = name, 1
-        kits.append(kit)
-    return kits[0], kits[1]
-
-
-async def send(http: httpx.AsyncClient, sender: DeviceKit, to: DeviceKit, count: int) -> list[str]:
-    ids = []
-    for _ in range(count):
-        response = await http.put(
-            f"/v1/messages/{to.username}", json={"messages": [outgoing(to)]}, headers=sender.auth
-        )
-        assert response.status_code == 200, response.text
-        ids.extend(response.json()["message_ids"])
-    return ids
-
-
-async def drain(ws: ClientConnection) -> list[str]:
-    """Message ids of the backlog, up to `queue_empty`."""
-    ids = []
-    while (frame := json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)))["type"] != (
-        "queue_empty"
-    ):
-        assert frame["type"] == "envelope"
-        ids.append(b64e(codec.decode(pb.Envelope, b64d(frame["envelope"])).message_id))
-    return ids
 
 
 def open_websockets(metrics: str) -> float:
@@ -102,7 +66,7 @@ def test_client_vanishing_mid_upload_leaves_no_file_and_no_row(
 ) -> None:
     async def main() -> DeviceKit:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            alice, _ = await accounts(http)
+            alice, _ = await alice_and_bob(http)
         return alice
 
     alice = asyncio.run(main())
@@ -145,7 +109,7 @@ def test_reconnect_storm_leaves_the_server_healthy(
 
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            alice, bob = await accounts(http)
+            alice, bob = await alice_and_bob(http)
             backlog = await send(http, alice, bob, 5)
 
             async def one(i: int) -> None:
@@ -163,7 +127,7 @@ def test_reconnect_storm_leaves_the_server_healthy(
             assert (await http.get("/healthz")).status_code == 200
             # Nothing was acknowledged, so nothing went: the backlog comes whole, in order.
             async with connect(live_server.ws_url, additional_headers=bob.auth) as ws:
-                assert await drain(ws) == backlog
+                assert ids_of(await envelopes_until_empty(ws)) == backlog
                 [live] = await send(http, alice, bob, 1)
                 frame = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
                 assert b64e(codec.decode(pb.Envelope, b64d(frame["envelope"])).message_id) == live
@@ -179,7 +143,7 @@ def test_peer_that_stops_reading_then_vanishes(live_server: LiveServer) -> None:
 
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            alice, bob = await accounts(http)
+            alice, bob = await alice_and_bob(http)
             stuck = await connect(
                 live_server.ws_url, additional_headers=bob.auth, max_queue=1, max_size=2**20
             )
@@ -190,7 +154,7 @@ def test_peer_that_stops_reading_then_vanishes(live_server: LiveServer) -> None:
             stuck.transport.abort()
             assert await settled_gauge(http, 0.0) == 0.0
             async with connect(live_server.ws_url, additional_headers=bob.auth) as ws:
-                assert await drain(ws) == sent
+                assert ids_of(await envelopes_until_empty(ws)) == sent
 
     asyncio.run(main())
 
@@ -205,7 +169,7 @@ def test_duplicate_sends_are_separate_envelopes(
 
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            alice, bob = await accounts(http)
+            alice, bob = await alice_and_bob(http)
             body = {"messages": [outgoing(bob)]}
             first = await http.put("/v1/messages/bob", json=body, headers=alice.auth)
             again = await http.put("/v1/messages/bob", json=body, headers=alice.auth)
@@ -214,7 +178,7 @@ def test_duplicate_sends_are_separate_envelopes(
             assert len(set(ids)) == 2
             assert count_rows(config, "messages") == 2
             async with connect(live_server.ws_url, additional_headers=bob.auth) as ws:
-                assert await drain(ws) == ids
+                assert ids_of(await envelopes_until_empty(ws)) == ids
             pulled = (await http.get("/v1/messages", headers=bob.auth)).json()["envelopes"]
             bodies = [codec.decode(pb.Envelope, b64d(e)).body for e in pulled]
             assert bodies[0] == bodies[1]  # same ciphertext, two envelopes
@@ -231,10 +195,10 @@ def test_restart_loses_nothing(config: ServerConfig) -> None:
 
     async def before() -> None:
         async with httpx.AsyncClient(base_url=first.url) as http:
-            alice, bob = await accounts(http)
+            alice, bob = await alice_and_bob(http)
             ids = await send(http, alice, bob, 6)
             ws = await connect(first.ws_url, additional_headers=bob.auth)
-            assert await drain(ws) == ids
+            assert ids_of(await envelopes_until_empty(ws)) == ids
             for message_id in ids[:2]:
                 await ws.send(json.dumps({"type": "ack", "message_id": message_id}))
             deadline = time.monotonic() + 5
@@ -252,7 +216,7 @@ def test_restart_loses_nothing(config: ServerConfig) -> None:
 
     async def after() -> None:
         async with connect(second.ws_url, additional_headers=state["bob"].auth) as ws:
-            assert await drain(ws) == state["ids"][2:]
+            assert ids_of(await envelopes_until_empty(ws)) == state["ids"][2:]
 
     try:
         asyncio.run(after())

@@ -5,70 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.support.devices import DeviceKit, basic_auth, outgoing
+from tests.support.devices import basic_auth
 from tests.support.live import LiveServer
+from tests.support.websocket import (
+    alice_and_bob,
+    envelopes_until_empty,
+    frame,
+    ids_of,
+    send,
+)
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
 from tidings.wire.base64url import b64d, b64e
-
-TIMEOUT = 10
-
-
-async def setup(http: httpx.AsyncClient) -> tuple[DeviceKit, DeviceKit]:
-    kits = []
-    for name in ("alice", "bob"):
-        kit = DeviceKit(one_time=1, kem=1)
-        created = await http.post(
-            "/v1/accounts", json={"username": name, "device": kit.device_keys()}
-        )
-        assert created.status_code == 201, created.text
-        kit.username, kit.device_id = name, 1
-        kits.append(kit)
-    return kits[0], kits[1]
-
-
-async def send(
-    http: httpx.AsyncClient, sender: DeviceKit, to: DeviceKit, count: int = 1
-) -> list[str]:
-    ids = []
-    for _ in range(count):
-        response = await http.put(
-            f"/v1/messages/{to.username}", json={"messages": [outgoing(to)]}, headers=sender.auth
-        )
-        assert response.status_code == 200, response.text
-        ids.extend(response.json()["message_ids"])
-    return ids
-
-
-async def frame(ws: ClientConnection) -> dict[str, Any]:
-    text = await asyncio.wait_for(ws.recv(), TIMEOUT)
-    decoded: dict[str, Any] = json.loads(text)
-    return decoded
-
-
-async def envelopes_until_empty(ws: ClientConnection) -> list[pb.Envelope]:
-    out = []
-    while (f := await frame(ws))["type"] != "queue_empty":
-        assert f["type"] == "envelope"
-        out.append(codec.decode(pb.Envelope, b64d(f["envelope"])))
-    return out
-
-
-def ids_of(envelopes: list[pb.Envelope]) -> list[str]:
-    return [b64e(e.message_id) for e in envelopes]
 
 
 def test_backlog_live_ack_and_redelivery(live_server: LiveServer) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            alice, bob = await setup(http)
+            alice, bob = await alice_and_bob(http)
             backlog = await send(http, alice, bob, 3)  # bob is offline
             async with connect(live_server.ws_url, additional_headers=bob.auth) as ws:
                 got = await envelopes_until_empty(ws)
@@ -100,7 +60,7 @@ def test_backlog_live_ack_and_redelivery(live_server: LiveServer) -> None:
 def test_two_connections_of_one_device_and_other_devices_isolated(live_server: LiveServer) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            alice, bob = await setup(http)
+            alice, bob = await alice_and_bob(http)
             async with (
                 connect(live_server.ws_url, additional_headers=bob.auth) as bob_ws,
                 connect(live_server.ws_url, additional_headers=alice.auth) as alice_ws,
@@ -122,7 +82,7 @@ def test_two_connections_of_one_device_and_other_devices_isolated(live_server: L
 def test_many_messages_in_order_across_pages(live_server: LiveServer) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            alice, bob = await setup(http)
+            alice, bob = await alice_and_bob(http)
             sent = await send(http, alice, bob, 130)  # more than one page of 100
             async with connect(live_server.ws_url, additional_headers=bob.auth) as ws:
                 assert ids_of(await envelopes_until_empty(ws)) == sent
@@ -133,7 +93,7 @@ def test_many_messages_in_order_across_pages(live_server: LiveServer) -> None:
 def test_bad_frames_get_an_error_and_the_socket_stays(live_server: LiveServer) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            alice, bob = await setup(http)
+            alice, bob = await alice_and_bob(http)
             [message_id] = await send(http, alice, bob)
             async with connect(live_server.ws_url, additional_headers=bob.auth) as ws:
                 assert len(await envelopes_until_empty(ws)) == 1
@@ -164,7 +124,7 @@ def test_unauthenticated_upgrade_is_refused(
 ) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            await setup(http)
+            await alice_and_bob(http)
         with pytest.raises(InvalidStatus) as refused:
             async with connect(live_server.ws_url, additional_headers=headers):
                 pass
