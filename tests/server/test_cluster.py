@@ -20,6 +20,7 @@ from tests.support.app import make_config
 from tests.support.devices import DeviceKit, outgoing
 from tests.support.live import LiveServer
 from tests.support.services import PG_URL, pg_admin
+from tests.support.websocket import alice_and_bob
 from tidings.app import create_app
 from tidings.server.config import ConfigError
 from tidings.server.hub import SWEEP_INTERVAL_S
@@ -133,11 +134,7 @@ def test_without_redis_mail_is_late_but_not_lost(tmp_path: Path, pg_schema: str)
 
     async def main() -> None:
         async with httpx.AsyncClient(base_url=node_a.url) as http:
-            alice, bob = DeviceKit(one_time=1, kem=1), DeviceKit(one_time=1, kem=1)
-            for name, kit in (("alice", alice), ("bob", bob)):
-                body = {"username": name, "device": kit.device_keys()}
-                assert (await http.post("/v1/accounts", json=body)).status_code == 201
-                kit.username, kit.device_id = name, 1
+            alice, bob = await alice_and_bob(http)
             async with connect(node_b.ws_url, additional_headers=bob.auth) as ws:
                 assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "queue_empty"}
                 sent = await http.put(
@@ -167,11 +164,7 @@ def test_rate_limits_are_shared_across_nodes(
             httpx.AsyncClient(base_url=node_a.url) as http_a,
             httpx.AsyncClient(base_url=node_b.url) as http_b,
         ):
-            alice, bob = DeviceKit(one_time=1, kem=1), DeviceKit(one_time=1, kem=1)
-            for name, kit in (("alice", alice), ("bob", bob)):
-                body = {"username": name, "device": kit.device_keys()}
-                assert (await http_a.post("/v1/accounts", json=body)).status_code == 201
-                kit.username, kit.device_id = name, 1
+            alice, bob = await alice_and_bob(http_a)
             codes = []
             for http in (http_a, http_b, http_a, http_b, http_a, http_b):
                 sent = await http.put(
@@ -206,11 +199,7 @@ def test_hints_lost_mid_run_delay_delivery_but_lose_nothing(
 
     async def main() -> None:
         async with httpx.AsyncClient(base_url=node_a.url) as http:
-            alice, bob = DeviceKit(one_time=1, kem=1), DeviceKit(one_time=1, kem=1)
-            for name, kit in (("alice", alice), ("bob", bob)):
-                body = {"username": name, "device": kit.device_keys()}
-                assert (await http.post("/v1/accounts", json=body)).status_code == 201
-                kit.username, kit.device_id = name, 1
+            alice, bob = await alice_and_bob(http)
 
             async def send() -> str:
                 sent = await http.put(

@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
 from tests.server.test_cluster import start_nodes, stop_nodes
-from tests.support.devices import DeviceKit, outgoing
+from tests.support.devices import outgoing
 from tests.support.services import PG_URL
+from tests.support.websocket import alice_and_bob
 from tidings.errors import DecodeError
 from tidings.server.hub import MAX_OUTBOX_BYTES, RECENTLY_ACKED, Mailbox, RedisHub
 from tidings.server.pushed_envelopes import (
@@ -206,11 +207,7 @@ def test_node_b_delivers_node_a_commits_without_reading_and_a_late_commit_arrive
 
     async def main() -> None:
         async with httpx.AsyncClient(base_url=node_a.url) as http:
-            alice, bob = DeviceKit(one_time=1, kem=1), DeviceKit(one_time=1, kem=1)
-            for name, kit in (("alice", alice), ("bob", bob)):
-                body = {"username": name, "device": kit.device_keys()}
-                assert (await http.post("/v1/accounts", json=body)).status_code == 201
-                kit.username, kit.device_id = name, 1
+            alice, bob = await alice_and_bob(http)
             await _pg(schema, "SELECT setval('messages_id_seq', 1000)")
 
             async def send() -> str:
