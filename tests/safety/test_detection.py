@@ -38,8 +38,7 @@ from tidings.errors import (
     OversizedError,
 )
 from tidings.media.pdq import dihedral_hashes, hash_image
-from tidings.safety.audit import AuditAction, InMemoryAuditRepository
-from tidings.safety.case_memory import InMemoryCaseRepository, InMemoryEnforcementRepository
+from tidings.safety.audit import AuditAction
 from tidings.safety.case_model import CaseSource, CaseState
 from tidings.safety.categories import Category, QueueId
 from tidings.safety.detection import (
@@ -50,11 +49,11 @@ from tidings.safety.detection import (
     banks_device_list,
 )
 from tidings.safety.detection_model import Outcome, WindowKey
-from tidings.safety.evidence import EvidenceKeyRing, InMemoryEvidenceRepository
-from tidings.safety.reports import FrankingKey, FrankingKeyRing, InMemoryReportRepository
+from tidings.safety.evidence import EvidenceKeyRing
+from tidings.safety.reports import FrankingKey, FrankingKeyRing
 from tidings.safety.service import SafetyRepositories, SafetyService
 from tidings.safety.sql import SafetyDatabase
-from tidings.safety.staff import InMemoryStaffRepository, Principal, Role, permissions_for
+from tidings.safety.staff import Principal, Role, permissions_for
 from tidings.wire.base64url import b64e
 from tidings.wire.detection import DetectionInnerPayload, list_statement
 
@@ -195,15 +194,7 @@ def _safety(db: SafetyDatabase | None, store: Store, clock: Clock) -> SafetyServ
     }
     if db is not None:
         return SafetyService.open(db.url, schema=db.schema, **keys)
-    evidence = InMemoryEvidenceRepository()
-    repos = SafetyRepositories(
-        audit=InMemoryAuditRepository(),
-        staff=InMemoryStaffRepository(),
-        reports=InMemoryReportRepository(evidence),
-        evidence=evidence,
-        cases=InMemoryCaseRepository(),
-        enforcements=InMemoryEnforcementRepository(),
-    )
+    repos = SafetyRepositories.in_memory()
     return SafetyService(repos, **keys)
 
 

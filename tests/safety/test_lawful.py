@@ -28,17 +28,16 @@ from tidings.errors import (
     PackageVerificationError,
     PermissionDeniedError,
 )
-from tidings.safety.audit import AuditAction, InMemoryAuditRepository
-from tidings.safety.case_memory import InMemoryCaseRepository, InMemoryEnforcementRepository
-from tidings.safety.evidence import EvidenceKeyRing, InMemoryEvidenceRepository
+from tidings.safety.audit import AuditAction
+from tidings.safety.evidence import EvidenceKeyRing
 from tidings.safety.holds import HoldKind, InMemorySubjectRecords
 from tidings.safety.lawful import EMERGENCY_DUE_MS, PORTAL
 from tidings.safety.lawful_model import TRANSITIONS, RequestState, RequestType, by_urgency
 from tidings.safety.lawful_package import verify_package, write_package
-from tidings.safety.reports import FrankingKey, FrankingKeyRing, InMemoryReportRepository
+from tidings.safety.reports import FrankingKey, FrankingKeyRing
 from tidings.safety.service import SafetyRepositories, SafetyService
 from tidings.safety.sql import SafetyDatabase
-from tidings.safety.staff import InMemoryStaffRepository, Principal, Role
+from tidings.safety.staff import Principal, Role
 from tidings.wire import pb
 from tidings.wire.base64url import b64e
 
@@ -107,16 +106,7 @@ def _service(db: SafetyDatabase | None, clock: Clock) -> SafetyService:
         # reads from memory (the SQL reader is `SqlSubjectRecords`, tested with holds).
         repos = replace(SafetyRepositories.sql(db.url, schema=db.schema), subjects=_subjects())
         return SafetyService(repos, **keys)
-    evidence = InMemoryEvidenceRepository()
-    repos = SafetyRepositories(
-        audit=InMemoryAuditRepository(),
-        staff=InMemoryStaffRepository(),
-        reports=InMemoryReportRepository(evidence),
-        evidence=evidence,
-        cases=InMemoryCaseRepository(),
-        enforcements=InMemoryEnforcementRepository(),
-        subjects=_subjects(),
-    )
+    repos = SafetyRepositories.in_memory(subjects=_subjects())
     return SafetyService(repos, **keys)
 
 

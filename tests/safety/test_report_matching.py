@@ -29,22 +29,20 @@ from tests.safety.conftest import (
 )
 from tests.safety.test_detection import LISTED, UNLISTED, edited, original, pdq_hex
 from tidings.media.pdq import dihedral_hashes
-from tidings.safety.audit import AuditAction, InMemoryAuditRepository
+from tidings.safety.audit import AuditAction
 from tidings.safety.bank_match import BankIndex, BankMatcher, bank_hash_source
-from tidings.safety.case_memory import InMemoryCaseRepository, InMemoryEnforcementRepository
 from tidings.safety.categories import Category, QueueId
-from tidings.safety.evidence import EvidenceKeyRing, InMemoryEvidenceRepository
+from tidings.safety.evidence import EvidenceKeyRing
 from tidings.safety.reports import (
     AttachmentReveal,
     FrankingKey,
     FrankingKeyRing,
-    InMemoryReportRepository,
     ReportMatch,
     ReportReceipt,
 )
 from tidings.safety.service import SafetyRepositories, SafetyService
 from tidings.safety.sql import SafetyDatabase
-from tidings.safety.staff import InMemoryStaffRepository, Principal, Role, permissions_for
+from tidings.safety.staff import Principal, Role, permissions_for
 
 NOW = T0 + 10_000_000
 REVIEWER = Principal(
@@ -116,15 +114,7 @@ def make_env(db: SafetyDatabase | None) -> Env:
     if db is not None:
         safety = SafetyService.open(db.url, schema=db.schema, **keys)
     else:
-        evidence = InMemoryEvidenceRepository()
-        repos = SafetyRepositories(
-            audit=InMemoryAuditRepository(),
-            staff=InMemoryStaffRepository(),
-            reports=InMemoryReportRepository(evidence),
-            evidence=evidence,
-            cases=InMemoryCaseRepository(),
-            enforcements=InMemoryEnforcementRepository(),
-        )
+        repos = SafetyRepositories.in_memory()
         safety = SafetyService(repos, **keys)
     operator = safety.operator()
     safety.banks.create_bank(operator, name="cse", category=Category.CHILD_SEXUAL_EXPLOITATION)

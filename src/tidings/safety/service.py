@@ -66,11 +66,13 @@ from tidings.safety.audit import (
     AuditLog,
     AuditRepository,
     AuditVerification,
+    InMemoryAuditRepository,
 )
 from tidings.safety.bank_match import BankMatcher, bank_hash_source
 from tidings.safety.bank_memory import InMemoryBankRepository
 from tidings.safety.bank_model import BankRepository
 from tidings.safety.banks import BankService
+from tidings.safety.case_memory import InMemoryCaseRepository, InMemoryEnforcementRepository
 from tidings.safety.case_model import (
     DEFAULT_LOCK_MS,
     DEFAULT_POLICIES,
@@ -114,12 +116,14 @@ from tidings.safety.refusals import InMemoryRefusalCounter, RefusalCounter
 from tidings.safety.reports import (
     AttachmentFetcher,
     FrankingKeyRing,
+    InMemoryReportRepository,
     ReportIntake,
     ReportReceipt,
     ReportRepository,
     ReportSubmission,
 )
 from tidings.safety.staff import (
+    InMemoryStaffRepository,
     IssuedEnrolment,
     Permission,
     Principal,
@@ -293,6 +297,22 @@ class SafetyRepositories:
             lawful=SqlLawfulRequestRepository(db),
             refusals=SqlRefusalCounter(db),
         )
+
+    @classmethod
+    def in_memory(cls, **overrides: Any) -> SafetyRepositories:
+        """Every repository in memory (a test's or a demo's world: nothing survives the
+        process), with ``overrides`` (a field each, not ``evidence``, which the reports
+        share) in place of the defaults."""
+        evidence = InMemoryEvidenceRepository()
+        repos = cls(
+            audit=InMemoryAuditRepository(),
+            staff=InMemoryStaffRepository(),
+            reports=InMemoryReportRepository(evidence),
+            evidence=evidence,
+            cases=InMemoryCaseRepository(),
+            enforcements=InMemoryEnforcementRepository(),
+        )
+        return replace(repos, **overrides)
 
 
 class _NotifyingEnforcements:
