@@ -758,12 +758,3 @@ def load_referrals(
     except InvalidReferralError as exc:
         raise ReferralConfigError(f"[referrals.reporter]: {exc.message}") from None
     return config, reporter
-
-
-def config_summary(config: ReferralConfig | None) -> Mapping[str, object]:
-    """What the operator may see of the configuration (no credentials)."""
-    if config is None:
-        return {"enabled": False}
-    return {"enabled": True, "url": config.base_url, "username": config.username}
-
-
