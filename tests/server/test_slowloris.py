@@ -15,9 +15,9 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.server.test_websocket import envelopes_until_empty, frame, send, setup
 from tests.support.app import make_config
 from tests.support.live import LiveServer
+from tests.support.websocket import alice_and_bob, envelopes_until_empty, frame, send
 from tidings.server.config import ServerConfig
 from tidings.server.serving import MAX_HEADER_BYTES
 
@@ -107,7 +107,7 @@ def test_the_second_request_on_a_kept_alive_connection_has_its_own_deadline(
 def test_complete_requests_and_websockets_are_not_cut(slow_server: LiveServer) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=slow_server.url) as http:
-            alice, bob = await setup(http)
+            alice, bob = await alice_and_bob(http)
             async with connect(slow_server.ws_url, additional_headers=bob.auth) as ws:
                 await envelopes_until_empty(ws)
                 await asyncio.sleep(HEADER_TIMEOUT_S * 3)  # well past the header deadline

@@ -16,8 +16,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.server.test_websocket import envelopes_until_empty, frame, send, setup
 from tests.support.live import LiveServer
+from tests.support.websocket import alice_and_bob, envelopes_until_empty, frame, send
 from tidings.server.config import ServerConfig
 from tidings.server.routes.websocket import (
     MAX_WEBSOCKETS_PER_ACCOUNT,
@@ -41,7 +41,7 @@ async def closed_code(ws: ClientConnection) -> int | None:
 def test_a_message_past_the_frame_limit_closes_the_connection(live_server: LiveServer) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            _, bob = await setup(http)
+            _, bob = await alice_and_bob(http)
         big = "x" * (MAX_WS_MESSAGE_BYTES + 1)
         async with connect(live_server.ws_url, additional_headers=bob.auth, max_size=None) as ws:
             await envelopes_until_empty(ws)
@@ -58,7 +58,7 @@ def test_a_message_past_the_frame_limit_closes_the_connection(live_server: LiveS
 def test_per_message_deflate_is_not_negotiated(live_server: LiveServer) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            _, bob = await setup(http)
+            _, bob = await alice_and_bob(http)
         async with connect(
             live_server.ws_url, additional_headers=bob.auth, compression="deflate"
         ) as ws:
@@ -73,7 +73,7 @@ def test_a_binary_frame_gets_an_error_frame_and_the_connection_stays_open(
 ) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            alice, bob = await setup(http)
+            alice, bob = await alice_and_bob(http)
             async with connect(live_server.ws_url, additional_headers=bob.auth) as ws:
                 await envelopes_until_empty(ws)
                 await ws.send(b'{"type": "ack", "message_id": "AAAAAAAAAAAAAAAAAAAAAA"}')
@@ -93,7 +93,7 @@ def test_a_binary_frame_gets_an_error_frame_and_the_connection_stays_open(
 def test_an_accounts_connections_are_limited(live_server: LiveServer) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url) as http:
-            alice, bob = await setup(http)
+            alice, bob = await alice_and_bob(http)
         async with contextlib.AsyncExitStack() as stack:
             sockets = []
             for _ in range(MAX_WEBSOCKETS_PER_ACCOUNT):
