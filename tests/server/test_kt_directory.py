@@ -278,6 +278,26 @@ async def test_publish_due_waits_for_the_interval(
     assert await directory.publish_due(60_000, NOW + 60_000) is not None
 
 
+async def test_nodes_due_at_once_publish_one_epoch(store: MessagingStore) -> None:
+    """Two nodes whose rounds fall together both find the head old; the second to take the
+    lease finds the first's new head under it and skips, so the cluster publishes one epoch
+    per interval, not one per node."""
+    other_db = Database(store.db.url, schema=store.db.schema)
+    try:
+        first = KeyDirectory(store.db, KEYS, clock=lambda: NOW)
+        second = KeyDirectory(other_db, KEYS, clock=lambda: NOW)
+        for round_ms in (NOW, NOW + 60_000, NOW + 120_000):
+            results = await asyncio.gather(
+                first.publish_due(60_000, round_ms), second.publish_due(60_000, round_ms)
+            )
+            assert sum(r is not None for r in results) == 1
+        assert [h.epoch for h in await _check_log(first)] == [1, 2, 3]
+        # The check under the lease on its own: a head 1 s old is not due.
+        assert await second.publish_epoch(NOW + 121_000, min_age_ms=54_000) is None
+    finally:
+        await other_db.close()
+
+
 async def test_witness_cosignatures(store: MessagingStore, directory: KeyDirectory) -> None:
     head = await directory.publish_epoch()
     assert head is not None

@@ -249,9 +249,13 @@ class KeyDirectory:
 
     # -- publication --------------------------------------------------------------------
 
-    async def publish_epoch(self, now: int | None = None) -> EpochHead | None:
+    async def publish_epoch(
+        self, now: int | None = None, *, min_age_ms: int = 0
+    ) -> EpochHead | None:
         """Publish the next epoch at time ``now`` (ms; default the clock): see the module
-        docstring. Returns its head, or None when another node holds the publisher lease.
+        docstring. Returns its head, or None when another node holds the publisher lease, or
+        when the newest head, read under the lease, was published less than ``min_age_ms``
+        before ``now``.
 
         Raises:
             StorageUnavailableError: the stored log does not rebuild the stored roots.
@@ -265,6 +269,13 @@ class KeyDirectory:
                     if not await kt_store.take_publisher_lock(conn, self._lease_key):
                         return None
                     tree = await self._synced(conn)
+                    # Checked again under the lease: two nodes may both have found the head
+                    # old before either took the lease, and the second would publish a
+                    # second epoch right after the first.
+                    if min_age_ms and tree.epoch and not await self._is_due(
+                        conn, tree.epoch, time_ms, min_age_ms
+                    ):
+                        return None
                     previous = await self._head(conn, tree.epoch) if tree.epoch else None
                     chosen = _first_per_account(
                         await kt_store.pending_lists(conn), self.max_changes
@@ -299,12 +310,20 @@ class KeyDirectory:
         """`publish_epoch` unless the newest head is less than ``interval_ms`` old (another
         node of the cluster published it): what the periodic task calls on every node."""
         time_ms = self.clock() if now is None else now
+        min_age_ms = interval_ms * 9 // 10
+        # A read first, so that a round with nothing due takes no write transaction.
         async with self.db.read() as conn:
             latest = await kt_store.latest_epoch(conn)
-            row = await kt_store.read_epoch(conn, latest) if latest else None
-        if row is not None and time_ms - row.published_at_ms < interval_ms * 9 // 10:
-            return None
-        return await self.publish_epoch(time_ms)
+            if latest and not await self._is_due(conn, latest, time_ms, min_age_ms):
+                return None
+        return await self.publish_epoch(time_ms, min_age_ms=min_age_ms)
+
+    @staticmethod
+    async def _is_due(conn: AsyncConnection, epoch: int, time_ms: int, min_age_ms: int) -> bool:
+        """Whether ``epoch`` (stored) was published at least ``min_age_ms`` before
+        ``time_ms``."""
+        row = await kt_store.read_epoch(conn, epoch)
+        return row is None or time_ms - row.published_at_ms >= min_age_ms
 
     async def sync(self) -> int:
         """Bring this node's tree to the newest stored epoch (rebuilding it after a start);
