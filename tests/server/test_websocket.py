@@ -19,6 +19,7 @@ from tests.support.websocket import (
     frame,
     ids_of,
     send,
+    wait_for_queue,
 )
 from tidings.wire import codec
 from tidings.wire import tidings_pb2 as pb
@@ -41,18 +42,16 @@ def test_backlog_live_ack_and_redelivery(live_server: LiveServer) -> None:
                 # Acknowledge the first two only.
                 for message_id in backlog[:2]:
                     await ws.send(json.dumps({"type": "ack", "message_id": message_id}))
-                await asyncio.sleep(0.3)
+                await wait_for_queue(http, bob, left=2)
             # Unacknowledged ones come again, in order, on the next connection.
             async with connect(live_server.ws_url, additional_headers=bob.auth) as ws:
                 again = await envelopes_until_empty(ws)
                 assert ids_of(again) == [backlog[2], live]
                 for message_id in ids_of(again):
                     await ws.send(json.dumps({"type": "ack", "message_id": message_id}))
-                await asyncio.sleep(0.3)
+            await wait_for_queue(http, bob)
             async with connect(live_server.ws_url, additional_headers=bob.auth) as ws:
                 assert await envelopes_until_empty(ws) == []
-            pulled = await http.get("/v1/messages", headers=bob.auth)
-            assert pulled.json()["envelopes"] == []
 
     asyncio.run(main())
 
@@ -109,9 +108,7 @@ def test_bad_frames_get_an_error_and_the_socket_stays(live_server: LiveServer) -
                     reply = await frame(ws)
                     assert reply["type"] == "error" and reply["code"] == "malformed"
                 await ws.send(json.dumps({"type": "ack", "message_id": message_id}))
-                await asyncio.sleep(0.3)
-            pulled = await http.get("/v1/messages", headers=bob.auth)
-            assert pulled.json()["envelopes"] == []
+            await wait_for_queue(http, bob)
 
     asyncio.run(main())
 

@@ -17,7 +17,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.live import LiveServer
-from tests.support.websocket import alice_and_bob, envelopes_until_empty, frame, send
+from tests.support.websocket import (
+    alice_and_bob,
+    envelopes_until_empty,
+    frame,
+    send,
+    wait_for_queue,
+)
 from tidings.server.config import ServerConfig
 from tidings.server.routes.websocket import (
     MAX_WEBSOCKETS_PER_ACCOUNT,
@@ -84,8 +90,7 @@ def test_a_binary_frame_gets_an_error_frame_and_the_connection_stays_open(
                 pushed = await frame(ws)
                 assert pushed["type"] == "envelope"
                 await ws.send(json.dumps({"type": "ack", "message_id": live}))
-            pending = await http.get("/v1/messages", headers=bob.auth)
-            assert pending.json()["envelopes"] == []
+            await wait_for_queue(http, bob)
 
     asyncio.run(main())
 

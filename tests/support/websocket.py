@@ -65,3 +65,20 @@ async def envelopes_until_empty(ws: ClientConnection) -> list[pb.Envelope]:
 def ids_of(envelopes: list[pb.Envelope]) -> list[str]:
     """The message ids of ``envelopes``, as the API writes them."""
     return [b64e(e.message_id) for e in envelopes]
+
+
+async def wait_for_queue(http: httpx.AsyncClient, kit: DeviceKit, left: int = 0) -> None:
+    """Wait (at most `TIMEOUT` seconds, then fail) until ``kit``'s device has ``left``
+    envelopes queued. An ack frame gets no answer and the node commits it with the writer's
+    next batch, so a test that acknowledges over the WebSocket waits for that commit instead
+    of sleeping a fixed time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while True:
+        pulled = await http.get("/v1/messages", headers=kit.auth)
+        assert pulled.status_code == 200, pulled.text
+        queued = len(pulled.json()["envelopes"])
+        if queued == left or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert queued == left, f"{queued} envelopes queued after {TIMEOUT} s, not {left}"
