@@ -297,37 +297,30 @@ class Transport:
 
     # -- key transparency (docs/api.md "Key transparency") -----------------------------------
 
+    async def _kt_get(self, path: str, *, auth: bool = True) -> dict[str, Any] | None:
+        """``GET path`` of the key-transparency API: its JSON object, or None while no epoch
+        is published (404 ``unknown_epoch``). Raises as `_request_obj` otherwise."""
+        try:
+            return await self._request_obj("GET", path, auth=auth)
+        except ServerError as exc:
+            if exc.code == "unknown_epoch":
+                return None
+            raise
+
     async def kt_head(self, epoch: int | None = None) -> dict[str, Any] | None:
         """``GET /v1/kt/head[/{epoch}]`` (no authentication): the signed head's JSON, or None
         while no epoch is published (404 ``unknown_epoch``)."""
         path = "/v1/kt/head" if epoch is None else f"/v1/kt/head/{epoch}"
-        try:
-            return await self._request_obj("GET", path, auth=False)
-        except ServerError as exc:
-            if exc.code == "unknown_epoch":
-                return None
-            raise
+        return await self._kt_get(path, auth=False)
 
     async def kt_lookup(self, username: str) -> dict[str, Any] | None:
         """``GET /v1/kt/lookup/{username}``: head, proof and served list (None: no epoch)."""
-        try:
-            return await self._request_obj(
-                "GET", f"/v1/kt/lookup/{quote(username, safe='')}", auth=False
-            )
-        except ServerError as exc:
-            if exc.code == "unknown_epoch":
-                return None
-            raise
+        return await self._kt_get(f"/v1/kt/lookup/{quote(username, safe='')}", auth=False)
 
     async def kt_history(self, username: str) -> dict[str, Any] | None:
         """``GET /v1/kt/history/{username}`` (own account): lookup, history proof and every
         published list, newest first (None: no epoch yet)."""
-        try:
-            return await self._request_obj("GET", f"/v1/kt/history/{quote(username, safe='')}")
-        except ServerError as exc:
-            if exc.code == "unknown_epoch":
-                return None
-            raise
+        return await self._kt_get(f"/v1/kt/history/{quote(username, safe='')}")
 
     async def kt_submit(self, device_list: bytes) -> int:
         """``PUT /v1/kt/device-list``: queue this account's next signed list; its version."""

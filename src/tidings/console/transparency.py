@@ -8,12 +8,21 @@ markup serves the console page (``transparency.html``) and the standalone file
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tidings.safety.transparency import Figure, FigureStatus, TransparencyReport
 
 from .rendering import template_environment
 
-__all__ = ["Bar", "Chart", "charts_of", "label_of", "overview_of", "render_report_html"]
+__all__ = [
+    "Bar",
+    "Chart",
+    "charts_of",
+    "label_of",
+    "overview_of",
+    "render_report_html",
+    "report_values",
+]
 
 CHART_WIDTH = 560
 LABEL_WIDTH = 220
@@ -103,14 +112,21 @@ def overview_of(report: TransparencyReport) -> Chart:
     return _chart("chart-overview", f"At a glance, {report.period.label}", rows)
 
 
+def report_values(report: TransparencyReport) -> dict[str, Any]:
+    """What ``_transparency.html`` is rendered with, on the console page as in the standalone
+    document: the report, its charts (`charts_of`, `overview_of`), `label_of` and the
+    figure statuses (``S``)."""
+    return {
+        "report": report,
+        "charts": charts_of(report),
+        "overview": overview_of(report),
+        "label_of": label_of,
+        "S": FigureStatus,
+    }
+
+
 def render_report_html(report: TransparencyReport) -> str:
     """The standalone HTML document of ``report`` (inline styles, inline SVG charts, no
     external URL, no script)."""
     template = template_environment().get_template("transparency_report.html")
-    return template.render(
-        report=report,
-        charts=charts_of(report),
-        overview=overview_of(report),
-        label_of=label_of,
-        S=FigureStatus,
-    )
+    return template.render(**report_values(report))

@@ -91,6 +91,18 @@ def _opt(parent: ET.Element, tag: str, text: str | None) -> None:
         _add(parent, tag, text)
 
 
+def _opt_time(parent: ET.Element, tag: str, ms: int | None) -> None:
+    """``<tag>`` holding ``ms`` as an xs:dateTime (`_xml_datetime`); nothing when None."""
+    if ms is not None:
+        _add(parent, tag, _xml_datetime(ms))
+
+
+def _opt_bool(parent: ET.Element, tag: str, value: bool | None) -> None:
+    """``<tag>`` holding ``value`` as an xs:boolean; nothing when None."""
+    if value is not None:
+        _add(parent, tag, _bool(value))
+
+
 def _person(parent: ET.Element, tag: str, person: ContactPerson) -> None:
     element = _add(parent, tag)
     _opt(element, "firstName", person.first_name)
@@ -106,10 +118,8 @@ def _ip_event(parent: ET.Element, event: IpCaptureEvent) -> None:
     element = _add(parent, "ipCaptureEvent")
     _add(element, "ipAddress", event.ip)
     _add(element, "eventName", event.event.value)
-    if event.at_ms is not None:
-        _add(element, "dateTime", _xml_datetime(event.at_ms))
-    if event.possible_proxy is not None:
-        _add(element, "possibleProxy", _bool(event.possible_proxy))
+    _opt_time(element, "dateTime", event.at_ms)
+    _opt_bool(element, "possibleProxy", event.possible_proxy)
     if event.port is not None:
         _add(element, "port", str(event.port))
 
@@ -120,8 +130,7 @@ def _device(parent: ET.Element, device: DeviceId) -> None:
     _add(element, "idValue", device.id_value)
     if device.event is not None:
         _add(element, "eventName", device.event.value)
-    if device.at_ms is not None:
-        _add(element, "dateTime", _xml_datetime(device.at_ms))
+    _opt_time(element, "dateTime", device.at_ms)
 
 
 def _reported(parent: ET.Element, person: ReportedPerson) -> None:
@@ -200,11 +209,9 @@ def file_details_xml(report_id: str, file_id: str, file: ReferralFile) -> bytes:
     _add(root, "reportId", report_id)
     _add(root, "fileId", file_id)
     _add(root, "originalFileName", file.file_name)
-    if file.uploaded_ms is not None:
-        _add(root, "uploadedToEspTimestamp", _xml_datetime(file.uploaded_ms))
+    _opt_time(root, "uploadedToEspTimestamp", file.uploaded_ms)
     _add(root, "fileViewedByEsp", _bool(file.viewed_by_provider))
-    if file.exif_viewed_by_provider is not None:
-        _add(root, "exifViewedByEsp", _bool(file.exif_viewed_by_provider))
+    _opt_bool(root, "exifViewedByEsp", file.exif_viewed_by_provider)
     _add(root, "publiclyAvailable", _bool(file.publicly_available))
     _add(root, "fileRelevance", file.relevance.value)
     if file.annotations:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -629,6 +629,27 @@ class ReferralService(AuditsOneKind):
 
         return record, current, sink
 
+    def _at_clearinghouse(self, step: Callable[[CyberTiplineClient], Awaitable[object]]) -> None:
+        """Run ``step`` (a person's step: retract, reopen) on a fresh client of the configured
+        CyberTipline, to completion (from synchronous code), closing the client after it
+        whatever happens.
+
+        Raises:
+            ReferralConfigError: referrals are not configured (nothing is run).
+            whatever ``step`` raises.
+        """
+        if self.config is None:
+            raise ReferralConfigError("referrals are not configured ([referrals] url)")
+        client = self.client_factory(self.config)
+
+        async def run() -> None:
+            try:
+                await step(client)
+            finally:
+                await client.aclose()
+
+        asyncio.run(run())
+
     def retract(self, principal: Principal, referral_id: str, *, reason: str) -> ReferralRecord:
         """Retract (legal only: ``MAKE_REFERRAL``). An open report is retracted at NCMEC
         (``/retract``, which works only before ``/finish``); one never sent (pending) is
@@ -659,17 +680,9 @@ class ReferralService(AuditsOneKind):
             )
             self.repository.update_referral(updated, record.version)
         else:
-            if self.config is None:
-                raise ReferralConfigError("referrals are not configured ([referrals] url)")
-            client = self.client_factory(self.config)
-
-            async def run() -> None:
-                try:
-                    await client.retract(record.progress_value(), sink, by=principal.staff_id)
-                finally:
-                    await client.aclose()
-
-            asyncio.run(run())
+            self._at_clearinghouse(
+                lambda client: client.retract(record.progress_value(), sink, by=principal.staff_id)
+            )
             updated = replace(current[0], retracted_by=principal.staff_id,
                               version=current[0].version + 1)
             self.repository.update_referral(updated, current[0].version)
@@ -690,17 +703,9 @@ class ReferralService(AuditsOneKind):
         record, current, sink = self._person_step(principal, referral_id)
         if record.state not in {ReferralState.SUBMIT_UNCERTAIN, ReferralState.EXPIRED}:
             raise ReferralStateError(f"a {record.state.value} referral cannot be reopened")
-        if self.config is None:
-            raise ReferralConfigError("referrals are not configured ([referrals] url)")
-        client = self.client_factory(self.config)
-
-        async def run() -> None:
-            try:
-                await client.reopen(record.progress_value(), sink, by=principal.staff_id)
-            finally:
-                await client.aclose()
-
-        asyncio.run(run())
+        self._at_clearinghouse(
+            lambda client: client.reopen(record.progress_value(), sink, by=principal.staff_id)
+        )
         now = self._clock()
         self._audit_on(principal.staff_id, AuditAction.REFERRAL_REOPEN, referral_id, now,
                        {"case": record.case_id, "was": record.state.value,

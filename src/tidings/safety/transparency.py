@@ -415,6 +415,29 @@ def _split(counts: GroupCounts, position: int, order: Iterable[str]) -> tuple[tu
     return tuple((k, sums[k]) for k in known + sorted(set(sums) - set(known)))
 
 
+def _split_figure(
+    key: str,
+    label: str,
+    rows: GroupCounts,
+    counts: str,
+    *,
+    by: str,
+    position: int,
+    order: Iterable[str],
+) -> Figure:
+    """A counted figure whose value is every row of ``rows`` and whose breakdown (labelled
+    ``by``) splits those same rows by the key at ``position`` (`_split`: ``order``'s names
+    first, zeros kept): the breakdown always adds up to the value."""
+    return Figure(
+        key,
+        label,
+        sum(rows.values()),
+        counts,
+        breakdown=_split(rows, position, order),
+        breakdown_label=by,
+    )
+
+
 LAWFUL_REQUEST_TYPES = tuple(t.value for t in RequestType)
 """The request types (`tidings.safety.lawful_model.RequestType`) lawful requests are counted
 by, zeros included."""
@@ -471,24 +494,22 @@ def build_report(
                     "Every report submitted and checked: those verified and accepted plus "
                     "those refused by verification.",
                 ),
-                Figure(
+                _split_figure(
                     "verified",
                     "Reports verified and accepted",
-                    sum(reports.values()),
+                    reports,
                     "Reports whose message franking, context chain and attachments verified "
                     "and were stored, by the time received (safety_reports.received_ms).",
-                    breakdown=_split(reports, 0, _CATEGORIES),
-                    breakdown_label="category",
+                    by="category", position=0, order=_CATEGORIES,
                 ),
-                Figure(
+                _split_figure(
                     "refused",
                     "Reports refused",
-                    sum(refused.values()),
+                    refused,
                     "Reports refused by verification, by reason (the refusal's error code), "
                     "counted per UTC day (safety_report_refusals): only the count is kept, "
                     "nothing of the report.",
-                    breakdown=_split(refused, 0, REFUSAL_REASONS),
-                    breakdown_label="reason",
+                    by="reason", position=0, order=REFUSAL_REASONS,
                 ),
                 Figure(
                     "voided",
@@ -503,23 +524,21 @@ def build_report(
             "cases",
             "Cases",
             (
-                Figure(
+                _split_figure(
                     "opened",
                     "Cases opened",
-                    sum(cases.values()),
+                    cases,
                     "Cases opened in the period (safety_cases.created_ms), by what opened "
                     "them: user reports or a hash-bank detection match.",
-                    breakdown=_split(cases, 0, _SOURCES),
-                    breakdown_label="source",
+                    by="source", position=0, order=_SOURCES,
                 ),
-                Figure(
+                _split_figure(
                     "by_category",
                     "Cases opened, by category",
-                    sum(cases.values()),
+                    cases,
                     "The same cases by category (the category of the report that opened "
                     "the case; detection cases are child sexual exploitation).",
-                    breakdown=_split(cases, 1, _CATEGORIES),
-                    breakdown_label="category",
+                    by="category", position=1, order=_CATEGORIES,
                 ),
             ),
         ),
@@ -544,14 +563,13 @@ def build_report(
                     _total(decisions, _DECISION, status=DecisionStatus.REJECTED.value),
                     "Ban and referral proposals a second reviewer rejected in the period.",
                 ),
-                Figure(
+                _split_figure(
                     "enforcements",
                     "Enforcement actions",
-                    sum(applied.values()),
+                    applied,
                     "Enforcements applied to accounts in the period "
                     "(account_enforcements.created_ms), by type.",
-                    breakdown=_split(applied, 0, _ENFORCEMENTS),
-                    breakdown_label="type",
+                    by="type", position=0, order=_ENFORCEMENTS,
                 ),
             ),
         ),
@@ -559,33 +577,30 @@ def build_report(
             "appeals",
             "Appeals and reversals",
             (
-                Figure(
+                _split_figure(
                     "filed",
                     "Appeals filed",
-                    sum(filed.values()),
+                    filed,
                     "Appeals the affected accounts filed in the period (safety_appeals."
                     "filed_ms), by where they stand now.",
-                    breakdown=_split(filed, 0, [s.value for s in AppealStatus]),
-                    breakdown_label="status",
+                    by="status", position=0, order=[s.value for s in AppealStatus],
                 ),
-                Figure(
+                _split_figure(
                     "decided",
                     "Appeals decided",
-                    sum(decided.values()),
+                    decided,
                     "Appeals decided in the period (safety_appeals.decided_ms), by outcome.",
-                    breakdown=_split(
-                        decided, 0, [AppealStatus.UPHELD.value, AppealStatus.OVERTURNED.value]
-                    ),
-                    breakdown_label="outcome",
+                    by="outcome",
+                    position=0,
+                    order=[AppealStatus.UPHELD.value, AppealStatus.OVERTURNED.value],
                 ),
-                Figure(
+                _split_figure(
                     "reversals",
                     "Enforcement actions reversed",
-                    sum(revoked.values()),
+                    revoked,
                     "Enforcements lifted in the period because an appeal overturned their "
                     "decision (account_enforcements.revoked_ms), by type.",
-                    breakdown=_split(revoked, 0, _ENFORCEMENTS),
-                    breakdown_label="type",
+                    by="type", position=0, order=_ENFORCEMENTS,
                 ),
             ),
         ),
@@ -692,32 +707,28 @@ def build_report(
             "lawful_requests",
             "Requests from authorities",
             (
-                Figure(
+                _split_figure(
                     "received",
                     "Lawful requests received",
-                    sum(lawful.values()),
+                    lawful,
                     "Requests from authorities recorded in the period (safety_lawful_requests."
                     "received_ms), by type.",
-                    breakdown=_split(lawful, 0, LAWFUL_REQUEST_TYPES),
-                    breakdown_label="type",
+                    by="type", position=0, order=LAWFUL_REQUEST_TYPES,
                 ),
-                Figure(
+                _split_figure(
                     "by_country",
                     "Lawful requests by country",
-                    sum(lawful.values()),
+                    lawful,
                     "The same requests by the requesting authority's country (ISO 3166).",
-                    breakdown=_split(lawful, 1, ()),
-                    breakdown_label="country",
+                    by="country", position=1, order=(),
                 ),
-                Figure(
+                _split_figure(
                     "data_produced",
                     "Requests where data was produced",
-                    sum(n for k, n in lawful.items() if k[2] == "yes"),
+                    {k: n for k, n in lawful.items() if k[2] == "yes"},
                     "Of the requests received in the period, those for which a production "
                     "package was made (scoped against the data inventory), by type.",
-                    breakdown=_split({k: n for k, n in lawful.items() if k[2] == "yes"}, 0,
-                                     LAWFUL_REQUEST_TYPES),
-                    breakdown_label="type",
+                    by="type", position=0, order=LAWFUL_REQUEST_TYPES,
                 ),
                 Figure(
                     "preservation",

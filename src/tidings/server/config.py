@@ -238,16 +238,18 @@ STORAGE_SETTINGS = frozenset(
 """The settings of the attachment store: the file's ``[storage]`` table."""
 
 
+def _items(value: object) -> list[str]:
+    """The items of a TOML list or a comma-separated string, stripped, empty ones left out."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    return [text for text in (str(item).strip() for item in items) if text]
+
+
 def _networks(value: object) -> tuple[str, ...]:
     """Proxy addresses from a TOML list or a comma-separated string, each an IP address or
     network; raises ValueError for anything else (a host name would be resolved by nobody,
     and ``*`` would trust every client to name its own address)."""
-    items = value if isinstance(value, list | tuple) else str(value).split(",")
     out = []
-    for item in items:
-        text = str(item).strip()
-        if not text:
-            continue
+    for text in _items(value):
         try:
             # Normalised, as uvicorn's ProxyHeadersMiddleware parses it (strict networks).
             if "/" in text:
@@ -266,12 +268,8 @@ MAX_KT_WITNESSES = 32
 def _witness_keys(value: object) -> tuple[str, ...]:
     """Witness public keys from a TOML list or a comma-separated string, each base64url of 32
     bytes; raises ValueError for anything else or more than `MAX_KT_WITNESSES`."""
-    items = value if isinstance(value, list | tuple) else str(value).split(",")
     out: list[str] = []
-    for item in items:
-        text = str(item).strip()
-        if not text:
-            continue
+    for text in _items(value):
         try:
             key = b64d(text, what="a witness key", max_len=32)
         except TidingsError:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.storage.kt_schema import kt_device_lists, kt_epochs
@@ -96,32 +96,31 @@ async def take_publisher_lock(conn: AsyncConnection, key: int) -> bool:
     return bool(got)
 
 
-async def latest_list(conn: AsyncConnection, account: str) -> StoredList | None:
-    """The highest version of ``account``'s lists, queued or published."""
+async def _highest_version(
+    conn: AsyncConnection, account: str, *where: ColumnElement[bool]
+) -> StoredList | None:
+    """The highest version of ``account``'s lists that meet ``where`` (None: no such list)."""
     row = (
         await conn.execute(
             select(*_LIST_COLUMNS)
-            .where(kt_device_lists.c.account == account)
+            .where(kt_device_lists.c.account == account, *where)
             .order_by(kt_device_lists.c.version.desc())
             .limit(1)
         )
     ).first()
     return None if row is None else _list(row)
+
+
+async def latest_list(conn: AsyncConnection, account: str) -> StoredList | None:
+    """The highest version of ``account``'s lists, queued or published."""
+    return await _highest_version(conn, account)
 
 
 async def latest_published(
     conn: AsyncConnection, account: str, upto: int
 ) -> StoredList | None:
     """The highest version of ``account``'s lists published by epoch ``upto``."""
-    row = (
-        await conn.execute(
-            select(*_LIST_COLUMNS)
-            .where(kt_device_lists.c.account == account, kt_device_lists.c.epoch <= upto)
-            .order_by(kt_device_lists.c.version.desc())
-            .limit(1)
-        )
-    ).first()
-    return None if row is None else _list(row)
+    return await _highest_version(conn, account, kt_device_lists.c.epoch <= upto)
 
 
 async def published_lists(conn: AsyncConnection, account: str, upto: int) -> list[StoredList]:

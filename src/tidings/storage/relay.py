@@ -44,7 +44,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 from sqlalchemy import (
@@ -408,7 +408,33 @@ def _decrement(counts: dict[Any, int], key: object) -> None:
         counts[key] = left
 
 
-class _SqliteThread:
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+ConnT = TypeVar("ConnT", bound=_Closable)
+
+
+class _ConnectionThread(Generic[ConnT]):
+    """A dedicated thread (a pool of one worker, named ``name``) owning one connection,
+    ``conn``: the subclass's ``run`` opens it on the thread at its first call and uses it only
+    there. `close` closes it on the thread (if it was opened), then ends the thread."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.conn: ConnT | None = None
+
+    async def close(self) -> None:
+        def close_connection() -> None:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, close_connection)
+        self._pool.shutdown(wait=True)
+
+
+class _SqliteThread(_ConnectionThread[sqlite3.Connection]):
     """A dedicated thread owning one `sqlite3` connection to the SQLite file: each `run` is one
     thread hop for a whole transaction, instead of several per statement.
 
@@ -417,13 +443,10 @@ class _SqliteThread:
     for the writer)."""
 
     def __init__(self, path: str, *, writer: bool, durability: str = DURABILITY_FULL) -> None:
-        name = "tidings-queue-writer" if writer else "tidings-queue-reader"
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        super().__init__("tidings-queue-writer" if writer else "tidings-queue-reader")
         self._path = path
         self._begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
         self._synchronous = "FULL" if durability == DURABILITY_FULL else "NORMAL"
-        self.conn: sqlite3.Connection | None = None
-        """Opened on the thread at its first `run`; used only there."""
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -451,17 +474,8 @@ class _SqliteThread:
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, in_thread)
 
-    async def close(self) -> None:
-        def close_connection() -> None:
-            if self.conn is not None:
-                self.conn.close()
-                self.conn = None
 
-        await asyncio.get_running_loop().run_in_executor(self._pool, close_connection)
-        self._pool.shutdown(wait=True)
-
-
-class _PostgresThread:
+class _PostgresThread(_ConnectionThread[Any]):
     """A dedicated thread owning one psycopg connection, for the PostgreSQL writer: one thread
     hop per batch and no SQLAlchemy on the hot path.
 
@@ -475,9 +489,7 @@ class _PostgresThread:
     with `StorageUnavailableError`, as any failed batch does)."""
 
     def __init__(self, url: str, schema: str, *, durability: str = DURABILITY_FULL) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="tidings-queue-writer"
-        )
+        super().__init__("tidings-queue-writer")
         self._conninfo = (
             make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         )
@@ -485,7 +497,6 @@ class _PostgresThread:
         self._setup = [f"SET synchronous_commit = {setting}"]
         if schema:  # a plain identifier (`check_schema`)
             self._setup.append(f'SET search_path = "{schema}"')
-        self.conn: Any = None
 
     def _connection(self) -> Any:
         if self.conn is None or self.conn.closed or self.conn.broken:
@@ -523,15 +534,6 @@ class _PostgresThread:
             raise AssertionError("unreachable")  # pragma: no cover
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, in_thread)
-
-    async def close(self) -> None:
-        def close_connection() -> None:
-            if self.conn is not None:
-                self.conn.close()
-                self.conn = None
-
-        await asyncio.get_running_loop().run_in_executor(self._pool, close_connection)
-        self._pool.shutdown(wait=True)
 
 
 class _CoreThread:

@@ -12,7 +12,6 @@ from tidings.errors import NotFoundError
 from tidings.safety.audit import AuditAction
 from tidings.safety.staff import Permission
 from tidings.safety.transparency import (
-    FigureStatus,
     Period,
     TransparencyReport,
     build_report,
@@ -22,7 +21,7 @@ from tidings.safety.transparency import (
 )
 
 from ..routing import Ctx, RouteSpec
-from ..transparency import charts_of, label_of, overview_of
+from ..transparency import report_values
 from .base import ContextPages
 
 __all__ = ["ROUTES", "TransparencyPages"]
@@ -66,16 +65,7 @@ class TransparencyPages(ContextPages):
 
     def transparency(self, c: Ctx) -> Response:
         """The report page (`_report`'s errors)."""
-        report = self._report(c, "console")
-        return self.kit.render(
-            c,
-            "transparency.html",
-            report=report,
-            charts=charts_of(report),
-            overview=overview_of(report),
-            label_of=label_of,
-            S=FigureStatus,
-        )
+        return self.kit.render(c, "transparency.html", **report_values(self._report(c, "console")))
 
     def transparency_json(self, c: Ctx) -> Response:
         """The report as JSON (`TransparencyReport.to_json`; `_report`'s errors), as a

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tidings.errors import ConflictError
 from tidings.safety.audit import AuditEntry
-from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase, during, insert_row
 from tidings.storage.engine import record_values
 from tidings.storage.safety_schema import safety_audit_log
 
@@ -62,6 +62,6 @@ class SqlAuditRepository:
         ``(action,)``: one GROUP BY in the database."""
         a = safety_audit_log.c
         return self._rows.count_by(
-            and_(a.action.in_(list(actions)), a.time_ms >= start_ms, a.time_ms < end_ms),
+            and_(a.action.in_(list(actions)), during(a.time_ms, start_ms, end_ms)),
             a.action,
         )

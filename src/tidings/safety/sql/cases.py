@@ -24,7 +24,7 @@ from tidings.safety.case_model import (
     QueueCounts,
 )
 from tidings.safety.memory_rows import GroupCounts
-from tidings.safety.sql.engine import RecordTable, SafetyDatabase
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase, during
 from tidings.storage.engine import record_from_row, record_values
 from tidings.storage.safety_schema import (
     account_enforcements,
@@ -216,9 +216,7 @@ class SqlCaseRepository:
     def count_cases(self, start_ms: int, end_ms: int) -> GroupCounts:
         """Cases opened in ``[start_ms, end_ms)``, keyed ``(source, category)``."""
         c = safety_cases.c
-        return self._cases.count_by(
-            and_(c.created_ms >= start_ms, c.created_ms < end_ms), c.source, c.category
-        )
+        return self._cases.count_by(during(c.created_ms, start_ms, end_ms), c.source, c.category)
 
     def count_decisions(self, start_ms: int, end_ms: int) -> GroupCounts:
         """Decisions settled in ``[start_ms, end_ms)`` — at the second review when there was
@@ -228,7 +226,7 @@ class SqlCaseRepository:
         query = (
             select(c.source, d.kind, d.status, func.count())
             .select_from(safety_decisions.join(safety_cases, c.case_id == d.case_id))
-            .where(settled >= start_ms, settled < end_ms)
+            .where(during(settled, start_ms, end_ms))
             .group_by(c.source, d.kind, d.status)
         )
         return {
@@ -239,14 +237,12 @@ class SqlCaseRepository:
     def count_appeals_filed(self, start_ms: int, end_ms: int) -> GroupCounts:
         """Appeals filed in ``[start_ms, end_ms)``, keyed ``(status,)`` (as they stand now)."""
         a = safety_appeals.c
-        return self._appeals.count_by(and_(a.filed_ms >= start_ms, a.filed_ms < end_ms), a.status)
+        return self._appeals.count_by(during(a.filed_ms, start_ms, end_ms), a.status)
 
     def count_appeals_decided(self, start_ms: int, end_ms: int) -> GroupCounts:
         """Appeals decided in ``[start_ms, end_ms)``, keyed ``(status,)`` (upheld, overturned)."""
         a = safety_appeals.c
-        return self._appeals.count_by(
-            and_(a.decided_ms >= start_ms, a.decided_ms < end_ms), a.status
-        )
+        return self._appeals.count_by(during(a.decided_ms, start_ms, end_ms), a.status)
 
 
 # --- enforcement ----------------------------------------------------------------------------
@@ -293,17 +289,13 @@ class SqlEnforcementRepository:
     def count_enforcements(self, start_ms: int, end_ms: int) -> GroupCounts:
         """Enforcements applied in ``[start_ms, end_ms)``, keyed ``(kind,)``: one GROUP BY."""
         e = account_enforcements.c
-        return self._rows.count_by(
-            and_(e.created_ms >= start_ms, e.created_ms < end_ms), e.kind
-        )
+        return self._rows.count_by(during(e.created_ms, start_ms, end_ms), e.kind)
 
     def count_revocations(self, start_ms: int, end_ms: int) -> GroupCounts:
         """Enforcements revoked (an appeal overturned them) in ``[start_ms, end_ms)``, keyed
         ``(kind,)``: one GROUP BY."""
         e = account_enforcements.c
-        return self._rows.count_by(
-            and_(e.revoked_ms >= start_ms, e.revoked_ms < end_ms), e.kind
-        )
+        return self._rows.count_by(during(e.revoked_ms, start_ms, end_ms), e.kind)
 
     def revoke_enforcement(self, enforcement_id: str, revoked_ms: int) -> None:
         with self._db.write() as c:

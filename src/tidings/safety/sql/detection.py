@@ -28,7 +28,7 @@ from tidings.safety.detection_model import (
 )
 from tidings.safety.evidence import EvidenceRecord
 from tidings.safety.memory_rows import GroupCounts
-from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase, during, insert_row
 from tidings.storage.detection_schema import (
     safety_detection_lists,
     safety_detection_matches,
@@ -181,7 +181,7 @@ class SqlDetectionRepository:
         """Images matched (confirmed in the clear against the banks) in ``[start_ms,
         end_ms)``, as the one total under ``()``: COUNT in the database."""
         m = safety_detection_matches.c
-        return self._matches.count_by(and_(m.matched_ms >= start_ms, m.matched_ms < end_ms))
+        return self._matches.count_by(during(m.matched_ms, start_ms, end_ms))
 
     def opened_count(self) -> int:
         with self._db.read() as c:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Executable,
     Row,
     Table,
+    and_,
     delete,
     func,
     insert,
@@ -34,9 +35,15 @@ from tidings.storage.engine import (
     upgrade_schema,
 )
 
-__all__ = ["RecordTable", "SafetyDatabase", "insert_row", "sync_url", "update_row"]
+__all__ = ["RecordTable", "SafetyDatabase", "during", "insert_row", "sync_url", "update_row"]
 
 _T = TypeVar("_T")
+
+
+def during(column: ColumnElement[Any], start_ms: int, end_ms: int) -> ColumnElement[bool]:
+    """``start_ms <= column < end_ms``: the period test of every aggregate, in SQL as
+    `tidings.safety.memory_rows.in_period` is in memory (a NULL time is in no period)."""
+    return and_(column >= start_ms, column < end_ms)
 
 
 class SafetyDatabase:

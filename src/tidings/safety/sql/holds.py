@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, select, true, update
+from sqlalchemy import func, select, true, update
 
 from tidings.safety.holds import PreservationHold
-from tidings.safety.sql.engine import RecordTable, SafetyDatabase
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase, during
 from tidings.storage.holds_schema import safety_holds
 from tidings.storage.schema import (
     accounts,
@@ -51,7 +51,7 @@ class SqlHoldRepository:
     def count_placed(self, start_ms: int, end_ms: int) -> dict[tuple[str, ...], int]:
         """Holds placed in ``[start_ms, end_ms)`` by kind: one GROUP BY (transparency)."""
         c = safety_holds.c
-        return self._rows.count_by(and_(c.placed_ms >= start_ms, c.placed_ms < end_ms), c.kind)
+        return self._rows.count_by(during(c.placed_ms, start_ms, end_ms), c.kind)
 
 
 class SqlSubjectRecords:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sqlalchemy import and_, case, delete, true
+from sqlalchemy import case, delete, true
 
 from tidings.safety.lawful_model import LawfulRequest, StoredPackage
-from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase, during, insert_row
 from tidings.storage.lawful_schema import safety_lawful_packages, safety_lawful_requests
 
 __all__ = ["SqlLawfulRequestRepository"]
@@ -66,6 +66,5 @@ class SqlLawfulRequestRepository:
         produced = case((c.produced_ms.is_(None), "no"), else_="yes")
         ndo = case((c.ndo_reference.is_(None), "no"), else_="yes")
         return self._rows.count_by(
-            and_(c.received_ms >= start_ms, c.received_ms < end_ms), c.kind, c.country, produced,
-            ndo,
+            during(c.received_ms, start_ms, end_ms), c.kind, c.country, produced, ndo
         )

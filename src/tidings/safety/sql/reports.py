@@ -23,7 +23,7 @@ from tidings.safety.reports import (
     ReportMatch,
     ReportRecord,
 )
-from tidings.safety.sql.engine import RecordTable, SafetyDatabase, insert_row
+from tidings.safety.sql.engine import RecordTable, SafetyDatabase, during, insert_row
 from tidings.storage.engine import record_from_row, record_values
 from tidings.storage.safety_schema import (
     safety_evidence,
@@ -157,9 +157,7 @@ class SqlReportRepository:
         """Stored (verified) reports received in ``[start_ms, end_ms)``, keyed ``(category,
         status)``: one GROUP BY (`tidings.safety.transparency`)."""
         r = safety_reports.c
-        return self._reports.count_by(
-            and_(r.received_ms >= start_ms, r.received_ms < end_ms), r.category, r.status
-        )
+        return self._reports.count_by(during(r.received_ms, start_ms, end_ms), r.category, r.status)
 
 
 class SqlEvidenceRepository:
